@@ -1,0 +1,147 @@
+"""RePro for one batch of rollouts: plan (segments, answers) -> probe (the pass) -> process advantages.
+
+    repro = RePro(cfg.repro, tokenizer)
+    plan = repro.plan(response_ids, answers, correct)          # CPU: segmentation, skip reasons
+    scored = score_pass(model, seqs, plan.rows, repro.forcing_ids, cfg.top_k, ...)   # probe.py
+    out = repro.advantages(plan, scored.probes, group_ids, T)   # (N, T) A_tilde and every score
+
+Nothing here knows which RL algorithm runs: the trainer folds `alpha * out.process_adv` into its
+estimator's advantage (`scores.fold`). Degenerate rollouts (no answer, an answer that tokenizes to
+nothing, no segment, J_b exactly 0, excluded by `apply_to`) get zero process advantage and are
+counted in `out.skipped` by reason.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from .probe import ProbeRow, RowProbe
+from .scores import (magnitude, normalize_rewards, pool_stats, process_rewards, process_score,
+                     stability, token_process_advantages)
+from .segment import Segmentation, TokenizerDecoder
+
+SKIP_REASONS = ("no_answer", "empty_answer_tokens", "no_segment", "zero_baseline", "apply_to")
+
+
+@dataclass
+class Plan:
+    """Per-rollout inputs of the probe, computed before any forward."""
+
+    rows: list[ProbeRow | None]
+    segmentations: list[Segmentation | None]
+    skip: list[str | None]
+    """Skip reason per rollout (None = scored)."""
+
+
+@dataclass
+class ReProOutput:
+    """Every RePro quantity of a batch, padded to M = most cuts; zeros where `mask` is False."""
+
+    process_adv: torch.Tensor
+    """(N, T) A_tilde, the token process advantage (spec 11)."""
+    J_b: torch.Tensor
+    """(N,) J with no reasoning; NaN for rollouts skipped before probing."""
+    J: torch.Tensor
+    cuts: torch.Tensor
+    mask: torch.Tensor
+    S_magn: torch.Tensor
+    S_stab: torch.Tensor
+    S: torch.Tensor
+    r: torch.Tensor
+    r_norm: torch.Tensor
+    skipped: dict[str, int] = field(default_factory=dict)
+    n_segments: list[int] = field(default_factory=list)
+
+    @property
+    def scored(self) -> torch.Tensor:
+        """(N,) True for rollouts that received a process advantage."""
+        return self.mask.any(-1)
+
+
+class RePro:
+    """The RePro plug-in for one tokenizer; `cfg` is a `config.ReProConfig`."""
+
+    def __init__(self, cfg, tokenizer):
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.decoder = TokenizerDecoder(tokenizer)
+        self.forcing_ids = tuple(tokenizer(cfg.probe_prefix, add_special_tokens=False).input_ids)
+        eos = tokenizer.eos_token_id
+        self.eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
+
+    def answer_ids(self, answer) -> tuple[int, ...] | None:
+        """Token ids q of the formatted ground-truth answer (None when there is no answer)."""
+        if answer is None or str(answer).strip() == "":
+            return None
+        text = self.cfg.probe_answer_format.replace("{answer}", str(answer).strip())
+        return tuple(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def plan(self, responses: Sequence[Sequence[int]], answers: Sequence[object],
+             correct: Sequence[bool] | None = None) -> Plan:
+        rows, segs, skip = [], [], []
+        for i, (y, a) in enumerate(zip(responses, answers)):
+            reason, row, seg = None, None, None
+            if self.cfg.apply_to != "all" and correct is not None and bool(correct[i]) != (self.cfg.apply_to == "correct"):
+                reason = "apply_to"
+            else:
+                q = self.answer_ids(a)
+                if q is None:
+                    reason = "no_answer"
+                elif len(q) == 0:
+                    reason = "empty_answer_tokens"
+                else:
+                    seg = self.decoder.segment(list(y), self.cfg.think_end, self.cfg.segment_delimiter, self.eos_ids)
+                    if not seg.starts:
+                        reason = "no_segment"
+                    else:
+                        row = ProbeRow(seg.starts, seg.ends, q)
+            rows.append(row)
+            segs.append(seg)
+            skip.append(reason)
+        return Plan(rows, segs, skip)
+
+    def advantages(self, plan: Plan, probes: Sequence[RowProbe | None], group_ids: torch.Tensor | None,
+                   T: int, batch_stats: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ReProOutput:
+        """Scores, rewards, normalisation and token process advantages for the batch (spec 6-11).
+
+        `batch_stats` all-reduces `pool_stats` across ranks when process_norm = 'batch'."""
+        c = self.cfg
+        N = len(probes)
+        skip = list(plan.skip)
+        for i, p in enumerate(probes):
+            if p is not None and p.J_b == 0.0:
+                skip[i] = "zero_baseline"
+        M = max([len(p.cuts) for i, p in enumerate(probes) if p is not None and skip[i] is None] + [1])
+        J = torch.zeros(N, M, dtype=torch.float64)
+        cuts = torch.zeros(N, M, dtype=torch.long)
+        mask = torch.zeros(N, M, dtype=torch.bool)
+        J_b = torch.full((N,), float("nan"), dtype=torch.float64)
+        for i, p in enumerate(probes):
+            if p is None:
+                continue
+            J_b[i] = p.J_b
+            if skip[i] is None and p.cuts:
+                m = len(p.cuts)
+                J[i, :m] = p.J.double()
+                cuts[i, :m] = torch.tensor(p.cuts)
+                mask[i, :m] = True
+        J_b_safe = torch.nan_to_num(J_b, nan=-1.0)
+        S_magn = magnitude(J, J_b_safe, c.magnitude_eps) * mask
+        S_stab = stability(J, J_b_safe, c.stability_ema) * mask
+        S = process_score(S_magn, S_stab, c.w) * mask
+        r = process_rewards(S, mask, c.w, c.first_step_baseline)
+        stats = None
+        if c.process_norm == "batch":
+            stats = pool_stats(r, mask)
+            if batch_stats is not None:
+                stats = batch_stats(stats)
+        r_norm = normalize_rewards(r, mask, group_ids, c.process_norm, c.norm_eps, stats)
+        adv = token_process_advantages(r_norm, cuts, mask, T).float()
+        counts = Counter(s for s in skip if s is not None)
+        return ReProOutput(
+            process_adv=adv, J_b=J_b, J=J, cuts=cuts, mask=mask, S_magn=S_magn, S_stab=S_stab, S=S,
+            r=r, r_norm=r_norm, skipped={k: counts.get(k, 0) for k in SKIP_REASONS},
+            n_segments=[len(s.starts) if s is not None else 0 for s in plan.segmentations])

@@ -1,0 +1,143 @@
+"""Magnitude, stability, process score, process reward, normalisation and token advantages
+(spec sections 6-12). Pure tensor functions, batched over rollouts.
+
+Notation (shapes): N rollouts, M = most cut points of any rollout, T = response length.
+    J_b   (N,)    J(0), the answer's mean log-prob with no reasoning
+    J     (N, M)  J_j = J(c_j) at the selected cut points, right-padded
+    mask  (N, M)  True where J_j exists (rollout n has m_n = mask[n].sum() cut points)
+    cuts  (N, M)  c_j, right-padded (any value where mask is False)
+
+    S_magn = magnitude(J, J_b, eps)
+    S_stab = stability(J, J_b, ema)
+    S = process_score(S_magn, S_stab, w)
+    r = process_rewards(S, mask, w, first_step_baseline)
+    r_norm = normalize_rewards(r, mask, group_ids, mode, eps)
+    A_tilde = token_process_advantages(r_norm, cuts, mask, T)       # (N, T)
+    A_hat = fold(A, A_tilde, alpha, apply_mask)
+
+Values at masked positions are zero in every output.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+# S_magn of a prefix that does no better than no reasoning (J = J_b): 1 - tanh(1).
+NO_PROGRESS_MAGNITUDE = 1.0 - math.tanh(1.0)
+
+
+def magnitude(J: torch.Tensor, J_b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """S_magn_j = 1 - tanh(J_j / min(J_b, -eps)), in (0, 1] (spec 6). (N, M)"""
+    denom = torch.clamp(J_b, max=-eps).unsqueeze(-1)  # (N, 1)
+    return 1.0 - torch.tanh(J / denom)
+
+
+def ema(x: torch.Tensor, decay: float) -> torch.Tensor:
+    """e_0 = x_0, e_i = decay * e_{i-1} + (1 - decay) * x_i along the last dim; decay 0 = identity."""
+    if decay == 0.0:
+        return x
+    out = [x[..., 0]]
+    for i in range(1, x.shape[-1]):
+        out.append(decay * out[-1] + (1.0 - decay) * x[..., i])
+    return torch.stack(out, dim=-1)
+
+
+def stability(J: torch.Tensor, J_b: torch.Tensor, ema_decay: float = 0.0) -> torch.Tensor:
+    """S_stab_j = (tau_j + 1) / 2, tau_j = Kendall tau-a of (J_b, J_1, ..., J_j) against the
+    index: tau = 2 / (n(n-1)) * sum_{u<v} sign(x_v - x_u), n = j + 1 (spec 7). (N, M)
+
+    Entries past a rollout's last cut are computed from padding and must be masked by the caller
+    (every function below does)."""
+    x = ema(torch.cat([J_b.unsqueeze(-1), J], dim=-1), ema_decay)  # (N, M+1)
+    sgn = torch.sign(x.unsqueeze(-2) - x.unsqueeze(-1))  # [u, v] = sign(x_v - x_u)   (N, M+1, M+1)
+    upper = torch.triu(torch.ones_like(sgn[0]), diagonal=1)  # u < v
+    concordance = (sgn * upper).sum(dim=-2).cumsum(dim=-1)  # sum over u < v <= j     (N, M+1)
+    j = torch.arange(1, x.shape[-1], device=x.device, dtype=x.dtype)  # n - 1 = j
+    tau = 2.0 * concordance[..., 1:] / ((j + 1.0) * j)
+    return (tau + 1.0) / 2.0
+
+
+def process_score(S_magn: torch.Tensor, S_stab: torch.Tensor, w: float) -> torch.Tensor:
+    """S_j = (1 - w) S_magn_j + w S_stab_j (spec 8)."""
+    return (1.0 - w) * S_magn + w * S_stab
+
+
+def empty_prefix_score(w: float, first_step_baseline: str) -> float:
+    """S_0: the score of the empty prefix, (1-w)(1 - tanh 1) + w/2, or 0 (spec 9)."""
+    if first_step_baseline == "score":
+        return (1.0 - w) * NO_PROGRESS_MAGNITUDE + w * 0.5
+    if first_step_baseline == "zero":
+        return 0.0
+    raise ValueError(f"first_step_baseline must be 'score' or 'zero', got {first_step_baseline!r}")
+
+
+def process_rewards(S: torch.Tensor, mask: torch.Tensor, w: float,
+                    first_step_baseline: str = "score") -> torch.Tensor:
+    """r_j = S_j - S_{j-1}, S_0 = empty_prefix_score (spec 9); 0 where masked. (N, M)"""
+    S0 = torch.full_like(S[..., :1], empty_prefix_score(w, first_step_baseline))
+    r = S - torch.cat([S0, S[..., :-1]], dim=-1)
+    return torch.where(mask, r, torch.zeros_like(r))
+
+
+def pool_stats(r: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(count, sum, sum of squares) of the valid rewards: what ranks all-reduce for a batch pool."""
+    m = mask.to(r.dtype)
+    return torch.stack([m.sum(), (r * m).sum(), (r * r * m).sum()])
+
+
+def normalize_rewards(r: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tensor | None,
+                      mode: str = "group", eps: float = 1e-6,
+                      batch_stats: torch.Tensor | None = None) -> torch.Tensor:
+    """r' = (r - mean) / (std + eps) over a pool, population std (spec 10). (N, M)
+
+    mode 'group': pool = the valid rewards of all rollouts sharing a group id;
+    'batch': all valid rewards (pass `batch_stats` = the all-reduced `pool_stats` when the batch
+    spans ranks); 'none': r unchanged. A pool of one element gives 0."""
+    zero = torch.zeros_like(r)
+    if mode == "none":
+        return torch.where(mask, r, zero)
+    m = mask.to(r.dtype)
+    if mode == "batch":
+        count, s1, s2 = (batch_stats if batch_stats is not None else pool_stats(r, mask)).unbind()
+        count = count.clamp(min=1.0)
+        mean = s1 / count
+        std = (s2 / count - mean * mean).clamp(min=0.0).sqrt()
+    elif mode == "group":
+        if group_ids is None:
+            raise ValueError("process_norm='group' needs group_ids")
+        _, inv = torch.unique(group_ids, return_inverse=True)
+        G = int(inv.max()) + 1 if inv.numel() else 0
+        count = torch.zeros(G, dtype=r.dtype, device=r.device).index_add_(0, inv, m.sum(-1))
+        s1 = torch.zeros_like(count).index_add_(0, inv, (r * m).sum(-1))
+        mean_g = s1 / count.clamp(min=1.0)
+        mean = mean_g[inv].unsqueeze(-1)  # (N, 1)
+        # Two-pass variance: exact for a pool of one (std 0 -> r' = 0).
+        s2 = torch.zeros_like(count).index_add_(0, inv, (((r - mean) ** 2) * m).sum(-1))
+        std = (s2 / count.clamp(min=1.0)).sqrt()[inv].unsqueeze(-1)
+    else:
+        raise ValueError(f"process_norm must be 'group', 'batch' or 'none', got {mode!r}")
+    return torch.where(mask, (r - mean) / (std + eps), zero)
+
+
+def token_process_advantages(r_norm: torch.Tensor, cuts: torch.Tensor, mask: torch.Tensor,
+                             T: int) -> torch.Tensor:
+    """A~_t = sum_{i >= j} r'_i for a token t in step j, i.e. c_{j-1} <= t < c_j (spec 11).
+    Tokens at or after the last cut get 0. Returns (N, T)."""
+    r = torch.where(mask, r_norm, torch.zeros_like(r_norm))
+    to_go = r.flip(-1).cumsum(-1).flip(-1)  # (N, M) return to go from each step
+    t = torch.arange(T, device=r.device)
+    # step index of token t = number of valid cuts c_j <= t
+    step = ((cuts.unsqueeze(1) <= t.view(1, -1, 1)) & mask.unsqueeze(1)).sum(-1)  # (N, T)
+    m = mask.sum(-1, keepdim=True)  # (N, 1)
+    inside = step < m
+    gathered = torch.gather(to_go, 1, step.clamp(max=max(r.shape[-1] - 1, 0))) if r.shape[-1] else torch.zeros_like(step, dtype=r.dtype)
+    return torch.where(inside, gathered, torch.zeros_like(gathered))
+
+
+def fold(adv: torch.Tensor, process_adv: torch.Tensor, alpha: float,
+         apply_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """A^_t = A_t + alpha * A~_t (spec 12); rollouts with apply_mask False keep A_t. (N, T)"""
+    if apply_mask is not None:
+        process_adv = process_adv * apply_mask.to(process_adv.dtype).unsqueeze(-1)
+    return adv + alpha * process_adv

@@ -1,0 +1,163 @@
+"""Segment a chain of thought in token space (spec sections 1 and 2).
+
+A response `y` (token ids, up to and including EOS) is decoded once, each token gets the character
+offset at which it begins, and the thinking span `y[0:T]` is split into segments at the delimiter:
+
+    text, starts = decode_with_offsets(ids, decode)
+    T = thinking_end(text, starts, len(ids), think_end, ends_with_eos)
+    seg_starts = segment_starts(text, starts, T, delimiter)      # s_0 = 0 < s_1 < ...
+    seg_ends = seg_starts[1:] + [T]
+
+Rules (spec 1-2): T is the token in which the first occurrence of the end-of-thinking marker begins
+(no marker: the whole response except a trailing EOS). A maximal run of whitespace that contains a
+delimiter match is one boundary; whitespace at the very start of the response is not; after a
+boundary the next segment starts at the first token that begins at or after the end of the run, if
+that token lies inside the thinking span. So segments are never empty. For a delimiter that matches
+non-whitespace (a user regex such as `Step \\d+:`), the boundary is the match plus the whitespace
+around it.
+
+Everything here is pure Python over strings and ints; the tokenizer enters only as a `decode`
+callable.
+"""
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+REPLACEMENT = "\ufffd"
+
+
+def decode_with_offsets(ids: Sequence[int], decode: Callable[[list[int]], str],
+                        piece: Callable[[int], str] | None = None) -> tuple[str, list[int]]:
+    """Decoded text of `ids` and, for each token, the character offset at which it begins.
+
+    A token whose bytes only complete a character together with later tokens (byte-level BPE
+    splitting a multi-byte character) begins where that character begins. Fast path: when the
+    per-token pieces concatenate to the full decode, offsets are their cumulative lengths.
+    Otherwise decode incrementally with a two-token context window (as streaming detokenisers do),
+    which also keeps SentencePiece's leading spaces: O(len) short decodes.
+    """
+    ids = list(ids)
+    full = decode(ids)
+    if piece is not None:
+        pieces = [piece(i) for i in ids]
+        if "".join(pieces) == full and REPLACEMENT not in full:
+            starts, pos = [], 0
+            for p in pieces:
+                starts.append(pos)
+                pos += len(p)
+            return full, starts
+    text, starts = "", []
+    prefix_off = read_off = 0
+    for i in range(len(ids)):
+        starts.append(len(text))
+        old = decode(ids[prefix_off:read_off]) if read_off > prefix_off else ""
+        new = decode(ids[prefix_off:i + 1])
+        if len(new) > len(old) and not new.endswith(REPLACEMENT):
+            text += new[len(old):]
+            prefix_off, read_off = read_off, i + 1
+    return text, starts
+
+
+def token_at_char(starts: Sequence[int], pos: int) -> int:
+    """Index of the token in which character `pos` begins (the first of tokens sharing a start)."""
+    i = bisect.bisect_right(starts, pos) - 1
+    i = max(i, 0)
+    while i > 0 and starts[i - 1] == starts[i]:
+        i -= 1
+    return i
+
+
+def thinking_end(text: str, starts: Sequence[int], n_tokens: int, think_end: str,
+                 ends_with_eos: bool) -> int:
+    """T: the thinking span is y[0:T] (spec 1)."""
+    if think_end:
+        pos = text.find(think_end)
+        if pos >= 0:
+            return token_at_char(starts, pos)
+    return n_tokens - 1 if (ends_with_eos and n_tokens > 0) else n_tokens
+
+
+def boundary_runs(text: str, delimiter: str | re.Pattern) -> list[tuple[int, int]]:
+    """Character ranges [a, b) of the boundaries in `text`: each delimiter match widened by the
+    whitespace around it, overlapping ranges merged; a range that starts at 0 is dropped."""
+    rx = re.compile(delimiter) if isinstance(delimiter, str) else delimiter
+    runs: list[tuple[int, int]] = []
+    for m in rx.finditer(text):
+        a, b = m.start(), m.end()
+        if a == b:
+            continue
+        while a > 0 and text[a - 1].isspace():
+            a -= 1
+        while b < len(text) and text[b].isspace():
+            b += 1
+        if runs and a <= runs[-1][1]:
+            runs[-1] = (runs[-1][0], max(b, runs[-1][1]))
+        else:
+            runs.append((a, b))
+    return [(a, b) for a, b in runs if a > 0]
+
+
+def segment_starts(text: str, starts: Sequence[int], T: int, delimiter: str | re.Pattern) -> list[int]:
+    """Token indices s_0 = 0 < s_1 < ... of the segments of the thinking span y[0:T] (spec 2).
+
+    Returns [] when the thinking span is empty (no segment)."""
+    if T <= 0:
+        return []
+    span_end = starts[T] if T < len(starts) else len(text)
+    out = [0]
+    for _, b in boundary_runs(text[:span_end], delimiter):
+        i = bisect.bisect_left(starts, b)
+        if i < T and i > out[-1]:
+            out.append(i)
+    return out
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Segments of one response, in response-token indices."""
+
+    T: int
+    """End (exclusive) of the thinking span."""
+    starts: tuple[int, ...]
+    """Segment starts s_0 = 0 < s_1 < ... (empty when the thinking span is empty)."""
+    text: str
+    """The decoded response the offsets refer to."""
+
+    @property
+    def ends(self) -> tuple[int, ...]:
+        return tuple(self.starts[1:]) + ((self.T,) if self.starts else ())
+
+
+def segment_response(ids: Sequence[int], decode: Callable[[list[int]], str], think_end: str,
+                     delimiter: str | re.Pattern, eos_ids: Sequence[int] = (),
+                     piece: Callable[[int], str] | None = None) -> Segmentation:
+    """Thinking span and segments of one response `ids` (spec 1-2)."""
+    text, starts = decode_with_offsets(ids, decode, piece)
+    ends_with_eos = len(ids) > 0 and ids[-1] in set(eos_ids)
+    T = thinking_end(text, starts, len(ids), think_end, ends_with_eos)
+    return Segmentation(T=T, starts=tuple(segment_starts(text, starts, T, delimiter)), text=text)
+
+
+class TokenizerDecoder:
+    """`decode` and a cached per-id `piece` for a Hugging Face tokenizer (special tokens kept,
+    no clean-up of spaces), so that offsets line up with the ids one to one."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self._pieces: dict[int, str] = {}
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def piece(self, i: int) -> str:
+        p = self._pieces.get(i)
+        if p is None:
+            p = self._pieces[i] = self.decode([i])
+        return p
+
+    def segment(self, ids: Sequence[int], think_end: str, delimiter: str | re.Pattern,
+                eos_ids: Sequence[int] = ()) -> Segmentation:
+        return segment_response(ids, self.decode, think_end, delimiter, eos_ids, self.piece)
