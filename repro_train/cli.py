@@ -1,0 +1,41 @@
+"""`repro-train <command> [options]`: the one console script.
+
+Commands:
+  train     RL training from a YAML recipe (GRPO, PPO, REINFORCE++, REINFORCE++-baseline, RLOO; RePro on or off)
+  inspect   RePro's view of given chains of thought: segments, cuts, J, scores, rewards, plots
+  eval      accuracy, lengths and overthinking metrics of a model on a task
+  sft       supervised training (used to build the shipped tiny reasoner)
+  demo      the main job on the embedded default (what `make demo` runs)
+Run `repro-train <command> --help` for each command's options.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": "repro_train.trainer.cli",
+    "inspect": "repro_train.inspect_cot",
+    "eval": "repro_train.eval.cli",
+    "sft": "repro_train.tasks.sft",
+    "demo": "repro_train.demo",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        import difflib
+        close = difflib.get_close_matches(cmd, list(COMMANDS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        print(f"repro-train: unknown command '{cmd}'{hint}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    return importlib.import_module(COMMANDS[cmd]).main(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The J probe and the log-prob pass against plain per-sequence `model(...)` calls (float32)."""
+import pytest
+import torch
+
+from repro_train.modeling import forward_logprobs, pack
+from repro_train.repro.probe import ProbeRow, probe_fused, probe_naive, score_pass
+from repro_train.repro.segment import TokenizerDecoder
+
+TEXTS = [
+    "Let me add 3 + 4 = 7.\n\nWait 7 + 1 = 8.\n\n\nso answer is 8\n\n</think>\n\nFinal answer: 8",
+    "First 12 + 5 = 17.\n\nthen 17.\n\nok é\n\nü done\n\nnext 2 + 2 = 4.\n\nthen 4.",
+    "no delimiter here at all",
+]
+PROMPTS = ["Q: 3+4+1?", "Q: twelve plus five, then more", "hi"]
+ANSWERS = ["8", "17 and 4", "3"]
+
+
+def reference_J(model, prompt, response, cut, forcing, answer):
+    """J(c) from one plain forward over p + y[:c] + f + q, no padding, float32 log-softmax."""
+    ids = prompt + response[:cut] + forcing + answer
+    with torch.no_grad():
+        logp = model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
+    start = len(prompt) + cut + len(forcing)
+    return sum(logp[start - 1 + i, answer[i]].item() for i in range(len(answer))) / len(answer)
+
+
+@pytest.fixture
+def batch(tiny):
+    model, tok = tiny
+    dec = TokenizerDecoder(tok)
+    prompts = [tok(p).input_ids for p in PROMPTS]
+    resp = [tok(t, add_special_tokens=False).input_ids + [tok.eos_token_id] for t in TEXTS]
+    answers = [tok(a, add_special_tokens=False).input_ids for a in ANSWERS]
+    rows = []
+    for r, a in zip(resp, answers):
+        s = dec.segment(r, "</think>", r"\n\n", [tok.eos_token_id])
+        rows.append(ProbeRow(s.starts, s.ends, tuple(a)))
+    return model, tok, prompts, resp, answers, rows
+
+
+@pytest.mark.parametrize("impl", ["fused", "naive"])
+@pytest.mark.parametrize("prefix", ["\n\nFinal answer: ", ""])
+def test_probe_matches_per_cut_forwards(batch, impl, prefix):
+    model, tok, prompts, resp, answers, rows = batch
+    forcing = tok(prefix, add_special_tokens=False).input_ids if prefix else []
+    seqs = pack(prompts, resp, tok.pad_token_id)
+    out = score_pass(model, seqs, rows, forcing, top_k=3, impl=impl, pad_id=tok.pad_token_id,
+                     naive_batch_size=2)
+    n_checked = 0
+    for b, probe in enumerate(out.probes):
+        assert probe.cuts == sorted(probe.cuts) and len(probe.cuts) == min(3, len(rows[b].seg_starts))
+        ref_b = reference_J(model, prompts[b], resp[b], 0, forcing, answers[b])
+        assert probe.J_b == pytest.approx(ref_b, abs=1e-5)
+        for c, j in zip(probe.cuts, probe.J.tolist()):
+            assert j == pytest.approx(reference_J(model, prompts[b], resp[b], c, forcing, answers[b]), abs=1e-5)
+            n_checked += 1
+    assert n_checked >= 6
+
+
+def test_fused_equals_naive_with_skipped_and_ragged_rows(batch):
+    model, tok, prompts, resp, answers, rows = batch
+    forcing = tok("\n\nFinal answer: ", add_special_tokens=False).input_ids
+    seqs = pack(prompts, resp, tok.pad_token_id)
+    with torch.no_grad():
+        lp = forward_logprobs(model, seqs, use_cache=True)
+    blocks = [[0, 3, 9], [], [0, 5]]  # row 1 skipped; ragged cut counts
+    ans = [answers[0], None, answers[2]]
+    with torch.no_grad():
+        fused = probe_fused(model, seqs, lp.cache, blocks, ans, forcing, tok.pad_token_id)
+        naive = probe_naive(model, seqs, blocks, ans, forcing, tok.pad_token_id, batch_size=4,
+                            sync_calls=lambda n: n + 2)  # padded dummy forwards change nothing
+    assert fused[1] is None and naive[1] is None
+    for b in (0, 2):
+        assert torch.allclose(fused[b], naive[b], atol=1e-5)
+        for k, c in enumerate(blocks[b]):
+            assert fused[b][k].item() == pytest.approx(reference_J(model, prompts[b], resp[b], c, forcing, ans[b]), abs=1e-5)
+
+
+def test_logprobs_and_entropy_match_plain_forward(batch):
+    model, tok, prompts, resp, _, rows = batch
+    seqs = pack(prompts, resp, tok.pad_token_id)
+    T = 0.7
+    out = score_pass(model, seqs, rows, [5], top_k=2, temperature=T, pad_id=tok.pad_token_id)
+    for b in range(len(prompts)):
+        with torch.no_grad():
+            logits = model(torch.tensor([prompts[b] + resp[b]])).logits[0].float() / T
+        logp = logits.log_softmax(-1)
+        ent = -(logp.exp() * logp).sum(-1)
+        pos = torch.arange(len(resp[b])) + len(prompts[b]) - 1
+        ref_lp = logp[pos, torch.tensor(resp[b])]
+        n = len(resp[b])
+        assert torch.allclose(out.lp.logprobs[b, :n], ref_lp, atol=1e-5)
+        assert torch.allclose(out.lp.entropy[b, :n], ent[pos], atol=1e-5)
+        assert torch.all(out.lp.logprobs[b, n:] == 0) and torch.all(out.lp.entropy[b, n:] == 0)
+        # the fork entropies the selection used are the entropies at the segment starts
+        assert torch.allclose(out.probes[b].H, ent[pos][list(rows[b].seg_starts)], atol=1e-5)
+
+
+def test_rows_none_runs_phase_one_only_and_restores_train_mode(batch):
+    model, tok, prompts, resp, _, rows = batch
+    seqs = pack(prompts, resp, tok.pad_token_id)
+    model.train()
+    try:
+        a = score_pass(model, seqs, None, [], top_k=2, pad_id=tok.pad_token_id)
+        assert model.training and a.probes == []
+        b = score_pass(model, seqs, [None, rows[1], None], [5], top_k=2, pad_id=tok.pad_token_id)
+        assert model.training
+    finally:
+        model.eval()
+    assert b.probes[0] is None and b.probes[2] is None and b.probes[1] is not None
+    assert torch.allclose(a.lp.logprobs, b.lp.logprobs, atol=1e-6)  # keeping the cache changes nothing
+
+
+def test_bad_impl_name(batch):
+    model, tok, prompts, resp, _, rows = batch
+    with pytest.raises(ValueError, match="fused"):
+        score_pass(model, pack(prompts, resp, 0), rows, [5], top_k=2, impl="fast")

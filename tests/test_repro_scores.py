@@ -1,0 +1,189 @@
+"""RePro scores against the spec's worked example and hand-computed cases (spec 4, 6-12)."""
+import math
+
+import pytest
+import torch
+
+from repro_train.repro.scores import (empty_prefix_score, fold, magnitude, normalize_rewards,
+                                      pool_stats, process_rewards, process_score, stability,
+                                      token_process_advantages)
+from repro_train.repro.select import fork_entropies, select_cuts
+
+D = torch.float64
+
+
+@pytest.fixture
+def example():
+    """The spec's worked example: two rollouts of one prompt, w = 0.2."""
+    J_b = torch.tensor([-4.0, -3.0], dtype=D)
+    J = torch.tensor([[-3.0, -3.5, -1.0, -0.2], [-4.5, -2.0, 0.0, 0.0]], dtype=D)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)
+    cuts = torch.tensor([[2, 5, 8, 10], [3, 5, 0, 0]])
+    return J_b, J, mask, cuts
+
+
+def test_worked_example(example):
+    J_b, J, mask, cuts = example
+    S_magn = magnitude(J, J_b) * mask
+    S_stab = stability(J, J_b) * mask
+    S = process_score(S_magn, S_stab, 0.2) * mask
+    r = process_rewards(S, mask, 0.2, "score")
+    # Table of the spec: rollout 1 steps 1-4, rollout 2 steps 1-2.
+    exp_magn = [[0.364851, 0.296094, 0.755081, 0.950042], [0.094852, 0.417217]]
+    exp_stab = [[1.0, 0.666667, 0.833333, 0.9], [0.0, 0.666667]]
+    exp_S = [[0.491881, 0.370209, 0.770732, 0.940033], [0.075881, 0.467107]]
+    exp_r = [[0.201156, -0.121672, 0.400523, 0.169302], [-0.214843, 0.391226]]
+    for got, exp in [(S_magn, exp_magn), (S_stab, exp_stab), (S, exp_S), (r, exp_r)]:
+        for i, row in enumerate(exp):
+            assert torch.allclose(got[i, :len(row)], torch.tensor(row, dtype=D), atol=1e-6)
+    r_norm = normalize_rewards(r, mask, torch.tensor([0, 0]), "group")
+    flat = torch.cat([r_norm[0], r_norm[1, :2]])
+    expected = torch.tensor([0.270964, -1.105705, 1.121145, 0.135124, -1.503025, 1.081497], dtype=D)
+    assert torch.allclose(flat, expected, atol=1e-6)
+    A = token_process_advantages(r_norm, cuts, mask, 12)
+    a1 = [0.421528] * 2 + [0.150563] * 3 + [1.256268] * 3 + [0.135124] * 2 + [0.0] * 2
+    a2 = [-0.421528] * 3 + [1.081497] * 2 + [0.0] * 7
+    assert torch.allclose(A[0], torch.tensor(a1, dtype=D), atol=2e-6)
+    assert torch.allclose(A[1], torch.tensor(a2, dtype=D), atol=2e-6)
+
+
+def test_magnitude_landmarks():
+    J_b = torch.tensor([-2.0, -2.0, -2.0])
+    J = torch.tensor([[0.0], [-2.0], [-8.0]])
+    S = magnitude(J, J_b).squeeze(-1)
+    # certain -> 1; no better than no reasoning -> 1 - tanh 1; much worse -> 1 - tanh 4
+    assert torch.allclose(S, torch.tensor([1.0, 1 - math.tanh(1.0), 1 - math.tanh(4.0)]), atol=1e-7)
+
+
+def test_magnitude_clamps_baseline_near_zero():
+    # J_b = -1e-9 is clamped to -eps: S = 1 - tanh(-0.5 / -1e-3)
+    S = magnitude(torch.tensor([[-0.5]]), torch.tensor([-1e-9]), eps=1e-3)
+    assert S.item() == pytest.approx(1 - math.tanh(500.0))
+
+
+def test_monotone_J_gives_stability_one_and_decreasing_zero():
+    J_b = torch.tensor([-5.0, -1.0])
+    J = torch.tensor([[-4.0, -3.0, -2.5, -0.1], [-2.0, -3.0, -4.0, -5.0]])
+    S = stability(J, J_b)
+    assert torch.equal(S[0], torch.ones(4))
+    assert torch.equal(S[1], torch.zeros(4))
+
+
+def test_stability_ties_count_zero():
+    # (J_b, J1, J2) = (-1, -1, -1): all pairs tied -> tau = 0 -> S_stab = 0.5
+    S = stability(torch.tensor([[-1.0, -1.0]]), torch.tensor([-1.0]))
+    assert torch.equal(S, torch.full((1, 2), 0.5))
+
+
+def test_stability_ema_smooths_before_ranking():
+    # x = (J_b, J1, J2) = (-4, -2, -3); raw: pairs (+1, +1, -1) -> tau_2 = 1/3 -> S = 2/3.
+    # EMA d=0.5: e = (-4, -3, -3) -> pairs (+1, +1, 0) -> tau_2 = 2/3 -> S = 5/6.
+    J_b, J = torch.tensor([-4.0]), torch.tensor([[-2.0, -3.0]])
+    assert stability(J, J_b)[0, 1].item() == pytest.approx(2 / 3)
+    assert stability(J, J_b, ema_decay=0.5)[0, 1].item() == pytest.approx(5 / 6)
+    assert stability(J, J_b, ema_decay=0.5)[0, 0].item() == pytest.approx(1.0)  # (-4, -3) rises
+
+
+def test_process_score_w_extremes():
+    a, b = torch.tensor([[0.3]]), torch.tensor([[0.9]])
+    assert process_score(a, b, 0.0).item() == pytest.approx(0.3)
+    assert process_score(a, b, 1.0).item() == pytest.approx(0.9)
+    assert process_score(a, b, 0.25).item() == pytest.approx(0.75 * 0.3 + 0.25 * 0.9)
+
+
+def test_first_step_baseline_options():
+    S = torch.tensor([[0.5, 0.7]])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    w = 0.2
+    assert empty_prefix_score(w, "score") == pytest.approx(0.8 * (1 - math.tanh(1)) + 0.1)
+    r_score = process_rewards(S, mask, w, "score")
+    r_zero = process_rewards(S, mask, w, "zero")
+    assert r_zero[0, 0].item() == pytest.approx(0.5)  # r_1 = S_1
+    assert r_score[0, 0].item() == pytest.approx(0.5 - empty_prefix_score(w, "score"))
+    assert r_score[0, 1].item() == r_zero[0, 1].item() == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="first_step_baseline"):
+        process_rewards(S, mask, w, "first")
+
+
+def test_normalisation_pools():
+    r = torch.tensor([[1.0, 3.0], [5.0, 0.0], [2.0, 4.0]], dtype=D)
+    mask = torch.tensor([[1, 1], [1, 0], [1, 1]], dtype=torch.bool)
+    groups = torch.tensor([7, 7, 9])
+    # group 7 pool: (1, 3, 5): mean 3, population std sqrt(8/3)
+    g = normalize_rewards(r, mask, groups, "group", eps=0.0)
+    s = math.sqrt(8 / 3)
+    assert torch.allclose(g[0], torch.tensor([-2 / s, 0.0], dtype=D))
+    assert g[1, 0].item() == pytest.approx(2 / s) and g[1, 1].item() == 0.0
+    assert torch.allclose(g[2], torch.tensor([-1.0, 1.0], dtype=D))  # pool (2, 4): mean 3, std 1
+    # batch pool: (1, 3, 5, 2, 4): mean 3, std sqrt(2)
+    b = normalize_rewards(r, mask, groups, "batch", eps=0.0)
+    assert torch.allclose(b[0], torch.tensor([-2 / math.sqrt(2), 0.0], dtype=D))
+    assert b[1, 1].item() == 0.0
+    # none: unchanged on valid entries, 0 elsewhere
+    n = normalize_rewards(r, mask, groups, "none")
+    assert torch.equal(n, r * mask)
+    with pytest.raises(ValueError, match="process_norm"):
+        normalize_rewards(r, mask, groups, "prompt")
+
+
+def test_pool_of_one_gives_zero():
+    r = torch.tensor([[0.7, 0.0], [0.2, 0.0]])
+    mask = torch.tensor([[1, 0], [1, 0]], dtype=torch.bool)
+    assert torch.equal(normalize_rewards(r, mask, torch.tensor([0, 1]), "group"), torch.zeros(2, 2))
+
+
+def test_batch_pool_split_across_ranks_equals_whole():
+    torch.manual_seed(0)
+    r = torch.randn(6, 4, dtype=D)
+    mask = torch.rand(6, 4) > 0.3
+    whole = normalize_rewards(r, mask, None, "batch")
+    stats = pool_stats(r[:3], mask[:3]) + pool_stats(r[3:], mask[3:])  # what all-reduce gives
+    halves = torch.cat([normalize_rewards(r[:3], mask[:3], None, "batch", batch_stats=stats),
+                        normalize_rewards(r[3:], mask[3:], None, "batch", batch_stats=stats)])
+    assert torch.allclose(whole, halves, atol=1e-12)
+
+
+def test_norm_eps_is_used():
+    r = torch.tensor([[1.0, 3.0]], dtype=D)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    out = normalize_rewards(r, mask, torch.tensor([0]), "group", eps=1.0)  # std 1 -> divide by 2
+    assert torch.allclose(out, torch.tensor([[-0.5, 0.5]], dtype=D))
+
+
+def test_token_advantages_ignore_masked_garbage():
+    r = torch.tensor([[1.0, 2.0, 99.0]])
+    cuts = torch.tensor([[2, 4, -5]])
+    mask = torch.tensor([[1, 1, 0]], dtype=torch.bool)
+    A = token_process_advantages(r, cuts, mask, 6)
+    assert torch.equal(A, torch.tensor([[3.0, 3.0, 2.0, 2.0, 0.0, 0.0]]))
+    empty = token_process_advantages(torch.zeros(2, 1), torch.zeros(2, 1, dtype=torch.long),
+                                      torch.zeros(2, 1, dtype=torch.bool), 4)
+    assert torch.equal(empty, torch.zeros(2, 4))
+
+
+def test_fold_alpha_and_apply_mask():
+    adv = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
+    pa = torch.tensor([[0.5, -0.5], [2.0, 0.0]])
+    assert torch.equal(fold(adv, pa, 0.0), adv)
+    assert torch.allclose(fold(adv, pa, 0.1), torch.tensor([[1.05, 0.95], [-0.8, -1.0]]))
+    only_first = fold(adv, pa, 0.1, apply_mask=torch.tensor([True, False]))
+    assert torch.allclose(only_first, torch.tensor([[1.05, 0.95], [-1.0, -1.0]]))
+
+
+def test_top_k_selection_ties_earlier_first():
+    starts, ends = [0, 3, 5, 8, 10], [3, 5, 8, 10, 12]
+    H = torch.tensor([0.5, 2.0, 1.0, 2.0, 2.0])
+    sel, cuts = select_cuts(starts, ends, H, top_k=2)
+    # three segments tie at 2.0: the two earliest (1 and 3) win; order restored
+    assert sel == [False, True, False, True, False]
+    assert cuts == [5, 10]
+    sel, cuts = select_cuts(starts, ends, H, top_k=3)
+    assert cuts == [5, 10, 12]
+    sel, cuts = select_cuts(starts, ends, H, top_k=10)  # fewer than k: all
+    assert all(sel) and cuts == ends
+    assert select_cuts([], [], torch.zeros(0), 3) == ([], [])
+
+
+def test_fork_entropies_read_segment_starts():
+    ent = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert torch.equal(fork_entropies(ent, [0, 2, 4]), torch.tensor([0.1, 0.3, 0.5]))
