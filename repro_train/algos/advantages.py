@@ -1,0 +1,250 @@
+"""Advantage estimators: GRPO / Dr. GRPO, RLOO, REINFORCE++, REINFORCE++-baseline, GAE (PPO).
+
+Every estimator has one signature and is chosen by name:
+
+    out = get_estimator("grpo")(AdvantageInputs(...), AdvantageParams(...), reduce)
+    out.advantages, out.returns                       # (B, T), exactly 0 on masked tokens
+
+Notation (shapes): B rollouts on this rank, T = response length (right-padded).
+    mask_i,t  (B, T) True on real response tokens; last_i = index of row i's last real token
+    score_i   (B,)   rewards_i + sum_t token_rewards_i,t                (outcome + dense rewards)
+    r_i,t     (B, T) token_rewards_i,t + rewards_i * [t == last_i]     (per-token reward)
+    G_i,t     (B, T) sum_{s>=t} gamma^(s-t) r_i,s                       (return-to-go)
+
+`reduce` is an all-reduce SUM across data-parallel ranks (identity on one process). Estimators
+that whiten over the batch (reinforce_pp, reinforce_pp_baseline, gae with whiten=True) call it
+exactly once, on the (count, sum, sumsq) of their valid tokens, so the statistics are global;
+grpo and rloo never call it, because groups never span ranks. Inputs on masked tokens
+(token_rewards, values) are never read. Semantics follow verl `verl/trainer/ppo/core_algos.py`;
+docs/algorithms.md lists the implementation details.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .registry import Registry
+
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    """The single-process `reduce`: the local sum is the global sum."""
+    return x
+
+
+@dataclass(frozen=True)
+class AdvantageInputs:
+    rewards: torch.Tensor
+    """(B,) float outcome reward per rollout."""
+    mask: torch.Tensor
+    """(B, T) bool, True on real response tokens (right-padded)."""
+    group_ids: torch.Tensor
+    """(B,) long; rollouts of one prompt share an id. Groups never span ranks."""
+    token_rewards: torch.Tensor | None = None
+    """(B, T) extra per-token rewards (e.g. -kl_coef * KL, dense process rewards)."""
+    values: torch.Tensor | None = None
+    """(B, T) critic values V(s_t); gae only."""
+
+    def __post_init__(self):
+        if self.mask.dim() != 2 or self.mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a (B, T) bool tensor, got shape {tuple(self.mask.shape)} "
+                             f"dtype {self.mask.dtype}")
+        B, T = self.mask.shape
+        for name, t, shape in (("rewards", self.rewards, (B,)), ("group_ids", self.group_ids, (B,)),
+                               ("token_rewards", self.token_rewards, (B, T)),
+                               ("values", self.values, (B, T))):
+            if t is not None and tuple(t.shape) != shape:
+                raise ValueError(f"{name} must have shape {shape} to match mask, got {tuple(t.shape)}")
+
+
+@dataclass(frozen=True)
+class AdvantageParams:
+    gamma: float = 1.0
+    """Discount of the return-to-go (reinforce_pp, gae, and every estimator's `returns`)."""
+    lam: float = 0.95
+    """GAE lambda (gae only)."""
+    grpo_std_norm: bool = True
+    """grpo: divide by the group std; False = Dr. GRPO (arXiv:2503.20783)."""
+    whiten: bool = True
+    """gae: whiten advantages over the (global) batch's valid tokens."""
+    eps: float = 1e-6
+    """grpo: A = (score - mean) / (std + eps). Batch whitening uses masked_whiten's 1e-8 (verl)."""
+
+
+@dataclass
+class AdvantageOutput:
+    advantages: torch.Tensor
+    """(B, T), exactly 0 on masked tokens."""
+    returns: torch.Tensor
+    """(B, T): value targets for gae (A before whitening + V); the discounted return-to-go G for
+    the others. 0 on masked tokens."""
+
+
+Estimator = Callable[[AdvantageInputs, AdvantageParams, Reduce], AdvantageOutput]
+ESTIMATORS: Registry[Estimator] = Registry("advantage estimator")
+register_estimator = ESTIMATORS.register
+"""Decorator adding a advantage estimator under a name; a name already taken raises ValueError."""
+get_estimator = ESTIMATORS.get
+"""The advantage estimator registered under a name; an unknown name raises ValueError listing the choices."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces
+# ---------------------------------------------------------------------------------------------
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, reduce: Reduce = identity,
+                  eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / sqrt(var + eps) over the valid tokens of ALL ranks; 0 on masked tokens. (B, T)
+
+    n, S1, S2 = reduce(count, sum, sum of squares of the valid x)
+    mean = S1 / n,  var = (S2 - S1 * mean) / (n - 1)        (unbiased, as verl masked_var)
+    The stats are float64: S2 - S1 * mean cancels badly in float32 when |mean| >> std.
+    """
+    xv = torch.where(mask, x, 0).double()  # (B, T)
+    stats = torch.stack([mask.sum().double(), xv.sum(), (xv * xv).sum()])  # (3,)
+    n, s1, s2 = reduce(stats).unbind()
+    mean = s1 / n.clamp(min=1)
+    var = ((s2 - s1 * mean) / (n - 1).clamp(min=1)).clamp(min=0)
+    return torch.where(mask, (xv - mean) * torch.rsqrt(var + eps), 0).to(x.dtype)
+
+
+def _float_dtype(inp: AdvantageInputs) -> torch.dtype:
+    return inp.rewards.dtype if inp.rewards.is_floating_point() else torch.float32
+
+
+def _scores(inp: AdvantageInputs) -> torch.Tensor:
+    """score_i = rewards_i + sum_t token_rewards_i,t over valid tokens. (B,)"""
+    score = inp.rewards.to(_float_dtype(inp))
+    if inp.token_rewards is not None:
+        score = score + torch.where(inp.mask, inp.token_rewards, 0).sum(-1).to(score.dtype)
+    return score
+
+
+def _token_rewards(inp: AdvantageInputs) -> torch.Tensor:
+    """r_t = token_rewards_t + rewards * [t == last valid token]; 0 on masked tokens. (B, T)"""
+    mask, dtype = inp.mask, _float_dtype(inp)
+    if inp.token_rewards is None:
+        r = torch.zeros(mask.shape, dtype=dtype, device=mask.device)  # (B, T)
+    else:
+        r = torch.where(mask, inp.token_rewards, 0).to(dtype)
+    T = mask.shape[1]
+    last = T - 1 - mask.flip(-1).int().argmax(-1)  # (B,) last True per row
+    outcome = torch.where(mask.any(-1), inp.rewards.to(dtype), 0)  # a row with no tokens drops it
+    return r.scatter_add(1, last.unsqueeze(1), outcome.unsqueeze(1))
+
+
+def _return_to_go(r: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """G_t = r_t + gamma * G_{t+1}, skipping masked tokens; 0 on masked tokens. (B, T)
+
+    verl resets the running return at masked tokens instead of skipping them; both agree on
+    right-padded masks, and skipping matches how GAE treats masked tokens.
+    """
+    out = torch.zeros_like(r)  # (B, T)
+    running = torch.zeros_like(r[:, 0])  # (B,)
+    for t in reversed(range(r.shape[1])):
+        running = torch.where(mask[:, t], r[:, t] + gamma * running, running)
+        out[:, t] = running
+    return torch.where(mask, out, 0)
+
+
+def _group_stats(score: torch.Tensor, group_ids: torch.Tensor):
+    """Per rollout: its group's size G, mean and unbiased std, each (B,).
+
+    A group of one gets mean 0 and std 1, as verl (its advantage is then its own score).
+    """
+    _, inv = torch.unique(group_ids, return_inverse=True)  # (B,) group index 0..n_groups-1
+    n_groups = int(inv.max()) + 1 if inv.numel() else 0
+    zeros = score.new_zeros(n_groups)
+    count = zeros.index_add(0, inv, torch.ones_like(score))  # G_g
+    mean = zeros.index_add(0, inv, score) / count  # mean_g = sum_{i in g} s_i / G_g
+    sq_dev = zeros.index_add(0, inv, (score - mean[inv]) ** 2)
+    std = torch.sqrt(sq_dev / (count - 1).clamp(min=1))  # std_g = sqrt(sum (s_i - mean_g)^2 / (G_g - 1))
+    single = count == 1
+    mean = torch.where(single, 0.0, mean)
+    std = torch.where(single, 1.0, std)
+    return count[inv], mean[inv], std[inv]
+
+
+def _broadcast(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A_i on every valid token of row i, 0 elsewhere. (B,) -> (B, T)"""
+    return torch.where(mask, a.unsqueeze(1), 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimators
+# ---------------------------------------------------------------------------------------------
+
+@register_estimator("grpo")
+@torch.no_grad()
+def grpo(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> AdvantageOutput:
+    """GRPO (arXiv:2402.03300) and Dr. GRPO (arXiv:2503.20783, grpo_std_norm=False)."""
+    score = _scores(inp)  # (B,)
+    _, mean, std = _group_stats(score, inp.group_ids)
+    adv = score - mean  # Dr. GRPO: A_i = s_i - mean_g
+    if p.grpo_std_norm:
+        adv = adv / (std + p.eps)  # GRPO: A_i = (s_i - mean_g) / (std_g + eps)
+    returns = _return_to_go(_token_rewards(inp), inp.mask, p.gamma)
+    return AdvantageOutput(_broadcast(adv, inp.mask), returns)
+
+
+@register_estimator("rloo")
+@torch.no_grad()
+def rloo(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> AdvantageOutput:
+    """RLOO (arXiv:2402.14740): leave-one-out baseline; a group of one gets 0."""
+    score = _scores(inp)  # (B,)
+    count, mean, _ = _group_stats(score, inp.group_ids)
+    # A_i = s_i - mean_{j != i} s_j = G / (G - 1) * (s_i - mean_g)
+    adv = torch.where(count > 1, count / (count - 1).clamp(min=1) * (score - mean), 0.0)
+    returns = _return_to_go(_token_rewards(inp), inp.mask, p.gamma)
+    return AdvantageOutput(_broadcast(adv, inp.mask), returns)
+
+
+@register_estimator("reinforce_pp")
+@torch.no_grad()
+def reinforce_pp(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> AdvantageOutput:
+    """REINFORCE++ (arXiv:2501.03262): whitened discounted return-to-go, no critic, no groups."""
+    returns = _return_to_go(_token_rewards(inp), inp.mask, p.gamma)  # G_t = sum_{s>=t} gamma^(s-t) r_s
+    adv = masked_whiten(returns, inp.mask, reduce)  # A_t = (G_t - mean(G)) / std(G), global batch
+    return AdvantageOutput(adv, returns)
+
+
+@register_estimator("reinforce_pp_baseline")
+@torch.no_grad()
+def reinforce_pp_baseline(inp: AdvantageInputs, p: AdvantageParams,
+                          reduce: Reduce = identity) -> AdvantageOutput:
+    """REINFORCE++-baseline (arXiv:2501.03262): group-mean baseline, then global whitening."""
+    score = _scores(inp)  # (B,)
+    _, mean, _ = _group_stats(score, inp.group_ids)
+    adv = _broadcast(score - mean, inp.mask)  # A_i,t = s_i - mean_g on valid tokens
+    adv = masked_whiten(adv, inp.mask, reduce)  # then (A - mean(A)) / std(A) over the global batch
+    returns = _return_to_go(_token_rewards(inp), inp.mask, p.gamma)
+    return AdvantageOutput(adv, returns)
+
+
+@register_estimator("gae")
+@torch.no_grad()
+def gae(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> AdvantageOutput:
+    """PPO's Generalized Advantage Estimation (arXiv:1506.02438) over response tokens."""
+    if inp.values is None:
+        raise ValueError("the 'gae' estimator needs critic values: AdvantageInputs(values=...) of shape (B, T)")
+    mask = inp.mask
+    r = _token_rewards(inp)  # (B, T)
+    V = torch.where(mask, inp.values, 0).to(r.dtype)  # (B, T)
+    adv = torch.zeros_like(r)  # (B, T)
+    next_v = torch.zeros_like(r[:, 0])  # V beyond the last valid token = 0
+    next_a = torch.zeros_like(r[:, 0])
+    for t in reversed(range(r.shape[1])):
+        delta = r[:, t] + p.gamma * next_v - V[:, t]  # delta_t = r_t + gamma V_{t+1} - V_t
+        a = delta + p.gamma * p.lam * next_a  # A_t = delta_t + gamma lam A_{t+1}
+        # Masked tokens are skipped: they carry V_{t+1} and A_{t+1} through unchanged (verl).
+        next_v = torch.where(mask[:, t], V[:, t], next_v)
+        next_a = torch.where(mask[:, t], a, next_a)
+        adv[:, t] = next_a
+    adv = torch.where(mask, adv, 0)
+    returns = torch.where(mask, adv + V, 0)  # value targets R_t = A_t + V_t, before whitening
+    if p.whiten:
+        adv = masked_whiten(adv, mask, reduce)
+    return AdvantageOutput(adv, returns)
