@@ -1,0 +1,1 @@
+"""Evaluation: overthinking detectors (`detectors.py`), metrics (`metrics.py`), plots."""

@@ -1,0 +1,1 @@
+"""Synthetic tasks with known answers and planted reasoning styles (`arithmetic.py`)."""
