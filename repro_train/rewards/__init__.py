@@ -1,0 +1,15 @@
+"""Outcome rewards: built-in checks (math_verify, exact_match, numeric, format), custom functions
+by import path, and OutcomeReward, their weighted sum over a batch. See docs/rewards.md.
+
+No torch import at module level anywhere in this package: math_verify's spawned workers import it.
+"""
+from .extract import extract_answer, extract_boxed, extract_final_answer, normalize_answer, parse_number
+from .functions import REWARDS, ExactMatch, Format, Numeric, RewardFn, register_reward
+from .mathverify import MathVerify, verify_answer
+from .outcome import OutcomeReward, RewardResult, RewardSpec
+
+__all__ = [
+    "REWARDS", "RewardFn", "register_reward", "RewardSpec", "RewardResult", "OutcomeReward",
+    "ExactMatch", "Numeric", "Format", "MathVerify", "verify_answer",
+    "extract_answer", "extract_boxed", "extract_final_answer", "normalize_answer", "parse_number",
+]

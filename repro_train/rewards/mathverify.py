@@ -1,0 +1,173 @@
+"""`math_verify`: symbolic answer checking with math-verify, run in a pool of worker processes.
+
+Why a pool. math-verify's own timeouts use SIGALRM, which works only in a main thread, and sympy
+can spend minutes on an adversarial answer. So each item runs in a worker process's main thread
+under our own per-item timer (`signal.setitimer`; math-verify's timeouts are off), and the parent
+keeps a watchdog for what the timer cannot stop (a hang inside C code, a dead worker):
+
+    item timer      an item running past timeout_s scores None (unscorable); the worker lives on
+    watchdog        no result at all for 2 * timeout_s + 1 s -> kill the workers, score the items
+                    still pending None, and start a fresh pool on the next call
+
+Workers are started with `spawn` (never fork a process that holds CUDA or threads). They import
+this package's pure modules and math-verify only, never torch (outcome.py imports torch lazily for
+this reason), and run with one OMP/BLAS thread. With `spawn` Python also re-imports the main
+script, so entry points should keep heavy imports inside their main().
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from concurrent.futures.process import BrokenProcessPool
+from typing import Literal
+
+from .extract import extract_final_answer
+from .functions import register_reward
+
+STARTUP_S = 60.0
+"""Watchdog window for a fresh pool's first result: interpreter start plus imports."""
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+class _ItemTimeout(BaseException):
+    """Raised by SIGALRM in a worker. A BaseException, so math-verify's `except Exception` lets it by."""
+
+
+def _raise_timeout(signum, frame):
+    raise _ItemTimeout
+
+
+def _as_gold(answer: str) -> str:
+    r"""Gold text math-verify can parse: wrapped in \boxed{} unless it is already delimited."""
+    if "\\boxed" in answer or "$" in answer or "\\(" in answer or "\\[" in answer:
+        return answer
+    return "\\boxed{" + answer + "}"
+
+
+def verify_answer(completion: str, answer: str | None, extract: str = "auto") -> float | None:
+    """1.0 / 0.0 by math-verify; None if there is no gold or it does not parse. No timeout here.
+
+    extract="auto": math-verify's own extraction from the whole completion (last \boxed{}, else
+    the last LaTeX expression or number); "final_answer": only the text after the last
+    "Final answer:" (none -> 0.0).
+    """
+    from math_verify import parse, verify
+    if answer is None:
+        return None
+    gold = parse(_as_gold(answer), parsing_timeout=None)
+    if not gold:
+        return None
+    text = completion if extract == "auto" else extract_final_answer(completion)
+    if text is None:
+        return 0.0
+    pred = parse(text, parsing_timeout=None)
+    return float(verify(gold, pred, timeout_seconds=None))
+
+
+def _init_worker() -> None:
+    for name in _THREAD_ENV:
+        os.environ[name] = "1"
+    # math-verify warns once that its timeouts are off: they are, on purpose (see module docstring).
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    signal.signal(signal.SIGALRM, _raise_timeout)
+    verify_answer("\\boxed{1}", "1")  # import and warm up here, not under the first item's timer
+
+
+def score_item(completion: str, answer: str | None, extract: str, timeout_s: float) -> float | None:
+    """Pool task: `verify_answer` under a per-item timer; None when the timer runs out."""
+    try:
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+        try:
+            return verify_answer(completion, answer, extract)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _ItemTimeout:  # also caught when it fires between the return and the timer reset
+        return None
+
+
+@register_reward("math_verify", correctness=True)
+class MathVerify:
+    """1.0 if math-verify finds the completion's answer equal to the gold answer, else 0.0.
+
+    Unparsable or missing gold -> None; an item past `timeout_s` -> None. Thread-safe; close() (or
+    `with`) stops the workers. OutcomeReward passes its own num_workers and timeout_s.
+    """
+
+    def __init__(self, extract: Literal["auto", "final_answer"] = "auto", *,
+                 num_workers: int = 2, timeout_s: float = 5.0):
+        if extract not in ("auto", "final_answer"):
+            raise ValueError(f"extract must be 'auto' or 'final_answer', got {extract!r}")
+        if int(num_workers) < 1 or not float(timeout_s) > 0:
+            raise ValueError(f"need num_workers >= 1 and timeout_s > 0, got {num_workers}, {timeout_s}")
+        self.extract = extract
+        self.num_workers = int(num_workers)
+        self.timeout_s = float(timeout_s)
+        self._task = score_item  # what the workers run; a test swaps in a stub
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self._fresh = True  # no result from this pool yet: watchdog allows STARTUP_S
+        self._lock = threading.Lock()
+
+    def __call__(self, prompts, completions, answers, **columns) -> list[float | None]:
+        if not completions:
+            return []
+        with self._lock:
+            return self._map([(c, a, self.extract, self.timeout_s) for c, a in zip(completions, answers)])
+
+    def _map(self, items: list[tuple]) -> list[float | None]:
+        """Run `self._task(*item)` for every item in the pool, under the watchdog."""
+        pool = self._ensure_pool()
+        out: list[float | None] = [None] * len(items)
+        try:
+            index = {pool.submit(self._task, *item): i for i, item in enumerate(items)}
+            pending, healthy = set(index), True
+            while pending and healthy:
+                window = STARTUP_S if self._fresh else 2 * self.timeout_s + 1.0
+                done, pending = cf.wait(pending, timeout=window, return_when=cf.FIRST_COMPLETED)
+                healthy = bool(done)  # nothing finished in the window: every busy worker is stuck
+                for f in done:
+                    if isinstance(f.exception(), BrokenProcessPool):  # a worker died
+                        healthy = False
+                    else:
+                        out[index[f]] = f.result()  # any other worker error is a bug: raise it
+                        self._fresh = False
+        except BaseException:
+            self._kill_pool()
+            raise
+        if not healthy:
+            self._kill_pool()
+        return out
+
+    def _ensure_pool(self) -> cf.ProcessPoolExecutor:
+        if self._pool is not None and self._pool._broken:  # a worker died between calls
+            self._kill_pool()
+        if self._pool is None:
+            self._pool = cf.ProcessPoolExecutor(self.num_workers, multiprocessing.get_context("spawn"),
+                                                initializer=_init_worker)
+            self._fresh = True
+        return self._pool
+
+    def _kill_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        # Python < 3.14 has no public ProcessPoolExecutor.kill_workers(); stuck workers ignore shutdown.
+        for proc in list((pool._processes or {}).values()):
+            proc.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        """Stop the workers (idle ones exit cleanly; a new call would start a fresh pool)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
