@@ -11,10 +11,13 @@ named field whose default is the spec's.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from .config_base import ConfigError
+import yaml
+
+from .config_base import ConfigError, apply_overrides, build, dump_yaml, iter_fields
+from .tasks.arithmetic import TaskConfig
 
 
 @dataclass(frozen=True)
@@ -79,3 +82,347 @@ def validate_repro(c: ReProConfig, prefix: str = "repro.") -> None:
         raise ConfigError(f"'{prefix}segment_delimiter' must not match the empty string (got {c.segment_delimiter!r})")
     if "{answer}" not in c.probe_answer_format:
         raise ConfigError(f"'{prefix}probe_answer_format' must contain '{{answer}}', got {c.probe_answer_format!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The policy."""
+
+    path: str = "toy"
+    """A Hugging Face model folder (or hub name when online); 'toy' = the shipped tiny reasoner."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights' dtype as loaded (use dist.mixed_precision for autocast)."""
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    """Attention kernel; the fused RePro probe needs a custom 4D mask, which both support."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (saves memory on long responses)."""
+    trust_remote_code: bool = False
+    """Allow model code from the model folder."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Prompts and ground-truth answers."""
+
+    source: str = "toy"
+    """'toy' (generated), a local .jsonl/.json/.parquet/.csv file, or a datasets hub name (when online)."""
+    split: str = "train"
+    """Split of a hub dataset."""
+    prompt_field: str = "prompt"
+    """Column with raw prompt text (used as is)."""
+    question_field: str = "question"
+    """Column with a question, wrapped in the tokenizer's chat template when prompt_field is absent."""
+    answer_field: str = "answer"
+    """Column with the ground-truth answer (reward checking and RePro's J)."""
+    system_prompt: str | None = None
+    """System message placed before a question."""
+    max_prompt_tokens: int = 1024
+    """Prompts longer than this are dropped at start-up (and counted)."""
+    shuffle: bool = True
+    """Reshuffle the prompts every epoch (seeded by train.seed and the epoch)."""
+    toy: TaskConfig = field(default_factory=TaskConfig)
+    """The toy task's difficulty knobs, when source = 'toy'."""
+    toy_size: int = 2000
+    """Problems in the generated toy training set."""
+    toy_seed: int = 1234
+    """Seed of the generated toy problems (evaluation sets use other seeds)."""
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Sampling the responses."""
+
+    prompts_per_step: int = 8
+    """Prompts per RL step, over all ranks (divisible by the number of ranks)."""
+    group_size: int = 8
+    """G: responses sampled per prompt (all on one rank)."""
+    max_new_tokens: int = 256
+    """Longest response; longer ones are truncated (no EOS)."""
+    temperature: float = 1.0
+    """Sampling temperature; also applied to the log-probs and fork entropies."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (1.0 = off)."""
+    top_k: int = 0
+    """Top-k sampling (0 = off)."""
+    generation_batch_size: int = 64
+    """Sequences per generate() call on each rank."""
+    per_prompt_seed: bool = False
+    """Seed each prompt's sampling from (train.seed, step, prompt index): rollouts then do not depend on the number of ranks (slower: one generate call per prompt)."""
+
+
+@dataclass(frozen=True)
+class RewardFnConfig:
+    """One outcome reward function."""
+
+    name: str = "math_verify"
+    """A built-in (math_verify, exact_match, numeric, format) or an import path 'pkg.mod:fn' / 'file.py:fn'."""
+    weight: float = 1.0
+    """Weight in the total outcome reward."""
+    kwargs: dict = field(default_factory=dict)
+    """Options of the function."""
+    correctness: bool | None = None
+    """Counts as the correctness check (accuracy, RePro apply_to); null = the built-in's default."""
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Outcome rewards: the weighted sum of the functions."""
+
+    functions: tuple[RewardFnConfig, ...] = (RewardFnConfig(),)
+    """Reward functions, e.g. [{name: math_verify}, {name: format, weight: 0.1}]."""
+    num_workers: int = 2
+    """Worker processes for answer checking."""
+    timeout_s: float = 5.0
+    """Per-batch timeout of answer checking; timed-out answers score 0 and are counted."""
+
+
+@dataclass(frozen=True)
+class AlgoConfig:
+    """The RL algorithm: advantage estimator, policy loss, KL and entropy terms, update schedule."""
+
+    estimator: str = "grpo"
+    """Advantage estimator: grpo, gae (PPO, needs the critic), reinforce_pp, reinforce_pp_baseline, rloo."""
+    grpo_std_norm: bool = True
+    """GRPO: divide by the group std (false = Dr. GRPO)."""
+    gamma: float = 1.0
+    """Discount (gae, reinforce_pp)."""
+    lam: float = 0.95
+    """GAE lambda."""
+    whiten_advantages: bool = True
+    """gae: whiten the advantages over the batch."""
+    policy_loss: str = "ppo_clip"
+    """Policy loss (registered name)."""
+    clip_low: float = 0.2
+    """PPO ratio clip: lower bound 1 - clip_low."""
+    clip_high: float = 0.2
+    """PPO ratio clip: upper bound 1 + clip_high (0.28 = DAPO's clip-higher)."""
+    dual_clip: float | None = None
+    """Dual-clip constant (> 1) for negative advantages; null = off."""
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    """How per-token losses become one number (seq-mean-token-sum-norm = Dr. GRPO)."""
+    kl_coef: float = 0.0
+    """KL to the reference (initial) policy; 0 = no reference model is loaded."""
+    kl_estimator: str = "k3"
+    """KL estimator: k1, k2, k3 (low-variance), abs."""
+    kl_mode: Literal["loss", "reward"] = "loss"
+    """Add the KL as a loss term, or subtract it from the per-token reward."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight."""
+    update_epochs: int = 1
+    """Passes over each batch of rollouts."""
+    mini_batch_size: int | None = None
+    """Rollouts per optimizer step, over all ranks; null = the whole batch (one step per epoch)."""
+    micro_batch_size: int = 8
+    """Rollouts per forward/backward on each rank (gradient accumulation)."""
+    value_clip: float | None = 0.2
+    """PPO value-loss clip; null = unclipped."""
+    vf_coef: float = 1.0
+    """Weight of the value loss (PPO)."""
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    """The value model (PPO, estimator = gae)."""
+
+    path: str | None = None
+    """Folder of the critic's initial weights; null = the policy's weights with a new value head."""
+    lr: float = 1e-5
+    """Critic learning rate."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW and the learning-rate schedule (policy)."""
+
+    lr: float = 1e-6
+    """Policy learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: tuple[float, ...] = (0.9, 0.999)
+    """AdamW betas."""
+    eps: float = 1e-8
+    """AdamW eps."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm (0 = off)."""
+    scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    """Learning-rate schedule after warm-up (over train.steps)."""
+    warmup_steps: int = 0
+    """Linear warm-up, in optimizer steps."""
+
+
+@dataclass(frozen=True)
+class DistConfig:
+    """How the model is spread over processes."""
+
+    strategy: Literal["auto", "ddp", "zero2", "zero3", "fsdp2"] = "auto"
+    """'auto' = what `accelerate launch --config_file` set up (plain DDP under torchrun); or force one."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast precision for forward passes."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Run length, seeds, checkpoints."""
+
+    steps: int = 100
+    """RL steps (each: rollouts of rollout.prompts_per_step prompts, then the updates)."""
+    seed: int = 0
+    """Seed of everything (data order, sampling, initialisation)."""
+    output_dir: str = "runs/default"
+    """Run folder: checkpoints, metrics.jsonl, samples, resolved config."""
+    save_every: int = 50
+    """Checkpoint every N steps (and at the end); 0 = only at the end."""
+    keep_last: int = 2
+    """Checkpoints kept (older ones are deleted)."""
+    resume: str | None = None
+    """'auto' = the latest checkpoint in output_dir, a checkpoint folder, or null = start fresh."""
+    deterministic: bool = False
+    """torch.use_deterministic_algorithms (exact-resume tests)."""
+    device: str = "auto"
+    """'auto' (GPU if any), 'cpu' or 'cuda'."""
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Metrics and samples."""
+
+    wandb: bool = True
+    """Log to Weights & Biases (offline when no key is configured)."""
+    wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    """'auto' = online with a key (WANDB_API_KEY or netrc), offline otherwise."""
+    project: str = "repro-train"
+    """wandb project."""
+    run_name: str | None = None
+    """wandb run name (default: the output folder's name)."""
+    sample_rollouts: int = 4
+    """Rollouts per step written to the samples table."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole recipe."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    repro: ReProConfig = field(default_factory=ReProConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def validate(cfg: Config, world_size: int = 1) -> None:
+    """Raise ConfigError on anything inconsistent; never fixes values."""
+    from .algos.advantages import get_estimator
+    from .algos.kl import KL_ESTIMATORS
+    from .algos.losses import get_policy_loss
+
+    validate_repro(cfg.repro)
+    r, a = cfg.rollout, cfg.algo
+    for key, val in [("rollout.prompts_per_step", r.prompts_per_step), ("rollout.group_size", r.group_size),
+                     ("rollout.max_new_tokens", r.max_new_tokens), ("rollout.generation_batch_size", r.generation_batch_size),
+                     ("algo.micro_batch_size", a.micro_batch_size), ("algo.update_epochs", a.update_epochs),
+                     ("train.steps", cfg.train.steps), ("data.max_prompt_tokens", cfg.data.max_prompt_tokens),
+                     ("reward.num_workers", cfg.reward.num_workers)]:
+        if val < 1:
+            raise ConfigError(f"'{key}' must be >= 1, got {val}")
+    if r.temperature <= 0:
+        raise ConfigError(f"'rollout.temperature' must be > 0, got {r.temperature}")
+    if not 0 < r.top_p <= 1:
+        raise ConfigError(f"'rollout.top_p' must be in (0, 1], got {r.top_p}")
+    if r.prompts_per_step % world_size:
+        ok = [n for n in range(world_size, 4 * world_size + 1, world_size)]
+        raise ConfigError(f"'rollout.prompts_per_step' = {r.prompts_per_step} is not divisible by the {world_size} "
+                          f"ranks (a prompt's group stays on one rank); use a multiple of {world_size}, e.g. {ok}")
+    batch = r.prompts_per_step * r.group_size
+    mini = a.mini_batch_size if a.mini_batch_size is not None else batch
+    if mini < 1 or batch % mini:
+        divisors = [d for d in range(r.group_size, batch + 1, r.group_size) if batch % d == 0]
+        raise ConfigError(f"'algo.mini_batch_size' = {mini} must divide the batch of rollout.prompts_per_step * "
+                          f"rollout.group_size = {batch} rollouts; valid values include {divisors}")
+    if mini % (world_size * a.micro_batch_size):
+        raise ConfigError(
+            f"'algo.mini_batch_size' = {mini} rollouts must split evenly into {world_size} ranks x "
+            f"'algo.micro_batch_size' = {a.micro_batch_size}; make mini_batch_size a multiple of "
+            f"{world_size * a.micro_batch_size} or change micro_batch_size to a divisor of {mini // world_size}")
+    if a.estimator in ("grpo", "rloo", "reinforce_pp_baseline") and r.group_size < 2:
+        raise ConfigError(f"'rollout.group_size' must be >= 2 for algo.estimator = {a.estimator} "
+                          f"(it compares rollouts of one prompt), got {r.group_size}")
+    try:
+        get_estimator(a.estimator)
+        get_policy_loss(a.policy_loss)
+    except (ValueError, KeyError) as e:
+        key = "algo.estimator" if a.estimator in str(e) else "algo.policy_loss"
+        raise ConfigError(f"'{key}': {e}") from None
+    if a.kl_estimator not in KL_ESTIMATORS:
+        raise ConfigError(f"'algo.kl_estimator' must be one of {', '.join(KL_ESTIMATORS)}, got {a.kl_estimator!r}")
+    if a.kl_coef < 0 or a.entropy_coef < 0:
+        raise ConfigError("'algo.kl_coef' and 'algo.entropy_coef' must be >= 0")
+    if not 0 <= a.clip_low < 1 or a.clip_high < 0:
+        raise ConfigError(f"'algo.clip_low' must be in [0, 1) and 'algo.clip_high' >= 0, got {a.clip_low}, {a.clip_high}")
+    if a.dual_clip is not None and a.dual_clip <= 1:
+        raise ConfigError(f"'algo.dual_clip' must be > 1 (or null), got {a.dual_clip}")
+    if not (0 <= a.gamma <= 1 and 0 <= a.lam <= 1):
+        raise ConfigError("'algo.gamma' and 'algo.lam' must be in [0, 1]")
+    if a.estimator != "gae" and cfg.repro.ppo_process_reward == "dense_reward" and cfg.repro.enabled:
+        raise ConfigError("'repro.ppo_process_reward' = dense_reward needs algo.estimator = gae (PPO); "
+                          "use 'advantage' for the other estimators")
+    if cfg.optim.lr <= 0 or cfg.critic.lr <= 0:
+        raise ConfigError("'optim.lr' and 'critic.lr' must be > 0")
+    if len(cfg.optim.betas) != 2:
+        raise ConfigError(f"'optim.betas' must be two numbers, got {list(cfg.optim.betas)}")
+    if not cfg.reward.functions:
+        raise ConfigError("'reward.functions' must list at least one reward function")
+    if cfg.reward.timeout_s <= 0:
+        raise ConfigError(f"'reward.timeout_s' must be > 0, got {cfg.reward.timeout_s}")
+    if cfg.train.resume not in (None, "auto") and not cfg.train.resume.strip():
+        raise ConfigError("'train.resume' must be 'auto', a checkpoint folder, or null")
+    if cfg.data.source == "toy" and cfg.data.toy_size < cfg.rollout.prompts_per_step:
+        raise ConfigError(f"'data.toy_size' = {cfg.data.toy_size} is smaller than rollout.prompts_per_step = {cfg.rollout.prompts_per_step}")
+
+
+def load(path: str | None = None, overrides: list[str] = (), world_size: int = 1) -> Config:
+    """Recipe YAML + dotted overrides -> validated Config. Raises ConfigError naming the key."""
+    raw: dict = {}
+    if path is not None:
+        try:
+            with open(path) as fh:
+                raw = yaml.safe_load(fh) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"recipe {path} does not exist (recipes live in recipes/)") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"recipe {path} is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"recipe {path} must be a mapping of sections (model:, data:, ...)")
+    raw = apply_overrides(raw, list(overrides))
+    cfg = build(Config, raw)
+    validate(cfg, world_size)
+    return cfg
+
+
+def recipe_reference() -> str:
+    """Markdown table of every recipe key (docs/recipes.md is this, checked by a test)."""
+    lines = []
+    section = None
+    for key, tp, default, doc in iter_fields(Config):
+        top = key.split(".")[0]
+        if top != section:
+            section = top
+            lines += ["", f"### `{top}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        from .config_base import describe_type
+        d = yaml.safe_dump(default, default_flow_style=True, width=1000).strip().removesuffix("...").strip() \
+            if not isinstance(default, tuple) else yaml.safe_dump(list(default), default_flow_style=True, width=1000).strip()
+        if isinstance(default, tuple) and default and hasattr(default[0], "__dataclass_fields__"):
+            from .config_base import to_dict
+            d = yaml.safe_dump(to_dict(default), default_flow_style=True, width=1000).strip()
+        lines.append(f"| `{key}` | {describe_type(tp)} | `{d}` | {doc} |".replace("\n", "\\n"))
+    return "\n".join(lines).strip() + "\n"
+
+
+__all__ = ["Config", "ConfigError", "ReProConfig", "load", "validate", "dump_yaml", "recipe_reference"]

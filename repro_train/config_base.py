@@ -125,7 +125,10 @@ def build(cls, data: dict, prefix: str = ""):
             hint = f"did you mean '{prefix}{close[0]}'? " if close else ""
             raise ConfigError(f"unknown key '{prefix}{k}': {hint}valid keys here: {', '.join(names)}")
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:  # a section's own checks (__post_init__)
+        raise ConfigError(f"'{prefix.rstrip('.') or 'config'}': {e}") from None
 
 
 def to_dict(cfg) -> dict:

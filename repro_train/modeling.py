@@ -42,6 +42,18 @@ class Sequences:
     def response_ids(self) -> torch.Tensor:
         return self.input_ids[:, self.prompt_width:]
 
+    def select(self, rows: Sequence[int]) -> "Sequences":
+        """Rows `rows`, with padding columns no row of them uses cut off."""
+        idx = torch.as_tensor(list(rows), dtype=torch.long, device=self.input_ids.device)
+        att = self.attention_mask[idx]
+        P = self.prompt_width
+        left = int((att[:, :P].sum(-1)).max().item()) if len(rows) else 0
+        right = int(self.response_mask[idx].sum(-1).max().item()) if len(rows) else 0
+        right = max(right, 1)
+        cols = slice(P - left, P + right)
+        return Sequences(self.input_ids[idx, cols], att[:, cols], self.position_ids[idx, cols], left,
+                         self.response_mask[idx, :right])
+
     def to(self, device) -> "Sequences":
         return Sequences(self.input_ids.to(device), self.attention_mask.to(device),
                          self.position_ids.to(device), self.prompt_width, self.response_mask.to(device))
@@ -77,6 +89,8 @@ class LogprobOutput:
     """(B, R) float32 entropy of the distribution of y_t (temperature applied); 0 on padding."""
     cache: Any = None
     """The forward's KV cache when asked for (the fused probe reads it)."""
+    values: torch.Tensor | None = None
+    """(B, R) critic values V(s_t) of the state before response token t, when the model returns them."""
 
 
 def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
@@ -103,15 +117,21 @@ def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperatur
 
 
 def forward_logprobs(model, seqs: Sequences, temperature: float = 1.0, with_entropy: bool = True,
-                     use_cache: bool = False, chunk: int = 1024) -> LogprobOutput:
-    """Log-probs (and entropies) of every response token in one forward of `model`."""
+                     use_cache: bool = False, chunk: int = 1024, **model_kw) -> LogprobOutput:
+    """Log-probs (and entropies) of every response token in one forward of `model`.
+
+    Extra keyword arguments go to the model (the trainer's actor-critic asks for values this way,
+    so policy and critic share one forward per backward)."""
     R = seqs.response_mask.shape[1]
     out = model(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask,
-                position_ids=seqs.position_ids, use_cache=use_cache, logits_to_keep=R + 1)
+                position_ids=seqs.position_ids, use_cache=use_cache, logits_to_keep=R + 1, **model_kw)
     logits = out.logits[:, :-1]  # (B, R, V): column P - 1 + t predicts response token t
     lp, ent = logprobs_from_logits(logits, seqs.response_ids, temperature, with_entropy, chunk)
     mask = seqs.response_mask
     lp = lp.masked_fill(~mask, 0.0)
     if ent is not None:
         ent = ent.masked_fill(~mask, 0.0)
-    return LogprobOutput(lp, ent, out.past_key_values if use_cache else None)
+    values = out.get("values") if hasattr(out, "get") else None
+    if values is not None:
+        values = values[:, seqs.prompt_width - 1:-1].float().masked_fill(~mask, 0.0)  # V before token t
+    return LogprobOutput(lp, ent, out.past_key_values if use_cache else None, values)

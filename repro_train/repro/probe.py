@@ -23,6 +23,7 @@ dummy block when nothing needs scoring) and the naive path pads its number of fo
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -59,6 +60,8 @@ class RowProbe:
 class ScoredBatch:
     lp: LogprobOutput
     probes: list[RowProbe | None] = field(default_factory=list)
+    probe_s: float = 0.0
+    """Wall time of cut selection and phase 2 (RePro's own cost on top of the log-prob pass)."""
 
 
 def _unwrap(model):
@@ -187,7 +190,8 @@ def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, f
             lp = forward_logprobs(model, seqs, temperature, with_entropy or rows is not None, use_cache=fused)
             if rows is None:
                 return ScoredBatch(lp)
-            ent = lp.entropy.float().cpu()
+            ent = lp.entropy.float().cpu()  # waits for phase 1, so the clock below starts after it
+            t0 = time.perf_counter()
             sel = []
             for b, row in enumerate(rows):
                 if row is None:
@@ -203,8 +207,9 @@ def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, f
             else:
                 J = probe_naive(model, seqs, blocks, answers, forcing, pad_id, naive_batch_size, sync_calls)
             lp.cache = None
+            probe_s = time.perf_counter() - t0  # J is on the CPU already: the device is synchronised
     finally:
         model.train(was_training)
     probes = [None if s is None else RowProbe(H=s[0], selected=s[1], cuts=s[2], J_b=float(j[0]), J=j[1:])
               for s, j in zip(sel, J)]
-    return ScoredBatch(lp, probes)
+    return ScoredBatch(lp, probes, probe_s)

@@ -135,6 +135,15 @@ def token_process_advantages(r_norm: torch.Tensor, cuts: torch.Tensor, mask: tor
     return torch.where(inside, gathered, torch.zeros_like(gathered))
 
 
+def dense_process_rewards(r_norm: torch.Tensor, cuts: torch.Tensor, mask: torch.Tensor, T: int) -> torch.Tensor:
+    """r'_j placed on the last token of step j (index c_j - 1), 0 elsewhere: the per-token rewards
+    of `ppo_process_reward: dense_reward`, whose undiscounted return to go is A_tilde. (N, T)"""
+    out = torch.zeros(r_norm.shape[0], T, dtype=r_norm.dtype, device=r_norm.device)
+    rows, steps = mask.nonzero(as_tuple=True)
+    out.index_put_((rows, cuts[rows, steps] - 1), r_norm[rows, steps], accumulate=True)
+    return out
+
+
 def fold(adv: torch.Tensor, process_adv: torch.Tensor, alpha: float,
          apply_mask: torch.Tensor | None = None) -> torch.Tensor:
     """A^_t = A_t + alpha * A~_t (spec 12); rollouts with apply_mask False keep A_t. (N, T)"""

@@ -1,0 +1,187 @@
+"""Everything that touches torch.distributed, accelerate or deepspeed lives here.
+
+    accelerator = build_accelerator(cfg, grad_accum_steps)   # DDP, ZeRO-2/3 or FSDP2 per cfg.dist / launcher
+    d = Dist(accelerator)                                    # rank, world, device, collectives
+    with gathered_for_generation(model, accelerator) as policy: policy.generate(...)
+    finish(0)                                                # clean exit of every rank
+
+Strategy comes from `dist.strategy` in the recipe, or with 'auto' from the launcher:
+`accelerate launch --config_file launch/accelerate/{ddp,zero2,zero3,fsdp2}.yaml`, or plain DDP
+under `torchrun`. The pure modules get global quantities from `Dist.sum` as arguments.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Any
+
+import torch
+
+
+def _zero_stage(accelerator) -> int | None:
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return plugin.zero_stage if plugin is not None else None
+
+
+def strategy_of(accelerator) -> str:
+    """'single', 'ddp', 'zero2', 'zero3' or 'fsdp2' for a built accelerator."""
+    from accelerate.utils import DistributedType
+    t = accelerator.distributed_type
+    if t == DistributedType.DEEPSPEED:
+        stage = _zero_stage(accelerator)
+        if stage not in (2, 3):
+            raise ValueError(f"DeepSpeed ZeRO stage {stage} is not supported; use 2 or 3 (launch/accelerate/zero2.yaml, zero3.yaml)")
+        return f"zero{stage}"
+    if t == DistributedType.FSDP:
+        version = getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1)
+        if version != 2:
+            raise ValueError("FSDP1 is not supported: set fsdp_version: 2 (launch/accelerate/fsdp2.yaml)")
+        return "fsdp2"
+    return "ddp" if accelerator.num_processes > 1 else "single"
+
+
+def build_accelerator(strategy: str, mixed_precision: str, grad_accum_steps: int, micro_batch_size: int,
+                      grad_clip: float, device: str = "auto"):
+    """An Accelerator for `strategy` ('auto' = as launched) with accumulation over `grad_accum_steps`."""
+    from accelerate import Accelerator
+    from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
+
+    deepspeed = strategy in ("zero2", "zero3") or (
+        strategy == "auto" and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true")
+    # accelerate's cpu=True turns DeepSpeed off; DeepSpeed finds the CPU by itself when there is no GPU.
+    cpu = not deepspeed and (device == "cpu" or (device == "auto" and not torch.cuda.is_available()))
+    kw: dict[str, Any] = dict(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum_steps, cpu=cpu)
+    if deepspeed and not torch.cuda.is_available():
+        # accelerate picks no process-group backend for DeepSpeed without a GPU: name gloo.
+        from accelerate.utils import InitProcessGroupKwargs
+        kw["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
+    if strategy in ("zero2", "zero3"):
+        kw["deepspeed_plugin"] = DeepSpeedPlugin(zero_stage=int(strategy[-1]), gradient_accumulation_steps=grad_accum_steps,
+                                                 gradient_clipping=grad_clip if grad_clip > 0 else 0.0,
+                                                 zero3_init_flag=False)
+    elif strategy == "fsdp2":
+        kw["fsdp_plugin"] = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
+                                                           reshard_after_forward=True, state_dict_type="FULL_STATE_DICT")
+    acc = Accelerator(**kw)
+    got = strategy_of(acc)
+    if strategy not in ("auto",) and got not in (strategy, "single"):
+        raise ValueError(f"dist.strategy = {strategy} but the launcher set up {got}; launch with the matching "
+                         f"launch/accelerate/{strategy}.yaml or set dist.strategy=auto")
+    plugin = getattr(acc.state, "deepspeed_plugin", None)
+    if plugin is not None:
+        # We prepare no dataloader, so DeepSpeed's batch keys are set here, from the recipe.
+        ds = plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = micro_batch_size
+        ds["gradient_accumulation_steps"] = grad_accum_steps
+        ds["train_batch_size"] = micro_batch_size * grad_accum_steps * acc.num_processes
+        ds["gradient_clipping"] = grad_clip if grad_clip > 0 else 0.0
+        acc.gradient_accumulation_steps = grad_accum_steps
+    return acc
+
+
+class Dist:
+    """Rank facts and the few collectives the trainer needs (identity on one process)."""
+
+    def __init__(self, accelerator):
+        self.acc = accelerator
+        self.rank = accelerator.process_index
+        self.world = accelerator.num_processes
+        self.is_main = accelerator.is_main_process
+        self.device = accelerator.device
+        self.strategy = strategy_of(accelerator)
+
+    @property
+    def sharded(self) -> bool:
+        """Forward passes are collectives (every rank must run the same number)."""
+        return self.strategy in ("zero3", "fsdp2")
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """All-reduce SUM of a tensor (returned on its original device)."""
+        if self.world == 1:
+            return t
+        dev = t.device
+        out = t.detach().to(self.device, copy=True)
+        torch.distributed.all_reduce(out)
+        return out.to(dev)
+
+    def max(self, t: torch.Tensor) -> torch.Tensor:
+        """All-reduce MAX of a tensor."""
+        if self.world == 1:
+            return t
+        dev = t.device
+        out = t.detach().to(self.device, copy=True)
+        torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.MAX)
+        return out.to(dev)
+
+    def max_int(self, n: int) -> int:
+        if self.world == 1:
+            return n
+        t = torch.tensor([n], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return int(t.item())
+
+    def gather_objects(self, obj) -> list:
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            self.acc.wait_for_everyone()
+
+
+@contextlib.contextmanager
+def gathered_for_generation(model, accelerator):
+    """The unwrapped model with full weights for `generate` (ZeRO-3: gathered; FSDP2: unsharded)."""
+    strategy = strategy_of(accelerator)
+    if strategy == "zero3":
+        from trl.models import unwrap_model_for_generation
+        with unwrap_model_for_generation(model, accelerator) as unwrapped:
+            yield unwrapped
+    elif strategy == "fsdp2":
+        from torch.distributed.fsdp import FSDPModule
+        units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+        for m in units:
+            m.unshard()
+            m.set_reshard_after_forward(False, recurse=False)
+        try:
+            yield accelerator.unwrap_model(model)
+        finally:
+            for m in units:
+                m.set_reshard_after_forward(True, recurse=False)
+                m.reshard()
+    else:
+        yield accelerator.unwrap_model(model)
+
+
+def prepare_frozen(model: torch.nn.Module, accelerator):
+    """A frozen model (the KL reference) placed for the strategy: sharded under ZeRO-3, else on device."""
+    model.requires_grad_(False).eval()
+    if strategy_of(accelerator) == "zero3":
+        from trl.models import prepare_deepspeed
+        return prepare_deepspeed(model, accelerator)
+    if strategy_of(accelerator) == "fsdp2":
+        from accelerate.utils import fsdp2_prepare_model
+        return fsdp2_prepare_model(accelerator, model)
+    return model.to(accelerator.device)
+
+
+def finish(code: int = 0) -> None:
+    """End a (possibly distributed) process cleanly: barrier, destroy the group, flush, exit.
+
+    torch with gloo can abort at interpreter exit ("terminate called without an active
+    exception"); exiting this way avoided it in every run (shared/notes/environment.md)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        try:
+            if code == 0:
+                dist.barrier()
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - the process is ending either way
+            pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,67 @@
+"""Sampling responses with transformers `generate` (the one rollout backend).
+
+    responses = sample(model, prompts, group_size, cfg.rollout, eos_ids, pad_id, device, seeds)
+    # responses[i][g]: token ids of sample g of prompt i, up to and including the first EOS
+    # (no EOS when max_new_tokens was hit)
+
+The model must hold full weights (see dist.gathered_for_generation). A fresh GenerationConfig is
+built from the recipe, so a checkpoint's generation_config.json (top_k=50, repetition penalties,
+...) never changes what RL samples from. With `seeds` (one per prompt), each prompt's group is
+sampled in its own call after seeding, so rollouts do not depend on batch composition or ranks.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def generation_config(cfg, eos_ids: Sequence[int], pad_id: int):
+    from transformers import GenerationConfig
+    return GenerationConfig(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
+                            top_k=cfg.top_k if cfg.top_k > 0 else None, max_new_tokens=cfg.max_new_tokens,
+                            eos_token_id=list(eos_ids), pad_token_id=pad_id, num_beams=1,
+                            repetition_penalty=1.0)
+
+
+def _trim(row: list[int], eos: set[int]) -> list[int]:
+    for i, t in enumerate(row):
+        if t in eos:
+            return row[:i + 1]
+    return row
+
+
+@torch.no_grad()
+def _generate(model, prompts: list[list[int]], gen_cfg, pad_id: int, device) -> list[list[int]]:
+    P = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), P), pad_id, dtype=torch.long)
+    att = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):] = torch.tensor(p)
+        att[i, P - len(p):] = 1
+    out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), generation_config=gen_cfg)
+    return out[:, P:].tolist()
+
+
+def sample(model, prompts: Sequence[Sequence[int]], group_size: int, cfg, eos_ids: Sequence[int], pad_id: int,
+           device, seeds: Sequence[int] | None = None) -> list[list[list[int]]]:
+    """`group_size` responses for each prompt."""
+    gen_cfg = generation_config(cfg, eos_ids, pad_id)
+    eos = set(eos_ids)
+    was_training = model.training
+    model.eval()
+    try:
+        if seeds is not None:
+            out = []
+            for p, s in zip(prompts, seeds):
+                torch.manual_seed(s)
+                out.append([_trim(r, eos) for r in _generate(model, [list(p)] * group_size, gen_cfg, pad_id, device)])
+            return out
+        flat = [list(p) for p in prompts for _ in range(group_size)]
+        rows: list[list[int]] = []
+        for s in range(0, len(flat), cfg.generation_batch_size):
+            rows += _generate(model, flat[s:s + cfg.generation_batch_size], gen_cfg, pad_id, device)
+        rows = [_trim(r, eos) for r in rows]
+        return [rows[i * group_size:(i + 1) * group_size] for i in range(len(prompts))]
+    finally:
+        model.train(was_training)

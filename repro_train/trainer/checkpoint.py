@@ -1,0 +1,84 @@
+"""Checkpoints: Hugging Face folders for users, trainer state for exact resume.
+
+    <output_dir>/checkpoint-000040/
+        policy/             save_pretrained weights + tokenizer (load with from_pretrained)
+        critic/             the value model (PPO)
+        state/              accelerate.save_state: weights, optimizer, scheduler, RNG of every rank,
+                            data order position (sharded per rank under DeepSpeed)
+        trainer_state.json  step, optimizer steps, wandb run id
+        config.yaml         the resolved recipe
+
+A checkpoint is written into `checkpoint-N.tmp` and renamed when complete, so a crash never leaves
+a half-written checkpoint that `resume: auto` would pick up. Only the last `keep_last` are kept.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+from ..config_base import dump_yaml
+from .models import save_pretrained
+
+PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+def list_checkpoints(out_dir: str) -> list[str]:
+    if not os.path.isdir(out_dir):
+        return []
+    found = [(int(m.group(1)), name) for name in os.listdir(out_dir) if (m := PATTERN.match(name))]
+    return [os.path.join(out_dir, name) for _, name in sorted(found)]
+
+
+def resolve_resume(resume: str | None, out_dir: str) -> str | None:
+    """The checkpoint folder to resume from: 'auto' = the latest in out_dir (None if there is none)."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = list_checkpoints(out_dir)
+        return found[-1] if found else None
+    if not os.path.isfile(os.path.join(resume, "trainer_state.json")):
+        raise FileNotFoundError(f"train.resume = {resume!r} is not a checkpoint folder (no trainer_state.json)")
+    return resume
+
+
+def save_checkpoint(rt, step: int, wandb_id: str | None = None) -> str:
+    """Write checkpoint-<step> (every rank must call this)."""
+    d = rt.dist
+    final = os.path.join(rt.out_dir, f"checkpoint-{step:06d}")
+    tmp = final + ".tmp"
+    if d.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+    d.barrier()
+    rt.acc.save_state(os.path.join(tmp, "state"), safe_serialization=False)
+    full = rt.acc.get_state_dict(rt.engine)  # gathered on the main rank under ZeRO-3 / FSDP2
+    if d.is_main:
+        unwrapped = rt.acc.unwrap_model(rt.engine)
+        for name, module, tok in (("policy", unwrapped.policy, rt.tokenizer), ("critic", unwrapped.critic, None)):
+            if module is None:
+                continue
+            sub = {k[len(name) + 1:]: v for k, v in full.items() if k.startswith(name + ".")}
+            save_pretrained(module, sub, os.path.join(tmp, name), tok)
+        with open(os.path.join(tmp, "trainer_state.json"), "w") as fh:
+            json.dump({"step": step, "optimizer_steps": rt.optimizer_steps, "wandb_id": wandb_id,
+                       "sampler": rt.sampler.state_dict()}, fh, indent=1)
+        with open(os.path.join(tmp, "config.yaml"), "w") as fh:
+            fh.write(dump_yaml(rt.cfg))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in list_checkpoints(rt.out_dir)[:-max(rt.cfg.train.keep_last, 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+    d.barrier()
+    return final
+
+
+def load_checkpoint(rt, path: str) -> dict:
+    """Restore weights, optimizer, scheduler, RNG and data position; returns trainer_state."""
+    rt.acc.load_state(os.path.join(path, "state"))
+    with open(os.path.join(path, "trainer_state.json")) as fh:
+        state = json.load(fh)
+    rt.start_step = state["step"]
+    rt.optimizer_steps = state["optimizer_steps"]
+    return state

@@ -1,0 +1,187 @@
+"""Step metrics (reduced over ranks) and where they go: a progress bar, metrics.jsonl, samples.jsonl,
+wandb (offline when no key). Other ranks get a `NullLogger`.
+
+Metric names (all means over the global batch unless marked):
+  reward/mean, reward/<fn>, accuracy, response_length/{mean,max}, truncated_frac, unscorable (count)
+  policy/entropy (old pass), policy/kl_ref, values/mean, adv/abs_mean
+  train/{pg_loss, clipfrac, approx_kl, ratio_mean, grad_norm, lr, kl, entropy_bonus, value_loss, vf_clipfrac}
+  repro/{J_b, J_last, J_gain, S_magn, S_stab, S, r, r_pos_frac, J_monotone_frac, process_adv_abs,
+         segments_per_rollout, cuts_per_rollout, scored_frac}, repro/skipped/<reason> (count),
+  time/{generate_s, rollout_s, score_s, probe_s, repro_s, advantage_s, update_s, step_s} (max over ranks)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import torch
+
+
+class Meter:
+    """Named (sum, count) pairs; `reduce` all-reduces them in one call and returns the means."""
+
+    def __init__(self):
+        self.sums: dict[str, list[float]] = {}
+        self.maxes: dict[str, float] = {}
+
+    def add(self, name: str, total: float, count: float) -> None:
+        s = self.sums.setdefault(name, [0.0, 0.0])
+        s[0] += float(total)
+        s[1] += float(count)
+
+    def mean_of(self, name: str, values: torch.Tensor) -> None:
+        values = values.detach().double()
+        self.add(name, values.sum().item(), values.numel())
+
+    def max(self, name: str, value: float) -> None:
+        self.maxes[name] = max(self.maxes.get(name, -math.inf), float(value))
+
+    def reduce(self, dist) -> dict[str, float]:
+        names = sorted(self.sums)
+        t = torch.tensor([self.sums[n] for n in names], dtype=torch.float64).reshape(-1, 2)
+        t = dist.sum(t) if names else t
+        out = {n: (t[i, 0] / t[i, 1]).item() if t[i, 1] > 0 else float("nan") for i, n in enumerate(names)}
+        if self.maxes:
+            keys = sorted(self.maxes)
+            mx = dist.max(torch.tensor([self.maxes[k] for k in keys], dtype=torch.float64))
+            out.update({k: mx[i].item() for i, k in enumerate(keys)})
+        return out
+
+
+COUNT_METRICS = ("unscorable",)
+
+
+def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
+    """Every metric of one step, identical on all ranks."""
+    m = Meter()
+    mask = batch.mask
+    B = mask.shape[0]
+    lengths = mask.sum(-1).float()
+    m.mean_of("reward/mean", batch.rewards)
+    for name, vals in batch.reward_parts.items():
+        m.mean_of(f"reward/{name}", vals.float())
+    m.mean_of("accuracy", batch.correct.float())
+    m.mean_of("response_length/mean", lengths)
+    m.max("response_length/max", lengths.max().item() if B else 0)
+    m.mean_of("truncated_frac", batch.truncated.float())
+    m.add("unscorable", batch.unscorable, 1.0 / rt.dist.world)  # a count: sum over ranks
+    tokens = mask.sum().item()
+    m.add("policy/entropy", (batch.entropy * mask).sum().item(), tokens)
+    m.add("adv/abs_mean", (batch.advantages.abs() * mask).sum().item(), tokens)
+    if batch.ref_logprobs is not None:
+        m.add("policy/kl_ref", ((batch.old_logprobs - batch.ref_logprobs) * mask).sum().item(), tokens)
+    if batch.values is not None:
+        m.add("values/mean", (batch.values * mask).sum().item(), tokens)
+    if batch.repro is not None:
+        repro_metrics(m, batch, rt.dist.world)
+    for k, v in batch.timings.items():
+        m.max(f"time/{k}", v)
+    out = m.reduce(rt.dist)
+    for k, v in update_stats.items():
+        out[k if k.startswith("time/") else ("time/update_s" if k == "update_s" else f"train/{k}")] = v
+    return out
+
+
+def repro_metrics(m: Meter, batch, world: int) -> None:
+    r = batch.repro
+    valid = r.mask
+    scored = r.scored
+    jb = r.J_b[~torch.isnan(r.J_b)]
+    m.mean_of("repro/J_b", jb)
+    if scored.any():
+        last = valid.sum(-1)[scored] - 1
+        rows = scored.nonzero(as_tuple=True)[0]
+        J_last = r.J[rows, last]
+        m.mean_of("repro/J_last", J_last)
+        m.mean_of("repro/J_gain", J_last - r.J_b[rows])
+        m.mean_of("repro/J_monotone_frac", (r.S_stab[rows, last] == 1.0).double())
+    for name, t in (("S_magn", r.S_magn), ("S_stab", r.S_stab), ("S", r.S), ("r", r.r)):
+        m.mean_of(f"repro/{name}", t[valid])
+    m.mean_of("repro/r_pos_frac", (r.r[valid] > 0).double())
+    m.add("repro/process_adv_abs", (r.process_adv.abs() * batch.mask.cpu()).sum().item(), batch.mask.sum().item())
+    m.mean_of("repro/segments_per_rollout", torch.tensor(r.n_segments, dtype=torch.float64))
+    m.mean_of("repro/cuts_per_rollout", valid.sum(-1).double())
+    m.mean_of("repro/scored_frac", scored.double())
+    for reason, n in r.skipped.items():
+        m.add(f"repro/skipped/{reason}", n, 1.0 / world)
+
+
+def sample_rows(rt, batch, k: int) -> list[dict]:
+    """The first k rollouts of this rank, with their RePro view."""
+    rows = []
+    for i in range(min(k, batch.mask.shape[0])):
+        row = {"prompt": rt.prompts.prompts[batch.prompt_index[i]], "response": batch.texts[i],
+               "answer": batch.answers[i], "reward": round(batch.rewards[i].item(), 4),
+               "correct": bool(batch.correct[i]), "tokens": int(batch.mask[i].sum())}
+        if batch.repro is not None:
+            n = int(batch.repro.mask[i].sum())
+            jb = batch.repro.J_b[i].item()
+            row.update({"J_b": None if math.isnan(jb) else round(jb, 4),
+                        "J": [round(v, 4) for v in batch.repro.J[i, :n].tolist()],
+                        "cuts": batch.repro.cuts[i, :n].tolist(),
+                        "r": [round(v, 4) for v in batch.repro.r[i, :n].tolist()],
+                        "skipped": batch.plan.skip[i]})
+        rows.append(row)
+    return rows
+
+
+class NullLogger:
+    """What non-main ranks log to."""
+
+    wandb_id = None
+
+    def log(self, step: int, metrics: dict, samples: list[dict]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class RunLogger:
+    """metrics.jsonl and samples.jsonl in the run folder, and wandb (offline without a key)."""
+
+    def __init__(self, cfg, out_dir: str, resume_id: str | None = None):
+        self.metrics_fh = open(os.path.join(out_dir, "metrics.jsonl"), "a", buffering=1)
+        self.samples_fh = open(os.path.join(out_dir, "samples.jsonl"), "a", buffering=1)
+        self.run = None
+        self.wandb_id = None
+        if cfg.log.wandb and cfg.log.wandb_mode != "disabled":
+            import wandb
+            mode = cfg.log.wandb_mode
+            if mode == "auto":
+                mode = "online" if (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()) else "offline"
+            if os.environ.get("WANDB_MODE"):
+                mode = os.environ["WANDB_MODE"]
+            from ..config_base import to_dict
+            self.run = wandb.init(project=cfg.log.project, name=cfg.log.run_name or os.path.basename(os.path.abspath(out_dir)),
+                                  dir=out_dir, mode=mode, config=to_dict(cfg), id=resume_id,
+                                  resume="allow" if resume_id else None)
+            self.wandb_id = self.run.id
+
+    def log(self, step: int, metrics: dict, samples: list[dict]) -> None:
+        self.metrics_fh.write(json.dumps({"step": step, **metrics}) + "\n")
+        for s in samples:
+            self.samples_fh.write(json.dumps({"step": step, **s}) + "\n")
+        if self.run is not None:
+            import wandb
+            payload = dict(metrics)
+            if samples:
+                cols = list(samples[0])
+                payload["samples"] = wandb.Table(columns=cols, data=[[json.dumps(s[c]) if isinstance(s[c], list) else s[c]
+                                                                      for c in cols] for s in samples])
+            self.run.log(payload, step=step)
+
+    def close(self) -> None:
+        self.metrics_fh.close()
+        self.samples_fh.close()
+        if self.run is not None:
+            self.run.finish()
+
+
+def _netrc_has_wandb() -> bool:
+    try:
+        import netrc
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False

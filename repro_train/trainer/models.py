@@ -1,0 +1,129 @@
+"""Policy, critic and reference models.
+
+The policy and (for PPO) the critic live in one `ActorCritic` module, so one distributed wrapper
+(DDP, DeepSpeed engine, FSDP2) and one optimizer (with a parameter group per model) serve both,
+and one forward gives log-probs and values for one backward. `PolicyView` lets the log-prob pass
+and the RePro probe call the wrapped policy as if it were a plain Hugging Face model, so sharded
+weights are gathered by the wrapper as usual.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+
+def resolve_model_path(path: str) -> str:
+    if path == "toy":
+        from ..tasks.reasoner import reasoner_path
+        return reasoner_path()
+    return path
+
+
+class ActorCritic(nn.Module):
+    """policy(**kw) -> CausalLM output; with_values=True also puts critic values (B, L) under 'values'."""
+
+    def __init__(self, policy: nn.Module, critic: nn.Module | None = None):
+        super().__init__()
+        self.policy = policy
+        self.critic = critic
+
+    def forward(self, with_values: bool = False, values_only: bool = False, **kw):
+        if values_only:
+            return self._values(kw)
+        out = self.policy(**kw)
+        if with_values:
+            out["values"] = self._values(kw)
+        return out
+
+    def _values(self, kw) -> torch.Tensor:
+        if self.critic is None:
+            raise RuntimeError("values were asked for but this run has no critic (algo.estimator != gae)")
+        kw = {k: v for k, v in kw.items() if k in ("input_ids", "attention_mask", "position_ids")}
+        return self.critic(**kw).logits.squeeze(-1)  # (B, L)
+
+
+class PolicyView:
+    """The policy behind a distributed wrapper of ActorCritic, usable where a HF model is expected."""
+
+    def __init__(self, engine, policy: nn.Module):
+        self.engine = engine
+        self.module = policy
+
+    def __call__(self, **kw):
+        return self.engine(**kw)
+
+    @property
+    def config(self):
+        return self.module.config
+
+    @property
+    def training(self) -> bool:
+        return self.module.training
+
+    def eval(self):
+        self.engine.eval()
+        return self
+
+    def train(self, mode: bool = True):
+        self.engine.train(mode)
+        return self
+
+
+def load_policy(cfg_model):
+    """(policy, tokenizer) from the recipe's model section, on the CPU."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    path = resolve_model_path(cfg_model.path)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg_model.trust_remote_code)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=getattr(torch, cfg_model.dtype), attn_implementation=cfg_model.attn_implementation,
+        trust_remote_code=cfg_model.trust_remote_code)
+    if cfg_model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False  # training forwards; the probe asks for a cache explicitly
+    return model, tok
+
+
+def load_critic(cfg_model, cfg_critic):
+    """A token-level value model: the critic path's (or the policy's) weights with a 1-output head."""
+    from transformers import AutoModelForTokenClassification
+    path = resolve_model_path(cfg_critic.path or cfg_model.path)
+    critic = AutoModelForTokenClassification.from_pretrained(
+        path, num_labels=1, dtype=getattr(torch, cfg_model.dtype), classifier_dropout=0.0,
+        attn_implementation=cfg_model.attn_implementation, trust_remote_code=cfg_model.trust_remote_code)
+    if cfg_model.gradient_checkpointing:
+        critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return critic
+
+
+def load_reference(cfg_model):
+    """A frozen copy of the initial policy (KL penalty)."""
+    from transformers import AutoModelForCausalLM
+    ref = AutoModelForCausalLM.from_pretrained(
+        resolve_model_path(cfg_model.path), dtype=getattr(torch, cfg_model.dtype),
+        attn_implementation=cfg_model.attn_implementation, trust_remote_code=cfg_model.trust_remote_code)
+    return ref.requires_grad_(False).eval()
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a response: the tokenizer's EOS and the generation config's."""
+    ids = set()
+    for src in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if isinstance(src, int):
+            ids.add(src)
+        elif isinstance(src, (list, tuple)):
+            ids.update(int(i) for i in src)
+    if not ids:
+        raise ValueError("the tokenizer has no EOS token; set one (tokenizer.eos_token) so responses can end")
+    return sorted(ids)
+
+
+def save_pretrained(module: nn.Module, state_dict: dict, path: str, tokenizer=None) -> None:
+    """Hugging Face folder for `module` with the given (gathered, unprefixed) weights."""
+    os.makedirs(path, exist_ok=True)
+    module.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)

@@ -1,0 +1,125 @@
+"""Set-up of a run: everything the loop needs, built once from the resolved config.
+
+    rt = build_runtime(cfg)      # accelerator, models, optimizer, data, rewards, RePro, logger, resume
+    ...
+    rt.close()
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..config import Config
+from ..config_base import dump_yaml
+from ..data.datasets import PromptSampler, PromptSet, load_prompts
+from ..dist import Dist, build_accelerator, prepare_frozen
+from ..repro.pipeline import RePro
+from ..rewards import OutcomeReward, RewardSpec
+from .models import ActorCritic, PolicyView, eos_ids, load_critic, load_policy, load_reference
+
+
+@dataclass
+class Runtime:
+    cfg: Config
+    acc: Any
+    dist: Dist
+    tokenizer: Any
+    engine: Any
+    """The distributed wrapper around ActorCritic (DDP, DeepSpeed engine, FSDP2 module)."""
+    policy: PolicyView
+    ref: Any
+    has_critic: bool
+    optimizer: Any
+    scheduler: Any
+    prompts: PromptSet
+    sampler: PromptSampler
+    reward: OutcomeReward
+    repro: RePro | None
+    eos_ids: list[int]
+    pad_id: int
+    out_dir: str
+    start_step: int = 0
+    optimizer_steps: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.reward.close()
+
+
+def grad_accum_steps(cfg: Config, world: int) -> int:
+    """Micro-batches per optimizer step on each rank."""
+    batch = cfg.rollout.prompts_per_step * cfg.rollout.group_size
+    mini = cfg.algo.mini_batch_size or batch
+    return mini // (world * cfg.algo.micro_batch_size)
+
+
+def lr_lambda(cfg: Config, total_steps: int):
+    warm, kind = cfg.optim.warmup_steps, cfg.optim.scheduler
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if kind == "constant" or total_steps <= warm:
+            return 1.0
+        frac = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return 1.0 - frac if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+    return f
+
+
+def optimizer_steps_per_rl_step(cfg: Config) -> int:
+    batch = cfg.rollout.prompts_per_step * cfg.rollout.group_size
+    return cfg.algo.update_epochs * (batch // (cfg.algo.mini_batch_size or batch))
+
+
+def build_runtime(cfg: Config) -> Runtime:
+    from accelerate.utils import set_seed
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    acc = build_accelerator(cfg.dist.strategy, cfg.dist.mixed_precision, grad_accum_steps(cfg, world),
+                            cfg.algo.micro_batch_size, cfg.optim.grad_clip, cfg.train.device)
+    d = Dist(acc)
+    set_seed(cfg.train.seed)
+    if d.strategy == "zero3":  # gather full weights when exporting Hugging Face checkpoints
+        acc.state.deepspeed_plugin.deepspeed_config.setdefault("zero_optimization", {})[
+            "stage3_gather_16bit_weights_on_model_save"] = True
+    policy, tok = load_policy(cfg.model)
+    has_critic = cfg.algo.estimator == "gae"
+    critic = load_critic(cfg.model, cfg.critic) if has_critic else None
+    model = ActorCritic(policy, critic)
+    groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.optim.lr}]
+    if critic is not None:
+        groups.append({"params": [p for p in critic.parameters() if p.requires_grad], "lr": cfg.critic.lr})
+    optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                                  weight_decay=cfg.optim.weight_decay)
+    total = cfg.train.steps * optimizer_steps_per_rl_step(cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
+    engine, optimizer = acc.prepare(model, optimizer)
+    acc.register_for_checkpointing(scheduler)
+    ref = None
+    if cfg.algo.kl_coef > 0:
+        ref = prepare_frozen(load_reference(cfg.model), acc)
+    unwrapped = acc.unwrap_model(engine)
+    prompts = load_prompts(cfg.data, tok)
+    sampler = PromptSampler(len(prompts), cfg.train.seed, cfg.data.shuffle)
+    acc.register_for_checkpointing(sampler)
+    specs = [RewardSpec(name=f.name, weight=f.weight, kwargs=dict(f.kwargs), correctness=f.correctness)
+             for f in cfg.reward.functions]
+    reward = OutcomeReward(specs, num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s)
+    out_dir = cfg.train.output_dir
+    if d.is_main:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "config.yaml"), "w") as fh:
+            fh.write(dump_yaml(cfg))
+    return Runtime(
+        cfg=cfg, acc=acc, dist=d, tokenizer=tok, engine=engine, policy=PolicyView(engine, unwrapped.policy),
+        ref=ref, has_critic=has_critic, optimizer=optimizer, scheduler=scheduler, prompts=prompts,
+        sampler=sampler, reward=reward, repro=RePro(cfg.repro, tok) if cfg.repro.enabled else None,
+        eos_ids=eos_ids(policy, tok), pad_id=tok.pad_token_id, out_dir=out_dir,
+        extra={"dropped_prompts": prompts.dropped_too_long})
