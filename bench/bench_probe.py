@@ -1,0 +1,603 @@
+"""Cost of RePro's J probe next to the log-prob forward it rides on (issue 5, spec "Cost").
+
+    python bench/bench_probe.py                          # Qwen2 1.5B and 7B, 2k-16k tokens, 10/20/30 cuts
+    python bench/bench_probe.py --models 1.5b --lengths 4096 --cuts 10   # the bar cell only
+    python bench/bench_probe.py --smoke                  # 2-layer Qwen2 on the CPU, float32, seconds
+
+For each model (Qwen2 architecture, random seeded weights, built on the device in `--dtype`), each
+response length and each number of cuts (plus J_b, so cuts + 1 probe points per rollout):
+
+    forward        forward_logprobs(model, seqs, with_entropy=True): the old-log-prob pass of an RL step
+    forward+cache  the same with use_cache=True: phase 1 of the fused path
+    fused_J        probe_fused over that cache (phase 2 only; the cache is cropped back after each call)
+    naive_J        probe_naive: one teacher-forced sequence per probe point, `--naive-batch` at a time
+
+Times are medians after warm-up (CUDA events), ratios are against `forward`, and
+max_abs_dJ = max |J_fused - J_naive| over all probe points. Slow operations are timed fewer
+times (`--op-budget`), naive cells above `--naive-max-tokens` are skipped, and once the run
+nears `--time-budget` further naive cells are skipped too: each skipped cell says why.
+Results go to `--out` (JSON, rewritten after each length); the summary table prints last.
+bench/README.md lists the exact commands behind docs/performance.md.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench the checkout, installed or not
+from repro_train.modeling import forward_logprobs, pack  # noqa: E402
+from repro_train.repro.probe import probe_fused, probe_naive  # noqa: E402
+
+# Real Qwen2 dimensions (no hub here: the configs are written out by hand).
+MODELS = {
+    "1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                 intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
+    "7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+               intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=128, vocab_size=512, tie_word_embeddings=True),
+}
+COMMON = dict(max_position_embeddings=32768, rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+              rms_norm_eps=1e-6, use_sliding_window=False)
+PAD_ID = 0  # every sequence is full length: padding only fills the fused path's ragged blocks
+FORWARD_SLOW_S = 10.0  # a forward slower than this is timed once (its first call is the sample)
+NAIVE_SLOW_S = 2.0  # likewise for the naive probe, the sweep's expensive part
+
+FULL = dict(models="1.5b,7b", lengths="2048,4096,8192,16384", cuts="10,20,30", device="cuda",
+            dtype="bfloat16", prompt_len=256, repeats=5, warmup=2, out="results.json")
+SMOKE = dict(models="tiny", lengths="64,128", cuts="3,5", device="cpu", dtype="float32", prompt_len=16,
+             repeats=2, warmup=1, out="results-smoke.json")
+
+
+@dataclass
+class BenchOptions:
+    """Everything a cell needs besides the model, its length and its number of cuts."""
+
+    rollouts: int = 4
+    prompt_len: int = 256
+    answer_len: int = 16
+    forcing_len: int = 5
+    naive_batch: int = 8
+    repeats: int = 5
+    """Timed calls per operation (fewer when one call is slow, see op_budget_s)."""
+    warmup: int = 2
+    """Untimed calls first; calls over a second get one."""
+    op_budget_s: float = 5.0
+    """Timed calls of one operation stop at about this many seconds (at least one call)."""
+    naive_max_tokens: int = 600_000
+    """Skip the naive probe when its sequences are expected to hold more tokens than this (0: never
+    skip). The default skips 16k x 20 and 16k x 30 cuts: ~680k and ~1.02M tokens, 16-18x the forward's
+    tokens once padded, about 70 s a call on the 7B."""
+    seed: int = 0
+    deadline: float | None = None
+    """time.monotonic() after which no further naive cell (or length) starts."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Model and inputs
+# ---------------------------------------------------------------------------------------------
+
+def build_model(name: str, dtype: torch.dtype, device: torch.device, seed: int = 0):
+    """A Qwen2 causal LM with random weights, built directly on `device` in `dtype` (no CPU copy)."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    cfg = Qwen2Config(**MODELS[name], **COMMON)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation="sdpa")
+    p = next(model.parameters())
+    if p.device.type != device.type or p.dtype != dtype:
+        raise RuntimeError(f"model built on {p.device}/{p.dtype}, wanted {device}/{dtype}")
+    return model.eval()
+
+
+@dataclass
+class Inputs:
+    seqs: Any
+    """Packed (B, P + R) prompts + responses on the model's device."""
+    answers: list[list[int]]
+    forcing: list[int]
+
+
+def make_inputs(vocab: int, length: int, o: BenchOptions, device: torch.device) -> Inputs:
+    """Seeded random token ids: prompts, responses of exactly `length` tokens, answers, forcing text."""
+    g = torch.Generator().manual_seed(o.seed * 1_000_003 + length)
+
+    def ids(n):
+        return torch.randint(1, vocab, (n,), generator=g).tolist()
+
+    prompts = [ids(o.prompt_len) for _ in range(o.rollouts)]
+    responses = [ids(length) for _ in range(o.rollouts)]
+    answers = [ids(o.answer_len) for _ in range(o.rollouts)]
+    return Inputs(pack(prompts, responses, PAD_ID, device), answers, ids(o.forcing_len))
+
+
+def make_blocks(length: int, cuts: int, o: BenchOptions) -> list[list[int]]:
+    """Per rollout: 0 (J_b) then `cuts` sorted distinct random cut points in 1..length."""
+    if not 0 < cuts <= length:
+        raise ValueError(f"cuts must be in 1..{length}, got {cuts}")
+    g = torch.Generator().manual_seed(o.seed * 1_000_003 + 7919 * length + cuts)
+    return [[0] + sorted((torch.randperm(length, generator=g)[:cuts] + 1).tolist()) for _ in range(o.rollouts)]
+
+
+def token_counts(length: int, blocks: list[list[int]], o: BenchOptions) -> dict:
+    """Tokens each path feeds the model. The naive count also comes padded (as probe_naive batches
+    it) and as expected over random cuts (mean cut (length + 1) / 2), which `--naive-max-tokens`
+    reads so that the skipped cells do not depend on the seed."""
+    lead = 0 if o.forcing_len else 1
+    cuts = len(blocks[0]) - 1
+    naive = [o.prompt_len + c + o.forcing_len + o.answer_len for bl in blocks for c in bl]
+    chunks = [naive[i:i + o.naive_batch] for i in range(0, len(naive), o.naive_batch)]
+    per_seq = o.prompt_len + o.forcing_len + o.answer_len
+    return dict(forward_tokens=o.rollouts * (o.prompt_len + length),
+                probe_tokens=sum(len(bl) for bl in blocks) * (lead + o.forcing_len + o.answer_len - 1),
+                naive_tokens=sum(naive), naive_padded_tokens=sum(len(ch) * max(ch) for ch in chunks),
+                naive_tokens_expected=round(o.rollouts * ((cuts + 1) * per_seq + cuts * (length + 1) / 2)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------
+
+class Clock:
+    """Times one call: CUDA events on a GPU (device synchronised around the call), else perf_counter."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, fn: Callable[[], Any]) -> tuple[float, Any]:
+        if not self.cuda:
+            t0 = time.perf_counter()
+            out = fn()
+            return (time.perf_counter() - t0) * 1e3, out
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        out = fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end), out
+
+    def reset_peak(self):
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak_gib(self) -> float | None:
+        return torch.cuda.max_memory_allocated() / 2**30 if self.cuda else None
+
+
+@dataclass
+class Timing:
+    ms: float
+    """Median of the samples."""
+    samples: list[float]
+    peak_gib: float | None
+    """Peak allocated memory during the first call (weights and resident tensors included)."""
+    out: Any
+    """The last call's output."""
+
+
+def measure(fn: Callable[[], Any], clock: Clock, o: BenchOptions, slow_s: float,
+            after: Callable[[Any], None] | None = None) -> Timing:
+    """Median time of fn() in ms. The first call warms up (or is the only sample when slower than
+    `slow_s`); calls under a second get `warmup - 1` more; then up to `repeats` samples, fewer
+    when they would take over `op_budget_s`. after(out) runs untimed after every call."""
+    def call():
+        ms, out = clock(fn)
+        if after is not None:
+            after(out)
+        return ms, out
+
+    clock.reset_peak()
+    first, out = call()
+    peak = clock.peak_gib()
+    first_s = first / 1e3
+    samples = [first] if (o.warmup == 0 or first_s > slow_s) else []
+    if first_s <= slow_s:
+        for _ in range(o.warmup - 1 if first_s < 1.0 else 0):
+            out = None  # free the last output before the next call makes its own
+            _, out = call()
+        n = max(1, min(o.repeats, int(o.op_budget_s / max(first_s, 1e-6))))
+        for _ in range(n - len(samples)):
+            out = None
+            ms, out = call()
+            samples.append(ms)
+    return Timing(statistics.median(samples), samples, peak, out)
+
+
+def attempt(fn: Callable[[], Any]) -> tuple[Any, str]:
+    """(fn(), "ok"), or (None, status) when it fails: "OOM" for CUDA out of memory, else the error.
+    One failed cell must not cost the rest of the sweep; its memory is released before returning."""
+    try:
+        return fn(), "ok"
+    except torch.cuda.OutOfMemoryError:
+        status = "OOM"
+    except Exception as e:  # recorded in the row and printed, never silent
+        traceback.print_exc(limit=-4, file=sys.stdout)
+        status = f"error: {type(e).__name__}: {str(e)[:160]}"
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # after an OOM the allocator's cached blocks are the memory we need back
+    return None, status
+
+
+# ---------------------------------------------------------------------------------------------
+# One response length: phase 1 once, then fused and naive J for each number of cuts
+# ---------------------------------------------------------------------------------------------
+
+def run_cell(model, length: int, cuts: int, opts: BenchOptions | None = None, name: str = "") -> dict:
+    """All measurements of one (model, response length, number of cuts) cell, as a flat dict."""
+    return run_length(model, length, [cuts], opts or BenchOptions(), name)[0]
+
+
+def run_length(model, length: int, cuts_list: list[int], o: BenchOptions, name: str = "") -> list[dict]:
+    """Cells for every number of cuts at one response length, sharing the forward measurements."""
+    device = next(model.parameters()).device
+    clock = Clock(device)
+    inp = make_inputs(model.config.vocab_size, length, o, device)
+    all_blocks = [make_blocks(length, k, o) for k in cuts_list]
+    cells = [dict(model=name, length=length, cuts=k, probe_points=k + 1, rollouts=o.rollouts,
+                  prompt_len=o.prompt_len, answer_len=o.answer_len, forcing_len=o.forcing_len,
+                  **token_counts(length, bl, o), status_forward="ok", status_fused="ok", status_naive="ok")
+             for k, bl in zip(cuts_list, all_blocks)]
+    if o.deadline is not None and time.monotonic() > o.deadline:
+        for c in cells:
+            c.update({f"status_{k}": "skipped (time budget)" for k in ("forward", "fused", "naive")})
+        return cells
+    with torch.no_grad():
+        fwd, kept = forward_cells(model, inp, cells, clock, o)
+        fused_J = [fused_cell(model, inp, c, bl, kept, clock, o) for c, bl in zip(cells, all_blocks)]
+        kept = None  # the naive path needs no cache: measure it without one resident
+        for c, bl, J in zip(cells, all_blocks, fused_J):
+            naive_cell(model, inp, c, bl, J, fwd, clock, o)
+    for c in cells:  # 5. Ratios against the forward.
+        f = c.get("forward_ms")
+        if f and c.get("fused_ms") is not None:
+            c["fused_over_forward"] = c["fused_ms"] / f
+            c["fused_total_extra_over_forward"] = (c["forward_cache_ms"] - f + c["fused_ms"]) / f
+        if f and c.get("naive_ms") is not None:
+            c["naive_over_forward"] = c["naive_ms"] / f
+    return cells
+
+
+class KeptCache:
+    """Phase 1's KV cache, put back to its length after each probe_fused call (which appends its
+    blocks to it): cropped when the cache allows it, else recomputed (untimed)."""
+
+    def __init__(self, model, seqs, cache, timing: Timing):
+        self.model, self.seqs, self.cache, self.timing = model, seqs, cache, timing
+        self.length = cache.get_seq_length()
+        self.reruns = 0
+
+    def restore(self, _=None):
+        try:
+            extra = self.cache.get_seq_length() - self.length
+            if extra > 0:
+                self.cache.crop(-extra)  # a negative count removes that many tokens (transformers 4.x and 5.x)
+            if self.cache.get_seq_length() == self.length:
+                return
+        except Exception:
+            pass
+        self.rebuild()
+
+    def rebuild(self):
+        self.cache = None
+        self.cache = forward_logprobs(self.model, self.seqs, with_entropy=True, use_cache=True).cache
+        self.reruns += 1
+
+
+def forward_cells(model, inp: Inputs, cells: list[dict], clock: Clock, o: BenchOptions):
+    """1-2. The log-prob forward without and with the KV cache; returns (forward timing, kept cache)."""
+    seqs = inp.seqs
+    fwd, st = attempt(lambda: measure(lambda: forward_logprobs(model, seqs, with_entropy=True),
+                                      clock, o, FORWARD_SLOW_S))
+    fwc, st_c = (None, st) if fwd is None else attempt(lambda: measure(
+        lambda: forward_logprobs(model, seqs, with_entropy=True, use_cache=True), clock, o, FORWARD_SLOW_S))
+    for c in cells:
+        c.update(forward_ms=fwd and fwd.ms, forward_samples=fwd and fwd.samples, peak_gib_forward=fwd and fwd.peak_gib,
+                 forward_cache_ms=fwc and fwc.ms, forward_cache_samples=fwc and fwc.samples,
+                 cache_extra_ms=fwc and fwc.ms - fwd.ms, status_forward=st if fwd is None else st_c)
+    if fwc is None:
+        return fwd, None
+    kept = KeptCache(model, seqs, fwc.out.cache, fwc)
+    fwc.out = None
+    return fwd, kept
+
+
+def fused_cell(model, inp: Inputs, cell: dict, blocks, kept: KeptCache | None, clock: Clock, o: BenchOptions):
+    """3. Fused J over the kept cache; returns J per rollout (or None)."""
+    if kept is None or kept.cache is None:
+        why = cell["status_forward"] if kept is None else "its rebuild after a failed probe failed"
+        cell["status_fused"] = f"no phase-1 cache ({why})"
+        return None
+    seen = []  # J of every call: a cropped (or rebuilt) cache must give the same values again
+
+    def after(J):
+        seen.append(J)
+        kept.restore()
+
+    fus, cell["status_fused"] = attempt(lambda: measure(
+        lambda: probe_fused(model, inp.seqs, kept.cache, blocks, inp.answers, inp.forcing, PAD_ID),
+        clock, o, FORWARD_SLOW_S, after=after))
+    if fus is None:  # a failed call may have appended to some layers only
+        _, st = attempt(kept.rebuild)
+        if st != "ok":
+            kept.cache = None
+        return None
+    cell.update(fused_ms=fus.ms, fused_samples=fus.samples,
+                peak_gib_forward_cache_fused=_max(kept.timing.peak_gib, fus.peak_gib),
+                cache_restore="crop" if kept.reruns == 0 else "rerun phase 1",
+                fused_repeat_max_abs_diff=_max_diff(seen[0], seen[-1]), J_fused_mean=_mean(fus.out))
+    return fus.out
+
+
+def naive_cell(model, inp: Inputs, cell: dict, blocks, J_fused, fwd: Timing | None, clock: Clock,
+               o: BenchOptions):
+    """4. Naive J, unless too large or too late; max|J_fused - J_naive|."""
+    if fwd is None:
+        cell["status_naive"] = f"no forward ({cell['status_forward']})"
+        return
+    skip = _naive_skip(cell, fwd.ms, o)
+    if skip:
+        cell["status_naive"] = skip
+        return
+    nai, cell["status_naive"] = attempt(lambda: measure(
+        lambda: probe_naive(model, inp.seqs, blocks, inp.answers, inp.forcing, PAD_ID, batch_size=o.naive_batch),
+        clock, o, NAIVE_SLOW_S))
+    if nai is not None:
+        cell.update(naive_ms=nai.ms, naive_samples=nai.samples, peak_gib_naive=nai.peak_gib,
+                    max_abs_dJ=_max_diff(J_fused, nai.out) if J_fused is not None else None)
+
+
+def _naive_skip(cell: dict, forward_ms: float, o: BenchOptions) -> str | None:
+    if o.naive_max_tokens and cell["naive_tokens_expected"] > o.naive_max_tokens:
+        return (f"skipped (expected naive tokens {cell['naive_tokens_expected']} > --naive-max-tokens "
+                f"{o.naive_max_tokens})")
+    # Rough cost: the forward's time per token times the naive path's padded tokens.
+    est_s = forward_ms / 1e3 * cell["naive_padded_tokens"] / cell["forward_tokens"]
+    if o.deadline is not None and time.monotonic() + est_s > o.deadline:
+        return f"skipped (time budget: would need ~{est_s:.0f} s)"
+    return None
+
+
+def _max(*xs):
+    xs = [x for x in xs if x is not None]
+    return max(xs) if xs else None
+
+
+def _max_diff(a: list, b: list) -> float:
+    """max |a - b| over rows of per-row J tensors (None rows skipped)."""
+    return max(((x - y).abs().max().item() for x, y in zip(a, b) if x is not None), default=0.0)
+
+
+def _mean(J: list) -> float:
+    vals = torch.cat([x for x in J if x is not None])
+    return vals.mean().item()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------------------------
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def _f(x, spec=".1f", none="-"):
+    return none if x is None else format(x, spec)
+
+
+def _status(cell: dict, key: str) -> str | None:
+    """Short table text for a failed or skipped measurement, None when it ran."""
+    s = cell.get(f"status_{key}", "ok")
+    if s == "ok":
+        return None
+    return "skip" if s.startswith("skipped") else ("OOM" if s == "OOM" else "n/a" if s.startswith("no ") else "err")
+
+
+def _col(cell: dict, key: str, field: str, spec: str) -> str:
+    return _status(cell, key) or _f(cell.get(field), spec)
+
+
+def cell_line(c: dict) -> str:
+    return (f"  k={c['cuts']:<2} fused {_col(c, 'fused', 'fused_ms', '.1f')} ms "
+            f"({_col(c, 'fused', 'fused_over_forward', '.3f')}x fwd, total extra "
+            f"{_col(c, 'fused', 'fused_total_extra_over_forward', '.3f')}x)  naive "
+            f"{_col(c, 'naive', 'naive_ms', '.0f')} ms ({_col(c, 'naive', 'naive_over_forward', '.1f')}x)  "
+            f"max|dJ| {_col(c, 'naive', 'max_abs_dJ', '.1e')}")
+
+
+def table(cells: list[dict], full: bool) -> str:
+    """Markdown table of cells; `full` adds the cache, naive time and memory columns."""
+    if full:
+        head = ("| model | len | cuts | fwd ms | +cache ms | fused ms | fused/fwd | extra/fwd | naive ms "
+                "| naive/fwd | max abs dJ | peak GiB fwd / +fused / naive |")
+    else:
+        head = "| model | len | cuts | fwd ms | fused ms | fused/fwd | naive/fwd | max abs dJ |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for c in cells:
+        fwd = _col(c, "forward", "forward_ms", ".1f")
+        fused = [_col(c, "fused", "fused_ms", ".2f"), _col(c, "fused", "fused_over_forward", ".4f")]
+        naive_r, dJ = _col(c, "naive", "naive_over_forward", ".2f"), _col(c, "naive", "max_abs_dJ", ".1e")
+        if full:
+            cache = _status(c, "fused") or _f(c.get("cache_extra_ms"), "+.1f")
+            peaks = " / ".join(_f(c.get(k), ".1f") for k in
+                               ("peak_gib_forward", "peak_gib_forward_cache_fused", "peak_gib_naive"))
+            row = [c["model"], c["length"], c["cuts"], fwd, cache, fused[0], fused[1],
+                   _col(c, "fused", "fused_total_extra_over_forward", ".4f"),
+                   _col(c, "naive", "naive_ms", ".0f"), naive_r, dJ, peaks]
+        else:
+            row = [c["model"], c["length"], c["cuts"], fwd, fused[0], fused[1], naive_r, dJ]
+        lines.append("| " + " | ".join(str(x) for x in row) + " |")
+    return "\n".join(lines)
+
+
+def bar_lines(cells: list[dict], bar_ratio: float = 0.05, bar_dJ: float = 2e-2) -> list[str]:
+    """The issue-5 bar on every 4,096-token, 10-cut cell: fused/fwd <= 0.05 and max|dJ| <= 2e-2."""
+    out = []
+    for c in cells:
+        if c["length"] != 4096 or c["cuts"] != 10:
+            continue
+        r, d = c.get("fused_over_forward"), c.get("max_abs_dJ")
+        ok_r = "PASS" if r is not None and r <= bar_ratio else "FAIL"
+        ok_d = "PASS" if d is not None and d <= bar_dJ else ("n/a" if d is None else "FAIL")
+        out.append(f"bar {c['model']} 4096 tokens, 11 probe points: fused/fwd {_f(r, '.4f')} <= {bar_ratio} "
+                   f"{ok_r}; max|dJ| {_f(d, '.1e')} <= {bar_dJ} {ok_d}")
+    return out
+
+
+def placeholder_cells(name: str, args, status: str) -> list[dict]:
+    """Cells of a model that was not measured, each saying why."""
+    return [dict(model=name, length=L, cuts=k, probe_points=k + 1, status_forward=status, status_fused=status,
+                 status_naive=status) for L in args.lengths for k in args.cuts]
+
+
+def machine_info(device: torch.device) -> dict:
+    import transformers
+    info = dict(torch=torch.__version__, transformers=transformers.__version__, cuda=torch.version.cuda,
+                python=platform.python_version(), platform=platform.platform(), device=str(device))
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_mem_gib=round(props.total_memory / 2**30, 1),
+                    gpu_count=torch.cuda.device_count())
+    else:
+        info["cpu_threads"] = torch.get_num_threads()
+    return info
+
+
+def write_json(path: str, payload: dict):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+def parse_args(argv=None) -> argparse.Namespace:
+    d = BenchOptions()
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", help=f"comma list of {sorted(MODELS)} (default {FULL['models']})")
+    p.add_argument("--lengths", help=f"response lengths in tokens (default {FULL['lengths']})")
+    p.add_argument("--cuts", help=f"cut points per rollout, J_b not counted (default {FULL['cuts']})")
+    p.add_argument("--rollouts", type=int, default=d.rollouts)
+    p.add_argument("--prompt-len", type=int, help=f"default {FULL['prompt_len']}")
+    p.add_argument("--answer-len", type=int, default=d.answer_len)
+    p.add_argument("--forcing-len", type=int, default=d.forcing_len)
+    p.add_argument("--dtype", help=f"default {FULL['dtype']}")
+    p.add_argument("--device", help=f"default {FULL['device']}")
+    p.add_argument("--naive-batch", type=int, default=d.naive_batch)
+    p.add_argument("--naive-max-tokens", type=int, default=d.naive_max_tokens,
+                   help="skip naive J above this many expected tokens (0: never skip)")
+    p.add_argument("--repeats", type=int, help=f"default {FULL['repeats']}")
+    p.add_argument("--warmup", type=int, help=f"default {FULL['warmup']}")
+    p.add_argument("--op-budget", type=float, default=d.op_budget_s, help="seconds of timed calls per op")
+    p.add_argument("--time-budget", type=float, default=480.0,
+                   help="seconds after which no naive cell (or length) starts; 0: none")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", help=f"JSON results (default {FULL['out']}, {SMOKE['out']} with --smoke)")
+    p.add_argument("--smoke", action="store_true", help="tiny 2-layer Qwen2 on the CPU in float32 (tests)")
+    args = p.parse_args(argv)
+    for k, v in (SMOKE if args.smoke else FULL).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.lengths = [int(x) for x in args.lengths.split(",")]
+    args.cuts = [int(x) for x in args.cuts.split(",")]
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        p.error(f"unknown model(s) {unknown}; choose from {sorted(MODELS)}")
+    if min(args.cuts) < 1 or max(args.cuts) > min(args.lengths):
+        p.error(f"--cuts must lie in 1..{min(args.lengths)} (the shortest length)")
+    if not isinstance(getattr(torch, args.dtype, None), torch.dtype):
+        p.error(f"unknown dtype {args.dtype!r}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("CUDA is not available here: use --device cpu, or --smoke")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    t_start = time.monotonic()
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    opts = BenchOptions(rollouts=args.rollouts, prompt_len=args.prompt_len, answer_len=args.answer_len,
+                        forcing_len=args.forcing_len, naive_batch=args.naive_batch, repeats=args.repeats,
+                        warmup=args.warmup, op_budget_s=args.op_budget, naive_max_tokens=args.naive_max_tokens,
+                        seed=args.seed, deadline=t_start + args.time_budget if args.time_budget > 0 else None)
+    payload = dict(machine=machine_info(device), args=vars(args), options=asdict(opts),
+                   models={m: dict(MODELS[m], **COMMON) for m in args.models}, cells=[], complete=False)
+    payload["options"].pop("deadline")
+    m = payload["machine"]
+    log(f"bench_probe: {m.get('gpu', 'cpu')} | torch {m['torch']} | transformers {m['transformers']} | {args.dtype}"
+        f" | {args.rollouts} rollouts, prompt {args.prompt_len}, answer {args.answer_len}, forcing {args.forcing_len}")
+    for name in args.models:
+        payload["cells"] += sweep_model(name, args, opts, device, dtype, payload, t_start)
+    payload.update(complete=True, elapsed_s=round(time.monotonic() - t_start, 1))
+    write_json(args.out, payload)
+    print_summary(payload, args)
+    return payload
+
+
+def sweep_model(name: str, args, opts: BenchOptions, device, dtype, payload: dict, t_start: float) -> list[dict]:
+    """Build one model, measure every (length, cuts) cell, print its table, free it."""
+    if opts.deadline is not None and time.monotonic() > opts.deadline:
+        log(f"[{name}] skipped: time budget spent")
+        return placeholder_cells(name, args, "skipped (time budget)")
+    t0 = time.monotonic()
+    model, st = attempt(lambda: build_model(name, dtype, device, args.seed))
+    if model is None:
+        log(f"[{name}] could not be built: {st}")
+        return placeholder_cells(name, args, f"no model ({st})")
+    log(f"[{name}] built in {time.monotonic() - t0:.1f} s: "
+        f"{sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters")
+    cells = []
+    for L in args.lengths:
+        new = run_length(model, L, args.cuts, opts, name)
+        log(f"[{name} L={L}] fwd {_col(new[0], 'forward', 'forward_ms', '.1f')} ms, fwd+cache "
+            f"{_f(new[0].get('forward_cache_ms'))} ms, peak {_f(new[0].get('peak_gib_forward'))} GiB "
+            f"({time.monotonic() - t_start:.0f} s)")
+        for c in new:
+            log(cell_line(c))
+        cells += new
+        write_json(args.out, dict(payload, cells=payload["cells"] + cells))  # partial results survive a kill
+    log(f"\n### {name}\n{table(cells, full=False)}\n")
+    model = None  # free this model before the next one is built
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return cells
+
+
+def print_summary(payload: dict, args):
+    """The markdown summary, printed last: the lead's log keeps only the tail."""
+    m = payload["machine"]
+    log(f"## bench_probe summary: {m.get('gpu', 'cpu')}, {args.dtype}, {args.rollouts} rollouts, prompt "
+        f"{args.prompt_len}, answer {args.answer_len}, forcing {args.forcing_len}, naive batch {args.naive_batch}")
+    log(table(payload["cells"], full=True))
+    for c in payload["cells"]:
+        if c.get("status_naive", "ok") != "ok":
+            log(f"naive {c['model']}/{c['length']}/{c['cuts']}: {c['status_naive']}")
+    for line in bar_lines(payload["cells"]):
+        log(line)
+    log(f"elapsed {payload['elapsed_s']} s; JSON: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
