@@ -97,23 +97,28 @@ def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperatur
                          with_entropy: bool = True, chunk: int = 1024):
     """Float32 log-softmax of `logits / temperature` gathered at `targets`, and entropy.
 
-    logits (B, L, V) any dtype, targets (B, L) -> (B, L) float32 each; processed `chunk`
-    positions at a time so only one float32 chunk of vocab-sized rows lives at once."""
-    B, L, V = logits.shape
-    flat, tgt = logits.reshape(B * L, V), targets.reshape(B * L)
+    logits (B, L, V) any dtype and layout (a sliced view is not copied), targets (B, L) ->
+    (B, L) float32 each; `chunk` positions of one row at a time, so only one float32 chunk of
+    vocab-sized rows exists at once."""
+    B, L, _ = logits.shape
     lps, ents = [], []
-    for s in range(0, B * L, chunk):
-        x = flat[s:s + chunk].float()
-        if temperature != 1.0:
-            x = x / temperature
-        logz = torch.logsumexp(x, dim=-1)
-        lps.append(x.gather(-1, tgt[s:s + chunk].unsqueeze(-1)).squeeze(-1) - logz)
+    for b in range(B):
+        row_lp, row_ent = [], []
+        for s in range(0, L, chunk):
+            x = logits[b, s:s + chunk].float()
+            if temperature != 1.0:
+                x = x / temperature
+            logz = torch.logsumexp(x, dim=-1)
+            row_lp.append(x.gather(-1, targets[b, s:s + chunk].unsqueeze(-1)).squeeze(-1) - logz)
+            if with_entropy:
+                row_ent.append(logz - (torch.softmax(x, dim=-1) * x).sum(-1))
+        lps.append(torch.cat(row_lp) if row_lp else logits.new_zeros(L, dtype=torch.float32))
         if with_entropy:
-            ents.append(logz - (torch.softmax(x, dim=-1) * x).sum(-1))
-    empty = logits.new_zeros((B, L), dtype=torch.float32)
-    lp = torch.cat(lps).view(B, L) if lps else empty
-    ent = (torch.cat(ents).view(B, L) if ents else empty) if with_entropy else None
-    return lp, ent
+            ents.append(torch.cat(row_ent) if row_ent else logits.new_zeros(L, dtype=torch.float32))
+    if B == 0:
+        empty = logits.new_zeros((0, L), dtype=torch.float32)
+        return empty, (empty if with_entropy else None)
+    return torch.stack(lps), (torch.stack(ents) if with_entropy else None)
 
 
 def forward_logprobs(model, seqs: Sequences, temperature: float = 1.0, with_entropy: bool = True,

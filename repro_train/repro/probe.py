@@ -80,61 +80,79 @@ def _answer_logprobs(logits: torch.Tensor, targets: torch.Tensor, tmask: torch.T
     return (lp * m).sum(-1) / m.sum(-1).clamp(min=1.0)
 
 
+def _compute_dtype(cache, model) -> torch.dtype:
+    """The dtype attention runs in: that of the cached keys (autocast included), else the weights'."""
+    layers = getattr(cache, "layers", None)
+    keys = getattr(layers[0], "keys", None) if layers else None
+    if isinstance(keys, torch.Tensor):
+        return keys.dtype
+    return next(_unwrap(model).parameters()).dtype
+
+
+def _padded(rows: Sequence[Sequence[int]], width: int, fill: int) -> torch.Tensor:
+    out = torch.full((len(rows), width), fill, dtype=torch.long)
+    for i, r in enumerate(rows):
+        if len(r):
+            out[i, :len(r)] = torch.as_tensor(list(r), dtype=torch.long)
+    return out
+
+
 def probe_fused(model, seqs: Sequences, cache, blocks: Sequence[Sequence[int]],
                 answers: Sequence[Sequence[int] | None], forcing: Sequence[int], pad_id: int) -> list[torch.Tensor | None]:
     """J at each block's cut for every row, in one forward over the phase-1 KV cache.
 
     blocks[b] lists the cuts to score for row b (0 = J_b); returns a (len(blocks[b]),) float32 CPU
-    tensor per row, or None for a row with no blocks."""
+    tensor per row, or None for a row with no blocks. Block k of row b holds [lead] + f + q[:-1] at
+    positions plen_b + c - lead + (0, 1, ...) and sees cache columns < P + c - lead (its prefix)
+    and, causally, its own earlier tokens; `lead` re-feeds the prefix's last token when f is empty."""
     device = seqs.input_ids.device
     B, Kc = seqs.input_ids.shape
     P = seqs.prompt_width
-    forcing = list(forcing)
-    lead = 0 if forcing else 1  # with no forcing text, re-feed the prefix's last token
-    Q = max([len(a) for a, bl in zip(answers, blocks) if a and bl] or [1])
-    Lb = lead + len(forcing) + Q - 1  # block length: [lead] + f + q[:-1], padded
+    F = len(forcing)
+    lead = 0 if F else 1
+    answers = [a if (a and bl) else () for a, bl in zip(answers, blocks)]
+    Q = max([len(a) for a in answers] + [1])
     nb = max([len(bl) for bl in blocks] + [1])
+    Lb = lead + F + Q - 1  # block length
     Lp = nb * Lb
-    ids = torch.full((B, Lp), pad_id, dtype=torch.long)
-    pos = torch.zeros((B, Lp), dtype=torch.long)
-    limit = torch.zeros((B, nb), dtype=torch.long)  # cache columns < limit are visible
-    targets = torch.zeros((B, nb, Q), dtype=torch.long)
-    tmask = torch.zeros((B, nb, Q), dtype=torch.bool)
-    plen = seqs.prompt_lens.tolist()
-    row_ids = seqs.input_ids.tolist()
-    for b, (bl, q) in enumerate(zip(blocks, answers)):
-        for k, c in enumerate(bl):
-            toks = ([row_ids[b][P + c - 1]] if lead else []) + forcing + list(q[:-1])
-            ids[b, k * Lb:k * Lb + len(toks)] = torch.tensor(toks, dtype=torch.long)
-            pos[b, k * Lb:(k + 1) * Lb] = torch.arange(Lb) + (plen[b] + c - lead)
-            limit[b, k] = P + c - lead
-            targets[b, k, :len(q)] = torch.tensor(list(q), dtype=torch.long)
-            tmask[b, k, :len(q)] = True
-    ids, pos, limit = ids.to(device), pos.to(device), limit.to(device)
+    C = _padded(blocks, nb, 0).to(device)  # (B, nb) cut of each block
+    valid = (torch.arange(nb).view(1, -1) < torch.tensor([len(bl) for bl in blocks]).view(-1, 1)).to(device)
+    A = _padded(answers, Q, pad_id).to(device)  # (B, Q)
+    alen = torch.tensor([len(a) for a in answers], device=device)
+    plen = seqs.prompt_lens.to(device)
+    parts = []  # (B, nb, Lb) block tokens: [lead] + f + q[:-1]
+    if lead:
+        parts.append(seqs.input_ids.gather(1, (P + C - 1).clamp(min=0)).unsqueeze(-1))
+    if F:
+        parts.append(torch.tensor(list(forcing), device=device).view(1, 1, F).expand(B, nb, F))
+    parts.append(A[:, None, :Q - 1].expand(B, nb, Q - 1))
+    ids = torch.cat(parts, dim=-1).reshape(B, Lp)
+    pos = (plen.view(B, 1, 1) + C.unsqueeze(-1) - lead + torch.arange(Lb, device=device)).reshape(B, Lp)
+    limit = torch.where(valid, P + C - lead, torch.zeros_like(C))  # cache columns < limit are visible
     cols = torch.arange(Kc, device=device)
     see_cache = seqs.attention_mask.bool().unsqueeze(1) & (cols.view(1, 1, -1) < limit.unsqueeze(-1))  # (B, nb, Kc)
-    see_cache = see_cache.repeat_interleave(Lb, dim=1)  # (B, Lp, Kc)
+    see_cache = see_cache.unsqueeze(2).expand(B, nb, Lb, Kc).reshape(B, Lp, Kc)
     u = torch.arange(Lp, device=device)
     see_probe = ((u // Lb).view(-1, 1) == (u // Lb).view(1, -1)) & (u.view(1, -1) <= u.view(-1, 1))  # (Lp, Lp)
     allowed = torch.cat([see_cache, see_probe.expand(B, Lp, Lp)], dim=-1).unsqueeze(1)  # (B, 1, Lp, Kc + Lp)
-    if _attn_impl(model) == "eager":
-        mask = torch.zeros(allowed.shape, dtype=torch.float32, device=device)
-        mask = mask.masked_fill(~allowed, torch.finfo(torch.float32).min)
-    else:
-        mask = allowed  # SDPA takes a boolean mask (True = attend) in any compute dtype
-    keep = (torch.arange(nb).view(-1, 1) * Lb + lead + len(forcing) - 1 + torch.arange(Q).view(1, -1)).reshape(-1)
+    dtype = _compute_dtype(cache, model)
+    # One additive mask in the attention's dtype: SDPA and eager both take it without a per-layer cast.
+    blocked = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=device)
+    mask = torch.where(allowed, torch.zeros((), dtype=dtype, device=device), blocked)
+    keep = (torch.arange(nb, device=device).view(-1, 1) * Lb + lead + F - 1 + torch.arange(Q, device=device)).reshape(-1)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                use_cache=True, logits_to_keep=keep.to(device))
-    logits = out.logits.reshape(B * nb, Q, -1)
-    J = _answer_logprobs(logits, targets.view(B * nb, Q).to(device), tmask.view(B * nb, Q).to(device))
-    J = J.view(B, nb).float().cpu()
+                use_cache=True, logits_to_keep=keep)
+    targets = A.unsqueeze(1).expand(B, nb, Q).reshape(B * nb, Q)
+    tmask = ((torch.arange(Q, device=device).view(1, 1, -1) < alen.view(-1, 1, 1)) & valid.unsqueeze(-1)).reshape(B * nb, Q)
+    J = _answer_logprobs(out.logits.reshape(B * nb, Q, -1), targets, tmask).view(B, nb).float().cpu()
     return [J[b, :len(bl)].clone() if len(bl) else None for b, bl in enumerate(blocks)]
 
 
 def probe_naive(model, seqs: Sequences, blocks: Sequence[Sequence[int]],
                 answers: Sequence[Sequence[int] | None], forcing: Sequence[int], pad_id: int,
                 batch_size: int = 16, sync_calls: Callable[[int], int] | None = None) -> list[torch.Tensor | None]:
-    """Same result as `probe_fused`, from one teacher-forced sequence p + y[:c] + f + q per cut."""
+    """Same result as `probe_fused`, from one teacher-forced sequence p + y[:c] + f + q per cut
+    (sorted by length before batching, so little padding)."""
     device = seqs.input_ids.device
     P = seqs.prompt_width
     plen = seqs.prompt_lens.tolist()
@@ -145,6 +163,7 @@ def probe_naive(model, seqs: Sequences, blocks: Sequence[Sequence[int]],
         p, y = rows[b][P - plen[b]:P], rows[b][P:P + rlen[b]]
         for k, c in enumerate(bl):
             items.append((b, k, p + y[:c] + list(forcing) + list(q), list(q)))
+    items.sort(key=lambda it: len(it[2]), reverse=True)
     chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     n_calls = sync_calls(len(chunks)) if sync_calls is not None else len(chunks)
     J = [torch.zeros(len(bl)) for bl in blocks]
