@@ -336,6 +336,9 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         raise ConfigError(f"'rollout.temperature' must be > 0, got {r.temperature}")
     if not 0 < r.top_p <= 1:
         raise ConfigError(f"'rollout.top_p' must be in (0, 1], got {r.top_p}")
+    if a.estimator in ("grpo", "rloo", "reinforce_pp_baseline") and r.group_size < 2:
+        raise ConfigError(f"'rollout.group_size' must be >= 2 for algo.estimator = {a.estimator} "
+                          f"(it compares rollouts of one prompt), got {r.group_size}")
     if r.prompts_per_step % world_size:
         ok = [n for n in range(world_size, 4 * world_size + 1, world_size)]
         raise ConfigError(f"'rollout.prompts_per_step' = {r.prompts_per_step} is not divisible by the {world_size} "
@@ -347,13 +350,13 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         raise ConfigError(f"'algo.mini_batch_size' = {mini} must divide the batch of rollout.prompts_per_step * "
                           f"rollout.group_size = {batch} rollouts; valid values include {divisors}")
     if mini % (world_size * a.micro_batch_size):
+        what = (f"'algo.mini_batch_size' = {mini} rollouts" if a.mini_batch_size is not None else
+                f"the batch of rollout.prompts_per_step * rollout.group_size = {mini} rollouts (algo.mini_batch_size is null)")
+        divisors = [m for m in range(1, mini // world_size + 1) if (mini // world_size) % m == 0] if mini % world_size == 0 else []
         raise ConfigError(
-            f"'algo.mini_batch_size' = {mini} rollouts must split evenly into {world_size} ranks x "
-            f"'algo.micro_batch_size' = {a.micro_batch_size}; make mini_batch_size a multiple of "
-            f"{world_size * a.micro_batch_size} or change micro_batch_size to a divisor of {mini // world_size}")
-    if a.estimator in ("grpo", "rloo", "reinforce_pp_baseline") and r.group_size < 2:
-        raise ConfigError(f"'rollout.group_size' must be >= 2 for algo.estimator = {a.estimator} "
-                          f"(it compares rollouts of one prompt), got {r.group_size}")
+            f"{what} must split evenly into {world_size} rank(s) x 'algo.micro_batch_size' = {a.micro_batch_size}; "
+            f"set algo.micro_batch_size to one of {divisors or 'the divisors of its per-rank share'} "
+            f"or make the (mini-)batch a multiple of {world_size * a.micro_batch_size}")
     try:
         get_estimator(a.estimator)
         get_policy_loss(a.policy_loss)

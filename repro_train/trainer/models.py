@@ -71,28 +71,44 @@ class PolicyView:
         return self
 
 
-def load_policy(cfg_model):
-    """(policy, tokenizer) from the recipe's model section, on the CPU."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(cfg_model):
+    """The policy's tokenizer (pad = EOS when it has no pad token)."""
+    from transformers import AutoTokenizer
     path = resolve_model_path(cfg_model.path)
+    if not os.path.exists(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
+        from ..config_base import ConfigError
+        raise ConfigError(f"'model.path' = {cfg_model.path!r} is not a folder and the hub is offline "
+                          "(HF_HUB_OFFLINE=1); give a local model folder or 'toy'")
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg_model.trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_policy(cfg_model, tok):
+    """The policy from the recipe's model section, on the CPU."""
+    from transformers import AutoModelForCausalLM
+    path = resolve_model_path(cfg_model.path)
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=getattr(torch, cfg_model.dtype), attn_implementation=cfg_model.attn_implementation,
         trust_remote_code=cfg_model.trust_remote_code)
     if cfg_model.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False  # training forwards; the probe asks for a cache explicitly
-    return model, tok
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    return model
 
 
 def load_critic(cfg_model, cfg_critic):
     """A token-level value model: the critic path's (or the policy's) weights with a 1-output head."""
-    from transformers import AutoModelForTokenClassification
+    from transformers import AutoConfig, AutoModelForTokenClassification
     path = resolve_model_path(cfg_critic.path or cfg_model.path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=cfg_model.trust_remote_code)
+    config.num_labels = 1
+    config.classifier_dropout = 0.0  # values must not depend on train/eval mode
     critic = AutoModelForTokenClassification.from_pretrained(
-        path, num_labels=1, dtype=getattr(torch, cfg_model.dtype), classifier_dropout=0.0,
+        path, config=config, dtype=getattr(torch, cfg_model.dtype),
         attn_implementation=cfg_model.attn_implementation, trust_remote_code=cfg_model.trust_remote_code)
     if cfg_model.gradient_checkpointing:
         critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

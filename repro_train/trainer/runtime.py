@@ -19,7 +19,7 @@ from ..data.datasets import PromptSampler, PromptSet, load_prompts
 from ..dist import Dist, build_accelerator, prepare_frozen
 from ..repro.pipeline import RePro
 from ..rewards import OutcomeReward, RewardSpec
-from .models import ActorCritic, PolicyView, eos_ids, load_critic, load_policy, load_reference
+from .models import ActorCritic, PolicyView, eos_ids, load_critic, load_policy, load_reference, load_tokenizer
 
 
 @dataclass
@@ -79,6 +79,8 @@ def build_runtime(cfg: Config) -> Runtime:
     from accelerate.utils import set_seed
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    tok = load_tokenizer(cfg.model)
+    prompts = load_prompts(cfg.data, tok)  # data errors (missing columns, ...) surface before any model loads
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -89,7 +91,7 @@ def build_runtime(cfg: Config) -> Runtime:
     if d.strategy == "zero3":  # gather full weights when exporting Hugging Face checkpoints
         acc.state.deepspeed_plugin.deepspeed_config.setdefault("zero_optimization", {})[
             "stage3_gather_16bit_weights_on_model_save"] = True
-    policy, tok = load_policy(cfg.model)
+    policy = load_policy(cfg.model, tok)
     has_critic = cfg.algo.estimator == "gae"
     critic = load_critic(cfg.model, cfg.critic) if has_critic else None
     model = ActorCritic(policy, critic)
@@ -106,7 +108,6 @@ def build_runtime(cfg: Config) -> Runtime:
     if cfg.algo.kl_coef > 0:
         ref = prepare_frozen(load_reference(cfg.model), acc)
     unwrapped = acc.unwrap_model(engine)
-    prompts = load_prompts(cfg.data, tok)
     sampler = PromptSampler(len(prompts), cfg.train.seed, cfg.data.shuffle)
     acc.register_for_checkpointing(sampler)
     specs = [RewardSpec(name=f.name, weight=f.weight, kwargs=dict(f.kwargs), correctness=f.correctness)
