@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from .config_base import ConfigError
+
 
 def _zero_stage(accelerator) -> int | None:
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
@@ -31,13 +33,16 @@ def strategy_of(accelerator) -> str:
     if t == DistributedType.DEEPSPEED:
         stage = _zero_stage(accelerator)
         if stage not in (2, 3):
-            raise ValueError(f"DeepSpeed ZeRO stage {stage} is not supported; use 2 or 3 (launch/accelerate/zero2.yaml, zero3.yaml)")
+            raise ConfigError(f"DeepSpeed ZeRO stage {stage} is not supported; use 2 or 3 (launch/accelerate/zero2.yaml, zero3.yaml)")
         return f"zero{stage}"
     if t == DistributedType.FSDP:
         version = getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1)
         if version != 2:
-            raise ValueError("FSDP1 is not supported: set fsdp_version: 2 (launch/accelerate/fsdp2.yaml)")
+            raise ConfigError("FSDP1 is not supported: set fsdp_version: 2 (launch/accelerate/fsdp2.yaml)")
         return "fsdp2"
+    if accelerator.num_processes > 1 and t == DistributedType.NO:
+        raise ConfigError(f"{accelerator.num_processes} processes but accelerate set up no distributed wrapper "
+                         "(gradients would not be averaged); check the launcher config")
     return "ddp" if accelerator.num_processes > 1 else "single"
 
 
@@ -47,9 +52,12 @@ def build_accelerator(strategy: str, mixed_precision: str, grad_accum_steps: int
     from accelerate import Accelerator
     from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
 
-    deepspeed = strategy in ("zero2", "zero3") or (
-        strategy == "auto" and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true")
-    # accelerate's cpu=True turns DeepSpeed off; DeepSpeed finds the CPU by itself when there is no GPU.
+    launched = lambda name: strategy == "auto" and os.environ.get(f"ACCELERATE_USE_{name}", "false").lower() == "true"  # noqa: E731
+    deepspeed = strategy in ("zero2", "zero3") or launched("DEEPSPEED")
+    if (strategy == "fsdp2" or launched("FSDP")) and not torch.cuda.is_available():
+        raise ConfigError("FSDP2 needs GPUs (accelerate runs FSDP only on accelerators); on the CPU use "
+                         "DDP (torchrun) or DeepSpeed (launch/accelerate/zero2.yaml, zero3.yaml)")
+    # accelerate's cpu=True turns DeepSpeed off; DeepSpeed runs on the CPU (gloo) without it.
     cpu = not deepspeed and (device == "cpu" or (device == "auto" and not torch.cuda.is_available()))
     kw: dict[str, Any] = dict(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum_steps, cpu=cpu)
     if deepspeed and not torch.cuda.is_available():
@@ -66,7 +74,7 @@ def build_accelerator(strategy: str, mixed_precision: str, grad_accum_steps: int
     acc = Accelerator(**kw)
     got = strategy_of(acc)
     if strategy not in ("auto",) and got not in (strategy, "single"):
-        raise ValueError(f"dist.strategy = {strategy} but the launcher set up {got}; launch with the matching "
+        raise ConfigError(f"dist.strategy = {strategy} but the launcher set up {got}; launch with the matching "
                          f"launch/accelerate/{strategy}.yaml or set dist.strategy=auto")
     plugin = getattr(acc.state, "deepspeed_plugin", None)
     if plugin is not None:
@@ -138,9 +146,15 @@ def gathered_for_generation(model, accelerator):
     """The unwrapped model with full weights for `generate` (ZeRO-3: gathered; FSDP2: unsharded)."""
     strategy = strategy_of(accelerator)
     if strategy == "zero3":
-        from trl.models import unwrap_model_for_generation
-        with unwrap_model_for_generation(model, accelerator) as unwrapped:
-            yield unwrapped
+        # TRL's helpers: ZeRO-3's hooks would re-partition weights after every layer of every step.
+        import deepspeed
+        from trl.models.utils import add_hooks, remove_hooks
+        with deepspeed.zero.GatheredParameters(list(model.parameters())):
+            remove_hooks(model)
+            try:
+                yield accelerator.unwrap_model(model)
+            finally:
+                add_hooks(model)
     elif strategy == "fsdp2":
         from torch.distributed.fsdp import FSDPModule
         units = [m for m in model.modules() if isinstance(m, FSDPModule)]

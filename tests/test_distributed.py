@@ -46,12 +46,23 @@ def test_torchrun_two_ranks_ddp(setup):
     assert check_against_reference(str(out), reference) < 1e-4
 
 
-def test_deepspeed_zero2_two_ranks(setup):
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_deepspeed_two_ranks(setup, stage):
+    """ZeRO-2, and ZeRO-3 (sharded weights gathered for generation), through the shipped launcher configs."""
     tmp, recipe, reference = setup
-    out = tmp / "zero2"
+    out = tmp / stage
     res = run_cli(["train", "--config", recipe, f"train.output_dir={out}", "train.device=auto"],
-                  launcher=[f"{BIN}/accelerate", "launch", "--config_file", f"{REPO}/launch/accelerate/zero2.yaml",
+                  launcher=[f"{BIN}/accelerate", "launch", "--config_file", f"{REPO}/launch/accelerate/{stage}.yaml",
                             "--num_processes", "2", "-m", "repro_train"])
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "zero2 on 2 process(es)" in res.stdout
+    assert f"{stage} on 2 process(es)" in res.stdout
     assert check_against_reference(str(out), reference) < 1e-4
+
+
+def test_fsdp2_on_cpu_is_refused_clearly(setup):
+    tmp, recipe, _ = setup
+    res = run_cli(["train", "--config", recipe, f"train.output_dir={tmp / 'fsdp2'}"],
+                  launcher=[f"{BIN}/accelerate", "launch", "--config_file", f"{REPO}/launch/accelerate/fsdp2.yaml",
+                            "--num_processes", "2", "-m", "repro_train"])
+    assert res.returncode != 0
+    assert "FSDP2 needs GPUs" in res.stderr
