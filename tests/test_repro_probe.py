@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from repro_train.modeling import forward_logprobs, pack
-from repro_train.repro.probe import ProbeRow, probe_fused, probe_naive, score_pass
+from repro_train.repro.probe import Blocks, ProbeRow, probe_fused, probe_naive, score_pass
 from repro_train.repro.segment import TokenizerDecoder
 
 TEXTS = [
@@ -65,15 +65,17 @@ def test_fused_equals_naive_with_skipped_and_ragged_rows(batch):
         lp = forward_logprobs(model, seqs, use_cache=True)
     blocks = [[0, 3, 9], [], [0, 5]]  # row 1 skipped; ragged cut counts
     ans = [answers[0], None, answers[2]]
+    bl = Blocks.from_lists(blocks, ans, forcing, tok.pad_token_id)
     with torch.no_grad():
-        fused = probe_fused(model, seqs, lp.cache, blocks, ans, forcing, tok.pad_token_id)
-        naive = probe_naive(model, seqs, blocks, ans, forcing, tok.pad_token_id, batch_size=4,
+        fused = probe_fused(model, seqs, lp.cache, bl)
+        naive = probe_naive(model, seqs, bl, tok.pad_token_id, batch_size=4,
                             sync_calls=lambda n: n + 2)  # padded dummy forwards change nothing
-    assert fused[1] is None and naive[1] is None
+    assert fused.shape == naive.shape == (3, 3)
+    assert torch.all(fused[1] == 0) and torch.all(naive[1] == 0) and fused[2, 2] == 0  # invalid blocks
+    assert torch.allclose(fused, naive, atol=1e-5)
     for b in (0, 2):
-        assert torch.allclose(fused[b], naive[b], atol=1e-5)
         for k, c in enumerate(blocks[b]):
-            assert fused[b][k].item() == pytest.approx(reference_J(model, prompts[b], resp[b], c, forcing, ans[b]), abs=1e-5)
+            assert fused[b, k].item() == pytest.approx(reference_J(model, prompts[b], resp[b], c, forcing, ans[b]), abs=1e-5)
 
 
 def test_logprobs_and_entropy_match_plain_forward(batch):
@@ -94,6 +96,7 @@ def test_logprobs_and_entropy_match_plain_forward(batch):
         assert torch.all(out.lp.logprobs[b, n:] == 0) and torch.all(out.lp.entropy[b, n:] == 0)
         # the fork entropies the selection used are the entropies at the segment starts
         assert torch.allclose(out.probes[b].H, ent[pos][list(rows[b].seg_starts)], atol=1e-5)
+        assert out.probe_s >= 0
 
 
 def test_rows_none_runs_phase_one_only_and_restores_train_mode(batch):
@@ -115,3 +118,24 @@ def test_bad_impl_name(batch):
     model, tok, prompts, resp, _, rows = batch
     with pytest.raises(ValueError, match="fused"):
         score_pass(model, pack(prompts, resp, 0), rows, [5], top_k=2, impl="fast")
+
+
+def test_probe_cache_writes_blocks_in_place(batch):
+    """Phase 1 leaves exactly the room phase 2 fills: no cache concatenation, contiguous keys."""
+    from repro_train.repro.probe import probe_cache, probe_layout
+    model, tok, prompts, resp, answers, rows = batch
+    forcing = tok("\n\nFinal answer: ", add_special_tokens=False).input_ids
+    seqs = pack(prompts, resp, tok.pad_token_id)
+    blocks = [[0, 3, 9], [0, 4], [0]]
+    Lb, room = probe_layout(3, max(len(a) for a in answers), len(forcing))
+    cache = probe_cache(room)
+    with torch.no_grad():
+        lp = forward_logprobs(model, seqs, use_cache=True, past_key_values=cache)
+        T = cache.layers[0].keys.shape[-2]
+        fused = probe_fused(model, seqs, lp.cache, Blocks.from_lists(blocks, answers, forcing, tok.pad_token_id))
+    kb = cache.buffers[0][0]
+    assert cache.layers[0].keys.data_ptr() == kb.data_ptr() and cache.layers[0].keys.shape[-2] == T + room
+    assert cache.layers[0].keys.is_contiguous()
+    for b, bl in enumerate(blocks):
+        for k, c in enumerate(bl):
+            assert fused[b, k].item() == pytest.approx(reference_J(model, prompts[b], resp[b], c, forcing, answers[b]), abs=1e-5)

@@ -7,7 +7,15 @@ import torch
 from repro_train.repro.scores import (empty_prefix_score, fold, magnitude, normalize_rewards,
                                       pool_stats, process_rewards, process_score, stability,
                                       token_process_advantages)
-from repro_train.repro.select import fork_entropies, select_cuts
+from repro_train.repro.select import select_cuts_batched
+
+
+def select_cuts(seg_starts, seg_ends, H, top_k):
+    """The slow per-rollout reference of spec 4: top-k entropies, ties to the earlier segment,
+    back in trace order; the cuts are the selected segments' ends."""
+    n = len(seg_starts)
+    keep = sorted(sorted(range(n), key=lambda i: (-float(H[i]), i))[:top_k])
+    return [i in keep for i in range(n)], [int(seg_ends[i]) for i in keep]
 
 D = torch.float64
 
@@ -173,17 +181,40 @@ def test_fold_alpha_and_apply_mask():
 def test_top_k_selection_ties_earlier_first():
     starts, ends = [0, 3, 5, 8, 10], [3, 5, 8, 10, 12]
     H = torch.tensor([0.5, 2.0, 1.0, 2.0, 2.0])
-    sel, cuts = select_cuts(starts, ends, H, top_k=2)
+    one = lambda k: select_cuts_batched(H.view(1, -1), torch.ones(1, 5, dtype=torch.bool),  # noqa: E731
+                                        torch.tensor([ends]), k)
+    sel, cuts, valid = one(2)
     # three segments tie at 2.0: the two earliest (1 and 3) win; order restored
-    assert sel == [False, True, False, True, False]
-    assert cuts == [5, 10]
-    sel, cuts = select_cuts(starts, ends, H, top_k=3)
-    assert cuts == [5, 10, 12]
-    sel, cuts = select_cuts(starts, ends, H, top_k=10)  # fewer than k: all
-    assert all(sel) and cuts == ends
-    assert select_cuts([], [], torch.zeros(0), 3) == ([], [])
+    assert sel[0].tolist() == [False, True, False, True, False]
+    assert cuts[0].tolist() == [5, 10] and valid.all()
+    assert one(3)[1][0].tolist() == [5, 10, 12]
+    sel, cuts, valid = one(10)  # fewer than k: all
+    assert sel.all() and cuts[0].tolist() == ends
+    # the reference used below agrees on this case
+    assert select_cuts(starts, ends, H, 2) == ([False, True, False, True, False], [5, 10])
 
 
-def test_fork_entropies_read_segment_starts():
-    ent = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
-    assert torch.equal(fork_entropies(ent, [0, 2, 4]), torch.tensor([0.1, 0.3, 0.5]))
+
+
+def test_batched_selection_equals_per_rollout_selection():
+    torch.manual_seed(0)
+    rows = []
+    for n in [0, 1, 3, 7, 12]:
+        starts = sorted(torch.randperm(40)[:n].tolist())
+        ends = starts[1:] + [40] if n else []
+        H = torch.randint(0, 3, (n,)).float()  # many ties
+        rows.append((starts, ends, H))
+    S = max(len(r[0]) for r in rows)
+    Hp = torch.zeros(len(rows), S)
+    ends_p = torch.zeros(len(rows), S, dtype=torch.long)
+    valid = torch.zeros(len(rows), S, dtype=torch.bool)
+    for b, (st, en, H) in enumerate(rows):
+        Hp[b, :len(st)] = H
+        ends_p[b, :len(st)] = torch.tensor(en, dtype=torch.long)
+        valid[b, :len(st)] = True
+    for k in (1, 4, 20):
+        sel, cuts, cut_valid = select_cuts_batched(Hp, valid, ends_p, k)
+        for b, (st, en, H) in enumerate(rows):
+            ref_sel, ref_cuts = select_cuts(st, en, H, k)
+            assert sel[b, :len(st)].tolist() == ref_sel and not sel[b, len(st):].any()
+            assert cuts[b][cut_valid[b]].tolist() == ref_cuts

@@ -23,6 +23,7 @@ dummy block when nothing needs scoring) and the naive path pads its number of fo
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -30,7 +31,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..modeling import LogprobOutput, Sequences, forward_logprobs, logprobs_from_logits
-from .select import fork_entropies, select_cuts
+from .select import select_cuts_batched
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class ScoredBatch:
     lp: LogprobOutput
     probes: list[RowProbe | None] = field(default_factory=list)
     probe_s: float = 0.0
-    """Wall time of cut selection and phase 2 (RePro's own cost on top of the log-prob pass)."""
+    """RePro's own cost in this pass: the device time from the end of phase 1 to the end of phase 2
+    (selection + probe), measured with CUDA events so that no extra sync is needed."""
 
 
 def _unwrap(model):
@@ -75,7 +77,9 @@ def _attn_impl(model) -> str:
 
 def _answer_logprobs(logits: torch.Tensor, targets: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
     """Mean float32 log-prob of the valid targets per row: logits (N, Q, V), targets/tmask (N, Q)."""
-    lp, _ = logprobs_from_logits(logits, targets, 1.0, with_entropy=False)
+    N, Q, V = logits.shape
+    lp, _ = logprobs_from_logits(logits.reshape(1, N * Q, V), targets.reshape(1, N * Q), 1.0, with_entropy=False)
+    lp = lp.view(N, Q)
     m = tmask.to(lp.dtype)
     return (lp * m).sum(-1) / m.sum(-1).clamp(min=1.0)
 
@@ -97,34 +101,145 @@ def _padded(rows: Sequence[Sequence[int]], width: int, fill: int) -> torch.Tenso
     return out
 
 
-def probe_fused(model, seqs: Sequences, cache, blocks: Sequence[Sequence[int]],
-                answers: Sequence[Sequence[int] | None], forcing: Sequence[int], pad_id: int) -> list[torch.Tensor | None]:
-    """J at each block's cut for every row, in one forward over the phase-1 KV cache.
+@dataclass
+class Blocks:
+    """The probe blocks of a micro-batch as device tensors (nb blocks per row, Q answer columns)."""
 
-    blocks[b] lists the cuts to score for row b (0 = J_b); returns a (len(blocks[b]),) float32 CPU
-    tensor per row, or None for a row with no blocks. Block k of row b holds [lead] + f + q[:-1] at
-    positions plen_b + c - lead + (0, 1, ...) and sees cache columns < P + c - lead (its prefix)
-    and, causally, its own earlier tokens; `lead` re-feeds the prefix's last token when f is empty."""
+    cuts: torch.Tensor
+    """(B, nb) cut of each block; block 0 is c = 0 (J_b)."""
+    valid: torch.Tensor
+    """(B, nb) True for blocks to score."""
+    answers: torch.Tensor
+    """(B, Q) answer ids, padded."""
+    answer_len: torch.Tensor
+    """(B,) answer lengths (0 for skipped rows)."""
+    forcing: torch.Tensor
+    """(F,) forcing ids (probe_prefix)."""
+
+    @classmethod
+    def from_lists(cls, blocks: Sequence[Sequence[int]], answers: Sequence[Sequence[int] | None],
+                   forcing: Sequence[int], pad_id: int, device=None) -> "Blocks":
+        """blocks[b] = cuts to score for row b (0 = J_b), answers[b] its answer ids (or None)."""
+        answers = [a if (a and bl) else () for a, bl in zip(answers, blocks)]
+        nb = max([len(bl) for bl in blocks] + [1])
+        Q = max([len(a) for a in answers] + [1])
+        valid = torch.arange(nb).view(1, -1) < torch.tensor([len(bl) for bl in blocks]).view(-1, 1)
+        return cls(_padded(blocks, nb, 0).to(device), valid.to(device), _padded(answers, Q, pad_id).to(device),
+                   torch.tensor([len(a) for a in answers], device=device),
+                   torch.tensor(list(forcing), dtype=torch.long, device=device))
+
+    def to_lists(self) -> tuple[list[list[int]], list[list[int]]]:
+        cuts, valid, ans, alen = self.cuts.tolist(), self.valid.tolist(), self.answers.tolist(), self.answer_len.tolist()
+        blocks = [[c for c, v in zip(cr, vr) if v] for cr, vr in zip(cuts, valid)]
+        return blocks, [a[:n] for a, n in zip(ans, alen)]
+
+
+PROBE_ATTENTION = "repro_probe_gqa"
+
+
+def _probe_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """SDPA for the probe blocks with grouped-query heads folded into the query axis.
+
+    query (B, H, Lq, D); key/value (B, Hkv, Lk, D) as cached. Query head g*r + i uses KV head g
+    (r = H / Hkv), so (B, H, Lq, D) -> (B, Hkv, r*Lq, D) lets every KV head be read once, where the
+    stock path copies the whole cache to all H heads in every layer. The mask arrives folded
+    (B, 1, r*Lq, Lk) from probe_fused (or unfolded, (B, 1, Lq, Lk), and is tiled here)."""
+    B, H, Lq, D = query.shape
+    Hkv = key.shape[1]
+    r = H // Hkv
+    q = query.reshape(B, Hkv, r * Lq, D)
+    mask = attention_mask
+    if mask is not None and mask.shape[-2] == Lq and r > 1:
+        mask = mask.repeat(1, 1, r, 1)
+    out = torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
+    return out.reshape(B, H, Lq, D).transpose(1, 2).contiguous(), None
+
+
+@contextlib.contextmanager
+def _probe_attention_on(model):
+    """Route the model's attention through `_probe_attention` for one forward."""
+    from transformers import AttentionInterface
+    if PROBE_ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(PROBE_ATTENTION, _probe_attention)
+    cfg = _unwrap(model).config
+    old = cfg._attn_implementation
+    cfg._attn_implementation = PROBE_ATTENTION
+    try:
+        yield
+    finally:
+        cfg._attn_implementation = old
+
+
+_PROBE_CACHE_CLS = None
+
+
+def probe_cache(room: int):
+    """A DynamicCache whose layers keep `room` spare columns after phase 1's keys/values, so the
+    probe forward writes its blocks in place instead of concatenating the whole cache per layer."""
+    global _PROBE_CACHE_CLS
+    if _PROBE_CACHE_CLS is None:
+        from transformers import DynamicCache
+
+        class ProbeCache(DynamicCache):
+            def __init__(self, room: int):
+                super().__init__()
+                self.room = room
+                self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+            def update(self, key_states, value_states, layer_idx, cache_kwargs=None):
+                buf = self.buffers.get(layer_idx)
+                if buf is None:  # phase 1: one copy of the keys/values into a roomier buffer
+                    # (a zero-length update registers the layer without the parent's concatenation)
+                    super().update(key_states[:, :, :0], value_states[:, :, :0], layer_idx, cache_kwargs)
+                    B, H, T, D = key_states.shape
+                    kb = key_states.new_empty(B, H, T + self.room, D)
+                    vb = value_states.new_empty(B, H, T + self.room, D)
+                    kb[:, :, :T], vb[:, :, :T] = key_states, value_states
+                    layer = self.layers[layer_idx]
+                    layer.keys, layer.values = kb[:, :, :T], vb[:, :, :T]
+                    self.buffers[layer_idx] = (kb, vb)
+                    return key_states, value_states
+                kb, vb = buf
+                layer = self.layers[layer_idx]
+                T, n = layer.keys.shape[-2], key_states.shape[-2]
+                if layer.keys.data_ptr() != kb.data_ptr() or T + n > kb.shape[-2]:
+                    return super().update(key_states, value_states, layer_idx, cache_kwargs)
+                kb[:, :, T:T + n], vb[:, :, T:T + n] = key_states, value_states
+                layer.keys, layer.values = kb[:, :, :T + n], vb[:, :, :T + n]
+                return layer.keys, layer.values
+
+        _PROBE_CACHE_CLS = ProbeCache
+    return _PROBE_CACHE_CLS(room)
+
+
+def probe_layout(n_blocks: int, answer_len: int, forcing_len: int) -> tuple[int, int]:
+    """(block length, probe columns) of phase 2 for the most blocks and longest answer of a batch."""
+    lead = 0 if forcing_len else 1
+    Lb = lead + forcing_len + max(answer_len, 1) - 1
+    return Lb, max(n_blocks, 1) * Lb
+
+
+def probe_fused(model, seqs: Sequences, cache, blocks: Blocks) -> torch.Tensor:
+    """J at every block in one forward over the phase-1 KV cache: (B, nb) float32 on the device
+    (0 where the block is not valid). Nothing here waits for the device.
+
+    Block k of row b holds [lead] + f + q[:-1] at positions plen_b + c - lead + (0, 1, ...) and sees
+    cache columns < P + c - lead (its prefix) and, causally, its own earlier tokens; `lead`
+    re-feeds the prefix's last token when f is empty, so q_0 is still predicted from the prefix."""
     device = seqs.input_ids.device
     B, Kc = seqs.input_ids.shape
     P = seqs.prompt_width
-    F = len(forcing)
+    C, valid, A, alen = blocks.cuts, blocks.valid, blocks.answers, blocks.answer_len
+    F = blocks.forcing.numel()
     lead = 0 if F else 1
-    answers = [a if (a and bl) else () for a, bl in zip(answers, blocks)]
-    Q = max([len(a) for a in answers] + [1])
-    nb = max([len(bl) for bl in blocks] + [1])
-    Lb = lead + F + Q - 1  # block length
-    Lp = nb * Lb
-    C = _padded(blocks, nb, 0).to(device)  # (B, nb) cut of each block
-    valid = (torch.arange(nb).view(1, -1) < torch.tensor([len(bl) for bl in blocks]).view(-1, 1)).to(device)
-    A = _padded(answers, Q, pad_id).to(device)  # (B, Q)
-    alen = torch.tensor([len(a) for a in answers], device=device)
+    nb, Q = C.shape[1], A.shape[1]
+    Lb, Lp = probe_layout(nb, Q, F)
     plen = seqs.prompt_lens.to(device)
     parts = []  # (B, nb, Lb) block tokens: [lead] + f + q[:-1]
     if lead:
         parts.append(seqs.input_ids.gather(1, (P + C - 1).clamp(min=0)).unsqueeze(-1))
     if F:
-        parts.append(torch.tensor(list(forcing), device=device).view(1, 1, F).expand(B, nb, F))
+        parts.append(blocks.forcing.view(1, 1, F).expand(B, nb, F))
     parts.append(A[:, None, :Q - 1].expand(B, nb, Q - 1))
     ids = torch.cat(parts, dim=-1).reshape(B, Lp)
     pos = (plen.view(B, 1, 1) + C.unsqueeze(-1) - lead + torch.arange(Lb, device=device)).reshape(B, Lp)
@@ -136,24 +251,32 @@ def probe_fused(model, seqs: Sequences, cache, blocks: Sequence[Sequence[int]],
     see_probe = ((u // Lb).view(-1, 1) == (u // Lb).view(1, -1)) & (u.view(1, -1) <= u.view(-1, 1))  # (Lp, Lp)
     allowed = torch.cat([see_cache, see_probe.expand(B, Lp, Lp)], dim=-1).unsqueeze(1)  # (B, 1, Lp, Kc + Lp)
     dtype = _compute_dtype(cache, model)
-    # One additive mask in the attention's dtype: SDPA and eager both take it without a per-layer cast.
-    blocked = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=device)
+    cfg = _unwrap(model).config
+    heads = getattr(cfg, "num_attention_heads", 1)
+    r = max(1, heads // (getattr(cfg, "num_key_value_heads", None) or heads))
+    if r > 1:  # rows of the GQA-folded queries: rep i of query t is row i * Lp + t
+        allowed = allowed.repeat(1, 1, r, 1)
+    # One additive mask in the attention's dtype, built once for all layers.
+    blocked = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=device)  # no host copy: no sync
     mask = torch.where(allowed, torch.zeros((), dtype=dtype, device=device), blocked)
     keep = (torch.arange(nb, device=device).view(-1, 1) * Lb + lead + F - 1 + torch.arange(Q, device=device)).reshape(-1)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                use_cache=True, logits_to_keep=keep)
+    with _probe_attention_on(model):
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                    use_cache=True, logits_to_keep=keep)
     targets = A.unsqueeze(1).expand(B, nb, Q).reshape(B * nb, Q)
     tmask = ((torch.arange(Q, device=device).view(1, 1, -1) < alen.view(-1, 1, 1)) & valid.unsqueeze(-1)).reshape(B * nb, Q)
-    J = _answer_logprobs(out.logits.reshape(B * nb, Q, -1), targets, tmask).view(B, nb).float().cpu()
-    return [J[b, :len(bl)].clone() if len(bl) else None for b, bl in enumerate(blocks)]
+    J = _answer_logprobs(out.logits.reshape(B * nb, Q, -1), targets, tmask).view(B, nb)
+    return torch.where(valid, J, torch.zeros_like(J))
 
 
-def probe_naive(model, seqs: Sequences, blocks: Sequence[Sequence[int]],
-                answers: Sequence[Sequence[int] | None], forcing: Sequence[int], pad_id: int,
-                batch_size: int = 16, sync_calls: Callable[[int], int] | None = None) -> list[torch.Tensor | None]:
+def probe_naive(model, seqs: Sequences, blocks: Blocks, pad_id: int, batch_size: int = 16,
+                sync_calls: Callable[[int], int] | None = None) -> torch.Tensor:
     """Same result as `probe_fused`, from one teacher-forced sequence p + y[:c] + f + q per cut
     (sorted by length before batching, so little padding)."""
     device = seqs.input_ids.device
+    nb = blocks.cuts.shape[1]
+    forcing = blocks.forcing.tolist()
+    blocks, answers = blocks.to_lists()
     P = seqs.prompt_width
     plen = seqs.prompt_lens.tolist()
     rlen = seqs.response_mask.sum(-1).tolist()
@@ -166,7 +289,7 @@ def probe_naive(model, seqs: Sequences, blocks: Sequence[Sequence[int]],
     items.sort(key=lambda it: len(it[2]), reverse=True)
     chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     n_calls = sync_calls(len(chunks)) if sync_calls is not None else len(chunks)
-    J = [torch.zeros(len(bl)) for bl in blocks]
+    J = torch.zeros(len(blocks), nb)
     for i in range(n_calls):
         chunk = chunks[i] if i < len(chunks) else [(None, None, [pad_id, pad_id], [pad_id])]  # dummy forward
         Q = max(len(it[3]) for it in chunk)
@@ -186,8 +309,38 @@ def probe_naive(model, seqs: Sequences, blocks: Sequence[Sequence[int]],
         vals = _answer_logprobs(out.logits[:, :-1], targets.to(device), tmask.to(device)).float().cpu()
         for j, (b, k, _, _) in enumerate(chunk):
             if b is not None:
-                J[b][k] = vals[j]
-    return [J[b] if len(bl) else None for b, bl in enumerate(blocks)]
+                J[b, k] = vals[j]
+    return J.to(device)
+
+
+class _Span:
+    """Time between two points of the device's queue: CUDA events on a GPU, the host clock on CPU
+    (where work runs when it is issued). Read `seconds` only after a sync."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.marks = []
+
+    def mark(self) -> None:
+        if self.cuda:
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            self.marks.append(e)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def seconds(self) -> float:
+        a, b = self.marks
+        return a.elapsed_time(b) / 1000.0 if self.cuda else b - a
+
+
+def _segment_tensors(rows: Sequence[ProbeRow | None], device):
+    """(starts, ends, valid) of every row's segments, padded to (B, S) on `device`."""
+    S = max([len(r.seg_starts) for r in rows if r is not None] + [1])
+    starts = _padded([r.seg_starts if r else () for r in rows], S, 0)
+    ends = _padded([r.seg_ends if r else () for r in rows], S, 0)
+    valid = torch.arange(S).view(1, -1) < torch.tensor([len(r.seg_starts) if r else 0 for r in rows]).view(-1, 1)
+    return starts.to(device), ends.to(device), valid.to(device)
 
 
 def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, forcing: Sequence[int],
@@ -197,38 +350,55 @@ def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, f
     """Phase 1 (log-probs, entropies), cut selection and phase 2 (J) for one micro-batch.
 
     rows=None: phase 1 only (RePro off). Otherwise rows[b] is the rollout's ProbeRow or None
-    (skipped: no J). Runs under no_grad with the model in eval mode (no dropout; HF keeps the
-    cache even with gradient checkpointing on)."""
+    (skipped: no J). Selection and the fused probe run on the device without waiting for it, so
+    the host queues phase 2 while phase 1 is still computing; the results come back in one copy.
+    Runs under no_grad with the model in eval mode (no dropout; HF keeps the cache even with
+    gradient checkpointing on)."""
     if impl not in ("fused", "naive"):
         raise ValueError(f"probe impl must be 'fused' or 'naive', got {impl!r}")
     was_training = _unwrap(model).training
     model.eval()
     try:
         with torch.no_grad():
-            fused = rows is not None and impl == "fused"
-            lp = forward_logprobs(model, seqs, temperature, with_entropy or rows is not None, use_cache=fused)
             if rows is None:
-                return ScoredBatch(lp)
-            ent = lp.entropy.float().cpu()  # waits for phase 1, so the clock below starts after it
-            t0 = time.perf_counter()
-            sel = []
-            for b, row in enumerate(rows):
-                if row is None:
-                    sel.append(None)
-                    continue
-                H = fork_entropies(ent[b], row.seg_starts)
-                flags, cuts = select_cuts(row.seg_starts, row.seg_ends, H, top_k)
-                sel.append((H, flags, cuts))
-            blocks = [[0] + s[2] if s is not None else [] for s in sel]
-            answers = [row.answer_ids if row is not None else None for row in rows]
-            if fused:
-                J = probe_fused(model, seqs, lp.cache, blocks, answers, forcing, pad_id)
+                return ScoredBatch(forward_logprobs(model, seqs, temperature, with_entropy))
+            # Every host-to-device copy happens before phase 1: a copy after it would wait for it.
+            device = seqs.input_ids.device
+            live = torch.tensor([r is not None for r in rows], device=device)
+            starts, ends, seg_valid = _segment_tensors(rows, device)
+            answers = [r.answer_ids if r is not None else () for r in rows]
+            nb = 1 + min(top_k, starts.shape[1])
+            A = _padded(answers, max([len(a) for a in answers] + [1]), pad_id).to(device)
+            alen = torch.tensor([len(a) for a in answers], device=device)
+            forcing_t = torch.tensor(list(forcing), dtype=torch.long, device=device)
+            kw = {}
+            if impl == "fused":  # phase 1 leaves exactly the room phase 2 fills
+                kw["past_key_values"] = probe_cache(probe_layout(nb, max([len(a) for a in answers] + [1]), len(forcing))[1])
+            span = _Span(device)
+            lp = forward_logprobs(model, seqs, temperature, True, use_cache=impl == "fused", **kw)
+            span.mark()
+            H = lp.entropy.gather(1, starts)  # (B, S) fork entropies
+            selected, cuts, cut_valid = select_cuts_batched(H, seg_valid, ends, top_k)
+            blocks = Blocks(torch.cat([torch.zeros_like(cuts[:, :1]), cuts], dim=1),
+                            torch.cat([live.view(-1, 1), cut_valid & live.view(-1, 1)], dim=1), A, alen, forcing_t)
+            if impl == "fused":
+                J = probe_fused(model, seqs, lp.cache, blocks)
             else:
-                J = probe_naive(model, seqs, blocks, answers, forcing, pad_id, naive_batch_size, sync_calls)
+                J = probe_naive(model, seqs, blocks, pad_id, naive_batch_size, sync_calls)
             lp.cache = None
-            probe_s = time.perf_counter() - t0  # J is on the CPU already: the device is synchronised
+            span.mark()
+            # the one host sync of the pass
+            H, selected, cuts, cut_valid, J = (t.cpu() for t in (H.float(), selected, cuts, cut_valid, J.float()))
+            probe_s = span.seconds()
     finally:
         model.train(was_training)
-    probes = [None if s is None else RowProbe(H=s[0], selected=s[1], cuts=s[2], J_b=float(j[0]), J=j[1:])
-              for s, j in zip(sel, J)]
+    probes = []
+    for b, row in enumerate(rows):
+        if row is None:
+            probes.append(None)
+            continue
+        n = len(row.seg_starts)
+        m = int(cut_valid[b].sum())
+        probes.append(RowProbe(H=H[b, :n], selected=selected[b, :n].tolist(), cuts=cuts[b, :m].tolist(),
+                               J_b=float(J[b, 0]), J=J[b, 1:1 + m].clone()))
     return ScoredBatch(lp, probes, probe_s)

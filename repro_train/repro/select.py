@@ -1,9 +1,9 @@
-"""Fork entropy and top-k selection of segments (spec sections 3 and 4).
+"""Fork entropy and top-k selection of segments (spec sections 3 and 4), batched on the device.
 
-    H = fork_entropies(entropy_row, seg_starts)        # H_i = entropy of the distribution of y[s_i]
-    sel, cuts = select_cuts(seg_starts, seg_ends, H, top_k)
+    H = entropy.gather(1, seg_starts)                  # H_i = entropy of the distribution of y[s_i]
+    selected, cuts, cut_valid = select_cuts_batched(H, seg_valid, seg_ends, top_k)
 
-`entropy_row[t]` is the entropy (sampling temperature applied) of the policy's next-token
+`entropy[b, t]` is the entropy (sampling temperature applied) of the policy's next-token
 distribution that produced response token t, i.e. computed at the position before it; for t = 0
 that is the last prompt position. Selection keeps the `top_k` highest entropies, ties broken by
 position (earlier first), then restores trace order; the cut points are the ends of the selected
@@ -11,31 +11,27 @@ segments, so step j is the token range [c_{j-1}, c_j) with c_0 = 0.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 
 
-def fork_entropies(entropy_row: torch.Tensor, seg_starts: Sequence[int]) -> torch.Tensor:
-    """H_i = entropy_row[s_i] for each segment start; shape (n_segments,)."""
-    if len(seg_starts) == 0:
-        return entropy_row.new_zeros(0)
-    return entropy_row[torch.as_tensor(list(seg_starts), dtype=torch.long, device=entropy_row.device)]
+def select_cuts_batched(H: torch.Tensor, seg_valid: torch.Tensor, seg_ends: torch.Tensor,
+                        top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k fork segments of every rollout of a padded batch, on the tensors' device, no host sync.
 
-
-def select_cuts(seg_starts: Sequence[int], seg_ends: Sequence[int], H: torch.Tensor,
-                top_k: int) -> tuple[list[bool], list[int]]:
-    """Selected-segment flags (trace order) and the cut points c_1 < ... < c_m (spec 4)."""
-    n = len(seg_starts)
-    if n == 0:
-        return [], []
-    if n <= top_k:
-        keep = list(range(n))
-    else:
-        # A stable descending sort keeps earlier segments first among equal entropies.
-        order = torch.sort(H.detach().float().cpu(), descending=True, stable=True).indices[:top_k]
-        keep = sorted(order.tolist())
-    selected = [False] * n
-    for i in keep:
-        selected[i] = True
-    return selected, [int(seg_ends[i]) for i in keep]
+    H, seg_ends (B, S) with seg_valid (B, S) marking real segments. Returns the selected flags
+    (B, S), the cut points (B, k) in trace order (k = min(top_k, S)) and their validity (B, k).
+    Ties go to the earlier segment (stable descending sort); a row with fewer than k segments
+    keeps them all. `tests/test_repro_scores.py` checks it against a per-rollout reference."""
+    B, S = H.shape
+    k = min(top_k, S)
+    key = torch.where(seg_valid, H.float(), torch.full_like(H, float("-inf"), dtype=torch.float32))
+    order = torch.sort(key, dim=-1, descending=True, stable=True).indices[:, :k]  # (B, k)
+    n_valid = seg_valid.sum(-1, keepdim=True)  # (B, 1)
+    keep = torch.arange(k, device=H.device).view(1, -1) < n_valid  # the first min(k, n) are real
+    idx = torch.where(keep, order, torch.full_like(order, S))  # invalid -> S (sorts last)
+    idx = torch.sort(idx, dim=-1).values  # trace order
+    cut_valid = idx < S
+    safe = idx.clamp(max=S - 1)
+    cuts = torch.where(cut_valid, seg_ends.gather(1, safe), torch.zeros_like(safe))
+    selected = torch.zeros(B, S + 1, dtype=torch.bool, device=H.device).scatter_(1, idx, True)[:, :S]
+    return selected, cuts, cut_valid

@@ -1,0 +1,92 @@
+"""Profile phase 2 of the fused J probe (one cell of bench_probe.py) with torch.profiler.
+
+    python bench/profile_probe.py [--model 1.5b] [--length 4096] [--cuts 10] [--out DIR]
+
+Prints the wall time of the probe forward (CUDA events), the summed GPU kernel time (if far below
+the wall time, the forward is launch/CPU-bound) and the top kernels and ops; writes a Chrome trace.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.bench_probe import BenchOptions, build_model, make_blocks, make_inputs  # noqa: E402
+from repro_train.modeling import forward_logprobs  # noqa: E402
+from repro_train.repro.probe import Blocks, ProbeRow, probe_cache, probe_fused, probe_layout, score_pass  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="1.5b")
+    p.add_argument("--length", type=int, default=4096)
+    p.add_argument("--cuts", type=int, default=10)
+    p.add_argument("--out", default=os.environ.get("OUT", "."))
+    a = p.parse_args()
+    dev = torch.device("cuda")
+    o = BenchOptions()
+    model = build_model(a.model, torch.bfloat16, dev)
+    inp = make_inputs(model.config.vocab_size, a.length, o, dev)
+    blocks = make_blocks(a.length, a.cuts, o)
+    with torch.no_grad():
+        room = probe_layout(a.cuts + 1, max(len(x) for x in inp.answers), len(inp.forcing))[1]
+        lp = forward_logprobs(model, inp.seqs, use_cache=True, past_key_values=probe_cache(room))
+        n = lp.cache.get_seq_length()
+
+        def call():
+            out = probe_fused(model, inp.seqs, lp.cache, Blocks.from_lists(blocks, inp.answers, inp.forcing, 0, dev))
+            lp.cache.crop(-(lp.cache.get_seq_length() - n))  # drop the probe blocks again
+            return out
+        for _ in range(3):
+            call()
+        torch.cuda.synchronize()
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        walls = []
+        for _ in range(10):
+            s.record()
+            call()
+            e.record()
+            torch.cuda.synchronize()
+            walls.append(s.elapsed_time(e))
+        walls.sort()
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                call()
+            torch.cuda.synchronize()
+    prof.export_chrome_trace(os.path.join(a.out, "probe_trace.json"))
+    # Host syncs inside the trainer's pass: each one stops the host from queueing phase 2 early.
+    import traceback
+    import warnings
+    rows = [ProbeRow(tuple([0] + bl[1:-1]), tuple(bl[1:]), tuple(x)) for bl, x in zip(blocks, inp.answers)]
+    with torch.no_grad():
+        score_pass(model, inp.seqs, rows, inp.forcing, top_k=a.cuts)  # warm
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                score_pass(model, inp.seqs, rows, inp.forcing, top_k=a.cuts)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+    where = {}
+    for w in caught:
+        if "synchroniz" in str(w.message):
+            where.setdefault(f"{w.filename}:{w.lineno}", 0)
+            where[f"{w.filename}:{w.lineno}"] += 1
+    print(f"host syncs in one score_pass: {sum(where.values())}")
+    for k, v in sorted(where.items(), key=lambda kv: -kv[1]):
+        print(f"  {v:4d}  {k}")
+    ka = prof.key_averages()
+    gpu_total = sum(k.self_device_time_total for k in ka) / 3 / 1000
+    print(f"probe forward wall median {walls[len(walls) // 2]:.2f} ms (min {walls[0]:.2f}); "
+          f"summed GPU kernel time {gpu_total:.2f} ms per call")
+    print(ka.table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=60))
+    print(ka.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main()
