@@ -16,7 +16,7 @@ from typing import Literal
 
 import yaml
 
-from .config_base import ConfigError, apply_overrides, build, dump_yaml, iter_fields
+from .config_base import ConfigError, apply_overrides, build, dump_yaml
 from .tasks.arithmetic import TaskConfig
 
 
@@ -410,22 +410,9 @@ def load(path: str | None = None, overrides: list[str] = (), world_size: int = 1
 
 
 def recipe_reference() -> str:
-    """Markdown table of every recipe key (docs/recipes.md is this, checked by a test)."""
-    lines = []
-    section = None
-    for key, tp, default, doc in iter_fields(Config):
-        top = key.split(".")[0]
-        if top != section:
-            section = top
-            lines += ["", f"### `{top}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
-        from .config_base import describe_type
-        d = yaml.safe_dump(default, default_flow_style=True, width=1000).strip().removesuffix("...").strip() \
-            if not isinstance(default, tuple) else yaml.safe_dump(list(default), default_flow_style=True, width=1000).strip()
-        if isinstance(default, tuple) and default and hasattr(default[0], "__dataclass_fields__"):
-            from .config_base import to_dict
-            d = yaml.safe_dump(to_dict(default), default_flow_style=True, width=1000).strip()
-        lines.append(f"| `{key}` | {describe_type(tp)} | `{d}` | {doc} |".replace("\n", "\\n"))
-    return "\n".join(lines).strip() + "\n"
+    """The key tables that end docs/recipes.md (a test keeps them equal); see repro_train/config_doc.py."""
+    from .config_doc import recipe_markdown
+    return recipe_markdown(Config)
 
 
 __all__ = ["Config", "ConfigError", "ReProConfig", "load", "validate", "dump_yaml", "recipe_reference"]

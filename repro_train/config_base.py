@@ -90,7 +90,7 @@ def _coerce(value: Any, tp, key: str):
         args = typing.get_args(tp)
         inner = args[0] if args else Any
         return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
+    if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
         return dict(value)
@@ -103,6 +103,11 @@ def _coerce(value: Any, tp, key: str):
             raise ConfigError(f"'{key}' must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"'{key}' must be a number, got {value!r}")
         return float(value)

@@ -1,0 +1,118 @@
+"""Every shipped recipe loads and validates for the numbers of processes it says it targets; the toy
+recipes share one budget; docs/recipes.md lists every recipe and ends with the generated key tables."""
+import re
+from pathlib import Path
+
+import pytest
+
+from repro_train.config import load, recipe_reference
+from repro_train.config_base import to_dict
+from repro_train.config_doc import MARKER
+
+REPO = Path(__file__).resolve().parent.parent
+DOC = REPO / "docs" / "recipes.md"
+TRAIN_RECIPES = [
+    "recipes/math/gsm8k_smollm2_grpo_repro.yaml",
+    "recipes/math/qwen3_1.7b_grpo_repro.yaml",
+    "recipes/math/r1_distill_qwen_1.5b_grpo_repro.yaml",
+    "recipes/math/r1_distill_qwen_1.5b_ppo_repro.yaml",
+    "recipes/toy/grpo.yaml",
+    "recipes/toy/grpo_repro.yaml",
+    "recipes/toy/ppo.yaml",
+    "recipes/toy/ppo_repro.yaml",
+    "recipes/toy/reinforce_pp_baseline_repro.yaml",
+    "recipes/toy/reinforce_pp_repro.yaml",
+    "recipes/toy/rloo_repro.yaml",
+]
+"""`repro-train train` recipes; recipes/toy/sft.yaml is `repro-train sft`'s (tests/test_sft.py)."""
+SFT_RECIPES = ["recipes/toy/sft.yaml"]
+TOY = [r for r in TRAIN_RECIPES if r.startswith("recipes/toy/")]
+
+
+def found() -> list[str]:
+    return sorted(str(p.relative_to(REPO)) for p in (REPO / "recipes").glob("**/*.yaml"))
+
+
+def target_world_sizes(recipe: str) -> list[int]:
+    """The `# world_size: 1, 2` line every recipe carries."""
+    m = re.search(r"^# world_size: ([\d, ]+)", (REPO / recipe).read_text(), re.M)
+    assert m, f"{recipe} has no '# world_size: N[, M]' comment saying which numbers of processes it targets"
+    return sorted({int(n) for n in m.group(1).replace(",", " ").split()})
+
+
+def test_every_recipe_file_is_covered():
+    files = found()
+    train = [f for f in files if f not in SFT_RECIPES]
+    assert train == TRAIN_RECIPES, "a recipe was added or removed: update TRAIN_RECIPES (and docs/recipes.md)"
+    assert len(train) == 11
+    assert set(files) - set(train) <= set(SFT_RECIPES)
+
+
+@pytest.mark.parametrize("recipe", TRAIN_RECIPES)
+def test_recipe_loads_for_its_world_sizes(recipe):
+    worlds = target_world_sizes(recipe)
+    for world in sorted({1, *worlds}):
+        cfg = load(str(REPO / recipe), world_size=world)
+    assert cfg.train.output_dir.endswith(Path(recipe).stem)
+    if recipe.startswith("recipes/math/r1") or recipe.startswith("recipes/math/qwen3"):
+        assert worlds == [8]
+        assert cfg.model.gradient_checkpointing and cfg.dist.mixed_precision == "bf16"
+        assert (cfg.repro.alpha, cfg.repro.top_k, cfg.repro.w) == (0.1, 10, 0.2)
+        assert cfg.rollout.max_new_tokens == 8192 and cfg.rollout.temperature == 1.0
+
+
+def test_sft_recipe_loads():
+    from repro_train.tasks import sft
+    for recipe in SFT_RECIPES:
+        if (REPO / recipe).exists():
+            sft.load(str(REPO / recipe))
+
+
+def test_recipe_comments_point_at_files_that_exist():
+    for recipe in TRAIN_RECIPES:
+        for path in re.findall(r"(?:recipes|launch|docs)/[\w./-]+\.(?:yaml|md|sbatch)", (REPO / recipe).read_text()):
+            assert (REPO / path).exists() or path in SFT_RECIPES, f"{recipe} mentions {path}, which does not exist"
+
+
+def test_toy_recipes_share_one_budget():
+    """Only the estimator, its critic and GAE knobs, RePro on/off and the run folder differ."""
+    def budget(recipe):
+        d = to_dict(load(str(REPO / recipe)))
+        d.pop("critic"), d["train"].pop("output_dir")
+        for k in ("estimator", "gamma", "lam", "whiten_advantages", "vf_coef", "value_clip"):
+            d["algo"].pop(k)
+        repro = d.pop("repro")
+        repro.pop("ppo_process_reward")
+        return d, repro if repro["enabled"] else None
+    budgets = {r: budget(r) for r in TOY}
+    first = budgets[TOY[0]]
+    for recipe, (rest, repro) in budgets.items():
+        assert rest == first[0], f"{recipe} differs from {TOY[0]} outside the algorithm"
+        assert (repro is None) == recipe.endswith(("/grpo.yaml", "/ppo.yaml"))
+        assert repro in (None, budgets["recipes/toy/grpo_repro.yaml"][1]), f"{recipe}: RePro settings differ"
+    assert {load(str(REPO / r)).algo.estimator for r in TOY} == {"grpo", "gae", "reinforce_pp", "reinforce_pp_baseline", "rloo"}
+
+
+def test_docs_list_every_recipe():
+    doc = DOC.read_text()
+    for recipe in TRAIN_RECIPES + SFT_RECIPES:
+        assert f"`{recipe}`" in doc, f"docs/recipes.md does not list {recipe}"
+
+
+def test_docs_end_with_the_generated_key_tables():
+    doc = DOC.read_text()
+    assert doc.count(MARKER) == 1, "docs/recipes.md lost its generated part"
+    assert doc[doc.index(MARKER):] == recipe_reference(), \
+        "docs/recipes.md is stale: run `python -m repro_train.config_doc --write docs/recipes.md`"
+    assert "python -m repro_train.config_doc --write docs/recipes.md" in doc[:doc.index(MARKER)]
+
+
+def test_reference_has_a_row_per_key():
+    from repro_train.config import Config
+    from repro_train.config_base import iter_fields
+    rows = [line for line in recipe_reference().splitlines() if line.startswith("| `")]
+    keys = [k for k, *_ in iter_fields(Config)]
+    assert len(rows) == len(keys) + 4  # + the 4 keys of a reward.functions entry
+    for key in keys:
+        assert any(row.startswith(f"| `{key}` |") for row in rows), key
+    assert all(row.count(" | ") == 3 for row in rows), "an unescaped '|' splits a cell"
