@@ -1,0 +1,209 @@
+"""`repro-train eval` (eval/cli.py) and its runner: files, reproducibility, hand-computed metrics
+through the whole wiring, GSM8K-style data, and the error messages."""
+import json
+
+import pytest
+
+from repro_train.eval import runner
+from repro_train.eval.cli import main
+from repro_train.eval.runner import EvalError, EvalSettings, evaluate, load_problems
+
+# ---------------------------------------------------------------- CLI end to end (tiny random Llama)
+
+
+def _run(tmp_path, name, models, *extra):
+    out = tmp_path / name
+    argv = [a for m in models for a in ("--model", m)]
+    rc = main(argv + ["--data", "toy", "--n-problems", "3", "--samples", "2", "--max-new-tokens", "16",
+                      "--k", "1,2", "--out", str(out), *extra])
+    assert rc == 0
+    return out
+
+
+def test_cli_end_to_end_and_reproducible(tiny_model_dir, tmp_path, capsys):
+    out = _run(tmp_path, "one", [f"a={tiny_model_dir}", f"b={tiny_model_dir}"])
+    table = capsys.readouterr().out
+    assert "pass@1" in table and "maj@2" in table
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"a", "b"}
+    for key in ("pass@1", "maj@1", "maj@2", "mean_tokens", "median_tokens", "recheck_rate",
+                "backtrack_rate", "tokens_after_first_correct", "frac_answer_appears", "settings"):
+        assert key in summary["a"], key
+    assert summary["a"]["n_problems"] == 3 and summary["a"]["n_samples"] == 6
+    assert summary["a"]["settings"]["reward"] == "exact_match"  # the toy task's default
+    assert summary["a"]["settings"]["model"] == tiny_model_dir
+    assert summary["a"]["max_tokens"] <= 16
+
+    rows = [json.loads(line) for line in (out / "samples_a.jsonl").read_text().splitlines()]
+    assert len(rows) == 6
+    assert [r["problem_id"] for r in rows] == [0, 0, 1, 1, 2, 2]
+    assert set(rows[0]) >= {"problem_id", "question", "gold", "completion", "answer", "correct",
+                            "n_tokens", "rechecks", "backtracks"}
+    for png in ("accuracy_vs_length.png", "length_hist.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The two problems' pairs differ: each problem has its own seed.
+    assert rows[0]["completion"] != rows[2]["completion"]
+
+    # Same seed: identical samples, across models in one run and across runs.
+    again = _run(tmp_path, "two", [f"a={tiny_model_dir}"])
+    first = (out / "samples_a.jsonl").read_text()
+    assert (out / "samples_b.jsonl").read_text() == first
+    assert (again / "samples_a.jsonl").read_text() == first
+    # Another seed: different samples.
+    other = _run(tmp_path, "three", [f"a={tiny_model_dir}"], "--seed", "1")
+    assert (other / "samples_a.jsonl").read_text() != first
+
+
+def test_cli_greedy_on_gsm8k_style_file(tiny_model_dir, tmp_path):
+    data = tmp_path / "gsm.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in [
+        {"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = 7\n#### 7"},
+        {"question": "What is 2 times 600?", "answer": "2 * 600 = 1200\n#### 1,200"},
+    ]) + "\n")
+    out = tmp_path / "gsm"
+    rc = main(["--model", tiny_model_dir, "--data", str(data), "--greedy", "--batch-size", "1",
+               "--max-new-tokens", "4", "--reward", "numeric", "--out", str(out)])
+    assert rc == 0
+    label = tiny_model_dir.rstrip("/").split("/")[-1]  # a bare path is labelled by its folder
+    rows = [json.loads(line) for line in (out / f"samples_{label}.jsonl").read_text().splitlines()]
+    assert [r["gold"] for r in rows] == ["7", "1200"]
+    summary = json.loads((out / "summary.json").read_text())[label]
+    assert summary["n_samples"] == 2 and "maj@4" not in summary
+    assert summary["settings"]["greedy"] is True and summary["settings"]["samples"] == 1
+
+
+# ---------------------------------------------------------------- evaluate(): hand-computed metrics
+
+
+class CharTokenizer:
+    """One token per character (id = ord + 3); ids 0, 1, 2 = <pad>, <bos>, <eos> (special)."""
+
+    pad_token_id, bos_token_id, eos_token_id = 0, 1, 2
+    bos_token = "<bos>"
+    chat_template = "Q: {question}\nA: "
+    _SPECIAL = {0: "<pad>", 1: "<bos>", 2: "<eos>"}
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        return f"Q: {messages[-1]['content']}\nA: "
+
+    def __call__(self, text, add_special_tokens=True):
+        class Enc:
+            input_ids = self.encode(text)
+        return Enc()
+
+    def encode(self, text):
+        return [ord(c) + 3 for c in text]
+
+    def decode(self, ids, skip_special_tokens=False, clean_up_tokenization_spaces=False):
+        return "".join("" if (i in self._SPECIAL and skip_special_tokens) else self._SPECIAL.get(i) or chr(i - 3)
+                       for i in ids)
+
+    def batch_decode(self, rows, skip_special_tokens=False):
+        return [self.decode(r, skip_special_tokens) for r in rows]
+
+
+class StubModel:
+    class generation_config:
+        eos_token_id = 2
+
+
+# Problem 0 (gold 63): wrong, right with a re-check before </think> (answer "63.0": numeric says
+# right, so it votes "63"), right with a backtrack and a "Let me verify" after </think> (not counted).
+P0 = ["17 + 46 = 64\n\n</think>\n\nFinal answer: 64",
+      "17 + 46 = 63\n\nLet me verify: 17 + 46 = 63.\n\n</think>\n\nFinal answer: 63.0",
+      "17 + 46 = 62\n\nWait, that is wrong. 17 + 46 = 63, not 62.\n\n</think>\n\nLet me verify: yes.\n\nFinal answer: 63"]
+# Problem 1 (gold 7): "= 7" then a wrong answer; a wrong answer; cut off right after "= 7" (no EOS).
+P1 = ["3 + 4 = 7\n\n</think>\n\nFinal answer: 8", "</think>\n\nFinal answer: 8", "3 + 4 = 7"]
+
+
+def test_evaluate_wiring_hand_computed(monkeypatch):
+    tok = CharTokenizer()
+    problems = [{"id": 0, "question": "17 + 46?", "answer": "63"}, {"id": 1, "question": "3 + 4?", "answer": "7"}]
+    finished = {P1[2]: False}
+
+    def fake_generate(model, prompts, settings, eos, pad_id, progress=True):
+        assert [tok.decode(p) for p in prompts] == ["Q: 17 + 46?\nA: ", "Q: 3 + 4?\nA: "]
+        assert eos == [2] and settings.samples == 3
+        return [[tok.encode(t) + ([2] if finished.get(t, True) else []) for t in group] for group in (P0, P1)]
+
+    monkeypatch.setattr(runner, "generate_responses", fake_generate)
+    settings = EvalSettings(samples=3, reward="numeric", k_values=(1, 3, 8))
+    summary, samples = evaluate(StubModel(), tok, problems, settings, progress=False)
+
+    # Lengths: characters + 1 EOS; the cut-off response has none.
+    assert [s["n_tokens"] for s in samples] == [41, 73, 106, 37, 26, 9]
+    assert summary["mean_tokens"] == pytest.approx(292 / 6)
+    assert summary["median_tokens"] == 39.0  # (37 + 41) / 2
+    assert [s["correct"] for s in samples] == [False, True, True, False, False, False]
+    assert [s["answer"] for s in samples] == ["64", "63.0", "63", "8", "8", None]
+    assert summary["pass@1"] == pytest.approx((2 / 3 + 0 / 3) / 2)
+    # maj@1: first answers 64 and 8, both wrong. maj@3: problem 0 votes 64, 63, 63 -> right (with
+    # "63.0" voting as itself it would be a 3-way tie won by "64"); problem 1 votes 8, 8 -> wrong.
+    assert summary["maj@1"] == 0.0
+    assert summary["maj@3"] == 0.5
+    assert "maj@8" not in summary
+    # Detectors on the thinking part: one recheck (sample 0.1), one backtrack (0.2); the
+    # "Let me verify" after </think> in 0.2 does not count (over the whole text the rate is 2/6).
+    assert [(s["rechecks"], s["backtracks"]) for s in samples] == [(0, 0), (1, 0), (0, 1), (0, 0), (0, 0), (0, 0)]
+    assert summary["recheck_rate"] == pytest.approx(1 / 6)
+    assert summary["backtrack_rate"] == pytest.approx(1 / 6)
+    assert summary["frac_with_recheck"] == pytest.approx(1 / 6)
+    # Tokens after the first "= gold": 0.1: 60 chars after "= 63" + EOS; 0.2: 58 after
+    # "46 = 63" + EOS; 1.0: 27 after "= 7" + EOS; 1.2: nothing follows; 0.0, 1.1: never appears.
+    assert [s["tokens_after_first_correct"] for s in samples] == [None, 61, 59, 28, None, 0]
+    assert summary["tokens_after_first_correct"] == pytest.approx((61 + 59 + 28 + 0) / 4)
+    assert summary["frac_answer_appears"] == pytest.approx(4 / 6)
+    assert summary["frac_finished"] == pytest.approx(5 / 6)
+
+
+def test_evaluate_rejects_bad_settings():
+    with pytest.raises(EvalError, match="greedy"):
+        evaluate(StubModel(), CharTokenizer(), [{"id": 0, "question": "q", "answer": "1"}],
+                 EvalSettings(greedy=True, samples=4))
+    with pytest.raises(EvalError, match="unknown reward 'exact'"):
+        evaluate(StubModel(), CharTokenizer(), [{"id": 0, "question": "q", "answer": "1"}],
+                 EvalSettings(reward="exact"))
+
+
+# ---------------------------------------------------------------- problems and errors
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_load_problems_gsm8k_style_and_regex(tmp_path):
+    f = _jsonl(tmp_path / "g.jsonl", [{"question": "a?", "answer": "1 + 1 = 2\n#### 2"},
+                                      {"question": "b?", "answer": "#### 1,234"},
+                                      {"question": "c?", "answer": 5}])
+    assert load_problems(f) == [{"id": 0, "question": "a?", "answer": "2"},
+                                {"id": 1, "question": "b?", "answer": "1234"},
+                                {"id": 2, "question": "c?", "answer": "5"}]
+    assert len(load_problems(f, 2)) == 2
+    f2 = _jsonl(tmp_path / "m.jsonl", [{"problem": "x?", "solution": r"so \boxed{3} and \boxed{4}"}])
+    got = load_problems(f2, question_field="problem", answer_field="solution", answer_regex=r"\\boxed\{(\d+)\}")
+    assert got == [{"id": 0, "question": "x?", "answer": "4"}]  # the last match
+    with pytest.raises(EvalError, match="does not match"):
+        load_problems(f2, question_field="problem", answer_field="solution", answer_regex=r"#### (\d+)")
+    toy = load_problems("toy", 3, toy_seed=5)
+    assert [p["id"] for p in toy] == [0, 1, 2] and toy == load_problems("toy", 3, toy_seed=5)
+
+
+def test_cli_errors(tmp_path, tiny_model_dir, capsys):
+    f = _jsonl(tmp_path / "m.jsonl", [{"problem": "x?", "solution": "#### 3"}])
+    assert main(["--model", tiny_model_dir, "--data", f]) == 2
+    err = capsys.readouterr().err
+    assert "no field 'question' (--question-field)" in err and "['problem', 'solution']" in err
+    assert main(["--model", tiny_model_dir, "--data", f, "--question-field", "problem"]) == 2
+    assert "no field 'answer' (--answer-field)" in capsys.readouterr().err
+
+    assert main(["--model", "=x", "--data", "toy"]) == 2
+    assert "expected LABEL=PATH" in capsys.readouterr().err
+    assert main(["--model", f"a={tmp_path}/nope", "--data", "toy"]) == 2
+    assert "is not a model folder" in capsys.readouterr().err
+    assert main(["--model", f"a={tiny_model_dir}", "--model", f"a={tiny_model_dir}", "--data", "toy"]) == 2
+    assert "used twice" in capsys.readouterr().err
+    assert main(["--model", tiny_model_dir, "--data", str(tmp_path / "missing.jsonl")]) == 2
+    assert "no such file" in capsys.readouterr().err
