@@ -1,0 +1,498 @@
+"""Whole GRPO step time with RePro on vs off, through the real trainer phases (issue 5).
+
+    python bench/bench_step.py                  # Qwen2 1.5B, bf16, 4 prompts x G=8 x 1,024 tokens: ~4-5 min on an H100
+    python bench/bench_step.py --model-size tiny --device cpu --steps 1 --warmup 0 --new-tokens 16   # smoke (a test)
+
+One step is exactly what `trainer.loop.train` runs, minus logging and checkpoints:
+rollout_phase -> score_phase -> advantage_phase -> update_phase, on a runtime from `build_runtime`
+and a recipe loaded by `config.load`. The bar: median step time with RePro on is at most 1.03x
+the median with it off, both measured in this one run.
+
+Departures from a real run, all bench-only (no repro_train file is changed):
+- The model folder is written here: Qwen2 dimensions from bench_probe.MODELS with random seeded
+  weights, and a tokenizer whose vocabulary is exactly the model's (see `build_tokenizer`).
+- Every response is exactly `--new-tokens` long: the recipe's GenerationConfig gets
+  `min_new_tokens = max_new_tokens` (`fixed_length_rollouts`), so EOS can never be sampled.
+- The outcome reward is a seeded coin per completion (a reward file written beside the model):
+  half the rollouts are "correct", no math-verify pool starts.
+- `RePro.plan` (CPU segmentation) is wrapped to time it: the trainer counts it in score_s only.
+
+Settings run alternately (on, off, off, on, ...) with both runtimes resident, so drift hits both;
+`--schedule sequential` builds one at a time instead. The device is synchronised around every
+phase. Results go to `--out` (JSON, rewritten after each step); the summary table prints last.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # bench the checkout, installed or not
+sys.path.insert(0, str(HERE))
+from bench_probe import COMMON, MODELS  # noqa: E402  (one source of truth for the model dimensions)
+
+SETTINGS = ("on", "off")
+BAR_RATIO = 1.03
+SPECIAL = ["<|pad|>", "<|bos|>", "<|eos|>"]  # ids 0, 1, 2
+WORDS = "the we so then add get sum is total answer check wait let now next step number result".split()
+CHAT_TEMPLATE = ("{% for m in messages %}<|bos|>{{ m['role'] }}\n{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|bos|>assistant\n{% endif %}")
+COIN_REWARD = '''
+import hashlib
+
+
+def coin(prompts, completions, answers, **columns):
+    """1.0 or 0.0 from a hash of the completion: seeded, half the rollouts pass."""
+    return [float(hashlib.sha256(c.encode()).digest()[0] & 1) for c in completions]
+'''
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model folder: random Qwen2 weights and a tokenizer as large as the model's vocabulary
+# ---------------------------------------------------------------------------------------------
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character map used by byte-level BPE vocabularies."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def tokenizer_pieces(vocab_size: int, paragraph_every: int) -> list[str]:
+    """Decoded text of every id: 3 specials, the 128 ASCII bytes, then words (' the1f', ...),
+    every `paragraph_every`-th of them ending a paragraph ('.\\n\\nthe30'). All ASCII, so every
+    id decodes to whole characters and RePro's segmenter takes its fast path, as on English text."""
+    pieces = SPECIAL + [chr(b) for b in range(128)]
+    i = 0
+    while len(pieces) < vocab_size:
+        w = f"{WORDS[i % len(WORDS)]}{i:x}"
+        pieces.append(f".\n\n{w}" if i % paragraph_every == 0 else f" {w}")
+        i += 1
+    if len(pieces) != vocab_size:
+        raise ValueError(f"vocab_size {vocab_size} is smaller than the {len(SPECIAL) + 128} fixed tokens")
+    return pieces
+
+
+def build_tokenizer(vocab_size: int, paragraph_every: int):
+    """A byte-level BPE with no merges whose vocabulary is exactly `vocab_size` ids.
+
+    Why not repro_train.testing.build_tokenizer (384 ids) under a 151,936-id model: ids past the
+    tokenizer would decode to nothing, responses would have no paragraphs, and RePro would skip
+    every rollout ('no_segment'), which measures nothing. Here every id the model can sample
+    decodes to text, and about 1 in `paragraph_every` starts a paragraph (~21 segments in 1,024
+    tokens at 48), so RePro probes its full top_k = 10 cuts per rollout. With no merges, prompts
+    and answers encode one byte per token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    b2u = bytes_to_unicode()
+    pieces = tokenizer_pieces(vocab_size, paragraph_every)
+    vocab = {p if i < len(SPECIAL) else "".join(b2u[b] for b in p.encode()): i for i, p in enumerate(pieces)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=SPECIAL[0], bos_token=SPECIAL[1],
+                                   eos_token=SPECIAL[2])
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_model_dir(path: str, size: str, dtype: torch.dtype, device: torch.device, paragraph_every: int,
+                    seed: int = 0) -> str:
+    """Save a random Qwen2 (`size` from bench_probe.MODELS) and its tokenizer to `path`."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    dims = MODELS[size]
+    build_tokenizer(dims["vocab_size"], paragraph_every).save_pretrained(path)
+    cfg = Qwen2Config(**dims, **COMMON, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(seed)
+    with torch.device(device):  # built in place: no 6 GB float32 copy on the CPU
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation="sdpa")
+    model.save_pretrained(path)
+    return path
+
+
+def check_tokenizer(tok, vocab_size: int, paragraph_every: int) -> None:
+    """The loaded tokenizer decodes every id the model can sample as built. AutoTokenizer rebuilds
+    it as Qwen2Tokenizer (the folder holds a Qwen2 config), which may append <|endoftext|> past
+    the model's vocabulary; that id is never sampled. Any other change would invalidate the bench."""
+    want = "".join(tokenizer_pieces(vocab_size, paragraph_every))
+    got = tok.decode(list(range(vocab_size)), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    if got != want or tok.eos_token_id != 2 or tok.pad_token_id != 0:
+        raise RuntimeError(f"the reloaded tokenizer ({type(tok).__name__}, {len(tok)} ids, eos {tok.eos_token_id}, "
+                           f"pad {tok.pad_token_id}) does not decode ids 0..{vocab_size - 1} as built")
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipe and runtime
+# ---------------------------------------------------------------------------------------------
+
+def write_recipe(work: str, setting: str, args) -> str:
+    """The recipe of one setting: a YAML file read by repro_train.config.load, like the CLI's."""
+    import yaml
+
+    reward = Path(work) / "coin_reward.py"
+    reward.write_text(COIN_REWARD)
+    n_steps = args.warmup + args.steps
+    recipe = {
+        "model": {"path": str(Path(work) / "model"), "dtype": args.dtype, "attn_implementation": "sdpa"},
+        "data": {"source": "toy", "toy_size": max(64, args.prompts * n_steps)},
+        "rollout": {"prompts_per_step": args.prompts, "group_size": args.group_size,
+                    "max_new_tokens": args.new_tokens, "generation_batch_size": args.prompts * args.group_size},
+        "reward": {"functions": [{"name": f"{reward}:coin", "correctness": True}], "num_workers": 1},
+        "algo": {"estimator": "grpo", "micro_batch_size": args.micro_batch},
+        "optim": {"lr": args.lr},
+        "repro": {"enabled": setting == "on"},
+        "train": {"steps": n_steps, "save_every": 0, "output_dir": str(Path(work) / f"run-{setting}"),
+                  "device": args.device, "seed": args.seed},
+        "log": {"wandb": False, "progress": False},
+    }
+    path = Path(work) / f"recipe-{setting}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return str(path)
+
+
+class fixed_length_rollouts:
+    """Within this block every response is exactly rollout.max_new_tokens long: the trainer's
+    GenerationConfig gets min_new_tokens = max_new_tokens (transformers then masks EOS)."""
+
+    def __enter__(self):
+        from repro_train.rollout import hf
+        self.hf, self.orig = hf, hf.generation_config
+
+        def generation_config(cfg, eos_ids, pad_id):
+            g = self.orig(cfg, eos_ids, pad_id)
+            g.min_new_tokens = cfg.max_new_tokens
+            return g
+
+        hf.generation_config = generation_config
+        return self
+
+    def __exit__(self, *exc):
+        self.hf.generation_config = self.orig
+
+
+def reset_accelerate() -> None:
+    """accelerate keeps process-wide singletons; clear them so this run starts clean (tests)."""
+    from accelerate.state import AcceleratorState, GradientState
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def build(recipe: str, tokenizer_check: Callable) -> tuple:
+    """(runtime, plan_times): the runtime of one recipe; plan_times collects RePro.plan's seconds."""
+    from repro_train.config import load
+    from repro_train.trainer.runtime import build_runtime
+
+    rt = build_runtime(load(recipe))
+    tokenizer_check(rt.tokenizer)
+    plan_times: list[float] = []
+    if rt.repro is not None:
+        plan = rt.repro.plan
+
+        def timed_plan(*a, **kw):
+            t0 = time.perf_counter()
+            out = plan(*a, **kw)
+            plan_times.append(time.perf_counter() - t0)
+            return out
+
+        rt.repro.plan = timed_plan
+    return rt, plan_times
+
+
+# ---------------------------------------------------------------------------------------------
+# One step
+# ---------------------------------------------------------------------------------------------
+
+def run_step(rt, step: int, plan_times: list[float], sync: Callable[[], None]) -> dict:
+    """One training step through the trainer's phases, the device synchronised around each."""
+    from repro_train.trainer.loop import advantage_phase, rollout_phase, score_phase, update_phase
+
+    def timed(fn):
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        return time.perf_counter() - t0, out
+
+    plan_times.clear()
+    wall = {}
+    wall["rollout"], batch = timed(lambda: rollout_phase(rt, step))
+    wall["score"], _ = timed(lambda: score_phase(rt, batch))
+    wall["advantage"], _ = timed(lambda: advantage_phase(rt, batch))
+    wall["update"], upd = timed(lambda: update_phase(rt, batch))
+    wall["step"] = sum(wall.values())
+    lengths = batch.mask.sum(-1)
+    row = dict(step=step, wall_s=wall, trainer_s={**batch.timings, "update_s": upd["update_s"]},
+               plan_s=sum(plan_times), response_len_min=int(lengths.min()), response_len_max=int(lengths.max()),
+               rollouts=int(lengths.numel()), truncated_frac=batch.truncated.float().mean().item(),
+               pg_loss=upd.get("pg_loss"))
+    if batch.repro is not None:
+        row.update(cuts_per_rollout=batch.repro.mask.sum(-1).float().mean().item(),
+                   segments_per_rollout=statistics.mean(batch.repro.n_segments), skipped=batch.repro.skipped)
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+def run(args, payload: dict, write: Callable[[], None]) -> None:
+    """Build the model folder, then run warm-up and timed steps of both settings into payload."""
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    work = args.workdir or tempfile.mkdtemp(prefix="bench_step-")
+    Path(work).mkdir(parents=True, exist_ok=True)
+    try:
+        t0 = time.monotonic()
+        build_model_dir(str(Path(work) / "model"), args.model_size, getattr(torch, args.dtype), device,
+                        args.paragraph_every, args.seed)
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        log(f"model folder written in {time.monotonic() - t0:.1f} s: {work}/model")
+        vocab = MODELS[args.model_size]["vocab_size"]
+        check = lambda tok: check_tokenizer(tok, vocab, args.paragraph_every)  # noqa: E731
+        recipes = {s: write_recipe(work, s, args) for s in SETTINGS}
+        reset_accelerate()
+        with fixed_length_rollouts():
+            if args.schedule == "alternate":
+                run_alternate(recipes, args, payload, write, check, sync)
+            else:
+                run_sequential(recipes, args, payload, write, check, sync)
+    finally:
+        reset_accelerate()
+        if not args.keep and not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_alternate(recipes: dict, args, payload: dict, write, check, sync) -> None:
+    """Both runtimes resident; iteration i runs on, off (i even) or off, on (i odd)."""
+    rts = {}
+    for s in SETTINGS:
+        t0 = time.monotonic()
+        rts[s] = build(recipes[s], check)
+        log(f"[{s}] runtime built in {time.monotonic() - t0:.1f} s{memory_note()}")
+    try:
+        for i in range(args.warmup + args.steps):
+            for s in (SETTINGS if i % 2 == 0 else SETTINGS[::-1]):
+                record(payload, s, i, run_step(rts[s][0], i, rts[s][1], sync), args, write)
+    finally:
+        for rt, _ in rts.values():
+            rt.close()
+
+
+def run_sequential(recipes: dict, args, payload: dict, write, check, sync) -> None:
+    """One runtime at a time (freed before the next is built): on's steps, then off's."""
+    for s in SETTINGS:
+        t0 = time.monotonic()
+        rt, plan_times = build(recipes[s], check)
+        log(f"[{s}] runtime built in {time.monotonic() - t0:.1f} s{memory_note()}")
+        try:
+            for i in range(args.warmup + args.steps):
+                record(payload, s, i, run_step(rt, i, plan_times, sync), args, write)
+        finally:
+            rt.close()
+        rt = plan_times = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def record(payload: dict, setting: str, i: int, row: dict, args, write) -> None:
+    row["warmup"] = i < args.warmup
+    row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+    payload["settings"][setting]["steps"].append(row)
+    w, t = row["wall_s"], row["trainer_s"]
+    log(f"[{setting}] step {i}{' (warm-up)' if row['warmup'] else ''}: {w['step']:.2f} s = rollout "
+        f"{w['rollout']:.2f} + score {w['score']:.2f} + advantage {w['advantage']:.3f} + update "
+        f"{w['update']:.2f}; probe {t.get('probe_s', 0):.3f}, repro {t.get('repro_s', 0):.3f}, plan "
+        f"{row['plan_s']:.3f}; lengths {row['response_len_min']}-{row['response_len_max']}"
+        + (f", cuts/rollout {row['cuts_per_rollout']:.1f}" if "cuts_per_rollout" in row else ""))
+    write()
+
+
+def memory_note() -> str:
+    return f", {torch.cuda.memory_allocated() / 2**30:.1f} GiB allocated" if torch.cuda.is_available() else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary
+# ---------------------------------------------------------------------------------------------
+
+PHASES = ("step", "rollout", "score", "advantage", "update")
+
+
+def summarize(payload: dict) -> dict:
+    """Medians of the timed (non-warm-up) steps per setting, the on/off ratios and RePro's share."""
+    out = {}
+    for s, d in payload["settings"].items():
+        rows = [r for r in d["steps"] if not r["warmup"]]
+        if not rows:
+            continue
+        med = lambda xs: statistics.median(xs)  # noqa: E731
+        m = {f"{p}_s": med([r["wall_s"][p] for r in rows]) for p in PHASES}
+        m.update(generate_s=med([r["trainer_s"]["generate_s"] for r in rows]),
+                 probe_s=med([r["trainer_s"].get("probe_s", 0.0) for r in rows]),
+                 repro_s=med([r["trainer_s"].get("repro_s", 0.0) for r in rows]),
+                 plan_s=med([r["plan_s"] for r in rows]), n=len(rows),
+                 response_len_min=min(r["response_len_min"] for r in rows),
+                 response_len_max=max(r["response_len_max"] for r in rows))
+        # repro_s already includes probe_s (loop.advantage_phase); plan_s is counted nowhere else
+        m["repro_share"] = (m["repro_s"] + m["plan_s"]) / m["step_s"]
+        if "cuts_per_rollout" in rows[0]:
+            m["cuts_per_rollout"] = statistics.mean(r["cuts_per_rollout"] for r in rows)
+        out[s] = m
+    if "on" in out and "off" in out:
+        on, off = payload["settings"]["on"]["steps"], payload["settings"]["off"]["steps"]
+        pairs = [(a["wall_s"]["step"], b["wall_s"]["step"]) for a, b in zip(on, off) if not a["warmup"]]
+        out["ratio"] = out["on"]["step_s"] / out["off"]["step_s"]
+        out["paired_ratios"] = [a / b for a, b in pairs]
+        out["ratio_no_generate"] = ((out["on"]["step_s"] - out["on"]["generate_s"])
+                                    / (out["off"]["step_s"] - out["off"]["generate_s"]))
+        out["extra_s"] = {p: out["on"][f"{p}_s"] - out["off"][f"{p}_s"] for p in PHASES}
+        out["bar"] = "PASS" if out["ratio"] <= BAR_RATIO else "FAIL"
+    return out
+
+
+def table(summary: dict) -> str:
+    head = ("| RePro | step s | rollout s | (generate s) | score s | advantage s | update s | probe s | repro s "
+            "| plan s | RePro share | resp. len | cuts/rollout |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for s in SETTINGS:
+        m = summary.get(s)
+        if m is None:
+            continue
+        lens = (f"{m['response_len_min']}" if m["response_len_min"] == m["response_len_max"]
+                else f"{m['response_len_min']}-{m['response_len_max']}")
+        cells = [s, f"{m['step_s']:.2f}", f"{m['rollout_s']:.2f}", f"{m['generate_s']:.2f}", f"{m['score_s']:.3f}",
+                 f"{m['advantage_s']:.3f}", f"{m['update_s']:.3f}", f"{m['probe_s']:.3f}", f"{m['repro_s']:.3f}",
+                 f"{m['plan_s']:.3f}", f"{100 * m['repro_share']:.2f}%", lens,
+                 f"{m['cuts_per_rollout']:.1f}" if "cuts_per_rollout" in m else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def print_summary(payload: dict, args) -> None:
+    """The markdown summary, printed last: the lead's log keeps only the tail."""
+    s, m = payload["summary"], payload["machine"]
+    log(f"\n## bench_step: {m.get('gpu', 'cpu')}, torch {m['torch']}, transformers {m['transformers']}, "
+        f"{args.model_size} {args.dtype}, {args.prompts} prompts x G={args.group_size} x {args.new_tokens} tokens, "
+        f"micro-batch {args.micro_batch}, {args.schedule}, medians of {args.steps} steps after {args.warmup} warm-up")
+    log(table(s))
+    if "ratio" in s:
+        log("\nextra s/step with RePro: " + ", ".join(f"{p} {v:+.3f}" for p, v in s["extra_s"].items()))
+        log(f"paired step ratios on/off: {', '.join(f'{r:.4f}' for r in s['paired_ratios'])}; "
+            f"without generation: {s['ratio_no_generate']:.4f}")
+        log(f"bar: step time RePro on / off = {s['ratio']:.4f} <= {BAR_RATIO} {s['bar']}")
+    log(f"elapsed {payload['elapsed_s']} s; JSON: {args.out}")
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+def machine_info(device: torch.device) -> dict:
+    import accelerate
+    import transformers
+    info = dict(torch=torch.__version__, transformers=transformers.__version__, accelerate=accelerate.__version__,
+                cuda=torch.version.cuda, python=platform.python_version(), platform=platform.platform(),
+                device=str(device))
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_mem_gib=round(props.total_memory / 2**30, 1))
+    else:
+        info["cpu_threads"] = torch.get_num_threads()
+    return info
+
+
+def write_json(path: str, payload: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model-size", default="1.5b", choices=sorted(MODELS), help="Qwen2 dimensions (bench_probe.MODELS)")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--dtype", help="model dtype (default bfloat16 on cuda, float32 on cpu)")
+    p.add_argument("--prompts", type=int, default=4, help="rollout.prompts_per_step")
+    p.add_argument("--group-size", type=int, default=8, help="rollout.group_size (G)")
+    p.add_argument("--new-tokens", type=int, default=1024, help="response length (every response is this long)")
+    p.add_argument("--micro-batch", type=int, default=4, help="algo.micro_batch_size")
+    p.add_argument("--lr", type=float, default=1e-6)
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per setting")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per setting")
+    p.add_argument("--schedule", default="alternate", choices=["alternate", "sequential"],
+                   help="alternate: both runtimes resident, steps interleaved; sequential: one runtime at a time")
+    p.add_argument("--paragraph-every", type=int, default=48,
+                   help="1 in N vocabulary words starts a paragraph (48: ~21 segments per 1,024 tokens)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", help="folder for the model and run folders (default: a temp dir, deleted)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir")
+    p.add_argument("--out", default="bench_step.json", help="JSON results")
+    args = p.parse_args(argv)
+    if args.dtype is None:
+        args.dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
+    if not isinstance(getattr(torch, args.dtype, None), torch.dtype):
+        p.error(f"unknown dtype {args.dtype!r}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("CUDA is not available here: use --device cpu (with --model-size tiny)")
+    if args.steps < 1 or args.warmup < 0 or args.paragraph_every < 1:
+        p.error("--steps must be >= 1, --warmup >= 0, --paragraph-every >= 1")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the hub
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would bury the step lines
+    t_start = time.monotonic()
+    device = torch.device(args.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    payload = dict(machine=machine_info(device), args=vars(args), model=dict(MODELS[args.model_size], **COMMON),
+                   settings={s: {"steps": []} for s in SETTINGS}, summary={}, complete=False)
+    m = payload["machine"]
+    log(f"bench_step: {m.get('gpu', 'cpu')} | torch {m['torch']} | transformers {m['transformers']} | "
+        f"{args.model_size} {args.dtype} | {args.prompts} x G={args.group_size} x {args.new_tokens} tokens")
+
+    def write():
+        payload.update(summary=summarize(payload), elapsed_s=round(time.monotonic() - t_start, 1))
+        write_json(args.out, payload)
+
+    run(args, payload, write)
+    payload["complete"] = True
+    write()
+    print_summary(payload, args)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
