@@ -11,11 +11,10 @@ the median with it off, both measured in this one run.
 Departures from a real run, all bench-only (no repro_train file is changed):
 - The model folder is written here: Qwen2 dimensions from bench_probe.MODELS with random seeded
   weights, and a tokenizer whose vocabulary is exactly the model's (see `build_tokenizer`).
-- Every response is exactly `--new-tokens` long: the recipe's GenerationConfig gets
-  `min_new_tokens = max_new_tokens` (`fixed_length_rollouts`), so EOS can never be sampled.
+- Every response is exactly `--new-tokens` long: the recipe sets rollout.min_new_tokens =
+  rollout.max_new_tokens, so EOS is masked until the last token.
 - The outcome reward is a seeded coin per completion (a reward file written beside the model):
   half the rollouts are "correct", no math-verify pool starts.
-- `RePro.plan` (CPU segmentation) is wrapped to time it: the trainer counts it in score_s only.
 
 Settings run alternately (on, off, off, on, ...) with both runtimes resident, so drift hits both;
 `--schedule sequential` builds one at a time instead. The device is synchronised around every
@@ -159,7 +158,7 @@ def write_recipe(work: str, setting: str, args) -> str:
         "model": {"path": str(Path(work) / "model"), "dtype": args.dtype, "attn_implementation": "sdpa"},
         "data": {"source": "toy", "toy_size": max(64, args.prompts * n_steps)},
         "rollout": {"prompts_per_step": args.prompts, "group_size": args.group_size,
-                    "max_new_tokens": args.new_tokens, "generation_batch_size": args.prompts * args.group_size},
+                    "max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens, "generation_batch_size": args.prompts * args.group_size},
         "reward": {"functions": [{"name": f"{reward}:coin", "correctness": True}], "num_workers": 1},
         "algo": {"estimator": "grpo", "micro_batch_size": args.micro_batch},
         "optim": {"lr": args.lr},
@@ -173,26 +172,6 @@ def write_recipe(work: str, setting: str, args) -> str:
     return str(path)
 
 
-class fixed_length_rollouts:
-    """Within this block every response is exactly rollout.max_new_tokens long: the trainer's
-    GenerationConfig gets min_new_tokens = max_new_tokens (transformers then masks EOS)."""
-
-    def __enter__(self):
-        from repro_train.rollout import hf
-        self.hf, self.orig = hf, hf.generation_config
-
-        def generation_config(cfg, eos_ids, pad_id):
-            g = self.orig(cfg, eos_ids, pad_id)
-            g.min_new_tokens = cfg.max_new_tokens
-            return g
-
-        hf.generation_config = generation_config
-        return self
-
-    def __exit__(self, *exc):
-        self.hf.generation_config = self.orig
-
-
 def reset_accelerate() -> None:
     """accelerate keeps process-wide singletons; clear them so this run starts clean (tests)."""
     from accelerate.state import AcceleratorState, GradientState
@@ -200,32 +179,21 @@ def reset_accelerate() -> None:
     GradientState._reset_state()
 
 
-def build(recipe: str, tokenizer_check: Callable) -> tuple:
-    """(runtime, plan_times): the runtime of one recipe; plan_times collects RePro.plan's seconds."""
+def build(recipe: str, tokenizer_check: Callable):
+    """The trainer's runtime for one recipe."""
     from repro_train.config import load
     from repro_train.trainer.runtime import build_runtime
 
     rt = build_runtime(load(recipe))
     tokenizer_check(rt.tokenizer)
-    plan_times: list[float] = []
-    if rt.repro is not None:
-        plan = rt.repro.plan
-
-        def timed_plan(*a, **kw):
-            t0 = time.perf_counter()
-            out = plan(*a, **kw)
-            plan_times.append(time.perf_counter() - t0)
-            return out
-
-        rt.repro.plan = timed_plan
-    return rt, plan_times
+    return rt
 
 
 # ---------------------------------------------------------------------------------------------
 # One step
 # ---------------------------------------------------------------------------------------------
 
-def run_step(rt, step: int, plan_times: list[float], sync: Callable[[], None]) -> dict:
+def run_step(rt, step: int, sync: Callable[[], None]) -> dict:
     """One training step through the trainer's phases, the device synchronised around each."""
     from repro_train.trainer.loop import advantage_phase, rollout_phase, score_phase, update_phase
 
@@ -236,7 +204,6 @@ def run_step(rt, step: int, plan_times: list[float], sync: Callable[[], None]) -
         sync()
         return time.perf_counter() - t0, out
 
-    plan_times.clear()
     wall = {}
     wall["rollout"], batch = timed(lambda: rollout_phase(rt, step))
     wall["score"], _ = timed(lambda: score_phase(rt, batch))
@@ -245,7 +212,7 @@ def run_step(rt, step: int, plan_times: list[float], sync: Callable[[], None]) -
     wall["step"] = sum(wall.values())
     lengths = batch.mask.sum(-1)
     row = dict(step=step, wall_s=wall, trainer_s={**batch.timings, "update_s": upd["update_s"]},
-               plan_s=sum(plan_times), response_len_min=int(lengths.min()), response_len_max=int(lengths.max()),
+               plan_s=batch.timings.get("plan_s", 0.0), response_len_min=int(lengths.min()), response_len_max=int(lengths.max()),
                rollouts=int(lengths.numel()), truncated_frac=batch.truncated.float().mean().item(),
                pg_loss=upd.get("pg_loss"))
     if batch.repro is not None:
@@ -276,11 +243,10 @@ def run(args, payload: dict, write: Callable[[], None]) -> None:
         check = lambda tok: check_tokenizer(tok, vocab, args.paragraph_every)  # noqa: E731
         recipes = {s: write_recipe(work, s, args) for s in SETTINGS}
         reset_accelerate()
-        with fixed_length_rollouts():
-            if args.schedule == "alternate":
-                run_alternate(recipes, args, payload, write, check, sync)
-            else:
-                run_sequential(recipes, args, payload, write, check, sync)
+        if args.schedule == "alternate":
+            run_alternate(recipes, args, payload, write, check, sync)
+        else:
+            run_sequential(recipes, args, payload, write, check, sync)
     finally:
         reset_accelerate()
         if not args.keep and not args.workdir:
@@ -297,9 +263,9 @@ def run_alternate(recipes: dict, args, payload: dict, write, check, sync) -> Non
     try:
         for i in range(args.warmup + args.steps):
             for s in (SETTINGS if i % 2 == 0 else SETTINGS[::-1]):
-                record(payload, s, i, run_step(rts[s][0], i, rts[s][1], sync), args, write)
+                record(payload, s, i, run_step(rts[s], i, sync), args, write)
     finally:
-        for rt, _ in rts.values():
+        for rt in rts.values():
             rt.close()
 
 
@@ -307,14 +273,14 @@ def run_sequential(recipes: dict, args, payload: dict, write, check, sync) -> No
     """One runtime at a time (freed before the next is built): on's steps, then off's."""
     for s in SETTINGS:
         t0 = time.monotonic()
-        rt, plan_times = build(recipes[s], check)
+        rt = build(recipes[s], check)
         log(f"[{s}] runtime built in {time.monotonic() - t0:.1f} s{memory_note()}")
         try:
             for i in range(args.warmup + args.steps):
-                record(payload, s, i, run_step(rt, i, plan_times, sync), args, write)
+                record(payload, s, i, run_step(rt, i, sync), args, write)
         finally:
             rt.close()
-        rt = plan_times = None
+        rt = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -359,8 +325,8 @@ def summarize(payload: dict) -> dict:
                  plan_s=med([r["plan_s"] for r in rows]), n=len(rows),
                  response_len_min=min(r["response_len_min"] for r in rows),
                  response_len_max=max(r["response_len_max"] for r in rows))
-        # repro_s already includes probe_s (loop.advantage_phase); plan_s is counted nowhere else
-        m["repro_share"] = (m["repro_s"] + m["plan_s"]) / m["step_s"]
+        # repro_s = plan_s + probe_s + scores/advantages (loop.advantage_phase)
+        m["repro_share"] = m["repro_s"] / m["step_s"]
         if "cuts_per_rollout" in rows[0]:
             m["cuts_per_rollout"] = statistics.mean(r["cuts_per_rollout"] for r in rows)
         out[s] = m

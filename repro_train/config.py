@@ -138,6 +138,8 @@ class RolloutConfig:
     """G: responses sampled per prompt (all on one rank)."""
     max_new_tokens: int = 256
     """Longest response; longer ones are truncated (no EOS)."""
+    min_new_tokens: int = 0
+    """Shortest response (EOS is masked before it); benchmarks set it to max_new_tokens for fixed lengths."""
     temperature: float = 1.0
     """Sampling temperature; also applied to the log-probs and fork entropies."""
     top_p: float = 1.0
@@ -332,6 +334,8 @@ def validate(cfg: Config, world_size: int = 1) -> None:
                      ("reward.num_workers", cfg.reward.num_workers)]:
         if val < 1:
             raise ConfigError(f"'{key}' must be >= 1, got {val}")
+    if not 0 <= r.min_new_tokens <= r.max_new_tokens:
+        raise ConfigError(f"'rollout.min_new_tokens' must be in [0, rollout.max_new_tokens = {r.max_new_tokens}], got {r.min_new_tokens}")
     if r.temperature <= 0:
         raise ConfigError(f"'rollout.temperature' must be > 0, got {r.temperature}")
     if not 0 < r.top_p <= 1:

@@ -95,5 +95,6 @@ def test_summary_ratio_and_bar(bench):
     assert s["ratio"] == pytest.approx(13.6 / 13.1) and s["bar"] == "FAIL"  # 1.038
     assert s["paired_ratios"] == pytest.approx([13.6 / 13.1] * 2)
     assert s["ratio_no_generate"] == pytest.approx(4.6 / 4.1)
-    assert s["on"]["repro_share"] == pytest.approx((0.45 + 0.05) / 13.6) and s["off"]["repro_share"] == 0
+    # repro_s already counts plan_s (the trainer's advantage_phase)
+    assert s["on"]["repro_share"] == pytest.approx(0.45 / 13.6) and s["off"]["repro_share"] == 0
     assert s["extra_s"]["score"] == pytest.approx(0.5)

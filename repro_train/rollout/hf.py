@@ -20,6 +20,7 @@ def generation_config(cfg, eos_ids: Sequence[int], pad_id: int):
     from transformers import GenerationConfig
     return GenerationConfig(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
                             top_k=cfg.top_k if cfg.top_k > 0 else None, max_new_tokens=cfg.max_new_tokens,
+                            min_new_tokens=getattr(cfg, "min_new_tokens", 0) or None,
                             eos_token_id=list(eos_ids), pad_token_id=pad_id, num_beams=1,
                             repetition_penalty=1.0)
 

@@ -72,6 +72,12 @@ class Batch:
         return self.seqs.response_mask
 
 
+def sync(rt: Runtime) -> None:
+    """Wait for the device, so that phase timers measure the phase's work, not its queueing."""
+    if rt.dist.device.type == "cuda":
+        torch.cuda.synchronize(rt.dist.device)
+
+
 def micro_batches(n_rows: int, size: int) -> list[list[int]]:
     return [list(range(s, min(s + size, n_rows))) for s in range(0, n_rows, size)]
 
@@ -138,6 +144,7 @@ def score_phase(rt: Runtime, batch: Batch) -> None:
     if use_repro:
         responses = [row[:n] for row, n in zip(batch.seqs.response_ids.tolist(), batch.mask.sum(-1).tolist())]
         batch.plan = rt.repro.plan(responses, batch.answers, batch.correct.tolist())
+        batch.timings["plan_s"] = time.perf_counter() - t0
     batch.old_logprobs = torch.zeros(B, R, device=d.device)
     batch.entropy = torch.zeros(B, R, device=d.device)
     probes, probe_s = [], 0.0
@@ -171,6 +178,7 @@ def score_phase(rt: Runtime, batch: Batch) -> None:
                 v = v[:, seqs.prompt_width - 1:-1].float().masked_fill(~seqs.response_mask, 0.0)
                 scatter_rows(batch.values, rows, v)
         rt.engine.train()
+    sync(rt)
     batch.timings["score_s"] = time.perf_counter() - t0
 
 
@@ -190,7 +198,8 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
         token_rewards = token_rewards - a.kl_coef * kl.masked_fill(~mask, 0.0)
     if cfg.repro.enabled:
         batch.repro = rt.repro.advantages(batch.plan, batch.probes, batch.group_ids, R, batch_stats=d.sum)
-        batch.timings["repro_s"] = batch.timings.get("probe_s", 0.0) + (time.perf_counter() - t0)
+        # RePro's own cost: segmentation, selection + probe (device time), scores and advantages
+        batch.timings["repro_s"] = batch.timings["plan_s"] + batch.timings["probe_s"] + (time.perf_counter() - t0)
         dense = a.estimator == "gae" and cfg.repro.ppo_process_reward == "dense_reward"
         if dense:
             r = dense_process_rewards(batch.repro.r_norm, batch.repro.cuts, batch.repro.mask, R)
@@ -204,6 +213,7 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
         adv = fold(adv, batch.repro.process_adv.to(adv), cfg.repro.alpha)
     batch.advantages = adv.masked_fill(~mask, 0.0)
     batch.returns = out.returns
+    sync(rt)
     batch.timings["advantage_s"] = time.perf_counter() - t0
 
 
@@ -248,6 +258,7 @@ def update_phase(rt: Runtime, batch: Batch) -> dict:
             rt.scheduler.step()
             rt.optimizer_steps += 1
             n_steps += 1
+    sync(rt)
     out = {k: d.sum(torch.tensor(v / n_steps, dtype=torch.float64)).item() for k, v in sorted(sums.items())}
     out.update({k: sum(v) / len(v) for k, v in means.items()})  # this rank's mean
     out["update_s"] = time.perf_counter() - t0
