@@ -136,7 +136,7 @@ def forward_logprobs(model, seqs: Sequences, temperature: float = 1.0, with_entr
     lp = lp.masked_fill(~mask, 0.0)
     if ent is not None:
         ent = ent.masked_fill(~mask, 0.0)
-    values = out.get("values") if hasattr(out, "get") else None
+    values = out.get("state_values") if hasattr(out, "get") else None
     if values is not None:
         values = values[:, seqs.prompt_width - 1:-1].float().masked_fill(~mask, 0.0)  # V before token t
     return LogprobOutput(lp, ent, out.past_key_values if use_cache else None, values)

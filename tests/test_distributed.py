@@ -59,6 +59,20 @@ def test_deepspeed_two_ranks(setup, stage):
     assert check_against_reference(str(out), reference) < 1e-4
 
 
+def test_ppo_under_zero3_two_ranks(setup, tmp_path):
+    """The critic's values travel through ZeRO-3's output hooks (a ModelOutput key), then GAE."""
+    tmp, recipe, _ = setup
+    reference = run_inprocess(recipe, f"train.output_dir={tmp / 'single-gae'}", "algo.estimator=gae", "train.steps=1")
+    out = tmp / "zero3-gae"
+    res = run_cli(["train", "--config", recipe, f"train.output_dir={out}", "algo.estimator=gae", "train.steps=1"],
+                  launcher=[f"{BIN}/accelerate", "launch", "--config_file", f"{REPO}/launch/accelerate/zero3.yaml",
+                            "--num_processes", "2", "-m", "repro_train"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    step1 = lambda d, name: policy_weights(os.path.join(d, "checkpoint-000001"), name)  # noqa: E731
+    assert max_abs_diff(step1(str(out), "policy"), step1(reference, "policy")) < 1e-4
+    assert max_abs_diff(step1(str(out), "critic"), step1(reference, "critic")) < 1e-4
+
+
 def test_fsdp2_on_cpu_is_refused_clearly(setup):
     tmp, recipe, _ = setup
     res = run_cli(["train", "--config", recipe, f"train.output_dir={tmp / 'fsdp2'}"],

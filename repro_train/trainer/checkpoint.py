@@ -50,7 +50,7 @@ def save_checkpoint(rt, step: int, wandb_id: str | None = None) -> str:
     tmp = final + ".tmp"
     if d.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
+        os.makedirs(os.path.join(tmp, "state"))  # before any rank writes its shard into it
     d.barrier()
     rt.acc.save_state(os.path.join(tmp, "state"), safe_serialization=False)
     full = rt.acc.get_state_dict(rt.engine)  # gathered on the main rank under ZeRO-3 / FSDP2

@@ -22,19 +22,23 @@ def resolve_model_path(path: str) -> str:
 
 
 class ActorCritic(nn.Module):
-    """policy(**kw) -> CausalLM output; with_values=True also puts critic values (B, L) under 'values'."""
+    """policy(**kw) -> CausalLM output; with_values=True also puts critic values (B, L) under 'state_values'."""
 
     def __init__(self, policy: nn.Module, critic: nn.Module | None = None):
         super().__init__()
         self.policy = policy
         self.critic = critic
+        # FSDP2 auto-wrap (accelerate) shards the decoder layers it finds through this list.
+        names = list(getattr(policy, "_no_split_modules", None) or [])
+        names += [n for n in (getattr(critic, "_no_split_modules", None) or []) if n not in names]
+        self._no_split_modules = names
 
     def forward(self, with_values: bool = False, values_only: bool = False, **kw):
         if values_only:
             return self._values(kw)
         out = self.policy(**kw)
         if with_values:
-            out["values"] = self._values(kw)
+            out["state_values"] = self._values(kw)  # not "values": that would shadow the dict method
         return out
 
     def _values(self, kw) -> torch.Tensor:
