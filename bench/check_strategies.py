@@ -5,7 +5,8 @@
 A random tiny Llama (float32) trains 2 steps of GRPO + RePro, and 1 of PPO + RePro (critic) under
 ZeRO-3, through the shipped `launch/accelerate/*.yaml` configs. Rollouts are seeded per prompt, so
 every run starts from the same batch. The check: the weights after the first update match a
-single-process run within 1e-4. The CPU test suite covers DDP, ZeRO-2 and ZeRO-3 with gloo;
+single-process run: max abs diff below 1e-4, or (Adam's first step is +-lr per weight, see
+`step1_diff`) an update that differs by less than 1% of its size. The CPU test suite covers DDP, ZeRO-2 and ZeRO-3 with gloo;
 this covers NCCL, GPU generation under each wrapper, and FSDP2, which accelerate runs only on GPUs.
 Prints a table last.
 """
@@ -55,13 +56,22 @@ def run(cmd: list[str], env: dict, log: str) -> tuple[int, float, str]:
     return p.returncode, time.time() - t0, line
 
 
-def step1_diff(a: str, b: str) -> float | None:
+def step1_diff(a: str, b: str, init: str) -> tuple[float, float] | None:
+    """(max |w_a - w_b|, ||u_a - u_b|| / ||u_b||) after the first update, u = w - w_init.
+
+    The relative update difference is the robust measure: Adam's first step moves each weight by
+    about +-lr, so a gradient near zero whose sign differs in the last bits moves a weight by 2 lr
+    in one run and not the other (max abs diff = 2 lr) while the update as a whole agrees."""
+    import torch
     from safetensors.torch import load_file
     pa, pb = (os.path.join(d, "checkpoint-000001", "policy", "model.safetensors") for d in (a, b))
     if not (os.path.exists(pa) and os.path.exists(pb)):
         return None
-    x, y = load_file(pa), load_file(pb)
-    return max((x[k].float() - y[k].float()).abs().max().item() for k in x)
+    x, y, w0 = load_file(pa), load_file(pb), load_file(os.path.join(init, "model.safetensors"))
+    mx = max((x[k].float() - y[k].float()).abs().max().item() for k in x)
+    num = sum(((x[k].float() - y[k].float()) ** 2).sum() for k in x).sqrt()
+    den = sum(((y[k].float() - w0[k].float()) ** 2).sum() for k in y).sqrt()
+    return mx, (num / den).item() if den > 0 else float("nan")
 
 
 def main() -> int:
@@ -81,7 +91,7 @@ def main() -> int:
         single = os.path.join(a.out, f"single-{est}")
         rc, s, line = run([sys.executable, "-m", "repro_train", "train", "--config", rec, f"train.output_dir={single}"],
                           dict(env, CUDA_VISIBLE_DEVICES="0"), single + ".log")
-        rows.append((f"1 process ({est})", rc, s, line, 0.0 if rc == 0 else None))
+        rows.append((f"1 process ({est})", rc, s, line, (0.0, 0.0) if rc == 0 else None))
         for strat in a.strategies.split(","):
             if est == "gae" and strat != "zero3":
                 continue  # the critic path is checked under the most intrusive wrapper only
@@ -89,14 +99,16 @@ def main() -> int:
             rc, s, line = run(launcher + ["--config_file", os.path.join(REPO, "launch/accelerate", f"{strat}.yaml"),
                                           "--num_processes", str(a.nproc), "-m", "repro_train", "train",
                                           "--config", rec, f"train.output_dir={out}"], env, out + ".log")
-            rows.append((f"{strat} x{a.nproc} ({est})", rc, s, line, step1_diff(out, single) if rc == 0 else None))
-    print("\n| run | rc | s | set up | max abs diff of step-1 weights vs 1 process |\n|---|---|---|---|---|")
+            rows.append((f"{strat} x{a.nproc} ({est})", rc, s, line,
+                         step1_diff(out, single, os.path.join(a.out, "model")) if rc == 0 else None))
+    print("\n| run | rc | s | set up | step-1 weights: max abs diff vs 1 process | update: relative diff |\n"
+          "|---|---|---|---|---|---|")
     ok = True
     for name, rc, s, line, d in rows:
-        ok &= rc == 0 and d is not None and d < 1e-4
+        ok &= rc == 0 and d is not None and (d[0] < 1e-4 or d[1] < 1e-2)
         print(f"| {name} | {rc} | {s:.0f} | {line.split(':', 1)[-1].split(';')[0].strip()} | "
-              f"{'-' if d is None else f'{d:.1e}'} |")
-    print("all within 1e-4: " + ("PASS" if ok else "FAIL"))
+              f"{'-' if d is None else f'{d[0]:.1e}'} | {'-' if d is None else f'{d[1]:.1e}'} |")
+    print("all match (max abs < 1e-4 or relative update diff < 1e-2): " + ("PASS" if ok else "FAIL"))
     return 0 if ok else 1
 
 

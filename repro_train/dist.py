@@ -157,6 +157,13 @@ def gathered_for_generation(model, accelerator):
                 add_hooks(model)
     elif strategy == "fsdp2":
         from torch.distributed.fsdp import FSDPModule
+        if not getattr(model, "_repro_root_initialised", False):
+            # FSDP2 initialises its root on the root's first forward; unsharding the units before
+            # that makes the root's later initialisation fail. One token through the root first.
+            with torch.no_grad():
+                one = torch.zeros((1, 1), dtype=torch.long, device=accelerator.device)
+                model(input_ids=one, attention_mask=torch.ones_like(one))
+            model._repro_root_initialised = True
         units = [m for m in model.modules() if isinstance(m, FSDPModule)]
         for m in units:
             m.unshard()
