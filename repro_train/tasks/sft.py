@@ -1,0 +1,561 @@
+"""Supervised training from scratch of the tiny reasoner on the toy task's trace mix.
+
+    repro-train sft --config recipes/toy/sft.yaml [key=value ...]
+    repro-train sft --config recipes/toy/sft.yaml output_dir=/tmp/tr train.steps=50 eval.n_problems=20
+
+Builds the model shipped in `repro_train/assets/tiny-reasoner/` (docs/tiny-reasoner.md):
+
+1. Data: `n_train` toy rows (`tasks/arithmetic.py`, seed `data.seed`), each with a trace in the
+   direct / recheck / backtrack mix; the model learns to write the task's `response` then EOS.
+2. Tokenizer: byte-level BPE with one token per digit, trained on the formatted training texts
+   (`tasks/reasoner.py`); the prompt is the chat template's `<|bos|>Question: ...\\n<think>\\n`.
+3. Model: a Llama from scratch, tied embeddings; loss on response tokens only (prompt masked).
+4. Optimiser: AdamW, linear warmup then cosine decay to `min_lr_ratio * lr`; a plain CPU loop.
+5. Save (safetensors + tokenizer + generation_config.json), then evaluate on held-out problems
+   (seed `eval.seed`, questions seen in training dropped): greedy accuracy, and at temperature 1
+   accuracy and re-check / backtrack rates next to the training data's. All in RECORD.md.
+
+Determinism: seeds, `torch.use_deterministic_algorithms(True)` and `train.threads` fix the result
+for a given torch version and CPU; the tokenizer and data are pure functions of the config.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import platform
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import yaml
+
+from repro_train.config_base import ConfigError, apply_overrides, build, dump_yaml
+from repro_train.eval.detectors import count_backtracks, count_rechecks
+from repro_train.eval.metrics import summarize
+from repro_train.repro.segment import decode_with_offsets
+from repro_train.rewards.extract import extract_final_answer
+from repro_train.tasks.arithmetic import TaskConfig, generate
+from repro_train.tasks.reasoner import build_tokenizer
+
+
+# ----------------------------------------------------------------------------- config
+
+@dataclass(frozen=True)
+class SFTDataConfig:
+    """Training set and tokenizer."""
+
+    n_train: int = 40000
+    """Toy rows generated for training (questions repeat: the task space is small)."""
+    seed: int = 0
+    """Seed of the training rows (`arithmetic.generate`)."""
+    vocab_size: int = 512
+    """BPE vocabulary cap; the toy corpus saturates below it (about 400 tokens)."""
+
+
+@dataclass(frozen=True)
+class SFTModelConfig:
+    """Llama dimensions (from scratch, input and output embeddings tied)."""
+
+    layers: int = 4
+    """Decoder layers."""
+    hidden: int = 256
+    """Hidden size."""
+    heads: int = 4
+    """Attention heads (head dim = hidden / heads)."""
+    kv_heads: int = 4
+    """Key/value heads (grouped-query attention when < heads)."""
+    intermediate: int = 768
+    """MLP inner size."""
+    context_length: int = 512
+    """max_position_embeddings; a longer training sequence is an error."""
+    save_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Dtype of the saved weights."""
+
+
+@dataclass(frozen=True)
+class SFTTrainConfig:
+    """Optimisation."""
+
+    steps: int = 1500
+    """Optimiser steps (the data is cycled in reshuffled epochs)."""
+    batch_size: int = 64
+    """Sequences per step."""
+    bucket: int = 16
+    """Length bucketing: batches are cut from windows of `bucket` batches sorted by length."""
+    lr: float = 2e-3
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """Cosine decay ends at min_lr_ratio * lr."""
+    warmup_steps: int = 100
+    """Linear warmup from lr / warmup_steps to lr."""
+    weight_decay: float = 0.1
+    """AdamW weight decay (on matrices only; not on norms)."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
+    grad_clip: float = 1.0
+    """Max global gradient norm; 0 = no clipping."""
+    seed: int = 0
+    """Seed of initialisation, data order and evaluation sampling."""
+    threads: int = 2
+    """torch.set_num_threads: results are bitwise reproducible only at the same count."""
+    log_every: int = 10
+    """Write a line to sft_log.jsonl every N steps."""
+    progress: bool = True
+    """Show a tqdm progress bar."""
+
+
+@dataclass(frozen=True)
+class SFTEvalConfig:
+    """Held-out evaluation at the end (written to RECORD.md)."""
+
+    n_problems: int = 500
+    """Held-out problems for greedy decoding; 0 = no evaluation."""
+    seed: int = 1
+    """Seed of the held-out problems (questions that occur in the training set are skipped)."""
+    sampled_problems: int = 200
+    """The first N held-out problems are also sampled at temperature 1."""
+    samples: int = 4
+    """Samples per problem at temperature 1."""
+    max_new_tokens: int = 256
+    """Generation cap per response."""
+    batch_size: int = 200
+    """Sequences per generate call."""
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """`repro-train sft`: everything that determines the shipped tiny reasoner."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """The toy task's knobs (difficulty, style ratios); held-out problems use the same."""
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    model: SFTModelConfig = field(default_factory=SFTModelConfig)
+    train: SFTTrainConfig = field(default_factory=SFTTrainConfig)
+    eval: SFTEvalConfig = field(default_factory=SFTEvalConfig)
+    output_dir: str = "runs/tiny-reasoner"
+    """Folder of the saved model, tokenizer, sft_log.jsonl and RECORD.md."""
+
+
+def validate(cfg: SFTConfig) -> None:
+    """Raise ConfigError naming the key of the first value out of range."""
+    positive = {"data.n_train": cfg.data.n_train, "data.vocab_size": cfg.data.vocab_size,
+                "model.layers": cfg.model.layers, "model.hidden": cfg.model.hidden,
+                "model.heads": cfg.model.heads, "model.kv_heads": cfg.model.kv_heads,
+                "model.intermediate": cfg.model.intermediate,
+                "model.context_length": cfg.model.context_length, "train.steps": cfg.train.steps,
+                "train.batch_size": cfg.train.batch_size,
+                "train.bucket": cfg.train.bucket, "train.lr": cfg.train.lr,
+                "train.threads": cfg.train.threads, "train.log_every": cfg.train.log_every,
+                "eval.samples": cfg.eval.samples, "eval.max_new_tokens": cfg.eval.max_new_tokens,
+                "eval.batch_size": cfg.eval.batch_size}
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"'{key}' must be > 0, got {value}")
+    m = cfg.model
+    if m.hidden % m.heads or m.heads % m.kv_heads:
+        raise ConfigError(f"'model.hidden' ({m.hidden}) must be divisible by 'model.heads' "
+                          f"({m.heads}), and heads by 'model.kv_heads' ({m.kv_heads})")
+    if not 0 <= cfg.train.min_lr_ratio <= 1 or cfg.train.warmup_steps < 0:
+        raise ConfigError("'train.min_lr_ratio' must be in [0, 1] and 'train.warmup_steps' >= 0")
+    if cfg.train.weight_decay < 0 or cfg.train.grad_clip < 0:
+        raise ConfigError("'train.weight_decay' and 'train.grad_clip' must be >= 0")
+    if cfg.eval.n_problems < 0 or not 0 <= cfg.eval.sampled_problems <= cfg.eval.n_problems:
+        raise ConfigError(f"need 0 <= 'eval.sampled_problems' ({cfg.eval.sampled_problems}) <= "
+                          f"'eval.n_problems' ({cfg.eval.n_problems})")
+    if cfg.data.n_train < cfg.train.batch_size:
+        raise ConfigError(f"'data.n_train' ({cfg.data.n_train}) must be >= 'train.batch_size' "
+                          f"({cfg.train.batch_size})")
+    if cfg.eval.seed == cfg.data.seed:
+        raise ConfigError(f"'eval.seed' must differ from 'data.seed' ({cfg.data.seed}): "
+                          "the evaluation is on held-out problems")
+
+
+def load(path: str | None, overrides: list[str] = ()) -> SFTConfig:
+    """Recipe YAML (optional) + dotted overrides -> a validated SFTConfig."""
+    raw = {}
+    if path is not None:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    cfg = build(SFTConfig, apply_overrides(raw, list(overrides)))
+    validate(cfg)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- data
+
+def format_prompt(tok, question: str) -> str:
+    """`<|bos|>Question: {question}\\n<think>\\n` (the tokenizer's chat template)."""
+    return tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                   add_generation_prompt=True)
+
+
+def encode_example(tok, row: dict) -> tuple[list[int], int]:
+    """(prompt ids + response ids + EOS, number of prompt ids). Prompt and response are encoded
+    separately, exactly as a rollout sees them (the response continues the prompt's ids)."""
+    prompt = tok(format_prompt(tok, row["question"]), add_special_tokens=False)["input_ids"]
+    response = tok(row["response"], add_special_tokens=False)["input_ids"]
+    return prompt + response + [tok.eos_token_id], len(prompt)
+
+
+def make_tokenizer(rows: list[dict], vocab_size: int, context_length: int):
+    """BPE trained on the formatted training texts (prompt + response)."""
+    texts = [f"Question: {r['question']}\n{r['response']}" for r in rows]
+    tok = build_tokenizer(texts, vocab_size)
+    tok.model_max_length = context_length
+    return tok
+
+
+def collate(examples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch; labels are -100 on prompt and padding (loss on the response only)."""
+    T = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), T), pad_id, dtype=torch.long)   # (B, T)
+    attention_mask = torch.zeros_like(input_ids)                            # (B, T)
+    labels = torch.full_like(input_ids, -100)                               # (B, T)
+    for b, (ids, n_prompt) in enumerate(examples):
+        input_ids[b, :len(ids)] = torch.tensor(ids)
+        attention_mask[b, :len(ids)] = 1
+        labels[b, n_prompt:len(ids)] = torch.tensor(ids[n_prompt:])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def batch_indices(lengths: list[int], batch_size: int, steps: int, bucket: int,
+                  generator: torch.Generator):
+    """Yield `steps` index lists over range(len(lengths)), epoch after reshuffled epoch.
+
+    Length bucketing: each epoch's permutation is cut into windows of `bucket` batches, each
+    window is sorted by length and cut into batches, and the batches are shuffled; so a batch
+    holds similar lengths and pads little (bucket = 1: plain shuffled batches). A batch never
+    spans two epochs; each epoch drops its last len(lengths) % batch_size indices.
+    """
+    batches: list[list[int]] = []
+    for _ in range(steps):
+        if not batches:
+            order = torch.randperm(len(lengths), generator=generator).tolist()
+            window = bucket * batch_size
+            for w in range(0, len(order), window):
+                chunk = sorted(order[w:w + window], key=lengths.__getitem__)
+                batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)
+                            if b + batch_size <= len(chunk)]
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+        yield batches.pop()
+
+
+# ----------------------------------------------------------------------------- model
+
+def build_model(m: SFTModelConfig, tok):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=m.hidden, intermediate_size=m.intermediate,
+        num_hidden_layers=m.layers, num_attention_heads=m.heads, num_key_value_heads=m.kv_heads,
+        max_position_embeddings=m.context_length, tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id)
+    return LlamaForCausalLM(config)
+
+
+def lr_factor(step: int, t: SFTTrainConfig) -> float:
+    """Multiplier of t.lr at `step` (0-based): linear warmup, then cosine to t.min_lr_ratio."""
+    if step < t.warmup_steps:
+        return (step + 1) / t.warmup_steps
+    progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
+    return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model, t: SFTTrainConfig) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.dim() >= 2]       # matrices and embeddings
+    no_decay = [p for p in model.parameters() if p.dim() < 2]     # RMSNorm weights
+    return torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=t.lr, betas=t.betas)
+
+
+# ----------------------------------------------------------------------------- train
+
+def train(model, examples: list[tuple[list[int], int]], pad_id: int, t: SFTTrainConfig,
+          log_path: Path) -> dict:
+    """The SFT loop; one JSON line per `log_every` steps. Returns {"final_loss", "train_s"}."""
+    from tqdm import tqdm
+    opt = make_optimizer(model, t)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t))
+    gen = torch.Generator().manual_seed(t.seed)
+    model.train()
+    start, recent = time.time(), []
+    with log_path.open("w") as log, tqdm(total=t.steps, disable=not t.progress, desc="sft") as bar:
+        lengths = [len(ids) for ids, _ in examples]
+        for step, idx in enumerate(batch_indices(lengths, t.batch_size, t.steps, t.bucket, gen)):
+            batch = collate([examples[i] for i in idx], pad_id)
+            loss = model(**batch).loss                            # mean over response tokens
+            loss.backward()
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            recent.append(loss.item())
+            if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
+                mean = sum(recent) / len(recent)
+                log.write(json.dumps({"step": step + 1, "loss": round(mean, 5),
+                                      "lr": sched.get_last_lr()[0],
+                                      "elapsed_s": round(time.time() - start, 1)}) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{mean:.4f}")
+                recent = []
+            bar.update(1)
+    return {"final_loss": mean, "train_s": time.time() - start}
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+def generation_defaults(tok, max_new_tokens: int, do_sample: bool = True):
+    """Plain sampling at temperature 1 (no top-k / top-p cut: what the shipped
+    generation_config.json says), or greedy decoding.
+
+    do_sample is always set: `generate` fills the fields left unset (None) from the model's own
+    generation_config.json, which samples."""
+    from transformers import GenerationConfig
+    sampling = dict(temperature=1.0, top_k=0, top_p=1.0) if do_sample else {}
+    return GenerationConfig(do_sample=do_sample, **sampling, max_new_tokens=max_new_tokens,
+                            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                            pad_token_id=tok.pad_token_id)
+
+
+@torch.no_grad()
+def generate_responses(model, tok, prompts: list[str], do_sample: bool, max_new_tokens: int,
+                       batch_size: int) -> list[list[int]]:
+    """Response token ids per prompt (up to and including EOS), left-padded batches."""
+    gen_cfg = generation_defaults(tok, max_new_tokens, do_sample)
+    model.eval()
+    out = []
+    for s in range(0, len(prompts), batch_size):
+        ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts[s:s + batch_size]]
+        P = max(len(i) for i in ids)
+        input_ids = torch.tensor([[tok.pad_token_id] * (P - len(i)) + i for i in ids])  # (b, P)
+        attention_mask = (torch.arange(P)[None] >= torch.tensor([P - len(i) for i in ids])[:, None]).long()
+        rows = model.generate(input_ids=input_ids.to(model.device),
+                              attention_mask=attention_mask.to(model.device),
+                              generation_config=gen_cfg)[:, P:].tolist()
+        for row in rows:
+            end = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
+            out.append(row[:end])
+    return out
+
+
+def score_responses(tok, responses: list[list[int]], golds: list[str], group: int) -> dict:
+    """metrics.summarize over responses; responses[i] belongs to problem i // group."""
+    samples = []
+    for i, (ids, gold) in enumerate(zip(responses, golds)):
+        text, offsets = decode_with_offsets(ids, lambda x: tok.decode(x, skip_special_tokens=True))
+        answer = extract_final_answer(text)
+        samples.append({"problem_id": i // group, "correct": answer == gold, "answer": answer,
+                        "gold": gold, "n_tokens": len(ids), "text": text, "token_offsets": offsets})
+    return summarize(samples, k_values=(group,) if group > 1 else (1,))
+
+
+def heldout_rows(cfg: SFTConfig, train_questions: set[str]) -> tuple[list[dict], int]:
+    """The first eval.n_problems rows of seed eval.seed whose question is not a training
+    question; also returns how many were skipped to get them."""
+    n, rows, skipped = cfg.eval.n_problems, [], 0
+    candidates = generate(20 * n, cfg.eval.seed, cfg.task)
+    for row in candidates:
+        if len(rows) == n:
+            break
+        if row["question"] in train_questions:
+            skipped += 1
+        else:
+            rows.append(row)
+    if len(rows) < n:
+        raise ValueError(f"only {len(rows)} held-out problems out of {len(candidates)} drawn "
+                         "are not in the training set: lower eval.n_problems")
+    return rows, skipped
+
+
+def trace_rates(responses: list[str]) -> dict:
+    """Mean recheck / backtrack paragraphs per response, and the fraction with at least one."""
+    rc = [count_rechecks(r) for r in responses]
+    bt = [count_backtracks(r) for r in responses]
+    n = len(responses)
+    return {"recheck_rate": sum(rc) / n, "backtrack_rate": sum(bt) / n,
+            "frac_with_recheck": sum(x > 0 for x in rc) / n,
+            "frac_with_backtrack": sum(x > 0 for x in bt) / n}
+
+
+def evaluate(model, tok, cfg: SFTConfig, train_rows: list[dict]) -> dict:
+    """Greedy and temperature-1 metrics on held-out problems, plus the training data's rates."""
+    e = cfg.eval
+    rows, skipped = heldout_rows(cfg, {r["question"] for r in train_rows})
+    prompts = [format_prompt(tok, r["question"]) for r in rows]
+    golds = [r["answer"] for r in rows]
+    start = time.time()
+    greedy = generate_responses(model, tok, prompts, False, e.max_new_tokens, e.batch_size)
+    out = {"n_problems": len(rows), "skipped_seen_in_training": skipped,
+           "greedy": score_responses(tok, greedy, golds, 1)}
+    if e.sampled_problems > 0:
+        torch.manual_seed(cfg.train.seed)
+        k = e.samples
+        sampled = generate_responses(model, tok, [p for p in prompts[:e.sampled_problems] for _ in range(k)],
+                                     True, e.max_new_tokens, e.batch_size)
+        out["sampled"] = score_responses(tok, sampled, [g for g in golds[:e.sampled_problems] for _ in range(k)], k)
+    out["training_data"] = trace_rates([r["response"] for r in train_rows])
+    out["eval_s"] = time.time() - start
+    return out
+
+
+# ----------------------------------------------------------------------------- save and record
+
+def save(model, tok, cfg: SFTConfig, out: Path) -> None:
+    """Weights (safetensors, model.save_dtype), tokenizer and generation_config.json."""
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.model.save_dtype]
+    model.generation_config = generation_defaults(tok, cfg.eval.max_new_tokens)
+    model.to(dtype).save_pretrained(out)
+    model.to(torch.float32)
+    tok.save_pretrained(out)
+    (out / "model.safetensors").chmod(0o644)    # written 0600; package data must be world-readable
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+
+
+def record_markdown(cfg: SFTConfig, argv: list[str], stats: dict, result: dict | None,
+                    n_params: int, out: Path) -> str:
+    """RECORD.md: how the folder was made and what it measures."""
+    lines = [
+        "# tiny-reasoner: build record", "",
+        "Written by `repro-train sft` (repro_train/tasks/sft.py); see docs/tiny-reasoner.md.", "",
+        "## Command", "", "```", "repro-train sft " + shlex.join(argv), "```", "",
+        "## Environment", "",
+        f"- torch {torch.__version__}, transformers {_version('transformers')}, "
+        f"tokenizers {_version('tokenizers')}, Python {platform.python_version()}",
+        f"- threads: {cfg.train.threads} (torch.set_num_threads), "
+        "torch.use_deterministic_algorithms(True), CPU", f"- machine: {platform.machine()}, "
+        f"{platform.processor() or platform.system()}",
+        f"- wall time: training {stats['train_s'] / 60:.1f} min, whole run "
+        f"{stats['total_s'] / 60:.1f} min",
+        "",
+        "## Result", "",
+        f"- parameters: {n_params:,} ({cfg.model.save_dtype}); vocabulary: {stats['vocab']} tokens",
+        f"- training examples: {stats['n_examples']:,}, tokens per epoch: {stats['tokens']:,} "
+        f"(response tokens: {stats['response_tokens']:,}); epochs: {stats['epochs']:.2f}",
+        f"- final training loss (mean of the last {cfg.train.log_every} steps): "
+        f"{stats['final_loss']:.4f}",
+        f"- sha256(model.safetensors): `{sha256(out / 'model.safetensors')}`", "",
+    ]
+    if result is not None:
+        g, s, d = result["greedy"], result.get("sampled"), result["training_data"]
+        lines += [
+            "## Held-out evaluation", "",
+            f"{result['n_problems']} problems of seed {cfg.eval.seed} (same task config; "
+            f"{result['skipped_seen_in_training']} drawn problems skipped because the training "
+            "set holds the same question). Sampling: temperature 1, top_k 0, top_p 1, "
+            f"{cfg.eval.samples} samples on the first {cfg.eval.sampled_problems} problems, "
+            f"torch seed {cfg.train.seed}. Rates are paragraphs per response "
+            "(repro_train/eval/detectors.py).", "",
+            "| | accuracy | recheck_rate | backtrack_rate | frac_with_recheck | "
+            "frac_with_backtrack | mean_tokens |", "|---|---|---|---|---|---|---|",
+            f"| greedy | {_fmt(g['pass@1'])} | {_fmt(g['recheck_rate'])} | "
+            f"{_fmt(g['backtrack_rate'])} | {_fmt(g['frac_with_recheck'])} | "
+            f"{_fmt(g['frac_with_backtrack'])} | {_fmt(g['mean_tokens'])} |",
+        ]
+        if s is not None:
+            lines.append(
+                f"| sampled, T=1 | {_fmt(s['pass@1'])} | {_fmt(s['recheck_rate'])} | "
+                f"{_fmt(s['backtrack_rate'])} | {_fmt(s['frac_with_recheck'])} | "
+                f"{_fmt(s['frac_with_backtrack'])} | {_fmt(s['mean_tokens'])} |")
+        lines += [
+            f"| training data | 1.000 | {_fmt(d['recheck_rate'])} | {_fmt(d['backtrack_rate'])} | "
+            f"{_fmt(d['frac_with_recheck'])} | {_fmt(d['frac_with_backtrack'])} | "
+            f"{_fmt(stats['response_tokens'] / stats['n_examples'])} |", ""]
+        if s is not None:
+            lines += [f"Sampled maj@{cfg.eval.samples}: {_fmt(s.get(f'maj@{cfg.eval.samples}'))}; "
+                      f"gold value appears in {_fmt(s['frac_answer_appears'])} of samples; "
+                      f"evaluation took {result['eval_s']:.0f} s.", ""]
+    lines += ["## Resolved config", "", "```yaml", dump_yaml(cfg).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _version(name: str) -> str:
+    import importlib.metadata
+    return importlib.metadata.version(name)
+
+
+# ----------------------------------------------------------------------------- main
+
+def run(cfg: SFTConfig, argv: list[str]) -> dict:
+    """Seeds, deterministic kernels and `train.threads` around `build_and_record`; torch's
+    global settings are restored afterwards (tests call this in-process)."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(cfg.train.threads)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(cfg.train.seed)
+    try:
+        return build_and_record(cfg, argv)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def build_and_record(cfg: SFTConfig, argv: list[str]) -> dict:
+    """Data -> tokenizer -> model -> train -> save -> evaluate -> RECORD.md. Returns the
+    training stats and the evaluation (None when eval.n_problems = 0)."""
+    start = time.time()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    rows = generate(cfg.data.n_train, cfg.data.seed, cfg.task)
+    tok = make_tokenizer(rows, cfg.data.vocab_size, cfg.model.context_length)
+    examples = [encode_example(tok, r) for r in rows]
+    longest = max(len(ids) for ids, _ in examples)
+    if longest > cfg.model.context_length:
+        raise ConfigError(f"a training sequence has {longest} tokens > 'model.context_length' "
+                          f"= {cfg.model.context_length}")
+    model = build_model(cfg.model, tok)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"sft: {len(examples)} examples, vocab {len(tok)}, {n_params:,} parameters -> {out}")
+
+    stats = train(model, examples, tok.pad_token_id, cfg.train, out / "sft_log.jsonl")
+    save(model, tok, cfg, out)
+    result = evaluate(model, tok, cfg, rows) if cfg.eval.n_problems > 0 else None
+
+    stats.update(total_s=time.time() - start, vocab=len(tok), n_examples=len(examples),
+                 tokens=sum(len(ids) for ids, _ in examples),
+                 response_tokens=sum(len(ids) - n for ids, n in examples),
+                 epochs=cfg.train.steps * cfg.train.batch_size / len(examples))
+    (out / "RECORD.md").write_text(record_markdown(cfg, argv, stats, result, n_params, out))
+    return {"stats": stats, "eval": result}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="repro-train sft", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="recipe YAML (recipes/toy/sft.yaml)")
+    p.add_argument("overrides", nargs="*", help="dotted key=value, e.g. train.steps=100")
+    args = p.parse_args(argv)
+    try:
+        cfg = load(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"repro-train sft: {e}", file=sys.stderr)
+        return 2
+    print(dump_yaml(cfg))
+    result = run(cfg, argv)
+    if result["eval"] is not None:
+        ev = result["eval"]
+        line = f"greedy accuracy {ev['greedy']['pass@1']:.3f}"
+        if "sampled" in ev:
+            s = ev["sampled"]
+            line += (f", sampled (T=1) accuracy {s['pass@1']:.3f}, recheck rate "
+                     f"{s['recheck_rate']:.3f}, backtrack rate {s['backtrack_rate']:.3f}")
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
