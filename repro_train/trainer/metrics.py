@@ -3,6 +3,7 @@ wandb (offline when no key). Other ranks get a `NullLogger`.
 
 Metric names (all means over the global batch unless marked):
   reward/mean, reward/<fn>, accuracy, response_length/{mean,max}, truncated_frac, unscorable (count)
+  behavior/{rechecks, backtracks} (per response, pattern detectors of docs/toy-task.md, thinking part)
   policy/entropy (old pass), policy/kl_ref, values/mean, adv/abs_mean
   train/{pg_loss, clipfrac, approx_kl, ratio_mean, grad_norm, lr, kl, entropy_bonus, value_loss, vf_clipfrac}
   repro/{J_b, J_last, J_gain, S_magn, S_stab, S, r, r_pos_frac, J_monotone_frac, process_adv_abs,
@@ -66,6 +67,10 @@ def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
     m.mean_of("response_length/mean", lengths)
     m.max("response_length/max", lengths.max().item() if B else 0)
     m.mean_of("truncated_frac", batch.truncated.float())
+    from ..eval.detectors import count_backtracks, count_rechecks
+    thinking = [t.split("</think>", 1)[0] for t in batch.texts]  # overthinking is counted in the thinking part
+    m.add("behavior/rechecks", sum(count_rechecks(t) for t in thinking), len(thinking))
+    m.add("behavior/backtracks", sum(count_backtracks(t) for t in thinking), len(thinking))
     m.add("unscorable", batch.unscorable, 1.0 / rt.dist.world)  # a count: sum over ranks
     tokens = mask.sum().item()
     m.add("policy/entropy", (batch.entropy * mask).sum().item(), tokens)
