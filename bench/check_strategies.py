@@ -79,6 +79,7 @@ def main() -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--strategies", default="ddp,zero2,zero3,fsdp2")
     p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--estimators", default="grpo,gae")
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
     from repro_train.testing import build_tiny_model
@@ -86,7 +87,7 @@ def main() -> int:
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline")
     launcher = [sys.executable, "-m", "accelerate.commands.launch"]
     rows = []
-    for est in ("grpo", "gae"):
+    for est in a.estimators.split(","):
         rec = recipe(a.out, est)
         single = os.path.join(a.out, f"single-{est}")
         rc, s, line = run([sys.executable, "-m", "repro_train", "train", "--config", rec, f"train.output_dir={single}"],
@@ -109,6 +110,14 @@ def main() -> int:
         print(f"| {name} | {rc} | {s:.0f} | {line.split(':', 1)[-1].split(';')[0].strip()} | "
               f"{'-' if d is None else f'{d[0]:.1e}'} | {'-' if d is None else f'{d[1]:.1e}'} |")
     print("all match (max abs < 1e-4 or relative update diff < 1e-2): " + ("PASS" if ok else "FAIL"))
+    keys = ["reward/mean", "adv/abs_mean", "values/mean", "repro/J_b", "train/pg_loss", "train/value_loss", "train/grad_norm"]
+    print("\nstep-1 metrics | " + " | ".join(keys))
+    for name in sorted(os.listdir(a.out)):
+        f = os.path.join(a.out, name, "metrics.jsonl")
+        if os.path.isdir(os.path.join(a.out, name)) and os.path.exists(f):
+            import json
+            first = json.loads(open(f).readline())
+            print(f"{name} | " + " | ".join(f"{first[k]:.6g}" if k in first else "-" for k in keys))
     return 0 if ok else 1
 
 

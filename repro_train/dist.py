@@ -178,6 +178,19 @@ def gathered_for_generation(model, accelerator):
         yield accelerator.unwrap_model(model)
 
 
+def zero_(params) -> None:
+    """Set parameters to zero on every rank, also when ZeRO-3 has partitioned them at load time."""
+    params = list(params)
+    if any(hasattr(p, "ds_id") for p in params):
+        import deepspeed
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+            for p in params:
+                p.data.zero_()
+    else:
+        for p in params:
+            p.data.zero_()
+
+
 def prepare_frozen(model: torch.nn.Module, accelerator):
     """A frozen model (the KL reference) placed for the strategy: sharded under ZeRO-3, else on device."""
     model.requires_grad_(False).eval()

@@ -111,9 +111,16 @@ def load_critic(cfg_model, cfg_critic):
     config = AutoConfig.from_pretrained(path, trust_remote_code=cfg_model.trust_remote_code)
     config.num_labels = 1
     config.classifier_dropout = 0.0  # values must not depend on train/eval mode
-    critic = AutoModelForTokenClassification.from_pretrained(
-        path, config=config, dtype=getattr(torch, cfg_model.dtype),
+    critic, info = AutoModelForTokenClassification.from_pretrained(
+        path, config=config, dtype=getattr(torch, cfg_model.dtype), output_loading_info=True,
         attn_implementation=cfg_model.attn_implementation, trust_remote_code=cfg_model.trust_remote_code)
+    # A value head the checkpoint lacks starts at zero (V = 0 everywhere), not at random: a random
+    # draw would depend on the device and strategy (under ZeRO-3 transformers initialises inside
+    # DeepSpeed's partitioned init, on the GPU's RNG), so runs would not be comparable.
+    new = [p for n, p in critic.named_parameters() if n in set(info.get("missing_keys", []))]
+    if new:
+        from ..dist import zero_
+        zero_(new)
     if cfg_model.gradient_checkpointing:
         critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return critic
