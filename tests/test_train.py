@@ -90,15 +90,17 @@ def test_kl_reference_and_entropy_terms(tmp_path, tiny_model_dir, data_path):
     ("data.answer_field=solution", "'data.answer_field' = 'solution' is not a column"),
 ])
 def test_bad_recipe_fails_fast_with_a_message_naming_the_key(tmp_path, tiny_model_dir, data_path, override, needle):
+    """Recipe errors are caught before anything heavy: config errors without importing
+    transformers, accelerate or deepspeed at all (so they take the time of importing torch, about
+    1.5 s on 2 cores); data errors with the tokenizer only, before any model weights load."""
     recipe = make_recipe(tmp_path, tiny_model_dir, data_path)
+    heavy = () if override.startswith("data.") else ("transformers", "accelerate", "deepspeed", "trl", "datasets")
     t0 = time.perf_counter()
-    res = run_cli(["train", "--config", recipe, override])
-    elapsed = time.perf_counter() - t0
+    res = run_cli(["train", "--config", recipe, override], block_imports=heavy, tmp_path=tmp_path)
+    print(f"{override}: failed in {time.perf_counter() - t0:.1f} s")
     assert res.returncode == 2, res.stderr[-2000:]
     assert needle in res.stderr, res.stderr[-2000:]
-    assert "Loading weights" not in res.stderr  # failed before any model was loaded
-    if not override.startswith("data."):  # config errors never import the model stack
-        assert elapsed < 5.0, f"took {elapsed:.1f} s"
+    assert "Loading weights" not in res.stderr and "Traceback" not in res.stderr
 
 
 @pytest.mark.parametrize("n_prompts", [4, 6], ids=["epoch-boundary", "mid-epoch"])

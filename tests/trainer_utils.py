@@ -57,9 +57,27 @@ def run_inprocess(recipe: str, *overrides: str) -> str:
         reset_accelerate()
 
 
-def run_cli(args: list[str], launcher: list[str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python -m repro_train ARGS`, or `LAUNCHER ARGS` (a launcher ends with `-m repro_train`)."""
+BLOCKER = """
+import importlib.abc, os, sys
+BLOCKED = set(os.environ.get("REPRO_TEST_BLOCK_IMPORTS", "").split(","))
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked by the test (the code path must not import it)")
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def run_cli(args: list[str], launcher: list[str] | None = None, timeout: int = 600,
+            block_imports: tuple[str, ...] = (), tmp_path=None) -> subprocess.CompletedProcess:
+    """`python -m repro_train ARGS`, or `LAUNCHER ARGS` (a launcher ends with `-m repro_train`).
+
+    `block_imports`: top-level packages whose import must fail in the child (needs `tmp_path`)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    if block_imports:
+        (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+        env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env.get('PYTHONPATH', '')}"
+        env["REPRO_TEST_BLOCK_IMPORTS"] = ",".join(block_imports)
     cmd = (launcher or [sys.executable, "-m", "repro_train"]) + list(args)
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
