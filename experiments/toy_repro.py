@@ -1,7 +1,7 @@
 """The toy-task experiment of docs/results.md: GRPO vs GRPO + RePro vs PPO vs PPO + RePro, 3 seeds.
 
     python3 experiments/toy_repro.py --out DIR [--steps 200] [--seeds 0,1,2] [--parallel 12]
-        [--problems 200] [--samples 4] [--arms grpo,grpo_repro,ppo,ppo_repro]
+        [--problems 200] [--samples 4] [--arms grpo,grpo_repro,ppo,ppo_repro] [--override k=v ...]
 
 Every arm is a shipped recipe (recipes/toy/<arm>.yaml: same budget, RePro on or off) trained with
 `repro-train train` from the shipped tiny reasoner, then evaluated with `repro-train eval` on the
@@ -33,7 +33,7 @@ def job(arm: str, seed: int, a) -> tuple[str, str]:
     py = sys.executable
     train = [py, "-m", "repro_train", "train", "--config", os.path.join(REPO, "recipes", "toy", f"{arm}.yaml"),
              f"train.seed={seed}", f"train.steps={a.steps}", f"train.output_dir={out}", "train.save_every=0",
-             "log.wandb=false", "log.progress=false"]
+             "log.wandb=false", "log.progress=false", *a.override]
     policy = os.path.join(out, f"checkpoint-{a.steps:06d}", "policy")
     ev = [py, "-m", "repro_train", "eval", "--model", f"{arm}-s{seed}={policy}", "--data", "toy",
           "--n-problems", str(a.problems), "--samples", str(a.samples), "--seed", "0", "--reward", "exact_match",
@@ -72,6 +72,37 @@ def summarize(a, runs: dict[str, str]) -> dict:
             if xs:
                 res["arms"][arm][key] = {"mean": statistics.mean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
     return res
+
+
+TRAIN = [("accuracy", "accuracy"), ("response_length/mean", "mean tokens"), ("behavior/rechecks", "re-checks / response"),
+         ("behavior/backtracks", "backtracks / response"), ("repro/J_last", "J at last cut")]
+
+
+def train_table(a, runs: dict[str, str], last: int = 50, first: int = 10) -> tuple[dict, str]:
+    """On-policy training metrics: mean of the first `first` and last `last` steps of every run,
+    then mean and std over seeds per arm."""
+    out = {}
+    for arm in a.arms.split(","):
+        per = {}
+        for name, folder in runs.items():
+            f = os.path.join(folder, "metrics.jsonl")
+            if name.rsplit("-s", 1)[0] != arm or not os.path.exists(f):
+                continue
+            rows = [json.loads(x) for x in open(f)]
+            for key, _ in TRAIN:
+                v = [r[key] for r in rows if key in r]
+                if v:
+                    per.setdefault(key, []).append((statistics.mean(v[:first]), statistics.mean(v[-last:]), len(v)))
+        out[arm] = {k: {"first": statistics.mean(x[0] for x in v), "last": statistics.mean(x[1] for x in v),
+                        "last_std": statistics.stdev([x[1] for x in v]) if len(v) > 1 else 0.0,
+                        "n": len(v), "steps": min(x[2] for x in v)} for k, v in per.items()}
+    head = f"| arm | steps | " + " | ".join(label for _, label in TRAIN) + " |"
+    lines = [head, "|" + "---|" * (len(TRAIN) + 2)]
+    for arm, m in out.items():
+        cells = [f"{m[k]['first']:.3f} → {m[k]['last']:.3f} ± {m[k]['last_std']:.3f}" if k in m else "-" for k, _ in TRAIN]
+        steps = min((v["steps"] for v in m.values()), default=0)
+        lines.append(f"| {arm} | {steps} | " + " | ".join(cells) + " |")
+    return out, "\n".join(lines)
 
 
 def table(res: dict) -> str:
@@ -123,6 +154,8 @@ def main() -> int:
     p.add_argument("--parallel", type=int, default=12)
     p.add_argument("--problems", type=int, default=200)
     p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--override", action="append", default=[], help="key=value for every run, e.g. optim.lr=1.0e-4")
+    p.add_argument("--summarize-only", action="store_true", help="rebuild results.json, table.md, curves.png from DIR")
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
     runs, cmds = {}, []
@@ -138,15 +171,19 @@ def main() -> int:
     runs["base"] = base
     os.makedirs(base, exist_ok=True)
     t0 = time.time()
-    codes = run_all(cmds, a.parallel)
+    codes = [None] * len(cmds) if a.summarize_only else run_all(cmds, a.parallel)
     res = summarize(a, runs)
     res.update(args=vars(a), codes=dict(zip(list(runs), codes)), elapsed_s=time.time() - t0)
+    res["training"], ttable = train_table(a, {k: v for k, v in runs.items() if k != "base"})
     json.dump(res, open(os.path.join(a.out, "results.json"), "w"), indent=1)
-    open(os.path.join(a.out, "table.md"), "w").write(table(res) + "\n")
+    open(os.path.join(a.out, "table.md"), "w").write(
+        "Held-out evaluation (mean ± std over seeds):\n\n" + table(res) + "\n\n"
+        "On-policy training metrics, first 10 steps → last 50 steps (mean ± std over seeds):\n\n" + ttable + "\n")
+    print(ttable)
     curves(a, {k: v for k, v in runs.items() if k != "base"}, os.path.join(a.out, "curves.png"))
     print(table(res))
     print(f"exit codes: {res['codes']}; {res['elapsed_s']:.0f} s")
-    return 0 if all(c == 0 for c in codes) else 1
+    return 0 if a.summarize_only or all(c == 0 for c in codes) else 1
 
 
 if __name__ == "__main__":
