@@ -122,3 +122,39 @@ def test_resume_continues_exactly(tmp_path, tiny_model_dir, data_path, n_prompts
             assert torch.equal(v, o2["state"][i][k]), (i, k)
     assert [r["reward/mean"] for r in metrics(straight)] == [r["reward/mean"] for r in metrics(resumed)]
     assert [r["step"] for r in metrics(resumed)] == [1, 2, 3, 4]
+
+
+def test_rollouts_ignore_the_checkpoints_generation_config(tiny):
+    """A model's generation_config.json (top_k=50, top_p, repetition penalty) must not change what
+    RL samples from: with the same seed, sampling equals plain multinomial sampling from
+    softmax(logits / T) over the full vocabulary."""
+    import copy
+
+    from repro_train.config import RolloutConfig
+    from repro_train.rollout.hf import sample
+    model, tok = tiny
+    model = copy.deepcopy(model)
+    prompt = tok("Q: 3+4+1?").input_ids
+    cfg = RolloutConfig(temperature=1.3, max_new_tokens=6, top_k=0, top_p=1.0)
+    ours = sample(model, [prompt], 3, cfg, [tok.eos_token_id], tok.pad_token_id, "cpu", seeds=[11])[0]
+    model.generation_config.top_k = 5
+    model.generation_config.top_p = 0.5
+    model.generation_config.repetition_penalty = 2.0
+    polluted = sample(model, [prompt], 3, cfg, [tok.eos_token_id], tok.pad_token_id, "cpu", seeds=[11])[0]
+    assert polluted == ours and model.generation_config.top_k == 5  # restored afterwards
+    # the reference: step-by-step multinomial from the full tempered distribution
+    torch.manual_seed(11)
+    ids = torch.tensor([prompt] * 3)
+    done = torch.zeros(3, dtype=torch.bool)
+    ref = [[] for _ in range(3)]
+    with torch.no_grad():
+        for _ in range(6):
+            probs = torch.softmax(model(ids).logits[:, -1].float() / 1.3, dim=-1)
+            nxt = torch.multinomial(probs, 1).squeeze(-1)
+            nxt = torch.where(done, torch.full_like(nxt, tok.pad_token_id), nxt)
+            for i in range(3):
+                if not done[i]:
+                    ref[i].append(int(nxt[i]))
+            done |= nxt == tok.eos_token_id
+            ids = torch.cat([ids, nxt.view(-1, 1)], dim=1)
+    assert ours == ref

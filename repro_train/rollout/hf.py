@@ -5,12 +5,16 @@
     # (no EOS when max_new_tokens was hit)
 
 The model must hold full weights (see dist.gathered_for_generation). A fresh GenerationConfig is
-built from the recipe, so a checkpoint's generation_config.json (top_k=50, repetition penalties,
-...) never changes what RL samples from. With `seeds` (one per prompt), each prompt's group is
+built from the recipe and made the model's own for the call: transformers fills any setting a
+passed config leaves unset from the model's generation_config.json (top_k=50, top_p=0.8,
+repetition penalties, ...), which would make RL sample from a truncated distribution while the
+log-probs assume the full one. Every sampling setting is explicit for the same reason: a `None`
+is filled from transformers' global defaults, and those include top_k=50. With `seeds` (one per prompt), each prompt's group is
 sampled in its own call after seeding, so rollouts do not depend on batch composition or ranks.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -19,7 +23,7 @@ import torch
 def generation_config(cfg, eos_ids: Sequence[int], pad_id: int):
     from transformers import GenerationConfig
     return GenerationConfig(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
-                            top_k=cfg.top_k if cfg.top_k > 0 else None, max_new_tokens=cfg.max_new_tokens,
+                            top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens,  # 0 = off (None would become 50)
                             min_new_tokens=getattr(cfg, "min_new_tokens", 0) or None,
                             eos_token_id=list(eos_ids), pad_token_id=pad_id, num_beams=1,
                             repetition_penalty=1.0)
@@ -30,6 +34,17 @@ def _trim(row: list[int], eos: set[int]) -> list[int]:
         if t in eos:
             return row[:i + 1]
     return row
+
+
+@contextlib.contextmanager
+def own_generation_config(model, gen_cfg):
+    """Make `gen_cfg` the model's generation config for the duration (nothing is inherited)."""
+    old = model.generation_config
+    model.generation_config = gen_cfg
+    try:
+        yield
+    finally:
+        model.generation_config = old
 
 
 @torch.no_grad()
@@ -52,17 +67,18 @@ def sample(model, prompts: Sequence[Sequence[int]], group_size: int, cfg, eos_id
     was_training = model.training
     model.eval()
     try:
-        if seeds is not None:
-            out = []
-            for p, s in zip(prompts, seeds):
-                torch.manual_seed(s)
-                out.append([_trim(r, eos) for r in _generate(model, [list(p)] * group_size, gen_cfg, pad_id, device)])
-            return out
-        flat = [list(p) for p in prompts for _ in range(group_size)]
-        rows: list[list[int]] = []
-        for s in range(0, len(flat), cfg.generation_batch_size):
-            rows += _generate(model, flat[s:s + cfg.generation_batch_size], gen_cfg, pad_id, device)
-        rows = [_trim(r, eos) for r in rows]
-        return [rows[i * group_size:(i + 1) * group_size] for i in range(len(prompts))]
+        with own_generation_config(model, gen_cfg):
+            if seeds is not None:
+                out = []
+                for p, s in zip(prompts, seeds):
+                    torch.manual_seed(s)
+                    out.append([_trim(r, eos) for r in _generate(model, [list(p)] * group_size, gen_cfg, pad_id, device)])
+                return out
+            flat = [list(p) for p in prompts for _ in range(group_size)]
+            rows: list[list[int]] = []
+            for s in range(0, len(flat), cfg.generation_batch_size):
+                rows += _generate(model, flat[s:s + cfg.generation_batch_size], gen_cfg, pad_id, device)
     finally:
         model.train(was_training)
+    rows = [_trim(r, eos) for r in rows]
+    return [rows[i * group_size:(i + 1) * group_size] for i in range(len(prompts))]
