@@ -506,9 +506,11 @@ def placeholder_cells(name: str, args, status: str) -> list[dict]:
 
 
 def machine_info(device: torch.device) -> dict:
+    import accelerate
     import transformers
-    info = dict(torch=torch.__version__, transformers=transformers.__version__, cuda=torch.version.cuda,
-                python=platform.python_version(), platform=platform.platform(), device=str(device))
+    info = dict(torch=torch.__version__, transformers=transformers.__version__, accelerate=accelerate.__version__,
+                cuda=torch.version.cuda, python=platform.python_version(), platform=platform.platform(),
+                device=str(device))
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, gpu_mem_gib=round(props.total_memory / 2**30, 1),
@@ -518,7 +520,7 @@ def machine_info(device: torch.device) -> dict:
     return info
 
 
-def write_json(path: str, payload: dict):
+def write_json(path: str, payload: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:

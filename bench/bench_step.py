@@ -26,7 +26,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -40,7 +39,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # bench the checkout, installed or not
 sys.path.insert(0, str(HERE))
-from bench_probe import COMMON, MODELS  # noqa: E402  (one source of truth for the model dimensions)
+from bench_probe import COMMON, MODELS, machine_info, write_json  # noqa: E402  (one source of truth)
 
 SETTINGS = ("on", "off")
 BAR_RATIO = 1.03
@@ -378,28 +377,6 @@ def print_summary(payload: dict, args) -> None:
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
-
-def machine_info(device: torch.device) -> dict:
-    import accelerate
-    import transformers
-    info = dict(torch=torch.__version__, transformers=transformers.__version__, accelerate=accelerate.__version__,
-                cuda=torch.version.cuda, python=platform.python_version(), platform=platform.platform(),
-                device=str(device))
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(gpu=props.name, gpu_mem_gib=round(props.total_memory / 2**30, 1))
-    else:
-        info["cpu_threads"] = torch.get_num_threads()
-    return info
-
-
-def write_json(path: str, payload: dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

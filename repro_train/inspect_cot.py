@@ -72,19 +72,12 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 
 def read_rows(path: str, tokenizer, system_prompt: str | None):
     """Yield (index, encoded row or None, error or None) for each non-blank line."""
-    with open(path) as fh:
-        lines = [ln for ln in fh]
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    from .data.jsonl import iter_jsonl
+    for i, row, why in iter_jsonl(path):
         where = f"{path}:{i}"
         try:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RowError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise RowError(f"{where}: a row must be a JSON object")
+            if why is not None:
+                raise RowError(f"{where}: {why}")
             prompt_ids = encode_prompt(tokenizer, row, system_prompt, where)
             if row.get("response_ids") is not None:
                 resp = row["response_ids"]

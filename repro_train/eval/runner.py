@@ -14,7 +14,6 @@ batches `batch_size` problems per call.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,21 +95,15 @@ def gold_from_field(value, pattern: re.Pattern | None) -> str | None:
 
 
 def _read_jsonl(path: str) -> list[tuple[int, dict]]:
-    """(line number, row) for each non-blank line."""
+    """(line number, row) for each non-blank line; the first bad line is an error."""
+    from ..data.jsonl import iter_jsonl
     if not Path(path).is_file():
         raise EvalError(f"--data {path}: no such file (give 'toy' or a JSONL file)")
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EvalError(f"{path} line {n}: not JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise EvalError(f"{path} line {n}: expected a JSON object, got {type(row).__name__}")
-            rows.append((n, row))
+    for n, row, why in iter_jsonl(path):
+        if why is not None:
+            raise EvalError(f"{path} line {n}: {why}")
+        rows.append((n, row))
     if not rows:
         raise EvalError(f"{path} has no rows")
     return rows
