@@ -9,9 +9,9 @@ import torch
 import yaml
 
 from repro_train.config_base import ConfigError, to_dict
-from repro_train.tasks import sft
+from repro_train.tasks import sft, sft_report
 from repro_train.tasks.arithmetic import TaskConfig, generate
-from repro_train.tasks.reasoner import TOY_PROBE_PREFIX, build_tokenizer, reasoner_path
+from repro_train.tasks.reasoner import TOY_PROBE_PREFIX, build_tokenizer, format_prompt, reasoner_path
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "toy" / "sft.yaml"
 
@@ -128,15 +128,15 @@ def test_five_step_run_saves_loadable_deterministic_model(tmp_path):
     assert model.generation_config.do_sample and model.generation_config.top_k == 0
     # Greedy stays greedy although the saved generation_config.json samples (generate fills
     # unset fields from it): two torch seeds, same tokens.
-    prompts = [sft.format_prompt(tok, r["question"]) for r in generate(3, 9)]
+    prompts = [format_prompt(tok, r["question"]) for r in generate(3, 9)]
     greedy = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        greedy.append(sft.generate_responses(model, tok, prompts, False, 8, 3))
+        greedy.append(sft_report.generate_responses(model, tok, prompts, False, 8, 3))
     assert greedy[0] == greedy[1]
     record = (out / "RECORD.md").read_text()
     assert "repro-train sft data.n_train=64" in record and "| greedy |" in record
-    assert sft.sha256(out / "model.safetensors") in record
+    assert sft_report.sha256(out / "model.safetensors") in record
 
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -167,7 +167,7 @@ def test_shipped_model_solves_heldout_problems():
     seen = {r["question"] for r in generate(cfg.data.n_train, cfg.data.seed, TaskConfig())}
     rows = [r for r in generate(40, 2026) if r["question"] not in seen][:10]
     assert len(rows) == 10
-    responses = sft.generate_responses(model, tok, [sft.format_prompt(tok, r["question"]) for r in rows],
+    responses = sft_report.generate_responses(model, tok, [format_prompt(tok, r["question"]) for r in rows],
                                        do_sample=False, max_new_tokens=160, batch_size=10)
     texts = [tok.decode(r, skip_special_tokens=True) for r in responses]
     solved = sum(t.endswith(f"</think>\n\nFinal answer: {r['answer']}") for t, r in zip(texts, rows))

@@ -84,3 +84,9 @@ def reasoner_path() -> str:
             "repro-train, or rebuild it with `repro-train sft --config recipes/toy/sft.yaml "
             f"output_dir={_ASSET}` (docs/tiny-reasoner.md)")
     return str(_ASSET)
+
+
+def format_prompt(tok, question: str) -> str:
+    """`<|bos|>Question: {question}\\n<think>\\n` (the tokenizer's chat template)."""
+    return tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                   add_generation_prompt=True)
