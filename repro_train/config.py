@@ -58,6 +58,8 @@ class ReProConfig:
     """'fused': score all cut points in one extra forward over the log-prob pass's KV cache; 'naive': one teacher-forced sequence per cut point (reference)."""
     probe_batch_size: int = 16
     """Naive probe only: teacher-forced sequences per forward."""
+    probe_forward: Literal["layers", "model"] = "layers"
+    """Fused probe only: 'layers' runs the probe forward layer by layer with fused kernels (Llama, Mistral, Qwen2, Qwen3 with whole weights; other models, and ZeRO-3/FSDP2, fall back to 'model'); 'model': the model's own forward. Same numbers."""
 
 
 def validate_repro(c: ReProConfig, prefix: str = "repro.") -> None:

@@ -135,7 +135,8 @@ def test_probe_cache_writes_blocks_in_place(batch):
         fused = probe_fused(model, seqs, lp.cache, Blocks.from_lists(blocks, answers, forcing, tok.pad_token_id))
     kb = cache.buffers[0][0]
     assert cache.layers[0].keys.data_ptr() == kb.data_ptr() and cache.layers[0].keys.shape[-2] == T + room
-    assert cache.layers[0].keys.is_contiguous()
+    assert kb.is_contiguous() and kb.shape[1] == T + room  # tokens-major: (B, T + room, H, D)
+    assert torch.equal(cache.layers[0].keys, kb.transpose(1, 2))
     for b, bl in enumerate(blocks):
         for k, c in enumerate(bl):
             assert fused[b, k].item() == pytest.approx(reference_J(model, prompts[b], resp[b], c, forcing, answers[b]), abs=1e-5)

@@ -30,7 +30,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..modeling import LogprobOutput, Sequences, forward_logprobs, logprobs_from_logits
+from ..modeling import LogprobOutput, Sequences, forward_logprobs
+from . import probe_layers
 from .select import select_cuts_batched
 
 
@@ -75,11 +76,16 @@ def _attn_impl(model) -> str:
     return getattr(cfg, "_attn_implementation", None) or "sdpa"
 
 
-def _answer_logprobs(logits: torch.Tensor, targets: torch.Tensor, tmask: torch.Tensor) -> torch.Tensor:
-    """Mean float32 log-prob of the valid targets per row: logits (N, Q, V), targets/tmask (N, Q)."""
+def _answer_logprobs(logits: torch.Tensor, targets: torch.Tensor, tmask: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Mean float32 log-prob of the valid targets per row: logits (N, Q, V), targets/tmask (N, Q).
+
+    One float32 log-softmax kernel per `chunk` positions (bounded memory), reading the logits in
+    their own dtype: a float32 copy first, then a separate logsumexp, costs several passes over
+    vocab-sized rows, which at a few hundred positions is most of the probe's non-GEMM time."""
     N, Q, V = logits.shape
-    lp, _ = logprobs_from_logits(logits.reshape(1, N * Q, V), targets.reshape(1, N * Q), 1.0, with_entropy=False)
-    lp = lp.view(N, Q)
+    flat, tgt = logits.reshape(N * Q, V), targets.reshape(N * Q, 1)
+    lp = torch.cat([torch.log_softmax(flat[s:s + chunk], dim=-1, dtype=torch.float32).gather(-1, tgt[s:s + chunk])
+                    for s in range(0, N * Q, chunk)] or [flat.new_zeros(0, 1, dtype=torch.float32)]).view(N, Q)
     m = tmask.to(lp.dtype)
     return (lp * m).sum(-1) / m.sum(-1).clamp(min=1.0)
 
@@ -137,22 +143,35 @@ class Blocks:
 PROBE_ATTENTION = "repro_probe_gqa"
 
 
-def _probe_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """SDPA for the probe blocks with grouped-query heads folded into the query axis.
+def _folded_sdpa(query, key, value, mask, scale):
+    """SDPA with grouped-query heads folded into the query axis: query (B, H, Lq, D), key/value
+    (B, Hkv, Lk, D) as cached -> (B, H, Lq, D).
 
-    query (B, H, Lq, D); key/value (B, Hkv, Lk, D) as cached. Query head g*r + i uses KV head g
-    (r = H / Hkv), so (B, H, Lq, D) -> (B, Hkv, r*Lq, D) lets every KV head be read once, where the
-    stock path copies the whole cache to all H heads in every layer. The mask arrives folded
-    (B, 1, r*Lq, Lk) from probe_fused (or unfolded, (B, 1, Lq, Lk), and is tiled here)."""
+    Query head g*r + i uses KV head g (r = H / Hkv), so (B, H, Lq, D) -> (B, Hkv, r*Lq, D) lets
+    every KV head be read once, where the stock path copies the whole cache to all H heads in every
+    layer. The mask comes folded, (B, 1, r*Lq, Lk), from probe_fused (or unfolded, (B, 1, Lq, Lk),
+    and is tiled here)."""
     B, H, Lq, D = query.shape
     Hkv = key.shape[1]
     r = H // Hkv
-    q = query.reshape(B, Hkv, r * Lq, D)
-    mask = attention_mask
     if mask is not None and mask.shape[-2] == Lq and r > 1:
         mask = mask.repeat(1, 1, r, 1)
-    out = torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
-    return out.reshape(B, H, Lq, D).transpose(1, 2).contiguous(), None
+    out = torch.nn.functional.scaled_dot_product_attention(query.reshape(B, Hkv, r * Lq, D), key, value,
+                                                           attn_mask=mask, scale=scale)
+    return out.view(B, H, Lq, D)
+
+
+def _probe_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """`_folded_sdpa` as a transformers attention function (the model's own forward in phase 2)."""
+    return _folded_sdpa(query, key, value, attention_mask, scaling).transpose(1, 2).contiguous(), None
+
+
+def _sdpa_attend(mask):
+    """`_folded_sdpa` in probe_layers' layout: q (B, L, H, D) -> (B, L, H * D)."""
+    def attend(q, keys, values, scale):
+        B, L, H, D = q.shape
+        return _folded_sdpa(q.transpose(1, 2), keys, values, mask, scale).transpose(1, 2).reshape(B, L, H * D)
+    return attend
 
 
 @contextlib.contextmanager
@@ -175,7 +194,9 @@ _PROBE_CACHE_CLS = None
 
 def probe_cache(room: int):
     """A DynamicCache whose layers keep `room` spare columns after phase 1's keys/values, so the
-    probe forward writes its blocks in place instead of concatenating the whole cache per layer."""
+    probe forward writes its blocks in place instead of concatenating the whole cache per layer.
+    `buffers[layer]` holds (keys, values) tokens-major, (B, T + room, H, D); the layers' `keys` and
+    `values` are (B, H, T, D) views of them."""
     global _PROBE_CACHE_CLS
     if _PROBE_CACHE_CLS is None:
         from transformers import DynamicCache
@@ -191,21 +212,23 @@ def probe_cache(room: int):
                 if buf is None:  # phase 1: one copy of the keys/values into a roomier buffer
                     # (a zero-length update registers the layer without the parent's concatenation)
                     super().update(key_states[:, :, :0], value_states[:, :, :0], layer_idx, cache_kwargs)
+                    # Tokens-major (B, T, H, D), the layout the projections leave the keys in, so
+                    # this copy and phase 2's writes are plain block copies; attention gets views.
                     B, H, T, D = key_states.shape
-                    kb = key_states.new_empty(B, H, T + self.room, D)
-                    vb = value_states.new_empty(B, H, T + self.room, D)
-                    kb[:, :, :T], vb[:, :, :T] = key_states, value_states
+                    kb = key_states.new_empty(B, T + self.room, H, D)
+                    vb = value_states.new_empty(B, T + self.room, H, D)
+                    kb[:, :T], vb[:, :T] = key_states.transpose(1, 2), value_states.transpose(1, 2)
                     layer = self.layers[layer_idx]
-                    layer.keys, layer.values = kb[:, :, :T], vb[:, :, :T]
+                    layer.keys, layer.values = kb.transpose(1, 2)[:, :, :T], vb.transpose(1, 2)[:, :, :T]
                     self.buffers[layer_idx] = (kb, vb)
                     return key_states, value_states
                 kb, vb = buf
                 layer = self.layers[layer_idx]
                 T, n = layer.keys.shape[-2], key_states.shape[-2]
-                if layer.keys.data_ptr() != kb.data_ptr() or T + n > kb.shape[-2]:
+                if layer.keys.data_ptr() != kb.data_ptr() or T + n > kb.shape[1]:
                     return super().update(key_states, value_states, layer_idx, cache_kwargs)
-                kb[:, :, T:T + n], vb[:, :, T:T + n] = key_states, value_states
-                layer.keys, layer.values = kb[:, :, :T + n], vb[:, :, :T + n]
+                kb[:, T:T + n], vb[:, T:T + n] = key_states.transpose(1, 2), value_states.transpose(1, 2)
+                layer.keys, layer.values = kb.transpose(1, 2)[:, :, :T + n], vb.transpose(1, 2)[:, :, :T + n]
                 return layer.keys, layer.values
 
         _PROBE_CACHE_CLS = ProbeCache
@@ -219,9 +242,12 @@ def probe_layout(n_blocks: int, answer_len: int, forcing_len: int) -> tuple[int,
     return Lb, max(n_blocks, 1) * Lb
 
 
-def probe_fused(model, seqs: Sequences, cache, blocks: Blocks) -> torch.Tensor:
+def probe_fused(model, seqs: Sequences, cache, blocks: Blocks, forward: str = "layers") -> torch.Tensor:
     """J at every block in one forward over the phase-1 KV cache: (B, nb) float32 on the device
     (0 where the block is not valid). Nothing here waits for the device.
+
+    forward="layers" runs that forward layer by layer (`probe_layers`) where the architecture allows;
+    otherwise, or with "model", it is the model's own forward with the probe attention swapped in.
 
     Block k of row b holds [lead] + f + q[:-1] at positions plen_b + c - lead + (0, 1, ...) and sees
     cache columns < P + c - lead (its prefix) and, causally, its own earlier tokens; `lead`
@@ -254,18 +280,21 @@ def probe_fused(model, seqs: Sequences, cache, blocks: Blocks) -> torch.Tensor:
     cfg = _unwrap(model).config
     heads = getattr(cfg, "num_attention_heads", 1)
     r = max(1, heads // (getattr(cfg, "num_key_value_heads", None) or heads))
-    if r > 1:  # rows of the GQA-folded queries: rep i of query t is row i * Lp + t
-        allowed = allowed.repeat(1, 1, r, 1)
     # One additive mask in the attention's dtype, built once for all layers.
     blocked = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=device)  # no host copy: no sync
     mask = torch.where(allowed, torch.zeros((), dtype=dtype, device=device), blocked)
+    if r > 1:  # rows of the GQA-folded queries: rep i of query t is row i * Lp + t (a plain copy)
+        mask = mask.repeat(1, 1, r, 1)
     keep = (torch.arange(nb, device=device).view(-1, 1) * Lb + lead + F - 1 + torch.arange(Q, device=device)).reshape(-1)
-    with _probe_attention_on(model):
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                    use_cache=True, logits_to_keep=keep)
+    if forward == "layers" and probe_layers.unsupported(model) is None:
+        logits = probe_layers.forward(model, ids, pos, cache, _sdpa_attend(mask), keep)
+    else:
+        with _probe_attention_on(model):
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                           use_cache=True, logits_to_keep=keep).logits
     targets = A.unsqueeze(1).expand(B, nb, Q).reshape(B * nb, Q)
     tmask = ((torch.arange(Q, device=device).view(1, 1, -1) < alen.view(-1, 1, 1)) & valid.unsqueeze(-1)).reshape(B * nb, Q)
-    J = _answer_logprobs(out.logits.reshape(B * nb, Q, -1), targets, tmask).view(B, nb)
+    J = _answer_logprobs(logits.reshape(B * nb, Q, -1), targets, tmask).view(B, nb)
     return torch.where(valid, J, torch.zeros_like(J))
 
 
@@ -346,7 +375,7 @@ def _segment_tensors(rows: Sequence[ProbeRow | None], device):
 def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, forcing: Sequence[int],
                top_k: int, temperature: float = 1.0, impl: str = "fused", pad_id: int = 0,
                naive_batch_size: int = 16, sync_calls: Callable[[int], int] | None = None,
-               with_entropy: bool = True) -> ScoredBatch:
+               with_entropy: bool = True, forward: str = "layers") -> ScoredBatch:
     """Phase 1 (log-probs, entropies), cut selection and phase 2 (J) for one micro-batch.
 
     rows=None: phase 1 only (RePro off). Otherwise rows[b] is the rollout's ProbeRow or None
@@ -356,6 +385,8 @@ def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, f
     gradient checkpointing on)."""
     if impl not in ("fused", "naive"):
         raise ValueError(f"probe impl must be 'fused' or 'naive', got {impl!r}")
+    if forward not in ("layers", "model"):
+        raise ValueError(f"probe forward must be 'layers' or 'model', got {forward!r}")
     was_training = _unwrap(model).training
     model.eval()
     try:
@@ -382,7 +413,7 @@ def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, f
             blocks = Blocks(torch.cat([torch.zeros_like(cuts[:, :1]), cuts], dim=1),
                             torch.cat([live.view(-1, 1), cut_valid & live.view(-1, 1)], dim=1), A, alen, forcing_t)
             if impl == "fused":
-                J = probe_fused(model, seqs, lp.cache, blocks)
+                J = probe_fused(model, seqs, lp.cache, blocks, forward)
             else:
                 J = probe_naive(model, seqs, blocks, pad_id, naive_batch_size, sync_calls)
             lp.cache = None

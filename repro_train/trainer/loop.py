@@ -151,9 +151,10 @@ def score_phase(rt: Runtime, batch: Batch) -> None:
     for rows in micro_batches(B, cfg.algo.micro_batch_size):
         seqs = batch.seqs.select(rows)
         plan_rows = [batch.plan.rows[i] for i in rows] if use_repro else None
-        out = score_pass(rt.policy, seqs, plan_rows, rt.repro.forcing_ids if use_repro else (), cfg.repro.top_k,
-                         cfg.rollout.temperature, cfg.repro.probe_impl, rt.pad_id, cfg.repro.probe_batch_size,
-                         sync_calls=d.max_int if d.sharded else None)
+        with rt.acc.autocast():  # what the wrapped forward applies, for the probe's layer-by-layer path too
+            out = score_pass(rt.policy, seqs, plan_rows, rt.repro.forcing_ids if use_repro else (), cfg.repro.top_k,
+                             cfg.rollout.temperature, cfg.repro.probe_impl, rt.pad_id, cfg.repro.probe_batch_size,
+                             sync_calls=d.max_int if d.sharded else None, forward=cfg.repro.probe_forward)
         scatter_rows(batch.old_logprobs, rows, out.lp.logprobs)
         scatter_rows(batch.entropy, rows, out.lp.entropy)
         probes += out.probes

@@ -1,0 +1,107 @@
+"""Phase 2's forward written out layer by layer for Llama-family decoders (Llama, Mistral, Qwen2,
+Qwen3), with the same weights and the same arithmetic as the model's own forward.
+
+Phase 2 pushes only a few hundred probe tokens through every layer, so the stock forward is
+bound by its small kernels: RMSNorm's float32 round trip, rotary embeddings built from slices and
+concatenations, separate residual adds. Here RMSNorm is one `F.rms_norm`, the rotary rotation is a
+`roll`, two products and one in-place add, the residual adds ride in the output projections' GEMMs (`addmm`), the
+SiLU gate runs in place, and the final norm and LM head see only the positions that predict answer
+tokens. Attention is the caller's `attend(q, keys, values, scale)`.
+
+`unsupported(model)` says why a model cannot take this path (another architecture, sharded
+parameters under ZeRO-3 or FSDP2, sliding-window attention); the probe then runs the model's own
+forward, which gives the same numbers more slowly.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
+
+Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+"""attend(q (B, L, H, D), keys (B, Hkv, T, D), values (B, Hkv, T, D), scale) -> (B, L, H * D)."""
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
+
+
+def _sharded(p: torch.Tensor) -> bool:
+    return hasattr(p, "ds_id") or type(p).__name__ == "DTensor" or p.numel() == 0
+
+
+def unsupported(model) -> str | None:
+    """None when `forward` can run `model`; otherwise the reason it cannot."""
+    m = _unwrap(model)
+    cfg = getattr(m, "config", None)
+    kind = getattr(cfg, "model_type", None)
+    if kind not in SUPPORTED:
+        return f"model_type {kind!r} (the layer-by-layer path covers {', '.join(SUPPORTED)})"
+    base = getattr(m, "model", None)
+    if base is None or not all(hasattr(base, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")) \
+            or not hasattr(m, "lm_head"):
+        return "not a *ForCausalLM with model.embed_tokens/layers/norm/rotary_emb and lm_head"
+    if getattr(cfg, "hidden_act", None) not in ("silu", "swish"):
+        return f"hidden_act {getattr(cfg, 'hidden_act', None)!r} (needs silu)"
+    if getattr(cfg, "pretraining_tp", 1) != 1:
+        return "pretraining_tp != 1"
+    if kind == "mistral" and getattr(cfg, "sliding_window", None) is not None:
+        return "sliding-window attention"
+    if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or ())):
+        return "sliding-window attention layers"
+    if any(_sharded(p) for p in m.parameters()):
+        return "sharded parameters (ZeRO-3 / FSDP2): the model's own forward gathers them"
+    return None
+
+
+def _rms(x: torch.Tensor, norm) -> torch.Tensor:
+    """HF's RMSNorm: normalise in float32, cast back to x's dtype, then scale by the weight."""
+    return norm.weight * F.rms_norm(x, (x.shape[-1],), eps=norm.variance_epsilon)
+
+
+def _out_proj(x: torch.Tensor, h: torch.Tensor, lin: torch.nn.Linear) -> torch.Tensor:
+    """x + lin(h), as one GEMM when the dtypes allow it (the residual is the GEMM's C)."""
+    if lin.bias is None and x.dtype == h.dtype == lin.weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        return torch.addmm(x.reshape(-1, x.shape[-1]), h.reshape(-1, h.shape[-1]), lin.weight.t()).view_as(x)
+    return x + lin(h)
+
+
+def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, cache, attend: Attend,
+            keep: torch.Tensor) -> torch.Tensor:
+    """Logits (B, len(keep), V) at positions `keep` of the probe blocks `input_ids` (B, L).
+
+    Each layer's keys and values go through `cache.update` (the phase-1 cache, which appends them
+    after its own), and `attend` sees the layer's whole cache."""
+    m = _unwrap(model)
+    base = m.model
+    B, L = input_ids.shape
+    x = base.embed_tokens(input_ids)
+    cos, sin = base.rotary_emb(x, position_ids)  # (B, L, D)
+    half = cos.shape[-1] // 2
+    cos = cos.unsqueeze(2)  # broadcast over heads: q is (B, L, H, D)
+    sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1).unsqueeze(2)  # rotate_half's signs
+
+    def rope(t):  # t * cos + rotate_half(t) * sin, rotate_half(t) = roll(t) * sign, each product
+        # rounded as in HF (an addcmul rounds once: cheaper, but its bf16 J drifts further from the
+        # model's own forward, 1.8e-2 against 1.3e-2 at the bench's bar cell)
+        return (t * cos).add_(t.roll(half, dims=-1) * sin)
+
+    for i, layer in enumerate(base.layers):
+        a = layer.self_attn
+        h = _rms(x, layer.input_layernorm)
+        q = a.q_proj(h).view(B, L, -1, a.head_dim)
+        k = a.k_proj(h).view(B, L, -1, a.head_dim)
+        v = a.v_proj(h).view(B, L, -1, a.head_dim)
+        if hasattr(a, "q_norm"):  # Qwen3: RMSNorm over each head
+            q, k = _rms(q, a.q_norm), _rms(k, a.k_norm)
+        q, k = rope(q), rope(k)
+        keys, values = cache.update(k.transpose(1, 2), v.transpose(1, 2), i)
+        x = _out_proj(x, attend(q, keys, values, a.scaling), a.o_proj)
+        h = _rms(x, layer.post_attention_layernorm)
+        mlp = layer.mlp
+        g = F.silu(mlp.gate_proj(h), inplace=True).mul_(mlp.up_proj(h))
+        x = _out_proj(x, g, mlp.down_proj)
+    return m.lm_head(_rms(x[:, keep], base.norm))

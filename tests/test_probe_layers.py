@@ -1,0 +1,92 @@
+"""The layer-by-layer probe forward against the model's own forward and the naive reference, for
+every architecture it covers (random tiny configs with GQA, biases and Qwen3's head norms)."""
+import pytest
+import torch
+
+from repro_train.modeling import forward_logprobs, pack
+from repro_train.repro import probe_layers
+from repro_train.repro.probe import Blocks, probe_cache, probe_fused, probe_layout, probe_naive
+
+COMMON = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, vocab_size=97, max_position_embeddings=256, rms_norm_eps=1e-5)
+ARCHS = {
+    "llama": dict(attention_bias=True, mlp_bias=True, num_key_value_heads=1),
+    "mistral": dict(sliding_window=None),
+    "qwen2": dict(use_sliding_window=False),
+    "qwen3": dict(head_dim=32, use_sliding_window=False),
+}
+PROMPTS = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14]]
+RESPONSES = [list(range(20, 41)), list(range(41, 50)), list(range(50, 80))]
+ANSWERS = [[3, 4], [5], [6, 7, 8]]
+FORCING = [90, 91, 92]
+BLOCKS = [[0, 4, 11, 21], [0, 9], [0, 1, 2, 29]]  # J_b, ragged cut counts, adjacent cuts, last token
+
+
+def build(kind: str, dtype=torch.float32):
+    from transformers import AutoConfig, AutoModelForCausalLM
+    cfg = AutoConfig.for_model(kind, **{**COMMON, **ARCHS[kind]})
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation="sdpa").eval()
+    with torch.no_grad():  # non-trivial norms and biases, so a misplaced one shows
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.add_(torch.rand_like(p) * 0.5)
+    return model
+
+
+def fused_J(model, forcing, forward, autocast=None):
+    seqs = pack(PROMPTS, RESPONSES, 0)
+    room = probe_layout(4, 3, len(forcing))[1]
+    blocks = Blocks.from_lists(BLOCKS, ANSWERS, forcing, 0)
+    ctx = torch.autocast("cpu", dtype=autocast) if autocast else torch.autocast("cpu", enabled=False)
+    with torch.no_grad(), ctx:
+        lp = forward_logprobs(model, seqs, use_cache=True, past_key_values=probe_cache(room))
+        return probe_fused(model, seqs, lp.cache, blocks, forward), blocks
+
+
+@pytest.mark.parametrize("kind", sorted(ARCHS))
+@pytest.mark.parametrize("forcing", [FORCING, []])
+def test_layers_match_model_forward_and_naive(kind, forcing):
+    model = build(kind)
+    assert probe_layers.unsupported(model) is None
+    layers, blocks = fused_J(model, forcing, "layers")
+    own, _ = fused_J(model, forcing, "model")
+    with torch.no_grad():
+        naive = probe_naive(model, pack(PROMPTS, RESPONSES, 0), blocks, 0, batch_size=3)
+    assert torch.allclose(layers, own, atol=1e-5), (layers - own).abs().max()
+    assert torch.allclose(layers, naive, atol=1e-5), (layers - naive).abs().max()
+    assert layers[1, 2:].eq(0).all() and layers.lt(0).sum() == 10  # 10 valid blocks, each J < 0
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama"])
+def test_layers_match_model_forward_in_low_precision(kind):
+    """bf16 weights, and float32 weights under bf16 autocast (accelerate's mixed precision): the
+    two forwards differ only by rounding order (fused residual adds, one rounding in the rotary)."""
+    for model, ac in ((build(kind, torch.bfloat16), None), (build(kind), torch.bfloat16)):
+        layers, _ = fused_J(model, FORCING, "layers", ac)
+        own, _ = fused_J(model, FORCING, "model", ac)
+        ref, _ = fused_J(build(kind), FORCING, "model")  # float32
+        assert (layers - ref).abs().max() < 3e-2 and (own - ref).abs().max() < 3e-2
+        assert (layers - own).abs().max() < 2e-2
+
+
+def test_unsupported_models_say_why_and_fall_back():
+    from transformers import AutoConfig, AutoModelForCausalLM
+    gpt2 = AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", n_embd=32, n_layer=1, n_head=2, vocab_size=97))
+    assert "model_type 'gpt2'" in probe_layers.unsupported(gpt2)
+    windowed = build("mistral")
+    windowed.config.sliding_window = 8
+    assert "sliding-window" in probe_layers.unsupported(windowed)
+    sharded = build("qwen2")
+    sharded.model.layers[0].mlp.up_proj.weight.ds_id = 3  # what ZeRO-3 puts on a partitioned parameter
+    assert "sharded" in probe_layers.unsupported(sharded)
+    # a sharded model takes the model's own forward and still gets J right
+    layers, blocks = fused_J(sharded, FORCING, "layers")
+    own, _ = fused_J(build("qwen2"), FORCING, "model")
+    assert torch.allclose(layers, own, atol=1e-6)
+
+
+def test_bad_forward_name():
+    from repro_train.repro.probe import score_pass
+    with pytest.raises(ValueError, match="layers"):
+        score_pass(build("qwen2"), pack(PROMPTS, RESPONSES, 0), [None] * 3, [], top_k=2, forward="fast")
