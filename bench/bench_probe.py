@@ -85,6 +85,17 @@ class BenchOptions:
     """time.monotonic() after which no further naive cell (or length) starts."""
 
 
+def one_cell_args(argv=None) -> argparse.Namespace:
+    """--model/--length/--cuts/--out of the scripts that look at one cell on a GPU
+    (profile_probe.py, bench_probe_attention.py)."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="1.5b", choices=sorted(MODELS))
+    p.add_argument("--length", type=int, default=4096)
+    p.add_argument("--cuts", type=int, default=10)
+    p.add_argument("--out", default=os.environ.get("OUT", "."))
+    return p.parse_args(argv)
+
+
 # ---------------------------------------------------------------------------------------------
 # Model and inputs
 # ---------------------------------------------------------------------------------------------

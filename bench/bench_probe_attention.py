@@ -22,9 +22,7 @@ compiled variant and a kernel profile of three variants; writes JSON.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.bench_probe import MODELS, BenchOptions, make_blocks  # noqa: E402
+from bench.bench_probe import MODELS, BenchOptions, make_blocks, one_cell_args  # noqa: E402
 
 
 def timed(fn, repeats: int = 20, warmup: int = 3) -> float:
@@ -52,12 +50,7 @@ def timed(fn, repeats: int = 20, warmup: int = 3) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", default="1.5b")
-    p.add_argument("--length", type=int, default=4096)
-    p.add_argument("--cuts", type=int, default=10)
-    p.add_argument("--out", default=os.environ.get("OUT", "."))
-    a = p.parse_args()
+    a = one_cell_args()
     dev, dt = torch.device("cuda"), torch.bfloat16
     o = BenchOptions()
     m = MODELS[a.model]

@@ -7,25 +7,19 @@ the wall time, the forward is launch/CPU-bound) and the top kernels and ops; wri
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.bench_probe import BenchOptions, build_model, make_blocks, make_inputs  # noqa: E402
+from bench.bench_probe import BenchOptions, build_model, make_blocks, make_inputs, one_cell_args  # noqa: E402
 from repro_train.modeling import forward_logprobs  # noqa: E402
 from repro_train.repro.probe import Blocks, ProbeRow, probe_cache, probe_fused, probe_layout, score_pass  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", default="1.5b")
-    p.add_argument("--length", type=int, default=4096)
-    p.add_argument("--cuts", type=int, default=10)
-    p.add_argument("--out", default=os.environ.get("OUT", "."))
-    a = p.parse_args()
+    a = one_cell_args()
     dev = torch.device("cuda")
     o = BenchOptions()
     model = build_model(a.model, torch.bfloat16, dev)
@@ -59,7 +53,6 @@ def main() -> None:
             torch.cuda.synchronize()
     prof.export_chrome_trace(os.path.join(a.out, "probe_trace.json"))
     # Host syncs inside the trainer's pass: each one stops the host from queueing phase 2 early.
-    import traceback
     import warnings
     rows = [ProbeRow(tuple([0] + bl[1:-1]), tuple(bl[1:]), tuple(x)) for bl, x in zip(blocks, inp.answers)]
     with torch.no_grad():
