@@ -31,10 +31,6 @@ def _origin(tp):
     return typing.get_origin(tp)
 
 
-def _is_optional(tp) -> bool:
-    return _origin(tp) in (Union, types.UnionType) and type(None) in typing.get_args(tp)
-
-
 def describe_type(tp) -> str:
     """Human-readable type, as shown in errors and in docs/recipes.md."""
     if tp is type(None):

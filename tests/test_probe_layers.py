@@ -46,11 +46,15 @@ def fused_J(model, forcing, forward, autocast=None):
 
 @pytest.mark.parametrize("kind", sorted(ARCHS))
 @pytest.mark.parametrize("forcing", [FORCING, []])
-def test_layers_match_model_forward_and_naive(kind, forcing):
+def test_layers_match_model_forward_and_naive(kind, forcing, monkeypatch):
     model = build(kind)
     assert probe_layers.unsupported(model) is None
+    calls = []
+    real = probe_layers.forward
+    monkeypatch.setattr(probe_layers, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
     layers, blocks = fused_J(model, forcing, "layers")
     own, _ = fused_J(model, forcing, "model")
+    assert calls == [1]  # the layer path ran for "layers", and only there
     with torch.no_grad():
         naive = probe_naive(model, pack(PROMPTS, RESPONSES, 0), blocks, 0, batch_size=3)
     assert torch.allclose(layers, own, atol=1e-5), (layers - own).abs().max()
@@ -70,7 +74,7 @@ def test_layers_match_model_forward_in_low_precision(kind):
         assert (layers - own).abs().max() < 2e-2
 
 
-def test_unsupported_models_say_why_and_fall_back():
+def test_unsupported_models_say_why_and_fall_back(monkeypatch):
     from transformers import AutoConfig, AutoModelForCausalLM
     gpt2 = AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", n_embd=32, n_layer=1, n_head=2, vocab_size=97))
     assert "model_type 'gpt2'" in probe_layers.unsupported(gpt2)
@@ -81,6 +85,7 @@ def test_unsupported_models_say_why_and_fall_back():
     sharded.model.layers[0].mlp.up_proj.weight.ds_id = 3  # what ZeRO-3 puts on a partitioned parameter
     assert "sharded" in probe_layers.unsupported(sharded)
     # a sharded model takes the model's own forward and still gets J right
+    monkeypatch.setattr(probe_layers, "forward", None)  # would raise if called
     layers, blocks = fused_J(sharded, FORCING, "layers")
     own, _ = fused_J(build("qwen2"), FORCING, "model")
     assert torch.allclose(layers, own, atol=1e-6)

@@ -71,11 +71,6 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-def _attn_impl(model) -> str:
-    cfg = getattr(_unwrap(model), "config", None)
-    return getattr(cfg, "_attn_implementation", None) or "sdpa"
-
-
 def _answer_logprobs(logits: torch.Tensor, targets: torch.Tensor, tmask: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """Mean float32 log-prob of the valid targets per row: logits (N, Q, V), targets/tmask (N, Q).
 
@@ -85,7 +80,7 @@ def _answer_logprobs(logits: torch.Tensor, targets: torch.Tensor, tmask: torch.T
     N, Q, V = logits.shape
     flat, tgt = logits.reshape(N * Q, V), targets.reshape(N * Q, 1)
     lp = torch.cat([torch.log_softmax(flat[s:s + chunk], dim=-1, dtype=torch.float32).gather(-1, tgt[s:s + chunk])
-                    for s in range(0, N * Q, chunk)] or [flat.new_zeros(0, 1, dtype=torch.float32)]).view(N, Q)
+                    for s in range(0, N * Q, chunk)]).view(N, Q)
     m = tmask.to(lp.dtype)
     return (lp * m).sum(-1) / m.sum(-1).clamp(min=1.0)
 
@@ -149,13 +144,10 @@ def _folded_sdpa(query, key, value, mask, scale):
 
     Query head g*r + i uses KV head g (r = H / Hkv), so (B, H, Lq, D) -> (B, Hkv, r*Lq, D) lets
     every KV head be read once, where the stock path copies the whole cache to all H heads in every
-    layer. The mask comes folded, (B, 1, r*Lq, Lk), from probe_fused (or unfolded, (B, 1, Lq, Lk),
-    and is tiled here)."""
+    layer. The mask comes folded, (B, 1, r*Lq, Lk), from probe_fused."""
     B, H, Lq, D = query.shape
     Hkv = key.shape[1]
     r = H // Hkv
-    if mask is not None and mask.shape[-2] == Lq and r > 1:
-        mask = mask.repeat(1, 1, r, 1)
     out = torch.nn.functional.scaled_dot_product_attention(query.reshape(B, Hkv, r * Lq, D), key, value,
                                                            attn_mask=mask, scale=scale)
     return out.view(B, H, Lq, D)
