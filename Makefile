@@ -31,7 +31,7 @@ demo: setup
 lock:
 	rm -rf /tmp/repro-lock-venv && $(PYTHON) -m venv /tmp/repro-lock-venv
 	/tmp/repro-lock-venv/bin/pip install -q -c constraints.txt -e '.[dev]'
-	/tmp/repro-lock-venv/bin/pip freeze --exclude-editable | grep -v -i -E '^torch==' > requirements.lock
+	/tmp/repro-lock-venv/bin/pip freeze --exclude-editable | grep -v -i -E '^(torch|triton)==' > requirements.lock
 
 clean:
 	rm -rf $(VENV) *.egg-info

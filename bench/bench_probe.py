@@ -81,6 +81,8 @@ class BenchOptions:
     skip). The default skips 16k x 20 and 16k x 30 cuts: ~680k and ~1.02M tokens, 16-18x the forward's
     tokens once padded, about 70 s a call on the 7B."""
     seed: int = 0
+    attention: str = "auto"
+    """Phase 2's attention (repro.probe_attention): auto, triton or sdpa."""
     deadline: float | None = None
     """time.monotonic() after which no further naive cell (or length) starts."""
 
@@ -293,7 +295,8 @@ def pass_cell(model, inp: Inputs, cell: dict, blocks, J_fused, clock: Clock, o: 
     Each rollout gets exactly `cuts` segments ending at the cell's cut points, so all are selected."""
     rows = [ProbeRow(tuple([0] + bl[1:-1]), tuple(bl[1:]), tuple(a)) for bl, a in zip(blocks, inp.answers)]
     res, cell["status_pass"] = attempt(lambda: measure(
-        lambda: score_pass(model, inp.seqs, rows, inp.forcing, top_k=cell["cuts"], impl="fused", pad_id=PAD_ID),
+        lambda: score_pass(model, inp.seqs, rows, inp.forcing, top_k=cell["cuts"], impl="fused", pad_id=PAD_ID,
+                           attention=o.attention),
         clock, o, FORWARD_SLOW_S))
     if res is None:
         return
@@ -380,7 +383,8 @@ def fused_cell(model, inp: Inputs, cell: dict, blocks, kept: KeptCache | None, c
 
     fus, cell["status_fused"] = attempt(lambda: measure(
         lambda: probe_fused(model, inp.seqs, kept.cache,
-                            Blocks.from_lists(blocks, inp.answers, inp.forcing, PAD_ID, inp.seqs.input_ids.device)),
+                            Blocks.from_lists(blocks, inp.answers, inp.forcing, PAD_ID, inp.seqs.input_ids.device),
+                            attention=o.attention),
         clock, o, FORWARD_SLOW_S, after=after))
     if fus is None:  # a failed call may have appended to some layers only
         _, st = attempt(kept.rebuild)
@@ -564,6 +568,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--time-budget", type=float, default=480.0,
                    help="seconds after which no naive cell (or length) starts; 0: none")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--attention", default=d.attention, choices=["auto", "triton", "sdpa"],
+                   help="phase 2's attention (repro.probe_attention)")
     p.add_argument("--out", help=f"JSON results (default {FULL['out']}, {SMOKE['out']} with --smoke)")
     p.add_argument("--smoke", action="store_true", help="tiny 2-layer Qwen2 on the CPU in float32 (tests)")
     args = p.parse_args(argv)
@@ -594,7 +600,7 @@ def main(argv=None) -> dict:
     opts = BenchOptions(rollouts=args.rollouts, prompt_len=args.prompt_len, answer_len=args.answer_len,
                         forcing_len=args.forcing_len, naive_batch=args.naive_batch, repeats=args.repeats,
                         warmup=args.warmup, op_budget_s=args.op_budget, naive_max_tokens=args.naive_max_tokens,
-                        seed=args.seed, deadline=t_start + args.time_budget if args.time_budget > 0 else None)
+                        seed=args.seed, attention=args.attention, deadline=t_start + args.time_budget if args.time_budget > 0 else None)
     payload = dict(machine=machine_info(device), args=vars(args), options=asdict(opts),
                    models={m: dict(MODELS[m], **COMMON) for m in args.models}, cells=[], complete=False)
     payload["options"].pop("deadline")

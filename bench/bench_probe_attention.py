@@ -14,11 +14,15 @@ Lp probe columns. Each block sees its rollout's prefix and, causally, itself. Va
     flash_varlen_<s> FlashAttention-2 varlen: each block's exact prefix (a range of the packed cache,
                      in s splits) plus its own causal part, merged by log-sum-exp
     cudnn_split_<S>  cuDNN with the key axis cut into S batch entries, merged by log-sum-exp
+    triton_*         the project's kernel (repro/probe_kernels.py): each block's rows walk only its
+                     prefix's columns, in slices merged by log-sum-exp; no mask (what the probe runs
+                     on a GPU by default); variants: slices, warps, pipeline stages, key tile
 
 The last two call private aten ops (`_flash_attention_forward`, `_scaled_dot_product_cudnn_attention`)
 for their log-sum-exp; this is a survey, not library code. Prints per-call time (median, CUDA
 events), time x layers, the max difference from a float32 reference, the compile time of each
-compiled variant and a kernel profile of three variants; writes JSON.
+compiled variant and a kernel profile of three variants; writes JSON. "GPU ms" is the summed kernel
+time per call (torch.profiler): where it is far below the wall time, the call is launch-bound.
 """
 from __future__ import annotations
 
@@ -90,13 +94,25 @@ def main() -> None:
 
     results = []
 
+    from torch.profiler import ProfilerActivity, profile
+
+    def gpu_ms(fn, n=10):
+        """Summed kernel time per call: the wall time of a call can be the host's launch time."""
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(n):
+                fn()
+            torch.cuda.synchronize()
+        return sum(k.self_device_time_total for k in prof.key_averages()) / n / 1000
+
     def record(name, fn, compile_s=None):
         try:
             out = fn()
             err = (out.float() - ref).abs().max().item()
             ms = timed(fn)
-            results.append(dict(name=name, ms=ms, layers_ms=ms * m["num_hidden_layers"], max_err=err,
-                                compile_s=compile_s))
+            g_ms = gpu_ms(fn)
+            results.append(dict(name=name, ms=ms, gpu_ms=g_ms, layers_ms=ms * m["num_hidden_layers"],
+                                gpu_layers_ms=g_ms * m["num_hidden_layers"], max_err=err, compile_s=compile_s))
         except Exception as e:  # report and go on: this is a survey
             results.append(dict(name=name, error=f"{type(e).__name__}: {str(e)[:300]}"))
         print(json.dumps(results[-1]), flush=True)
@@ -237,8 +253,25 @@ def main() -> None:
     for S in (1, 2, 3, 4, 6):
         record(f"cudnn_split_{S}", cudnn_split(S))
 
-    from torch.profiler import ProfilerActivity, profile
-    for name, fn in (("sdpa_folded", sdpa_folded), ("flash_varlen_2", flash_varlen(2)), ("cudnn_split_3", cudnn_split(3))):
+    from repro_train.repro.probe_kernels import PrefixAttention
+    lo = torch.zeros(B, dtype=torch.int32, device=dev)
+
+    def triton_prefix(**kw):
+        attn = PrefixAttention(lo, limit, Lb, **kw)
+        own_k, own_v = k[:, :, Kc:].transpose(1, 2), v[:, :, Kc:].transpose(1, 2)  # the blocks' projections
+
+        def fn():
+            out = attn(q.transpose(1, 2), k[:, :, :Kc], v[:, :, :Kc], own_k, own_v, scale)
+            return out.view(B, Lp, H, D).transpose(1, 2)
+        return fn
+
+    record("triton", triton_prefix())
+    for kw in (dict(splits=1), dict(splits=2), dict(splits=3), dict(splits=4), dict(num_stages=2),
+               dict(num_stages=4), dict(splits=2, num_stages=4), dict(splits=2, num_warps=4),
+               dict(block_n=128, splits=2), dict(block_n=32, splits=2)):
+        record("triton_" + "_".join(f"{k_}{v_}" for k_, v_ in kw.items()), triton_prefix(**kw))
+
+    for name, fn in (("sdpa_folded", sdpa_folded), ("triton", triton_prefix()), ("cudnn_split_3", cudnn_split(3))):
         try:
             fn()
             torch.cuda.synchronize()
@@ -256,13 +289,14 @@ def main() -> None:
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "bench_probe_attention.json").write_text(json.dumps(dict(info=info, results=results), indent=1))
     print(f"\n{info}")
-    print(f"{'variant':<16} {'ms/layer':>9} {'ms x layers':>11} {'max err':>9} {'compile s':>9}")
+    print(f"{'variant':<24} {'ms/layer':>9} {'GPU ms':>7} {'GPU x layers':>12} {'max err':>9} {'compile s':>9}")
     for r_ in results:
         if "ms" in r_:
             cs = f"{r_['compile_s']:.1f}" if r_.get("compile_s") else "-"
-            print(f"{r_['name']:<16} {r_['ms']:9.3f} {r_['layers_ms']:11.2f} {r_['max_err']:9.1e} {cs:>9}")
+            print(f"{r_['name']:<24} {r_['ms']:9.3f} {r_['gpu_ms']:7.3f} {r_['gpu_layers_ms']:12.2f} "
+                  f"{r_['max_err']:9.1e} {cs:>9}")
         else:
-            print(f"{r_['name']:<16} {r_.get('error') or r_.get('times')}")
+            print(f"{r_['name']:<24} {r_.get('error') or r_.get('times')}")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,6 @@ def step1_diff(a: str, b: str, init: str) -> tuple[float, float] | None:
     The relative update difference is the robust measure: Adam's first step moves each weight by
     about +-lr, so a gradient near zero whose sign differs in the last bits moves a weight by 2 lr
     in one run and not the other (max abs diff = 2 lr) while the update as a whole agrees."""
-    import torch
     from safetensors.torch import load_file
     pa, pb = (os.path.join(d, "checkpoint-000001", "policy", "model.safetensors") for d in (a, b))
     if not (os.path.exists(pa) and os.path.exists(pb)):

@@ -79,6 +79,33 @@ def main() -> None:
           f"summed GPU kernel time {gpu_total:.2f} ms per call")
     print(ka.table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=60))
     print(ka.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=60))
+    phase1_cost(model, inp, room)
+
+
+def phase1_cost(model, inp, room: int) -> None:
+    """What keeping the cache adds to phase 1: GPU kernel time with and without it, by kernel."""
+    from torch.profiler import ProfilerActivity, profile
+    per = {}
+    with torch.no_grad():
+        for name, kw in (("plain", {}), ("cache", dict(use_cache=True, past_key_values=None))):
+            def call():
+                if name == "cache":
+                    kw["past_key_values"] = probe_cache(room)
+                return forward_logprobs(model, inp.seqs, **kw)
+            call()
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(3):
+                    call()
+                torch.cuda.synchronize()
+            per[name] = {k.key: k.self_device_time_total / 3 / 1000 for k in prof.key_averages()}
+    tot = {n: sum(v.values()) for n, v in per.items()}
+    print(f"phase 1 GPU time: plain {tot['plain']:.2f} ms, keeping the cache {tot['cache']:.2f} ms "
+          f"(+{tot['cache'] - tot['plain']:.2f})")
+    diff = sorted(((per["cache"].get(k, 0) - per["plain"].get(k, 0), k) for k in set(per["cache"]) | set(per["plain"])),
+                  reverse=True)
+    for d, k in diff[:8] + diff[-4:]:
+        print(f"  {d:+8.3f} ms  {k[:90]}")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,8 @@ class ReProConfig:
     """Naive probe only: teacher-forced sequences per forward."""
     probe_forward: Literal["layers", "model"] = "layers"
     """Fused probe only: 'layers' runs the probe forward layer by layer with fused kernels (Llama, Mistral, Qwen2, Qwen3 with whole weights; other models, and ZeRO-3/FSDP2, fall back to 'model'); 'model': the model's own forward. Same numbers."""
+    probe_attention: Literal["auto", "triton", "sdpa"] = "auto"
+    """Fused probe, 'layers' forward only: 'triton' attends each probe block over exactly its prefix with the project's Triton kernel (CUDA); 'sdpa' uses SDPA with a mask over the whole cache; 'auto' = triton on a GPU with Triton installed, else sdpa. Same numbers."""
 
 
 def validate_repro(c: ReProConfig, prefix: str = "repro.") -> None:

@@ -34,14 +34,14 @@ def build(kind: str, dtype=torch.float32):
     return model
 
 
-def fused_J(model, forcing, forward, autocast=None):
-    seqs = pack(PROMPTS, RESPONSES, 0)
+def fused_J(model, forcing, forward, autocast=None, attention="auto", device="cpu"):
+    seqs = pack(PROMPTS, RESPONSES, 0, device)
     room = probe_layout(4, 3, len(forcing))[1]
-    blocks = Blocks.from_lists(BLOCKS, ANSWERS, forcing, 0)
-    ctx = torch.autocast("cpu", dtype=autocast) if autocast else torch.autocast("cpu", enabled=False)
+    blocks = Blocks.from_lists(BLOCKS, ANSWERS, forcing, 0, device)
+    ctx = torch.autocast(device, dtype=autocast) if autocast else torch.autocast(device, enabled=False)
     with torch.no_grad(), ctx:
         lp = forward_logprobs(model, seqs, use_cache=True, past_key_values=probe_cache(room))
-        return probe_fused(model, seqs, lp.cache, blocks, forward), blocks
+        return probe_fused(model, seqs, lp.cache, blocks, forward, attention), blocks
 
 
 @pytest.mark.parametrize("kind", sorted(ARCHS))

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..modeling import LogprobOutput, Sequences, forward_logprobs
-from . import probe_layers
+from . import probe_kernels, probe_layers
 from .select import select_cuts_batched
 
 
@@ -71,16 +71,20 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-def _answer_logprobs(logits: torch.Tensor, targets: torch.Tensor, tmask: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+def _answer_logprobs(logits: torch.Tensor, targets: torch.Tensor, tmask: torch.Tensor, chunk: int = 1024,
+                     kernel: bool = False) -> torch.Tensor:
     """Mean float32 log-prob of the valid targets per row: logits (N, Q, V), targets/tmask (N, Q).
 
-    One float32 log-softmax kernel per `chunk` positions (bounded memory), reading the logits in
-    their own dtype: a float32 copy first, then a separate logsumexp, costs several passes over
-    vocab-sized rows, which at a few hundred positions is most of the probe's non-GEMM time."""
+    kernel=True: `probe_kernels.target_logprobs` (Triton), which reads each row once and writes
+    one float per row. Otherwise one float32 log-softmax kernel per `chunk` positions (bounded
+    memory), reading the logits in their own dtype."""
     N, Q, V = logits.shape
     flat, tgt = logits.reshape(N * Q, V), targets.reshape(N * Q, 1)
-    lp = torch.cat([torch.log_softmax(flat[s:s + chunk], dim=-1, dtype=torch.float32).gather(-1, tgt[s:s + chunk])
-                    for s in range(0, N * Q, chunk)]).view(N, Q)
+    if kernel:
+        lp = probe_kernels.target_logprobs(flat, tgt.view(-1)).view(N, Q)
+    else:
+        lp = torch.cat([torch.log_softmax(flat[s:s + chunk], dim=-1, dtype=torch.float32).gather(-1, tgt[s:s + chunk])
+                        for s in range(0, N * Q, chunk)]).view(N, Q)
     m = tmask.to(lp.dtype)
     return (lp * m).sum(-1) / m.sum(-1).clamp(min=1.0)
 
@@ -150,7 +154,7 @@ def _folded_sdpa(query, key, value, mask, scale):
     r = H // Hkv
     out = torch.nn.functional.scaled_dot_product_attention(query.reshape(B, Hkv, r * Lq, D), key, value,
                                                            attn_mask=mask, scale=scale)
-    return out.view(B, H, Lq, D)
+    return out.reshape(B, H, Lq, D)  # (a view fails on the memory-efficient kernel's strided output)
 
 
 def _probe_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
@@ -158,11 +162,44 @@ def _probe_attention(module, query, key, value, attention_mask, dropout=0.0, sca
     return _folded_sdpa(query, key, value, attention_mask, scaling).transpose(1, 2).contiguous(), None
 
 
-def _sdpa_attend(mask):
-    """`_folded_sdpa` in probe_layers' layout: q (B, L, H, D) -> (B, L, H * D)."""
-    def attend(q, keys, values, scale):
+def _sdpa_attend(cache, mask):
+    """`_folded_sdpa` in probe_layers' attend signature: the blocks' keys and values are appended
+    to the cache (`cache.update`), then the blocks attend to the whole cache under `mask`."""
+    def attend(i, q, k, v, scale):
         B, L, H, D = q.shape
+        keys, values = cache.update(k.transpose(1, 2), v.transpose(1, 2), i)
         return _folded_sdpa(q.transpose(1, 2), keys, values, mask, scale).transpose(1, 2).reshape(B, L, H * D)
+    return attend
+
+
+ATTENTION = ("auto", "triton", "sdpa")
+
+
+def _use_triton(attention: str, device) -> bool:
+    """Whether phase 2 attends with the Triton kernel; 'triton' where it cannot run is an error."""
+    if attention not in ATTENTION:
+        raise ValueError(f"probe attention must be one of {ATTENTION}, got {attention!r}")
+    if attention == "sdpa":
+        return False
+    why = probe_kernels.unavailable(device)
+    if why is not None and attention == "triton":
+        raise ValueError(f"repro.probe_attention 'triton' cannot run here: {why}; use 'auto' or 'sdpa'")
+    return why is None
+
+
+def _triton_path(model, device, forward: str, attention: str) -> bool:
+    """Whether phase 2 runs layer by layer with the Triton kernels (then it appends nothing to the cache)."""
+    return forward == "layers" and probe_layers.unsupported(model) is None and _use_triton(attention, device)
+
+
+def _triton_attend(cache, lo: torch.Tensor, hi: torch.Tensor, block_len: int):
+    """`probe_kernels.PrefixAttention` in probe_layers' attend signature: the prefix from the
+    phase-1 cache as it is (nothing appended), the blocks' own keys and values from their projections."""
+    attn = probe_kernels.PrefixAttention(lo, hi, block_len)
+
+    def attend(i, q, k, v, scale):
+        layer = cache.layers[i]
+        return attn(q, layer.keys, layer.values, k, v, scale)
     return attend
 
 
@@ -188,7 +225,8 @@ def probe_cache(room: int):
     """A DynamicCache whose layers keep `room` spare columns after phase 1's keys/values, so the
     probe forward writes its blocks in place instead of concatenating the whole cache per layer.
     `buffers[layer]` holds (keys, values) tokens-major, (B, T + room, H, D); the layers' `keys` and
-    `values` are (B, H, T, D) views of them."""
+    `values` are (B, H, T, D) views of them. room=0 keeps phase 1's own tensors, with no copy (for
+    the Triton path, which never appends)."""
     global _PROBE_CACHE_CLS
     if _PROBE_CACHE_CLS is None:
         from transformers import DynamicCache
@@ -200,10 +238,15 @@ def probe_cache(room: int):
                 self.buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
             def update(self, key_states, value_states, layer_idx, cache_kwargs=None):
-                buf = self.buffers.get(layer_idx)
-                if buf is None:  # phase 1: one copy of the keys/values into a roomier buffer
+                if layer_idx not in self.buffers:  # phase 1
                     # (a zero-length update registers the layer without the parent's concatenation)
                     super().update(key_states[:, :, :0], value_states[:, :, :0], layer_idx, cache_kwargs)
+                    if self.room == 0:  # phase 2 appends nothing (Triton path): keep phase 1's tensors
+                        layer = self.layers[layer_idx]
+                        layer.keys, layer.values = key_states, value_states
+                        self.buffers[layer_idx] = None
+                        return key_states, value_states
+                    # one copy of the keys/values into a roomier buffer
                     # Tokens-major (B, T, H, D), the layout the projections leave the keys in, so
                     # this copy and phase 2's writes are plain block copies; attention gets views.
                     B, H, T, D = key_states.shape
@@ -214,6 +257,9 @@ def probe_cache(room: int):
                     layer.keys, layer.values = kb.transpose(1, 2)[:, :, :T], vb.transpose(1, 2)[:, :, :T]
                     self.buffers[layer_idx] = (kb, vb)
                     return key_states, value_states
+                buf = self.buffers[layer_idx]
+                if buf is None:
+                    return super().update(key_states, value_states, layer_idx, cache_kwargs)
                 kb, vb = buf
                 layer = self.layers[layer_idx]
                 T, n = layer.keys.shape[-2], key_states.shape[-2]
@@ -234,12 +280,16 @@ def probe_layout(n_blocks: int, answer_len: int, forcing_len: int) -> tuple[int,
     return Lb, max(n_blocks, 1) * Lb
 
 
-def probe_fused(model, seqs: Sequences, cache, blocks: Blocks, forward: str = "layers") -> torch.Tensor:
+def probe_fused(model, seqs: Sequences, cache, blocks: Blocks, forward: str = "layers",
+                attention: str = "auto") -> torch.Tensor:
     """J at every block in one forward over the phase-1 KV cache: (B, nb) float32 on the device
     (0 where the block is not valid). Nothing here waits for the device.
 
     forward="layers" runs that forward layer by layer (`probe_layers`) where the architecture allows;
     otherwise, or with "model", it is the model's own forward with the probe attention swapped in.
+    In the layer-by-layer forward, attention="triton" (or "auto" on a GPU with Triton) attends with
+    `probe_kernels.prefix_attention`, which reads only each block's prefix and needs no mask;
+    "sdpa" (and "auto" elsewhere) uses SDPA with an additive mask over the whole cache.
 
     Block k of row b holds [lead] + f + q[:-1] at positions plen_b + c - lead + (0, 1, ...) and sees
     cache columns < P + c - lead (its prefix) and, causally, its own earlier tokens; `lead`
@@ -262,6 +312,33 @@ def probe_fused(model, seqs: Sequences, cache, blocks: Blocks, forward: str = "l
     ids = torch.cat(parts, dim=-1).reshape(B, Lp)
     pos = (plen.view(B, 1, 1) + C.unsqueeze(-1) - lead + torch.arange(Lb, device=device)).reshape(B, Lp)
     limit = torch.where(valid, P + C - lead, torch.zeros_like(C))  # cache columns < limit are visible
+    keep = (torch.arange(nb, device=device).view(-1, 1) * Lb + lead + F - 1 + torch.arange(Q, device=device)).reshape(-1)
+    layers = forward == "layers" and probe_layers.unsupported(model) is None
+    triton = _triton_path(model, device, forward, attention)
+    if triton:
+        # rows are left-padded: block j of row b sees columns [P - plen_b, limit_bj) of the cache
+        logits = probe_layers.forward(model, ids, pos, _triton_attend(cache, P - plen, limit, Lb), keep,
+                                      probe_kernels.rope_)
+    else:
+        mask = _probe_mask(model, seqs, cache, limit, Lb, Lp)
+        if layers:
+            logits = probe_layers.forward(model, ids, pos, _sdpa_attend(cache, mask), keep)
+        else:
+            with _probe_attention_on(model):
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                               use_cache=True, logits_to_keep=keep).logits
+    targets = A.unsqueeze(1).expand(B, nb, Q).reshape(B * nb, Q)
+    tmask = ((torch.arange(Q, device=device).view(1, 1, -1) < alen.view(-1, 1, 1)) & valid.unsqueeze(-1)).reshape(B * nb, Q)
+    J = _answer_logprobs(logits.reshape(B * nb, Q, -1), targets, tmask, kernel=triton).view(B, nb)
+    return torch.where(valid, J, torch.zeros_like(J))
+
+
+def _probe_mask(model, seqs: Sequences, cache, limit: torch.Tensor, Lb: int, Lp: int) -> torch.Tensor:
+    """The additive mask (B, 1, r * Lp, Kc + Lp) of the probe blocks over the cache and themselves,
+    rows in the GQA-folded order of `_folded_sdpa`."""
+    device = seqs.input_ids.device
+    B, Kc = seqs.input_ids.shape
+    nb = limit.shape[1]
     cols = torch.arange(Kc, device=device)
     see_cache = seqs.attention_mask.bool().unsqueeze(1) & (cols.view(1, 1, -1) < limit.unsqueeze(-1))  # (B, nb, Kc)
     see_cache = see_cache.unsqueeze(2).expand(B, nb, Lb, Kc).reshape(B, Lp, Kc)
@@ -277,17 +354,7 @@ def probe_fused(model, seqs: Sequences, cache, blocks: Blocks, forward: str = "l
     mask = torch.where(allowed, torch.zeros((), dtype=dtype, device=device), blocked)
     if r > 1:  # rows of the GQA-folded queries: rep i of query t is row i * Lp + t (a plain copy)
         mask = mask.repeat(1, 1, r, 1)
-    keep = (torch.arange(nb, device=device).view(-1, 1) * Lb + lead + F - 1 + torch.arange(Q, device=device)).reshape(-1)
-    if forward == "layers" and probe_layers.unsupported(model) is None:
-        logits = probe_layers.forward(model, ids, pos, cache, _sdpa_attend(mask), keep)
-    else:
-        with _probe_attention_on(model):
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                           use_cache=True, logits_to_keep=keep).logits
-    targets = A.unsqueeze(1).expand(B, nb, Q).reshape(B * nb, Q)
-    tmask = ((torch.arange(Q, device=device).view(1, 1, -1) < alen.view(-1, 1, 1)) & valid.unsqueeze(-1)).reshape(B * nb, Q)
-    J = _answer_logprobs(logits.reshape(B * nb, Q, -1), targets, tmask).view(B, nb)
-    return torch.where(valid, J, torch.zeros_like(J))
+    return mask
 
 
 def probe_naive(model, seqs: Sequences, blocks: Blocks, pad_id: int, batch_size: int = 16,
@@ -367,7 +434,7 @@ def _segment_tensors(rows: Sequence[ProbeRow | None], device):
 def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, forcing: Sequence[int],
                top_k: int, temperature: float = 1.0, impl: str = "fused", pad_id: int = 0,
                naive_batch_size: int = 16, sync_calls: Callable[[int], int] | None = None,
-               with_entropy: bool = True, forward: str = "layers") -> ScoredBatch:
+               with_entropy: bool = True, forward: str = "layers", attention: str = "auto") -> ScoredBatch:
     """Phase 1 (log-probs, entropies), cut selection and phase 2 (J) for one micro-batch.
 
     rows=None: phase 1 only (RePro off). Otherwise rows[b] is the rollout's ProbeRow or None
@@ -379,6 +446,8 @@ def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, f
         raise ValueError(f"probe impl must be 'fused' or 'naive', got {impl!r}")
     if forward not in ("layers", "model"):
         raise ValueError(f"probe forward must be 'layers' or 'model', got {forward!r}")
+    if attention not in ATTENTION:
+        raise ValueError(f"probe attention must be one of {ATTENTION}, got {attention!r}")
     was_training = _unwrap(model).training
     model.eval()
     try:
@@ -395,8 +464,10 @@ def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, f
             alen = torch.tensor([len(a) for a in answers], device=device)
             forcing_t = torch.tensor(list(forcing), dtype=torch.long, device=device)
             kw = {}
-            if impl == "fused":  # phase 1 leaves exactly the room phase 2 fills
-                kw["past_key_values"] = probe_cache(probe_layout(nb, max([len(a) for a in answers] + [1]), len(forcing))[1])
+            if impl == "fused":  # phase 1 leaves exactly the room phase 2 fills (none for the Triton path)
+                room = 0 if _triton_path(model, device, forward, attention) else \
+                    probe_layout(nb, max([len(a) for a in answers] + [1]), len(forcing))[1]
+                kw["past_key_values"] = probe_cache(room)
             span = _Span(device)
             lp = forward_logprobs(model, seqs, temperature, True, use_cache=impl == "fused", **kw)
             span.mark()
@@ -405,7 +476,7 @@ def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, f
             blocks = Blocks(torch.cat([torch.zeros_like(cuts[:, :1]), cuts], dim=1),
                             torch.cat([live.view(-1, 1), cut_valid & live.view(-1, 1)], dim=1), A, alen, forcing_t)
             if impl == "fused":
-                J = probe_fused(model, seqs, lp.cache, blocks, forward)
+                J = probe_fused(model, seqs, lp.cache, blocks, forward, attention)
             else:
                 J = probe_naive(model, seqs, blocks, pad_id, naive_batch_size, sync_calls)
             lp.cache = None

@@ -6,7 +6,7 @@ bound by its small kernels: RMSNorm's float32 round trip, rotary embeddings buil
 concatenations, separate residual adds. Here RMSNorm is one `F.rms_norm`, the rotary rotation is a
 `roll`, two products and one in-place add, the residual adds ride in the output projections' GEMMs (`addmm`), the
 SiLU gate runs in place, and the final norm and LM head see only the positions that predict answer
-tokens. Attention is the caller's `attend(q, keys, values, scale)`.
+tokens. Attention is the caller's `attend(layer, q, k, v, scale)`.
 
 `unsupported(model)` says why a model cannot take this path (another architecture, sharded
 parameters under ZeRO-3 or FSDP2, sliding-window attention); the probe then runs the model's own
@@ -21,8 +21,11 @@ import torch.nn.functional as F
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 
-Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
-"""attend(q (B, L, H, D), keys (B, Hkv, T, D), values (B, Hkv, T, D), scale) -> (B, L, H * D)."""
+Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+"""attend(layer index, q (B, L, H, D), k (B, L, Hkv, D), v (B, L, Hkv, D), scale) -> (B, L, H * D):
+the probe tokens' attention over their prefixes in the phase-1 cache and over themselves."""
+Rope = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], bool]
+"""rope_(q, k, cos, sin_signed) -> True after rotating q and k in place, False where it cannot."""
 
 
 def _unwrap(model):
@@ -69,20 +72,20 @@ def _out_proj(x: torch.Tensor, h: torch.Tensor, lin: torch.nn.Linear) -> torch.T
     return x + lin(h)
 
 
-def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, cache, attend: Attend,
-            keep: torch.Tensor) -> torch.Tensor:
+def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, attend: Attend,
+            keep: torch.Tensor, rope_: Rope | None = None) -> torch.Tensor:
     """Logits (B, len(keep), V) at positions `keep` of the probe blocks `input_ids` (B, L).
 
-    Each layer's keys and values go through `cache.update` (the phase-1 cache, which appends them
-    after its own), and `attend` sees the layer's whole cache."""
+    `attend` gets each layer's queries, keys and values (and owns the phase-1 cache); `rope_`, if
+    given, rotates q and k in place in one kernel, with the same rounding as the code below."""
     m = _unwrap(model)
     base = m.model
     B, L = input_ids.shape
     x = base.embed_tokens(input_ids)
-    cos, sin = base.rotary_emb(x, position_ids)  # (B, L, D)
-    half = cos.shape[-1] // 2
-    cos = cos.unsqueeze(2)  # broadcast over heads: q is (B, L, H, D)
-    sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1).unsqueeze(2)  # rotate_half's signs
+    cos2, sin2 = base.rotary_emb(x, position_ids)  # (B, L, D)
+    half = cos2.shape[-1] // 2
+    sin2 = torch.cat([-sin2[..., :half], sin2[..., half:]], dim=-1)  # rotate_half's signs
+    cos, sin = cos2.unsqueeze(2), sin2.unsqueeze(2)  # broadcast over heads: q is (B, L, H, D)
 
     def rope(t):  # t * cos + rotate_half(t) * sin, rotate_half(t) = roll(t) * sign, each product
         # rounded as in HF (an addcmul rounds once: cheaper, but its bf16 J drifts further from the
@@ -97,9 +100,9 @@ def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, cache, a
         v = a.v_proj(h).view(B, L, -1, a.head_dim)
         if hasattr(a, "q_norm"):  # Qwen3: RMSNorm over each head
             q, k = _rms(q, a.q_norm), _rms(k, a.k_norm)
-        q, k = rope(q), rope(k)
-        keys, values = cache.update(k.transpose(1, 2), v.transpose(1, 2), i)
-        x = _out_proj(x, attend(q, keys, values, a.scaling), a.o_proj)
+        if rope_ is None or not rope_(q, k, cos2, sin2):
+            q, k = rope(q), rope(k)
+        x = _out_proj(x, attend(i, q, k, v, a.scaling), a.o_proj)
         h = _rms(x, layer.post_attention_layernorm)
         mlp = layer.mlp
         g = F.silu(mlp.gate_proj(h), inplace=True).mul_(mlp.up_proj(h))

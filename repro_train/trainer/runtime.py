@@ -14,10 +14,11 @@ from typing import Any
 import torch
 
 from ..config import Config
-from ..config_base import dump_yaml
+from ..config_base import ConfigError, dump_yaml
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
 from ..dist import Dist, build_accelerator, prepare_frozen
 from ..repro.pipeline import RePro
+from ..repro.probe_kernels import unavailable as probe_kernels_unavailable
 from ..rewards import OutcomeReward, RewardSpec
 from .models import ActorCritic, PolicyView, eos_ids, load_critic, load_policy, load_reference, load_tokenizer
 
@@ -75,6 +76,16 @@ def optimizer_steps_per_rl_step(cfg: Config) -> int:
     return cfg.algo.update_epochs * (batch // (cfg.algo.mini_batch_size or batch))
 
 
+def check_probe_attention(cfg: Config, device) -> None:
+    """'repro.probe_attention: triton' on a machine that cannot run it fails at start-up, not at the
+    first score pass."""
+    r = cfg.repro
+    if r.enabled and r.probe_impl == "fused" and r.probe_attention == "triton":
+        why = probe_kernels_unavailable(device)
+        if why is not None:
+            raise ConfigError(f"'repro.probe_attention' = 'triton' cannot run here: {why}; use 'auto' or 'sdpa'")
+
+
 def build_runtime(cfg: Config) -> Runtime:
     from accelerate.utils import set_seed
 
@@ -87,6 +98,7 @@ def build_runtime(cfg: Config) -> Runtime:
     acc = build_accelerator(cfg.dist.strategy, cfg.dist.mixed_precision, grad_accum_steps(cfg, world),
                             cfg.algo.micro_batch_size, cfg.optim.grad_clip, cfg.train.device)
     d = Dist(acc)
+    check_probe_attention(cfg, acc.device)
     set_seed(cfg.train.seed)
     if d.strategy == "zero3":  # gather full weights when exporting Hugging Face checkpoints
         acc.state.deepspeed_plugin.deepspeed_config.setdefault("zero_optimization", {})[

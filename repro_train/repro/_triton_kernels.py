@@ -1,0 +1,169 @@
+"""The Triton kernels behind `probe_kernels` (imported on first use: importing repro_train never
+needs triton, and TRITON_INTERPRET must be set before triton is imported)."""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def split_kernel(Q, K, V, KO, VO, Opart, Lpart, LO, HI,
+                 sqb, sql, sqh, skb, skh, skt, svb, svh, svt, sob, soh, sot, sovb, sovh, sovt,
+                 nb, n_mt, Lb, span, scale_log2e,
+                 G: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 IEEE: tl.constexpr):
+    # program: (block tile, KV head, slice of the prefix); slice 0 also takes the block itself
+    pid, h, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n_heads_kv = tl.num_programs(1)
+    mt = pid % n_mt
+    bj = pid // n_mt
+    b = bj // nb
+    j = bj % nb
+    rows = mt * BLOCK_M + tl.arange(0, BLOCK_M)
+    t = rows // G  # token of the block
+    g = rows % G  # query head within the KV head's group
+    row_ok = t < Lb
+    d = tl.arange(0, D)
+    q = tl.load(Q + b * sqb + (j * Lb + t)[:, None] * sql + (h * G + g)[:, None] * sqh + d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, D), tl.float32)
+    kbase = K + b * skb + h * skh
+    vbase = V + b * svb + h * svh
+    cols = tl.arange(0, BLOCK_N)
+    # this program's slice of the block's prefix: columns [k_lo, k_hi)
+    k_lo = tl.load(LO + b) + s * span
+    k_hi = tl.minimum(k_lo + span, tl.load(HI + bj))
+    for n0 in range(k_lo, k_hi, BLOCK_N):
+        kpos = n0 + cols
+        col_ok = kpos < k_hi
+        k = tl.load(kbase + kpos[None, :] * skt + d[:, None], mask=col_ok[None, :], other=0.0)
+        if IEEE:
+            qk = tl.dot(q, k, input_precision="ieee")
+        else:
+            qk = tl.dot(q, k)
+        qk = tl.where(col_ok[None, :], qk * scale_log2e, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        p = tl.exp2(qk - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(vbase + kpos[:, None] * svt + d[None, :], mask=col_ok[:, None], other=0.0)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    # slice 0 also takes the block's own keys (token u of block j is row j * Lb + u of KO/VO), causally
+    own_lo = j * Lb
+    own_hi = tl.where(s == 0, own_lo + Lb, own_lo)
+    kobase = KO + b * sob + h * soh
+    vobase = VO + b * sovb + h * sovh
+    for n0 in range(own_lo, own_hi, BLOCK_N):
+        kpos = n0 + cols
+        col_ok = kpos < own_hi
+        k = tl.load(kobase + kpos[None, :] * sot + d[:, None], mask=col_ok[None, :], other=0.0)
+        if IEEE:
+            qk = tl.dot(q, k, input_precision="ieee")
+        else:
+            qk = tl.dot(q, k)
+        see = col_ok[None, :] & (kpos[None, :] - own_lo <= t[:, None])
+        qk = tl.where(see, qk * scale_log2e, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        p = tl.exp2(qk - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(vobase + kpos[:, None] * sovt + d[None, :], mask=col_ok[:, None], other=0.0)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    has = l_i > 0
+    out = acc / tl.where(has, l_i, 1.0)[:, None]
+    lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
+    part = (s * tl.num_programs(0) + pid) * n_heads_kv + h
+    tl.store(Opart + part * BLOCK_M * D + tl.arange(0, BLOCK_M)[:, None] * D + d[None, :], out)
+    tl.store(Lpart + part * BLOCK_M + tl.arange(0, BLOCK_M), lse)
+
+@triton.jit
+def merge_kernel(Opart, Lpart, Out, sob, sol, soh, nb, n_mt, Lb, n_split,
+                 G: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr):
+    pid, h = tl.program_id(0), tl.program_id(1)
+    n_prog, n_heads_kv = tl.num_programs(0), tl.num_programs(1)
+    mt = pid % n_mt
+    bj = pid // n_mt
+    b = bj // nb
+    j = bj % nb
+    r = tl.arange(0, BLOCK_M)
+    d = tl.arange(0, D)
+    m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    for s in range(0, n_split):
+        m = tl.maximum(m, tl.load(Lpart + ((s * n_prog + pid) * n_heads_kv + h) * BLOCK_M + r))
+    w_sum = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, D), tl.float32)
+    for s in range(0, n_split):
+        part = (s * n_prog + pid) * n_heads_kv + h
+        w = tl.exp2(tl.load(Lpart + part * BLOCK_M + r) - m)
+        w_sum += w
+        acc += w[:, None] * tl.load(Opart + part * BLOCK_M * D + r[:, None] * D + d[None, :])
+    rows = mt * BLOCK_M + r
+    t = rows // G
+    g = rows % G
+    tl.store(Out + b * sob + (j * Lb + t)[:, None] * sol + (h * G + g)[:, None] * soh + d[None, :],
+             (acc / w_sum[:, None]).to(Out.dtype.element_ty), mask=(t < Lb)[:, None])
+
+@triton.jit
+def round_to(x, dt: tl.constexpr):
+    """float32 x rounded to dt (nearest, ties to even), kept in float32. For bfloat16 the
+    rounding is integer arithmetic, which no compiler pass folds away (a bf16 round trip
+    through casts did not round as torch does)."""
+    if dt == tl.bfloat16:
+        u = x.to(tl.uint32, bitcast=True)
+        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+        return u.to(tl.float32, bitcast=True)
+    else:
+        return x.to(dt).to(tl.float32)
+
+@triton.jit
+def rope_kernel(Qx, Kx, COS, SIN, sqt, skt, sct, H, HKV, D: tl.constexpr, HALF: tl.constexpr,
+                HP: tl.constexpr, KP: tl.constexpr):
+    # one token per program: x <- round(round(x * cos) + round(roll(x, D/2) * sin_signed))
+    n = tl.program_id(0)
+    d = tl.arange(0, D)
+    rd = (d + HALF) % D
+    c = tl.load(COS + n * sct + d).to(tl.float32)[None, :]
+    sn = tl.load(SIN + n * sct + d).to(tl.float32)[None, :]
+    hq = tl.arange(0, HP)[:, None]
+    mq = hq < H
+    x = tl.load(Qx + n * sqt + hq * D + d[None, :], mask=mq, other=0.0)
+    xr = tl.load(Qx + n * sqt + hq * D + rd[None, :], mask=mq, other=0.0)
+    dt: tl.constexpr = x.dtype
+    y = round_to(round_to(x.to(tl.float32) * c, dt) + round_to(xr.to(tl.float32) * sn, dt), dt).to(dt)
+    tl.debug_barrier()  # every load of the row before any store (in place)
+    tl.store(Qx + n * sqt + hq * D + d[None, :], y, mask=mq)
+    hk = tl.arange(0, KP)[:, None]
+    mk = hk < HKV
+    x = tl.load(Kx + n * skt + hk * D + d[None, :], mask=mk, other=0.0)
+    xr = tl.load(Kx + n * skt + hk * D + rd[None, :], mask=mk, other=0.0)
+    y = round_to(round_to(x.to(tl.float32) * c, dt) + round_to(xr.to(tl.float32) * sn, dt), dt).to(dt)
+    tl.debug_barrier()
+    tl.store(Kx + n * skt + hk * D + d[None, :], y, mask=mk)
+
+
+@triton.jit
+def target_logprob_kernel(X, T, Out, sx, V, BLOCK: tl.constexpr):
+    """Out[r] = X[r, T[r]] - logsumexp(X[r, :]) in float32, reading the logits once in their dtype."""
+    r = tl.program_id(0)
+    row = X + r.to(tl.int64) * sx
+    cols = tl.arange(0, BLOCK)
+    m = tl.full((BLOCK,), float("-inf"), tl.float32)  # per-lane running max and sum
+    acc = tl.zeros((BLOCK,), tl.float32)
+    for v0 in range(0, V, BLOCK):
+        x = tl.load(row + v0 + cols, mask=v0 + cols < V, other=float("-inf")).to(tl.float32)
+        m_new = tl.maximum(m, x)
+        live = m_new > float("-inf")
+        acc = tl.where(live, acc * tl.exp(m - m_new) + tl.exp(x - m_new), 0.0)
+        m = m_new
+    top = tl.max(m, 0)
+    total = tl.sum(tl.where(m > float("-inf"), acc * tl.exp(m - top), 0.0), 0)
+    tgt = tl.load(row + tl.load(T + r)).to(tl.float32)
+    tl.store(Out + r, tgt - (top + tl.log(total)))

@@ -1,0 +1,172 @@
+"""Triton kernels for phase 2 of the fused probe: prefix attention and in-place rotary embeddings.
+
+Phase 2 scores probe blocks of `Lb` tokens. Block j of row b sees the phase-1 cache columns
+[lo_b, hi_bj) (its prompt + response prefix) and, causally, its own tokens. The SDPA path writes
+the blocks after the cache and expresses that with an additive mask over every column, so it
+computes each block against the whole cache and reads a mask as large as the scores. Here:
+
+- `PrefixAttention`: each program takes one block's query tile for one KV head (the grouped-query
+  heads that share the KV head fold into the tile's rows, so the cache is read once per KV head)
+  and one slice of the block's prefix, and walks only the columns that block sees; slice 0 also
+  takes the block's own keys, which come from the layer's probe projections, not from the cache.
+  The cache is read where phase 1 left it (no copy, no room kept). Slices are merged by their
+  log-sum-exp in a second kernel that writes (B, L, H * D), the layout the output projection reads.
+- `rope_`: the rotary embedding of q and k in place, in one kernel per layer, rounding each
+  product and the sum to the tensors' dtype exactly as the model's `q * cos + rotate_half(q) * sin`.
+
+The same kernels run under Triton's interpreter on the CPU (TRITON_INTERPRET=1, set before triton
+is imported; float32 and float16, as the interpreter has no bfloat16), which is how the CPU test
+suite checks them against the reference implementations here.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+
+import torch
+
+BLOCK_N = 64
+
+
+def unavailable(device: torch.device | str) -> str | None:
+    """None when the Triton path can run on `device`; otherwise why not."""
+    if torch.device(device).type != "cuda" and not _interpret():
+        return f"device {torch.device(device).type!r} (the Triton kernels need CUDA)"
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed"
+    return None
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _kernels():
+    """(split, merge, rope) kernels, imported on first use."""
+    from . import _triton_kernels as k
+    return k.split_kernel, k.merge_kernel, k.rope_kernel
+
+
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits.float())[r, targets[r]] for logits (N, V) (contiguous rows), targets (N,):
+    one program per row reads its logits once, in their own dtype; nothing vocabulary-sized is
+    written (torch's float32 log-softmax writes N x V floats)."""
+    from . import _triton_kernels as k
+    N, V = logits.shape
+    if logits.stride(1) != 1:
+        logits = logits.contiguous()
+    out = torch.empty(N, dtype=torch.float32, device=logits.device)
+    if N:
+        k.target_logprob_kernel[(N,)](logits, targets.contiguous(), out, logits.stride(0), V, BLOCK=2048,
+                                      **_launch_opts(logits.device, num_warps=8))
+    return out
+
+
+def _launch_opts(dev: torch.device, **kw) -> dict:
+    return {k: v for k, v in kw.items() if v is not None} if dev.type == "cuda" else {}
+
+
+class PrefixAttention:
+    """Attention of the probe blocks over exactly their prefixes, for every layer of one phase 2.
+
+    lo (B,): first visible cache column of each row (after its left padding); hi (B, nb): block j
+    sees cache columns [lo_b, hi_bj) (none where hi <= lo) and, causally, its own block. The
+    work buffers (slices' partial outputs, the output) are made once and reused by every layer.
+    `splits` slices each prefix for parallelism (default: about 1.5 programs per SM)."""
+
+    def __init__(self, lo: torch.Tensor, hi: torch.Tensor, block_len: int, splits: int | None = None,
+                 num_warps: int | None = None, num_stages: int | None = 3, block_n: int = BLOCK_N):
+        self.lo = lo.to(torch.int32).contiguous()
+        self.hi = hi.to(torch.int32).contiguous()
+        self.block_len, self.splits, self.block_n = block_len, splits, block_n
+        self.num_warps, self.num_stages = num_warps, num_stages
+        self._work = None
+
+    def __call__(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, own_keys: torch.Tensor,
+                 own_values: torch.Tensor, scale: float) -> torch.Tensor:
+        """q (B, L, H, D) and own_keys/own_values (B, L, Hkv, D): the probe tokens' projections
+        (L = nb * block_len; block j = tokens [j * block_len, (j + 1) * block_len)); keys/values
+        (B, Hkv, T, D): the phase-1 cache (any strides with a contiguous last dim). Returns
+        (B, L, H * D) in q's dtype."""
+        B, L, H, D = q.shape
+        Hkv, T = keys.shape[1], keys.shape[2]
+        G, Lb = H // Hkv, self.block_len
+        nb = L // Lb
+        if nb * Lb != L or G * Hkv != H or D & (D - 1) or D < 16 or nb != self.hi.shape[1]:
+            raise ValueError(f"PrefixAttention: L={L} must be {self.hi.shape[1]} blocks of {Lb}, H={H} a multiple "
+                             f"of Hkv={Hkv}, head_dim={D} a power of two >= 16")
+        if any(x.stride(-1) != 1 for x in (q, keys, values, own_keys, own_values)):
+            raise ValueError("PrefixAttention: every input needs a contiguous last dimension")
+        rows = Lb * G
+        block_m = 128 if rows > 64 else max(16, 1 << (rows - 1).bit_length())
+        n_mt = -(-rows // block_m)
+        n_prog = B * nb * n_mt
+        dev = q.device
+        splits = self.splits or max(1, min(16, round(1.5 * _n_sm(dev) / (n_prog * Hkv))))
+        tiles = -(-T // self.block_n)
+        span = self.block_n * max(1, -(-tiles // splits))  # prefix columns per slice, whole tiles
+        splits = max(1, -(-T // span))
+        shape = (splits, n_prog, Hkv, block_m, D, q.dtype, B, L, H)
+        if self._work is None or self._work[0] != shape:
+            self._work = (shape, torch.empty(splits * n_prog * Hkv * block_m * D, dtype=torch.float32, device=dev),
+                          torch.empty(splits * n_prog * Hkv * block_m, dtype=torch.float32, device=dev),
+                          torch.empty(B, L, H, D, dtype=q.dtype, device=dev))
+        _, opart, lpart, out = self._work
+        split_kernel, merge_kernel, _ = _kernels()
+        split_kernel[(n_prog, Hkv, splits)](
+            q, keys, values, own_keys, own_values, opart, lpart, self.lo, self.hi,
+            q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
+            values.stride(0), values.stride(1), values.stride(2),
+            own_keys.stride(0), own_keys.stride(2), own_keys.stride(1),
+            own_values.stride(0), own_values.stride(2), own_values.stride(1),
+            nb, n_mt, Lb, span, scale * math.log2(math.e),
+            G=G, D=D, BLOCK_M=block_m, BLOCK_N=self.block_n, IEEE=q.dtype == torch.float32,
+            **_launch_opts(dev, num_warps=self.num_warps or (8 if block_m == 128 else 4), num_stages=self.num_stages))
+        merge_kernel[(n_prog, Hkv)](opart, lpart, out, out.stride(0), out.stride(1), out.stride(2), nb, n_mt, Lb,
+                                    splits, G=G, D=D, BLOCK_M=block_m, **_launch_opts(dev, num_warps=4))
+        return out.view(B, L, H * D)
+
+
+def prefix_attention_reference(q, keys, values, own_keys, own_values, lo, hi, block_len, scale) -> torch.Tensor:
+    """PrefixAttention's result from an explicit mask and a float32 softmax (slow; tests, benchmark)."""
+    B, L, H, D = q.shape
+    Hkv, T = keys.shape[1], keys.shape[2]
+    nb = L // block_len
+    col = torch.arange(T, device=q.device)
+    u = torch.arange(L, device=q.device)
+    blk = u // block_len
+    see_cache = (col.view(1, 1, -1) >= lo.view(B, 1, 1)) & (col.view(1, 1, -1) < hi.view(B, nb, 1)[:, blk])  # (B, L, T)
+    see_own = (blk.view(-1, 1) == blk.view(1, -1)) & (u.view(1, -1) <= u.view(-1, 1))  # (L, L)
+    see = torch.cat([see_cache, see_own.expand(B, L, L)], dim=-1)
+    k = torch.cat([keys, own_keys.transpose(1, 2)], dim=2).float().repeat_interleave(H // Hkv, dim=1)
+    v = torch.cat([values, own_values.transpose(1, 2)], dim=2).float().repeat_interleave(H // Hkv, dim=1)
+    s = torch.einsum("blhd,bhtd->bhlt", q.float(), k) * scale
+    s = s.masked_fill(~see.unsqueeze(1), float("-inf"))
+    return torch.einsum("bhlt,bhtd->blhd", s.softmax(-1), v).to(q.dtype).reshape(B, L, H * D)
+
+
+def rope_(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> bool:
+    """Rotary embedding of q (B, L, H, D) and k (B, L, Hkv, D) in place, one kernel; cos and
+    sin_signed (B, L, D) with sin_signed = sin with its first half negated (rotate_half's signs).
+    Returns False, doing nothing, where the kernel does not apply (mixed dtypes as under autocast,
+    float16, strided rows): the caller's torch code does it then."""
+    B, L, H, D = q.shape
+    Hkv = k.shape[2]
+    if not (q.dtype == k.dtype == cos.dtype == sin_signed.dtype) or q.dtype not in (torch.bfloat16, torch.float32) \
+            or D & (D - 1) or D < 2 \
+            or q.stride(2) != D or k.stride(2) != D or q.stride(3) != 1 or k.stride(3) != 1 \
+            or q.stride(0) != L * q.stride(1) or k.stride(0) != L * k.stride(1) \
+            or not (cos.is_contiguous() and sin_signed.is_contiguous()):
+        return False
+    _, _, rope_kernel = _kernels()
+    rope_kernel[(B * L,)](q, k, cos, sin_signed, q.stride(1), k.stride(1), D, H, Hkv, D=D, HALF=D // 2,
+                          HP=1 << (H - 1).bit_length(), KP=1 << (Hkv - 1).bit_length(),
+                          **_launch_opts(q.device, num_warps=4))
+    return True
+
+
+def _n_sm(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4

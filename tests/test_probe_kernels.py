@@ -1,0 +1,271 @@
+"""The Triton prefix attention of phase 2 against masked attention and against the SDPA path.
+
+On the CPU the kernels run under Triton's interpreter, float32 and float16 (the interpreter has no
+bfloat16). The interpreter must be on before triton is first imported, so the `test_interp_*`
+tests run in a child pytest started with TRITON_INTERPRET=1 (`test_kernels_under_the_interpreter`).
+The `gpu` tests run the compiled kernels in bfloat16."""
+import os
+import platform
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from repro_train.modeling import pack
+from repro_train.repro import probe_kernels
+from repro_train.repro.probe import _folded_sdpa, _probe_mask
+
+if platform.system() != "Linux":  # triton ships Linux wheels only; on Linux it is a test dependency
+    pytest.importorskip("triton")
+
+from test_probe_layers import ARCHS, BLOCKS, FORCING, build, fused_J  # noqa: E402
+
+
+INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
+interp = pytest.mark.skipif(not INTERPRETER, reason="runs in the child pytest of test_kernels_under_the_interpreter")
+
+
+def test_kernels_under_the_interpreter():
+    if INTERPRETER:
+        pytest.skip("this is the child")
+    import triton
+    if tuple(int(x) for x in triton.__version__.split(".")[:2]) < (3, 9):
+        pytest.skip(f"triton {triton.__version__}: the interpreter before 3.9 cannot take loop bounds loaded "
+                    "from memory (the compiled kernels can)")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "test_interp_"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    tail = run.stdout[-3000:] + run.stderr[-2000:]
+    assert run.returncode == 0, tail
+    n = sum(1 for name in globals() if name.startswith("test_interp_"))
+    passed = re.search(r"(\d+) passed", run.stdout)
+    assert passed and int(passed.group(1)) > n and "skipped" not in run.stdout, tail  # parametrised: more cases
+
+
+def case(B, nb, Lb, H, Hkv, D, T0, dtype, seed=0, device="cpu"):
+    """Queries, the phase-1 cache (a (B, Hkv, T0, D) view of a tokens-major buffer, as HF leaves
+    it), the blocks' own keys/values (B, L, Hkv, D), lo and hi."""
+    g = torch.Generator().manual_seed(seed)
+    L = nb * Lb
+    q = torch.randn(B, L, H, D, generator=g).to(device, dtype)
+    kb = torch.randn(B, T0, Hkv, D, generator=g).to(device, dtype)
+    vb = torch.randn(B, T0, Hkv, D, generator=g).to(device, dtype)
+    own_k = torch.randn(B, L, Hkv, D, generator=g).to(device, dtype)
+    own_v = torch.randn(B, L, Hkv, D, generator=g).to(device, dtype)
+    lo = torch.randint(0, 8, (B,), generator=g)
+    hi = torch.randint(0, T0 + 1, (B, nb), generator=g)
+    hi[0, 0] = 0  # a block that sees nothing of the cache (an invalid block)
+    hi[-1, -1] = T0  # one that sees all of it
+    return q, kb.transpose(1, 2), vb.transpose(1, 2), own_k, own_v, lo.to(device), hi.to(device)
+
+
+SHAPES = [  # B, nb, Lb, H, Hkv, D, T0
+    (2, 3, 5, 4, 2, 16, 40),  # one partial tile of prefix columns
+    (3, 4, 7, 6, 1, 32, 150),  # MQA: 42 folded rows
+    (2, 2, 20, 12, 2, 16, 130),  # Qwen2-1.5B's group of 6: 120 folded rows in a 128-row tile
+    (1, 2, 70, 4, 2, 16, 200),  # 140 folded rows: two row tiles; the block itself spans two key tiles
+]
+
+
+def attention_pair(shape, dtype, device="cpu", **kw):
+    q, k, v, ok, ov, lo, hi = case(*shape, dtype, device=device)
+    Lb, D = shape[2], shape[5]
+    out = probe_kernels.PrefixAttention(lo, hi, Lb, **kw)(q, k, v, ok, ov, D ** -0.5)
+    ref = probe_kernels.prefix_attention_reference(q, k, v, ok, ov, lo, hi, Lb, D ** -0.5)
+    return out, ref
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("splits", [1, 3, None])
+@interp
+def test_interp_prefix_attention_matches_masked_attention(shape, splits):
+    out, ref = attention_pair(shape, torch.float32, splits=splits)
+    assert out.shape == (shape[0], shape[1] * shape[2], shape[3] * shape[5])
+    assert (out - ref).abs().max() < 1e-5
+
+
+@interp
+def test_interp_prefix_attention_float16_and_reused_buffers():
+    q, k, v, ok, ov, lo, hi = case(2, 2, 20, 12, 2, 16, 130, torch.float16)
+    attn = probe_kernels.PrefixAttention(lo, hi, 20)
+    first = attn(q, k, v, ok, ov, 0.25).clone()
+    again = attn(q * 2, k, v, ok, ov, 0.25)  # a second layer reuses the work buffers
+    ref = probe_kernels.prefix_attention_reference(q * 2, k, v, ok, ov, lo, hi, 20, 0.25)
+    assert again.dtype == torch.float16 and (again.float() - ref.float()).abs().max() < 2e-3
+    assert not torch.equal(first, again)
+
+
+def rope_reference(t, cos, sin_signed):
+    half = t.shape[-1] // 2
+    return (t * cos.unsqueeze(2)).add_(t.roll(half, dims=-1) * sin_signed.unsqueeze(2))
+
+
+def rope_case(dtype, device="cpu", B=2, L=5, H=12, Hkv=2, D=16):
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(B, L, H * D, generator=g).to(device, dtype).view(B, L, H, D)
+    k = torch.randn(B, L, Hkv * D, generator=g).to(device, dtype).view(B, L, Hkv, D)
+    ang = torch.rand(B, L, D, generator=g) * 6
+    return q, k, ang.cos().to(device, dtype), ang.sin().to(device, dtype)
+
+
+@interp
+def test_interp_rope_in_place():
+    q, k, cos, sin = rope_case(torch.float32)
+    want_q, want_k = rope_reference(q, cos, sin), rope_reference(k, cos, sin)
+    assert probe_kernels.rope_(q, k, cos, sin)
+    assert (q - want_q).abs().max() < 1e-6 and (k - want_k).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@interp
+def test_interp_target_logprobs(dtype):
+    g = torch.Generator().manual_seed(5)
+    logits = (torch.randn(7, 5000, generator=g) * 4).to(dtype)  # 5000: a partial last chunk
+    logits[3, 100:] = float("-inf")  # masked-out vocabulary entries
+    targets = torch.tensor([0, 4999, 17, 99, 2048, 2047, 1234])
+    want = torch.log_softmax(logits.float(), -1).gather(-1, targets.view(-1, 1)).view(-1)
+    got = probe_kernels.target_logprobs(logits, targets)
+    assert got.dtype == torch.float32 and (got - want).abs().max() < 1e-5
+
+
+def test_rope_declines_what_it_cannot_do():
+    q, k, cos, sin = rope_case(torch.float32)
+    before = q.clone()
+    assert not probe_kernels.rope_(q, k, cos.half(), sin.half())  # mixed dtypes (autocast): torch does it
+    assert not probe_kernels.rope_(q.half(), k.half(), cos.half(), sin.half())  # float16
+    assert not probe_kernels.rope_(q.transpose(1, 2).contiguous().transpose(1, 2), k, cos, sin)  # head-major
+    assert torch.equal(q, before)
+
+
+def test_reference_is_the_probe_mask():
+    """The slow reference encodes the same visibility as the SDPA path's mask (left-padded rows)."""
+    seqs = pack([[5, 6, 7], [8, 9, 10, 11, 12, 13]], [list(range(20, 31)), list(range(31, 36))], 0)
+    B, Kc = seqs.input_ids.shape
+    nb, Lb, H, Hkv, D = 3, 4, 4, 2, 16
+    L, P = nb * Lb, seqs.prompt_width
+    limit = torch.tensor([[P, P + 4, P + 11], [P, P + 2, 0]])  # 0: an invalid block
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(B, L, H, D, generator=g)
+    kv = torch.randn(2, B, Hkv, Kc + L, D, generator=g)  # the cache with the blocks appended
+    mask = _probe_mask(_Stub(H, Hkv), seqs, _KeysOf(kv[0]), limit, Lb, L)
+    sdpa = _folded_sdpa(q.transpose(1, 2), kv[0], kv[1], mask, D ** -0.5).transpose(1, 2).reshape(B, L, H * D)
+    ref = probe_kernels.prefix_attention_reference(q, kv[0, :, :, :Kc], kv[1, :, :, :Kc], kv[0, :, :, Kc:].transpose(1, 2),
+                                                   kv[1, :, :, Kc:].transpose(1, 2), P - seqs.prompt_lens, limit, Lb,
+                                                   D ** -0.5)
+    assert (sdpa - ref).abs().max() < 1e-5
+
+
+class _Stub(torch.nn.Module):
+    def __init__(self, H, Hkv):
+        super().__init__()
+        self.config = type("C", (), {"num_attention_heads": H, "num_key_value_heads": Hkv})()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+
+class _KeysOf:
+    def __init__(self, keys):
+        self.layers = [type("L", (), {"keys": keys})()]
+
+
+@pytest.mark.parametrize("kind", sorted(ARCHS))
+@pytest.mark.parametrize("forcing", [FORCING, []])
+@interp
+def test_interp_probe_triton_matches_sdpa(kind, forcing):
+    """J through the whole layer-by-layer forward: Triton attention = SDPA attention, float32."""
+    model = build(kind)
+    tri, _ = fused_J(model, forcing, "layers", attention="triton")
+    sdpa, blocks = fused_J(model, forcing, "layers", attention="sdpa")
+    assert torch.allclose(tri, sdpa, atol=1e-5), (tri - sdpa).abs().max()
+    assert blocks.valid.sum() == sum(len(b) for b in BLOCKS)
+
+
+def test_triton_where_it_cannot_run(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # (in the child too)
+    assert "CUDA" in probe_kernels.unavailable("cpu")
+    with pytest.raises(ValueError, match="probe_attention 'triton' cannot run here"):
+        fused_J(build("qwen2"), FORCING, "layers", attention="triton")
+    auto, _ = fused_J(build("qwen2"), FORCING, "layers", attention="auto")  # auto falls back to SDPA
+    sdpa, _ = fused_J(build("qwen2"), FORCING, "layers", attention="sdpa")
+    assert torch.equal(auto, sdpa)
+
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("shape", SHAPES + [(4, 11, 20, 12, 2, 128, 4352)])  # the bench's bar cell
+def test_prefix_attention_bf16_on_gpu(shape):
+    out, ref = attention_pair(shape, torch.bfloat16, device="cuda")
+    assert (out.float() - ref.float()).abs().max() < 2e-2  # about two bf16 steps at |out| < 2
+
+
+@pytest.mark.gpu
+@gpu
+def test_target_logprobs_on_gpu():
+    logits = (torch.randn(704, 151936, device="cuda") * 3).bfloat16()
+    targets = torch.randint(0, 151936, (704,), device="cuda")
+    want = torch.log_softmax(logits, -1, dtype=torch.float32).gather(-1, targets.view(-1, 1)).view(-1)
+    assert (probe_kernels.target_logprobs(logits, targets) - want).abs().max() < 1e-4
+
+
+@pytest.mark.gpu
+@gpu
+def test_rope_bit_exact_on_gpu():
+    q, k, cos, sin = rope_case(torch.bfloat16, "cuda", B=4, L=220, H=12, Hkv=2, D=128)
+    want_q, want_k = rope_reference(q, cos, sin), rope_reference(k, cos, sin)
+    assert probe_kernels.rope_(q, k, cos, sin)
+    assert torch.equal(q, want_q) and torch.equal(k, want_k)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("kind", sorted(ARCHS))
+def test_probe_triton_matches_sdpa_on_gpu(kind):
+    model = build(kind).cuda()
+    tri, _ = fused_J(model, FORCING, "layers", attention="triton", device="cuda")
+    sdpa, _ = fused_J(model, FORCING, "layers", attention="sdpa", device="cuda")
+    assert (tri - sdpa).abs().max() < 1e-4
+    model = build(kind, torch.bfloat16).cuda()
+    tri, _ = fused_J(model, FORCING, "layers", attention="triton", device="cuda")
+    sdpa, _ = fused_J(model, FORCING, "layers", attention="sdpa", device="cuda")
+    assert (tri - sdpa).abs().max() < 2e-2
+
+
+@interp
+def test_interp_score_pass_triton_keeps_phase1_cache_and_matches_sdpa():
+    """The trainer's pass: with Triton, phase 1 keeps its own keys (room 0) and J equals SDPA's."""
+    from repro_train.repro.probe import ProbeRow, score_pass
+    from test_probe_layers import ANSWERS, PROMPTS, RESPONSES
+    model = build("qwen2")
+    rows = [ProbeRow((0, 3, 9), (3, 9, len(r)), tuple(a)) for r, a in zip(RESPONSES, ANSWERS)]
+    seqs = pack(PROMPTS, RESPONSES, 0)
+    out = {a: score_pass(model, seqs, rows, FORCING, top_k=2, attention=a) for a in ("triton", "sdpa")}
+    for pt, ps in zip(out["triton"].probes, out["sdpa"].probes):
+        assert pt.cuts == ps.cuts and abs(pt.J_b - ps.J_b) < 1e-5 and torch.allclose(pt.J, ps.J, atol=1e-5)
+
+
+def test_probe_cache_without_room_keeps_phase1_tensors():
+    from repro_train.modeling import forward_logprobs
+    from repro_train.repro.probe import probe_cache
+    model = build("qwen2")
+    seqs = pack(PROMPTS_, RESPONSES_, 0)
+    seen = []
+    real = model.model.layers[0].self_attn.forward
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        seen.append(k["past_key_values"].layers[0].keys)
+        return out
+    model.model.layers[0].self_attn.forward = spy
+    with torch.no_grad():
+        cache = forward_logprobs(model, seqs, use_cache=True, past_key_values=probe_cache(0)).cache
+        keys = cache.layers[0].keys
+        assert keys.shape[-2] == seqs.input_ids.shape[1] and keys is seen[0]
+        k2, _ = cache.update(keys[:, :, :2], cache.layers[0].values[:, :, :2], 0)  # appending still works
+    assert k2.shape[-2] == keys.shape[-2] + 2 and torch.equal(k2[:, :, -2:], keys[:, :, :2])
+
+
+PROMPTS_, RESPONSES_ = [[5, 6, 7], [8]], [list(range(20, 31)), list(range(31, 36))]
