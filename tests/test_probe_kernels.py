@@ -269,3 +269,17 @@ def test_probe_cache_without_room_keeps_phase1_tensors():
 
 
 PROMPTS_, RESPONSES_ = [[5, 6, 7], [8]], [list(range(20, 31)), list(range(31, 36))]
+
+
+def test_triton_asked_for_on_a_cpu_fails_at_start_up(monkeypatch):
+    from repro_train.config import Config
+    from repro_train.config_base import ConfigError
+    from repro_train.trainer.runtime import check_probe_attention
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    import dataclasses
+    cfg = Config()
+    triton = dataclasses.replace(cfg, repro=dataclasses.replace(cfg.repro, enabled=True, probe_attention="triton"))
+    with pytest.raises(ConfigError, match="'repro.probe_attention' = 'triton' cannot run here: device 'cpu'"):
+        check_probe_attention(triton, torch.device("cpu"))
+    auto = dataclasses.replace(cfg, repro=dataclasses.replace(cfg.repro, enabled=True, probe_attention="auto"))
+    check_probe_attention(auto, torch.device("cpu"))  # auto falls back without complaint
