@@ -5,6 +5,27 @@ import triton.language as tl
 
 
 @triton.jit
+def _attend_tile(q, kbase, vbase, skt, svt, kpos, col_ok, see, d, scale_log2e, m_i, l_i, acc, IEEE: tl.constexpr):
+    """One key tile of online softmax: columns kpos (valid where col_ok), scores kept where `see`."""
+    k = tl.load(kbase + kpos[None, :] * skt + d[:, None], mask=col_ok[None, :], other=0.0)
+    if IEEE:
+        qk = tl.dot(q, k, input_precision="ieee")
+    else:
+        qk = tl.dot(q, k)
+    qk = tl.where(see, qk * scale_log2e, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    p = tl.exp2(qk - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = tl.load(vbase + kpos[:, None] * svt + d[None, :], mask=col_ok[:, None], other=0.0)
+    if IEEE:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    else:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def split_kernel(Q, K, V, KO, VO, Opart, Lpart, LO, HI,
                  sqb, sql, sqh, skb, skh, skt, svb, svh, svt, sob, soh, sot, sovb, sovh, sovt,
                  nb, n_mt, Lb, span, scale_log2e,
@@ -36,22 +57,8 @@ def split_kernel(Q, K, V, KO, VO, Opart, Lpart, LO, HI,
     for n0 in range(k_lo, k_hi, BLOCK_N):
         kpos = n0 + cols
         col_ok = kpos < k_hi
-        k = tl.load(kbase + kpos[None, :] * skt + d[:, None], mask=col_ok[None, :], other=0.0)
-        if IEEE:
-            qk = tl.dot(q, k, input_precision="ieee")
-        else:
-            qk = tl.dot(q, k)
-        qk = tl.where(col_ok[None, :], qk * scale_log2e, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.exp2(qk - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(vbase + kpos[:, None] * svt + d[None, :], mask=col_ok[:, None], other=0.0)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = _attend_tile(q, kbase, vbase, skt, svt, kpos, col_ok, col_ok[None, :], d, scale_log2e,
+                                     m_i, l_i, acc, IEEE)
     # slice 0 also takes the block's own keys (token u of block j is row j * Lb + u of KO/VO), causally
     own_lo = j * Lb
     own_hi = tl.where(s == 0, own_lo + Lb, own_lo)
@@ -60,23 +67,9 @@ def split_kernel(Q, K, V, KO, VO, Opart, Lpart, LO, HI,
     for n0 in range(own_lo, own_hi, BLOCK_N):
         kpos = n0 + cols
         col_ok = kpos < own_hi
-        k = tl.load(kobase + kpos[None, :] * sot + d[:, None], mask=col_ok[None, :], other=0.0)
-        if IEEE:
-            qk = tl.dot(q, k, input_precision="ieee")
-        else:
-            qk = tl.dot(q, k)
         see = col_ok[None, :] & (kpos[None, :] - own_lo <= t[:, None])
-        qk = tl.where(see, qk * scale_log2e, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.exp2(qk - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(vobase + kpos[:, None] * sovt + d[None, :], mask=col_ok[:, None], other=0.0)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = _attend_tile(q, kobase, vobase, sot, sovt, kpos, col_ok, see, d, scale_log2e,
+                                     m_i, l_i, acc, IEEE)
     has = l_i > 0
     out = acc / tl.where(has, l_i, 1.0)[:, None]
     lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
