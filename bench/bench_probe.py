@@ -87,6 +87,19 @@ class BenchOptions:
     """time.monotonic() after which no further naive cell (or length) starts."""
 
 
+def kernel_ms(fn: Callable[[], Any], n: int = 10) -> dict[str, float]:
+    """GPU time per call of each kernel `fn` launches, from torch.profiler with CUDA activity only
+    (with CPU activity too, operator rows would repeat their kernels' time). Their sum is the GPU
+    time of a call, which can be far below its wall time when the call is launch-bound."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+    return {k.key: k.self_device_time_total / n / 1000 for k in prof.key_averages()}
+
+
 def one_cell_args(argv=None) -> argparse.Namespace:
     """--model/--length/--cuts/--out of the scripts that look at one cell on a GPU
     (profile_probe.py, bench_probe_attention.py)."""

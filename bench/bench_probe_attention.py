@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.bench_probe import MODELS, BenchOptions, make_blocks, one_cell_args  # noqa: E402
+from bench.bench_probe import MODELS, BenchOptions, kernel_ms, make_blocks, one_cell_args  # noqa: E402
 
 
 def timed(fn, repeats: int = 20, warmup: int = 3) -> float:
@@ -94,23 +94,12 @@ def main() -> None:
 
     results = []
 
-    from torch.profiler import ProfilerActivity, profile
-
-    def gpu_ms(fn, n=10):
-        """Summed kernel time per call: the wall time of a call can be the host's launch time."""
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(n):
-                fn()
-            torch.cuda.synchronize()
-        return sum(k.self_device_time_total for k in prof.key_averages()) / n / 1000
-
     def record(name, fn, compile_s=None):
         try:
             out = fn()
             err = (out.float() - ref).abs().max().item()
             ms = timed(fn)
-            g_ms = gpu_ms(fn)
+            g_ms = sum(kernel_ms(fn).values())
             results.append(dict(name=name, ms=ms, gpu_ms=g_ms, layers_ms=ms * m["num_hidden_layers"],
                                 gpu_layers_ms=g_ms * m["num_hidden_layers"], max_err=err, compile_s=compile_s))
         except Exception as e:  # report and go on: this is a survey
@@ -271,6 +260,7 @@ def main() -> None:
                dict(block_n=128, splits=2), dict(block_n=32, splits=2)):
         record("triton_" + "_".join(f"{k_}{v_}" for k_, v_ in kw.items()), triton_prefix(**kw))
 
+    from torch.profiler import ProfilerActivity, profile
     for name, fn in (("sdpa_folded", sdpa_folded), ("triton", triton_prefix()), ("cudnn_split_3", cudnn_split(3))):
         try:
             fn()

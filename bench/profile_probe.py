@@ -13,7 +13,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.bench_probe import BenchOptions, build_model, make_blocks, make_inputs, one_cell_args  # noqa: E402
+from bench.bench_probe import BenchOptions, build_model, kernel_ms, make_blocks, make_inputs, one_cell_args  # noqa: E402
 from repro_train.modeling import forward_logprobs  # noqa: E402
 from repro_train.repro.probe import Blocks, ProbeRow, probe_cache, probe_fused, probe_layout, score_pass  # noqa: E402
 
@@ -74,7 +74,8 @@ def main() -> None:
     for k, v in sorted(where.items(), key=lambda kv: -kv[1]):
         print(f"  {v:4d}  {k}")
     ka = prof.key_averages()
-    gpu_total = sum(k.self_device_time_total for k in ka) / 3 / 1000
+    with torch.no_grad():  # kernels only: the table's operator rows repeat their kernels' time
+        gpu_total = sum(kernel_ms(call, 3).values())
     print(f"probe forward wall median {walls[len(walls) // 2]:.2f} ms (min {walls[0]:.2f}); "
           f"summed GPU kernel time {gpu_total:.2f} ms per call")
     print(ka.table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=60))
@@ -84,7 +85,6 @@ def main() -> None:
 
 def phase1_cost(model, inp, room: int) -> None:
     """What keeping the cache adds to phase 1: GPU kernel time with and without it, by kernel."""
-    from torch.profiler import ProfilerActivity, profile
     per = {}
     with torch.no_grad():
         for name, kw in (("plain", {}), ("cache", dict(use_cache=True, past_key_values=None))):
@@ -93,12 +93,7 @@ def phase1_cost(model, inp, room: int) -> None:
                     kw["past_key_values"] = probe_cache(room)
                 return forward_logprobs(model, inp.seqs, **kw)
             call()
-            torch.cuda.synchronize()
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(3):
-                    call()
-                torch.cuda.synchronize()
-            per[name] = {k.key: k.self_device_time_total / 3 / 1000 for k in prof.key_averages()}
+            per[name] = kernel_ms(call, 3)
     tot = {n: sum(v.values()) for n, v in per.items()}
     print(f"phase 1 GPU time: plain {tot['plain']:.2f} ms, keeping the cache {tot['cache']:.2f} ms "
           f"(+{tot['cache'] - tot['plain']:.2f})")

@@ -251,7 +251,7 @@ def test_probe_cache_without_room_keeps_phase1_tensors():
     from repro_train.modeling import forward_logprobs
     from repro_train.repro.probe import probe_cache
     model = build("qwen2")
-    seqs = pack(PROMPTS_, RESPONSES_, 0)
+    seqs = pack([[5, 6, 7], [8]], [list(range(20, 31)), list(range(31, 36))], 0)
     seen = []
     real = model.model.layers[0].self_attn.forward
 
@@ -267,8 +267,6 @@ def test_probe_cache_without_room_keeps_phase1_tensors():
         k2, _ = cache.update(keys[:, :, :2], cache.layers[0].values[:, :, :2], 0)  # appending still works
     assert k2.shape[-2] == keys.shape[-2] + 2 and torch.equal(k2[:, :, -2:], keys[:, :, :2])
 
-
-PROMPTS_, RESPONSES_ = [[5, 6, 7], [8]], [list(range(20, 31)), list(range(31, 36))]
 
 
 def test_triton_asked_for_on_a_cpu_fails_at_start_up(monkeypatch):

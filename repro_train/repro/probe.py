@@ -288,7 +288,7 @@ def probe_fused(model, seqs: Sequences, cache, blocks: Blocks, forward: str = "l
     forward="layers" runs that forward layer by layer (`probe_layers`) where the architecture allows;
     otherwise, or with "model", it is the model's own forward with the probe attention swapped in.
     In the layer-by-layer forward, attention="triton" (or "auto" on a GPU with Triton) attends with
-    `probe_kernels.prefix_attention`, which reads only each block's prefix and needs no mask;
+    `probe_kernels.PrefixAttention`, which reads only each block's prefix and needs no mask;
     "sdpa" (and "auto" elsewhere) uses SDPA with an additive mask over the whole cache.
 
     Block k of row b holds [lead] + f + q[:-1] at positions plen_b + c - lead + (0, 1, ...) and sees
@@ -314,7 +314,7 @@ def probe_fused(model, seqs: Sequences, cache, blocks: Blocks, forward: str = "l
     limit = torch.where(valid, P + C - lead, torch.zeros_like(C))  # cache columns < limit are visible
     keep = (torch.arange(nb, device=device).view(-1, 1) * Lb + lead + F - 1 + torch.arange(Q, device=device)).reshape(-1)
     layers = forward == "layers" and probe_layers.unsupported(model) is None
-    triton = _triton_path(model, device, forward, attention)
+    triton = layers and _use_triton(attention, device)  # as _triton_path, without a second model check
     if triton:
         # rows are left-padded: block j of row b sees columns [P - plen_b, limit_bj) of the cache
         logits = probe_layers.forward(model, ids, pos, _triton_attend(cache, P - plen, limit, Lb), keep,

@@ -43,16 +43,16 @@ def _interpret() -> bool:
 
 
 def _kernels():
-    """(split, merge, rope) kernels, imported on first use."""
-    from . import _triton_kernels as k
-    return k.split_kernel, k.merge_kernel, k.rope_kernel
+    """The module of Triton kernels, imported on first use."""
+    from . import _triton_kernels
+    return _triton_kernels
 
 
 def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log_softmax(logits.float())[r, targets[r]] for logits (N, V) (contiguous rows), targets (N,):
     one program per row reads its logits once, in their own dtype; nothing vocabulary-sized is
     written (torch's float32 log-softmax writes N x V floats)."""
-    from . import _triton_kernels as k
+    k = _kernels()
     N, V = logits.shape
     if logits.stride(1) != 1:
         logits = logits.contiguous()
@@ -113,8 +113,8 @@ class PrefixAttention:
                           torch.empty(splits * n_prog * Hkv * block_m, dtype=torch.float32, device=dev),
                           torch.empty(B, L, H, D, dtype=q.dtype, device=dev))
         _, opart, lpart, out = self._work
-        split_kernel, merge_kernel, _ = _kernels()
-        split_kernel[(n_prog, Hkv, splits)](
+        k = _kernels()
+        k.split_kernel[(n_prog, Hkv, splits)](
             q, keys, values, own_keys, own_values, opart, lpart, self.lo, self.hi,
             q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
             values.stride(0), values.stride(1), values.stride(2),
@@ -123,7 +123,7 @@ class PrefixAttention:
             nb, n_mt, Lb, span, scale * math.log2(math.e),
             G=G, D=D, BLOCK_M=block_m, BLOCK_N=self.block_n, IEEE=q.dtype == torch.float32,
             **_launch_opts(dev, num_warps=self.num_warps or (8 if block_m == 128 else 4), num_stages=self.num_stages))
-        merge_kernel[(n_prog, Hkv)](opart, lpart, out, out.stride(0), out.stride(1), out.stride(2), nb, n_mt, Lb,
+        k.merge_kernel[(n_prog, Hkv)](opart, lpart, out, out.stride(0), out.stride(1), out.stride(2), nb, n_mt, Lb,
                                     splits, G=G, D=D, BLOCK_M=block_m, **_launch_opts(dev, num_warps=4))
         return out.view(B, L, H * D)
 
@@ -159,8 +159,7 @@ def rope_(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin_signed: torch
             or q.stride(0) != L * q.stride(1) or k.stride(0) != L * k.stride(1) \
             or not (cos.is_contiguous() and sin_signed.is_contiguous()):
         return False
-    _, _, rope_kernel = _kernels()
-    rope_kernel[(B * L,)](q, k, cos, sin_signed, q.stride(1), k.stride(1), D, H, Hkv, D=D, HALF=D // 2,
+    _kernels().rope_kernel[(B * L,)](q, k, cos, sin_signed, q.stride(1), k.stride(1), D, H, Hkv, D=D, HALF=D // 2,
                           HP=1 << (H - 1).bit_length(), KP=1 << (Hkv - 1).bit_length(),
                           **_launch_opts(q.device, num_warps=4))
     return True
