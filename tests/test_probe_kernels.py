@@ -89,7 +89,7 @@ def test_interp_prefix_attention_matches_masked_attention(shape, splits):
 @interp
 def test_interp_prefix_attention_float16_and_reused_buffers():
     q, k, v, ok, ov, lo, hi = case(2, 2, 20, 12, 2, 16, 130, torch.float16)
-    attn = probe_kernels.PrefixAttention(lo, hi, 20)
+    attn = probe_kernels.PrefixAttention(lo, hi, 20, splits=3)  # the merge tickets must reset between layers
     first = attn(q, k, v, ok, ov, 0.25).clone()
     again = attn(q * 2, k, v, ok, ov, 0.25)  # a second layer reuses the work buffers
     ref = probe_kernels.prefix_attention_reference(q * 2, k, v, ok, ov, lo, hi, 20, 0.25)
@@ -118,6 +118,50 @@ def test_interp_rope_in_place():
     assert (q - want_q).abs().max() < 1e-6 and (k - want_k).abs().max() < 1e-6
 
 
+def test_rope_declines_what_it_cannot_do():
+    q, k, cos, sin = rope_case(torch.float32)
+    before = q.clone()
+    assert not probe_kernels.rope_(q, k, cos.half(), sin.half())  # mixed dtypes (autocast): torch does it
+    assert not probe_kernels.rope_(q.half(), k.half(), cos.half(), sin.half())  # float16
+    assert not probe_kernels.rope_(q.transpose(1, 2).contiguous().transpose(1, 2), k, cos, sin)  # head-major
+    assert torch.equal(q, before)
+
+
+def rms_reference(x, w, eps):
+    return w * torch.nn.functional.rms_norm(x, (x.shape[-1],), eps=eps)
+
+
+def gate_reference(g, u):
+    return torch.nn.functional.silu(g.clone(), inplace=True).mul_(u)
+
+
+@pytest.mark.parametrize("rows, width", [(7, 1536), (300, 32), (3, 3000)])  # one row, 16 rows, a partial block
+@interp
+def test_interp_rms_norm(rows, width):
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(rows, width, generator=g) * 3
+    w = torch.rand(width, generator=g) + 0.5
+    y = probe_kernels.rms_norm(x.view(rows, 1, width), w, 1e-6)
+    assert y.shape == (rows, 1, width) and (y.view(rows, width) - rms_reference(x, w, 1e-6)).abs().max() < 1e-5
+
+
+@interp
+def test_interp_silu_mul():
+    g = torch.Generator().manual_seed(7)
+    a, u = torch.randn(3, 5, 1000, generator=g) * 4, torch.randn(3, 5, 1000, generator=g)
+    want = gate_reference(a, u)
+    assert probe_kernels.silu_mul_(a, u) and (a - want).abs().max() < 1e-5
+
+
+def test_norm_and_gate_decline_what_they_cannot_round_alike():
+    x, w = torch.randn(4, 8), torch.ones(8)
+    assert probe_kernels.rms_norm(x.half(), w.half(), 1e-6) is None  # float16
+    assert probe_kernels.rms_norm(x, w.bfloat16(), 1e-6) is None  # autocast's float32 weights on bf16 rows
+    assert probe_kernels.rms_norm(x.t(), torch.ones(4), 1e-6) is None  # strided rows
+    assert not probe_kernels.silu_mul_(x, x.bfloat16())
+    assert not probe_kernels.silu_mul_(x.t(), x.t())
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @interp
 def test_interp_target_logprobs(dtype):
@@ -128,15 +172,6 @@ def test_interp_target_logprobs(dtype):
     want = torch.log_softmax(logits.float(), -1).gather(-1, targets.view(-1, 1)).view(-1)
     got = probe_kernels.target_logprobs(logits, targets)
     assert got.dtype == torch.float32 and (got - want).abs().max() < 1e-5
-
-
-def test_rope_declines_what_it_cannot_do():
-    q, k, cos, sin = rope_case(torch.float32)
-    before = q.clone()
-    assert not probe_kernels.rope_(q, k, cos.half(), sin.half())  # mixed dtypes (autocast): torch does it
-    assert not probe_kernels.rope_(q.half(), k.half(), cos.half(), sin.half())  # float16
-    assert not probe_kernels.rope_(q.transpose(1, 2).contiguous().transpose(1, 2), k, cos, sin)  # head-major
-    assert torch.equal(q, before)
 
 
 def test_reference_is_the_probe_mask():
@@ -218,6 +253,25 @@ def test_rope_bit_exact_on_gpu():
     want_q, want_k = rope_reference(q, cos, sin), rope_reference(k, cos, sin)
     assert probe_kernels.rope_(q, k, cos, sin)
     assert torch.equal(q, want_q) and torch.equal(k, want_k)
+
+
+def within_one_step(got, want):
+    """bf16 results that differ from torch's by at most one rounding step (the kernels' float32
+    rsqrt/exp/division are not torch's bit for bit), and mostly not at all."""
+    step = (want.float().abs() * 2.0 ** -7).clamp(min=2.0 ** -126)
+    off = (got.float() - want.float()).abs()
+    return bool((off <= step * 1.01).all()) and float((off > 0).float().mean()) < 0.05
+
+
+@pytest.mark.gpu
+@gpu
+def test_norm_and_gate_on_gpu():
+    x = (torch.randn(880, 1536, device="cuda") * 3).bfloat16()
+    w = (torch.rand(1536, device="cuda") + 0.5).bfloat16()
+    assert within_one_step(probe_kernels.rms_norm(x, w, 1e-6), rms_reference(x, w, 1e-6))
+    a, u = (torch.randn(880, 8960, device="cuda") * 4).bfloat16(), torch.randn(880, 8960, device="cuda").bfloat16()
+    want = gate_reference(a, u)
+    assert probe_kernels.silu_mul_(a, u) and within_one_step(a, want)
 
 
 @pytest.mark.gpu

@@ -95,3 +95,12 @@ def test_bad_forward_name():
     from repro_train.repro.probe import score_pass
     with pytest.raises(ValueError, match="layers"):
         score_pass(build("qwen2"), pack(PROMPTS, RESPONSES, 0), [None] * 3, [], top_k=2, forward="fast")
+
+
+def test_sharding_check_is_remembered_until_the_parameters_change():
+    model = build("qwen2")
+    assert probe_layers.unsupported(model) is None
+    model.model.layers[0].mlp.up_proj.weight.ds_id = 3  # the walk is not taken again for this
+    assert probe_layers.unsupported(model) is None
+    next(model.parameters()).data = torch.empty(0)  # what ZeRO-3's partitioning does to every parameter
+    assert "sharded" in probe_layers.unsupported(model)

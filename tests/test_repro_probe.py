@@ -110,6 +110,8 @@ def test_rows_none_runs_phase_one_only_and_restores_train_mode(batch):
         assert model.training
     finally:
         model.eval()
+    c = score_pass(model, seqs, [None, rows[1], None], [5], top_k=2, pad_id=tok.pad_token_id)
+    assert not model.training and torch.equal(c.probes[1].J, b.probes[1].J)  # eval stays eval, same J
     assert b.probes[0] is None and b.probes[2] is None and b.probes[1] is not None
     assert torch.allclose(a.lp.logprobs, b.lp.logprobs, atol=1e-6)  # keeping the cache changes nothing
 

@@ -5,9 +5,22 @@ import triton.language as tl
 
 
 @triton.jit
-def _attend_tile(q, kbase, vbase, skt, svt, kpos, col_ok, see, d, scale_log2e, m_i, l_i, acc, IEEE: tl.constexpr):
-    """One key tile of online softmax: columns kpos (valid where col_ok), scores kept where `see`."""
-    k = tl.load(kbase + kpos[None, :] * skt + d[:, None], mask=col_ok[None, :], other=0.0)
+def round_to(x, dt: tl.constexpr):
+    """float32 x rounded to dt (nearest, ties to even), kept in float32. For bfloat16 the
+    rounding is integer arithmetic, which no compiler pass folds away (a bf16 round trip
+    through casts did not round as torch does)."""
+    if dt == tl.bfloat16:
+        u = x.to(tl.uint32, bitcast=True)
+        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+        return u.to(tl.float32, bitcast=True)
+    else:
+        return x.to(dt).to(tl.float32)
+
+
+@triton.jit
+def _attend_tile(q, k, vbase, svt, kpos, col_ok, see, d, scale_log2e, m_i, l_i, acc, IEEE: tl.constexpr):
+    """One key tile of online softmax: keys k (D, BLOCK_N) at columns kpos (valid where col_ok),
+    scores kept where `see`."""
     if IEEE:
         qk = tl.dot(q, k, input_precision="ieee")
     else:
@@ -26,19 +39,20 @@ def _attend_tile(q, kbase, vbase, skt, svt, kpos, col_ok, see, d, scale_log2e, m
 
 
 @triton.jit
-def split_kernel(Q, K, V, KO, VO, Opart, Lpart, LO, HI,
-                 sqb, sql, sqh, skb, skh, skt, svb, svh, svt, sob, soh, sot, sovb, sovh, sovt,
-                 nb, n_mt, Lb, span, scale_log2e,
-                 G: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 IEEE: tl.constexpr):
+def prefix_attention_kernel(Q, K, V, KO, VO, Out, Opart, Lpart, Count, LO, HI,
+                            sqb, sql, sqh, skb, skh, skt, svb, svh, svt, sob, soh, sot, sovb, sovh, sovt,
+                            sxb, sxl, sxh, nb, n_mt, Lb, span, n_split, scale_log2e,
+                            G: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                            IEEE: tl.constexpr):
     # program: (block tile, KV head, slice of the prefix); slice 0 also takes the block itself
     pid, h, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    n_heads_kv = tl.num_programs(1)
+    n_prog, n_heads_kv = tl.num_programs(0), tl.num_programs(1)
     mt = pid % n_mt
     bj = pid // n_mt
     b = bj // nb
     j = bj % nb
-    rows = mt * BLOCK_M + tl.arange(0, BLOCK_M)
+    r = tl.arange(0, BLOCK_M)
+    rows = mt * BLOCK_M + r
     t = rows // G  # token of the block
     g = rows % G  # query head within the KV head's group
     row_ok = t < Lb
@@ -57,7 +71,8 @@ def split_kernel(Q, K, V, KO, VO, Opart, Lpart, LO, HI,
     for n0 in range(k_lo, k_hi, BLOCK_N):
         kpos = n0 + cols
         col_ok = kpos < k_hi
-        m_i, l_i, acc = _attend_tile(q, kbase, vbase, skt, svt, kpos, col_ok, col_ok[None, :], d, scale_log2e,
+        k = tl.load(kbase + kpos[None, :] * skt + d[:, None], mask=col_ok[None, :], other=0.0)
+        m_i, l_i, acc = _attend_tile(q, k, vbase, svt, kpos, col_ok, col_ok[None, :], d, scale_log2e,
                                      m_i, l_i, acc, IEEE)
     # slice 0 also takes the block's own keys (token u of block j is row j * Lb + u of KO/VO), causally
     own_lo = j * Lb
@@ -67,54 +82,69 @@ def split_kernel(Q, K, V, KO, VO, Opart, Lpart, LO, HI,
     for n0 in range(own_lo, own_hi, BLOCK_N):
         kpos = n0 + cols
         col_ok = kpos < own_hi
+        k = tl.load(kobase + kpos[None, :] * sot + d[:, None], mask=col_ok[None, :], other=0.0)
         see = col_ok[None, :] & (kpos[None, :] - own_lo <= t[:, None])
-        m_i, l_i, acc = _attend_tile(q, kobase, vobase, sot, sovt, kpos, col_ok, see, d, scale_log2e,
-                                     m_i, l_i, acc, IEEE)
+        m_i, l_i, acc = _attend_tile(q, k, vobase, sovt, kpos, col_ok, see, d, scale_log2e, m_i, l_i, acc, IEEE)
     has = l_i > 0
     out = acc / tl.where(has, l_i, 1.0)[:, None]
-    lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
-    part = (s * tl.num_programs(0) + pid) * n_heads_kv + h
-    tl.store(Opart + part * BLOCK_M * D + tl.arange(0, BLOCK_M)[:, None] * D + d[None, :], out)
-    tl.store(Lpart + part * BLOCK_M + tl.arange(0, BLOCK_M), lse)
-
-@triton.jit
-def merge_kernel(Opart, Lpart, Out, sob, sol, soh, nb, n_mt, Lb, n_split,
-                 G: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr):
-    pid, h = tl.program_id(0), tl.program_id(1)
-    n_prog, n_heads_kv = tl.num_programs(0), tl.num_programs(1)
-    mt = pid % n_mt
-    bj = pid // n_mt
-    b = bj // nb
-    j = bj % nb
-    r = tl.arange(0, BLOCK_M)
-    d = tl.arange(0, D)
-    m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    for s in range(0, n_split):
-        m = tl.maximum(m, tl.load(Lpart + ((s * n_prog + pid) * n_heads_kv + h) * BLOCK_M + r))
-    w_sum = tl.zeros((BLOCK_M,), tl.float32)
-    acc = tl.zeros((BLOCK_M, D), tl.float32)
-    for s in range(0, n_split):
-        part = (s * n_prog + pid) * n_heads_kv + h
-        w = tl.exp2(tl.load(Lpart + part * BLOCK_M + r) - m)
-        w_sum += w
-        acc += w[:, None] * tl.load(Opart + part * BLOCK_M * D + r[:, None] * D + d[None, :])
-    rows = mt * BLOCK_M + r
-    t = rows // G
-    g = rows % G
-    tl.store(Out + b * sob + (j * Lb + t)[:, None] * sol + (h * G + g)[:, None] * soh + d[None, :],
-             (acc / w_sum[:, None]).to(Out.dtype.element_ty), mask=(t < Lb)[:, None])
-
-@triton.jit
-def round_to(x, dt: tl.constexpr):
-    """float32 x rounded to dt (nearest, ties to even), kept in float32. For bfloat16 the
-    rounding is integer arithmetic, which no compiler pass folds away (a bf16 round trip
-    through casts did not round as torch does)."""
-    if dt == tl.bfloat16:
-        u = x.to(tl.uint32, bitcast=True)
-        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
-        return u.to(tl.float32, bitcast=True)
+    out_at = Out + b * sxb + (j * Lb + t)[:, None] * sxl + (h * G + g)[:, None] * sxh + d[None, :]
+    if n_split == 1:
+        tl.store(out_at, out.to(Out.dtype.element_ty), mask=row_ok[:, None])
     else:
-        return x.to(dt).to(tl.float32)
+        # Park this slice's result, then take a ticket: the last slice of this (block tile, KV head)
+        # to finish merges all slices by log-sum-exp, so no second kernel is launched.
+        lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
+        part = (s * n_prog + pid) * n_heads_kv + h
+        tl.store(Opart + part * BLOCK_M * D + r[:, None] * D + d[None, :], out)
+        tl.store(Lpart + part * BLOCK_M + r, lse)
+        tl.debug_barrier()  # every thread's partial stored before the (releasing) ticket
+        ticket = tl.atomic_add(Count + pid * n_heads_kv + h, 1, sem="acq_rel")
+        if ticket == n_split - 1:
+            m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+            for s2 in range(0, n_split):
+                m = tl.maximum(m, tl.load(Lpart + ((s2 * n_prog + pid) * n_heads_kv + h) * BLOCK_M + r,
+                                          cache_modifier=".cg"))
+            w_sum = tl.zeros((BLOCK_M,), tl.float32)
+            merged = tl.zeros((BLOCK_M, D), tl.float32)
+            for s2 in range(0, n_split):  # in slice order, whichever slice merges
+                p2 = (s2 * n_prog + pid) * n_heads_kv + h
+                w = tl.exp2(tl.load(Lpart + p2 * BLOCK_M + r, cache_modifier=".cg") - m)
+                w_sum += w
+                merged += w[:, None] * tl.load(Opart + p2 * BLOCK_M * D + r[:, None] * D + d[None, :],
+                                               cache_modifier=".cg")
+            tl.store(out_at, (merged / w_sum[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
+            tl.store(Count + pid * n_heads_kv + h, 0)  # ready for the next layer's launch
+
+
+@triton.jit
+def rms_norm_kernel(X, W, Y, n_rows, N, sx, eps, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+    """Y = W * round(X * rsqrt(mean(X^2) + eps)) rounded to X's dtype: HF's RMSNorm (normalise in
+    float32, cast back, scale by the weight), ROWS rows of width N per program."""
+    rows = (tl.program_id(0) * ROWS + tl.arange(0, ROWS)).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    ok = (rows < n_rows)[:, None] & (cols < N)[None, :]
+    x = tl.load(X + rows[:, None] * sx + cols[None, :], mask=ok, other=0.0)
+    dt: tl.constexpr = x.dtype
+    xf = x.to(tl.float32)
+    rstd = tl.math.rsqrt(tl.sum(xf * xf, 1) / N + eps)
+    w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
+    y = round_to(round_to(xf * rstd[:, None], dt) * w[None, :], dt)
+    tl.store(Y + rows[:, None] * N + cols[None, :], y.to(dt), mask=ok)
+
+
+@triton.jit
+def silu_mul_kernel(G, U, n, BLOCK: tl.constexpr):
+    """G <- silu(G) * U in place, rounding silu(G) and the product to G's dtype as torch's
+    `F.silu(g, inplace=True).mul_(u)` does."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < n
+    g = tl.load(G + offs, mask=ok, other=0.0)
+    dt: tl.constexpr = g.dtype
+    gf = g.to(tl.float32)
+    a = round_to(gf / (1.0 + tl.exp(-gf)), dt)
+    y = round_to(a * tl.load(U + offs, mask=ok, other=0.0).to(tl.float32), dt)
+    tl.store(G + offs, y.to(dt), mask=ok)
+
 
 @triton.jit
 def rope_kernel(Qx, Kx, COS, SIN, sqt, skt, sct, H, HKV, D: tl.constexpr, HALF: tl.constexpr,
@@ -140,6 +170,8 @@ def rope_kernel(Qx, Kx, COS, SIN, sqt, skt, sct, H, HKV, D: tl.constexpr, HALF: 
     y = round_to(round_to(x.to(tl.float32) * c, dt) + round_to(xr.to(tl.float32) * sn, dt), dt).to(dt)
     tl.debug_barrier()
     tl.store(Kx + n * skt + hk * D + d[None, :], y, mask=mk)
+
+
 
 
 @triton.jit

@@ -318,7 +318,7 @@ def probe_fused(model, seqs: Sequences, cache, blocks: Blocks, forward: str = "l
     if triton:
         # rows are left-padded: block j of row b sees columns [P - plen_b, limit_bj) of the cache
         logits = probe_layers.forward(model, ids, pos, _triton_attend(cache, P - plen, limit, Lb), keep,
-                                      probe_kernels.rope_)
+                                      probe_kernels)
     else:
         mask = _probe_mask(model, seqs, cache, limit, Lb, Lp)
         if layers:
@@ -422,13 +422,32 @@ class _Span:
         return a.elapsed_time(b) / 1000.0 if self.cuda else b - a
 
 
-def _segment_tensors(rows: Sequence[ProbeRow | None], device):
-    """(starts, ends, valid) of every row's segments, padded to (B, S) on `device`."""
+def _segment_tensors(rows: Sequence[ProbeRow | None]):
+    """(starts, ends, valid) of every row's segments, padded to (B, S), on the host."""
     S = max([len(r.seg_starts) for r in rows if r is not None] + [1])
     starts = _padded([r.seg_starts if r else () for r in rows], S, 0)
     ends = _padded([r.seg_ends if r else () for r in rows], S, 0)
     valid = torch.arange(S).view(1, -1) < torch.tensor([len(r.seg_starts) if r else 0 for r in rows]).view(-1, 1)
-    return starts.to(device), ends.to(device), valid.to(device)
+    return starts, ends, valid
+
+
+def _to_device(tensors: Sequence[torch.Tensor], device) -> list[torch.Tensor]:
+    """Host integer/bool tensors on `device`. On a GPU: one pinned buffer, one copy queued without
+    waiting (a pageable copy each would stop the host once per tensor)."""
+    if torch.device(device).type != "cuda":
+        return [t.to(device) for t in tensors]
+    flat = torch.cat([t.reshape(-1).long() for t in tensors]).pin_memory().to(device, non_blocking=True)
+    out = []
+    for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
+        out.append(part.view(t.shape).to(t.dtype))
+    return out
+
+
+def _to_host(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Device tensors on the host in one copy (float64 carries the integers, bools and floats
+    exactly), each back in its dtype."""
+    flat = torch.cat([t.reshape(-1).double() for t in tensors]).cpu()
+    return [part.view(t.shape).to(t.dtype) for t, part in zip(tensors, flat.split([t.numel() for t in tensors]))]
 
 
 def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, forcing: Sequence[int],
@@ -449,20 +468,21 @@ def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, f
     if attention not in ATTENTION:
         raise ValueError(f"probe attention must be one of {ATTENTION}, got {attention!r}")
     was_training = _unwrap(model).training
-    model.eval()
+    if was_training:  # (eval() walks every module, about a millisecond of host time for a 28-layer model)
+        model.eval()
     try:
         with torch.no_grad():
             if rows is None:
                 return ScoredBatch(forward_logprobs(model, seqs, temperature, with_entropy))
-            # Every host-to-device copy happens before phase 1: a copy after it would wait for it.
+            # Every host-to-device copy happens before phase 1 (a copy after it would wait for it),
+            # and in one go: the device idles while the host prepares phase 1.
             device = seqs.input_ids.device
-            live = torch.tensor([r is not None for r in rows], device=device)
-            starts, ends, seg_valid = _segment_tensors(rows, device)
             answers = [r.answer_ids if r is not None else () for r in rows]
+            live, starts, ends, seg_valid, A, alen, forcing_t = _to_device(
+                [torch.tensor([r is not None for r in rows]), *_segment_tensors(rows),
+                 _padded(answers, max([len(a) for a in answers] + [1]), pad_id),
+                 torch.tensor([len(a) for a in answers]), torch.tensor(list(forcing), dtype=torch.long)], device)
             nb = 1 + min(top_k, starts.shape[1])
-            A = _padded(answers, max([len(a) for a in answers] + [1]), pad_id).to(device)
-            alen = torch.tensor([len(a) for a in answers], device=device)
-            forcing_t = torch.tensor(list(forcing), dtype=torch.long, device=device)
             kw = {}
             if impl == "fused":  # phase 1 leaves exactly the room phase 2 fills (none for the Triton path)
                 room = 0 if _triton_path(model, device, forward, attention) else \
@@ -481,11 +501,15 @@ def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, f
                 J = probe_naive(model, seqs, blocks, pad_id, naive_batch_size, sync_calls)
             lp.cache = None
             span.mark()
-            # the one host sync of the pass
-            H, selected, cuts, cut_valid, J = (t.cpu() for t in (H.float(), selected, cuts, cut_valid, J.float()))
+            if was_training:  # back to train mode while the device still computes, not after the sync
+                model.train()
+                was_training = False
+            # the one host sync of the pass: one copy back
+            H, selected, cuts, cut_valid, J = _to_host([H.float(), selected, cuts, cut_valid, J.float()])
             probe_s = span.seconds()
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     probes = []
     for b, row in enumerate(rows):
         if row is None:

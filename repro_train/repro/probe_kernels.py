@@ -1,4 +1,5 @@
-"""Triton kernels for phase 2 of the fused probe: prefix attention and in-place rotary embeddings.
+"""Triton kernels for phase 2 of the fused probe: prefix attention, rotary embeddings, RMSNorm, the
+SiLU gate and the answer log-probs.
 
 Phase 2 scores probe blocks of `Lb` tokens. Block j of row b sees the phase-1 cache columns
 [lo_b, hi_bj) (its prompt + response prefix) and, causally, its own tokens. The SDPA path writes
@@ -9,10 +10,18 @@ computes each block against the whole cache and reads a mask as large as the sco
   heads that share the KV head fold into the tile's rows, so the cache is read once per KV head)
   and one slice of the block's prefix, and walks only the columns that block sees; slice 0 also
   takes the block's own keys, which come from the layer's probe projections, not from the cache.
-  The cache is read where phase 1 left it (no copy, no room kept). Slices are merged by their
-  log-sum-exp in a second kernel that writes (B, L, H * D), the layout the output projection reads.
+  The cache is read where phase 1 left it (no copy, no room kept). The last slice of a tile to
+  finish merges the slices by their log-sum-exp (an atomic ticket), writing (B, L, H * D), the
+  layout the output projection reads: one launch per layer.
 - `rope_`: the rotary embedding of q and k in place, in one kernel per layer, rounding each
   product and the sum to the tensors' dtype exactly as the model's `q * cos + rotate_half(q) * sin`.
+  (Rotating inside the attention kernel instead saves the launch but costs more GPU time: every
+  slice of the prefix would rotate its query tile again, 13 us a layer against 4 us here.)
+- `rms_norm`, `silu_mul_`: HF's RMSNorm and the MLP's SiLU gate, one kernel each, with the same
+  roundings as the torch code they replace (normalise in float32, round, scale, round).
+
+Phase 2 pushes only a few hundred tokens through each layer, so every kernel saved is a launch
+saved as well as a pass over memory.
 
 The same kernels run under Triton's interpreter on the CPU (TRITON_INTERPRET=1, set before triton
 is imported; float32 and float16, as the interpreter has no bfloat16), which is how the CPU test
@@ -20,6 +29,7 @@ suite checks them against the reference implementations here.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import os
@@ -33,19 +43,30 @@ def unavailable(device: torch.device | str) -> str | None:
     """None when the Triton path can run on `device`; otherwise why not."""
     if torch.device(device).type != "cuda" and not _interpret():
         return f"device {torch.device(device).type!r} (the Triton kernels need CUDA)"
-    if importlib.util.find_spec("triton") is None:
+    if not _triton_installed():
         return "triton is not installed"
     return None
+
+
+@functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None  # (a path search: once per process)
 
 
 def _interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+_KERNELS = None
+
+
 def _kernels():
     """The module of Triton kernels, imported on first use."""
-    from . import _triton_kernels
-    return _triton_kernels
+    global _KERNELS
+    if _KERNELS is None:
+        from . import _triton_kernels
+        _KERNELS = _triton_kernels
+    return _KERNELS
 
 
 def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -72,8 +93,8 @@ class PrefixAttention:
 
     lo (B,): first visible cache column of each row (after its left padding); hi (B, nb): block j
     sees cache columns [lo_b, hi_bj) (none where hi <= lo) and, causally, its own block. The
-    work buffers (slices' partial outputs, the output) are made once and reused by every layer.
-    `splits` slices each prefix for parallelism (default: about 1.5 programs per SM)."""
+    work buffers (slices' partial outputs, merge tickets, the output) are made once and reused by
+    every layer. `splits` slices each prefix for parallelism (default: about 1.5 programs per SM)."""
 
     def __init__(self, lo: torch.Tensor, hi: torch.Tensor, block_len: int, splits: int | None = None,
                  num_warps: int | None = None, num_stages: int | None = 3, block_n: int = BLOCK_N):
@@ -82,6 +103,7 @@ class PrefixAttention:
         self.block_len, self.splits, self.block_n = block_len, splits, block_n
         self.num_warps, self.num_stages = num_warps, num_stages
         self._work = None
+        self._plan = None
 
     def __call__(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, own_keys: torch.Tensor,
                  own_values: torch.Tensor, scale: float) -> torch.Tensor:
@@ -89,6 +111,18 @@ class PrefixAttention:
         (L = nb * block_len; block j = tokens [j * block_len, (j + 1) * block_len)); keys/values
         (B, Hkv, T, D): the phase-1 cache (any strides with a contiguous last dim). Returns
         (B, L, H * D) in q's dtype."""
+        # Every layer of a phase 2 has the same shapes and strides: the launch is planned once.
+        key = (q.shape, q.stride(), keys.shape, keys.stride(), values.stride(), own_keys.shape, own_keys.stride(),
+               own_values.stride(), q.dtype)
+        if self._plan is None or self._plan[0] != key:
+            self._plan = (key, *self._prepare(q, keys, values, own_keys, own_values))
+        _, grid, ints, opts, opart, lpart, tickets, out = self._plan
+        _kernels().prefix_attention_kernel[grid](q, keys, values, own_keys, own_values, out, opart, lpart, tickets,
+                                                 self.lo, self.hi, *ints, scale * math.log2(math.e), **opts)
+        return out.view(q.shape[0], q.shape[1], -1)
+
+    def _prepare(self, q, keys, values, own_keys, own_values):
+        """(grid, integer arguments, launch options, partial outputs, partial LSEs, tickets, output)."""
         B, L, H, D = q.shape
         Hkv, T = keys.shape[1], keys.shape[2]
         G, Lb = H // Hkv, self.block_len
@@ -111,21 +145,18 @@ class PrefixAttention:
         if self._work is None or self._work[0] != shape:
             self._work = (shape, torch.empty(splits * n_prog * Hkv * block_m * D, dtype=torch.float32, device=dev),
                           torch.empty(splits * n_prog * Hkv * block_m, dtype=torch.float32, device=dev),
+                          torch.zeros(n_prog * Hkv, dtype=torch.int32, device=dev),  # tickets; the merger resets
                           torch.empty(B, L, H, D, dtype=q.dtype, device=dev))
-        _, opart, lpart, out = self._work
-        k = _kernels()
-        k.split_kernel[(n_prog, Hkv, splits)](
-            q, keys, values, own_keys, own_values, opart, lpart, self.lo, self.hi,
-            q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
-            values.stride(0), values.stride(1), values.stride(2),
-            own_keys.stride(0), own_keys.stride(2), own_keys.stride(1),
-            own_values.stride(0), own_values.stride(2), own_values.stride(1),
-            nb, n_mt, Lb, span, scale * math.log2(math.e),
-            G=G, D=D, BLOCK_M=block_m, BLOCK_N=self.block_n, IEEE=q.dtype == torch.float32,
-            **_launch_opts(dev, num_warps=self.num_warps or (8 if block_m == 128 else 4), num_stages=self.num_stages))
-        k.merge_kernel[(n_prog, Hkv)](opart, lpart, out, out.stride(0), out.stride(1), out.stride(2), nb, n_mt, Lb,
-                                    splits, G=G, D=D, BLOCK_M=block_m, **_launch_opts(dev, num_warps=4))
-        return out.view(B, L, H * D)
+        _, opart, lpart, tickets, out = self._work
+        ints = (q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
+                values.stride(0), values.stride(1), values.stride(2),
+                own_keys.stride(0), own_keys.stride(2), own_keys.stride(1),
+                own_values.stride(0), own_values.stride(2), own_values.stride(1),
+                out.stride(0), out.stride(1), out.stride(2), nb, n_mt, Lb, span, splits)
+        opts = dict(G=G, D=D, BLOCK_M=block_m, BLOCK_N=self.block_n, IEEE=q.dtype == torch.float32,
+                    **_launch_opts(dev, num_warps=self.num_warps or (8 if block_m == 128 else 4),
+                                   num_stages=self.num_stages))
+        return (n_prog, Hkv, splits), ints, opts, opart, lpart, tickets, out
 
 
 def prefix_attention_reference(q, keys, values, own_keys, own_values, lo, hi, block_len, scale) -> torch.Tensor:
@@ -162,6 +193,39 @@ def rope_(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin_signed: torch
     _kernels().rope_kernel[(B * L,)](q, k, cos, sin_signed, q.stride(1), k.stride(1), D, H, Hkv, D=D, HALF=D // 2,
                           HP=1 << (H - 1).bit_length(), KP=1 << (Hkv - 1).bit_length(),
                           **_launch_opts(q.device, num_warps=4))
+    return True
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor | None:
+    """HF's RMSNorm over the last dim, `weight * rms_norm(x).to(x.dtype)`, in one kernel; None
+    where the kernel does not apply (dtypes other than matching bfloat16 or float32, a last dim
+    over 16384, or rows that are not a view of one (n, N) matrix): the caller's torch code does it."""
+    N = x.shape[-1]
+    if x.dtype != weight.dtype or x.dtype not in (torch.bfloat16, torch.float32) or N > 16384 or x.stride(-1) != 1:
+        return None
+    try:
+        x2 = x.view(-1, N)
+    except RuntimeError:
+        return None
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    n = x2.shape[0]
+    block = 1 << (N - 1).bit_length()
+    rows = max(1, min(16, 2048 // block))
+    if n:
+        _kernels().rms_norm_kernel[(-(-n // rows),)](x2, weight, y, n, N, x2.stride(0), eps, ROWS=rows, BLOCK=block,
+                                                     **_launch_opts(x.device, num_warps=4 if block <= 2048 else 8))
+    return y
+
+
+def silu_mul_(g: torch.Tensor, u: torch.Tensor) -> bool:
+    """g <- silu(g) * u in place, one kernel, rounded as `F.silu(g, inplace=True).mul_(u)`. Returns
+    False, doing nothing, where the kernel does not apply (other dtypes, non-contiguous tensors)."""
+    if g.shape != u.shape or g.dtype != u.dtype or g.dtype not in (torch.bfloat16, torch.float32) \
+            or not (g.is_contiguous() and u.is_contiguous()):
+        return False
+    n = g.numel()
+    if n:
+        _kernels().silu_mul_kernel[(-(-n // 2048),)](g, u, n, BLOCK=2048, **_launch_opts(g.device, num_warps=8))
     return True
 
 

@@ -4,9 +4,11 @@ Qwen3), with the same weights and the same arithmetic as the model's own forward
 Phase 2 pushes only a few hundred probe tokens through every layer, so the stock forward is
 bound by its small kernels: RMSNorm's float32 round trip, rotary embeddings built from slices and
 concatenations, separate residual adds. Here RMSNorm is one `F.rms_norm`, the rotary rotation is a
-`roll`, two products and one in-place add, the residual adds ride in the output projections' GEMMs (`addmm`), the
-SiLU gate runs in place, and the final norm and LM head see only the positions that predict answer
-tokens. Attention is the caller's `attend(layer, q, k, v, scale)`.
+`roll`, two products and one in-place add, the residual adds ride in the output projections' GEMMs
+(`addmm_` into the residual stream, so not even a copy), the SiLU gate runs in place, and the final
+norm and LM head see only the positions that predict answer tokens. Attention is the caller's
+`attend(layer, q, k, v, scale)`. With `ops` (`probe_kernels` on a GPU) RMSNorm, the rotary
+embedding of q and k and the SiLU gate are one Triton kernel each.
 
 `unsupported(model)` says why a model cannot take this path (another architecture, sharded
 parameters under ZeRO-3 or FSDP2, sliding-window attention); the probe then runs the model's own
@@ -14,6 +16,7 @@ forward, which gives the same numbers more slowly.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Callable
 
 import torch
@@ -24,8 +27,6 @@ SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 """attend(layer index, q (B, L, H, D), k (B, L, Hkv, D), v (B, L, Hkv, D), scale) -> (B, L, H * D):
 the probe tokens' attention over their prefixes in the phase-1 cache and over themselves."""
-Rope = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], bool]
-"""rope_(q, k, cos, sin_signed) -> True after rotating q and k in place, False where it cannot."""
 
 
 def _unwrap(model):
@@ -55,29 +56,53 @@ def unsupported(model) -> str | None:
         return "sliding-window attention"
     if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or ())):
         return "sliding-window attention layers"
-    if any(_sharded(p) for p in m.parameters()):
+    if _any_sharded(m):
         return "sharded parameters (ZeRO-3 / FSDP2): the model's own forward gathers them"
     return None
 
 
-def _rms(x: torch.Tensor, norm) -> torch.Tensor:
+_SHARDED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[int, int], bool]]" = weakref.WeakKeyDictionary()
+
+
+def _any_sharded(m: torch.nn.Module) -> bool:
+    """Whether any parameter is sharded, remembered per model: the walk over every parameter costs
+    about half a millisecond of host time per pass, while the device waits for phase 1. The answer
+    is taken again when the first parameter changes identity or size (what wrapping the model in
+    ZeRO-3 or FSDP2 does)."""
+    first = next(m.parameters(), None)
+    key = (id(first), first.numel() if first is not None else -1)
+    seen = _SHARDED.get(m)
+    if seen is None or seen[0] != key:
+        seen = (key, any(_sharded(p) for p in m.parameters()))
+        _SHARDED[m] = seen
+    return seen[1]
+
+
+def _rms(x: torch.Tensor, norm, ops=None) -> torch.Tensor:
     """HF's RMSNorm: normalise in float32, cast back to x's dtype, then scale by the weight."""
-    return norm.weight * F.rms_norm(x, (x.shape[-1],), eps=norm.variance_epsilon)
+    y = ops.rms_norm(x, norm.weight, norm.variance_epsilon) if ops is not None else None
+    return y if y is not None else norm.weight * F.rms_norm(x, (x.shape[-1],), eps=norm.variance_epsilon)
 
 
 def _out_proj(x: torch.Tensor, h: torch.Tensor, lin: torch.nn.Linear) -> torch.Tensor:
-    """x + lin(h), as one GEMM when the dtypes allow it (the residual is the GEMM's C)."""
-    if lin.bias is None and x.dtype == h.dtype == lin.weight.dtype and not torch.is_autocast_enabled(x.device.type):
-        return torch.addmm(x.reshape(-1, x.shape[-1]), h.reshape(-1, h.shape[-1]), lin.weight.t()).view_as(x)
+    """x + lin(h): one GEMM accumulating into x in place when the dtypes allow it (x is the
+    residual stream, which nothing else holds), else a new tensor."""
+    if lin.bias is None and x.dtype == h.dtype == lin.weight.dtype and not torch.is_autocast_enabled(x.device.type) \
+            and x.is_contiguous():
+        x.view(-1, x.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), lin.weight.t())
+        return x
     return x + lin(h)
 
 
 def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, attend: Attend,
-            keep: torch.Tensor, rope_: Rope | None = None) -> torch.Tensor:
+            keep: torch.Tensor, ops=None) -> torch.Tensor:
     """Logits (B, len(keep), V) at positions `keep` of the probe blocks `input_ids` (B, L).
 
-    `attend` gets each layer's queries, keys and values (and owns the phase-1 cache); `rope_`, if
-    given, rotates q and k in place in one kernel, with the same rounding as the code below."""
+    `attend` gets each layer's queries, keys and values (and owns the phase-1 cache). `ops`, if
+    given, is a namespace with `rms_norm(x, weight, eps) -> Tensor | None`,
+    `rope_(q, k, cos, sin_signed) -> bool` (in place) and `silu_mul_(g, u) -> bool` (in place)
+    (`probe_kernels`), each with the same rounding as the code below and None/False where it
+    does not apply."""
     m = _unwrap(model)
     base = m.model
     B, L = input_ids.shape
@@ -94,17 +119,19 @@ def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, attend: 
 
     for i, layer in enumerate(base.layers):
         a = layer.self_attn
-        h = _rms(x, layer.input_layernorm)
+        h = _rms(x, layer.input_layernorm, ops)
         q = a.q_proj(h).view(B, L, -1, a.head_dim)
         k = a.k_proj(h).view(B, L, -1, a.head_dim)
         v = a.v_proj(h).view(B, L, -1, a.head_dim)
         if hasattr(a, "q_norm"):  # Qwen3: RMSNorm over each head
-            q, k = _rms(q, a.q_norm), _rms(k, a.k_norm)
-        if rope_ is None or not rope_(q, k, cos2, sin2):
+            q, k = _rms(q, a.q_norm, ops), _rms(k, a.k_norm, ops)
+        if ops is None or not ops.rope_(q, k, cos2, sin2):
             q, k = rope(q), rope(k)
         x = _out_proj(x, attend(i, q, k, v, a.scaling), a.o_proj)
-        h = _rms(x, layer.post_attention_layernorm)
+        h = _rms(x, layer.post_attention_layernorm, ops)
         mlp = layer.mlp
-        g = F.silu(mlp.gate_proj(h), inplace=True).mul_(mlp.up_proj(h))
+        g, u = mlp.gate_proj(h), mlp.up_proj(h)
+        if ops is None or not ops.silu_mul_(g, u):
+            g = F.silu(g, inplace=True).mul_(u)
         x = _out_proj(x, g, mlp.down_proj)
-    return m.lm_head(_rms(x[:, keep], base.norm))
+    return m.lm_head(_rms(x[:, keep], base.norm, ops))
