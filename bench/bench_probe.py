@@ -11,6 +11,8 @@ response length and each number of cuts (plus J_b, so cuts + 1 probe points per 
     forward+cache  the same with use_cache=True: phase 1 of the fused path
     fused_J        probe_fused over that cache (phase 2 only; the cache is cropped back after each call)
     naive_J        probe_naive: one teacher-forced sequence per probe point, `--naive-batch` at a time
+    pass           the trainer's score_pass (phase 1 + selection + phase 2), alone and paired with forward
+    fp32 J         with --fp32-reference: J from a float32 copy of the weights, the yardstick for both paths
 
 Times are medians after warm-up (CUDA events), ratios are against `forward`, and
 max_abs_dJ = max |J_fused - J_naive| over all probe points. Slow operations are timed fewer
@@ -22,6 +24,7 @@ bench/README.md lists the exact commands behind docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import os
@@ -83,6 +86,9 @@ class BenchOptions:
     seed: int = 0
     attention: str = "auto"
     """Phase 2's attention (repro.probe_attention): auto, triton or sdpa."""
+    fp32_reference: bool = False
+    """Also compute J in float32 (a float32 copy of the same weights, fused path, which equals the
+    naive path to 1e-5 there) and give each low-precision path's distance to it."""
     deadline: float | None = None
     """time.monotonic() after which no further naive cell (or length) starts."""
 
@@ -288,9 +294,10 @@ def run_length(model, length: int, cuts_list: list[int], o: BenchOptions, name: 
         kept = None  # the next measurements need no resident cache
         for c, bl, J in zip(cells, all_blocks, fused_J):
             pass_cell(model, inp, c, bl, J, clock, o)
-        for c, bl, J in zip(cells, all_blocks, fused_J):
-            naive_cell(model, inp, c, bl, J, fwd, clock, o)
-    for c in cells:  # 5. Ratios against the forward.
+        naive_J = [naive_cell(model, inp, c, bl, J, fwd, clock, o) for c, bl, J in zip(cells, all_blocks, fused_J)]
+        if o.fp32_reference and next(model.parameters()).dtype != torch.float32:
+            reference_cells(model, inp, cells, all_blocks, fused_J, naive_J)
+    for c in cells:  # 6. Ratios against the forward.
         f = c.get("forward_ms")
         if f and c.get("fused_ms") is not None:
             c["fused_over_forward"] = c["fused_ms"] / f
@@ -305,18 +312,39 @@ def run_length(model, length: int, cuts_list: list[int], o: BenchOptions, name: 
 def pass_cell(model, inp: Inputs, cell: dict, blocks, J_fused, clock: Clock, o: BenchOptions):
     """What training pays: the trainer's whole `score_pass` with RePro on (phase 1 keeping the cache,
     selection on the device, phase 2 queued behind phase 1) against the plain log-prob forward.
-    Each rollout gets exactly `cuts` segments ending at the cell's cut points, so all are selected."""
+    Each rollout gets exactly `cuts` segments ending at the cell's cut points, so all are selected.
+
+    Then the same difference paired: forward and pass timed in alternation, the median of
+    (pass - forward) over the pairs. The two medians above are taken seconds apart, so drift in
+    the GPU's clocks lands in their difference; a pair shares it."""
     rows = [ProbeRow(tuple([0] + bl[1:-1]), tuple(bl[1:]), tuple(a)) for bl, a in zip(blocks, inp.answers)]
-    res, cell["status_pass"] = attempt(lambda: measure(
-        lambda: score_pass(model, inp.seqs, rows, inp.forcing, top_k=cell["cuts"], impl="fused", pad_id=PAD_ID,
-                           attention=o.attention),
-        clock, o, FORWARD_SLOW_S))
+
+    def one_pass():
+        return score_pass(model, inp.seqs, rows, inp.forcing, top_k=cell["cuts"], impl="fused", pad_id=PAD_ID,
+                          attention=o.attention)
+    res, cell["status_pass"] = attempt(lambda: measure(one_pass, clock, o, FORWARD_SLOW_S))
     if res is None:
         return
     J_pass = torch.stack([torch.cat([torch.tensor([p.J_b]), p.J]) for p in res.out.probes])
     cell.update(pass_ms=res.ms, pass_samples=res.samples, peak_gib_pass=res.peak_gib,
                 pass_probe_device_ms=res.out.probe_s * 1000,
                 pass_vs_fused_max_abs_dJ=_max_diff(J_pass, J_fused.cpu()) if J_fused is not None else None)
+    res = None
+    f = cell.get("forward_ms")
+    if not f:
+        return
+    n = max(1, min(o.repeats, int(o.op_budget_s * 1e3 / (f + cell["pass_ms"]))))
+
+    def pairs():
+        out = []
+        for _ in range(n):
+            out.append(-clock(lambda: forward_logprobs(model, inp.seqs, with_entropy=True))[0] + clock(one_pass)[0])
+        return out
+    diffs, st = attempt(pairs)
+    if diffs is not None:
+        extra = statistics.median(diffs)
+        cell.update(pass_extra_paired_ms=extra, pass_extra_paired_samples=diffs,
+                    pass_extra_paired_over_forward=extra / f)
 
 
 class KeptCache:
@@ -413,21 +441,44 @@ def fused_cell(model, inp: Inputs, cell: dict, blocks, kept: KeptCache | None, c
 
 def naive_cell(model, inp: Inputs, cell: dict, blocks, J_fused, fwd: Timing | None, clock: Clock,
                o: BenchOptions):
-    """4. Naive J, unless too large or too late; max|J_fused - J_naive|."""
+    """4. Naive J, unless too large or too late; max|J_fused - J_naive|. Returns J_naive (or None)."""
     if fwd is None:
         cell["status_naive"] = f"no forward ({cell['status_forward']})"
-        return
+        return None
     skip = _naive_skip(cell, fwd.ms, o)
     if skip:
         cell["status_naive"] = skip
-        return
+        return None
     nai, cell["status_naive"] = attempt(lambda: measure(
         lambda: probe_naive(model, inp.seqs, Blocks.from_lists(blocks, inp.answers, inp.forcing, PAD_ID, inp.seqs.input_ids.device),
                             PAD_ID, batch_size=o.naive_batch),
         clock, o, NAIVE_SLOW_S))
-    if nai is not None:
-        cell.update(naive_ms=nai.ms, naive_samples=nai.samples, peak_gib_naive=nai.peak_gib,
-                    max_abs_dJ=_max_diff(J_fused, nai.out) if J_fused is not None else None)
+    if nai is None:
+        return None
+    cell.update(naive_ms=nai.ms, naive_samples=nai.samples, peak_gib_naive=nai.peak_gib,
+                max_abs_dJ=_max_diff(J_fused, nai.out) if J_fused is not None else None)
+    return nai.out
+
+
+def reference_cells(model, inp: Inputs, cells: list[dict], all_blocks, fused_J, naive_J) -> None:
+    """5. J in float32 from a float32 copy of the same weights: how far each low-precision path's J
+    is from it (max_abs_dJ_fused_fp32, max_abs_dJ_naive_fp32). The fused-vs-naive distance alone
+    cannot say which of the two carries the rounding error."""
+    def run():
+        ref = copy.deepcopy(model).float()
+        try:
+            cache = forward_logprobs(ref, inp.seqs, use_cache=True, past_key_values=probe_cache(0)).cache
+            return [probe_fused(ref, inp.seqs, cache, Blocks.from_lists(bl, inp.answers, inp.forcing, PAD_ID,
+                                                                        inp.seqs.input_ids.device))
+                    for bl in all_blocks]
+        finally:
+            del ref
+    refs, status = attempt(run)
+    for i, c in enumerate(cells):
+        c["status_fp32_reference"] = status
+        if refs is not None:
+            c.update(max_abs_dJ_fused_fp32=_max_diff(fused_J[i], refs[i]) if fused_J[i] is not None else None,
+                     max_abs_dJ_naive_fp32=_max_diff(naive_J[i], refs[i]) if naive_J[i] is not None else None)
 
 
 def _naive_skip(cell: dict, forward_ms: float, o: BenchOptions) -> str | None:
@@ -491,7 +542,7 @@ def table(cells: list[dict], full: bool) -> str:
     """Markdown table of cells; `full` adds the cache, naive time and memory columns."""
     if full:
         head = ("| model | len | cuts | fwd ms | +cache ms | fused ms | fused/fwd | extra/fwd | pass ms | pass extra/fwd "
-                "| naive ms | naive/fwd | max abs dJ | peak GiB fwd / +fused / naive |")
+                "| paired | naive ms | naive/fwd | max abs dJ | peak GiB fwd / +fused / naive |")
     else:
         head = "| model | len | cuts | fwd ms | fused ms | fused/fwd | naive/fwd | max abs dJ |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -506,6 +557,7 @@ def table(cells: list[dict], full: bool) -> str:
             row = [c["model"], c["length"], c["cuts"], fwd, cache, fused[0], fused[1],
                    _col(c, "fused", "fused_total_extra_over_forward", ".4f"),
                    _col(c, "pass", "pass_ms", ".1f"), _col(c, "pass", "pass_extra_over_forward", ".4f"),
+                   _col(c, "pass", "pass_extra_paired_over_forward", ".4f"),
                    _col(c, "naive", "naive_ms", ".0f"), naive_r, dJ, peaks]
         else:
             row = [c["model"], c["length"], c["cuts"], fwd, fused[0], fused[1], naive_r, dJ]
@@ -520,10 +572,15 @@ def bar_lines(cells: list[dict], bar_ratio: float = 0.05, bar_dJ: float = 2e-2) 
         if c["length"] != 4096 or c["cuts"] != 10:
             continue
         r, e, d = c.get("fused_over_forward"), c.get("pass_extra_over_forward"), c.get("max_abs_dJ")
+        ep = c.get("pass_extra_paired_over_forward")
+        ref = ""
+        if c.get("max_abs_dJ_fused_fp32") is not None:
+            ref = (f" (from float32 J: fused {_f(c['max_abs_dJ_fused_fp32'], '.1e')}, "
+                   f"naive {_f(c.get('max_abs_dJ_naive_fp32'), '.1e')})")
         ok = lambda v, bar: "n/a" if v is None else ("PASS" if v <= bar else "FAIL")  # noqa: E731
         out.append(f"bar {c['model']} 4096 tokens, 11 probe points: fused/fwd {_f(r, '.4f')} <= {bar_ratio} "
                    f"{ok(r, bar_ratio)}; pass extra/fwd {_f(e, '.4f')} <= {bar_ratio} {ok(e, bar_ratio)}; "
-                   f"max|dJ| {_f(d, '.1e')} <= {bar_dJ} {ok(d, bar_dJ)}")
+                   f"paired {_f(ep, '.4f')} {ok(ep, bar_ratio)}; max|dJ| {_f(d, '.1e')} <= {bar_dJ} {ok(d, bar_dJ)}{ref}")
     return out
 
 
@@ -583,6 +640,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--attention", default=d.attention, choices=["auto", "triton", "sdpa"],
                    help="phase 2's attention (repro.probe_attention)")
+    p.add_argument("--fp32-reference", action="store_true",
+                   help="also J from a float32 copy of the weights: each path's distance to it")
     p.add_argument("--out", help=f"JSON results (default {FULL['out']}, {SMOKE['out']} with --smoke)")
     p.add_argument("--smoke", action="store_true", help="tiny 2-layer Qwen2 on the CPU in float32 (tests)")
     args = p.parse_args(argv)
@@ -613,7 +672,8 @@ def main(argv=None) -> dict:
     opts = BenchOptions(rollouts=args.rollouts, prompt_len=args.prompt_len, answer_len=args.answer_len,
                         forcing_len=args.forcing_len, naive_batch=args.naive_batch, repeats=args.repeats,
                         warmup=args.warmup, op_budget_s=args.op_budget, naive_max_tokens=args.naive_max_tokens,
-                        seed=args.seed, attention=args.attention, deadline=t_start + args.time_budget if args.time_budget > 0 else None)
+                        seed=args.seed, attention=args.attention, fp32_reference=args.fp32_reference,
+                        deadline=t_start + args.time_budget if args.time_budget > 0 else None)
     payload = dict(machine=machine_info(device), args=vars(args), options=asdict(opts),
                    models={m: dict(MODELS[m], **COMMON) for m in args.models}, cells=[], complete=False)
     payload["options"].pop("deadline")

@@ -4,6 +4,8 @@
 
 Prints the wall time of the probe forward (CUDA events), the summed GPU kernel time (if far below
 the wall time, the forward is launch/CPU-bound) and the top kernels and ops; writes a Chrome trace.
+Then the host syncs inside the trainer's `score_pass`, and what that pass adds to the plain
+log-prob forward: wall time against GPU kernel time, and the added GPU time by kernel.
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ def main() -> None:
 
         def call():
             out = probe_fused(model, inp.seqs, lp.cache, Blocks.from_lists(blocks, inp.answers, inp.forcing, 0, dev))
-            lp.cache.crop(-(lp.cache.get_seq_length() - n))  # drop the probe blocks again
+            if lp.cache.get_seq_length() > n:  # drop the probe blocks again (the SDPA path appends them)
+                lp.cache.crop(-(lp.cache.get_seq_length() - n))
             return out
         for _ in range(3):
             call()
@@ -80,27 +83,38 @@ def main() -> None:
           f"summed GPU kernel time {gpu_total:.2f} ms per call")
     print(ka.table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=60))
     print(ka.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=60))
-    phase1_cost(model, inp, room)
+    pass_cost(model, inp, rows, a.cuts)
 
 
-def phase1_cost(model, inp, room: int) -> None:
-    """What keeping the cache adds to phase 1: GPU kernel time with and without it, by kernel."""
-    per = {}
+def pass_cost(model, inp, rows, cuts: int) -> None:
+    """What the trainer's pass adds to the plain log-prob forward, wall time against GPU kernel
+    time: if the pass's extra wall time exceeds its extra kernel time, the device sat idle."""
+    calls = {"forward": lambda: forward_logprobs(model, inp.seqs),
+             "pass": lambda: score_pass(model, inp.seqs, rows, inp.forcing, top_k=cuts)}
+    per, wall = {}, {}
     with torch.no_grad():
-        for name, kw in (("plain", {}), ("cache", dict(use_cache=True, past_key_values=None))):
-            def call():
-                if name == "cache":
-                    kw["past_key_values"] = probe_cache(room)
-                return forward_logprobs(model, inp.seqs, **kw)
+        for name, call in calls.items():
             call()
             per[name] = kernel_ms(call, 3)
-    tot = {n: sum(v.values()) for n, v in per.items()}
-    print(f"phase 1 GPU time: plain {tot['plain']:.2f} ms, keeping the cache {tot['cache']:.2f} ms "
-          f"(+{tot['cache'] - tot['plain']:.2f})")
-    diff = sorted(((per["cache"].get(k, 0) - per["plain"].get(k, 0), k) for k in set(per["cache"]) | set(per["plain"])),
+            times = []
+            for _ in range(5):
+                torch.cuda.synchronize()
+                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                s.record()
+                call()
+                e.record()
+                torch.cuda.synchronize()
+                times.append(s.elapsed_time(e))
+            wall[name] = sorted(times)[2]
+    gpu = {n: sum(v.values()) for n, v in per.items()}
+    print(f"pass extra: wall {wall['pass'] - wall['forward']:.2f} ms (median of 5 each), GPU kernel time "
+          f"{gpu['pass'] - gpu['forward']:.2f} ms; forward wall {wall['forward']:.2f} / GPU {gpu['forward']:.2f} ms, "
+          f"pass wall {wall['pass']:.2f} / GPU {gpu['pass']:.2f} ms")
+    diff = sorted(((per["pass"].get(k, 0) - per["forward"].get(k, 0), k) for k in set(per["pass"]) | set(per["forward"])),
                   reverse=True)
-    for d, k in diff[:8] + diff[-4:]:
-        print(f"  {d:+8.3f} ms  {k[:90]}")
+    print("GPU time the pass adds, by kernel (ms per call):")
+    for d, k in diff[:16] + diff[-4:]:
+        print(f"  {d:+8.3f}  {k[:90]}")
 
 
 if __name__ == "__main__":

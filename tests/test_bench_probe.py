@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,9 @@ def test_smoke_sweep_every_cell_finite_and_fused_equals_naive(bench, tmp_path):
                   "naive_over_forward"):
             assert math.isfinite(c[k]) and c[k] > 0, k
         assert math.isfinite(c["fused_total_extra_over_forward"])
+        pairs = c["pass_extra_paired_samples"]  # pass - forward, timed in alternation
+        assert len(pairs) >= 1 and c["pass_extra_paired_ms"] == statistics.median(pairs)
+        assert c["pass_extra_paired_over_forward"] == pytest.approx(c["pass_extra_paired_ms"] / c["forward_ms"])
         assert c["probe_points"] == c["cuts"] + 1
         assert c["max_abs_dJ"] < 1e-4  # float32: fused and naive J agree
         assert c["cache_restore"] == "crop" and c["fused_repeat_max_abs_diff"] < 1e-6
@@ -57,6 +61,17 @@ def test_run_cell_skips_naive_above_token_limit(bench):
     assert cell.get("naive_ms") is None and cell.get("max_abs_dJ") is None
     # 4 rollouts x (5 probe points x (8 + 5 + 16) tokens + 4 cuts x 33 / 2 mean prefix tokens)
     assert cell["naive_tokens_expected"] == 4 * (5 * 29 + 4 * 33 / 2)
+
+
+def test_fp32_reference_measures_both_paths_against_float32(bench):
+    model = bench.build_model("tiny", torch.bfloat16, torch.device("cpu"))
+    opts = bench.BenchOptions(prompt_len=8, repeats=1, warmup=1, fp32_reference=True)
+    cell = bench.run_cell(model, 32, 4, opts, name="tiny")
+    assert cell["status_fp32_reference"] == "ok" and model.dtype == torch.bfloat16  # the copy, not the model
+    for k in ("max_abs_dJ_fused_fp32", "max_abs_dJ_naive_fp32"):
+        assert 0 < cell[k] < 1e-2, k  # bf16 rounding: present, and small
+    # the three distances obey the triangle inequality
+    assert cell["max_abs_dJ"] <= cell["max_abs_dJ_fused_fp32"] + cell["max_abs_dJ_naive_fp32"] + 1e-7
 
 
 def test_measure_times_slow_calls_once(bench):
