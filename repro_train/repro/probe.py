@@ -432,8 +432,8 @@ def _segment_tensors(rows: Sequence[ProbeRow | None]):
 
 
 def _to_device(tensors: Sequence[torch.Tensor], device) -> list[torch.Tensor]:
-    """Host integer/bool tensors on `device`. On a GPU: one pinned buffer, one copy queued without
-    waiting (a pageable copy each would stop the host once per tensor)."""
+    """Host integer/bool tensors on `device`. On a GPU: one pinned buffer, one copy queued on the
+    stream without the host waiting (a pageable copy waits for the queued work, once per tensor)."""
     if torch.device(device).type != "cuda":
         return [t.to(device) for t in tensors]
     flat = torch.cat([t.reshape(-1).long() for t in tensors]).pin_memory().to(device, non_blocking=True)
@@ -474,15 +474,9 @@ def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, f
         with torch.no_grad():
             if rows is None:
                 return ScoredBatch(forward_logprobs(model, seqs, temperature, with_entropy))
-            # Every host-to-device copy happens before phase 1 (a copy after it would wait for it),
-            # and in one go: the device idles while the host prepares phase 1.
             device = seqs.input_ids.device
             answers = [r.answer_ids if r is not None else () for r in rows]
-            live, starts, ends, seg_valid, A, alen, forcing_t = _to_device(
-                [torch.tensor([r is not None for r in rows]), *_segment_tensors(rows),
-                 _padded(answers, max([len(a) for a in answers] + [1]), pad_id),
-                 torch.tensor([len(a) for a in answers]), torch.tensor(list(forcing), dtype=torch.long)], device)
-            nb = 1 + min(top_k, starts.shape[1])
+            nb = 1 + min(top_k, max([len(r.seg_starts) for r in rows if r is not None] + [1]))
             kw = {}
             if impl == "fused":  # phase 1 leaves exactly the room phase 2 fills (none for the Triton path)
                 room = 0 if _triton_path(model, device, forward, attention) else \
@@ -491,6 +485,13 @@ def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, f
             span = _Span(device)
             lp = forward_logprobs(model, seqs, temperature, True, use_cache=impl == "fused", **kw)
             span.mark()
+            # Phase 1 is queued; the probe's inputs are built while the device computes it, and go
+            # over in one pinned copy queued behind it (made before phase 1, they kept the device
+            # idle while the host built them; a pageable copy here would wait for phase 1).
+            live, starts, ends, seg_valid, A, alen, forcing_t = _to_device(
+                [torch.tensor([r is not None for r in rows]), *_segment_tensors(rows),
+                 _padded(answers, max([len(a) for a in answers] + [1]), pad_id),
+                 torch.tensor([len(a) for a in answers]), torch.tensor(list(forcing), dtype=torch.long)], device)
             H = lp.entropy.gather(1, starts)  # (B, S) fork entropies
             selected, cuts, cut_valid = select_cuts_batched(H, seg_valid, ends, top_k)
             blocks = Blocks(torch.cat([torch.zeros_like(cuts[:, :1]), cuts], dim=1),
