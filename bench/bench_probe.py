@@ -41,7 +41,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench the checkout, installed or not
 from repro_train.modeling import forward_logprobs, pack  # noqa: E402
-from repro_train.repro.probe import Blocks, ProbeRow, probe_cache, probe_fused, probe_layout, probe_naive, score_pass  # noqa: E402
+from repro_train.repro.probe import (Blocks, ProbeRow, _triton_path, probe_cache, probe_fused, probe_layout,  # noqa: E402
+                                     probe_naive, score_pass)
 
 # Real Qwen2 dimensions (no hub here: the configs are written out by hand).
 MODELS = {
@@ -376,16 +377,19 @@ class KeptCache:
         self.reruns += 1
 
 
-def probe_room(inp: Inputs, cuts: int) -> int:
-    """Probe columns phase 2 fills for `cuts` cut points (+ J_b) per rollout."""
+def probe_room(model, inp: Inputs, cuts: int, o: BenchOptions) -> int:
+    """Probe columns phase 1 leaves for phase 2, as score_pass does: none on the Triton path (which
+    appends nothing), else the columns `cuts` cut points (+ J_b) per rollout fill."""
+    if _triton_path(model, inp.seqs.input_ids.device, "layers", o.attention):
+        return 0
     return probe_layout(cuts + 1, max(len(a) for a in inp.answers), len(inp.forcing))[1]
 
 
 def forward_cells(model, inp: Inputs, cells: list[dict], clock: Clock, o: BenchOptions):
-    """1-2. The log-prob forward without and with the KV cache (with the room of the largest cut
-    count, as the trainer's score_pass leaves it); returns (forward timing, kept cache)."""
+    """1-2. The log-prob forward without and with the KV cache (with the room phase 2 needs, as the
+    trainer's score_pass leaves it: none on the Triton path); returns (forward timing, kept cache)."""
     seqs = inp.seqs
-    room = probe_room(inp, max(c["cuts"] for c in cells))
+    room = probe_room(model, inp, max(c["cuts"] for c in cells), o)
     fwd, st = attempt(lambda: measure(lambda: forward_logprobs(model, seqs, with_entropy=True),
                                       clock, o, FORWARD_SLOW_S))
     fwc, st_c = (None, st) if fwd is None else attempt(lambda: measure(
@@ -408,7 +412,7 @@ def fused_cell(model, inp: Inputs, cell: dict, blocks, kept: KeptCache | None, c
         why = cell["status_forward"] if kept is None else "its rebuild after a failed probe failed"
         cell["status_fused"] = f"no phase-1 cache ({why})"
         return None
-    room = probe_room(inp, cell["cuts"])
+    room = probe_room(model, inp, cell["cuts"], o)
     if kept.room != room:  # phase 1 leaves exactly the room this cell's probe fills (as in training)
         _, st = attempt(lambda: kept.rebuild(room))
         if st != "ok":
@@ -467,7 +471,9 @@ def reference_cells(model, inp: Inputs, cells: list[dict], all_blocks, fused_J, 
     def run():
         ref = copy.deepcopy(model).float()
         try:
-            cache = forward_logprobs(ref, inp.seqs, use_cache=True, past_key_values=probe_cache(0)).cache
+            s = inp.seqs  # phase 1 for its cache only: no float32 logits over the responses
+            cache = ref(input_ids=s.input_ids, attention_mask=s.attention_mask, position_ids=s.position_ids,
+                        use_cache=True, past_key_values=probe_cache(0), logits_to_keep=1).past_key_values
             return [probe_fused(ref, inp.seqs, cache, Blocks.from_lists(bl, inp.answers, inp.forcing, PAD_ID,
                                                                         inp.seqs.input_ids.device))
                     for bl in all_blocks]
