@@ -172,8 +172,6 @@ def rope_kernel(Qx, Kx, COS, SIN, sqt, skt, sct, H, HKV, D: tl.constexpr, HALF: 
     tl.store(Kx + n * skt + hk * D + d[None, :], y, mask=mk)
 
 
-
-
 @triton.jit
 def target_logprob_kernel(X, T, Out, sx, V, BLOCK: tl.constexpr):
     """Out[r] = X[r, T[r]] - logsumexp(X[r, :]) in float32, reading the logits once in their dtype."""
