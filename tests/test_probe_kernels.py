@@ -135,9 +135,14 @@ def gate_reference(g, u):
     return torch.nn.functional.silu(g.clone(), inplace=True).mul_(u)
 
 
+@pytest.fixture
+def fused_rms(monkeypatch):
+    monkeypatch.setattr(probe_kernels, "FUSED_RMS_NORM", True)
+
+
 @pytest.mark.parametrize("rows, width", [(7, 1536), (300, 32), (3, 3000)])  # one row, 16 rows, a partial block
 @interp
-def test_interp_rms_norm(rows, width):
+def test_interp_rms_norm(rows, width, fused_rms):
     g = torch.Generator().manual_seed(6)
     x = torch.randn(rows, width, generator=g) * 3
     w = torch.rand(width, generator=g) + 0.5
@@ -153,7 +158,7 @@ def test_interp_silu_mul():
     assert probe_kernels.silu_mul_(a, u) and (a - want).abs().max() < 1e-5
 
 
-def test_norm_and_gate_decline_what_they_cannot_round_alike():
+def test_norm_and_gate_decline_what_they_cannot_round_alike(fused_rms):
     x, w = torch.randn(4, 8), torch.ones(8)
     assert probe_kernels.rms_norm(x.half(), w.half(), 1e-6) is None  # float16
     assert probe_kernels.rms_norm(x, w.bfloat16(), 1e-6) is None  # autocast's float32 weights on bf16 rows
@@ -263,9 +268,25 @@ def within_one_step(got, want):
     return bool((off <= step * 1.01).all()) and float((off > 0).float().mean()) < 0.05
 
 
+def test_rms_norm_kernel_is_off_unless_asked_for():
+    assert probe_kernels.FUSED_RMS_NORM is False and probe_kernels.rms_norm(torch.randn(4, 8), torch.ones(8), 1e-6) is None
+
+
 @pytest.mark.gpu
 @gpu
-def test_norm_and_gate_on_gpu():
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3"])
+def test_fused_rms_norm_gives_the_same_J_on_gpu(kind, monkeypatch):
+    """The Triton RMSNorm (off by default) against torch's in the whole probe: float32 to 1e-5."""
+    model = build(kind).cuda()
+    off, _ = fused_J(model, FORCING, "layers", attention="triton", device="cuda")
+    monkeypatch.setattr(probe_kernels, "FUSED_RMS_NORM", True)
+    on, _ = fused_J(model, FORCING, "layers", attention="triton", device="cuda")
+    assert (on - off).abs().max() < 1e-5
+
+
+@pytest.mark.gpu
+@gpu
+def test_norm_and_gate_on_gpu(fused_rms):
     x = (torch.randn(880, 1536, device="cuda") * 3).bfloat16()
     w = (torch.rand(1536, device="cuda") + 0.5).bfloat16()
     assert within_one_step(probe_kernels.rms_norm(x, w, 1e-6), rms_reference(x, w, 1e-6))
