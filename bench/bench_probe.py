@@ -41,8 +41,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench the checkout, installed or not
 from repro_train.modeling import forward_logprobs, pack  # noqa: E402
-from repro_train.repro.probe import (Blocks, ProbeRow, _triton_path, probe_cache, probe_fused, probe_layout,  # noqa: E402
-                                     probe_naive, score_pass)
+from repro_train.repro.probe import Blocks, ProbeRow, probe_fused, probe_layout, probe_naive, score_pass  # noqa: E402
+from repro_train.repro.probe_attention import _triton_path, probe_cache  # noqa: E402
 
 # Real Qwen2 dimensions (no hub here: the configs are written out by hand).
 MODELS = {

@@ -23,7 +23,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.bench_probe import MODELS, BenchOptions, build_model, make_blocks, make_inputs  # noqa: E402
 from repro_train.repro import probe_kernels  # noqa: E402
-from repro_train.repro.probe import Blocks, probe_cache, probe_fused, probe_naive  # noqa: E402
+from repro_train.repro.probe import Blocks, probe_fused, probe_naive  # noqa: E402
+from repro_train.repro.probe_attention import probe_cache  # noqa: E402
 
 
 def main(argv=None) -> None:

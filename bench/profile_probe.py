@@ -17,7 +17,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.bench_probe import BenchOptions, build_model, kernel_ms, make_blocks, make_inputs, one_cell_args  # noqa: E402
 from repro_train.modeling import forward_logprobs  # noqa: E402
-from repro_train.repro.probe import Blocks, ProbeRow, probe_cache, probe_fused, probe_layout, score_pass  # noqa: E402
+from repro_train.repro.probe import Blocks, ProbeRow, probe_fused, probe_layout, score_pass  # noqa: E402
+from repro_train.repro.probe_attention import probe_cache  # noqa: E402
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import torch
 
 from repro_train.modeling import pack
 from repro_train.repro import probe_kernels
-from repro_train.repro.probe import _folded_sdpa, _probe_mask
+from repro_train.repro.probe_attention import _folded_sdpa, _probe_mask
 
 if platform.system() != "Linux":  # triton ships Linux wheels only; on Linux it is a test dependency
     pytest.importorskip("triton")
@@ -324,7 +324,7 @@ def test_interp_score_pass_triton_keeps_phase1_cache_and_matches_sdpa():
 
 def test_probe_cache_without_room_keeps_phase1_tensors():
     from repro_train.modeling import forward_logprobs
-    from repro_train.repro.probe import probe_cache
+    from repro_train.repro.probe_attention import probe_cache
     model = build("qwen2")
     seqs = pack([[5, 6, 7], [8]], [list(range(20, 31)), list(range(31, 36))], 0)
     seen = []

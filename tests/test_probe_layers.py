@@ -5,7 +5,8 @@ import torch
 
 from repro_train.modeling import forward_logprobs, pack
 from repro_train.repro import probe_layers
-from repro_train.repro.probe import Blocks, probe_cache, probe_fused, probe_layout, probe_naive
+from repro_train.repro.probe import Blocks, probe_fused, probe_layout, probe_naive
+from repro_train.repro.probe_attention import probe_cache
 
 COMMON = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, vocab_size=97, max_position_embeddings=256, rms_norm_eps=1e-5)

@@ -124,7 +124,8 @@ def test_bad_impl_name(batch):
 
 def test_probe_cache_writes_blocks_in_place(batch):
     """Phase 1 leaves exactly the room phase 2 fills: no cache concatenation, contiguous keys."""
-    from repro_train.repro.probe import probe_cache, probe_layout
+    from repro_train.repro.probe import probe_layout
+    from repro_train.repro.probe_attention import probe_cache
     model, tok, prompts, resp, answers, rows = batch
     forcing = tok("\n\nFinal answer: ", add_special_tokens=False).input_ids
     seqs = pack(prompts, resp, tok.pad_token_id)

@@ -103,7 +103,6 @@ class PrefixAttention:
         self.hi = hi.to(torch.int32).contiguous()
         self.block_len, self.splits, self.block_n = block_len, splits, block_n
         self.num_warps, self.num_stages = num_warps, num_stages
-        self._work = None
         self._plan = None
 
     def __call__(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, own_keys: torch.Tensor,
@@ -123,7 +122,8 @@ class PrefixAttention:
         return out.view(q.shape[0], q.shape[1], -1)
 
     def _prepare(self, q, keys, values, own_keys, own_values):
-        """(grid, integer arguments, launch options, partial outputs, partial LSEs, tickets, output)."""
+        """(grid, integer arguments, launch options, and the work buffers every layer reuses:
+        partial outputs, partial LSEs, merge tickets, the output)."""
         B, L, H, D = q.shape
         Hkv, T = keys.shape[1], keys.shape[2]
         G, Lb = H // Hkv, self.block_len
@@ -142,13 +142,10 @@ class PrefixAttention:
         tiles = -(-T // self.block_n)
         span = self.block_n * max(1, -(-tiles // splits))  # prefix columns per slice, whole tiles
         splits = max(1, -(-T // span))
-        shape = (splits, n_prog, Hkv, block_m, D, q.dtype, B, L, H)
-        if self._work is None or self._work[0] != shape:
-            self._work = (shape, torch.empty(splits * n_prog * Hkv * block_m * D, dtype=torch.float32, device=dev),
-                          torch.empty(splits * n_prog * Hkv * block_m, dtype=torch.float32, device=dev),
-                          torch.zeros(n_prog * Hkv, dtype=torch.int32, device=dev),  # tickets; the merger resets
-                          torch.empty(B, L, H, D, dtype=q.dtype, device=dev))
-        _, opart, lpart, tickets, out = self._work
+        opart = torch.empty(splits * n_prog * Hkv * block_m * D, dtype=torch.float32, device=dev)
+        lpart = torch.empty(splits * n_prog * Hkv * block_m, dtype=torch.float32, device=dev)
+        tickets = torch.zeros(n_prog * Hkv, dtype=torch.int32, device=dev)  # the last slice to merge resets its ticket
+        out = torch.empty(B, L, H, D, dtype=q.dtype, device=dev)
         ints = (q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
                 values.stride(0), values.stride(1), values.stride(2),
                 own_keys.stride(0), own_keys.stride(2), own_keys.stride(1),
