@@ -115,6 +115,8 @@ def one_cell_args(argv=None) -> argparse.Namespace:
     p.add_argument("--length", type=int, default=4096)
     p.add_argument("--cuts", type=int, default=10)
     p.add_argument("--out", default=os.environ.get("OUT", "."))
+    p.add_argument("--triton-only", action="store_true",
+                   help="bench_probe_attention.py: only the project's kernel and its variants")
     return p.parse_args(argv)
 
 

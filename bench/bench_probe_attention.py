@@ -1,6 +1,6 @@
 """Phase 2's attention alone: which kernel scores the probe blocks against the kept cache fastest.
 
-    python bench/bench_probe_attention.py [--model 1.5b] [--length 4096] [--cuts 10] [--out DIR]
+    python bench/bench_probe_attention.py [--model 1.5b] [--length 4096] [--cuts 10] [--out DIR] [--triton-only]
 
 One decoder layer's attention at the shape of a bench_probe.py cell (4 rollouts, 256-token prompts,
 `cuts` + 1 blocks of 20 tokens each): queries (B, H, Lp, D) against a cache of Kc columns plus the
@@ -15,8 +15,9 @@ Lp probe columns. Each block sees its rollout's prefix and, causally, itself. Va
                      in s splits) plus its own causal part, merged by log-sum-exp
     cudnn_split_<S>  cuDNN with the key axis cut into S batch entries, merged by log-sum-exp
     triton_*         the project's kernel (repro/probe_kernels.py): each block's rows walk only its
-                     prefix's columns, in slices merged by log-sum-exp; no mask (what the probe runs
-                     on a GPU by default); variants: slices, warps, pipeline stages, key tile
+                     prefix's columns, in slices merged by log-sum-exp, largest items first; no mask
+                     (what the probe runs on a GPU by default); variants: slices (`splits`: how many
+                     the whole cache would be cut into), warps, pipeline stages, key tile
 
 The last two call private aten ops (`_flash_attention_forward`, `_scaled_dot_product_cudnn_attention`)
 for their log-sum-exp; this is a survey, not library code. Prints per-call time (median, CUDA
@@ -107,8 +108,9 @@ def main() -> None:
         print(json.dumps(results[-1]), flush=True)
 
     record("sdpa_folded", sdpa_folded)
+    survey = not a.triton_only  # the library kernels too (--triton-only: the project's kernel alone)
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    for name, be in (("efficient", SDPBackend.EFFICIENT_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+    for name, be in (("efficient", SDPBackend.EFFICIENT_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)) * survey:
         def forced(be=be):
             with sdpa_kernel([be]):
                 return sdpa_folded()
@@ -123,7 +125,7 @@ def main() -> None:
         own = (kv >= Kc) & ((kv - Kc) // Lb == blk) & (kv - Kc <= qi)
         return cache | own
 
-    for name, bs, opts in (("flex_gqa", 128, None), ("flex_gqa_64", 64, {"BLOCK_M": 64, "BLOCK_N": 64})):
+    for name, bs, opts in (("flex_gqa", 128, None), ("flex_gqa_64", 64, {"BLOCK_M": 64, "BLOCK_N": 64})) * survey:
         try:
             t0 = time.perf_counter()
             bm = create_block_mask(mask_mod, B, None, Lp, Kc + Lp, device=dev, BLOCK_SIZE=bs)
@@ -154,7 +156,7 @@ def main() -> None:
     def unfold(out):
         return out.view(B, Hkv, nb, r, Lb, D).permute(0, 1, 3, 2, 4, 5).reshape(B, H, Lp, D)
 
-    for name, bs, opts in (("flex_folded", 128, None), ("flex_folded_64", 64, {"BLOCK_M": 64, "BLOCK_N": 64})):
+    for name, bs, opts in (("flex_folded", 128, None), ("flex_folded_64", 64, {"BLOCK_M": 64, "BLOCK_N": 64})) * survey:
         try:
             bm = create_block_mask(mask_folded, B, None, nb * r * Lb, Kc + Lp, device=dev, BLOCK_SIZE=bs)
             fa = torch.compile(flex_attention, dynamic=False)
@@ -209,7 +211,7 @@ def main() -> None:
             return out.view(B, Lp, H, D).transpose(1, 2)
         return fn
 
-    for ns in (1, 2, 4):
+    for ns in (1, 2, 4) * survey:
         record(f"flash_varlen_{ns}", flash_varlen(ns))
 
     # cuDNN split-K: the key axis cut into S chunks that become batch entries (a view of a
@@ -239,7 +241,7 @@ def main() -> None:
             return out.reshape(B, H, Lp, D)
         return fn
 
-    for S in (1, 2, 3, 4, 6):
+    for S in (1, 2, 3, 4, 6) * survey:
         record(f"cudnn_split_{S}", cudnn_split(S))
 
     from repro_train.repro.probe_kernels import PrefixAttention
@@ -255,13 +257,13 @@ def main() -> None:
         return fn
 
     record("triton", triton_prefix())
-    for kw in (dict(splits=1), dict(splits=2), dict(splits=3), dict(splits=4), dict(num_stages=2),
-               dict(num_stages=4), dict(splits=2, num_stages=4), dict(splits=2, num_warps=4),
-               dict(block_n=128, splits=2), dict(block_n=32, splits=2)):
+    for kw in (dict(splits=1), dict(splits=2), dict(splits=4), dict(splits=6), dict(splits=9), dict(splits=12),
+               dict(splits=16), dict(num_stages=2), dict(num_stages=4), dict(num_warps=4),
+               dict(block_n=128), dict(block_n=32), dict(block_n=128, num_stages=2)):
         record("triton_" + "_".join(f"{k_}{v_}" for k_, v_ in kw.items()), triton_prefix(**kw))
 
     from torch.profiler import ProfilerActivity, profile
-    for name, fn in (("sdpa_folded", sdpa_folded), ("triton", triton_prefix()), ("cudnn_split_3", cudnn_split(3))):
+    for name, fn in (("sdpa_folded", sdpa_folded), ("triton", triton_prefix()), ("cudnn_split_3", cudnn_split(3)))[:3 if survey else 2]:
         try:
             fn()
             torch.cuda.synchronize()

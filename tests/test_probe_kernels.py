@@ -97,6 +97,20 @@ def test_interp_prefix_attention_float16_and_reused_buffers():
     assert not torch.equal(first, again)
 
 
+def test_work_items_largest_first():
+    """Hand-worked: row 0 sees nothing in block 0 and 200 columns in block 1; row 1 (lo = 10) sees
+    nothing in block 0 (hi < lo) and 64 columns in block 1. Slices of 64 columns, at most 4; a
+    slice's size counts key tiles, and slice 0 one more for the block's own keys."""
+    lo, hi = torch.tensor([0, 10]), torch.tensor([[0, 200], [5, 74]])
+    items = probe_kernels._work_items(lo, hi, n_mt=1, span=64, splits=4, block_n=64)
+    # sizes per (tile, slice): t0 [1, -, -, -], t1 [2, 1, 1, 1], t2 [1, -, -, -], t3 [2, -, -, -]
+    assert items.tolist() == [4, 12, 0, 5, 6, 7, 8] + [-1] * 9 and items.dtype == torch.int32
+    # two row tiles per block: every tile of a block has that block's slices
+    two = probe_kernels._work_items(lo, hi, n_mt=2, span=128, splits=2, block_n=64)
+    # sizes: tiles 0, 1 [1, -]; tiles 2, 3 [3, 2] (128 + 72 columns); tiles 4, 5 [1, -]; tiles 6, 7 [2, -]
+    assert two.tolist() == [4, 6, 5, 7, 12, 14, 0, 2, 8, 10] + [-1] * 6
+
+
 def rope_reference(t, cos, sin_signed):
     half = t.shape[-1] // 2
     return (t * cos.unsqueeze(2)).add_(t.roll(half, dims=-1) * sin_signed.unsqueeze(2))
@@ -148,6 +162,22 @@ def test_interp_rms_norm(rows, width, fused_rms):
     w = torch.rand(width, generator=g) + 0.5
     y = probe_kernels.rms_norm(x.view(rows, 1, width), w, 1e-6)
     assert y.shape == (rows, 1, width) and (y.view(rows, width) - rms_reference(x, w, 1e-6)).abs().max() < 1e-5
+
+
+@interp
+def test_interp_scale_is_torchs_product():
+    y = torch.randn(7, 33) * 3
+    w = torch.rand(33) + 0.5
+    want = w * y
+    assert probe_kernels.scale_(y, w) and torch.equal(y, want)
+
+
+def test_scale_declines_what_it_cannot_do():
+    y = torch.randn(4, 8)
+    assert not probe_kernels.scale_(y.half(), torch.ones(8).half())  # float16
+    assert not probe_kernels.scale_(y.bfloat16(), torch.ones(8))  # autocast's float32 weight on bf16 rows
+    assert not probe_kernels.scale_(y.t(), torch.ones(4))  # strided
+    assert not probe_kernels.scale_(y, torch.ones(4))  # a weight of another width
 
 
 @interp
@@ -260,6 +290,36 @@ def test_rope_bit_exact_on_gpu():
     assert torch.equal(q, want_q) and torch.equal(k, want_k)
 
 
+@pytest.mark.gpu
+@gpu
+def test_direct_launches_match_tritons_launcher_on_gpu(monkeypatch):
+    """After its first launch a kernel is called without Triton's launcher (`_launch`): the same
+    results, bit for bit, for every layer-like call after the first."""
+    def run():
+        q, k, v, ok, ov, lo, hi = case(4, 11, 20, 12, 2, 128, 4352, torch.bfloat16, device="cuda")
+        attn = probe_kernels.PrefixAttention(lo, hi, 20)
+        outs = [attn(q * s, k, v, ok, ov, 0.088).clone() for s in (1.0, 0.5, 2.0)]
+        rq, rk, cos, sin = rope_case(torch.bfloat16, "cuda", B=4, L=220, H=12, Hkv=2, D=128)
+        for _ in range(3):
+            probe_kernels.rope_(rq, rk, cos, sin)
+        gen = torch.Generator(device="cuda").manual_seed(5)
+        g = (torch.randn(880, 8960, device="cuda", generator=gen) * 4).bfloat16()
+        u = torch.randn(880, 8960, device="cuda", generator=gen).bfloat16()
+        for _ in range(2):
+            probe_kernels.silu_mul_(g, u)
+        y = torch.randn(880, 1536, device="cuda", generator=gen).bfloat16()
+        for _ in range(2):
+            probe_kernels.scale_(y, g[0, :1536])
+        return outs + [rq, rk, g, y]
+
+    probe_kernels._DIRECT.clear()
+    direct = run()
+    assert probe_kernels.DIRECT_LAUNCH and len(probe_kernels._DIRECT) >= 3  # the direct path ran
+    monkeypatch.setattr(probe_kernels, "DIRECT_LAUNCH", False)
+    launcher = run()
+    assert all(torch.equal(x, y) for x, y in zip(direct, launcher))
+
+
 def within_one_step(got, want):
     """bf16 results that differ from torch's by at most one rounding step (the kernels' float32
     rsqrt/exp/division are not torch's bit for bit), and mostly not at all."""
@@ -293,6 +353,9 @@ def test_norm_and_gate_on_gpu(fused_rms):
     a, u = (torch.randn(880, 8960, device="cuda") * 4).bfloat16(), torch.randn(880, 8960, device="cuda").bfloat16()
     want = gate_reference(a, u)
     assert probe_kernels.silu_mul_(a, u) and within_one_step(a, want)
+    y = torch.nn.functional.rms_norm(x, (1536,), eps=1e-6)
+    want = w * y
+    assert probe_kernels.scale_(y, w) and torch.equal(y, want)  # RMSNorm's scale: torch's bit for bit
 
 
 @pytest.mark.gpu

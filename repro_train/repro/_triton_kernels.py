@@ -39,81 +39,89 @@ def _attend_tile(q, k, vbase, svt, kpos, col_ok, see, d, scale_log2e, m_i, l_i, 
 
 
 @triton.jit
-def prefix_attention_kernel(Q, K, V, KO, VO, Out, Opart, Lpart, Count, LO, HI,
+def prefix_attention_kernel(Q, K, V, KO, VO, Out, Opart, Lpart, Count, LO, HI, Items,
                             sqb, sql, sqh, skb, skh, skt, svb, svh, svt, sob, soh, sot, sovb, sovh, sovt,
-                            sxb, sxl, sxh, nb, n_mt, Lb, span, n_split, scale_log2e,
+                            sxb, sxl, sxh, nb, n_mt, Lb, span, n_split, n_prog, n_heads_kv, scale_log2e,
                             G: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                             IEEE: tl.constexpr):
-    # program: (block tile, KV head, slice of the prefix); slice 0 also takes the block itself
-    pid, h, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    n_prog, n_heads_kv = tl.num_programs(0), tl.num_programs(1)
-    mt = pid % n_mt
-    bj = pid // n_mt
-    b = bj // nb
-    j = bj % nb
-    r = tl.arange(0, BLOCK_M)
-    rows = mt * BLOCK_M + r
-    t = rows // G  # token of the block
-    g = rows % G  # query head within the KV head's group
-    row_ok = t < Lb
-    d = tl.arange(0, D)
-    q = tl.load(Q + b * sqb + (j * Lb + t)[:, None] * sql + (h * G + g)[:, None] * sqh + d[None, :],
-                mask=row_ok[:, None], other=0.0)
-    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    l_i = tl.zeros((BLOCK_M,), tl.float32)
-    acc = tl.zeros((BLOCK_M, D), tl.float32)
-    kbase = K + b * skb + h * skh
-    vbase = V + b * svb + h * svh
-    cols = tl.arange(0, BLOCK_N)
-    # this program's slice of the block's prefix: columns [k_lo, k_hi)
-    k_lo = tl.load(LO + b) + s * span
-    k_hi = tl.minimum(k_lo + span, tl.load(HI + bj))
-    for n0 in range(k_lo, k_hi, BLOCK_N):
-        kpos = n0 + cols
-        col_ok = kpos < k_hi
-        k = tl.load(kbase + kpos[None, :] * skt + d[:, None], mask=col_ok[None, :], other=0.0)
-        m_i, l_i, acc = _attend_tile(q, k, vbase, svt, kpos, col_ok, col_ok[None, :], d, scale_log2e,
-                                     m_i, l_i, acc, IEEE)
-    # slice 0 also takes the block's own keys (token u of block j is row j * Lb + u of KO/VO), causally
-    own_lo = j * Lb
-    own_hi = tl.where(s == 0, own_lo + Lb, own_lo)
-    kobase = KO + b * sob + h * soh
-    vobase = VO + b * sovb + h * sovh
-    for n0 in range(own_lo, own_hi, BLOCK_N):
-        kpos = n0 + cols
-        col_ok = kpos < own_hi
-        k = tl.load(kobase + kpos[None, :] * sot + d[:, None], mask=col_ok[None, :], other=0.0)
-        see = col_ok[None, :] & (kpos[None, :] - own_lo <= t[:, None])
-        m_i, l_i, acc = _attend_tile(q, k, vobase, sovt, kpos, col_ok, see, d, scale_log2e, m_i, l_i, acc, IEEE)
-    has = l_i > 0
-    out = acc / tl.where(has, l_i, 1.0)[:, None]
-    out_at = Out + b * sxb + (j * Lb + t)[:, None] * sxl + (h * G + g)[:, None] * sxh + d[None, :]
-    if n_split == 1:
-        tl.store(out_at, out.to(Out.dtype.element_ty), mask=row_ok[:, None])
-    else:
-        # Park this slice's result, then take a ticket: the last slice of this (block tile, KV head)
-        # to finish merges all slices by log-sum-exp, so no second kernel is launched.
-        lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
-        part = (s * n_prog + pid) * n_heads_kv + h
-        tl.store(Opart + part * BLOCK_M * D + r[:, None] * D + d[None, :], out)
-        tl.store(Lpart + part * BLOCK_M + r, lse)
-        tl.debug_barrier()  # every thread's partial stored before the (releasing) ticket
-        ticket = tl.atomic_add(Count + pid * n_heads_kv + h, 1, sem="acq_rel")
-        if ticket == n_split - 1:
-            m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-            for s2 in range(0, n_split):
-                m = tl.maximum(m, tl.load(Lpart + ((s2 * n_prog + pid) * n_heads_kv + h) * BLOCK_M + r,
-                                          cache_modifier=".cg"))
-            w_sum = tl.zeros((BLOCK_M,), tl.float32)
-            merged = tl.zeros((BLOCK_M, D), tl.float32)
-            for s2 in range(0, n_split):  # in slice order, whichever slice merges
-                p2 = (s2 * n_prog + pid) * n_heads_kv + h
-                w = tl.exp2(tl.load(Lpart + p2 * BLOCK_M + r, cache_modifier=".cg") - m)
-                w_sum += w
-                merged += w[:, None] * tl.load(Opart + p2 * BLOCK_M * D + r[:, None] * D + d[None, :],
-                                               cache_modifier=".cg")
-            tl.store(out_at, (merged / w_sum[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
-            tl.store(Count + pid * n_heads_kv + h, 0)  # ready for the next layer's launch
+    # program -> work item (block tile, slice of its prefix) from Items, largest first, and a KV
+    # head; -1 = nothing to do (the grid is sized for every slice of the longest possible prefix)
+    e = tl.load(Items + tl.program_id(0) // n_heads_kv)
+    h = tl.program_id(0) % n_heads_kv
+    if e >= 0:
+        pid = e // n_split
+        s = e % n_split
+        mt = pid % n_mt
+        bj = pid // n_mt
+        b = bj // nb
+        j = bj % nb
+        r = tl.arange(0, BLOCK_M)
+        rows = mt * BLOCK_M + r
+        t = rows // G  # token of the block
+        g = rows % G  # query head within the KV head's group
+        row_ok = t < Lb
+        d = tl.arange(0, D)
+        q = tl.load(Q + b * sqb + (j * Lb + t)[:, None] * sql + (h * G + g)[:, None] * sqh + d[None, :],
+                    mask=row_ok[:, None], other=0.0)
+        m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+        l_i = tl.zeros((BLOCK_M,), tl.float32)
+        acc = tl.zeros((BLOCK_M, D), tl.float32)
+        kbase = K + b * skb + h * skh
+        vbase = V + b * svb + h * svh
+        cols = tl.arange(0, BLOCK_N)
+        # this item's slice of the block's prefix: columns [k_lo, k_hi); the block has `ns` slices
+        lo = tl.load(LO + b)
+        hi = tl.load(HI + bj)
+        ns = tl.maximum(1, (hi - lo + span - 1) // span)
+        k_lo = lo + s * span
+        k_hi = tl.minimum(k_lo + span, hi)
+        for n0 in range(k_lo, k_hi, BLOCK_N):
+            kpos = n0 + cols
+            col_ok = kpos < k_hi
+            k = tl.load(kbase + kpos[None, :] * skt + d[:, None], mask=col_ok[None, :], other=0.0)
+            m_i, l_i, acc = _attend_tile(q, k, vbase, svt, kpos, col_ok, col_ok[None, :], d, scale_log2e,
+                                         m_i, l_i, acc, IEEE)
+        # slice 0 also takes the block's own keys (token u of block j is row j * Lb + u of KO/VO), causally
+        own_lo = j * Lb
+        own_hi = tl.where(s == 0, own_lo + Lb, own_lo)
+        kobase = KO + b * sob + h * soh
+        vobase = VO + b * sovb + h * sovh
+        for n0 in range(own_lo, own_hi, BLOCK_N):
+            kpos = n0 + cols
+            col_ok = kpos < own_hi
+            k = tl.load(kobase + kpos[None, :] * sot + d[:, None], mask=col_ok[None, :], other=0.0)
+            see = col_ok[None, :] & (kpos[None, :] - own_lo <= t[:, None])
+            m_i, l_i, acc = _attend_tile(q, k, vobase, sovt, kpos, col_ok, see, d, scale_log2e, m_i, l_i, acc,
+                                         IEEE)
+        has = l_i > 0
+        out = acc / tl.where(has, l_i, 1.0)[:, None]
+        out_at = Out + b * sxb + (j * Lb + t)[:, None] * sxl + (h * G + g)[:, None] * sxh + d[None, :]
+        if ns == 1:
+            tl.store(out_at, out.to(Out.dtype.element_ty), mask=row_ok[:, None])
+        else:
+            # Park this slice's result, then take a ticket: the last of the block's ns slices to
+            # finish merges them by log-sum-exp, so no second kernel is launched.
+            lse = tl.where(has, m_i + tl.log2(tl.where(has, l_i, 1.0)), float("-inf"))
+            part = (s * n_prog + pid) * n_heads_kv + h
+            tl.store(Opart + part * BLOCK_M * D + r[:, None] * D + d[None, :], out)
+            tl.store(Lpart + part * BLOCK_M + r, lse)
+            tl.debug_barrier()  # every thread's partial stored before the (releasing) ticket
+            ticket = tl.atomic_add(Count + pid * n_heads_kv + h, 1, sem="acq_rel")
+            if ticket == ns - 1:
+                m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+                for s2 in range(0, ns):
+                    m = tl.maximum(m, tl.load(Lpart + ((s2 * n_prog + pid) * n_heads_kv + h) * BLOCK_M + r,
+                                              cache_modifier=".cg"))
+                w_sum = tl.zeros((BLOCK_M,), tl.float32)
+                merged = tl.zeros((BLOCK_M, D), tl.float32)
+                for s2 in range(0, ns):  # in slice order, whichever slice merges
+                    p2 = (s2 * n_prog + pid) * n_heads_kv + h
+                    w = tl.exp2(tl.load(Lpart + p2 * BLOCK_M + r, cache_modifier=".cg") - m)
+                    w_sum += w
+                    merged += w[:, None] * tl.load(Opart + p2 * BLOCK_M * D + r[:, None] * D + d[None, :],
+                                                   cache_modifier=".cg")
+                tl.store(out_at, (merged / w_sum[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
+                tl.store(Count + pid * n_heads_kv + h, 0)  # ready for the next layer's launch
 
 
 @triton.jit
@@ -130,6 +138,18 @@ def rms_norm_kernel(X, W, Y, n_rows, N, sx, eps, ROWS: tl.constexpr, BLOCK: tl.c
     w = tl.load(W + cols, mask=cols < N, other=0.0).to(tl.float32)
     y = round_to(round_to(xf * rstd[:, None], dt) * w[None, :], dt)
     tl.store(Y + rows[:, None] * N + cols[None, :], y.to(dt), mask=ok)
+
+
+@triton.jit
+def scale_kernel(Y, W, n, N, BLOCK: tl.constexpr):
+    """Y <- W * Y in place for rows of width N (Y contiguous), rounded to Y's dtype once, as torch
+    multiplies: the float32 product of two bfloat16 numbers is exact, so this is torch's bit for bit."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < n
+    y = tl.load(Y + offs, mask=ok, other=0.0)
+    w = tl.load(W + offs % N, mask=ok, other=0.0)
+    dt: tl.constexpr = y.dtype
+    tl.store(Y + offs, round_to(y.to(tl.float32) * w.to(tl.float32), dt).to(dt), mask=ok)
 
 
 @triton.jit

@@ -10,19 +10,23 @@ computes each block against the whole cache and reads a mask as large as the sco
   heads that share the KV head fold into the tile's rows, so the cache is read once per KV head)
   and one slice of the block's prefix, and walks only the columns that block sees; slice 0 also
   takes the block's own keys, which come from the layer's probe projections, not from the cache.
-  The cache is read where phase 1 left it (no copy, no room kept). The last slice of a tile to
-  finish merges the slices by their log-sum-exp (an atomic ticket), writing (B, L, H * D), the
-  layout the output projection reads: one launch per layer.
+  The cache is read where phase 1 left it (no copy, no room kept). Programs take their (tile,
+  slice) items largest first from a list sorted on the device once per phase 2, so short prefixes
+  fill in behind long ones; a prefix short enough for one slice is written at once, otherwise the
+  last slice of a tile to finish merges the slices by their log-sum-exp (an atomic ticket),
+  writing (B, L, H * D), the layout the output projection reads: one launch per layer.
 - `rope_`: the rotary embedding of q and k in place, in one kernel per layer, rounding each
   product and the sum to the tensors' dtype exactly as the model's `q * cos + rotate_half(q) * sin`.
   (Rotating inside the attention kernel instead saves the launch but costs more GPU time: every
   slice of the prefix would rotate its query tile again, 13 us a layer against 4 us here.)
-- `silu_mul_`, `rms_norm`: the MLP's SiLU gate and HF's RMSNorm, one kernel each, with the same
-  roundings as the torch code they replace (normalise in float32, round, scale, round). RMSNorm's
-  kernel is off by default (`FUSED_RMS_NORM`).
+- `silu_mul_`, `scale_`, `rms_norm`: the MLP's SiLU gate, RMSNorm's scale by its weight (after
+  torch's normalisation), and HF's whole RMSNorm, one kernel each, with the same roundings as the
+  torch code they replace (normalise in float32, round, scale, round). The whole-RMSNorm kernel
+  is off by default (`FUSED_RMS_NORM`): its float32 sums run in another order than torch's.
 
 Phase 2 pushes only a few hundred tokens through each layer, so every kernel saved is a launch
-saved as well as a pass over memory.
+saved as well as a pass over memory. For the same reason the launches themselves skip Triton's
+launcher after a kernel's first call (`_launch`).
 
 The same kernels run under Triton's interpreter on the CPU (TRITON_INTERPRET=1, set before triton
 is imported; float32 and float16, as the interpreter has no bfloat16), which is how the CPU test
@@ -89,13 +93,62 @@ def _launch_opts(dev: torch.device, **kw) -> dict:
     return {k: v for k, v in kw.items() if v is not None} if dev.type == "cuda" else {}
 
 
+DIRECT_LAUNCH = True
+"""Whether `_launch` may skip Triton's launcher after a kernel's first launch under a key (off: every
+launch goes through it; the GPU tests compare the two)."""
+
+_DIRECT: dict = {}
+
+
+def _launch(kernel, grid: tuple, args: tuple, consts: dict, opts: dict, key: tuple | None) -> None:
+    """`kernel[grid](*args, **consts, **opts)`, where `consts` are the kernel's remaining parameters.
+
+    Triton's launcher binds and specialises every argument on every call, about 19 us of host time,
+    and phase 2 makes 3 Triton launches per layer. After the first launch under a key, later ones
+    with the same key call the compiled kernel directly. `key` must hold everything in `args` that
+    the compiled kernel depends on besides the pointers' addresses: the integers (Triton
+    specialises on them), each pointer's 16-byte alignment and dtype, the device; the kernel, grid,
+    constants and launch options are added here. Only Tritons whose compiled kernel takes every
+    parameter, constants included (3.3 on), launch directly; a launcher that refuses the call turns
+    it off for good."""
+    global DIRECT_LAUNCH
+    if key is not None:
+        key = (kernel, grid, key, tuple(consts.items()), tuple(opts.items()))
+    run = _DIRECT.get(key) if key is not None and DIRECT_LAUNCH else None
+    if run is not None:
+        try:
+            run[0](*args, *run[1])
+            return
+        except TypeError:  # its arguments were refused before any launch
+            DIRECT_LAUNCH = False
+    compiled = kernel[grid](*args, **consts, **opts)
+    names = list(getattr(kernel, "arg_names", ()))
+    if key is not None and DIRECT_LAUNCH and not _interpret() and names[len(args):] == list(consts) \
+            and len(getattr(getattr(compiled, "src", None), "signature", ())) == len(names):
+        if len(_DIRECT) > 256:  # shapes change between micro-batches: keep the table small
+            _DIRECT.clear()
+        _DIRECT[key] = (compiled[tuple(grid) + (1,) * (3 - len(grid))], tuple(consts.values()))
+
+
+def _aligned(*tensors: torch.Tensor) -> tuple:
+    """What Triton specialises a tensor argument on besides its dtype: 16-byte alignment."""
+    return tuple((t.data_ptr() % 16 == 0, t.dtype) for t in tensors)
+
+
 class PrefixAttention:
     """Attention of the probe blocks over exactly their prefixes, for every layer of one phase 2.
 
     lo (B,): first visible cache column of each row (after its left padding); hi (B, nb): block j
-    sees cache columns [lo_b, hi_bj) (none where hi <= lo) and, causally, its own block. The
-    work buffers (slices' partial outputs, merge tickets, the output) are made once and reused by
-    every layer. `splits` slices each prefix for parallelism (default: about 1.5 programs per SM)."""
+    sees cache columns [lo_b, hi_bj) (none where hi <= lo) and, causally, its own block.
+
+    The work is cut into items: a block's prefix into slices of `span` columns (as many as it
+    needs, at most `splits`), times the KV heads. Prefixes run from the prompt to the whole cache,
+    so items differ in size; they are ordered largest first (once per phase 2, on the device), and
+    programs take them in that order, so the small ones fill in behind the large ones instead of
+    the longest prefixes finishing last. The last slice of a block to finish merges the block's
+    slices. The work buffers (partial outputs, merge tickets, the output) are made once and reused
+    by every layer. `splits` (default: from the number of SMs and blocks) sets the slice length:
+    the longest possible prefix, the whole cache, is cut into `splits` slices."""
 
     def __init__(self, lo: torch.Tensor, hi: torch.Tensor, block_len: int, splits: int | None = None,
                  num_warps: int | None = None, num_stages: int | None = 3, block_n: int = BLOCK_N):
@@ -113,17 +166,18 @@ class PrefixAttention:
         (B, L, H * D) in q's dtype."""
         # Every layer of a phase 2 has the same shapes and strides: the launch is planned once.
         key = (q.shape, q.stride(), keys.shape, keys.stride(), values.stride(), own_keys.shape, own_keys.stride(),
-               own_values.stride(), q.dtype)
+               own_values.stride(), q.dtype, q.device)
         if self._plan is None or self._plan[0] != key:
             self._plan = (key, *self._prepare(q, keys, values, own_keys, own_values))
-        _, grid, ints, opts, opart, lpart, tickets, out = self._plan
-        _kernels().prefix_attention_kernel[grid](q, keys, values, own_keys, own_values, out, opart, lpart, tickets,
-                                                 self.lo, self.hi, *ints, scale * math.log2(math.e), **opts)
-        return out.view(q.shape[0], q.shape[1], -1)
+        _, grid, bufs, ints, consts, opts = self._plan
+        _launch(_kernels().prefix_attention_kernel, grid, (q, keys, values, own_keys, own_values, *bufs, *ints,
+                                                           scale * math.log2(math.e)), consts, opts,
+                (key, ints, _aligned(q, keys, values, own_keys, own_values)))
+        return bufs[0].view(q.shape[0], q.shape[1], -1)
 
     def _prepare(self, q, keys, values, own_keys, own_values):
-        """(grid, integer arguments, launch options, and the work buffers every layer reuses:
-        partial outputs, partial LSEs, merge tickets, the output)."""
+        """(grid, work buffers every layer reuses (output, partial outputs, partial LSEs, merge
+        tickets, lo, hi, the ordered items), integer arguments, constants, launch options)."""
         B, L, H, D = q.shape
         Hkv, T = keys.shape[1], keys.shape[2]
         G, Lb = H // Hkv, self.block_len
@@ -138,7 +192,7 @@ class PrefixAttention:
         n_mt = -(-rows // block_m)
         n_prog = B * nb * n_mt
         dev = q.device
-        splits = self.splits or max(1, min(16, round(1.5 * _n_sm(dev) / (n_prog * Hkv))))
+        splits = self.splits or max(1, min(16, round(SPLIT_ITEMS_PER_SM * _n_sm(dev) / (n_prog * Hkv))))
         tiles = -(-T // self.block_n)
         span = self.block_n * max(1, -(-tiles // splits))  # prefix columns per slice, whole tiles
         splits = max(1, -(-T // span))
@@ -146,15 +200,35 @@ class PrefixAttention:
         lpart = torch.empty(splits * n_prog * Hkv * block_m, dtype=torch.float32, device=dev)
         tickets = torch.zeros(n_prog * Hkv, dtype=torch.int32, device=dev)  # the last slice to merge resets its ticket
         out = torch.empty(B, L, H, D, dtype=q.dtype, device=dev)
+        items = _work_items(self.lo, self.hi, n_mt, span, splits, self.block_n)
         ints = (q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
                 values.stride(0), values.stride(1), values.stride(2),
                 own_keys.stride(0), own_keys.stride(2), own_keys.stride(1),
                 own_values.stride(0), own_values.stride(2), own_values.stride(1),
-                out.stride(0), out.stride(1), out.stride(2), nb, n_mt, Lb, span, splits)
-        opts = dict(G=G, D=D, BLOCK_M=block_m, BLOCK_N=self.block_n, IEEE=q.dtype == torch.float32,
-                    **_launch_opts(dev, num_warps=self.num_warps or (8 if block_m == 128 else 4),
-                                   num_stages=self.num_stages))
-        return (n_prog, Hkv, splits), ints, opts, opart, lpart, tickets, out
+                out.stride(0), out.stride(1), out.stride(2), nb, n_mt, Lb, span, splits, n_prog, Hkv)
+        consts = dict(G=G, D=D, BLOCK_M=block_m, BLOCK_N=self.block_n, IEEE=q.dtype == torch.float32)
+        opts = _launch_opts(dev, num_warps=self.num_warps or (8 if block_m == 128 else 4), num_stages=self.num_stages)
+        return (n_prog * splits * Hkv,), (out, opart, lpart, tickets, self.lo, self.hi, items), ints, consts, opts
+
+
+SPLIT_ITEMS_PER_SM = 1.5
+"""Default slicing: about this many (block, KV head, slice) items per SM if every block saw the
+whole cache (on average they see about half of it). Finer slices balance better but cost more
+than they gain: at the bench's bar cell 2 slices took 55 us a layer, 4 and 6 took 61, 9 took 74
+(`bench/bench_probe_attention.py`)."""
+
+
+def _work_items(lo: torch.Tensor, hi: torch.Tensor, n_mt: int, span: int, splits: int, block_n: int) -> torch.Tensor:
+    """The attention's work items, largest first: item = tile * splits + slice for every non-empty
+    slice of every block's row tiles (slice 0 always: it also holds the block's own keys), then -1
+    up to tiles * splits. Sizes count key tiles. On the device, no sync: a sort of a few hundred
+    numbers per phase 2."""
+    n = (hi - lo.view(-1, 1)).clamp(min=0).reshape(-1).repeat_interleave(n_mt)  # prefix columns per row tile
+    s = torch.arange(splits, device=n.device)
+    cols = (n.view(-1, 1) - s * span).clamp(min=0, max=span)
+    size = torch.where((cols > 0) | (s == 0), (cols + block_n - 1) // block_n + (s == 0).long(), -1).view(-1)
+    size, order = torch.sort(size, descending=True, stable=True)
+    return torch.where(size >= 0, order, -1).to(torch.int32)
 
 
 def prefix_attention_reference(q, keys, values, own_keys, own_values, lo, hi, block_len, scale) -> torch.Tensor:
@@ -188,9 +262,10 @@ def rope_(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin_signed: torch
             or q.stride(0) != L * q.stride(1) or k.stride(0) != L * k.stride(1) \
             or not (cos.is_contiguous() and sin_signed.is_contiguous()):
         return False
-    _kernels().rope_kernel[(B * L,)](q, k, cos, sin_signed, q.stride(1), k.stride(1), D, H, Hkv, D=D, HALF=D // 2,
-                          HP=1 << (H - 1).bit_length(), KP=1 << (Hkv - 1).bit_length(),
-                          **_launch_opts(q.device, num_warps=4))
+    ints = (q.stride(1), k.stride(1), D, H, Hkv)
+    _launch(_kernels().rope_kernel, (B * L,), (q, k, cos, sin_signed, *ints),
+            dict(D=D, HALF=D // 2, HP=1 << (H - 1).bit_length(), KP=1 << (Hkv - 1).bit_length()),
+            _launch_opts(q.device, num_warps=4), (ints, q.device, _aligned(q, k, cos, sin_signed)))
     return True
 
 
@@ -218,9 +293,25 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor 
     block = 1 << (N - 1).bit_length()
     rows = max(1, min(16, 2048 // block))
     if n:
-        _kernels().rms_norm_kernel[(-(-n // rows),)](x2, weight, y, n, N, x2.stride(0), eps, ROWS=rows, BLOCK=block,
-                                                     **_launch_opts(x.device, num_warps=4 if block <= 2048 else 8))
+        _launch(_kernels().rms_norm_kernel, (-(-n // rows),), (x2, weight, y, n, N, x2.stride(0), eps),
+                dict(ROWS=rows, BLOCK=block), _launch_opts(x.device, num_warps=4 if block <= 2048 else 8),
+                (n, N, x2.stride(0), eps, x.device, _aligned(x2, weight, y)))
     return y
+
+
+def scale_(y: torch.Tensor, weight: torch.Tensor) -> bool:
+    """y <- weight * y in place (weight over y's last dim), one kernel, rounded as torch's
+    `weight * y`: RMSNorm's scale after torch's own normalisation, which broadcasts in a slower
+    kernel. Returns False, doing nothing, where it does not apply (other or mixed dtypes,
+    non-contiguous y)."""
+    if y.dtype != weight.dtype or y.dtype not in (torch.bfloat16, torch.float32) or not y.is_contiguous() \
+            or weight.dim() != 1 or weight.shape[0] != y.shape[-1] or not weight.is_contiguous():
+        return False
+    n = y.numel()
+    if n:
+        _launch(_kernels().scale_kernel, (-(-n // 2048),), (y, weight, n, y.shape[-1]), dict(BLOCK=2048),
+                _launch_opts(y.device, num_warps=8), (n, y.shape[-1], y.device, _aligned(y, weight)))
+    return True
 
 
 def silu_mul_(g: torch.Tensor, u: torch.Tensor) -> bool:
@@ -231,7 +322,8 @@ def silu_mul_(g: torch.Tensor, u: torch.Tensor) -> bool:
         return False
     n = g.numel()
     if n:
-        _kernels().silu_mul_kernel[(-(-n // 2048),)](g, u, n, BLOCK=2048, **_launch_opts(g.device, num_warps=8))
+        _launch(_kernels().silu_mul_kernel, (-(-n // 2048),), (g, u, n), dict(BLOCK=2048),
+                _launch_opts(g.device, num_warps=8), (n, g.device, _aligned(g, u)))
     return True
 
 
