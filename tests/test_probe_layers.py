@@ -105,3 +105,37 @@ def test_sharding_check_is_remembered_until_the_parameters_change():
     assert probe_layers.unsupported(model) is None
     next(model.parameters()).data = torch.empty(0)  # what ZeRO-3's partitioning does to every parameter
     assert "sharded" in probe_layers.unsupported(model)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "mistral"])  # with and without projection biases
+def test_fused_qkv_gathers_each_layers_projections(kind, monkeypatch):
+    model = build(kind)
+    layers = model.model.layers
+    x = torch.zeros(1, 1, 64)
+    with torch.no_grad():
+        W, b, rows = probe_layers._fused_qkv(layers, x)
+    for i, la in enumerate(layers):
+        a = la.self_attn
+        assert torch.equal(W[i], torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
+        if kind == "qwen2":
+            assert torch.equal(b[i], torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]))
+    assert rows == [a.q_proj.out_features, a.k_proj.out_features, a.v_proj.out_features] and (b is None) == (kind == "mistral")
+    fused, _ = fused_J(model, FORCING, "layers")
+    monkeypatch.setattr(probe_layers, "_fused_qkv", lambda *a: None)
+    apart, _ = fused_J(model, FORCING, "layers")
+    assert torch.allclose(fused, apart, atol=1e-6) and not fused.eq(0).all()
+
+
+def test_fused_qkv_only_for_plain_linear_layers():
+    """A Linear subclass (a LoRA wrapper, say) may compute more than x @ W.t() + b: its module runs."""
+    model = build("qwen2")
+
+    class Scaled(torch.nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+    old = model.model.layers[1].self_attn.k_proj
+    new = Scaled(old.in_features, old.out_features)
+    new.load_state_dict(old.state_dict())
+    model.model.layers[1].self_attn.k_proj = new
+    assert probe_layers._fused_qkv(model.model.layers, torch.zeros(1, 1, 64)) is None
+    assert probe_layers._fused_qkv(build("qwen2", torch.bfloat16).model.layers, torch.zeros(1, 1, 64)) is None  # dtypes

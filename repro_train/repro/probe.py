@@ -342,13 +342,13 @@ def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, f
     finally:
         if was_training:
             model.train()
+    # per row: Python lists taken once for the batch (the loop runs after the sync, with the device idle)
+    sel, cut, n_cuts, J_b = selected.tolist(), cuts.tolist(), cut_valid.sum(1).tolist(), J[:, 0].tolist()
     probes = []
     for b, row in enumerate(rows):
         if row is None:
             probes.append(None)
             continue
-        n = len(row.seg_starts)
-        m = int(cut_valid[b].sum())
-        probes.append(RowProbe(H=H[b, :n], selected=selected[b, :n].tolist(), cuts=cuts[b, :m].tolist(),
-                               J_b=float(J[b, 0]), J=J[b, 1:1 + m].clone()))
+        n, m = len(row.seg_starts), n_cuts[b]
+        probes.append(RowProbe(H=H[b, :n], selected=sel[b][:n], cuts=cut[b][:m], J_b=J_b[b], J=J[b, 1:1 + m].clone()))
     return ScoredBatch(lp, probes, probe_s)

@@ -3,11 +3,12 @@ Qwen3), with the same weights and the same arithmetic as the model's own forward
 
 Phase 2 pushes only a few hundred probe tokens through every layer, so the stock forward is
 bound by its small kernels: RMSNorm's float32 round trip, rotary embeddings built from slices and
-concatenations, separate residual adds. Here RMSNorm is one `F.rms_norm`, the rotary rotation is a
-`roll`, two products and one in-place add, the residual adds ride in the output projections' GEMMs
-(`addmm_` into the residual stream, so not even a copy), the SiLU gate runs in place, and the final
-norm and LM head see only the positions that predict answer tokens. Attention is the caller's
-`attend(layer, q, k, v, scale)`. With `ops` (`probe_kernels` on a GPU) RMSNorm, the rotary
+concatenations, separate residual adds, three small projection GEMMs. Here RMSNorm is one
+`F.rms_norm`, the rotary rotation is a `roll`, two products and one in-place add, q, k and v come
+from one GEMM (`_fused_qkv`), the residual adds ride in the output projections' GEMMs (`addmm_`
+into the residual stream, so not even a copy), the SiLU gate runs in place, and the final norm and
+LM head see only the positions that predict answer tokens. Attention is the caller's
+`attend(layer, q, k, v, scale)`. With `ops` (`probe_kernels` on a GPU) RMSNorm's scale, the rotary
 embedding of q and k and the SiLU gate are one Triton kernel each.
 
 `unsupported(model)` says why a model cannot take this path (another architecture, sharded
@@ -81,7 +82,10 @@ def _any_sharded(m: torch.nn.Module) -> bool:
 def _rms(x: torch.Tensor, norm, ops=None) -> torch.Tensor:
     """HF's RMSNorm: normalise in float32, cast back to x's dtype, then scale by the weight."""
     y = ops.rms_norm(x, norm.weight, norm.variance_epsilon) if ops is not None else None
-    return y if y is not None else norm.weight * F.rms_norm(x, (x.shape[-1],), eps=norm.variance_epsilon)
+    if y is not None:
+        return y
+    y = F.rms_norm(x, (x.shape[-1],), eps=norm.variance_epsilon)
+    return y if ops is not None and ops.scale_(y, norm.weight) else norm.weight * y
 
 
 def _out_proj(x: torch.Tensor, h: torch.Tensor, lin: torch.nn.Linear) -> torch.Tensor:
@@ -94,13 +98,41 @@ def _out_proj(x: torch.Tensor, h: torch.Tensor, lin: torch.nn.Linear) -> torch.T
     return x + lin(h)
 
 
+def _fused_qkv(layers, x: torch.Tensor):
+    """Every layer's q, k and v projections as one (layers, Nq + Nk + Nv, hidden) weight and its
+    bias (or None), gathered with one multi-tensor copy per phase 2; None where they cannot be
+    (another Linear class, mixed dtypes or biases, autocast). One GEMM then does a layer's three
+    projections, which at phase 2's few hundred tokens run far below the GEMM's peak one by one.
+    The copy is made afresh every call (it is 6 MB a layer for a 1.5B model), so it never
+    outlives a weight update."""
+    lins = [(la.self_attn.q_proj, la.self_attn.k_proj, la.self_attn.v_proj) for la in layers]
+    first = lins[0][0] if lins else None
+    if first is None or torch.is_autocast_enabled(x.device.type) or any(
+            type(lin) is not torch.nn.Linear or lin.weight.dtype != x.dtype or lin.weight.device != x.device
+            or (lin.bias is None) != (first.bias is None) for trio in lins for lin in trio):
+        return None
+    rows = [lin.weight.shape[0] for lin in lins[0]]
+    if any([lin.weight.shape[0] for lin in trio] != rows for trio in lins):
+        return None
+    W = x.new_empty(len(lins), sum(rows), first.weight.shape[1])
+    dst = [part for w in W for part in w.split(rows)]
+    src = [lin.weight for trio in lins for lin in trio]
+    b = None
+    if first.bias is not None:
+        b = x.new_empty(len(lins), sum(rows))
+        dst += [part for v in b for part in v.split(rows)]
+        src += [lin.bias for trio in lins for lin in trio]
+    torch._foreach_copy_(dst, src)
+    return W, b, rows
+
+
 def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, attend: Attend,
             keep: torch.Tensor, ops=None) -> torch.Tensor:
     """Logits (B, len(keep), V) at positions `keep` of the probe blocks `input_ids` (B, L).
 
     `attend` gets each layer's queries, keys and values (and owns the phase-1 cache). `ops`, if
-    given, is a namespace with `rms_norm(x, weight, eps) -> Tensor | None`,
-    `rope_(q, k, cos, sin_signed) -> bool` (in place) and `silu_mul_(g, u) -> bool` (in place)
+    given, is a namespace with `rms_norm(x, weight, eps) -> Tensor | None`, and, each in place,
+    `scale_(y, weight) -> bool`, `rope_(q, k, cos, sin_signed) -> bool` and `silu_mul_(g, u) -> bool`
     (`probe_kernels`), each with the same rounding as the code below and None/False where it
     does not apply."""
     m = _unwrap(model)
@@ -117,12 +149,19 @@ def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, attend: 
         # model's own forward, 1.8e-2 against 1.3e-2 at the bench's bar cell)
         return (t * cos).add_(t.roll(half, dims=-1) * sin)
 
+    qkv = _fused_qkv(base.layers, x)
     for i, layer in enumerate(base.layers):
         a = layer.self_attn
         h = _rms(x, layer.input_layernorm, ops)
-        q = a.q_proj(h).view(B, L, -1, a.head_dim)
-        k = a.k_proj(h).view(B, L, -1, a.head_dim)
-        v = a.v_proj(h).view(B, L, -1, a.head_dim)
+        if qkv is not None:  # one GEMM; q, k and v are column blocks of its output
+            W, b, rows = qkv
+            h2 = h.view(-1, h.shape[-1])
+            out = torch.addmm(b[i], h2, W[i].t()) if b is not None else h2 @ W[i].t()
+            q, k, v = (t.view(B, L, -1, a.head_dim) for t in out.split(rows, dim=-1))
+        else:
+            q = a.q_proj(h).view(B, L, -1, a.head_dim)
+            k = a.k_proj(h).view(B, L, -1, a.head_dim)
+            v = a.v_proj(h).view(B, L, -1, a.head_dim)
         if hasattr(a, "q_norm"):  # Qwen3: RMSNorm over each head
             q, k = _rms(q, a.q_norm, ops), _rms(k, a.k_norm, ops)
         if ops is None or not ops.rope_(q, k, cos2, sin2):
