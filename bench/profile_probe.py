@@ -4,8 +4,9 @@
 
 Prints the wall time of the probe forward (CUDA events), the summed GPU kernel time (if far below
 the wall time, the forward is launch/CPU-bound) and the top kernels and ops; writes a Chrome trace.
-Then the host syncs inside the trainer's `score_pass`, and what that pass adds to the plain
-log-prob forward: wall time against GPU kernel time, and the added GPU time by kernel.
+Then the host syncs inside the trainer's `score_pass` (with the Python stack of each), what that
+pass adds to the plain log-prob forward (wall time against GPU kernel time, and the added GPU time
+by kernel), and where the device sits idle inside the pass.
 """
 from __future__ import annotations
 
@@ -57,26 +58,29 @@ def main() -> None:
             torch.cuda.synchronize()
     prof.export_chrome_trace(os.path.join(a.out, "probe_trace.json"))
     # Host syncs inside the trainer's pass: each one stops the host from queueing phase 2 early.
+    import traceback
     import warnings
     rows = [ProbeRow(tuple([0] + bl[1:-1]), tuple(bl[1:]), tuple(x)) for bl, x in zip(blocks, inp.answers)]
+    syncs = []  # the Python stack at each sync: torch reports a sync as a warning, raised in the caller's thread
+
+    def note(message, category, filename, lineno, file=None, line=None):
+        if "synchroniz" in str(message):
+            syncs.append([f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_stack()[:-1]
+                          if "warnings" not in f.filename][-4:])
     with torch.no_grad():
         score_pass(model, inp.seqs, rows, inp.forcing, top_k=a.cuts)  # warm
         torch.cuda.synchronize()
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings():
             warnings.simplefilter("always")
+            warnings.showwarning = note
             torch.cuda.set_sync_debug_mode("warn")
             try:
                 score_pass(model, inp.seqs, rows, inp.forcing, top_k=a.cuts)
             finally:
                 torch.cuda.set_sync_debug_mode(0)
-    where = {}
-    for w in caught:
-        if "synchroniz" in str(w.message):
-            where.setdefault(f"{w.filename}:{w.lineno}", 0)
-            where[f"{w.filename}:{w.lineno}"] += 1
-    print(f"host syncs in one score_pass: {sum(where.values())}")
-    for k, v in sorted(where.items(), key=lambda kv: -kv[1]):
-        print(f"  {v:4d}  {k}")
+    print(f"host syncs in one score_pass: {len(syncs)} (innermost frames last)")
+    for stack in syncs:
+        print("  - " + "\n    ".join(stack))
     ka = prof.key_averages()
     with torch.no_grad():  # kernels only: the table's operator rows repeat their kernels' time
         gpu_total = sum(kernel_ms(call, 3).values())
@@ -116,6 +120,28 @@ def pass_cost(model, inp, rows, cuts: int) -> None:
     print("GPU time the pass adds, by kernel (ms per call):")
     for d, k in diff[:16] + diff[-4:]:
         print(f"  {d:+8.3f}  {k[:90]}")
+    idle_gaps(calls["pass"])
+
+
+def idle_gaps(call, floor_us: float = 10.0) -> None:
+    """Where the device sits idle inside one call: gaps between consecutive kernels longer than
+    `floor_us`, the largest first, with the kernels on either side."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    with torch.no_grad():
+        call()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            call()
+            torch.cuda.synchronize()
+    ks = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start)
+    gaps = [(b[0] - a[1], i, a[2], b[2]) for i, (a, b) in enumerate(zip(ks, ks[1:])) if b[0] - a[1] > floor_us]
+    span_ms = (ks[-1][1] - ks[0][0]) / 1e3
+    print(f"device idle inside one pass: {sum(g[0] for g in gaps) / 1e3:.2f} ms in {len(gaps)} gaps over "
+          f"{floor_us:.0f} us ({len(ks)} kernels over {span_ms:.1f} ms); largest:")
+    for g, i, before, after in sorted(gaps, reverse=True)[:8]:
+        print(f"  {g:8.1f} us after kernel {i} of {len(ks)}: {before[:50]} -> {after[:50]}")
 
 
 if __name__ == "__main__":
