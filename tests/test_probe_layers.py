@@ -126,16 +126,35 @@ def test_fused_qkv_gathers_each_layers_projections(kind, monkeypatch):
     assert torch.allclose(fused, apart, atol=1e-6) and not fused.eq(0).all()
 
 
-def test_fused_qkv_only_for_plain_linear_layers():
-    """A Linear subclass (a LoRA wrapper, say) may compute more than x @ W.t() + b: its module runs."""
-    model = build("qwen2")
+class _Scaled(torch.nn.Linear):  # a Linear subclass that computes more than x @ W.t() + b (as LoRA does)
+    def forward(self, x):
+        return 2 * super().forward(x)
 
-    class Scaled(torch.nn.Linear):
-        def forward(self, x):
-            return 2 * super().forward(x)
-    old = model.model.layers[1].self_attn.k_proj
-    new = Scaled(old.in_features, old.out_features)
+
+def _swap(model, layer: int, path: str) -> None:
+    parent, name = model.model.layers[layer], path.split(".")
+    for part in name[:-1]:
+        parent = getattr(parent, part)
+    old = getattr(parent, name[-1])
+    new = _Scaled(old.in_features, old.out_features, bias=old.bias is not None)
     new.load_state_dict(old.state_dict())
-    model.model.layers[1].self_attn.k_proj = new
-    assert probe_layers._fused_qkv(model.model.layers, torch.zeros(1, 1, 64)) is None
-    assert probe_layers._fused_qkv(build("qwen2", torch.bfloat16).model.layers, torch.zeros(1, 1, 64)) is None  # dtypes
+    setattr(parent, name[-1], new)
+
+
+@pytest.mark.parametrize("path", ["self_attn.k_proj", "self_attn.o_proj", "mlp.down_proj"])
+def test_linear_subclasses_run_their_own_module(path):
+    """The layer path puts only plain nn.Linear weights into GEMMs of its own (the fused q/k/v,
+    the in-place residual projections); a subclass runs, and J follows the model's own forward."""
+    model = build("qwen2")
+    _swap(model, 1, path)
+    if path.endswith("k_proj"):
+        assert probe_layers._fused_qkv(model.model.layers, torch.zeros(1, 1, 64)) is None
+    layers, _ = fused_J(model, FORCING, "layers")
+    own, _ = fused_J(model, FORCING, "model")
+    plain, _ = fused_J(build("qwen2"), FORCING, "layers")
+    assert torch.allclose(layers, own, atol=1e-5), (layers - own).abs().max()
+    assert (layers - plain).abs().max() > 1e-3  # the subclass changed J, so it did run
+
+
+def test_fused_qkv_needs_the_activations_dtype():
+    assert probe_layers._fused_qkv(build("qwen2", torch.bfloat16).model.layers, torch.zeros(1, 1, 64)) is None

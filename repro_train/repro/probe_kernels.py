@@ -78,14 +78,13 @@ def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     """log_softmax(logits.float())[r, targets[r]] for logits (N, V) (contiguous rows), targets (N,):
     one program per row reads its logits once, in their own dtype; nothing vocabulary-sized is
     written (torch's float32 log-softmax writes N x V floats)."""
-    k = _kernels()
     N, V = logits.shape
     if logits.stride(1) != 1:
         logits = logits.contiguous()
     out = torch.empty(N, dtype=torch.float32, device=logits.device)
-    if N:
-        k.target_logprob_kernel[(N,)](logits, targets.contiguous(), out, logits.stride(0), V, BLOCK=2048,
-                                      **_launch_opts(logits.device, num_warps=8))
+    if N:  # once per phase 2: through Triton's launcher
+        _launch(_kernels().target_logprob_kernel, (N,), (logits, targets.contiguous(), out, logits.stride(0), V),
+                dict(BLOCK=2048), _launch_opts(logits.device, num_warps=8), None)
     return out
 
 
@@ -104,7 +103,7 @@ def _launch(kernel, grid: tuple, args: tuple, consts: dict, opts: dict, key: tup
     """`kernel[grid](*args, **consts, **opts)`, where `consts` are the kernel's remaining parameters.
 
     Triton's launcher binds and specialises every argument on every call, about 19 us of host time,
-    and phase 2 makes 3 Triton launches per layer. After the first launch under a key, later ones
+    and phase 2 makes 5 Triton launches per layer. After the first launch under a key, later ones
     with the same key call the compiled kernel directly. `key` must hold everything in `args` that
     the compiled kernel depends on besides the pointers' addresses: the integers (Triton
     specialises on them), each pointer's 16-byte alignment and dtype, the device; the kernel, grid,
@@ -169,15 +168,16 @@ class PrefixAttention:
                own_values.stride(), q.dtype, q.device)
         if self._plan is None or self._plan[0] != key:
             self._plan = (key, *self._prepare(q, keys, values, own_keys, own_values))
-        _, grid, bufs, ints, consts, opts = self._plan
+        _, grid, bufs, bufs_aligned, ints, consts, opts = self._plan
         _launch(_kernels().prefix_attention_kernel, grid, (q, keys, values, own_keys, own_values, *bufs, *ints,
                                                            scale * math.log2(math.e)), consts, opts,
-                (key, ints, _aligned(q, keys, values, own_keys, own_values)))
+                (ints, q.device, bufs_aligned, _aligned(q, keys, values, own_keys, own_values)))
         return bufs[0].view(q.shape[0], q.shape[1], -1)
 
     def _prepare(self, q, keys, values, own_keys, own_values):
         """(grid, work buffers every layer reuses (output, partial outputs, partial LSEs, merge
-        tickets, lo, hi, the ordered items), integer arguments, constants, launch options)."""
+        tickets, lo, hi, the ordered items) and their alignment, integer arguments, constants,
+        launch options)."""
         B, L, H, D = q.shape
         Hkv, T = keys.shape[1], keys.shape[2]
         G, Lb = H // Hkv, self.block_len
@@ -208,7 +208,8 @@ class PrefixAttention:
                 out.stride(0), out.stride(1), out.stride(2), nb, n_mt, Lb, span, splits, n_prog, Hkv)
         consts = dict(G=G, D=D, BLOCK_M=block_m, BLOCK_N=self.block_n, IEEE=q.dtype == torch.float32)
         opts = _launch_opts(dev, num_warps=self.num_warps or (8 if block_m == 128 else 4), num_stages=self.num_stages)
-        return (n_prog * splits * Hkv,), (out, opart, lpart, tickets, self.lo, self.hi, items), ints, consts, opts
+        bufs = (out, opart, lpart, tickets, self.lo, self.hi, items)
+        return (n_prog * splits * Hkv,), bufs, _aligned(*bufs), ints, consts, opts
 
 
 SPLIT_ITEMS_PER_SM = 1.5

@@ -88,11 +88,18 @@ def _rms(x: torch.Tensor, norm, ops=None) -> torch.Tensor:
     return y if ops is not None and ops.scale_(y, norm.weight) else norm.weight * y
 
 
+def _plain(lin, x: torch.Tensor) -> bool:
+    """Whether `lin(h)` is exactly `h @ lin.weight.t() (+ bias)` in x's dtype, so its weight can
+    go into a GEMM of our own: a plain `nn.Linear` (a subclass such as a LoRA wrapper computes
+    more, and its module must run), weights in x's dtype and on its device, no autocast."""
+    return type(lin) is torch.nn.Linear and lin.weight.dtype == x.dtype and lin.weight.device == x.device \
+        and not torch.is_autocast_enabled(x.device.type)
+
+
 def _out_proj(x: torch.Tensor, h: torch.Tensor, lin: torch.nn.Linear) -> torch.Tensor:
-    """x + lin(h): one GEMM accumulating into x in place when the dtypes allow it (x is the
-    residual stream, which nothing else holds), else a new tensor."""
-    if lin.bias is None and x.dtype == h.dtype == lin.weight.dtype and not torch.is_autocast_enabled(x.device.type) \
-            and x.is_contiguous():
+    """x + lin(h): one GEMM accumulating into x in place when `lin` allows it (x is the residual
+    stream, which nothing else holds), else a new tensor."""
+    if _plain(lin, x) and lin.bias is None and h.dtype == x.dtype and x.is_contiguous():
         x.view(-1, x.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), lin.weight.t())
         return x
     return x + lin(h)
@@ -101,24 +108,24 @@ def _out_proj(x: torch.Tensor, h: torch.Tensor, lin: torch.nn.Linear) -> torch.T
 def _fused_qkv(layers, x: torch.Tensor):
     """Every layer's q, k and v projections as one (layers, Nq + Nk + Nv, hidden) weight and its
     bias (or None), gathered with one multi-tensor copy per phase 2; None where they cannot be
-    (another Linear class, mixed dtypes or biases, autocast). One GEMM then does a layer's three
-    projections, which at phase 2's few hundred tokens run far below the GEMM's peak one by one.
-    The copy is made afresh every call (it is 6 MB a layer for a 1.5B model), so it never
-    outlives a weight update."""
+    (a projection that is not `_plain`, biases on some only, sizes that differ between layers).
+    One GEMM then does a layer's three projections, which at phase 2's few hundred tokens run far
+    below the GEMM's peak one by one. The copy is made afresh every call (it is 6 MB a layer for a
+    1.5B model), so it never outlives a weight update."""
     lins = [(la.self_attn.q_proj, la.self_attn.k_proj, la.self_attn.v_proj) for la in layers]
-    first = lins[0][0] if lins else None
-    if first is None or torch.is_autocast_enabled(x.device.type) or any(
-            type(lin) is not torch.nn.Linear or lin.weight.dtype != x.dtype or lin.weight.device != x.device
-            or (lin.bias is None) != (first.bias is None) for trio in lins for lin in trio):
+    if not lins:
         return None
     rows = [lin.weight.shape[0] for lin in lins[0]]
-    if any([lin.weight.shape[0] for lin in trio] != rows for trio in lins):
-        return None
-    W = x.new_empty(len(lins), sum(rows), first.weight.shape[1])
+    biased = lins[0][0].bias is not None
+    for trio in lins:
+        if any(not _plain(lin, x) or (lin.bias is not None) != biased for lin in trio) \
+                or [lin.weight.shape[0] for lin in trio] != rows:
+            return None
+    W = x.new_empty(len(lins), sum(rows), lins[0][0].weight.shape[1])
     dst = [part for w in W for part in w.split(rows)]
     src = [lin.weight for trio in lins for lin in trio]
     b = None
-    if first.bias is not None:
+    if biased:
         b = x.new_empty(len(lins), sum(rows))
         dst += [part for v in b for part in v.split(rows)]
         src += [lin.bias for trio in lins for lin in trio]
@@ -150,11 +157,11 @@ def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, attend: 
         return (t * cos).add_(t.roll(half, dims=-1) * sin)
 
     qkv = _fused_qkv(base.layers, x)
+    W, b, rows = qkv if qkv is not None else (None, None, None)
     for i, layer in enumerate(base.layers):
         a = layer.self_attn
         h = _rms(x, layer.input_layernorm, ops)
-        if qkv is not None:  # one GEMM; q, k and v are column blocks of its output
-            W, b, rows = qkv
+        if W is not None:  # one GEMM; q, k and v are column blocks of its output
             h2 = h.view(-1, h.shape[-1])
             out = torch.addmm(b[i], h2, W[i].t()) if b is not None else h2 @ W[i].t()
             q, k, v = (t.view(B, L, -1, a.head_dim) for t in out.split(rows, dim=-1))
