@@ -62,6 +62,8 @@ class ReProConfig:
     """Fused probe only: 'layers' runs the probe forward layer by layer with fused kernels (Llama, Mistral, Qwen2, Qwen3 with whole weights; other models, and ZeRO-3/FSDP2, fall back to 'model'); 'model': the model's own forward. Same numbers."""
     probe_attention: Literal["auto", "triton", "sdpa"] = "auto"
     """Fused probe, 'layers' forward only: 'triton' attends each probe block over exactly its prefix with the project's Triton kernel (CUDA); 'sdpa' uses SDPA with a mask over the whole cache; 'auto' = triton on a GPU with Triton installed, else sdpa. Same numbers."""
+    probe_cuda_graph: bool = True
+    """Fused probe on the Triton path: replay phase 2 from a CUDA graph (captured on the second micro-batch of a shape, at most 4 kept per GPU; not under autocast, nor for a model whose projections are not plain nn.Linear), so its few hundred small kernels cost one launch. false: issue them one by one. Same numbers."""
 
 
 def validate_repro(c: ReProConfig, prefix: str = "repro.") -> None:

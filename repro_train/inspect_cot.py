@@ -115,7 +115,7 @@ def score_rows(model, tokenizer, cfg: ReProConfig, rows: list[dict], temperature
     seqs = pack([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows], pad_id, device)
     scored = score_pass(model, seqs, plan.rows, repro.forcing_ids, cfg.top_k, temperature, cfg.probe_impl,
                         pad_id=pad_id, naive_batch_size=cfg.probe_batch_size, forward=cfg.probe_forward,
-                        attention=cfg.probe_attention)
+                        attention=cfg.probe_attention, graph=cfg.probe_cuda_graph)
     names = {g: k for k, g in enumerate(dict.fromkeys(r["group"] for r in rows))}
     groups = torch.tensor([names[r["group"]] for r in rows])
     out = repro.advantages(plan, scored.probes, groups, seqs.response_mask.shape[1])

@@ -112,14 +112,17 @@ def test_fused_qkv_gathers_each_layers_projections(kind, monkeypatch):
     model = build(kind)
     layers = model.model.layers
     x = torch.zeros(1, 1, 64)
-    with torch.no_grad():
-        W, b, rows = probe_layers._fused_qkv(layers, x)
-    for i, la in enumerate(layers):
-        a = la.self_attn
-        assert torch.equal(W[i], torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
-        if kind == "qwen2":
-            assert torch.equal(b[i], torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]))
-    assert rows == [a.q_proj.out_features, a.k_proj.out_features, a.v_proj.out_features] and (b is None) == (kind == "mistral")
+    for per_layer in (False, True):  # all layers in one copy, or one layer at a time into one buffer
+        with torch.no_grad():
+            get, rows = probe_layers._fused_qkv(layers, x, per_layer)
+            got = [tuple(t.clone() if t is not None else None for t in get(i)) for i in range(len(layers))]
+        for (W, b), la in zip(got, layers):
+            a = la.self_attn
+            assert torch.equal(W, torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
+            if kind == "qwen2":
+                assert torch.equal(b, torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]))
+            assert (b is None) == (kind == "mistral")
+        assert rows == [a.q_proj.out_features, a.k_proj.out_features, a.v_proj.out_features]
     fused, _ = fused_J(model, FORCING, "layers")
     monkeypatch.setattr(probe_layers, "_fused_qkv", lambda *a: None)
     apart, _ = fused_J(model, FORCING, "layers")

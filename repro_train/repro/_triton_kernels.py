@@ -38,12 +38,25 @@ def _attend_tile(q, k, vbase, svt, kpos, col_ok, see, d, scale_log2e, m_i, l_i, 
     return m_new, l_i, acc
 
 
-@triton.jit
-def prefix_attention_kernel(Q, K, V, KO, VO, Out, Opart, Lpart, Count, LO, HI, Items,
-                            sqb, sql, sqh, skb, skh, skt, svb, svh, svt, sob, soh, sot, sovb, sovh, sovt,
-                            sxb, sxl, sxh, nb, n_mt, Lb, span, n_split, n_prog, n_heads_kv, scale_log2e,
+@triton.jit(do_not_specialize=["layer"])
+def prefix_attention_kernel(Q, KV, layer, KO, VO, Out, Opart, Lpart, Count, LO, HI, Items,
+                            sqb, sql, sqh, skh, skt, svh, svt, sob, soh, sot, sovb, sovh, sovt,
+                            sxb, sxl, sxh, nb, n_mt, Lb, n_split, n_prog, n_heads_kv, scale_log2e,
                             G: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            IEEE: tl.constexpr):
+                            IEEE: tl.constexpr, ALIGNED: tl.constexpr):
+    # The phase-1 cache from its table (probe_kernels.KVTable): its length and batch strides, then
+    # each layer's key and value addresses. ALIGNED: the batch strides are multiples of 16 elements
+    # and the addresses of 16 bytes, what Triton assumes of tensor arguments that are (and needs
+    # to load a tile row in 16-byte pieces).
+    T = tl.load(KV).to(tl.int32)  # (32-bit like the rest of the column arithmetic: in 64 bits, every key
+    # tile's addresses cost twice the instructions)
+    skb, svb = tl.load(KV + 1), tl.load(KV + 2)
+    K = tl.load(KV + 8 + 2 * layer).to(tl.pointer_type(Q.dtype.element_ty))
+    V = tl.load(KV + 9 + 2 * layer).to(tl.pointer_type(Q.dtype.element_ty))
+    if ALIGNED:
+        skb, svb = tl.multiple_of(skb, 16), tl.multiple_of(svb, 16)
+        K, V = tl.multiple_of(K, 16), tl.multiple_of(V, 16)
+    span = BLOCK_N * tl.maximum(1, ((T + BLOCK_N - 1) // BLOCK_N + n_split - 1) // n_split)  # as probe_kernels._span
     # program -> work item (block tile, slice of its prefix) from Items, largest first, and a KV
     # head; -1 = nothing to do (the grid is sized for every slice of the longest possible prefix)
     e = tl.load(Items + tl.program_id(0) // n_heads_kv)

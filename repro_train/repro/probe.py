@@ -23,6 +23,7 @@ dummy block when nothing needs scoring) and the naive path pads its number of fo
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -30,10 +31,10 @@ from typing import Callable, Sequence
 import torch
 
 from ..modeling import LogprobOutput, Sequences, forward_logprobs
-from . import probe_kernels, probe_layers
+from . import probe_graph, probe_kernels, probe_layers
 from .probe_layers import _unwrap
-from .probe_attention import (ATTENTION, _probe_attention_on, _probe_mask, _sdpa_attend, _triton_attend, _triton_path,
-                              _use_triton, probe_cache)
+from .probe_attention import (ATTENTION, _probe_attention_on, _probe_mask, _sdpa_attend, _triton_path, _use_triton,
+                              probe_cache)
 from .select import select_cuts_batched
 
 
@@ -136,7 +137,7 @@ def probe_layout(n_blocks: int, answer_len: int, forcing_len: int) -> tuple[int,
 
 
 def probe_fused(model, seqs: Sequences, cache, blocks: Blocks, forward: str = "layers",
-                attention: str = "auto") -> torch.Tensor:
+                attention: str = "auto", graph: bool = True) -> torch.Tensor:
     """J at every block in one forward over the phase-1 KV cache: (B, nb) float32 on the device
     (0 where the block is not valid). Nothing here waits for the device.
 
@@ -144,47 +145,81 @@ def probe_fused(model, seqs: Sequences, cache, blocks: Blocks, forward: str = "l
     otherwise, or with "model", it is the model's own forward with the probe attention swapped in.
     In the layer-by-layer forward, attention="triton" (or "auto" on a GPU with Triton) attends with
     `probe_kernels.PrefixAttention`, which reads only each block's prefix and needs no mask;
-    "sdpa" (and "auto" elsewhere) uses SDPA with an additive mask over the whole cache.
+    "sdpa" (and "auto" elsewhere) uses SDPA with an additive mask over the whole cache. On the
+    Triton path, graph=True replays phase 2 from a CUDA graph (`probe_graph`) where the model allows
+    (`probe_layers.graph_key`) and no gradient is recorded: the same kernels, issued in one launch.
 
     Block k of row b holds [lead] + f + q[:-1] at positions plen_b + c - lead + (0, 1, ...) and sees
     cache columns < P + c - lead (its prefix) and, causally, its own earlier tokens; `lead`
     re-feeds the prefix's last token when f is empty, so q_0 is still predicted from the prefix."""
     device = seqs.input_ids.device
-    B, Kc = seqs.input_ids.shape
+    B = seqs.input_ids.shape[0]
     P = seqs.prompt_width
     C, valid, A, alen = blocks.cuts, blocks.valid, blocks.answers, blocks.answer_len
     F = blocks.forcing.numel()
-    lead = 0 if F else 1
     nb, Q = C.shape[1], A.shape[1]
     Lb, Lp = probe_layout(nb, Q, F)
     plen = seqs.prompt_lens.to(device)
+    last = None if F else seqs.input_ids.gather(1, (P + C - 1).clamp(min=0))  # the token before each cut
+    layers = forward == "layers" and probe_layers.unsupported(model) is None
+    if layers and _use_triton(attention, device):  # as _triton_path, without a second model check
+        kv = probe_kernels.kv_table([(layer.keys, layer.values) for layer in cache.layers], P)
+        fn = functools.partial(_triton_J, model, Lb, kv.layout, kv.aligned)
+        inputs = (C, valid, A, alen, blocks.forcing, plen, kv.table) + ((last,) if last is not None else ())
+        key = probe_layers.graph_key(model) if graph and device.type == "cuda" and not torch.is_grad_enabled() \
+            else None
+        if key is None:
+            return fn(*inputs)
+        return probe_graph.run(fn, (key, Lb, kv.layout, kv.aligned, *((t.shape, t.dtype) for t in inputs)),
+                               inputs)
+    ids, pos, _, limit, keep, targets, tmask = _block_inputs(C, valid, A, alen, blocks.forcing, plen, P, last, Lb)
+    mask = _probe_mask(model, seqs, cache, limit, Lb, Lp)
+    if layers:
+        logits = probe_layers.forward(model, ids, pos, _sdpa_attend(cache, mask), keep)
+    else:
+        with _probe_attention_on(model):
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                           use_cache=True, logits_to_keep=keep).logits
+    J = _answer_logprobs(logits.reshape(B * nb, Q, -1), targets, tmask).view(B, nb)
+    return torch.where(valid, J, torch.zeros_like(J))
+
+
+def _block_inputs(C, valid, A, alen, forcing, plen, P, last, Lb: int):
+    """Phase 2's inputs from the blocks (cuts C and valid (B, nb), answers A (B, Q) and their lengths,
+    forcing ids, prompt lengths; P, the prompt width, an int or a 0-d tensor on the device; `last`
+    (B, nb) the token before each cut, re-fed when there are no forcing ids, else None): the
+    blocks' tokens and positions (B, Lp), the first visible cache column of each row (B,) (rows
+    are left-padded), each block's end of visible cache columns (B, nb), the positions that
+    predict answer tokens, and the targets with their mask (B * nb, Q)."""
+    B, nb = C.shape
+    Q, F = A.shape[1], forcing.numel()
+    lead = 0 if F else 1
+    device = C.device
     parts = []  # (B, nb, Lb) block tokens: [lead] + f + q[:-1]
     if lead:
-        parts.append(seqs.input_ids.gather(1, (P + C - 1).clamp(min=0)).unsqueeze(-1))
+        parts.append(last.unsqueeze(-1))
     if F:
-        parts.append(blocks.forcing.view(1, 1, F).expand(B, nb, F))
+        parts.append(forcing.view(1, 1, F).expand(B, nb, F))
     parts.append(A[:, None, :Q - 1].expand(B, nb, Q - 1))
-    ids = torch.cat(parts, dim=-1).reshape(B, Lp)
-    pos = (plen.view(B, 1, 1) + C.unsqueeze(-1) - lead + torch.arange(Lb, device=device)).reshape(B, Lp)
+    ids = torch.cat(parts, dim=-1).reshape(B, nb * Lb)
+    pos = (plen.view(B, 1, 1) + C.unsqueeze(-1) - lead + torch.arange(Lb, device=device)).reshape(B, nb * Lb)
     limit = torch.where(valid, P + C - lead, torch.zeros_like(C))  # cache columns < limit are visible
     keep = (torch.arange(nb, device=device).view(-1, 1) * Lb + lead + F - 1 + torch.arange(Q, device=device)).reshape(-1)
-    layers = forward == "layers" and probe_layers.unsupported(model) is None
-    triton = layers and _use_triton(attention, device)  # as _triton_path, without a second model check
-    if triton:
-        # rows are left-padded: block j of row b sees columns [P - plen_b, limit_bj) of the cache
-        logits = probe_layers.forward(model, ids, pos, _triton_attend(cache, P - plen, limit, Lb), keep,
-                                      probe_kernels)
-    else:
-        mask = _probe_mask(model, seqs, cache, limit, Lb, Lp)
-        if layers:
-            logits = probe_layers.forward(model, ids, pos, _sdpa_attend(cache, mask), keep)
-        else:
-            with _probe_attention_on(model):
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                               use_cache=True, logits_to_keep=keep).logits
     targets = A.unsqueeze(1).expand(B, nb, Q).reshape(B * nb, Q)
     tmask = ((torch.arange(Q, device=device).view(1, 1, -1) < alen.view(-1, 1, 1)) & valid.unsqueeze(-1)).reshape(B * nb, Q)
-    J = _answer_logprobs(logits.reshape(B * nb, Q, -1), targets, tmask, kernel=triton).view(B, nb)
+    return ids, pos, P - plen, limit, keep, targets, tmask
+
+
+def _triton_J(model, Lb: int, kv_layout: tuple, kv_aligned: bool, C, valid, A, alen, forcing, plen, table,
+              last=None) -> torch.Tensor:
+    """Phase 2 on the Triton path, from the blocks to J (B, nb): what `probe_graph` captures. The
+    phase-1 cache is `table` with kv_layout and kv_aligned (`probe_kernels.KVTable`), which also
+    holds the prompt width."""
+    ids, pos, lo, limit, keep, targets, tmask = _block_inputs(C, valid, A, alen, forcing, plen, table[3], last, Lb)
+    attn = probe_kernels.PrefixAttention(lo, limit, Lb, probe_kernels.KVTable(table, kv_layout, kv_aligned))
+    logits = probe_layers.forward(model, ids, pos, attn.layer, keep, probe_kernels)
+    B, nb = valid.shape
+    J = _answer_logprobs(logits.reshape(B * nb, A.shape[1], -1), targets, tmask, kernel=True).view(B, nb)
     return torch.where(valid, J, torch.zeros_like(J))
 
 
@@ -284,7 +319,8 @@ def _to_host(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, forcing: Sequence[int],
                top_k: int, temperature: float = 1.0, impl: str = "fused", pad_id: int = 0,
                naive_batch_size: int = 16, sync_calls: Callable[[int], int] | None = None,
-               with_entropy: bool = True, forward: str = "layers", attention: str = "auto") -> ScoredBatch:
+               with_entropy: bool = True, forward: str = "layers", attention: str = "auto",
+               graph: bool = True) -> ScoredBatch:
     """Phase 1 (log-probs, entropies), cut selection and phase 2 (J) for one micro-batch.
 
     rows=None: phase 1 only (RePro off). Otherwise rows[b] is the rollout's ProbeRow or None
@@ -328,7 +364,7 @@ def score_pass(model, seqs: Sequences, rows: Sequence[ProbeRow | None] | None, f
             blocks = Blocks(torch.cat([torch.zeros_like(cuts[:, :1]), cuts], dim=1),
                             torch.cat([live.view(-1, 1), cut_valid & live.view(-1, 1)], dim=1), A, alen, forcing_t)
             if impl == "fused":
-                J = probe_fused(model, seqs, lp.cache, blocks, forward, attention)
+                J = probe_fused(model, seqs, lp.cache, blocks, forward, attention, graph)
             else:
                 J = probe_naive(model, seqs, blocks, pad_id, naive_batch_size, sync_calls)
             lp.cache = None

@@ -83,17 +83,6 @@ def _triton_path(model, device, forward: str, attention: str) -> bool:
     return forward == "layers" and probe_layers.unsupported(model) is None and _use_triton(attention, device)
 
 
-def _triton_attend(cache, lo: torch.Tensor, hi: torch.Tensor, block_len: int):
-    """`probe_kernels.PrefixAttention` in probe_layers' attend signature: the prefix from the
-    phase-1 cache as it is (nothing appended), the blocks' own keys and values from their projections."""
-    attn = probe_kernels.PrefixAttention(lo, hi, block_len)
-
-    def attend(i, q, k, v, scale):
-        layer = cache.layers[i]
-        return attn(q, layer.keys, layer.values, k, v, scale)
-    return attend
-
-
 @contextlib.contextmanager
 def _probe_attention_on(model):
     """Route the model's attention through `_probe_attention` for one forward."""

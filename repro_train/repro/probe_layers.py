@@ -105,13 +105,15 @@ def _out_proj(x: torch.Tensor, h: torch.Tensor, lin: torch.nn.Linear) -> torch.T
     return x + lin(h)
 
 
-def _fused_qkv(layers, x: torch.Tensor):
+def _fused_qkv(layers, x: torch.Tensor, per_layer: bool = False):
     """Every layer's q, k and v projections as one (layers, Nq + Nk + Nv, hidden) weight and its
     bias (or None), gathered with one multi-tensor copy per phase 2; None where they cannot be
     (a projection that is not `_plain`, biases on some only, sizes that differ between layers).
     One GEMM then does a layer's three projections, which at phase 2's few hundred tokens run far
     below the GEMM's peak one by one. The copy is made afresh every call (it is 6 MB a layer for a
-    1.5B model), so it never outlives a weight update."""
+    1.5B model), so it never outlives a weight update. per_layer=True returns a function that
+    gathers layer i into one layer-sized buffer when called (i -> (weight, bias)), so a CUDA
+    graph's memory pool keeps one layer's copy, not all of them."""
     lins = [(la.self_attn.q_proj, la.self_attn.k_proj, la.self_attn.v_proj) for la in layers]
     if not lins:
         return None
@@ -121,16 +123,91 @@ def _fused_qkv(layers, x: torch.Tensor):
         if any(not _plain(lin, x) or (lin.bias is not None) != biased for lin in trio) \
                 or [lin.weight.shape[0] for lin in trio] != rows:
             return None
-    W = x.new_empty(len(lins), sum(rows), lins[0][0].weight.shape[1])
+    n = 1 if per_layer else len(lins)
+    W = x.new_empty(n, sum(rows), lins[0][0].weight.shape[1])
+    b = x.new_empty(n, sum(rows)) if biased else None
+
+    if per_layer:  # (torch.cat writes a layer in one kernel; a multi-tensor copy of three took 3x as long)
+        def layer(i):
+            torch.cat([lin.weight for lin in lins[i]], out=W[0])
+            if biased:
+                torch.cat([lin.bias for lin in lins[i]], out=b[0])
+            return W[0], b[0] if biased else None
+        return layer, rows
     dst = [part for w in W for part in w.split(rows)]
     src = [lin.weight for trio in lins for lin in trio]
-    b = None
     if biased:
-        b = x.new_empty(len(lins), sum(rows))
         dst += [part for v in b for part in v.split(rows)]
         src += [lin.bias for trio in lins for lin in trio]
     torch._foreach_copy_(dst, src)
-    return W, b, rows
+    return (lambda i: (W[i], b[i] if biased else None)), rows
+
+
+def graph_key(model) -> tuple | None:
+    """What a CUDA graph of `forward` (`probe_graph`) bakes in besides its inputs' shapes: the
+    address of every weight it reads, the norms' epsilons, the dtype and device. None where
+    `forward` would run one of the model's own modules, which a graph might not hold (a projection
+    that is not `_plain`, an embedding that is not `nn.Embedding`, a rotary embedding that resizes
+    itself, autocast). A weight that moves gives a new key; one updated in place does not need one.
+
+    Walking the model costs about 0.3 ms of host time per call for a 28-layer model, so the walk
+    is remembered per model (`_graph_plan`): a call checks that every module on it is still in
+    its place and reads the weights' addresses, about a sixth of that."""
+    m = _unwrap(model)
+    w = m.model.embed_tokens.weight
+    if torch.is_autocast_enabled(w.device.type):
+        return None
+    plan = _GRAPH_PLANS.get(m)
+    if plan is None or plan[0] != (w.dtype, w.device, len(m.model.layers)) \
+            or not all(d.get(n) is c for d, n, c in plan[1]):
+        plan = _GRAPH_PLANS[m] = _graph_plan(m)
+    if plan[2] is None:
+        return None
+    return plan[2] + tuple(d[n].data_ptr() for d, n in plan[3])
+
+
+_GRAPH_PLANS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _graph_plan(m) -> tuple:
+    """((dtype, device, layers), the (parent's module dict, name, module) links of every module `forward`
+    uses, the key's fixed part or None where a graph may not hold `forward`, the (parameter or
+    buffer dict, name) of every tensor it reads)."""
+    base = m.model
+    w = base.embed_tokens.weight
+    links, tensors = [], []
+
+    def use(parent, name, params=("weight",)):
+        child = parent._modules[name]
+        links.append((parent._modules, name, child))
+        tensors.extend((child._parameters, p) for p in params if child._parameters.get(p) is not None)
+        return child
+
+    for name in ("model", "lm_head"):
+        use(m, name, ())
+    emb, rope, norm, layers = (use(base, "embed_tokens"), use(base, "rotary_emb", ()), use(base, "norm"),
+                               use(base, "layers", ()))
+    if rope._buffers.get("inv_freq") is not None:
+        tensors.append((rope._buffers, "inv_freq"))
+    fixed = [w.dtype, w.device, norm.variance_epsilon, getattr(rope, "attention_scaling", None)]
+    kind = str(getattr(rope, "rope_type", "default"))
+    ok = type(emb) is torch.nn.Embedding and "dynamic" not in kind and "longrope" not in kind
+    lins = []
+    for i in layers._modules:
+        la = use(layers, i, ())
+        a, mlp = use(la, "self_attn", ()), use(la, "mlp", ())
+        lins += [use(a, n, ("weight", "bias")) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+        lins += [use(mlp, n, ("weight", "bias")) for n in ("gate_proj", "up_proj", "down_proj")]
+        for parent, n in ((la, "input_layernorm"), (la, "post_attention_layernorm"), (a, "q_norm"), (a, "k_norm")):
+            if n in parent._modules:
+                fixed.append(use(parent, n).variance_epsilon)
+        fixed.append(a.scaling)
+    head = m.lm_head
+    lins.append(head)
+    tensors.append((head._parameters, "weight"))
+    ok = ok and head.bias is None and all(type(lin) is torch.nn.Linear and lin.weight.dtype == w.dtype
+                                          and lin.weight.device == w.device for lin in lins)
+    return (w.dtype, w.device, len(layers)), links, tuple(fixed) if ok else None, tensors
 
 
 def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, attend: Attend,
@@ -156,14 +233,15 @@ def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, attend: 
         # model's own forward, 1.8e-2 against 1.3e-2 at the bench's bar cell)
         return (t * cos).add_(t.roll(half, dims=-1) * sin)
 
-    qkv = _fused_qkv(base.layers, x)
-    W, b, rows = qkv if qkv is not None else (None, None, None)
+    # under a CUDA graph's capture, q/k/v weights are gathered a layer at a time (see _fused_qkv)
+    qkv = _fused_qkv(base.layers, x, x.is_cuda and torch.cuda.is_current_stream_capturing())
     for i, layer in enumerate(base.layers):
         a = layer.self_attn
         h = _rms(x, layer.input_layernorm, ops)
-        if W is not None:  # one GEMM; q, k and v are column blocks of its output
+        if qkv is not None:  # one GEMM; q, k and v are column blocks of its output
+            (W, b), rows = qkv[0](i), qkv[1]
             h2 = h.view(-1, h.shape[-1])
-            out = torch.addmm(b[i], h2, W[i].t()) if b is not None else h2 @ W[i].t()
+            out = torch.addmm(b, h2, W.t()) if b is not None else h2 @ W.t()
             q, k, v = (t.view(B, L, -1, a.head_dim) for t in out.split(rows, dim=-1))
         else:
             q = a.q_proj(h).view(B, L, -1, a.head_dim)

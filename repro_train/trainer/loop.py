@@ -155,7 +155,7 @@ def score_phase(rt: Runtime, batch: Batch) -> None:
             out = score_pass(rt.policy, seqs, plan_rows, rt.repro.forcing_ids if use_repro else (), cfg.repro.top_k,
                              cfg.rollout.temperature, cfg.repro.probe_impl, rt.pad_id, cfg.repro.probe_batch_size,
                              sync_calls=d.max_int if d.sharded else None, forward=cfg.repro.probe_forward,
-                             attention=cfg.repro.probe_attention)
+                             attention=cfg.repro.probe_attention, graph=cfg.repro.probe_cuda_graph)
         scatter_rows(batch.old_logprobs, rows, out.lp.logprobs)
         scatter_rows(batch.entropy, rows, out.lp.entropy)
         probes += out.probes
