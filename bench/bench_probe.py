@@ -9,7 +9,8 @@ response length and each number of cuts (plus J_b, so cuts + 1 probe points per 
 
     forward        forward_logprobs(model, seqs, with_entropy=True): the old-log-prob pass of an RL step
     forward+cache  the same with use_cache=True: phase 1 of the fused path
-    fused_J        probe_fused over that cache (phase 2 only; the cache is cropped back after each call)
+    fused_J        probe_fused over that cache (phase 2 only; the cache is cropped back after each call);
+                   on a GPU's Triton path also with its CUDA graph off ("no graph": kernels issued one by one)
     naive_J        probe_naive: one teacher-forced sequence per probe point, `--naive-batch` at a time
     pass           the trainer's score_pass (phase 1 + selection + phase 2), alone and paired with forward
     fp32 J         with --fp32-reference: J from a float32 copy of the weights, the yardstick for both paths
@@ -302,6 +303,8 @@ def run_length(model, length: int, cuts_list: list[int], o: BenchOptions, name: 
             reference_cells(model, inp, cells, all_blocks, fused_J, naive_J)
     for c in cells:  # 6. Ratios against the forward.
         f = c.get("forward_ms")
+        if f and c.get("fused_eager_ms") is not None:
+            c["fused_eager_over_forward"] = c["fused_eager_ms"] / f
         if f and c.get("fused_ms") is not None:
             c["fused_over_forward"] = c["fused_ms"] / f
             c["fused_total_extra_over_forward"] = (c["forward_cache_ms"] - f + c["fused_ms"]) / f
@@ -428,11 +431,14 @@ def fused_cell(model, inp: Inputs, cell: dict, blocks, kept: KeptCache | None, c
         seen.append(J)
         kept.restore()
 
-    fus, cell["status_fused"] = attempt(lambda: measure(
-        lambda: probe_fused(model, inp.seqs, kept.cache,
-                            Blocks.from_lists(blocks, inp.answers, inp.forcing, PAD_ID, inp.seqs.input_ids.device),
-                            attention=o.attention),
-        clock, o, FORWARD_SLOW_S, after=after))
+    def timed(graph: bool):
+        return attempt(lambda: measure(
+            lambda: probe_fused(model, inp.seqs, kept.cache,
+                                Blocks.from_lists(blocks, inp.answers, inp.forcing, PAD_ID, inp.seqs.input_ids.device),
+                                attention=o.attention, graph=graph),
+            clock, o, FORWARD_SLOW_S, after=after))
+
+    fus, cell["status_fused"] = timed(True)
     if fus is None:  # a failed call may have appended to some layers only
         _, st = attempt(kept.rebuild)
         if st != "ok":
@@ -442,6 +448,11 @@ def fused_cell(model, inp: Inputs, cell: dict, blocks, kept: KeptCache | None, c
                 peak_gib_forward_cache_fused=_max(kept.timing.peak_gib, fus.peak_gib),
                 cache_restore="crop" if kept.reruns == 0 else "rerun phase 1",
                 fused_repeat_max_abs_diff=_max_diff(seen[0], seen[-1]), J_fused_mean=_mean(fus.out))
+    if clock.cuda and _triton_path(model, inp.seqs.input_ids.device, "layers", o.attention):
+        # the same phase 2 with its kernels issued one by one (repro.probe_cuda_graph: false)
+        eager, st = timed(False)
+        cell.update(fused_eager_ms=eager and eager.ms, fused_eager_samples=eager and eager.samples,
+                    status_fused_eager=st, graph_vs_eager_max_abs_dJ=eager and _max_diff(fus.out, eager.out))
     return fus.out
 
 
@@ -549,8 +560,8 @@ def cell_line(c: dict) -> str:
 def table(cells: list[dict], full: bool) -> str:
     """Markdown table of cells; `full` adds the cache, naive time and memory columns."""
     if full:
-        head = ("| model | len | cuts | fwd ms | +cache ms | fused ms | fused/fwd | extra/fwd | pass ms | pass extra/fwd "
-                "| paired | naive ms | naive/fwd | max abs dJ | peak GiB fwd / +fused / naive |")
+        head = ("| model | len | cuts | fwd ms | +cache ms | fused ms | fused/fwd | no graph/fwd | extra/fwd | pass ms "
+                "| pass extra/fwd | paired | naive ms | naive/fwd | max abs dJ | peak GiB fwd / +fused / naive |")
     else:
         head = "| model | len | cuts | fwd ms | fused ms | fused/fwd | naive/fwd | max abs dJ |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -563,6 +574,7 @@ def table(cells: list[dict], full: bool) -> str:
             peaks = " / ".join(_f(c.get(k), ".1f") for k in
                                ("peak_gib_forward", "peak_gib_forward_cache_fused", "peak_gib_naive"))
             row = [c["model"], c["length"], c["cuts"], fwd, cache, fused[0], fused[1],
+                   _col(c, "fused_eager", "fused_eager_over_forward", ".4f"),
                    _col(c, "fused", "fused_total_extra_over_forward", ".4f"),
                    _col(c, "pass", "pass_ms", ".1f"), _col(c, "pass", "pass_extra_over_forward", ".4f"),
                    _col(c, "pass", "pass_extra_paired_over_forward", ".4f"),
@@ -587,7 +599,7 @@ def bar_lines(cells: list[dict], bar_ratio: float = 0.05, bar_dJ: float = 2e-2) 
                    f"naive {_f(c.get('max_abs_dJ_naive_fp32'), '.1e')})")
         ok = lambda v, bar: "n/a" if v is None else ("PASS" if v <= bar else "FAIL")  # noqa: E731
         out.append(f"bar {c['model']} 4096 tokens, 11 probe points: fused/fwd {_f(r, '.4f')} <= {bar_ratio} "
-                   f"{ok(r, bar_ratio)}; pass extra/fwd {_f(e, '.4f')} <= {bar_ratio} {ok(e, bar_ratio)}; "
+                   f"{ok(r, bar_ratio)} (no graph {_f(c.get('fused_eager_over_forward'), '.4f')}); pass extra/fwd {_f(e, '.4f')} <= {bar_ratio} {ok(e, bar_ratio)}; "
                    f"paired {_f(ep, '.4f')} {ok(ep, bar_ratio)}; max|dJ| {_f(d, '.1e')} <= {bar_dJ} {ok(d, bar_dJ)}{ref}")
     return out
 
