@@ -177,12 +177,11 @@ def kv_table(kvs, prompt_width: int = 0) -> KVTable:
     return KVTable(host.to(k0.device, non_blocking=True), layout, aligned)
 
 
-def _span(T, splits: int, block_n: int):
-    """Prefix columns per slice when the whole cache (T columns) is cut into at most `splits`
-    slices of whole key tiles (T an int, or a tensor on the device; the kernel computes the same)."""
+def _span(T: torch.Tensor, splits: int, block_n: int) -> torch.Tensor:
+    """Prefix columns per slice when the whole cache (T columns, a 0-d tensor on the device: no
+    sync) is cut into at most `splits` slices of whole key tiles; the kernel computes the same."""
     tiles = (T + block_n - 1) // block_n
-    per = (tiles + splits - 1) // splits
-    return block_n * (per.clamp(min=1) if isinstance(per, torch.Tensor) else max(1, per))
+    return block_n * ((tiles + splits - 1) // splits).clamp(min=1)
 
 
 class PrefixAttention:
@@ -235,6 +234,7 @@ class PrefixAttention:
         if self._plan is None or self._plan[0] != key:
             self._plan = (key, *self._prepare(q, own_keys, own_values))
         _, grid, bufs, bufs_aligned, ints, consts, opts = self._plan
+        # (the layer index i is not in the key: the kernel does not specialise on it)
         _launch(_kernels().prefix_attention_kernel, grid, (q, kv.table, i, own_keys, own_values, *bufs, *ints,
                                                            scale * math.log2(math.e)), consts, opts,
                 (ints, q.device, bufs_aligned, _aligned(q, kv.table, own_keys, own_values)))
