@@ -1,12 +1,17 @@
-"""Whole GRPO step time with RePro on vs off, through the real trainer phases (issue 5).
+"""Whole GRPO step time, two settings side by side through the real trainer phases: RePro on vs off
+(`--compare repro`, the default) or the vllm vs the hf rollout engine (`--compare engine`).
 
     python bench/bench_step.py                  # Qwen2 1.5B, bf16, 4 prompts x G=8 x 1,024 tokens: ~4-5 min on an H100
+    python bench/bench_step.py --compare engine --prompts 32   # vllm vs hf, GRPO + RePro, 32 x 8 x 1,024 tokens
     python bench/bench_step.py --model-size tiny --device cpu --steps 1 --warmup 0 --new-tokens 16   # smoke (a test)
 
 One step is exactly what `trainer.loop.train` runs, minus logging and checkpoints:
 rollout_phase -> score_phase -> advantage_phase -> update_phase, on a runtime from `build_runtime`
-and a recipe loaded by `config.load`. The bar: median step time with RePro on is at most 1.03x
-the median with it off, both measured in this one run.
+and a recipe loaded by `config.load`. The bars: median step time with RePro on is at most 1.03x
+the median with it off; with `--compare engine`, the vllm step is at most 0.45x the hf step and
+the rollout phase's tokens/s inside the trainer (weight push and wake/sleep included) is at least
+0.9x vLLM's standalone tokens/s, measured after the steps by `LLM.generate` alone on the same
+engine, prompts and sampling settings.
 
 Departures from a real run, all bench-only (no repro_train file is changed):
 - The model folder is written here: Qwen2 dimensions from bench_probe.MODELS with random seeded
@@ -40,8 +45,12 @@ sys.path.insert(0, str(HERE.parent))  # bench the checkout, installed or not
 sys.path.insert(0, str(HERE))
 from bench_probe import COMMON, MODELS, machine_info, write_json  # noqa: E402  (one source of truth)
 
-SETTINGS = ("on", "off")
-BAR_RATIO = 1.03
+COMPARES = {"repro": ("on", "off"), "engine": ("vllm", "hf")}
+"""The two settings of each comparison: (measured, baseline)."""
+BAR_RATIO = {"repro": 1.03, "engine": 0.45}
+"""Step time measured / baseline must be at most this."""
+BAR_STANDALONE = 0.9
+"""--compare engine: rollout tokens/s inside the trainer / standalone vLLM tokens/s, at least."""
 SPECIAL = ["<|pad|>", "<|bos|>", "<|eos|>"]  # ids 0, 1, 2
 WORDS = "the we so then add get sum is total answer check wait let now next step number result".split()
 CHAT_TEMPLATE = ("{% for m in messages %}<|bos|>{{ m['role'] }}\n{{ m['content'] }}\n{% endfor %}"
@@ -156,11 +165,14 @@ def write_recipe(work: str, setting: str, args) -> str:
         "model": {"path": str(Path(work) / "model"), "dtype": args.dtype, "attn_implementation": "sdpa"},
         "data": {"source": "toy", "toy_size": max(64, args.prompts * n_steps)},
         "rollout": {"prompts_per_step": args.prompts, "group_size": args.group_size,
-                    "max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens, "generation_batch_size": args.prompts * args.group_size},
+                    "max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens,
+                    "generation_batch_size": args.prompts * args.group_size,
+                    "engine": setting if args.compare == "engine" else "hf", "per_prompt_seed": setting == "vllm",
+                    "vllm": {"sleep_level": args.sleep_level, "gpu_memory_utilization": args.vllm_memory}},
         "reward": {"functions": [{"name": f"{reward}:coin", "correctness": True}], "num_workers": 1},
         "algo": {"estimator": "grpo", "micro_batch_size": args.micro_batch},
         "optim": {"lr": args.lr},
-        "repro": {"enabled": setting == "on"},
+        "repro": {"enabled": setting == "on" if args.compare == "repro" else args.repro == "on"},
         "train": {"steps": n_steps, "save_every": 0, "output_dir": str(Path(work) / f"run-{setting}"),
                   "device": args.device, "seed": args.seed},
         "log": {"wandb": False, "progress": False},
@@ -211,7 +223,7 @@ def run_step(rt, step: int, sync: Callable[[], None]) -> dict:
     lengths = batch.mask.sum(-1)
     row = dict(step=step, wall_s=wall, trainer_s={**batch.timings, "update_s": upd["update_s"]},
                plan_s=batch.timings.get("plan_s", 0.0), response_len_min=int(lengths.min()), response_len_max=int(lengths.max()),
-               rollouts=int(lengths.numel()), truncated_frac=batch.truncated.float().mean().item(),
+               rollouts=int(lengths.numel()), tokens=int(lengths.sum()), truncated_frac=batch.truncated.float().mean().item(),
                pg_loss=upd.get("pg_loss"))
     if batch.repro is not None:
         row.update(cuts_per_rollout=batch.repro.mask.sum(-1).float().mean().item(),
@@ -239,7 +251,7 @@ def run(args, payload: dict, write: Callable[[], None]) -> None:
         log(f"model folder written in {time.monotonic() - t0:.1f} s: {work}/model")
         vocab = MODELS[args.model_size]["vocab_size"]
         check = lambda tok: check_tokenizer(tok, vocab, args.paragraph_every)  # noqa: E731
-        recipes = {s: write_recipe(work, s, args) for s in SETTINGS}
+        recipes = {s: write_recipe(work, s, args) for s in args.settings}
         reset_accelerate()
         if args.schedule == "alternate":
             run_alternate(recipes, args, payload, write, check, sync)
@@ -254,34 +266,61 @@ def run(args, payload: dict, write: Callable[[], None]) -> None:
 def run_alternate(recipes: dict, args, payload: dict, write, check, sync) -> None:
     """Both runtimes resident; iteration i runs on, off (i even) or off, on (i odd)."""
     rts = {}
-    for s in SETTINGS:
+    for s in args.settings:
         t0 = time.monotonic()
         rts[s] = build(recipes[s], check)
         log(f"[{s}] runtime built in {time.monotonic() - t0:.1f} s{memory_note()}")
     try:
         for i in range(args.warmup + args.steps):
-            for s in (SETTINGS if i % 2 == 0 else SETTINGS[::-1]):
+            for s in (args.settings if i % 2 == 0 else args.settings[::-1]):
                 record(payload, s, i, run_step(rts[s], i, sync), args, write)
+        standalone(rts, payload, args, write, sync)
     finally:
         for rt in rts.values():
             rt.close()
 
 
 def run_sequential(recipes: dict, args, payload: dict, write, check, sync) -> None:
-    """One runtime at a time (freed before the next is built): on's steps, then off's."""
-    for s in SETTINGS:
+    """One runtime at a time (freed before the next is built): the first setting's steps, then the other's."""
+    for s in args.settings:
         t0 = time.monotonic()
         rt = build(recipes[s], check)
         log(f"[{s}] runtime built in {time.monotonic() - t0:.1f} s{memory_note()}")
         try:
             for i in range(args.warmup + args.steps):
                 record(payload, s, i, run_step(rt, i, sync), args, write)
+            standalone({s: rt}, payload, args, write, sync)
         finally:
             rt.close()
         rt = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def standalone(rts: dict, payload: dict, args, write, sync) -> None:
+    """vLLM alone: `LLM.generate` on the engine the trainer used, with the prompts, seeds and sampling
+    settings of its last step, timed `args.steps` times (no weight push, no wake or sleep)."""
+    rt = rts.get("vllm")
+    if rt is None:
+        return
+    eng = rt.rollout
+    prompts = [rt.prompts.prompt_ids[i] for i in range(args.prompts)]
+    eng._wake("weights")
+    eng._wake("kv_cache")
+    rows = []
+    for i in range(args.steps):
+        params = [eng._params(args.group_size, 7919 * i + j) for j in range(len(prompts))]
+        sync()
+        t0 = time.perf_counter()
+        outs = eng.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
+        sync()
+        dt = time.perf_counter() - t0
+        tokens = sum(len(c.token_ids) for o in outs for c in o.outputs)
+        rows.append(dict(wall_s=dt, tokens=tokens))
+        log(f"[vllm standalone] {tokens} tokens in {dt:.2f} s = {tokens / dt:,.0f} tok/s")
+    payload["standalone_vllm"] = rows
+    write()
 
 
 def record(payload: dict, setting: str, i: int, row: dict, args, write) -> None:
@@ -317,6 +356,7 @@ def summarize(payload: dict) -> dict:
             continue
         med = lambda xs: statistics.median(xs)  # noqa: E731
         m = {f"{p}_s": med([r["wall_s"][p] for r in rows]) for p in PHASES}
+        m["rollout_tok_s"] = med([r["tokens"] / r["wall_s"]["rollout"] for r in rows])
         m.update(generate_s=med([r["trainer_s"]["generate_s"] for r in rows]),
                  probe_s=med([r["trainer_s"].get("probe_s", 0.0) for r in rows]),
                  repro_s=med([r["trainer_s"].get("repro_s", 0.0) for r in rows]),
@@ -328,29 +368,37 @@ def summarize(payload: dict) -> dict:
         if "cuts_per_rollout" in rows[0]:
             m["cuts_per_rollout"] = statistics.mean(r["cuts_per_rollout"] for r in rows)
         out[s] = m
-    if "on" in out and "off" in out:
-        on, off = payload["settings"]["on"]["steps"], payload["settings"]["off"]["steps"]
-        pairs = [(a["wall_s"]["step"], b["wall_s"]["step"]) for a, b in zip(on, off) if not a["warmup"]]
-        out["ratio"] = out["on"]["step_s"] / out["off"]["step_s"]
+    compare = payload["args"]["compare"]
+    x, base = COMPARES[compare]
+    if x in out and base in out:
+        xs, bs = payload["settings"][x]["steps"], payload["settings"][base]["steps"]
+        pairs = [(a["wall_s"]["step"], b["wall_s"]["step"]) for a, b in zip(xs, bs) if not a["warmup"]]
+        out["ratio"] = out[x]["step_s"] / out[base]["step_s"]
         out["paired_ratios"] = [a / b for a, b in pairs]
-        out["ratio_no_generate"] = ((out["on"]["step_s"] - out["on"]["generate_s"])
-                                    / (out["off"]["step_s"] - out["off"]["generate_s"]))
-        out["extra_s"] = {p: out["on"][f"{p}_s"] - out["off"][f"{p}_s"] for p in PHASES}
-        out["bar"] = "PASS" if out["ratio"] <= BAR_RATIO else "FAIL"
+        out["ratio_no_generate"] = ((out[x]["step_s"] - out[x]["generate_s"])
+                                    / (out[base]["step_s"] - out[base]["generate_s"]))
+        out["extra_s"] = {p: out[x][f"{p}_s"] - out[base][f"{p}_s"] for p in PHASES}
+        out["bar"] = "PASS" if out["ratio"] <= BAR_RATIO[compare] else "FAIL"
+    alone = payload.get("standalone_vllm")
+    if alone and "vllm" in out:
+        out["standalone_tok_s"] = statistics.median(r["tokens"] / r["wall_s"] for r in alone)
+        out["in_trainer_over_standalone"] = out["vllm"]["rollout_tok_s"] / out["standalone_tok_s"]
+        out["bar_standalone"] = "PASS" if out["in_trainer_over_standalone"] >= BAR_STANDALONE else "FAIL"
     return out
 
 
-def table(summary: dict) -> str:
-    head = ("| RePro | step s | rollout s | (generate s) | score s | advantage s | update s | probe s | repro s "
-            "| plan s | RePro share | resp. len | cuts/rollout |")
+def table(summary: dict, settings: tuple[str, str]) -> str:
+    head = ("| setting | step s | rollout s | (generate s) | rollout tok/s | score s | advantage s | update s | probe s "
+            "| repro s | plan s | RePro share | resp. len | cuts/rollout |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for s in SETTINGS:
+    for s in settings:
         m = summary.get(s)
         if m is None:
             continue
         lens = (f"{m['response_len_min']}" if m["response_len_min"] == m["response_len_max"]
                 else f"{m['response_len_min']}-{m['response_len_max']}")
-        cells = [s, f"{m['step_s']:.2f}", f"{m['rollout_s']:.2f}", f"{m['generate_s']:.2f}", f"{m['score_s']:.3f}",
+        cells = [s, f"{m['step_s']:.2f}", f"{m['rollout_s']:.2f}", f"{m['generate_s']:.2f}",
+                 f"{m['rollout_tok_s']:,.0f}", f"{m['score_s']:.3f}",
                  f"{m['advantage_s']:.3f}", f"{m['update_s']:.3f}", f"{m['probe_s']:.3f}", f"{m['repro_s']:.3f}",
                  f"{m['plan_s']:.3f}", f"{100 * m['repro_share']:.2f}%", lens,
                  f"{m['cuts_per_rollout']:.1f}" if "cuts_per_rollout" in m else "-"]
@@ -364,12 +412,17 @@ def print_summary(payload: dict, args) -> None:
     log(f"\n## bench_step: {m.get('gpu', 'cpu')}, torch {m['torch']}, transformers {m['transformers']}, "
         f"{args.model_size} {args.dtype}, {args.prompts} prompts x G={args.group_size} x {args.new_tokens} tokens, "
         f"micro-batch {args.micro_batch}, {args.schedule}, medians of {args.steps} steps after {args.warmup} warm-up")
-    log(table(s))
+    log(table(s, args.settings))
+    x, base = args.settings
     if "ratio" in s:
-        log("\nextra s/step with RePro: " + ", ".join(f"{p} {v:+.3f}" for p, v in s["extra_s"].items()))
-        log(f"paired step ratios on/off: {', '.join(f'{r:.4f}' for r in s['paired_ratios'])}; "
+        log(f"\nextra s/step of {x} over {base}: " + ", ".join(f"{p} {v:+.3f}" for p, v in s["extra_s"].items()))
+        log(f"paired step ratios {x}/{base}: {', '.join(f'{r:.4f}' for r in s['paired_ratios'])}; "
             f"without generation: {s['ratio_no_generate']:.4f}")
-        log(f"bar: step time RePro on / off = {s['ratio']:.4f} <= {BAR_RATIO} {s['bar']}")
+        log(f"bar: step time {x} / {base} = {s['ratio']:.4f} <= {BAR_RATIO[args.compare]} {s['bar']}")
+    if "standalone_tok_s" in s:
+        log(f"bar: rollout tok/s in the trainer {s['vllm']['rollout_tok_s']:,.0f} / standalone vLLM "
+            f"{s['standalone_tok_s']:,.0f} = {s['in_trainer_over_standalone']:.3f} >= {BAR_STANDALONE} "
+            f"{s['bar_standalone']}")
     log(f"elapsed {payload['elapsed_s']} s; JSON: {args.out}")
 
 
@@ -379,6 +432,11 @@ def print_summary(payload: dict, args) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--compare", default="repro", choices=sorted(COMPARES),
+                   help="repro: RePro on vs off; engine: rollout.engine vllm vs hf")
+    p.add_argument("--repro", default="on", choices=["on", "off"], help="--compare engine: RePro in both settings")
+    p.add_argument("--sleep-level", type=int, default=0, choices=[0, 1, 2], help="rollout.vllm.sleep_level")
+    p.add_argument("--vllm-memory", type=float, default=0.3, help="rollout.vllm.gpu_memory_utilization")
     p.add_argument("--model-size", default="1.5b", choices=sorted(MODELS), help="Qwen2 dimensions (bench_probe.MODELS)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtype", help="model dtype (default bfloat16 on cuda, float32 on cpu)")
@@ -404,6 +462,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"unknown dtype {args.dtype!r}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("CUDA is not available here: use --device cpu (with --model-size tiny)")
+    args.settings = COMPARES[args.compare]
     if args.steps < 1 or args.warmup < 0 or args.paragraph_every < 1:
         p.error("--steps must be >= 1, --warmup >= 0, --paragraph-every >= 1")
     return args
@@ -420,7 +479,7 @@ def main(argv=None) -> dict:
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     payload = dict(machine=machine_info(device), args=vars(args), model=dict(MODELS[args.model_size], **COMMON),
-                   settings={s: {"steps": []} for s in SETTINGS}, summary={}, complete=False)
+                   settings={s: {"steps": []} for s in args.settings}, summary={}, complete=False)
     m = payload["machine"]
     log(f"bench_step: {m.get('gpu', 'cpu')} | torch {m['torch']} | transformers {m['transformers']} | "
         f"{args.model_size} {args.dtype} | {args.prompts} x G={args.group_size} x {args.new_tokens} tokens")

@@ -135,8 +135,37 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class VLLMConfig:
+    """The `vllm` rollout engine (rollout.engine: vllm): vLLM in-process in every training process."""
+
+    tensor_parallel_size: int = 1
+    """Ranks per engine: consecutive ranks form one tensor-parallel engine; must divide the number of processes."""
+    gpu_memory_utilization: float = 0.3
+    """Share of each GPU's memory vLLM may take (weights + KV cache); the trainer needs the rest unless the engine sleeps."""
+    sleep_level: Literal[0, 1, 2] = 0
+    """0 = keep the engine's memory during scoring and updates; 1 = weights to CPU, KV cache freed; 2 = both freed (weights pushed again)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """The engine's weights' dtype ('auto' = model.dtype)."""
+    cuda_graphs: bool = True
+    """Capture CUDA graphs for decoding (false = eager, starts faster, decodes slower)."""
+    max_num_seqs: int = 256
+    """Most sequences decoded at once."""
+    max_num_batched_tokens: int = 8192
+    """Most tokens per engine step (prefill chunks)."""
+
+
+@dataclass(frozen=True)
 class RolloutConfig:
     """Sampling the responses."""
+
+    engine: Literal["hf", "vllm"] = "hf"
+    """Sampler: 'hf' (transformers generate with the trained model; CPU or GPU) or 'vllm' (GPU; rollout.vllm)."""
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    """Options of the vllm engine."""
+    is_correction: Literal["none", "token_tis", "sequence_mask"] = "token_tis"
+    """Correction for the engine's sampler differing from the trainer (docs/algorithms.md); used only when the engine reports log-probs."""
+    is_cap: float = 2.0
+    """token_tis: the cap C on each token's weight; sequence_mask: sequences whose ratio is outside [1/C, C] are dropped."""
 
     prompts_per_step: int = 8
     """Prompts per RL step, over all ranks (divisible by the number of ranks)."""
@@ -346,6 +375,13 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         raise ConfigError(f"'rollout.temperature' must be > 0, got {r.temperature}")
     if not 0 < r.top_p <= 1:
         raise ConfigError(f"'rollout.top_p' must be in (0, 1], got {r.top_p}")
+    if r.is_cap <= 1.0:
+        raise ConfigError(f"'rollout.is_cap' must be > 1 (a cap on importance weights), got {r.is_cap}")
+    for key, val in [("rollout.vllm.tensor_parallel_size", r.vllm.tensor_parallel_size),
+                     ("rollout.vllm.max_num_seqs", r.vllm.max_num_seqs),
+                     ("rollout.vllm.max_num_batched_tokens", r.vllm.max_num_batched_tokens)]:
+        if val < 1:
+            raise ConfigError(f"'{key}' must be >= 1, got {val}")
     if a.estimator in ("grpo", "rloo", "reinforce_pp_baseline") and r.group_size < 2:
         raise ConfigError(f"'rollout.group_size' must be >= 2 for algo.estimator = {a.estimator} "
                           f"(it compares rollouts of one prompt), got {r.group_size}")

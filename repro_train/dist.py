@@ -178,6 +178,24 @@ def gathered_for_generation(model, accelerator):
         yield accelerator.unwrap_model(model)
 
 
+def full_parameters(module: torch.nn.Module, strategy: str):
+    """(name, whole tensor) for each parameter of `module`, one at a time: gathered under ZeRO-3
+    (`GatheredParameters([p])`), `full_tensor()` of FSDP2's DTensors, the tensor itself otherwise.
+
+    Never the whole model at once: the gathered copy of one parameter is released when the next is
+    asked for. A generator of collectives under ZeRO-3/FSDP2: every rank must run it to the end."""
+    for name, p in module.named_parameters():
+        if strategy == "zero3" and hasattr(p, "ds_id"):
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([p]):
+                yield name, p.data
+        elif hasattr(p, "full_tensor"):  # an FSDP2 DTensor
+            yield name, p.full_tensor()
+        else:
+            yield name, p.detach()
+
+
 def zero_(params) -> None:
     """Set parameters to zero on every rank, also when ZeRO-3 has partitioned them at load time."""
     params = list(params)

@@ -73,10 +73,13 @@ def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
                   mask: torch.Tensor, *, clip_low: float = 0.2, clip_high: float = 0.2,
                   dual_clip: float | None = None, agg: str = "token-mean",
                   global_tokens: float | None = None, global_seqs: float | None = None,
-                  max_len: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                  max_len: int | None = None, is_weights: torch.Tensor | None = None,
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Token-level clipped surrogate (PPO, arXiv:1707.06347), asymmetric clip (DAPO "clip-higher",
     arXiv:2503.14476) and optional dual clip (arXiv:1912.09729), as verl `compute_policy_loss_vanilla`.
 
+    `is_weights` (B, T), when given, multiplies each token's loss (detached): the correction for a
+    rollout engine that samples from a slightly different distribution (algos/correction.py).
     Returns (loss, metrics): clipfrac, dual_clipfrac, approx_kl, ratio_mean (local, detached).
     """
     if dual_clip is not None and dual_clip <= 1.0:
@@ -94,6 +97,8 @@ def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
         loss = torch.where(advantages < 0, torch.minimum(loss, loss_cap), loss)
     else:
         dual_clipped = torch.zeros_like(mask)
+    if is_weights is not None:
+        loss = loss * is_weights.detach()
     pg_loss = agg_loss(loss, mask, agg, global_tokens, global_seqs, max_len)
     metrics = {
         "clipfrac": _masked_mean((loss_clipped > loss_unclipped).float(), mask),

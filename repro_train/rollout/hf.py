@@ -1,4 +1,7 @@
-"""Sampling responses with transformers `generate` (the one rollout backend).
+"""Sampling responses with transformers `generate`: the `hf` rollout engine (the default; runs on a CPU).
+
+    engine = HFEngine(lambda: gathered_for_generation(wrapper, accelerator), cfg.rollout, eos_ids, pad_id, device)
+    out = engine.sample(prompts, group_size, seeds)    # base.Rollouts (no engine log-probs)
 
     responses = sample(model, prompts, group_size, cfg.rollout, eos_ids, pad_id, device, seeds)
     # responses[i][g]: token ids of sample g of prompt i, up to and including the first EOS
@@ -15,9 +18,11 @@ sampled in its own call after seeding, so rollouts do not depend on batch compos
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from typing import Callable, ContextManager, Sequence
 
 import torch
+
+from .base import NamedTensors, Rollouts, trim_at_eos
 
 
 def generation_config(cfg, eos_ids: Sequence[int], pad_id: int):
@@ -27,13 +32,6 @@ def generation_config(cfg, eos_ids: Sequence[int], pad_id: int):
                             min_new_tokens=getattr(cfg, "min_new_tokens", 0) or None,
                             eos_token_id=list(eos_ids), pad_token_id=pad_id, num_beams=1,
                             repetition_penalty=1.0)
-
-
-def _trim(row: list[int], eos: set[int]) -> list[int]:
-    for i, t in enumerate(row):
-        if t in eos:
-            return row[:i + 1]
-    return row
 
 
 @contextlib.contextmanager
@@ -72,7 +70,7 @@ def sample(model, prompts: Sequence[Sequence[int]], group_size: int, cfg, eos_id
                 out = []
                 for p, s in zip(prompts, seeds):
                     torch.manual_seed(s)
-                    out.append([_trim(r, eos) for r in _generate(model, [list(p)] * group_size, gen_cfg, pad_id, device)])
+                    out.append([trim_at_eos(r, eos) for r in _generate(model, [list(p)] * group_size, gen_cfg, pad_id, device)])
                 return out
             flat = [list(p) for p in prompts for _ in range(group_size)]
             rows: list[list[int]] = []
@@ -80,5 +78,31 @@ def sample(model, prompts: Sequence[Sequence[int]], group_size: int, cfg, eos_id
                 rows += _generate(model, flat[s:s + cfg.generation_batch_size], gen_cfg, pad_id, device)
     finally:
         model.train(was_training)
-    rows = [_trim(r, eos) for r in rows]
+    rows = [trim_at_eos(r, eos) for r in rows]
     return [rows[i * group_size:(i + 1) * group_size] for i in range(len(prompts))]
+
+
+class HFEngine:
+    """The `hf` engine: samples with the trainer's own model, so weights never need pushing.
+
+    `model_ctx()` enters a context that yields the model with full weights (ZeRO-3 gathered, FSDP2
+    unsharded: `dist.gathered_for_generation`)."""
+
+    name = "hf"
+
+    def __init__(self, model_ctx: Callable[[], ContextManager], cfg, eos_ids: Sequence[int], pad_id: int, device):
+        self.model_ctx, self.cfg, self.eos_ids, self.pad_id, self.device = model_ctx, cfg, list(eos_ids), pad_id, device
+
+    def push_weights(self, version: int, params: Callable[[], NamedTensors]) -> None:
+        """Nothing to do: `generate` runs on the weights being trained."""
+
+    def sample(self, prompts: Sequence[Sequence[int]], group_size: int, seeds: Sequence[int] | None) -> Rollouts:
+        with self.model_ctx() as model:
+            ids = sample(model, prompts, group_size, self.cfg, self.eos_ids, self.pad_id, self.device, seeds)
+        return Rollouts(token_ids=ids)
+
+    def release(self) -> None:
+        """Nothing held between calls."""
+
+    def close(self) -> None:
+        """Nothing to free."""

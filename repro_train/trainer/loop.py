@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 import torch
 
 from ..algos.advantages import AdvantageInputs, AdvantageParams, get_estimator
+from ..algos.correction import is_weights
 from ..algos.kl import kl_penalty
 from ..algos.losses import agg_loss, get_policy_loss, value_loss
-from ..dist import gathered_for_generation
 from ..modeling import Sequences, forward_logprobs, pack
 from ..repro.pipeline import Plan, ReProOutput
 from ..repro.probe import score_pass
 from ..repro.scores import dense_process_rewards, fold
-from ..rollout.hf import sample
 from .runtime import Runtime
 
 
@@ -52,6 +51,9 @@ class Batch:
     texts: list[str]  # decoded responses
     answers: list[str | None]
     truncated: torch.Tensor  # (B,) bool: no EOS
+    engine_logprobs: torch.Tensor | None = None  # (B, R) the rollout engine's log-probs (None: not reported)
+    is_weights: torch.Tensor | None = None  # (B, R) importance weights for the engine mismatch
+    is_stats: dict = field(default_factory=dict)
     rewards: torch.Tensor = None  # (B,) outcome reward
     correct: torch.Tensor = None  # (B,) bool
     reward_parts: dict = field(default_factory=dict)
@@ -103,11 +105,12 @@ def rollout_phase(rt: Runtime, step: int) -> Batch:
     seeds = [mix_seed(cfg.train.seed, step, s) for s in slots] if cfg.rollout.per_prompt_seed else None
     if seeds is None:
         torch.manual_seed(mix_seed(cfg.train.seed, step, d.rank, 7))
-    with gathered_for_generation(rt.engine, rt.acc) as ac:
-        groups = sample(ac.policy, prompts, cfg.rollout.group_size, cfg.rollout, rt.eos_ids, rt.pad_id, d.device, seeds)
+    rt.rollout.push_weights(rt.optimizer_steps, rt.policy_weights)  # a no-op when the engine has them
+    out = rt.rollout.sample(prompts, cfg.rollout.group_size, seeds)
+    rt.rollout.release()  # the engine's memory goes to the score and update phases
     G = cfg.rollout.group_size
     row_prompts = [p for p in prompts for _ in range(G)]
-    responses = [r for g in groups for r in g]
+    responses = [r for g in out.token_ids for r in g]
     seqs = pack(row_prompts, responses, rt.pad_id, d.device)
     eos = set(rt.eos_ids)
     batch = Batch(
@@ -117,10 +120,20 @@ def rollout_phase(rt: Runtime, step: int) -> Batch:
         texts=rt.tokenizer.batch_decode(responses, skip_special_tokens=True),
         answers=[rt.prompts.answers[i] for i in mine for _ in range(G)],
         truncated=torch.tensor([not (len(r) and r[-1] in eos) for r in responses]))
+    if out.logprobs is not None:
+        batch.engine_logprobs = pad_rows([lp for g in out.logprobs for lp in g], seqs.response_mask.shape[1], d.device)
     batch.timings["generate_s"] = time.perf_counter() - t0
     outcome_rewards(rt, batch)
     batch.timings["rollout_s"] = time.perf_counter() - t0
     return batch
+
+
+def pad_rows(rows: list[list[float]], width: int, device) -> torch.Tensor:
+    """(len(rows), width) float32, each row left-aligned and zero-padded."""
+    out = torch.zeros(len(rows), width)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
+    return out.to(device)
 
 
 def outcome_rewards(rt: Runtime, batch: Batch) -> None:
@@ -180,6 +193,9 @@ def score_phase(rt: Runtime, batch: Batch) -> None:
                 v = v[:, seqs.prompt_width - 1:-1].float().masked_fill(~seqs.response_mask, 0.0)
                 scatter_rows(batch.values, rows, v)
         rt.engine.train()
+    if batch.engine_logprobs is not None:
+        batch.is_weights, batch.is_stats = is_weights(batch.old_logprobs, batch.engine_logprobs, batch.mask,
+                                                      cfg.rollout.is_correction, cfg.rollout.is_cap)
     sync(rt)
     batch.timings["score_s"] = time.perf_counter() - t0
 
@@ -292,7 +308,8 @@ def micro_loss(rt: Runtime, batch: Batch, rows: list[int], norms: dict) -> tuple
                            **({"with_values": True} if rt.has_critic else {}))
     pg, m = get_policy_loss(a.policy_loss)(out.logprobs, sl(batch.old_logprobs), sl(batch.advantages), mask,
                                            clip_low=a.clip_low, clip_high=a.clip_high, dual_clip=a.dual_clip,
-                                           agg=a.loss_agg, **norms)
+                                           agg=a.loss_agg, is_weights=None if batch.is_weights is None
+                                           else sl(batch.is_weights), **norms)
     loss = pg
     stats = {"pg_loss": pg.item(), **{k: float(v) for k, v in m.items()}}
     if rt.ref is not None:

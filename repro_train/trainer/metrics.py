@@ -8,6 +8,8 @@ Metric names (all means over the global batch unless marked):
   train/{pg_loss, clipfrac, approx_kl, ratio_mean, grad_norm, lr, kl, entropy_bonus, value_loss, vf_clipfrac}
   repro/{J_b, J_last, J_gain, S_magn, S_stab, S, r, r_pos_frac, J_monotone_frac, process_adv_abs,
          segments_per_rollout, cuts_per_rollout, scored_frac}, repro/skipped/<reason> (count),
+  rollout/logprob_gap/{mean, max} (|trainer - engine| log-prob per response token; engines that report
+       log-probs), rollout/is_{weight_mean, clipped_frac, dropped_seq_frac} (rollout.is_correction)
   time/{generate_s, rollout_s, score_s, plan_s, probe_s, repro_s, advantage_s, update_s, step_s} (max over
        ranks; probe_s = device time of selection + phase 2; repro_s = plan_s + probe_s + scores/advantages)
 """
@@ -19,6 +21,7 @@ import os
 
 import torch
 
+from ..algos.correction import logprob_gap
 
 class Meter:
     """Named (sum, count) pairs; `reduce` all-reduces them in one call and returns the means."""
@@ -79,6 +82,12 @@ def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
         m.add("policy/kl_ref", ((batch.old_logprobs - batch.ref_logprobs) * mask).sum().item(), tokens)
     if batch.values is not None:
         m.add("values/mean", (batch.values * mask).sum().item(), tokens)
+    if batch.engine_logprobs is not None:
+        gap_sum, gap_max = logprob_gap(batch.old_logprobs, batch.engine_logprobs, mask)
+        m.add("rollout/logprob_gap/mean", gap_sum.item(), tokens)
+        m.max("rollout/logprob_gap/max", gap_max.item())
+        for k, v in batch.is_stats.items():
+            m.mean_of(f"rollout/is_{k}", v.reshape(1))
     if batch.repro is not None:
         repro_metrics(m, batch, rt.dist.world)
     for k, v in batch.timings.items():

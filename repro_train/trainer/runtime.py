@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -16,11 +17,15 @@ import torch
 from ..config import Config
 from ..config_base import ConfigError, dump_yaml
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
-from ..dist import Dist, build_accelerator, prepare_frozen
+from ..dist import Dist, build_accelerator, full_parameters, gathered_for_generation, prepare_frozen
 from ..repro.pipeline import RePro
 from ..repro.probe_kernels import unavailable as probe_kernels_unavailable
 from ..rewards import OutcomeReward, RewardSpec
-from .models import ActorCritic, PolicyView, eos_ids, load_critic, load_policy, load_reference, load_tokenizer
+from ..rollout.base import NamedTensors, RolloutEngine
+from ..rollout.hf import HFEngine
+from ..rollout.vllm import VLLMEngine, check_vllm, hf_name
+from .models import (ActorCritic, PolicyView, eos_ids, load_critic, load_policy, load_reference, load_tokenizer,
+                     resolve_model_path)
 
 
 @dataclass
@@ -40,6 +45,8 @@ class Runtime:
     sampler: PromptSampler
     reward: OutcomeReward
     repro: RePro | None
+    rollout: RolloutEngine
+    """The sampler (rollout.engine), behind the seam of rollout/base.py."""
     eos_ids: list[int]
     pad_id: int
     out_dir: str
@@ -49,6 +56,14 @@ class Runtime:
 
     def close(self) -> None:
         self.reward.close()
+        self.rollout.close()
+
+    def policy_weights(self) -> NamedTensors:
+        """The policy's parameters under their Hugging Face names, whole, one at a time (critic left out)."""
+        for name, t in full_parameters(self.engine, self.dist.strategy):
+            hf = hf_name(name)
+            if hf is not None:
+                yield hf, t
 
 
 def grad_accum_steps(cfg: Config, world: int) -> int:
@@ -86,10 +101,26 @@ def check_probe_attention(cfg: Config, device) -> None:
             raise ConfigError(f"'repro.probe_attention' = 'triton' cannot run here: {why}; use 'auto' or 'sdpa'")
 
 
+def build_rollout_engine(cfg: Config, acc, wrapper, eos: list[int], pad_id: int) -> RolloutEngine:
+    """The recipe's rollout engine for this process."""
+    if cfg.rollout.engine == "hf":
+        @contextlib.contextmanager
+        def policy_for_generation():
+            with gathered_for_generation(wrapper, acc) as ac:
+                yield ac.policy
+
+        return HFEngine(policy_for_generation, cfg.rollout, eos, pad_id, acc.device)
+    dtype = cfg.model.dtype if cfg.rollout.vllm.dtype == "auto" else cfg.rollout.vllm.dtype
+    return VLLMEngine(resolve_model_path(cfg.model.path), cfg.rollout, eos,
+                      cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens, dtype, acc.process_index,
+                      acc.num_processes)
+
+
 def build_runtime(cfg: Config) -> Runtime:
     from accelerate.utils import set_seed
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    check_vllm(cfg.rollout, world, torch.cuda.is_available() and cfg.train.device != "cpu")  # before any model loads
     tok = load_tokenizer(cfg.model)
     prompts = load_prompts(cfg.data, tok)  # data errors (missing columns, ...) surface before any model loads
     if cfg.train.deterministic:
@@ -134,5 +165,6 @@ def build_runtime(cfg: Config) -> Runtime:
         cfg=cfg, acc=acc, dist=d, tokenizer=tok, engine=engine, policy=PolicyView(engine, unwrapped.policy),
         ref=ref, has_critic=has_critic, optimizer=optimizer, scheduler=scheduler, prompts=prompts,
         sampler=sampler, reward=reward, repro=RePro(cfg.repro, tok) if cfg.repro.enabled else None,
+        rollout=build_rollout_engine(cfg, acc, engine, eos_ids(policy, tok), tok.pad_token_id),
         eos_ids=eos_ids(policy, tok), pad_id=tok.pad_token_id, out_dir=out_dir,
         extra={"dropped_prompts": prompts.dropped_too_long})
