@@ -356,7 +356,7 @@ def summarize(payload: dict) -> dict:
             continue
         med = lambda xs: statistics.median(xs)  # noqa: E731
         m = {f"{p}_s": med([r["wall_s"][p] for r in rows]) for p in PHASES}
-        m["rollout_tok_s"] = med([r["tokens"] / r["wall_s"]["rollout"] for r in rows])
+        m["rollout_tok_s"] = med([r.get("tokens", 0) / r["wall_s"]["rollout"] for r in rows])
         m.update(generate_s=med([r["trainer_s"]["generate_s"] for r in rows]),
                  probe_s=med([r["trainer_s"].get("probe_s", 0.0) for r in rows]),
                  repro_s=med([r["trainer_s"].get("repro_s", 0.0) for r in rows]),
@@ -368,7 +368,7 @@ def summarize(payload: dict) -> dict:
         if "cuts_per_rollout" in rows[0]:
             m["cuts_per_rollout"] = statistics.mean(r["cuts_per_rollout"] for r in rows)
         out[s] = m
-    compare = payload["args"]["compare"]
+    compare = payload.get("args", {}).get("compare", "repro")
     x, base = COMPARES[compare]
     if x in out and base in out:
         xs, bs = payload["settings"][x]["steps"], payload["settings"][base]["steps"]
@@ -418,7 +418,8 @@ def print_summary(payload: dict, args) -> None:
         log(f"\nextra s/step of {x} over {base}: " + ", ".join(f"{p} {v:+.3f}" for p, v in s["extra_s"].items()))
         log(f"paired step ratios {x}/{base}: {', '.join(f'{r:.4f}' for r in s['paired_ratios'])}; "
             f"without generation: {s['ratio_no_generate']:.4f}")
-        log(f"bar: step time {x} / {base} = {s['ratio']:.4f} <= {BAR_RATIO[args.compare]} {s['bar']}")
+        what = "RePro on / off" if args.compare == "repro" else f"{x} / {base}"
+        log(f"bar: step time {what} = {s['ratio']:.4f} <= {BAR_RATIO[args.compare]} {s['bar']}")
     if "standalone_tok_s" in s:
         log(f"bar: rollout tok/s in the trainer {s['vllm']['rollout_tok_s']:,.0f} / standalone vLLM "
             f"{s['standalone_tok_s']:,.0f} = {s['in_trainer_over_standalone']:.3f} >= {BAR_STANDALONE} "

@@ -98,3 +98,23 @@ def test_summary_ratio_and_bar(bench):
     # repro_s already counts plan_s (the trainer's advantage_phase)
     assert s["on"]["repro_share"] == pytest.approx(0.45 / 13.6) and s["off"]["repro_share"] == 0
     assert s["extra_s"]["score"] == pytest.approx(0.5)
+
+
+def test_engine_summary_ratio_and_standalone_bar(bench):
+    """--compare engine: vllm / hf step ratio against 0.45, and rollout tok/s in the trainer against
+    vLLM alone: 8,000 tokens in a 2.0 s rollout phase = 4,000 tok/s; alone 8,000 in 1.6 s = 5,000
+    tok/s; 4,000 / 5,000 = 0.8 < 0.9 (FAIL); step 2.0 + 3.0 = 5.0 s against 10.0 + 3.0 = 13.0 s."""
+    def row(warm, rollout):
+        wall = dict(rollout=rollout, score=1.0, advantage=0.0, update=2.0)
+        wall["step"] = sum(wall.values())
+        return dict(warmup=warm, wall_s=wall, plan_s=0.0, response_len_min=8, response_len_max=8, tokens=8000,
+                    trainer_s=dict(generate_s=rollout, probe_s=0.0, repro_s=0.0))
+    payload = {"args": {"compare": "engine"},
+               "settings": {"vllm": {"steps": [row(True, 2.0), row(False, 2.0)]},
+                            "hf": {"steps": [row(True, 10.0), row(False, 10.0)]}},
+               "standalone_vllm": [dict(wall_s=1.6, tokens=8000)]}
+    s = bench.summarize(payload)
+    assert s["vllm"]["rollout_tok_s"] == pytest.approx(4000.0) and s["hf"]["rollout_tok_s"] == pytest.approx(800.0)
+    assert s["ratio"] == pytest.approx(5.0 / 13.0) and s["bar"] == "PASS"
+    assert s["standalone_tok_s"] == pytest.approx(5000.0)
+    assert s["in_trainer_over_standalone"] == pytest.approx(0.8) and s["bar_standalone"] == "FAIL"
