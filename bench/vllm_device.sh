@@ -3,7 +3,8 @@
 # vLLM 0.25.1 is carried as wheels (../shared/tools/vllm-wheels, ../shared/tools/device-bundle) and
 # installed into /tmp/site once per machine.
 #
-#   bash bench/vllm_device.sh checks OUTDIR      # (a) log-prob gap, (b) weights move, sleep 0 and 2; GPU tests
+#   bash bench/vllm_device.sh checks OUTDIR      # (a) log-prob gap, (b) weights move, sleep 0 and 2
+#   bash bench/vllm_device.sh tests OUTDIR       # every GPU-marked test
 #   bash bench/vllm_device.sh learn OUTDIR       # (c) toy GRPO + RePro, vllm vs hf, 2 seeds, 40 steps each
 #   bash bench/vllm_device.sh bench OUTDIR N     # (d) bench_step --compare engine, N prompts x 8 x 1,024 tokens
 set -uo pipefail
@@ -20,8 +21,10 @@ case $mode in
       python3 bench/check_vllm.py --sleep-level $lvl --out "$out/check_s$lvl.json" > "$out/check_s$lvl.log" 2>&1
       echo "check sleep $lvl: exit $?"; tail -22 "$out/check_s$lvl.log"
     done
-    python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_rollout_engines.py > "$out/gpu_tests.log" 2>&1
-    tail -3 "$out/gpu_tests.log" ;;
+    ;;
+  tests)  # every GPU-marked test (vLLM's included)
+    python3 -m pytest -q -p no:cacheprovider -m gpu tests > "$out/gpu_tests.log" 2>&1
+    tail -15 "$out/gpu_tests.log" ;;
   learn)
     run() {  # engine seed
       python3 -m repro_train train --config recipes/toy/grpo_repro.yaml rollout.engine=$1 train.seed=$2 \
@@ -29,8 +32,8 @@ case $mode in
         rollout.vllm.gpu_memory_utilization=0.15 train.output_dir=/tmp/learn/$1-$2 > "/tmp/learn-$1-$2.log" 2>&1
       echo "$1 seed $2: exit $?"; cp /tmp/learn/$1-$2/metrics.jsonl "$out/metrics-$1-$2.jsonl"
     }
-    run vllm 0 & sleep 50; run vllm 1 & sleep 50; run hf 0 & run hf 1 & wait
-    tail -5 /tmp/learn-*.log > "$out/learn.log"; grep -h "Error\|error" /tmp/learn-*.log | head -20 ;;
+    for e in ${3:-vllm hf}; do run $e 0 & sleep 40; run $e 1 & sleep 40; done; wait
+    for f in /tmp/learn-*.log; do echo "== $f"; tail -n 5 "$f"; done > "$out/learn.log"; grep -h "Error\|error" /tmp/learn-*.log | head -20 ;;
   bench)
     python3 bench/bench_step.py --compare engine --prompts "$3" --group-size 8 --new-tokens 1024 --warmup 1 --steps 2 \
       --out "$out/bench_engine_$3x8.json" > "$out/bench_engine_$3x8.log" 2>&1

@@ -101,7 +101,7 @@ def check_probe_attention(cfg: Config, device) -> None:
             raise ConfigError(f"'repro.probe_attention' = 'triton' cannot run here: {why}; use 'auto' or 'sdpa'")
 
 
-def build_rollout_engine(cfg: Config, acc, wrapper, eos: list[int], pad_id: int) -> RolloutEngine:
+def build_rollout_engine(cfg: Config, acc, wrapper, eos: list[int], pad_id: int, longest_prompt: int) -> RolloutEngine:
     """The recipe's rollout engine for this process."""
     if cfg.rollout.engine == "hf":
         @contextlib.contextmanager
@@ -112,7 +112,7 @@ def build_rollout_engine(cfg: Config, acc, wrapper, eos: list[int], pad_id: int)
         return HFEngine(policy_for_generation, cfg.rollout, eos, pad_id, acc.device)
     dtype = cfg.model.dtype if cfg.rollout.vllm.dtype == "auto" else cfg.rollout.vllm.dtype
     return VLLMEngine(resolve_model_path(cfg.model.path), cfg.rollout, eos,
-                      cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens, dtype, acc.process_index,
+                      longest_prompt + cfg.rollout.max_new_tokens, dtype, acc.process_index,
                       acc.num_processes)
 
 
@@ -165,6 +165,7 @@ def build_runtime(cfg: Config) -> Runtime:
         cfg=cfg, acc=acc, dist=d, tokenizer=tok, engine=engine, policy=PolicyView(engine, unwrapped.policy),
         ref=ref, has_critic=has_critic, optimizer=optimizer, scheduler=scheduler, prompts=prompts,
         sampler=sampler, reward=reward, repro=RePro(cfg.repro, tok) if cfg.repro.enabled else None,
-        rollout=build_rollout_engine(cfg, acc, engine, eos_ids(policy, tok), tok.pad_token_id),
+        rollout=build_rollout_engine(cfg, acc, engine, eos_ids(policy, tok), tok.pad_token_id,
+                                     max(len(p) for p in prompts.prompt_ids)),
         eos_ids=eos_ids(policy, tok), pad_id=tok.pad_token_id, out_dir=out_dir,
         extra={"dropped_prompts": prompts.dropped_too_long})
