@@ -124,6 +124,10 @@ class DataConfig:
     """System message placed before a question."""
     max_prompt_tokens: int = 1024
     """Prompts longer than this are dropped at start-up (and counted)."""
+    on_bad_row: Literal["error", "skip"] = "error"
+    """A bad row (unreadable line, invalid UTF-8, not an object, too large, missing/null/empty question or answer, a gold answer the correctness reward cannot parse): 'error' = refuse to start, naming the file, line and field; 'skip' = drop it and count it (printed at start, logged as data/skipped/<reason>)."""
+    max_row_bytes: int = 1_000_000
+    """A line (row) of a local JSON/JSONL file longer than this is a bad row ('too_large')."""
     shuffle: bool = True
     """Reshuffle the prompts every epoch (seeded by train.seed and the epoch)."""
     toy: TaskConfig = field(default_factory=TaskConfig)
@@ -396,6 +400,8 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         raise ConfigError(f"'reward.timeout_s' must be > 0, got {cfg.reward.timeout_s}")
     if cfg.train.resume not in (None, "auto") and not cfg.train.resume.strip():
         raise ConfigError("'train.resume' must be 'auto', a checkpoint folder, or null")
+    if cfg.data.max_row_bytes < 1:
+        raise ConfigError(f"'data.max_row_bytes' must be >= 1, got {cfg.data.max_row_bytes}")
     if cfg.data.source == "toy" and cfg.data.toy_size < cfg.rollout.prompts_per_step:
         raise ConfigError(f"'data.toy_size' = {cfg.data.toy_size} is smaller than rollout.prompts_per_step = {cfg.rollout.prompts_per_step}")
 

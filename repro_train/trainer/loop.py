@@ -331,6 +331,7 @@ def train(cfg) -> str:
     if d.is_main:
         print(f"repro-train: {d.strategy} on {d.world} process(es), device {d.device}; "
               f"algo {cfg.algo.estimator}, RePro {'on' if cfg.repro.enabled else 'off'}; run folder {rt.out_dir}", flush=True)
+        print(rt.prompts.report.summary(), flush=True)
     try:
         resume = resolve_resume(cfg.train.resume, cfg.train.output_dir)
         state = load_checkpoint(rt, resume) if resume else {}
@@ -345,6 +346,8 @@ def train(cfg) -> str:
             upd = update_phase(rt, batch)
             batch.timings["step_s"] = time.perf_counter() - t0
             metrics = step_metrics(rt, batch, upd)
+            if step == rt.start_step:  # the data check's counts, once per process
+                metrics.update(rt.prompts.report.metrics())
             logger.log(step + 1, metrics, sample_rows(rt, batch, cfg.log.sample_rollouts) if d.is_main else [])
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.2f}",

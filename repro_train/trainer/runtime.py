@@ -16,6 +16,7 @@ import torch
 from ..config import Config
 from ..config_base import ConfigError, dump_yaml
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
+from ..data.validate import answer_checker
 from ..dist import Dist, build_accelerator, prepare_frozen
 from ..repro.pipeline import RePro
 from ..repro.probe_kernels import unavailable as probe_kernels_unavailable
@@ -91,7 +92,8 @@ def build_runtime(cfg: Config) -> Runtime:
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     tok = load_tokenizer(cfg.model)
-    prompts = load_prompts(cfg.data, tok)  # data errors (missing columns, ...) surface before any model loads
+    # data errors (bad rows, missing columns, gold answers the reward cannot read) surface before any model loads
+    prompts = load_prompts(cfg.data, tok, answer_checker(cfg.reward))
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
