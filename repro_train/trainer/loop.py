@@ -324,14 +324,21 @@ def train(cfg) -> str:
 
     from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
     from .metrics import NullLogger, RunLogger, sample_rows, step_metrics
+    from .preempt import Preempted, Preemption, clear_marker
     from .runtime import build_runtime
 
-    rt = build_runtime(cfg)
+    preempt, stopped = Preemption().install(), None  # a signal while loading stops after the first step
+    try:
+        rt = build_runtime(cfg)
+    except BaseException:
+        preempt.restore()
+        raise
     d = rt.dist
     if d.is_main:
         print(f"repro-train: {d.strategy} on {d.world} process(es), device {d.device}; "
               f"algo {cfg.algo.estimator}, RePro {'on' if cfg.repro.enabled else 'off'}; run folder {rt.out_dir}", flush=True)
         print(rt.prompts.report.summary(), flush=True)
+        clear_marker(rt.out_dir)
     try:
         resume = resolve_resume(cfg.train.resume, cfg.train.output_dir)
         state = load_checkpoint(rt, resume) if resume else {}
@@ -353,10 +360,19 @@ def train(cfg) -> str:
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.2f}",
                             len=f"{metrics['response_length/mean']:.0f}")
             done = step + 1
-            if done == cfg.train.steps or (cfg.train.save_every and done % cfg.train.save_every == 0):
-                save_checkpoint(rt, done, logger.wandb_id)
+            stop = preempt.agreed(d)  # every rank stops after the same step
+            if stop or done == cfg.train.steps or (cfg.train.save_every and done % cfg.train.save_every == 0):
+                path = save_checkpoint(rt, done, logger.wandb_id)
+            if stop:
+                if d.is_main:
+                    preempt.mark(rt.out_dir, done, path)
+                stopped = Preempted(done, path, preempt.name)
+                break
         bar.close()
         logger.close()
     finally:
+        preempt.restore()
         rt.close()
+    if stopped is not None:
+        raise stopped
     return rt.out_dir
