@@ -288,6 +288,8 @@ class TrainConfig:
     """Checkpoints kept (older ones are deleted)."""
     resume: str | None = None
     """'auto' = the latest checkpoint in output_dir, a checkpoint folder, or null = start fresh."""
+    max_bad_steps: int = 3
+    """A step whose rewards, log-probs, J, advantages, loss or gradient norm are not finite is not applied (logged as guard/nonfinite/<where>); after this many such steps in a row the run writes a checkpoint (the last good weights) and stops. 0 = never stop."""
     deterministic: bool = False
     """torch.use_deterministic_algorithms (exact-resume tests)."""
     device: str = "auto"
@@ -400,6 +402,8 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         raise ConfigError(f"'reward.timeout_s' must be > 0, got {cfg.reward.timeout_s}")
     if cfg.train.resume not in (None, "auto") and not cfg.train.resume.strip():
         raise ConfigError("'train.resume' must be 'auto', a checkpoint folder, or null")
+    if cfg.train.max_bad_steps < 0:
+        raise ConfigError(f"'train.max_bad_steps' must be >= 0 (0 = never stop), got {cfg.train.max_bad_steps}")
     if cfg.data.max_row_bytes < 1:
         raise ConfigError(f"'data.max_row_bytes' must be >= 1, got {cfg.data.max_row_bytes}")
     if cfg.data.source == "toy" and cfg.data.toy_size < cfg.rollout.prompts_per_step:
