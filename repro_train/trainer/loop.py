@@ -347,7 +347,7 @@ def train(cfg) -> str:
         print(rt.prompts.report.summary(), flush=True)
         clear_marker(rt.out_dir)
     try:
-        resume = resolve_resume(cfg.train.resume, cfg.train.output_dir)
+        resume = resolve_resume(cfg.train.resume, cfg.train.output_dir, d)
         state = load_checkpoint(rt, resume) if resume else {}
         logger = RunLogger(cfg, rt.out_dir, state.get("wandb_id")) if d.is_main else NullLogger()
         bar = tqdm(total=cfg.train.steps, initial=rt.start_step, desc="train", unit="step",
