@@ -270,6 +270,8 @@ class DistConfig:
     """'auto' = what `accelerate launch --config_file` set up (plain DDP under torchrun); or force one."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Autocast precision for forward passes."""
+    collective_timeout_s: float = 1800.0
+    """A collective (all-reduce, barrier, the backward's gradient all-reduce) still waiting after this many seconds dumps every rank's Python stack and ends the run with exit code 4 instead of hanging; 0 = wait forever. Leave room for the main rank writing a checkpoint while the others wait."""
 
 
 @dataclass(frozen=True)
@@ -402,6 +404,8 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         raise ConfigError(f"'reward.timeout_s' must be > 0, got {cfg.reward.timeout_s}")
     if cfg.train.resume not in (None, "auto") and not cfg.train.resume.strip():
         raise ConfigError("'train.resume' must be 'auto', a checkpoint folder, or null")
+    if cfg.dist.collective_timeout_s < 0:
+        raise ConfigError(f"'dist.collective_timeout_s' must be >= 0 (0 = off), got {cfg.dist.collective_timeout_s}")
     if cfg.train.max_bad_steps < 0:
         raise ConfigError(f"'train.max_bad_steps' must be >= 0 (0 = never stop), got {cfg.train.max_bad_steps}")
     if cfg.data.max_row_bytes < 1:

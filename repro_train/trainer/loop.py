@@ -248,7 +248,8 @@ def update_phase(rt: Runtime, batch: Batch, guard=None) -> dict:
                     loss, mstats = micro_loss(rt, batch, rows, norms)
                     # The loss is already a share of the global mean; the wrappers average over
                     # ranks and accelerate divides by the accumulation steps, so undo both.
-                    rt.acc.backward(loss * d.world * len(micro))
+                    with d.timed("backward (gradient all-reduce)"):
+                        rt.acc.backward(loss * d.world * len(micro))
                     loss_bad = loss_bad or not torch.isfinite(loss.detach()).item()
                     if rt.acc.sync_gradients:
                         mstats["grad_norm"] = grad_norm(rt)

@@ -22,6 +22,7 @@ from ..repro.pipeline import RePro
 from ..repro.probe_kernels import unavailable as probe_kernels_unavailable
 from ..rewards import OutcomeReward, RewardSpec
 from .models import ActorCritic, PolicyView, eos_ids, load_critic, load_policy, load_reference, load_tokenizer
+from .watchdog import start_watchdog
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Runtime:
 
     def close(self) -> None:
         self.reward.close()
+        if self.dist.watchdog is not None:
+            self.dist.watchdog.stop()
 
 
 def grad_accum_steps(cfg: Config, world: int) -> int:
@@ -100,6 +103,7 @@ def build_runtime(cfg: Config) -> Runtime:
     acc = build_accelerator(cfg.dist.strategy, cfg.dist.mixed_precision, grad_accum_steps(cfg, world),
                             cfg.algo.micro_batch_size, cfg.optim.grad_clip, cfg.train.device)
     d = Dist(acc)
+    d.watchdog = start_watchdog(cfg.dist.collective_timeout_s, d)
     check_probe_attention(cfg, acc.device)
     set_seed(cfg.train.seed)
     if d.strategy == "zero3":  # gather full weights when exporting Hugging Face checkpoints
