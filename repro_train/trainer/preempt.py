@@ -9,8 +9,10 @@ code that asks for a requeue.
 Slurm sends SIGTERM before it preempts a job or kills it at its time limit (and SIGUSR1 when
 asked to with `#SBATCH --signal=B:USR1@<seconds>`, which launch/slurm/train.sbatch forwards);
 torchrun passes SIGTERM on to its workers. The step in progress is finished, not cut short, so the
-checkpoint is an ordinary one; the signal handler only sets a flag. A second signal ends the
-process at once, without a checkpoint.
+checkpoint is an ordinary one; the signal handler only sets a flag. Repeats are ignored (under
+Slurm a rank may get SIGTERM both from slurmstepd and from torchrun); SIGINT and SIGKILL still end
+the process at once. torchrun waits TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds (30 by default; the
+sbatch template sets 280) for its workers before it kills them.
 
 The exit code is REQUEUE_EXIT (75, EX_TEMPFAIL), and the main rank writes `<output_dir>/PREEMPTED`
 (the step and the signal): a launcher such as torchrun reports its own exit code when a worker
@@ -62,9 +64,8 @@ class Preemption:
 
     def _handler(self, signum, frame) -> None:
         name = signal.Signals(signum).name
-        if self.received is not None:  # a second signal: stop now
-            print(f"repro-train: second signal ({name}): exiting now without a checkpoint", file=sys.stderr, flush=True)
-            os._exit(128 + signum)
+        if self.received is not None:  # Slurm and torchrun may both pass the same preemption on
+            return
         self.received = name
         print(f"repro-train: got {name}: finishing this step, then writing a checkpoint and exiting "
               f"(code {REQUEUE_EXIT})", file=sys.stderr, flush=True)
