@@ -29,7 +29,7 @@ def redact(data, _secrets: list[str] | None = None):
     """A copy of plain data (dicts, lists, scalars) with secret values replaced by REDACTED."""
     secrets = _env_secrets() if _secrets is None else _secrets
     if isinstance(data, dict):
-        return {k: REDACTED if (isinstance(k, str) and SECRET_KEY.search(k) and data[k] not in (None, ""))
+        return {k: REDACTED if (isinstance(k, str) and SECRET_KEY.search(k) and v not in (None, ""))
                 else redact(v, secrets) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
         return [redact(v, secrets) for v in data]

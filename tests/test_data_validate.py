@@ -65,7 +65,7 @@ def test_bad_row_is_skipped_and_counted(tmp_path, tiny, tiny_model_dir, reason, 
     ps = load_prompts(cfg.data, tok, answer_checker(cfg.reward))
     assert ps.answers == [r["answer"] for r in GOOD]  # the 8 good rows, in order
     assert ps.report.counts == {reason: 1} and ps.report.rows_read == 9 and ps.report.rows_used == 8
-    assert f"line 5" in ps.report.first[reason]
+    assert "line 5" in ps.report.first[reason]
     assert f"skipped 1 bad row(s): {reason} 1" in ps.report.summary()
 
 

@@ -51,7 +51,7 @@ class Preemption:
         self.received: str | None = None
         self._old: dict = {}
 
-    def install(self) -> "Preemption":
+    def install(self) -> Preemption:
         if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread only
             for s in self.signals:
                 self._old[s] = signal.signal(s, self._handler)
