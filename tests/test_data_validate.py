@@ -120,3 +120,13 @@ def test_skipped_rows_are_printed_and_logged(tmp_path, tiny_model_dir, capsys):
     assert "data: 8 of 9 rows of" in capsys.readouterr().out
     row = metrics(run)[0]
     assert row["data/skipped/null_answer"] == 1 and row["data/skipped_rows"] == 1 and row["data/rows_used"] == 8
+
+
+def test_answer_checker_asks_the_correctness_rewards():
+    from repro_train.config import RewardConfig, RewardFnConfig
+    check = answer_checker(RewardConfig(functions=(RewardFnConfig(name="math_verify"), RewardFnConfig(name="format"))))
+    assert check("\\frac{1}{2}") is None and check("}{") == "reward 'math_verify' cannot parse it"
+    check = answer_checker(RewardConfig(functions=(RewardFnConfig(name="numeric"),)))
+    assert check("1,000") is None and check("four") == "reward 'numeric' cannot read it as a number"
+    assert answer_checker(RewardConfig(functions=(RewardFnConfig(name="exact_match"),))) is None
+    assert answer_checker(RewardConfig(functions=(RewardFnConfig(name="numeric", correctness=False),))) is None

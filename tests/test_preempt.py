@@ -114,3 +114,34 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path, tin
         "step": k, "signal": "a signal on another rank", "checkpoint": last_checkpoint(run_dir)}
     assert proc.returncode != 0  # torchrun reports the workers' exit code 75 as a failure
     assert f"exitcode  : {REQUEUE_EXIT}" in err or f"exit code {REQUEUE_EXIT}" in err, err[-3000:]
+
+
+@pytest.mark.parametrize("at_step, steps", [(1, 3), (3, 3)], ids=["mid-run", "last-step"])
+def test_signal_inside_a_step_in_process(tmp_path, tiny_model_dir, monkeypatch, at_step, steps):
+    """The signal arrives during step `at_step`: that step is finished and checkpointed; during the
+    last step the run simply ends (nothing left to requeue)."""
+    from repro_train.tasks.arithmetic import generate, write_jsonl
+    from repro_train.trainer import loop
+    from repro_train.trainer.preempt import Preempted
+    from trainer_utils import run_inprocess
+    data = tmp_path / "d.jsonl"
+    write_jsonl(generate(8, seed=3, with_traces=False), str(data))
+    orig = loop.rollout_phase
+
+    def rollout(rt, step):
+        if step + 1 == at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return orig(rt, step)
+    monkeypatch.setattr(loop, "rollout_phase", rollout)
+    recipe = make_recipe(tmp_path, tiny_model_dir, str(data), train={"steps": steps})
+    run_dir = str(tmp_path / "run")
+    if at_step < steps:
+        with pytest.raises(Preempted, match=f"stopped by SIGTERM after step {at_step}"):
+            run_inprocess(recipe)
+        assert os.path.exists(os.path.join(run_dir, MARKER))
+    else:
+        run_inprocess(recipe)
+        assert not os.path.exists(os.path.join(run_dir, MARKER))
+    assert len(metrics(run_dir)) == at_step
+    assert last_checkpoint(run_dir).endswith(f"checkpoint-{at_step:06d}")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again

@@ -371,7 +371,8 @@ def train(cfg) -> str:
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.2f}",
                             len=f"{metrics['response_length/mean']:.0f}")
             done = step + 1
-            stop = preempt.agreed(d) or guard.stop  # every rank stops after the same step
+            # every rank stops after the same step; a signal during the last step needs no requeue
+            stop = (preempt.agreed(d) and done < cfg.train.steps) or guard.stop
             if stop or done == cfg.train.steps or (cfg.train.save_every and done % cfg.train.save_every == 0):
                 path = save_checkpoint(rt, done, logger.wandb_id)
             if stop:
