@@ -124,6 +124,10 @@ class DataConfig:
     """System message placed before a question."""
     max_prompt_tokens: int = 1024
     """Prompts longer than this are dropped at start-up (and counted)."""
+    on_bad_row: Literal["error", "skip"] = "error"
+    """A bad row (unreadable line, invalid UTF-8, not an object, too large, missing/null/empty question or answer, a gold answer the correctness reward cannot parse): 'error' = refuse to start, naming the file, line and field; 'skip' = drop it and count it (printed at start, logged as data/skipped/<reason>)."""
+    max_row_bytes: int = 1_000_000
+    """A line (row) of a local JSON/JSONL file longer than this is a bad row ('too_large')."""
     shuffle: bool = True
     """Reshuffle the prompts every epoch (seeded by train.seed and the epoch)."""
     toy: TaskConfig = field(default_factory=TaskConfig)
@@ -295,6 +299,8 @@ class DistConfig:
     """'auto' = what `accelerate launch --config_file` set up (plain DDP under torchrun); or force one."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Autocast precision for forward passes."""
+    collective_timeout_s: float = 1800.0
+    """A collective (all-reduce, barrier, the backward's gradient all-reduce) still waiting after this many seconds dumps every rank's Python stack and ends the run with exit code 4 instead of hanging; 0 = wait forever. Leave room for the main rank writing a checkpoint while the others wait."""
 
 
 @dataclass(frozen=True)
@@ -313,6 +319,8 @@ class TrainConfig:
     """Checkpoints kept (older ones are deleted)."""
     resume: str | None = None
     """'auto' = the latest checkpoint in output_dir, a checkpoint folder, or null = start fresh."""
+    max_bad_steps: int = 3
+    """A step whose rewards, log-probs, J, advantages, loss or gradient norm are not finite is not applied (logged as guard/nonfinite/<where>); after this many such steps in a row the run writes a checkpoint (the last good weights) and stops. 0 = never stop."""
     deterministic: bool = False
     """torch.use_deterministic_algorithms (exact-resume tests)."""
     device: str = "auto"
@@ -432,6 +440,12 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         raise ConfigError(f"'reward.timeout_s' must be > 0, got {cfg.reward.timeout_s}")
     if cfg.train.resume not in (None, "auto") and not cfg.train.resume.strip():
         raise ConfigError("'train.resume' must be 'auto', a checkpoint folder, or null")
+    if cfg.dist.collective_timeout_s < 0:
+        raise ConfigError(f"'dist.collective_timeout_s' must be >= 0 (0 = off), got {cfg.dist.collective_timeout_s}")
+    if cfg.train.max_bad_steps < 0:
+        raise ConfigError(f"'train.max_bad_steps' must be >= 0 (0 = never stop), got {cfg.train.max_bad_steps}")
+    if cfg.data.max_row_bytes < 1:
+        raise ConfigError(f"'data.max_row_bytes' must be >= 1, got {cfg.data.max_row_bytes}")
     if cfg.data.source == "toy" and cfg.data.toy_size < cfg.rollout.prompts_per_step:
         raise ConfigError(f"'data.toy_size' = {cfg.data.toy_size} is smaller than rollout.prompts_per_step = {cfg.rollout.prompts_per_step}")
 

@@ -133,7 +133,7 @@ def build(cls, data: dict, prefix: str = ""):
 
 
 def to_dict(cfg) -> dict:
-    """The resolved config as plain YAML-able data (tuples become lists)."""
+    """The resolved config as plain YAML-able data (tuples become lists), secrets redacted (redact.py)."""
     def conv(x):
         if dataclasses.is_dataclass(x):
             return {f.name: conv(getattr(x, f.name)) for f in dataclasses.fields(x)}
@@ -142,7 +142,8 @@ def to_dict(cfg) -> dict:
         if isinstance(x, dict):
             return {k: conv(v) for k, v in x.items()}
         return x
-    return conv(cfg)
+    from .redact import redact  # saved configs, wandb and reports never hold a secret
+    return redact(conv(cfg))
 
 
 def dump_yaml(cfg) -> str:

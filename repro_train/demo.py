@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     def run_eval(path: str, label: str) -> tuple[dict, list]:
         print(f"[{label}] evaluating {len(problems)} held-out problems x {args.samples} samples ...", flush=True)
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True).eval()
         return evaluate(model, tok, problems, settings)
 
     before, before_samples = run_eval(resolve_model_path("toy"), "before")

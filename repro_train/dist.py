@@ -91,6 +91,12 @@ def build_accelerator(strategy: str, mixed_precision: str, grad_accum_steps: int
 class Dist:
     """Rank facts and the few collectives the trainer needs (identity on one process)."""
 
+    watchdog = None
+    """trainer/watchdog.py: times every collective below (dist.collective_timeout_s)."""
+
+    def timed(self, what: str):
+        return self.watchdog.guard(what) if self.watchdog is not None else contextlib.nullcontext()
+
     def __init__(self, accelerator):
         self.acc = accelerator
         self.rank = accelerator.process_index
@@ -110,7 +116,8 @@ class Dist:
             return t
         dev = t.device
         out = t.detach().to(self.device, copy=True)
-        torch.distributed.all_reduce(out)
+        with self.timed("all_reduce(sum)"):
+            torch.distributed.all_reduce(out)
         return out.to(dev)
 
     def max(self, t: torch.Tensor) -> torch.Tensor:
@@ -119,26 +126,30 @@ class Dist:
             return t
         dev = t.device
         out = t.detach().to(self.device, copy=True)
-        torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.MAX)
+        with self.timed("all_reduce(max)"):
+            torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.MAX)
         return out.to(dev)
 
     def max_int(self, n: int) -> int:
         if self.world == 1:
             return n
         t = torch.tensor([n], device=self.device)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        with self.timed("all_reduce(max)"):
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return int(t.item())
 
     def gather_objects(self, obj) -> list:
         if self.world == 1:
             return [obj]
         out = [None] * self.world
-        torch.distributed.all_gather_object(out, obj)
+        with self.timed("all_gather_object"):
+            torch.distributed.all_gather_object(out, obj)
         return out
 
     def barrier(self) -> None:
         if self.world > 1:
-            self.acc.wait_for_everyone()
+            with self.timed("barrier"):
+                self.acc.wait_for_everyone()
 
 
 @contextlib.contextmanager

@@ -180,7 +180,7 @@ def load_model(path: str, device: str, dtype: str):
         from .tasks.reasoner import reasoner_path
         path = reasoner_path()
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), use_safetensors=True).to(device).eval()
     return model, tok
 
 

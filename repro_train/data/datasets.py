@@ -16,6 +16,7 @@ import torch
 
 from ..config_base import ConfigError
 from .prompts import RowError, encode_prompt
+from .validate import DataReport, check_row, read_json, read_json_lines
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -29,59 +30,81 @@ class PromptSet:
     columns: dict[str, list] = field(default_factory=dict)
     """Every other column, for custom reward functions."""
     dropped_too_long: int = 0
+    report: DataReport | None = None
+    """Rows read, used and skipped per reason (data/validate.py)."""
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
 
 
-def _load_rows(cfg) -> list[dict]:
+def _load_rows(cfg, report: DataReport) -> list[tuple[str, dict]]:
+    """[(where, row)]: where names the file and line (or row) for error messages."""
     if cfg.source == "toy":
         from ..tasks.arithmetic import generate
-        return generate(cfg.toy_size, cfg.toy_seed, cfg.toy, with_traces=False)
+        rows = generate(cfg.toy_size, cfg.toy_seed, cfg.toy, with_traces=False)
+        report.rows_read = len(rows)
+        return [(f"toy row {i}", r) for i, r in enumerate(rows)]
     ext = os.path.splitext(cfg.source)[1].lower()
+    if ext == ".jsonl":  # read here, line by line, so a bad line is named (datasets would only fail)
+        return read_json_lines(cfg.source, report, cfg.max_row_bytes)
+    if ext == ".json":
+        return read_json(cfg.source, report, cfg.max_row_bytes)
     import datasets
     datasets.disable_progress_bars()
     if ext in LOCAL_FORMATS:
-        if not os.path.exists(cfg.source):
-            raise ConfigError(f"'data.source': file {cfg.source} does not exist")
-        ds = datasets.load_dataset(LOCAL_FORMATS[ext], data_files=cfg.source, split="train")
+        from .validate import check_file
+        check_file(cfg.source)
+        try:
+            ds = datasets.load_dataset(LOCAL_FORMATS[ext], data_files=cfg.source, split="train")
+        except Exception as e:  # noqa: BLE001 - an unreadable file is a data error, not a traceback
+            raise ConfigError(f"'data.source': could not read {cfg.source} as {ext[1:]}: {type(e).__name__}: {e}") from None
     else:
         try:
             ds = datasets.load_dataset(cfg.source, split=cfg.split)
         except Exception as e:  # noqa: BLE001 - report any loader failure as a config error
             raise ConfigError(f"'data.source': could not load dataset {cfg.source!r} split {cfg.split!r} "
                               f"(a local file needs one of {', '.join(LOCAL_FORMATS)}; hub names need network): {e}") from None
-    return ds.to_list()
+    report.rows_read = len(ds)
+    return [(f"{cfg.source} row {i}", r) for i, r in enumerate(ds.to_list())]
 
 
-def load_prompts(cfg, tokenizer) -> PromptSet:
-    """Read, check and tokenize the prompts of `cfg` (a DataConfig)."""
-    rows = _load_rows(cfg)
-    if not rows:
+def load_prompts(cfg, tokenizer, answer_check=None) -> PromptSet:
+    """Read, check and tokenize the prompts of `cfg` (a DataConfig); bad rows raise or are skipped
+    per cfg.on_bad_row (data/validate.py). `answer_check(answer) -> why | None` vets gold answers."""
+    report = DataReport(cfg.source, cfg.on_bad_row)
+    rows = _load_rows(cfg, report)
+    if not rows and not report.rows_read:
         raise ConfigError(f"'data.source' {cfg.source!r} has no rows")
-    cols = sorted(rows[0])
-    if cfg.answer_field not in rows[0]:
+    keys = set().union(*(r for _, r in rows)) if rows else set()
+    cols = sorted(keys)
+    if rows and cfg.answer_field not in keys:
         raise ConfigError(f"'data.answer_field' = {cfg.answer_field!r} is not a column of {cfg.source!r}; columns: {cols}")
-    if cfg.prompt_field not in rows[0] and cfg.question_field not in rows[0]:
+    if rows and cfg.prompt_field not in keys and cfg.question_field not in keys:
         raise ConfigError(f"neither 'data.prompt_field' = {cfg.prompt_field!r} nor 'data.question_field' = "
                           f"{cfg.question_field!r} is a column of {cfg.source!r}; columns: {cols}")
-    out = PromptSet([], [], [], {k: [] for k in cols if k not in (cfg.answer_field, cfg.prompt_field, cfg.question_field)})
-    for i, row in enumerate(rows):
+    out = PromptSet([], [], [], {k: [] for k in cols if k not in (cfg.answer_field, cfg.prompt_field, cfg.question_field)},
+                    report=report)
+    for where, row in rows:
+        if not check_row(row, where, cfg, report, answer_check):
+            continue
         view = {"prompt": row.get(cfg.prompt_field), "question": row.get(cfg.question_field)}
         try:
-            ids = encode_prompt(tokenizer, view, cfg.system_prompt, where=f"{cfg.source} row {i}")
+            ids = encode_prompt(tokenizer, view, cfg.system_prompt, where=where)
         except RowError as e:
-            raise ConfigError(str(e)) from None
+            report.bad("unusable_prompt", where, str(e).removeprefix(where + ": "))
+            continue
         if len(ids) > cfg.max_prompt_tokens:
             out.dropped_too_long += 1
             continue
         out.prompt_ids.append(ids)
         out.prompts.append(tokenizer.decode(ids, skip_special_tokens=False))
-        ans = row.get(cfg.answer_field)
-        out.answers.append(None if ans is None else str(ans))
+        out.answers.append(str(row[cfg.answer_field]))
         for k in out.columns:
             out.columns[k].append(row.get(k))
+    report.rows_used = len(out.prompt_ids)
     if not out.prompt_ids:
+        if report.skipped:
+            raise ConfigError(f"no usable row in {cfg.source!r}: {report.summary()}")
         raise ConfigError(f"every prompt of {cfg.source!r} is longer than 'data.max_prompt_tokens' = {cfg.max_prompt_tokens}")
     return out
 

@@ -30,7 +30,11 @@ NO_PROGRESS_MAGNITUDE = 1.0 - math.tanh(1.0)
 def magnitude(J: torch.Tensor, J_b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """S_magn_j = 1 - tanh(J_j / min(J_b, -eps)), in (0, 1] (spec 6). (N, M)"""
     denom = torch.clamp(J_b, max=-eps).unsqueeze(-1)  # (N, 1)
-    return 1.0 - torch.tanh(J / denom)
+    ratio = J / denom
+    # J = J_b = -inf (the answer impossible with and without the prefix) is no progress, J / J_b = 1,
+    # not inf / inf = NaN.
+    ratio = torch.where(torch.isinf(J) & torch.isinf(denom), torch.ones_like(ratio), ratio)
+    return 1.0 - torch.tanh(ratio)
 
 
 def ema(x: torch.Tensor, decay: float) -> torch.Tensor:
@@ -50,8 +54,10 @@ def stability(J: torch.Tensor, J_b: torch.Tensor, ema_decay: float = 0.0) -> tor
     Entries past a rollout's last cut are computed from padding and must be masked by the caller
     (every function below does)."""
     x = ema(torch.cat([J_b.unsqueeze(-1), J], dim=-1), ema_decay)  # (N, M+1)
-    sgn = torch.sign(x.unsqueeze(-2) - x.unsqueeze(-1))  # [u, v] = sign(x_v - x_u)   (N, M+1, M+1)
-    upper = torch.triu(torch.ones_like(sgn[0]), diagonal=1)  # u < v
+    xu, xv = x.unsqueeze(-1), x.unsqueeze(-2)
+    # [u, v] = sign(x_v - x_u), by comparison so that equal infinities tie (-inf - -inf is NaN)   (N, M+1, M+1)
+    sgn = (xv > xu).to(x.dtype) - (xv < xu).to(x.dtype)
+    upper = torch.triu(torch.ones(x.shape[-1], x.shape[-1], dtype=x.dtype, device=x.device), diagonal=1)  # u < v
     concordance = (sgn * upper).sum(dim=-2).cumsum(dim=-1)  # sum over u < v <= j     (N, M+1)
     j = torch.arange(1, x.shape[-1], device=x.device, dtype=x.dtype)  # n - 1 = j
     tau = 2.0 * concordance[..., 1:] / ((j + 1.0) * j)

@@ -7,9 +7,11 @@
                             data order position (sharded per rank under DeepSpeed)
         trainer_state.json  step, optimizer steps, wandb run id
         config.yaml         the resolved recipe
+        manifest.json       every file's size and CRC-32, written last (trainer/manifest.py)
 
 A checkpoint is written into `checkpoint-N.tmp` and renamed when complete, so a crash never leaves
-a half-written checkpoint that `resume: auto` would pick up. Only the last `keep_last` are kept.
+a half-written checkpoint that `resume: auto` would pick up; a checkpoint that does not match its
+manifest (truncated, corrupt) is reported and the previous one used. Only the last `keep_last` are kept.
 """
 from __future__ import annotations
 
@@ -18,7 +20,10 @@ import os
 import re
 import shutil
 
-from ..config_base import dump_yaml
+import sys
+
+from ..config_base import ConfigError, dump_yaml
+from .manifest import newest_valid, verify, write_manifest
 from .models import save_pretrained
 
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -31,15 +36,26 @@ def list_checkpoints(out_dir: str) -> list[str]:
     return [os.path.join(out_dir, name) for _, name in sorted(found)]
 
 
-def resolve_resume(resume: str | None, out_dir: str) -> str | None:
-    """The checkpoint folder to resume from: 'auto' = the latest in out_dir (None if there is none)."""
+def resolve_resume(resume: str | None, out_dir: str, dist=None) -> str | None:
+    """The checkpoint folder to resume from: 'auto' = the latest in out_dir that verifies against its
+    manifest (None if there is none); the main rank checks and tells the others."""
+    if dist is not None and dist.world > 1:
+        return dist.gather_objects(resolve_resume(resume, out_dir) if dist.is_main else None)[0]
     if resume is None:
         return None
     if resume == "auto":
-        found = list_checkpoints(out_dir)
-        return found[-1] if found else None
+        found, skipped = newest_valid(list_checkpoints(out_dir))
+        for path, problem in skipped:
+            print(f"repro-train: checkpoint {path} cannot be used: {problem}; trying the one before", file=sys.stderr, flush=True)
+        if skipped and found is None:
+            raise ConfigError(f"train.resume = auto: no checkpoint in {out_dir} verifies ({skipped[-1][0]}: {skipped[-1][1]}); "
+                              "remove the broken ones to start fresh")
+        return found
     if not os.path.isfile(os.path.join(resume, "trainer_state.json")):
         raise FileNotFoundError(f"train.resume = {resume!r} is not a checkpoint folder (no trainer_state.json)")
+    problem = verify(resume)
+    if problem is not None:
+        raise ConfigError(f"train.resume = {resume!r} cannot be used: {problem}")
     return resume
 
 
@@ -66,6 +82,9 @@ def save_checkpoint(rt, step: int, wandb_id: str | None = None) -> str:
                        "sampler": rt.sampler.state_dict()}, fh, indent=1)
         with open(os.path.join(tmp, "config.yaml"), "w") as fh:
             fh.write(dump_yaml(rt.cfg))
+    d.barrier()  # every rank's files are in tmp
+    if d.is_main:
+        write_manifest(tmp)  # last: a checkpoint without one is incomplete
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in list_checkpoints(rt.out_dir)[:-max(rt.cfg.train.keep_last, 1)]:

@@ -28,11 +28,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ..dist import finish
     from .loop import train
+    from .guard import NonFiniteStop
+    from .preempt import REQUEUE_EXIT, Preempted
     try:
         out = train(cfg)
     except ConfigError as e:  # data/model checks that need the files (missing columns, ...)
         print(f"error: {e}", file=sys.stderr)
         code = 2
+    except NonFiniteStop as e:  # too many steps in a row with NaN/inf (trainer/guard.py)
+        print(f"error: {e}", file=sys.stderr)
+        code = 3
+    except Preempted as e:  # SIGTERM / SIGUSR1: checkpoint written (trainer/preempt.py)
+        print(f"preempted: {e}", file=sys.stderr)
+        code = REQUEUE_EXIT
     else:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"done: {out}")

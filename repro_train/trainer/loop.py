@@ -239,8 +239,9 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
 # update
 # ----------------------------------------------------------------------------------------------
 
-def update_phase(rt: Runtime, batch: Batch) -> dict:
-    """algo.update_epochs passes; each mini-batch is one optimizer step accumulated over micro-batches."""
+def update_phase(rt: Runtime, batch: Batch, guard=None) -> dict:
+    """algo.update_epochs passes; each mini-batch is one optimizer step accumulated over micro-batches.
+    `guard` (trainer/guard.py) skips an optimizer step whose loss or gradient norm is not finite."""
     cfg, d, a = rt.cfg, rt.dist, rt.cfg.algo
     t0 = time.perf_counter()
     B = batch.mask.shape[0]
@@ -257,24 +258,30 @@ def update_phase(rt: Runtime, batch: Batch) -> dict:
                          global_seqs=float(d.sum((m.sum(-1) > 0).sum().float())),
                          max_len=cfg.rollout.max_new_tokens)
             micro = [rows_m[i:i + a.micro_batch_size] for i in range(0, mini, a.micro_batch_size)]
+            loss_bad, applied = False, True
             for rows in micro:
                 with rt.acc.accumulate(rt.engine):
                     loss, mstats = micro_loss(rt, batch, rows, norms)
                     # The loss is already a share of the global mean; the wrappers average over
                     # ranks and accelerate divides by the accumulation steps, so undo both.
-                    rt.acc.backward(loss * d.world * len(micro))
+                    with d.timed("backward (gradient all-reduce)"):
+                        rt.acc.backward(loss * d.world * len(micro))
+                    loss_bad = loss_bad or not torch.isfinite(loss.detach()).item()
                     if rt.acc.sync_gradients:
                         mstats["grad_norm"] = grad_norm(rt)
                         mstats["lr"] = rt.scheduler.get_last_lr()[0]
-                    rt.optimizer.step()
+                        applied = guard is None or not guard.skip_update(loss_bad, mstats["grad_norm"])
+                    if applied:
+                        rt.optimizer.step()
                     rt.optimizer.zero_grad(set_to_none=True)
                 for k, v in mstats.items():
                     if k in LOSS_TERMS:
                         sums[k] = sums.get(k, 0.0) + float(v)
                     else:
                         means.setdefault(k, []).append(float(v))
-            rt.scheduler.step()
-            rt.optimizer_steps += 1
+            if applied:
+                rt.scheduler.step()
+                rt.optimizer_steps += 1
             n_steps += 1
     sync(rt)
     out = {k: d.sum(torch.tensor(v / n_steps, dtype=torch.float64)).item() for k, v in sorted(sums.items())}
@@ -341,36 +348,63 @@ def train(cfg) -> str:
 
     from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
     from .metrics import NullLogger, RunLogger, sample_rows, step_metrics
+    from .preempt import Preempted, Preemption, clear_marker
     from .runtime import build_runtime
 
-    rt = build_runtime(cfg)
+    from .guard import NumericGuard
+    preempt, stopped = Preemption().install(), None  # a signal while loading stops after the first step
+    try:
+        rt = build_runtime(cfg)
+    except BaseException:
+        preempt.restore()
+        raise
     d = rt.dist
     if d.is_main:
         print(f"repro-train: {d.strategy} on {d.world} process(es), device {d.device}; "
               f"algo {cfg.algo.estimator}, RePro {'on' if cfg.repro.enabled else 'off'}; run folder {rt.out_dir}", flush=True)
+        print(rt.prompts.report.summary(), flush=True)
+        clear_marker(rt.out_dir)
     try:
-        resume = resolve_resume(cfg.train.resume, cfg.train.output_dir)
+        resume = resolve_resume(cfg.train.resume, cfg.train.output_dir, d)
         state = load_checkpoint(rt, resume) if resume else {}
         logger = RunLogger(cfg, rt.out_dir, state.get("wandb_id")) if d.is_main else NullLogger()
         bar = tqdm(total=cfg.train.steps, initial=rt.start_step, desc="train", unit="step",
                    disable=not (d.is_main and cfg.log.progress), dynamic_ncols=True)
+        guard = NumericGuard(cfg.train.max_bad_steps, d, can_skip_update=d.strategy not in ("zero2", "zero3"))
         for step in range(rt.start_step, cfg.train.steps):
             t0 = time.perf_counter()
             batch = rollout_phase(rt, step)
             score_phase(rt, batch)
             advantage_phase(rt, batch)
-            upd = update_phase(rt, batch)
+            bad = guard.check_batch(batch)  # non-finite log-probs, J, advantages, ...: the step is not applied
+            upd = update_phase(rt, batch, guard) if not bad else {}
             batch.timings["step_s"] = time.perf_counter() - t0
             metrics = step_metrics(rt, batch, upd)
+            metrics.update(guard.end_step(step + 1, bad))
+            if step == rt.start_step:  # the data check's counts, once per process
+                metrics.update(rt.prompts.report.metrics())
             logger.log(step + 1, metrics, sample_rows(rt, batch, cfg.log.sample_rollouts) if d.is_main else [])
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.2f}",
                             len=f"{metrics['response_length/mean']:.0f}")
             done = step + 1
-            if done == cfg.train.steps or (cfg.train.save_every and done % cfg.train.save_every == 0):
-                save_checkpoint(rt, done, logger.wandb_id)
+            # every rank stops after the same step; a signal during the last step needs no requeue
+            stop = (preempt.agreed(d) and done < cfg.train.steps) or guard.stop
+            if stop or done == cfg.train.steps or (cfg.train.save_every and done % cfg.train.save_every == 0):
+                path = save_checkpoint(rt, done, logger.wandb_id)
+            if stop:
+                if guard.stop:
+                    stopped = guard.stop_error(path)
+                    break
+                if d.is_main:
+                    preempt.mark(rt.out_dir, done, path)
+                stopped = Preempted(done, path, preempt.name)
+                break
         bar.close()
         logger.close()
     finally:
+        preempt.restore()
         rt.close()
+    if stopped is not None:
+        raise stopped
     return rt.out_dir

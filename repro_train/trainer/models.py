@@ -95,7 +95,7 @@ def load_policy(cfg_model, tok):
     path = resolve_model_path(cfg_model.path)
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=getattr(torch, cfg_model.dtype), attn_implementation=cfg_model.attn_implementation,
-        trust_remote_code=cfg_model.trust_remote_code)
+        trust_remote_code=cfg_model.trust_remote_code, use_safetensors=True)  # never unpickle weights
     if cfg_model.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False  # training forwards; the probe asks for a cache explicitly
@@ -113,7 +113,8 @@ def load_critic(cfg_model, cfg_critic):
     config.classifier_dropout = 0.0  # values must not depend on train/eval mode
     critic, info = AutoModelForTokenClassification.from_pretrained(
         path, config=config, dtype=getattr(torch, cfg_model.dtype), output_loading_info=True,
-        attn_implementation=cfg_model.attn_implementation, trust_remote_code=cfg_model.trust_remote_code)
+        attn_implementation=cfg_model.attn_implementation, trust_remote_code=cfg_model.trust_remote_code,
+        use_safetensors=True)
     # A value head the checkpoint lacks starts at zero (V = 0 everywhere), not at random: a random
     # draw would depend on the device and strategy (under ZeRO-3 transformers initialises inside
     # DeepSpeed's partitioned init, on the GPU's RNG), so runs would not be comparable.
@@ -131,7 +132,8 @@ def load_reference(cfg_model):
     from transformers import AutoModelForCausalLM
     ref = AutoModelForCausalLM.from_pretrained(
         resolve_model_path(cfg_model.path), dtype=getattr(torch, cfg_model.dtype),
-        attn_implementation=cfg_model.attn_implementation, trust_remote_code=cfg_model.trust_remote_code)
+        attn_implementation=cfg_model.attn_implementation, trust_remote_code=cfg_model.trust_remote_code,
+        use_safetensors=True)
     return ref.requires_grad_(False).eval()
 
 

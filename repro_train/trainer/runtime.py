@@ -17,6 +17,7 @@ import torch
 from ..config import Config
 from ..config_base import ConfigError, dump_yaml
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
+from ..data.validate import answer_checker
 from ..dist import Dist, build_accelerator, full_parameters, gathered_for_generation, prepare_frozen
 from ..repro.pipeline import RePro
 from ..repro.probe_kernels import unavailable as probe_kernels_unavailable
@@ -26,6 +27,7 @@ from ..rollout.hf import HFEngine
 from ..rollout.vllm import VLLMEngine, check_vllm, hf_name
 from .models import (ActorCritic, PolicyView, eos_ids, load_critic, load_policy, load_reference, load_tokenizer,
                      resolve_model_path)
+from .watchdog import start_watchdog
 
 
 @dataclass
@@ -57,6 +59,8 @@ class Runtime:
     def close(self) -> None:
         self.reward.close()
         self.rollout.close()
+        if self.dist.watchdog is not None:
+            self.dist.watchdog.stop()
 
     def policy_weights(self) -> NamedTensors:
         """The policy's parameters under their Hugging Face names, whole, one at a time (critic left out)."""
@@ -122,13 +126,15 @@ def build_runtime(cfg: Config) -> Runtime:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     check_vllm(cfg.rollout, world, torch.cuda.is_available() and cfg.train.device != "cpu")  # before any model loads
     tok = load_tokenizer(cfg.model)
-    prompts = load_prompts(cfg.data, tok)  # data errors (missing columns, ...) surface before any model loads
+    # data errors (bad rows, missing columns, gold answers the reward cannot read) surface before any model loads
+    prompts = load_prompts(cfg.data, tok, answer_checker(cfg.reward))
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     acc = build_accelerator(cfg.dist.strategy, cfg.dist.mixed_precision, grad_accum_steps(cfg, world),
                             cfg.algo.micro_batch_size, cfg.optim.grad_clip, cfg.train.device)
     d = Dist(acc)
+    d.watchdog = start_watchdog(cfg.dist.collective_timeout_s, d)
     check_probe_attention(cfg, acc.device)
     set_seed(cfg.train.seed)
     if d.strategy == "zero3":  # gather full weights when exporting Hugging Face checkpoints
