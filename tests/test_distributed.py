@@ -80,3 +80,26 @@ def test_fsdp2_on_cpu_is_refused_clearly(setup):
                             "--num_processes", "2", "-m", "repro_train"])
     assert res.returncode != 0
     assert "FSDP2 needs GPUs" in res.stderr
+
+
+def test_zero3_weight_push_gathers_one_parameter_at_a_time(setup, tiny_model_dir):
+    """What the vLLM engine receives under ZeRO-3 (2 ranks): every policy weight whole, under its
+    Hugging Face name, equal to the model's; no critic weight; never more than one partitioned
+    parameter gathered at a time, and none left gathered afterwards."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tmp, recipe, _ = setup
+    out = tmp / "push-zero3"
+    out.mkdir()
+    res = run_cli([f"{REPO}/tests/dist_push_weights.py", recipe, str(out)],
+                  launcher=[f"{BIN}/accelerate", "launch", "--config_file", f"{REPO}/launch/accelerate/zero3.yaml",
+                            "--num_processes", "2"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = torch.load(out / "pushed.pt")
+    assert got["strategy"] == "zero3" and got["partitioned"] > 10
+    assert got["most_whole"] == 1 and got["after"] == 0
+    want = dict(AutoModelForCausalLM.from_pretrained(tiny_model_dir).named_parameters())
+    assert set(got["weights"]) == set(want)
+    for name, t in want.items():
+        assert torch.equal(got["weights"][name], t.detach()), name
