@@ -4,7 +4,8 @@
     sampler = PromptSampler(len(prompts), seed, shuffle)
     idx = sampler.take(prompts_per_step)              # crosses epoch boundaries; state_dict() resumes exactly
 
-Sources: 'toy' (the embedded arithmetic task), a local .jsonl/.json/.parquet/.csv file, or a
+Sources: 'toy' (the embedded arithmetic task), a named dataset (data/named.py: 'gsm8k-100',
+'reasoning-gym:TASK?size=..&seed=..'), a local .jsonl/.json/.parquet/.csv file, or a
 `datasets` hub name. Missing columns are reported at start-up with the columns that exist.
 """
 from __future__ import annotations
@@ -38,6 +39,9 @@ def _load_rows(cfg) -> list[dict]:
     if cfg.source == "toy":
         from ..tasks.arithmetic import generate
         return generate(cfg.toy_size, cfg.toy_seed, cfg.toy, with_traces=False)
+    from .named import is_named, load_named  # gsm8k-100, reasoning-gym:TASK?... (data/named.py)
+    if is_named(cfg.source):
+        return load_named(cfg.source)
     ext = os.path.splitext(cfg.source)[1].lower()
     import datasets
     datasets.disable_progress_bars()
