@@ -1,11 +1,12 @@
 """`repro-train data`: the named datasets (repro_train/data/named.py).
 
     repro-train data list [--all]                  # named sets; --all: every reasoning-gym task too
-    repro-train data export NAME --out FILE.jsonl [--exclude TRAIN.jsonl]
+    repro-train data export NAME --out FILE.jsonl [--exclude TRAIN.jsonl] [--unique]
 
 NAME is any `data.source` name, with parameters: 'gsm8k-100',
 'reasoning-gym:chain_sum?size=200&seed=1&min_terms=2&max_terms=2&max_digits=1' (quote it in a shell).
---exclude drops the problems whose question occurs in another JSONL file (held-out splits).
+--exclude drops the problems whose question occurs in another JSONL file (held-out splits);
+--unique keeps one row per question (generators repeat problems when the space is small).
 An exported file is itself a valid data.source, and needs no reasoning-gym to load.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import sys
 
 from ..config_base import ConfigError
-from .named import NAMED, RG_PREFIX, disjoint, load_named, write_jsonl
+from .named import NAMED, RG_PREFIX, disjoint, load_named, unique, write_jsonl
 
 
 def _list(show_all: bool) -> None:
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     pe.add_argument("name")
     pe.add_argument("--out", required=True)
     pe.add_argument("--exclude", action="append", default=[], help="JSONL file(s) whose questions to drop")
+    pe.add_argument("--unique", action="store_true", help="keep only the first row of each question")
     args = p.parse_args(argv)
     if args.cmd == "list":
         _list(args.all)
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.exclude:
             from .jsonl import iter_jsonl
             rows = disjoint(rows, [r for _, r, _ in iter_jsonl(path) if r is not None])
+        if args.unique:
+            rows = unique(rows)
     except ConfigError as e:
         print(f"repro-train data: {e}", file=sys.stderr)
         return 1

@@ -16,8 +16,8 @@ Names:
   question, answer, rg_dataset (TASK), rg_entry (reasoning-gym's metadata as JSON), which the
   `reasoning_gym` reward uses to check answers with the generator's own checker.
   The same parameters with another seed give a fresh sample of the same distribution; on a small
-  problem space (two one-digit terms: 200 problems) samples overlap, so held-out sets drop the
-  training questions (`disjoint`).
+  problem space (two one-digit terms: 200 problems) samples overlap and repeat, so held-out sets
+  drop the training questions (`disjoint`) and repeats (`unique`).
 """
 from __future__ import annotations
 
@@ -131,6 +131,12 @@ def disjoint(rows: list[dict], seen: list[dict], key: str = "question") -> list[
     """`rows` without those whose `key` occurs in `seen` (held-out sets from overlapping samples)."""
     taken = {r[key] for r in seen}
     return [r for r in rows if r[key] not in taken]
+
+
+def unique(rows: list[dict], key: str = "question") -> list[dict]:
+    """The first row of each distinct `key`, in order."""
+    seen: set = set()
+    return [r for r in rows if not (r[key] in seen or seen.add(r[key]))]
 
 
 def write_jsonl(rows: list[dict], path: str) -> None:
