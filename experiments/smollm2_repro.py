@@ -56,12 +56,27 @@ def recipe(arm: str) -> str:
     return os.path.join(REPO, "recipes", "smollm2", f"{arm}.yaml")
 
 
+def read_yaml(path: str) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path) as fh:
+        return [json.loads(x) for x in fh]
+
+
+def write_json(obj, path: str) -> None:
+    with open(path, "w") as fh:
+        json.dump(obj, fh, indent=1)
+
+
 def export_data(folder: str) -> None:
     """train.jsonl (the recipes' data.source), the held-out sets and gsm8k-100, as JSONL (needs reasoning-gym)."""
     from repro_train.data.named import disjoint, load_named, unique, write_jsonl
-    source = yaml.safe_load(open(recipe("grpo_repro")))["data"]["source"]
+    source = read_yaml(recipe("grpo_repro"))["data"]["source"]
     for arm in ("grpo", "grpo_repro"):
-        assert yaml.safe_load(open(recipe(arm)))["data"]["source"] == source, f"{arm}.yaml trains on other data"
+        assert read_yaml(recipe(arm))["data"]["source"] == source, f"{arm}.yaml trains on other data"
     train = load_named(source)
     sets = {"train": train, "heldout_2term": unique(disjoint(load_named(HELDOUT["heldout_2term"]), train)),
             "heldout_3term": unique(disjoint(load_named(HELDOUT["heldout_3term"]), train)),
@@ -69,7 +84,7 @@ def export_data(folder: str) -> None:
     for name, rows in sets.items():
         write_jsonl(rows, os.path.join(folder, f"{name}.jsonl"))
         print(f"{folder}/{name}.jsonl: {len(rows)} rows")
-    json.dump({"train": source, **HELDOUT, "gsm8k-100": "gsm8k-100"}, open(os.path.join(folder, "sources.json"), "w"), indent=1)
+    write_json({"train": source, **HELDOUT, "gsm8k-100": "gsm8k-100"}, os.path.join(folder, "sources.json"))
 
 
 def q(xs: list[str]) -> str:
@@ -77,7 +92,7 @@ def q(xs: list[str]) -> str:
 
 
 def eval_cmds(label: str, model: str, out: str, a) -> list[str]:
-    system = yaml.safe_load(open(recipe("grpo_repro")))["data"]["system_prompt"]
+    system = read_yaml(recipe("grpo_repro"))["data"]["system_prompt"]
     cmds = []
     for name, tokens in EVAL_SETS.items():
         ev = [sys.executable, "-m", "repro_train", "eval", "--model", f"{label}={model}",
@@ -128,7 +143,8 @@ def summarize(runs: dict[str, str], arms: list[str]) -> dict:
         for s in EVAL_SETS:
             path = os.path.join(folder, f"eval_{s}", "summary.json")
             if os.path.exists(path):
-                res["runs"].setdefault(name, {})[s] = next(iter(json.load(open(path)).values()))
+                with open(path) as fh:
+                    res["runs"].setdefault(name, {})[s] = next(iter(json.load(fh).values()))
     for arm in ["base", *arms]:
         vals = [v for k, v in res["runs"].items() if k == arm or k.rsplit("-s", 1)[0] == arm]
         for s in EVAL_SETS:
@@ -163,13 +179,13 @@ def train_table(runs: dict[str, str], arms: list[str], k: int = 10) -> tuple[dic
             f = os.path.join(folder, "metrics.jsonl")
             if name.rsplit("-s", 1)[0] != arm or not os.path.exists(f):
                 continue
-            rows = [json.loads(x) for x in open(f)]
+            rows = read_jsonl(f)
             for key, _ in TRAIN:
                 v = [r[key] for r in rows if key in r]
                 if v:
                     per.setdefault(key, []).append((statistics.mean(v[:k]), statistics.mean(v[-k:])))
         out[arm] = {key: {"first": statistics.mean(x[0] for x in v), **mean_std([x[1] for x in v])} for key, v in per.items()}
-    lines = [f"| arm | " + " | ".join(label for _, label in TRAIN) + " |", "|" + "---|" * (len(TRAIN) + 1)]
+    lines = ["| arm | " + " | ".join(label for _, label in TRAIN) + " |", "|" + "---|" * (len(TRAIN) + 1)]
     for arm, m in out.items():
         cells = [f"{m[key]['first']:.3f} → {m[key]['mean']:.3f} ± {m[key]['std']:.3f}" if key in m else "-" for key, _ in TRAIN]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
@@ -187,7 +203,7 @@ def curves(runs: dict[str, str], arms: list[str], path: str, k: int = 5) -> None
         f = os.path.join(folder, "metrics.jsonl")
         if arm not in arms or not os.path.exists(f):
             continue
-        rows = [json.loads(x) for x in open(f)]
+        rows = read_jsonl(f)
         for ax, key in zip(axes.flat, CURVES):
             pts = [(r["step"], r[key]) for r in rows if key in r]
             w = min(k, len(pts))
@@ -247,7 +263,7 @@ def main() -> int:
     trained = {k: v for k, v in runs.items() if k != "base"}
     res["training"], ttable = train_table(trained, arms)
     res.update(args=vars(a), codes=dict(zip(runs, codes)), elapsed_s=time.time() - t0)
-    json.dump(res, open(os.path.join(a.out, "results.json"), "w"), indent=1)
+    write_json(res, os.path.join(a.out, "results.json"))
     budget = (f"{a.steps} steps x {len(a.seeds.split(','))} seeds per arm; recipes/smollm2/<arm>.yaml"
               + (" with --tiny" if a.tiny else "") + (f", overrides {a.override}" if a.override else ""))
     with open(os.path.join(a.out, "table.md"), "w") as fh:

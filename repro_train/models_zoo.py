@@ -64,8 +64,8 @@ Rounding the dequantized float32 weights to bf16 moves it by about 1e-3 on the t
 
 CHECK_TEXTS = (
     "The quick brown fox jumps over the lazy dog. It was a sunny day and the fox was happy.",
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-    "How many clips did Natalia sell altogether in April and May? 48 + 24 = 72. Final answer: 72",
+    ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+     "How many clips did Natalia sell altogether in April and May? 48 + 24 = 72. Final answer: 72"),
     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n",
 )
 

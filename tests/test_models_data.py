@@ -33,7 +33,8 @@ def test_gsm8k_100_rows_and_answers():
     toula = next(r for r in rows if r["id"] == 11)  # GSM8K test #11: 3*68 + 2*80 + 6*55 = 204 + 160 + 330
     assert toula["question"].startswith("Toula went to the bakery") and toula["answer"] == str(204 + 160 + 330)
     notice = os.path.join(os.path.dirname(__file__), "..", "repro_train", "assets", "gsm8k-100", "LICENSE")
-    text = open(notice).read()
+    with open(notice) as fh:
+        text = fh.read()
     assert "Copyright (c) 2021 OpenAI" in text and text.count("Permission is hereby granted") == 2  # both MIT texts
 
 
@@ -154,7 +155,8 @@ def test_prepare_model_folder_checksums_and_loss_check(smol_dir):
     lc = record["loss_check"]
     # a 135M model on plain English and code: a mean token loss of a few nats, and the bf16 copy agrees
     assert 1.0 < lc["gguf"] < 5.0 and lc["abs_diff"] == abs(lc["saved"] - lc["gguf"]) <= LOSS_TOL
-    cfg = json.load(open(os.path.join(out, "config.json")))
+    with open(os.path.join(out, "config.json")) as fh:
+        cfg = json.load(fh)
     assert "quantization_config" not in cfg and cfg["num_hidden_layers"] == 30 and cfg["hidden_size"] == 576
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(out)
