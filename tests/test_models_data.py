@@ -198,3 +198,21 @@ def test_inspect_on_smollm2(smol_dir, tmp_path):
     # segments: "We add 4 and 5." / "That gives 9." / "Let me check: 9 - 5 = 4." (the span ends at "Final answer:")
     assert len(res["segments"]) == 3 and len(res["cuts"]) == len(res["J"]) == 3
     assert all(math.isfinite(j) and j <= 0 for j in [res["J_b"], *res["J"]])
+
+
+def test_smollm2_recipes_share_one_budget_and_eval_holds_out_their_data():
+    """grpo / grpo_repro / ppo_repro differ only in the algorithm, RePro on/off and the run folder;
+    eval.sh and the experiment hold out the recipes' own training set."""
+    from repro_train.config import load
+    from repro_train.config_base import to_dict
+    root = os.path.join(os.path.dirname(__file__), "..")
+    cfgs = {a: to_dict(load(os.path.join(root, "recipes", "smollm2", f"{a}.yaml"))) for a in ("grpo", "grpo_repro", "ppo_repro")}
+    for d in cfgs.values():
+        d.pop("critic"), d["train"].pop("output_dir"), d["repro"].pop("enabled")
+        for k in ("estimator", "gamma", "lam", "whiten_advantages", "vf_coef", "value_clip"):
+            d["algo"].pop(k)
+    assert cfgs["grpo"] == cfgs["grpo_repro"] == cfgs["ppo_repro"]
+    source = cfgs["grpo"]["data"]["source"]
+    with open(os.path.join(root, "recipes", "smollm2", "eval.sh")) as fh:
+        assert f"TRAIN='{source}'" in fh.read()
+    assert cfgs["grpo"]["model"]["path"] == "models/smollm2-135m-instruct"
