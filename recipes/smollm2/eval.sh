@@ -18,7 +18,7 @@ mkdir -p "$OUT/data"
 repro-train data export "$TRAIN" --out "$OUT/data/train.jsonl"
 repro-train data export 'reasoning-gym:chain_sum?size=1000&seed=1001&min_terms=2&max_terms=2&min_digits=1&max_digits=1' \
   --exclude "$OUT/data/train.jsonl" --unique --out "$OUT/data/heldout_2term.jsonl"
-repro-train data export 'reasoning-gym:chain_sum?size=200&seed=1002&min_terms=3&max_terms=3&min_digits=1&max_digits=1' \
+repro-train data export 'reasoning-gym:chain_sum?size=300&seed=1002&min_terms=3&max_terms=3&min_digits=1&max_digits=1' \
   --unique --out "$OUT/data/heldout_3term.jsonl"
 models=(); for m in "$@"; do models+=(--model "$m"); done
 for set in heldout_2term heldout_3term; do
