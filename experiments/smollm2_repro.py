@@ -1,4 +1,4 @@
-"""SmolLM2-135M-Instruct: GRPO vs GRPO + RePro, 3 seeds, the same budget, on one GPU (~8 min).
+"""SmolLM2-135M-Instruct: GRPO vs GRPO + RePro, 3 seeds, the same budget, on one GPU.
 
     # once, where gguf and reasoning-gym are installed (`make setup`):
     repro-train prepare-model smollm2-135m-instruct --out models/smollm2-135m-instruct
@@ -17,7 +17,8 @@ processes on the one GPU. Writes DIR/<arm>-s<seed>/ (run folder, eval_<set>/summ
 DIR/results.json, DIR/table.md (held-out accuracy, mean tokens, re-check and backtrack rates:
 mean ± std over seeds; on-policy training metrics) and DIR/curves.png, and prints the table.
 
-Budget (default): 40 steps of 16 prompts x 8 samples x at most 96 tokens per run. On a CPU,
+Budget (default): 40 steps of 16 prompts x 8 samples x at most 96 tokens per run, sized for about
+8 minutes on one H200 by estimate, not yet measured (--steps sets it; the time is printed). On a CPU,
 `--device cpu --steps 1 --tiny` is a dry run of the whole pipeline (a few minutes).
 """
 from __future__ import annotations
