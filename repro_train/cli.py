@@ -6,6 +6,8 @@ Commands:
   eval      accuracy, lengths and overthinking metrics of a model on a task
   sft       supervised training (used to build the shipped tiny reasoner)
   demo      the main job on the embedded default (what `make demo` runs)
+  prepare-model  a pretrained model as a Hugging Face folder, offline (e.g. smollm2-135m-instruct)
+  data      named datasets: list, export to JSONL
 Run `repro-train <command> --help` for each command's options.
 """
 from __future__ import annotations
@@ -19,6 +21,8 @@ COMMANDS = {
     "eval": "repro_train.eval.cli",
     "sft": "repro_train.tasks.sft",
     "demo": "repro_train.demo",
+    "prepare-model": "repro_train.models_zoo",
+    "data": "repro_train.data.cli",
 }
 
 

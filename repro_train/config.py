@@ -111,7 +111,7 @@ class DataConfig:
     """Prompts and ground-truth answers."""
 
     source: str = "toy"
-    """'toy' (generated), a local .jsonl/.json/.parquet/.csv file, or a datasets hub name (when online)."""
+    """'toy' (generated), a named dataset ('gsm8k-100', 'reasoning-gym:TASK?size=200&seed=1&...': `repro-train data list`), a local .jsonl/.json/.parquet/.csv file, or a datasets hub name (when online)."""
     split: str = "train"
     """Split of a hub dataset."""
     prompt_field: str = "prompt"

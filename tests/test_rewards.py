@@ -111,8 +111,8 @@ def test_format_values():
 
 
 def test_registry_names_and_duplicates():
-    assert sorted(REWARDS) == ["exact_match", "format", "math_verify", "numeric"]
-    assert [REWARDS[n].correctness for n in sorted(REWARDS)] == [True, False, True, True]
+    assert sorted(REWARDS) == ["exact_match", "format", "math_verify", "numeric", "reasoning_gym"]
+    assert [REWARDS[n].correctness for n in sorted(REWARDS)] == [True, False, True, True, True]
     with pytest.raises(ValueError, match="already registered.*exact_match"):
         register_reward("exact_match", correctness=True)(lambda *a, **k: [])
     assert REWARDS["exact_match"] is ExactMatch

@@ -4,7 +4,8 @@
     sampler = PromptSampler(len(prompts), seed, shuffle)
     idx = sampler.take(prompts_per_step)              # crosses epoch boundaries; state_dict() resumes exactly
 
-Sources: 'toy' (the embedded arithmetic task), a local .jsonl/.json/.parquet/.csv file, or a
+Sources: 'toy' (the embedded arithmetic task), a named dataset (data/named.py: 'gsm8k-100',
+'reasoning-gym:TASK?size=..&seed=..'), a local .jsonl/.json/.parquet/.csv file, or a
 `datasets` hub name. Missing columns are reported at start-up with the columns that exist.
 """
 from __future__ import annotations
@@ -44,6 +45,11 @@ def _load_rows(cfg, report: DataReport) -> list[tuple[str, dict]]:
         rows = generate(cfg.toy_size, cfg.toy_seed, cfg.toy, with_traces=False)
         report.rows_read = len(rows)
         return [(f"toy row {i}", r) for i, r in enumerate(rows)]
+    from .named import is_named, load_named  # gsm8k-100, reasoning-gym:TASK?... (data/named.py)
+    if is_named(cfg.source):
+        rows = load_named(cfg.source)
+        report.rows_read = len(rows)
+        return [(f"{cfg.source} row {i}", r) for i, r in enumerate(rows)]
     ext = os.path.splitext(cfg.source)[1].lower()
     if ext == ".jsonl":  # read here, line by line, so a bad line is named (datasets would only fail)
         return read_json_lines(cfg.source, report, cfg.max_row_bytes)

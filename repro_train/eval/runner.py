@@ -97,6 +97,12 @@ def gold_from_field(value, pattern: re.Pattern | None) -> str | None:
 def _read_jsonl(path: str) -> list[tuple[int, dict]]:
     """(line number, row) for each non-blank line; the first bad line is an error."""
     from ..data.jsonl import iter_jsonl
+    from ..data.named import is_named, load_named
+    if is_named(path):  # gsm8k-100, reasoning-gym:TASK?... (data/named.py)
+        try:
+            return list(enumerate(load_named(path), start=1))
+        except ValueError as e:  # ConfigError
+            raise EvalError(f"--data {path}: {e}") from None
     if not Path(path).is_file():
         raise EvalError(f"--data {path}: no such file (give 'toy' or a JSONL file)")
     rows = []

@@ -7,9 +7,10 @@ from .extract import extract_answer, extract_boxed, extract_final_answer, normal
 from .functions import REWARDS, ExactMatch, Format, Numeric, RewardFn, register_reward
 from .mathverify import MathVerify, verify_answer
 from .outcome import OutcomeReward, RewardResult, RewardSpec
+from .rgym import ReasoningGym  # registers reasoning_gym
 
 __all__ = [
     "REWARDS", "RewardFn", "register_reward", "RewardSpec", "RewardResult", "OutcomeReward",
-    "ExactMatch", "Numeric", "Format", "MathVerify", "verify_answer",
+    "ExactMatch", "Numeric", "Format", "MathVerify", "ReasoningGym", "verify_answer",
     "extract_answer", "extract_boxed", "extract_final_answer", "normalize_answer", "parse_number",
 ]

@@ -18,6 +18,11 @@ def resolve_model_path(path: str) -> str:
     if path == "toy":
         from ..tasks.reasoner import reasoner_path
         return reasoner_path()
+    if not os.path.exists(path):  # a model prepare-model makes: say how (models_zoo.py)
+        from ..models_zoo import missing_model_hint
+        if hint := missing_model_hint(path):
+            from ..config_base import ConfigError
+            raise ConfigError(hint)
     return path
 
 
