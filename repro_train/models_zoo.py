@@ -197,7 +197,7 @@ def prepare(name: str, out: str, check: bool = True, force: bool = False, gguf_p
     if check:
         _say(f"[4/5] loss check on {len(CHECK_TEXTS)} fixed texts: saved folder vs GGUF-loaded (tolerance {LOSS_TOL} nats)")
         ref = mean_token_loss(src, tok)
-        saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+        saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, use_safetensors=True).eval()
         got = mean_token_loss(saved, AutoTokenizer.from_pretrained(out))
         record["loss_check"] = {"gguf": ref, "saved": got, "abs_diff": abs(got - ref), "tol": LOSS_TOL,
                                 "texts": len(CHECK_TEXTS)}
