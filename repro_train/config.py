@@ -17,6 +17,7 @@ from typing import Literal
 import yaml
 
 from .config_base import ConfigError, apply_overrides, build, dump_yaml
+from .repro.probe import ProbeSettings
 from .tasks.arithmetic import TaskConfig
 
 
@@ -54,16 +55,8 @@ class ReProConfig:
     """Which rollouts get the process advantage, by outcome correctness (spec 12)."""
     ppo_process_reward: Literal["advantage", "dense_reward"] = "advantage"
     """PPO only: add alpha * A_tilde after GAE ('advantage'), or put alpha * r' on the cut tokens as dense rewards before GAE (spec 12)."""
-    probe_impl: Literal["fused", "naive"] = "fused"
-    """'fused': score all cut points in one extra forward over the log-prob pass's KV cache; 'naive': one teacher-forced sequence per cut point (reference)."""
-    probe_batch_size: int = 16
-    """Naive probe only: teacher-forced sequences per forward."""
-    probe_forward: Literal["layers", "model"] = "layers"
-    """Fused probe only: 'layers' runs the probe forward layer by layer with fused kernels (Llama, Mistral, Qwen2, Qwen3 with whole weights; other models, and ZeRO-3/FSDP2, fall back to 'model'); 'model': the model's own forward. Same numbers."""
-    probe_attention: Literal["auto", "triton", "sdpa"] = "auto"
-    """Fused probe, 'layers' forward only: 'triton' attends each probe block over exactly its prefix with the project's Triton kernel (CUDA); 'sdpa' uses SDPA with a mask over the whole cache; 'auto' = triton on a GPU with Triton installed, else sdpa. Same numbers."""
-    probe_cuda_graph: bool = True
-    """Fused probe on the Triton path: replay phase 2 from a CUDA graph (captured on the second micro-batch of a shape, at most 4 kept per GPU; not under autocast, nor for a model whose projections are not plain nn.Linear), so its few hundred small kernels cost one launch. false: issue them one by one. Same numbers."""
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    """How the J probe runs: the `repro.probe.*` keys below (engine settings; every choice gives the same numbers)."""
 
 
 def validate_repro(c: ReProConfig, prefix: str = "repro.") -> None:
@@ -78,8 +71,8 @@ def validate_repro(c: ReProConfig, prefix: str = "repro.") -> None:
         raise ConfigError(f"'{prefix}stability_ema' must be in [0, 1) (0 = off), got {c.stability_ema}")
     if c.magnitude_eps <= 0 or c.norm_eps <= 0:
         raise ConfigError(f"'{prefix}magnitude_eps' and '{prefix}norm_eps' must be > 0")
-    if c.probe_batch_size < 1:
-        raise ConfigError(f"'{prefix}probe_batch_size' must be >= 1, got {c.probe_batch_size}")
+    if c.probe.batch_size < 1:
+        raise ConfigError(f"'{prefix}probe.batch_size' must be >= 1, got {c.probe.batch_size}")
     try:
         rx = re.compile(c.segment_delimiter)
     except re.error as e:

@@ -140,3 +140,22 @@ def forward_logprobs(model, seqs: Sequences, temperature: float = 1.0, with_entr
     if values is not None:
         values = values[:, seqs.prompt_width - 1:-1].float().masked_fill(~mask, 0.0)  # V before token t
     return LogprobOutput(lp, ent, out.past_key_values if use_cache else None, values)
+
+
+def unwrap(model):
+    """The module behind a wrapper that keeps it as `.module` (DDP, the trainer's PolicyView)."""
+    return getattr(model, "module", model)
+
+
+def logprob_pass(model, seqs: Sequences, temperature: float = 1.0, with_entropy: bool = True) -> LogprobOutput:
+    """The old log-probs of a rollout batch: `forward_logprobs` under no_grad with the model in eval
+    mode (no dropout), its train mode restored afterwards. The policy pass when RePro is off."""
+    was_training = unwrap(model).training
+    if was_training:
+        model.eval()
+    try:
+        with torch.no_grad():
+            return forward_logprobs(model, seqs, temperature, with_entropy)
+    finally:
+        if was_training:
+            model.train()

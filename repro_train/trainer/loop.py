@@ -28,10 +28,10 @@ from ..algos.advantages import AdvantageInputs, AdvantageParams, get_estimator
 from ..algos.kl import kl_penalty
 from ..algos.losses import agg_loss, get_policy_loss, value_loss
 from ..dist import gathered_for_generation
-from ..modeling import Sequences, forward_logprobs, pack
+from ..modeling import Sequences, forward_logprobs, logprob_pass, pack
 from ..repro.pipeline import Plan, ReProOutput
-from ..repro.probe import score_pass
 from ..repro.scores import dense_process_rewards, fold
+from ..repro.types import ProbeResult
 from ..rollout.hf import sample
 from .runtime import Runtime
 
@@ -62,7 +62,7 @@ class Batch:
     values: torch.Tensor | None = None
     plan: Plan | None = None
     repro: ReProOutput | None = None
-    probes: list = field(default_factory=list)
+    probes: list[ProbeResult | None] = field(default_factory=list)
     advantages: torch.Tensor = None  # (B, R)
     returns: torch.Tensor | None = None
     timings: dict = field(default_factory=dict)
@@ -140,27 +140,24 @@ def score_phase(rt: Runtime, batch: Batch) -> None:
     cfg, d = rt.cfg, rt.dist
     t0 = time.perf_counter()
     B, R = batch.mask.shape
-    use_repro = cfg.repro.enabled
-    if use_repro:
+    if rt.repro is not None:
         responses = [row[:n] for row, n in zip(batch.seqs.response_ids.tolist(), batch.mask.sum(-1).tolist())]
         batch.plan = rt.repro.plan(responses, batch.answers, batch.correct.tolist())
         batch.timings["plan_s"] = time.perf_counter() - t0
     batch.old_logprobs = torch.zeros(B, R, device=d.device)
     batch.entropy = torch.zeros(B, R, device=d.device)
-    probes, probe_s = [], 0.0
+    probe_s = 0.0
     for rows in micro_batches(B, cfg.algo.micro_batch_size):
         seqs = batch.seqs.select(rows)
-        plan_rows = [batch.plan.rows[i] for i in rows] if use_repro else None
         with rt.acc.autocast():  # what the wrapped forward applies, for the probe's layer-by-layer path too
-            out = score_pass(rt.policy, seqs, plan_rows, rt.repro.forcing_ids if use_repro else (), cfg.repro.top_k,
-                             cfg.rollout.temperature, cfg.repro.probe_impl, rt.pad_id, cfg.repro.probe_batch_size,
-                             sync_calls=d.max_int if d.sharded else None, forward=cfg.repro.probe_forward,
-                             attention=cfg.repro.probe_attention, graph=cfg.repro.probe_cuda_graph)
-        scatter_rows(batch.old_logprobs, rows, out.lp.logprobs)
-        scatter_rows(batch.entropy, rows, out.lp.entropy)
-        probes += out.probes
-        probe_s += out.probe_s
-    batch.probes = probes
+            if rt.repro is None:
+                lp = logprob_pass(rt.policy, seqs, cfg.rollout.temperature)
+            else:
+                out = rt.repro.policy_pass(rt.policy, seqs, [batch.plan.requests[i] for i in rows])
+                lp, probe_s = out.lp, probe_s + out.probe_s
+                batch.probes += out.probes
+        scatter_rows(batch.old_logprobs, rows, lp.logprobs)
+        scatter_rows(batch.entropy, rows, lp.entropy)
     batch.timings["probe_s"] = probe_s
     if rt.ref is not None:
         batch.ref_logprobs = torch.zeros(B, R, device=d.device)

@@ -18,7 +18,7 @@ from ..config_base import ConfigError, dump_yaml
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
 from ..dist import Dist, build_accelerator, prepare_frozen
 from ..repro.pipeline import RePro
-from ..repro.probe_kernels import unavailable as probe_kernels_unavailable
+from ..repro.probe.kernels import unavailable as triton_unavailable
 from ..rewards import OutcomeReward, RewardSpec
 from .models import ActorCritic, PolicyView, eos_ids, load_critic, load_policy, load_reference, load_tokenizer
 
@@ -77,13 +77,20 @@ def optimizer_steps_per_rl_step(cfg: Config) -> int:
 
 
 def check_probe_attention(cfg: Config, device) -> None:
-    """'repro.probe_attention: triton' on a machine that cannot run it fails at start-up, not at the
-    first score pass."""
+    """'repro.probe.attention: triton' on a machine that cannot run it fails at start-up, not at the
+    first policy pass."""
     r = cfg.repro
-    if r.enabled and r.probe_impl == "fused" and r.probe_attention == "triton":
-        why = probe_kernels_unavailable(device)
+    if r.enabled and r.probe.impl == "fused" and r.probe.attention == "triton":
+        why = triton_unavailable(device)
         if why is not None:
-            raise ConfigError(f"'repro.probe_attention' = 'triton' cannot run here: {why}; use 'auto' or 'sdpa'")
+            raise ConfigError(f"'repro.probe.attention' = 'triton' cannot run here: {why}; use 'auto' or 'sdpa'")
+
+
+def build_repro(cfg: Config, tok, d: Dist) -> RePro | None:
+    """The RePro hook with its settings bound once (None when RePro is off)."""
+    if not cfg.repro.enabled:
+        return None
+    return RePro(cfg.repro, tok, cfg.rollout.temperature, sync_calls=d.max_int if d.sharded else None)
 
 
 def build_runtime(cfg: Config) -> Runtime:
@@ -133,6 +140,6 @@ def build_runtime(cfg: Config) -> Runtime:
     return Runtime(
         cfg=cfg, acc=acc, dist=d, tokenizer=tok, engine=engine, policy=PolicyView(engine, unwrapped.policy),
         ref=ref, has_critic=has_critic, optimizer=optimizer, scheduler=scheduler, prompts=prompts,
-        sampler=sampler, reward=reward, repro=RePro(cfg.repro, tok) if cfg.repro.enabled else None,
+        sampler=sampler, reward=reward, repro=build_repro(cfg, tok, d),
         eos_ids=eos_ids(policy, tok), pad_id=tok.pad_token_id, out_dir=out_dir,
         extra={"dropped_prompts": prompts.dropped_too_long})
