@@ -19,6 +19,9 @@ import yaml
 from .config_base import ConfigError, apply_overrides, build, dump_yaml
 from .repro.probe import ProbeSettings
 from .tasks.arithmetic import TaskConfig
+from .algos.advantages import get_estimator
+from .algos.kl import KL_ESTIMATORS
+from .algos.losses import get_policy_loss
 
 
 @dataclass(frozen=True)
@@ -320,9 +323,6 @@ class Config:
 
 def validate(cfg: Config, world_size: int = 1) -> None:
     """Raise ConfigError on anything inconsistent; never fixes values."""
-    from .algos.advantages import get_estimator
-    from .algos.kl import KL_ESTIMATORS
-    from .algos.losses import get_policy_loss
 
     validate_repro(cfg.repro)
     r, a = cfg.rollout, cfg.algo
@@ -412,10 +412,4 @@ def load(path: str | None = None, overrides: list[str] = (), world_size: int = 1
     return cfg
 
 
-def recipe_reference() -> str:
-    """The key tables that end docs/recipes.md (a test keeps them equal); see repro_train/config_doc.py."""
-    from .config_doc import recipe_markdown
-    return recipe_markdown(Config)
-
-
-__all__ = ["Config", "ConfigError", "ReProConfig", "load", "validate", "dump_yaml", "recipe_reference"]
+__all__ = ["Config", "ConfigError", "ReProConfig", "load", "validate", "dump_yaml"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from .config_base import describe_type, iter_fields, to_dict
+from .config import Config
 
 MARKER = ("<!-- Generated from the docstrings in repro_train/config.py by "
           "`python -m repro_train.config_doc --write docs/recipes.md`: edit those, not this part. -->")
@@ -57,11 +58,8 @@ def _rows(cls, prefix: str):
             yield from _rows(entry, key + "[].")
 
 
-def recipe_markdown(root=None) -> str:
+def recipe_markdown(root=Config) -> str:
     """The generated part of docs/recipes.md: MARKER, then a table per top-level section of `root`."""
-    if root is None:
-        from .config import Config
-        root = Config
     hints = typing.get_type_hints(root)
     out = [MARKER]
     for f in dataclasses.fields(root):

@@ -29,6 +29,8 @@ from .data.prompts import RowError, encode_prompt
 from .modeling import pack
 from .repro.pipeline import RePro
 from .repro.probe import ProbeSettings
+from .data.jsonl import iter_jsonl
+from .tasks.reasoner import resolve_model_path
 
 # RePro fields that change nothing `inspect` reports (they act in the trainer).
 TRAINER_ONLY = {"enabled", "alpha", "apply_to", "ppo_process_reward"}
@@ -89,7 +91,6 @@ def repro_config(args: argparse.Namespace) -> ReProConfig:
 
 def read_rows(path: str, tokenizer, system_prompt: str | None):
     """Yield (index, encoded row or None, error or None) for each non-blank line."""
-    from .data.jsonl import iter_jsonl
     for i, row, why in iter_jsonl(path):
         where = f"{path}:{i}"
         try:
@@ -186,9 +187,7 @@ def plot_row(res: dict, path: str, title: str) -> None:
 
 def load_model(path: str, device: str, dtype: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    if path == "toy":
-        from .tasks.reasoner import reasoner_path
-        path = reasoner_path()
+    path = resolve_model_path(path)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
     return model, tok

@@ -16,6 +16,7 @@ import torch
 
 from ..config_base import ConfigError
 from .prompts import RowError, encode_prompt
+from ..tasks.arithmetic import generate
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -36,7 +37,6 @@ class PromptSet:
 
 def _load_rows(cfg) -> list[dict]:
     if cfg.source == "toy":
-        from ..tasks.arithmetic import generate
         return generate(cfg.toy_size, cfg.toy_seed, cfg.toy, with_traces=False)
     ext = os.path.splitext(cfg.source)[1].lower()
     import datasets

@@ -1,6 +1,6 @@
 """Evaluation and build record of `repro-train sft` (the tiny reasoner): held-out accuracy, re-check
 and backtrack rates of greedy and sampled responses, then RECORD.md with the exact command, seed,
-environment and sha256 of the weights. Used by tasks/sft.py after training.
+environment and sha256 of the weights. Used by sft/train.py after training.
 """
 from __future__ import annotations
 
@@ -9,20 +9,16 @@ import platform
 import shlex
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import torch
 
-from repro_train.config_base import dump_yaml
-from repro_train.eval.detectors import count_backtracks, count_rechecks
-from repro_train.eval.metrics import summarize
-from repro_train.repro.segment import decode_with_offsets
-from repro_train.rewards.extract import extract_final_answer
-from repro_train.tasks.arithmetic import generate
-from repro_train.tasks.reasoner import format_prompt
-
-if TYPE_CHECKING:
-    from repro_train.tasks.sft import SFTConfig
+from ..config_base import dump_yaml
+from ..eval.detectors import count_backtracks, count_rechecks
+from ..eval.metrics import summarize
+from ..repro.segment import decode_with_offsets
+from ..rewards.extract import extract_final_answer
+from ..tasks.arithmetic import generate
+from ..tasks.reasoner import format_prompt
+from .config import SFTConfig
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -146,7 +142,7 @@ def record_markdown(cfg: SFTConfig, argv: list[str], stats: dict, result: dict |
     """RECORD.md: how the folder was made and what it measures."""
     lines = [
         "# tiny-reasoner: build record", "",
-        "Written by `repro-train sft` (repro_train/tasks/sft.py); see docs/tiny-reasoner.md.", "",
+        "Written by `repro-train sft` (repro_train/sft/train.py); see docs/tiny-reasoner.md.", "",
         "## Command", "", "```", "repro-train sft " + shlex.join(argv), "```", "",
         "## Environment", "",
         f"- torch {torch.__version__}, transformers {_version('transformers')}, "

@@ -12,6 +12,8 @@ import sys
 
 from ..config import load
 from ..config_base import ConfigError
+from ..dist import finish
+from .loop import train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from ..dist import finish
-    from .loop import train
     try:
         out = train(cfg)
     except ConfigError as e:  # data/model checks that need the files (missing columns, ...)

@@ -18,7 +18,6 @@ global mean exactly.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -33,13 +32,10 @@ from ..repro.pipeline import Plan, ReProOutput
 from ..repro.scores import dense_process_rewards, fold
 from ..repro.types import ProbeResult
 from ..rollout.hf import sample
-from .runtime import Runtime
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (stable across processes and Python versions)."""
-    h = hashlib.sha256(",".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+from ..seeds import mix_seed
+from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from .metrics import NullLogger, RunLogger, sample_rows, step_metrics
+from .runtime import Runtime, build_runtime
 
 
 @dataclass
@@ -318,10 +314,6 @@ def micro_loss(rt: Runtime, batch: Batch, rows: list[int], norms: dict) -> tuple
 def train(cfg) -> str:
     """Run RL training for `cfg` (a resolved Config); returns the run folder."""
     from tqdm import tqdm
-
-    from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-    from .metrics import NullLogger, RunLogger, sample_rows, step_metrics
-    from .runtime import build_runtime
 
     rt = build_runtime(cfg)
     d = rt.dist

@@ -18,6 +18,8 @@ import math
 import os
 
 import torch
+from ..eval.detectors import count_backtracks, count_rechecks
+from ..config_base import to_dict
 
 
 class Meter:
@@ -67,7 +69,6 @@ def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
     m.mean_of("response_length/mean", lengths)
     m.max("response_length/max", lengths.max().item() if B else 0)
     m.mean_of("truncated_frac", batch.truncated.float())
-    from ..eval.detectors import count_backtracks, count_rechecks
     thinking = [t.split("</think>", 1)[0] for t in batch.texts]  # overthinking is counted in the thinking part
     m.add("behavior/rechecks", sum(count_rechecks(t) for t in thinking), len(thinking))
     m.add("behavior/backtracks", sum(count_backtracks(t) for t in thinking), len(thinking))
@@ -159,7 +160,6 @@ class RunLogger:
                 mode = "online" if (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()) else "offline"
             if os.environ.get("WANDB_MODE"):
                 mode = os.environ["WANDB_MODE"]
-            from ..config_base import to_dict
             self.run = wandb.init(project=cfg.log.project, name=cfg.log.run_name or os.path.basename(os.path.abspath(out_dir)),
                                   dir=out_dir, mode=mode, config=to_dict(cfg), id=resume_id,
                                   resume="allow" if resume_id else None)

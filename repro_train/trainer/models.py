@@ -12,13 +12,9 @@ import os
 
 import torch
 from torch import nn
-
-
-def resolve_model_path(path: str) -> str:
-    if path == "toy":
-        from ..tasks.reasoner import reasoner_path
-        return reasoner_path()
-    return path
+from ..config_base import ConfigError
+from ..dist import zero_
+from ..tasks.reasoner import resolve_model_path
 
 
 class ActorCritic(nn.Module):
@@ -80,7 +76,6 @@ def load_tokenizer(cfg_model):
     from transformers import AutoTokenizer
     path = resolve_model_path(cfg_model.path)
     if not os.path.exists(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
-        from ..config_base import ConfigError
         raise ConfigError(f"'model.path' = {cfg_model.path!r} is not a folder and the hub is offline "
                           "(HF_HUB_OFFLINE=1); give a local model folder or 'toy'")
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg_model.trust_remote_code)
@@ -119,7 +114,6 @@ def load_critic(cfg_model, cfg_critic):
     # DeepSpeed's partitioned init, on the GPU's RNG), so runs would not be comparable.
     new = [p for n, p in critic.named_parameters() if n in set(info.get("missing_keys", []))]
     if new:
-        from ..dist import zero_
         zero_(new)
     if cfg_model.gradient_checkpointing:
         critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -133,19 +127,6 @@ def load_reference(cfg_model):
         resolve_model_path(cfg_model.path), dtype=getattr(torch, cfg_model.dtype),
         attn_implementation=cfg_model.attn_implementation, trust_remote_code=cfg_model.trust_remote_code)
     return ref.requires_grad_(False).eval()
-
-
-def eos_ids(model, tokenizer) -> list[int]:
-    """Every id that ends a response: the tokenizer's EOS and the generation config's."""
-    ids = set()
-    for src in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-        if isinstance(src, int):
-            ids.add(src)
-        elif isinstance(src, (list, tuple)):
-            ids.update(int(i) for i in src)
-    if not ids:
-        raise ValueError("the tokenizer has no EOS token; set one (tokenizer.eos_token) so responses can end")
-    return sorted(ids)
 
 
 def save_pretrained(module: nn.Module, state_dict: dict, path: str, tokenizer=None) -> None:

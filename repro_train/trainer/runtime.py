@@ -20,7 +20,8 @@ from ..dist import Dist, build_accelerator, prepare_frozen
 from ..repro.pipeline import RePro
 from ..repro.probe.kernels import unavailable as triton_unavailable
 from ..rewards import OutcomeReward, RewardSpec
-from .models import ActorCritic, PolicyView, eos_ids, load_critic, load_policy, load_reference, load_tokenizer
+from ..modeling import eos_ids
+from .models import ActorCritic, PolicyView, load_critic, load_policy, load_reference, load_tokenizer
 
 
 @dataclass
