@@ -323,8 +323,15 @@ class Config:
 
 def validate(cfg: Config, world_size: int = 1) -> None:
     """Raise ConfigError on anything inconsistent; never fixes values."""
-
     validate_repro(cfg.repro)
+    _validate_rollout(cfg)
+    _validate_batch_split(cfg, world_size)
+    _validate_algo(cfg)
+    _validate_optim_reward_train(cfg)
+
+
+def _validate_rollout(cfg: Config) -> None:
+    """Counts >= 1 and the sampling settings."""
     r, a = cfg.rollout, cfg.algo
     for key, val in [("rollout.prompts_per_step", r.prompts_per_step), ("rollout.group_size", r.group_size),
                      ("rollout.max_new_tokens", r.max_new_tokens), ("rollout.generation_batch_size", r.generation_batch_size),
@@ -334,7 +341,8 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         if val < 1:
             raise ConfigError(f"'{key}' must be >= 1, got {val}")
     if not 0 <= r.min_new_tokens <= r.max_new_tokens:
-        raise ConfigError(f"'rollout.min_new_tokens' must be in [0, rollout.max_new_tokens = {r.max_new_tokens}], got {r.min_new_tokens}")
+        raise ConfigError(f"'rollout.min_new_tokens' must be in [0, rollout.max_new_tokens = {r.max_new_tokens}], "
+                          f"got {r.min_new_tokens}")
     if r.temperature <= 0:
         raise ConfigError(f"'rollout.temperature' must be > 0, got {r.temperature}")
     if not 0 < r.top_p <= 1:
@@ -342,6 +350,11 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     if a.estimator in ("grpo", "rloo", "reinforce_pp_baseline") and r.group_size < 2:
         raise ConfigError(f"'rollout.group_size' must be >= 2 for algo.estimator = {a.estimator} "
                           f"(it compares rollouts of one prompt), got {r.group_size}")
+
+
+def _validate_batch_split(cfg: Config, world_size: int) -> None:
+    """The step's batch splits into ranks (whole prompt groups), mini-batches and micro-batches."""
+    r, a = cfg.rollout, cfg.algo
     if r.prompts_per_step % world_size:
         ok = [n for n in range(world_size, 4 * world_size + 1, world_size)]
         raise ConfigError(f"'rollout.prompts_per_step' = {r.prompts_per_step} is not divisible by the {world_size} "
@@ -360,6 +373,11 @@ def validate(cfg: Config, world_size: int = 1) -> None:
             f"{what} must split evenly into {world_size} rank(s) x 'algo.micro_batch_size' = {a.micro_batch_size}; "
             f"set algo.micro_batch_size to one of {divisors or 'the divisors of its per-rank share'} "
             f"or make the (mini-)batch a multiple of {world_size * a.micro_batch_size}")
+
+
+def _validate_algo(cfg: Config) -> None:
+    """Registered names and the loss's coefficients."""
+    a = cfg.algo
     try:
         get_estimator(a.estimator)
         get_policy_loss(a.policy_loss)
@@ -379,6 +397,10 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     if a.estimator != "gae" and cfg.repro.ppo_process_reward == "dense_reward" and cfg.repro.enabled:
         raise ConfigError("'repro.ppo_process_reward' = dense_reward needs algo.estimator = gae (PPO); "
                           "use 'advantage' for the other estimators")
+
+
+def _validate_optim_reward_train(cfg: Config) -> None:
+    """Optimiser, reward functions, resume and the toy data's size."""
     if cfg.optim.lr <= 0 or cfg.critic.lr <= 0:
         raise ConfigError("'optim.lr' and 'critic.lr' must be > 0")
     if len(cfg.optim.betas) != 2:

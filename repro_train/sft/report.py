@@ -162,8 +162,15 @@ def record_markdown(cfg: SFTConfig, argv: list[str], stats: dict, result: dict |
         f"- sha256(model.safetensors): `{sha256(out / 'model.safetensors')}`", "",
     ]
     if result is not None:
-        g, s, d = result["greedy"], result.get("sampled"), result["training_data"]
-        lines += [
+        lines += _evaluation_markdown(cfg, stats, result)
+    lines += ["## Resolved config", "", "```yaml", dump_yaml(cfg).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _evaluation_markdown(cfg: SFTConfig, stats: dict, result: dict) -> list[str]:
+    """RECORD.md's held-out evaluation: the table of greedy, sampled and training-data rates."""
+    g, s, d = result["greedy"], result.get("sampled"), result["training_data"]
+    lines = [
             "## Held-out evaluation", "",
             f"{result['n_problems']} problems of seed {cfg.eval.seed} (same task config; "
             f"{result['skipped_seen_in_training']} drawn problems skipped because the training "
@@ -176,22 +183,21 @@ def record_markdown(cfg: SFTConfig, argv: list[str], stats: dict, result: dict |
             f"| greedy | {_fmt(g['pass@1'])} | {_fmt(g['recheck_rate'])} | "
             f"{_fmt(g['backtrack_rate'])} | {_fmt(g['frac_with_recheck'])} | "
             f"{_fmt(g['frac_with_backtrack'])} | {_fmt(g['mean_tokens'])} |",
-        ]
-        if s is not None:
-            lines.append(
-                f"| sampled, T=1 | {_fmt(s['pass@1'])} | {_fmt(s['recheck_rate'])} | "
-                f"{_fmt(s['backtrack_rate'])} | {_fmt(s['frac_with_recheck'])} | "
-                f"{_fmt(s['frac_with_backtrack'])} | {_fmt(s['mean_tokens'])} |")
-        lines += [
-            f"| training data | 1.000 | {_fmt(d['recheck_rate'])} | {_fmt(d['backtrack_rate'])} | "
-            f"{_fmt(d['frac_with_recheck'])} | {_fmt(d['frac_with_backtrack'])} | "
-            f"{_fmt(stats['response_tokens'] / stats['n_examples'])} |", ""]
-        if s is not None:
-            lines += [f"Sampled maj@{cfg.eval.samples}: {_fmt(s.get(f'maj@{cfg.eval.samples}'))}; "
-                      f"gold value appears in {_fmt(s['frac_answer_appears'])} of samples; "
-                      f"evaluation took {result['eval_s']:.0f} s.", ""]
-    lines += ["## Resolved config", "", "```yaml", dump_yaml(cfg).rstrip(), "```", ""]
-    return "\n".join(lines)
+    ]
+    if s is not None:
+        lines.append(
+            f"| sampled, T=1 | {_fmt(s['pass@1'])} | {_fmt(s['recheck_rate'])} | "
+            f"{_fmt(s['backtrack_rate'])} | {_fmt(s['frac_with_recheck'])} | "
+            f"{_fmt(s['frac_with_backtrack'])} | {_fmt(s['mean_tokens'])} |")
+    lines += [
+        f"| training data | 1.000 | {_fmt(d['recheck_rate'])} | {_fmt(d['backtrack_rate'])} | "
+        f"{_fmt(d['frac_with_recheck'])} | {_fmt(d['frac_with_backtrack'])} | "
+        f"{_fmt(stats['response_tokens'] / stats['n_examples'])} |", ""]
+    if s is not None:
+        lines += [f"Sampled maj@{cfg.eval.samples}: {_fmt(s.get(f'maj@{cfg.eval.samples}'))}; "
+                  f"gold value appears in {_fmt(s['frac_answer_appears'])} of samples; "
+                  f"evaluation took {result['eval_s']:.0f} s.", ""]
+    return lines
 
 
 def _version(name: str) -> str:

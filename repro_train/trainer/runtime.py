@@ -95,35 +95,12 @@ def build_repro(cfg: Config, tok, d: Dist) -> RePro | None:
 
 
 def build_runtime(cfg: Config) -> Runtime:
-    from accelerate.utils import set_seed
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     tok = load_tokenizer(cfg.model)
     prompts = load_prompts(cfg.data, tok)  # data errors (missing columns, ...) surface before any model loads
-    if cfg.train.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-    acc = build_accelerator(cfg.dist.strategy, cfg.dist.mixed_precision, grad_accum_steps(cfg, world),
-                            cfg.algo.micro_batch_size, cfg.optim.grad_clip, cfg.train.device)
-    d = Dist(acc)
-    check_probe_attention(cfg, acc.device)
-    set_seed(cfg.train.seed)
-    if d.strategy == "zero3":  # gather full weights when exporting Hugging Face checkpoints
-        acc.state.deepspeed_plugin.deepspeed_config.setdefault("zero_optimization", {})[
-            "stage3_gather_16bit_weights_on_model_save"] = True
+    acc, d = _build_accelerator(cfg, world)
     policy = load_policy(cfg.model, tok)
-    has_critic = cfg.algo.estimator == "gae"
-    critic = load_critic(cfg.model, cfg.critic) if has_critic else None
-    model = ActorCritic(policy, critic)
-    groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.optim.lr}]
-    if critic is not None:
-        groups.append({"params": [p for p in critic.parameters() if p.requires_grad], "lr": cfg.critic.lr})
-    optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                                  weight_decay=cfg.optim.weight_decay)
-    total = cfg.train.steps * optimizer_steps_per_rl_step(cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
-    engine, optimizer = acc.prepare(model, optimizer)
-    acc.register_for_checkpointing(scheduler)
+    engine, optimizer, scheduler, has_critic = _build_models(cfg, policy, acc)
     ref = None
     if cfg.algo.kl_coef > 0:
         ref = prepare_frozen(load_reference(cfg.model), acc)
@@ -144,3 +121,39 @@ def build_runtime(cfg: Config) -> Runtime:
         sampler=sampler, reward=reward, repro=build_repro(cfg, tok, d),
         eos_ids=eos_ids(policy, tok), pad_id=tok.pad_token_id, out_dir=out_dir,
         extra={"dropped_prompts": prompts.dropped_too_long})
+
+
+def _build_accelerator(cfg: Config, world: int):
+    """(accelerator, Dist) for the recipe's strategy, seeded; determinism switched on if asked."""
+    from accelerate.utils import set_seed
+
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    acc = build_accelerator(cfg.dist.strategy, cfg.dist.mixed_precision, grad_accum_steps(cfg, world),
+                            cfg.algo.micro_batch_size, cfg.optim.grad_clip, cfg.train.device)
+    d = Dist(acc)
+    check_probe_attention(cfg, acc.device)
+    set_seed(cfg.train.seed)
+    if d.strategy == "zero3":  # gather full weights when exporting Hugging Face checkpoints
+        acc.state.deepspeed_plugin.deepspeed_config.setdefault("zero_optimization", {})[
+            "stage3_gather_16bit_weights_on_model_save"] = True
+    return acc, d
+
+
+def _build_models(cfg: Config, policy, acc):
+    """(the wrapped ActorCritic, optimizer, scheduler, has_critic): one optimizer with a parameter
+    group per model, prepared by the accelerator; the scheduler is checkpointed with it."""
+    has_critic = cfg.algo.estimator == "gae"
+    critic = load_critic(cfg.model, cfg.critic) if has_critic else None
+    model = ActorCritic(policy, critic)
+    groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.optim.lr}]
+    if critic is not None:
+        groups.append({"params": [p for p in critic.parameters() if p.requires_grad], "lr": cfg.critic.lr})
+    optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                                  weight_decay=cfg.optim.weight_decay)
+    total = cfg.train.steps * optimizer_steps_per_rl_step(cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
+    engine, optimizer = acc.prepare(model, optimizer)
+    acc.register_for_checkpointing(scheduler)
+    return engine, optimizer, scheduler, has_critic

@@ -196,7 +196,7 @@ class PrefixAttention:
         self.hi = hi.to(torch.int32).contiguous()
         self.block_len, self.kv, self.splits, self.block_n = block_len, kv, splits, block_n
         self.num_warps, self.num_stages = num_warps, num_stages
-        self._plan = None
+        self._launch_setup = None
         self._one = None
 
     def __call__(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, own_keys: torch.Tensor,
@@ -206,7 +206,7 @@ class PrefixAttention:
         src = (keys.data_ptr(), values.data_ptr(), keys.shape, keys.stride(), values.stride(), keys.dtype)
         if self._one is None or self._one[0] != src:
             self._one = (src, kv_table([(keys, values)]))
-            self.kv, self._plan = self._one[1], None  # (the plan's work items follow the cache's length)
+            self.kv, self._launch_setup = self._one[1], None  # (the work items follow the cache's length)
         return self.layer(0, q, own_keys, own_values, scale)
 
     def layer(self, i: int, q: torch.Tensor, own_keys: torch.Tensor, own_values: torch.Tensor,
@@ -214,25 +214,23 @@ class PrefixAttention:
         """q (B, L, H, D) and own_keys/own_values (B, L, Hkv, D): the probe tokens' projections
         (L = nb * block_len; block j = tokens [j * block_len, (j + 1) * block_len)), attending
         over layer i of the cache table. Returns (B, L, H * D) in q's dtype."""
-        # Every layer of a phase 2 has the same shapes and strides: the launch is planned once.
+        # Every layer of a phase 2 has the same shapes and strides: the launch is set up once.
         kv = self.kv
         key = (q.shape, q.stride(), own_keys.shape, own_keys.stride(), own_values.stride(), q.dtype, q.device,
                kv.layout, kv.aligned)
-        if self._plan is None or self._plan[0] != key:
-            self._plan = (key, *self._prepare(q, own_keys, own_values))
-        _, grid, bufs, bufs_aligned, ints, consts, opts = self._plan
+        if self._launch_setup is None or self._launch_setup[0] != key:
+            self._launch_setup = (key, *self._prepare(q, own_keys, own_values))
+        _, grid, bufs, bufs_aligned, ints, consts, opts = self._launch_setup
         # (the layer index i is not in the key: the kernel does not specialise on it)
         self.launcher.launch(triton_module().prefix_attention_kernel, grid, (q, kv.table, i, own_keys, own_values, *bufs, *ints,
                                                            scale * math.log2(math.e)), consts, opts,
                              (ints, q.device, bufs_aligned, aligned(q, kv.table, own_keys, own_values)))
         return bufs[0].view(q.shape[0], q.shape[1], -1)
 
-    def _prepare(self, q, own_keys, own_values):
-        """(grid, work buffers every layer reuses (output, partial outputs, partial LSEs, merge
-        tickets, lo, hi, the ordered items) and their alignment, integer arguments, constants,
-        launch options)."""
+    def _check(self, q, own_keys, own_values) -> None:
+        """ValueError unless the inputs have the shapes, dtypes and layout the kernel takes."""
         B, L, H, D = q.shape
-        kvB, Hkv, kvD, kv_dtype, kv_strides = self.kv.layout
+        kvB, Hkv, kvD, kv_dtype, _ = self.kv.layout
         G, Lb = H // Hkv, self.block_len
         nb = L // Lb
         if nb * Lb != L or G * Hkv != H or D & (D - 1) or D < 16 or nb != self.hi.shape[1] \
@@ -242,6 +240,16 @@ class PrefixAttention:
                              f"dtype ({kvB}, {kvD}, {kv_dtype}) those of q ({B}, {D}, {q.dtype})")
         if any(x.stride(-1) != 1 for x in (q, own_keys, own_values)):
             raise ValueError("PrefixAttention: every input needs a contiguous last dimension")
+
+    def _prepare(self, q, own_keys, own_values):
+        """(grid, work buffers every layer reuses (output, partial outputs, partial LSEs, merge
+        tickets, lo, hi, the ordered items) and their alignment, integer arguments, constants,
+        launch options)."""
+        self._check(q, own_keys, own_values)
+        B, L, H, D = q.shape
+        Hkv, kv_strides = self.kv.layout[1], self.kv.layout[4]
+        G, Lb = H // Hkv, self.block_len
+        nb = L // Lb
         rows = Lb * G
         block_m = 128 if rows > 64 else max(16, 1 << (rows - 1).bit_length())
         n_mt = -(-rows // block_m)
