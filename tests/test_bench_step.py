@@ -84,7 +84,7 @@ def test_tokenizer_covers_the_vocabulary_with_paragraphs(bench, tmp_path):
 
 def test_summary_ratio_and_bar(bench):
     def row(step, warm, on):
-        wall = dict(rollout=10.0, score=1.0 + 0.5 * on, advantage=0.1, update=2.0)
+        wall = dict(rollout=10.0, forward=1.0 + 0.5 * on, advantage=0.1, update=2.0)
         wall["step"] = sum(wall.values())
         return dict(warmup=warm, wall_s=wall, plan_s=0.05 * on, response_len_min=8, response_len_max=8,
                     trainer_s=dict(generate_s=9.0, probe_s=0.4 * on, repro_s=0.45 * on),
@@ -97,4 +97,4 @@ def test_summary_ratio_and_bar(bench):
     assert s["ratio_no_generate"] == pytest.approx(4.6 / 4.1)
     # repro_s already counts plan_s (the trainer's advantage_phase)
     assert s["on"]["repro_share"] == pytest.approx(0.45 / 13.6) and s["off"]["repro_share"] == 0
-    assert s["extra_s"]["score"] == pytest.approx(0.5)
+    assert s["extra_s"]["forward"] == pytest.approx(0.5)

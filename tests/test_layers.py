@@ -12,8 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "repro_train"
 
 LAYERS = (
-    # 0 foundations: typed config machinery, the log-prob forward, seeds
-    ("config_base", "modeling", "seeds"),
+    # 0 foundations: typed config machinery, the log-prob forward, seeds, timing
+    ("config_base", "modeling", "seeds", "timing"),
     # 1 pure pieces: estimators and losses, the RePro method and its probe engine, outcome checks,
     #   the toy task and tiny reasoner, overthinking detectors and eval metrics
     ("algos", "repro", "rewards", "tasks", "eval.detectors", "eval.metrics"),

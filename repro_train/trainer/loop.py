@@ -1,12 +1,13 @@
 """The RL loop. One step reads top to bottom:
 
     prompts -> rollouts -> outcome rewards                       rollout_phase
-    policy pass: old log-probs, entropies, J probes (RePro),     score_phase
+    no-grad forwards: the policy pass (old log-probs,            forward_phase
+        entropies; with RePro on, J at the selected cuts),
         reference log-probs (KL), values (PPO)
     RePro process advantage, outcome advantage (registered       advantage_phase
         estimator), fold: A_hat = A + alpha * A_tilde
     policy (and critic) updates                                  update_phase
-    log, checkpoint                                              log_phase, save_checkpoint
+    log, checkpoint                                              step_metrics, save_checkpoint
 
 GRPO, PPO, REINFORCE++, REINFORCE++-baseline and RLOO differ only by `algo.estimator` and the
 presence of the critic (estimator 'gae'). RePro never knows which one runs.
@@ -18,7 +19,6 @@ global mean exactly.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -26,13 +26,14 @@ import torch
 from ..algos.advantages import AdvantageInputs, AdvantageParams, get_estimator
 from ..algos.kl import kl_penalty
 from ..algos.losses import agg_loss, get_policy_loss, value_loss
-from ..dist import gathered_for_generation
+from ..dist import clip_grad_norm, gathered_for_generation
 from ..modeling import Sequences, forward_logprobs, logprob_pass, pack
 from ..repro.pipeline import Plan, ReProOutput
 from ..repro.scores import dense_process_rewards, fold
 from ..repro.types import ProbeResult
 from ..rollout.hf import sample
 from ..seeds import mix_seed
+from ..timing import phase_timer
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .metrics import NullLogger, RunLogger, sample_rows, step_metrics
 from .runtime import Runtime, build_runtime
@@ -48,30 +49,25 @@ class Batch:
     texts: list[str]  # decoded responses
     answers: list[str | None]
     truncated: torch.Tensor  # (B,) bool: no EOS
-    rewards: torch.Tensor = None  # (B,) outcome reward
-    correct: torch.Tensor = None  # (B,) bool
-    reward_parts: dict = field(default_factory=dict)
-    unscorable: int = 0
-    old_logprobs: torch.Tensor = None  # (B, R)
-    entropy: torch.Tensor = None  # (B, R)
-    ref_logprobs: torch.Tensor | None = None
-    values: torch.Tensor | None = None
-    plan: Plan | None = None
-    repro: ReProOutput | None = None
-    probes: list[ProbeResult | None] = field(default_factory=list)
-    advantages: torch.Tensor = None  # (B, R)
-    returns: torch.Tensor | None = None
-    timings: dict = field(default_factory=dict)
+    # Filled by the phases in order; None until the phase that computes it has run.
+    rewards: torch.Tensor | None = None  # (B,) outcome reward (rollout_phase)
+    correct: torch.Tensor | None = None  # (B,) bool (rollout_phase)
+    reward_parts: dict[str, torch.Tensor] = field(default_factory=dict)  # (B,) per reward function
+    unscorable: int = 0  # rollouts no reward function could check
+    old_logprobs: torch.Tensor | None = None  # (B, R) (forward_phase)
+    entropy: torch.Tensor | None = None  # (B, R) (forward_phase)
+    ref_logprobs: torch.Tensor | None = None  # (B, R), with a reference model (forward_phase)
+    values: torch.Tensor | None = None  # (B, R), with a critic (forward_phase)
+    plan: Plan | None = None  # RePro's per-rollout inputs (forward_phase, RePro on)
+    probes: list[ProbeResult | None] = field(default_factory=list)  # per rollout (forward_phase, RePro on)
+    repro: ReProOutput | None = None  # every RePro quantity (advantage_phase, RePro on)
+    advantages: torch.Tensor | None = None  # (B, R) (advantage_phase)
+    returns: torch.Tensor | None = None  # (B, R), with a critic (advantage_phase)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (`timing.phase_timer`)
 
     @property
     def mask(self) -> torch.Tensor:
         return self.seqs.response_mask
-
-
-def sync(rt: Runtime) -> None:
-    """Wait for the device, so that phase timers measure the phase's work, not its queueing."""
-    if rt.dist.device.type == "cuda":
-        torch.cuda.synchronize(rt.dist.device)
 
 
 def micro_batches(n_rows: int, size: int) -> list[list[int]]:
@@ -88,9 +84,20 @@ def scatter_rows(dst: torch.Tensor, rows: list[int], src: torch.Tensor) -> None:
 # ----------------------------------------------------------------------------------------------
 
 def rollout_phase(rt: Runtime, step: int) -> Batch:
-    """Sample G responses for this rank's prompts and score their outcome."""
+    """Sample G responses for this rank's prompts and check their outcome."""
     cfg, d = rt.cfg, rt.dist
-    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    with phase_timer(timings, "rollout_s"):
+        with phase_timer(timings, "generate_s"):
+            batch = _generate(rt, step)
+        batch.timings = timings
+        outcome_rewards(rt, batch)
+    return batch
+
+
+def _generate(rt: Runtime, step: int) -> Batch:
+    """This rank's prompts of the step, G sampled responses each, packed and decoded."""
+    cfg, d = rt.cfg, rt.dist
     per_rank = cfg.rollout.prompts_per_step // d.world
     global_idx = rt.sampler.take(cfg.rollout.prompts_per_step)  # same on every rank
     mine = global_idx[d.rank * per_rank:(d.rank + 1) * per_rank]
@@ -106,17 +113,13 @@ def rollout_phase(rt: Runtime, step: int) -> Batch:
     responses = [r for g in groups for r in g]
     seqs = pack(row_prompts, responses, rt.pad_id, d.device)
     eos = set(rt.eos_ids)
-    batch = Batch(
+    return Batch(
         seqs=seqs,
         group_ids=torch.tensor([s for s in slots for _ in range(G)]),
         prompt_index=[i for i in mine for _ in range(G)],
         texts=rt.tokenizer.batch_decode(responses, skip_special_tokens=True),
         answers=[rt.prompts.answers[i] for i in mine for _ in range(G)],
         truncated=torch.tensor([not (len(r) and r[-1] in eos) for r in responses]))
-    batch.timings["generate_s"] = time.perf_counter() - t0
-    outcome_rewards(rt, batch)
-    batch.timings["rollout_s"] = time.perf_counter() - t0
-    return batch
 
 
 def outcome_rewards(rt: Runtime, batch: Batch) -> None:
@@ -129,17 +132,28 @@ def outcome_rewards(rt: Runtime, batch: Batch) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# score: the policy pass (old log-probs, entropies, J), reference, values
+# forwards: the policy pass (old log-probs, entropies, J), reference, values
 # ----------------------------------------------------------------------------------------------
 
-def score_phase(rt: Runtime, batch: Batch) -> None:
+def forward_phase(rt: Runtime, batch: Batch) -> None:
+    """The step's no-grad forwards over the rollouts, a micro-batch at a time."""
+    with phase_timer(batch.timings, "forward_s", rt.dist.device):
+        if rt.repro is not None:
+            with phase_timer(batch.timings, "plan_s"):
+                responses = [row[:n] for row, n in zip(batch.seqs.response_ids.tolist(), batch.mask.sum(-1).tolist())]
+                batch.plan = rt.repro.plan(responses, batch.answers, batch.correct.tolist())
+        policy_pass(rt, batch)
+        if rt.ref is not None:
+            reference_pass(rt, batch)
+        if rt.has_critic:
+            value_pass(rt, batch)
+
+
+def policy_pass(rt: Runtime, batch: Batch) -> None:
+    """Old log-probs and entropies: a plain pass with RePro off; RePro's pass (J at the selected
+    cuts as well) with it on."""
     cfg, d = rt.cfg, rt.dist
-    t0 = time.perf_counter()
     B, R = batch.mask.shape
-    if rt.repro is not None:
-        responses = [row[:n] for row, n in zip(batch.seqs.response_ids.tolist(), batch.mask.sum(-1).tolist())]
-        batch.plan = rt.repro.plan(responses, batch.answers, batch.correct.tolist())
-        batch.timings["plan_s"] = time.perf_counter() - t0
     batch.old_logprobs = torch.zeros(B, R, device=d.device)
     batch.entropy = torch.zeros(B, R, device=d.device)
     probe_s = 0.0
@@ -154,27 +168,33 @@ def score_phase(rt: Runtime, batch: Batch) -> None:
                 batch.probes += out.probes
         scatter_rows(batch.old_logprobs, rows, lp.logprobs)
         scatter_rows(batch.entropy, rows, lp.entropy)
-    batch.timings["probe_s"] = probe_s
-    if rt.ref is not None:
-        batch.ref_logprobs = torch.zeros(B, R, device=d.device)
-        with torch.no_grad():
-            for rows in micro_batches(B, cfg.algo.micro_batch_size):
-                seqs = batch.seqs.select(rows)
-                lp = forward_logprobs(rt.ref, seqs, cfg.rollout.temperature, with_entropy=False)
-                scatter_rows(batch.ref_logprobs, rows, lp.logprobs)
-    if rt.has_critic:
-        batch.values = torch.zeros(B, R, device=d.device)
-        rt.engine.eval()
-        with torch.no_grad():
-            for rows in micro_batches(B, cfg.algo.micro_batch_size):
-                seqs = batch.seqs.select(rows)
-                v = rt.engine(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask,
-                              position_ids=seqs.position_ids, values_only=True)
-                v = v[:, seqs.prompt_width - 1:-1].float().masked_fill(~seqs.response_mask, 0.0)
-                scatter_rows(batch.values, rows, v)
-        rt.engine.train()
-    sync(rt)
-    batch.timings["score_s"] = time.perf_counter() - t0
+    batch.timings["probe_s"] = probe_s  # RePro's device time in the pass (0 with RePro off)
+
+
+def reference_pass(rt: Runtime, batch: Batch) -> None:
+    """Log-probs of the responses under the frozen reference model (for the KL term)."""
+    B, R = batch.mask.shape
+    batch.ref_logprobs = torch.zeros(B, R, device=rt.dist.device)
+    with torch.no_grad():
+        for rows in micro_batches(B, rt.cfg.algo.micro_batch_size):
+            seqs = batch.seqs.select(rows)
+            lp = forward_logprobs(rt.ref, seqs, rt.cfg.rollout.temperature, with_entropy=False)
+            scatter_rows(batch.ref_logprobs, rows, lp.logprobs)
+
+
+def value_pass(rt: Runtime, batch: Batch) -> None:
+    """Critic values V(s_t) before each response token (PPO)."""
+    B, R = batch.mask.shape
+    batch.values = torch.zeros(B, R, device=rt.dist.device)
+    rt.engine.eval()
+    with torch.no_grad():
+        for rows in micro_batches(B, rt.cfg.algo.micro_batch_size):
+            seqs = batch.seqs.select(rows)
+            v = rt.engine(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask,
+                          position_ids=seqs.position_ids, values_only=True)
+            v = v[:, seqs.prompt_width - 1:-1].float().masked_fill(~seqs.response_mask, 0.0)
+            scatter_rows(batch.values, rows, v)
+    rt.engine.train()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,32 +204,31 @@ def score_phase(rt: Runtime, batch: Batch) -> None:
 def advantage_phase(rt: Runtime, batch: Batch) -> None:
     """Outcome advantage from the registered estimator, then A_hat = A + alpha * A_tilde."""
     cfg, d, a = rt.cfg, rt.dist, rt.cfg.algo
-    t0 = time.perf_counter()
-    mask = batch.mask
-    R = mask.shape[1]
-    token_rewards = torch.zeros(mask.shape, device=d.device)
-    if rt.ref is not None and a.kl_mode == "reward":
-        kl = kl_penalty(batch.old_logprobs, batch.ref_logprobs, a.kl_estimator)
-        token_rewards = token_rewards - a.kl_coef * kl.masked_fill(~mask, 0.0)
-    if cfg.repro.enabled:
-        batch.repro = rt.repro.advantages(batch.plan, batch.probes, batch.group_ids, R, batch_stats=d.sum)
-        # RePro's own cost: segmentation, selection + probe (device time), scores and advantages
-        batch.timings["repro_s"] = batch.timings["plan_s"] + batch.timings["probe_s"] + (time.perf_counter() - t0)
+    with phase_timer(batch.timings, "advantage_s", d.device) as elapsed:
+        mask = batch.mask
+        R = mask.shape[1]
+        token_rewards = torch.zeros(mask.shape, device=d.device)
+        if rt.ref is not None and a.kl_mode == "reward":
+            kl = kl_penalty(batch.old_logprobs, batch.ref_logprobs, a.kl_estimator)
+            token_rewards = token_rewards - a.kl_coef * kl.masked_fill(~mask, 0.0)
         dense = a.estimator == "gae" and cfg.repro.ppo_process_reward == "dense_reward"
-        if dense:
-            r = dense_process_rewards(batch.repro.r_norm, batch.repro.cuts, batch.repro.mask, R)
-            token_rewards = token_rewards + cfg.repro.alpha * r.to(token_rewards)
-    inputs = AdvantageInputs(rewards=batch.rewards.to(d.device), mask=mask, group_ids=batch.group_ids.to(d.device),
-                             token_rewards=token_rewards, values=batch.values)
-    params = AdvantageParams(gamma=a.gamma, lam=a.lam, grpo_std_norm=a.grpo_std_norm, whiten=a.whiten_advantages)
-    out = get_estimator(a.estimator)(inputs, params, d.sum)
-    adv = out.advantages
-    if cfg.repro.enabled and not (a.estimator == "gae" and cfg.repro.ppo_process_reward == "dense_reward"):
-        adv = fold(adv, batch.repro.process_adv.to(adv), cfg.repro.alpha)
-    batch.advantages = adv.masked_fill(~mask, 0.0)
-    batch.returns = out.returns
-    sync(rt)
-    batch.timings["advantage_s"] = time.perf_counter() - t0
+        if cfg.repro.enabled:
+            batch.repro = rt.repro.advantages(batch.plan, batch.probes, batch.group_ids, R, batch_stats=d.sum)
+            # RePro's own cost: segmentation, selection + probe (device time), scores and advantages
+            batch.timings["repro_s"] = batch.timings["plan_s"] + batch.timings["probe_s"] + elapsed()
+            if dense:
+                r = dense_process_rewards(batch.repro.r_norm, batch.repro.cuts, batch.repro.mask, R)
+                token_rewards = token_rewards + cfg.repro.alpha * r.to(token_rewards)
+        inputs = AdvantageInputs(rewards=batch.rewards.to(d.device), mask=mask,
+                                 group_ids=batch.group_ids.to(d.device), token_rewards=token_rewards,
+                                 values=batch.values)
+        params = AdvantageParams(gamma=a.gamma, lam=a.lam, grpo_std_norm=a.grpo_std_norm, whiten=a.whiten_advantages)
+        out = get_estimator(a.estimator)(inputs, params, d.sum)
+        adv = out.advantages
+        if cfg.repro.enabled and not dense:
+            adv = fold(adv, batch.repro.process_adv.to(adv), cfg.repro.alpha)
+        batch.advantages = adv.masked_fill(~mask, 0.0)
+        batch.returns = out.returns
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,58 +238,55 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
 def update_phase(rt: Runtime, batch: Batch) -> dict:
     """algo.update_epochs passes; each mini-batch is one optimizer step accumulated over micro-batches."""
     cfg, d, a = rt.cfg, rt.dist, rt.cfg.algo
-    t0 = time.perf_counter()
-    B = batch.mask.shape[0]
-    mini = (a.mini_batch_size or cfg.rollout.prompts_per_step * cfg.rollout.group_size) // d.world
-    sums: dict[str, float] = {}  # loss terms: shares of the global mean, summed over micro-batches
-    means: dict[str, list[float]] = {}  # per-micro-batch means (clip fractions, ratios, ...)
-    n_steps = 0
-    rt.engine.train()
-    for _ in range(a.update_epochs):
-        for m0 in range(0, B, mini):
-            rows_m = list(range(m0, m0 + mini))
-            m = batch.mask[rows_m]
-            norms = dict(global_tokens=float(d.sum(m.sum().float())),
-                         global_seqs=float(d.sum((m.sum(-1) > 0).sum().float())),
-                         max_len=cfg.rollout.max_new_tokens)
-            micro = [rows_m[i:i + a.micro_batch_size] for i in range(0, mini, a.micro_batch_size)]
-            for rows in micro:
-                with rt.acc.accumulate(rt.engine):
-                    loss, mstats = micro_loss(rt, batch, rows, norms)
-                    # The loss is already a share of the global mean; the wrappers average over
-                    # ranks and accelerate divides by the accumulation steps, so undo both.
-                    rt.acc.backward(loss * d.world * len(micro))
-                    if rt.acc.sync_gradients:
-                        mstats["grad_norm"] = grad_norm(rt)
-                        mstats["lr"] = rt.scheduler.get_last_lr()[0]
-                    rt.optimizer.step()
-                    rt.optimizer.zero_grad(set_to_none=True)
-                for k, v in mstats.items():
-                    if k in LOSS_TERMS:
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                    else:
-                        means.setdefault(k, []).append(float(v))
-            rt.scheduler.step()
-            rt.optimizer_steps += 1
-            n_steps += 1
-    sync(rt)
-    out = {k: d.sum(torch.tensor(v / n_steps, dtype=torch.float64)).item() for k, v in sorted(sums.items())}
-    out.update({k: sum(v) / len(v) for k, v in means.items()})  # this rank's mean
-    out["update_s"] = time.perf_counter() - t0
-    return out
+    timings: dict[str, float] = {}
+    with phase_timer(timings, "update_s", d.device):
+        B = batch.mask.shape[0]
+        mini = (a.mini_batch_size or cfg.rollout.prompts_per_step * cfg.rollout.group_size) // d.world
+        sums: dict[str, float] = {}  # loss terms: shares of the global mean, summed over micro-batches
+        means: dict[str, list[float]] = {}  # per-micro-batch means (clip fractions, ratios, ...)
+        n_steps = 0
+        rt.engine.train()
+        for _ in range(a.update_epochs):
+            for m0 in range(0, B, mini):
+                optimizer_step(rt, batch, list(range(m0, m0 + mini)), sums, means)
+                n_steps += 1
+        out = {k: d.sum(torch.tensor(v / n_steps, dtype=torch.float64)).item() for k, v in sorted(sums.items())}
+        out.update({k: sum(v) / len(v) for k, v in means.items()})  # this rank's mean
+    return {**out, **timings}
+
+
+def optimizer_step(rt: Runtime, batch: Batch, rows_m: list[int], sums: dict[str, float],
+                   means: dict[str, list[float]]) -> None:
+    """One optimizer step on the mini-batch `rows_m`, gradients accumulated over its micro-batches;
+    adds the loss terms to `sums` and the other statistics to `means`."""
+    cfg, d, a = rt.cfg, rt.dist, rt.cfg.algo
+    m = batch.mask[rows_m]
+    norms = dict(global_tokens=float(d.sum(m.sum().float())),
+                 global_seqs=float(d.sum((m.sum(-1) > 0).sum().float())),
+                 max_len=cfg.rollout.max_new_tokens)
+    micro = [rows_m[i:i + a.micro_batch_size] for i in range(0, len(rows_m), a.micro_batch_size)]
+    for rows in micro:
+        with rt.acc.accumulate(rt.engine):
+            loss, mstats = micro_loss(rt, batch, rows, norms)
+            # The loss is already a share of the global mean; the wrappers average over
+            # ranks and accelerate divides by the accumulation steps, so undo both.
+            rt.acc.backward(loss * d.world * len(micro))
+            if rt.acc.sync_gradients:
+                mstats["grad_norm"] = clip_grad_norm(rt.acc, rt.engine, d.strategy, cfg.optim.grad_clip)
+                mstats["lr"] = rt.scheduler.get_last_lr()[0]
+            rt.optimizer.step()
+            rt.optimizer.zero_grad(set_to_none=True)
+        for k, v in mstats.items():
+            if k in LOSS_TERMS:
+                sums[k] = sums.get(k, 0.0) + float(v)
+            else:
+                means.setdefault(k, []).append(float(v))
+    rt.scheduler.step()
+    rt.optimizer_steps += 1
 
 
 # Loss terms are per-micro-batch shares of the global mean: summed over micro-batches and ranks.
 LOSS_TERMS = ("pg_loss", "kl", "entropy_bonus", "value_loss")
-
-
-def grad_norm(rt: Runtime) -> float:
-    clip = rt.cfg.optim.grad_clip
-    if rt.dist.strategy in ("zero2", "zero3"):  # DeepSpeed clips inside its step (config gradient_clipping)
-        n = rt.engine.get_global_grad_norm() if hasattr(rt.engine, "get_global_grad_norm") else None
-        return float(n) if n is not None else float("nan")
-    n = rt.acc.clip_grad_norm_(rt.engine.parameters(), clip if clip > 0 else float("inf"))
-    return float(n)
 
 
 def micro_loss(rt: Runtime, batch: Batch, rows: list[int], norms: dict) -> tuple[torch.Tensor, dict]:
@@ -327,12 +343,13 @@ def train(cfg) -> str:
         bar = tqdm(total=cfg.train.steps, initial=rt.start_step, desc="train", unit="step",
                    disable=not (d.is_main and cfg.log.progress), dynamic_ncols=True)
         for step in range(rt.start_step, cfg.train.steps):
-            t0 = time.perf_counter()
-            batch = rollout_phase(rt, step)
-            score_phase(rt, batch)
-            advantage_phase(rt, batch)
-            upd = update_phase(rt, batch)
-            batch.timings["step_s"] = time.perf_counter() - t0
+            step_timing: dict[str, float] = {}
+            with phase_timer(step_timing, "step_s"):
+                batch = rollout_phase(rt, step)
+                forward_phase(rt, batch)
+                advantage_phase(rt, batch)
+                upd = update_phase(rt, batch)
+            batch.timings.update(step_timing)
             metrics = step_metrics(rt, batch, upd)
             logger.log(step + 1, metrics, sample_rows(rt, batch, cfg.log.sample_rollouts) if d.is_main else [])
             bar.update(1)

@@ -8,7 +8,7 @@ Metric names (all means over the global batch unless marked):
   train/{pg_loss, clipfrac, approx_kl, ratio_mean, grad_norm, lr, kl, entropy_bonus, value_loss, vf_clipfrac}
   repro/{J_b, J_last, J_gain, S_magn, S_stab, S, r, r_pos_frac, J_monotone_frac, process_adv_abs,
          segments_per_rollout, cuts_per_rollout, scored_frac}, repro/skipped/<reason> (count),
-  time/{generate_s, rollout_s, score_s, plan_s, probe_s, repro_s, advantage_s, update_s, step_s} (max over
+  time/{generate_s, rollout_s, forward_s, plan_s, probe_s, repro_s, advantage_s, update_s, step_s} (max over
        ranks; probe_s = device time of selection + phase 2; repro_s = plan_s + probe_s + scores/advantages)
 """
 from __future__ import annotations

@@ -9,44 +9,54 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..config import Config
 from ..config_base import ConfigError, dump_yaml
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
-from ..dist import Dist, build_accelerator, prepare_frozen
+from ..dist import Dist, build_accelerator, gather_full_weights_on_save, prepare_frozen
 from ..repro.pipeline import RePro
 from ..repro.probe.kernels import unavailable as triton_unavailable
 from ..rewards import OutcomeReward, RewardSpec
 from ..modeling import eos_ids
 from .models import ActorCritic, PolicyView, load_critic, load_policy, load_reference, load_tokenizer
 
+if TYPE_CHECKING:  # heavy third-party libraries, imported where they are used
+    from accelerate import Accelerator
+    from transformers import PreTrainedTokenizerBase
+
 
 @dataclass
 class Runtime:
+    """Everything the loop needs, built once by `build_runtime`."""
+
     cfg: Config
-    acc: Any
+    acc: Accelerator
     dist: Dist
-    tokenizer: Any
-    engine: Any
+    tokenizer: PreTrainedTokenizerBase
+    engine: torch.nn.Module
     """The distributed wrapper around ActorCritic (DDP, DeepSpeed engine, FSDP2 module)."""
     policy: PolicyView
-    ref: Any
+    ref: torch.nn.Module | None
+    """The frozen reference model (KL), None when algo.kl_coef = 0."""
     has_critic: bool
-    optimizer: Any
-    scheduler: Any
+    optimizer: torch.optim.Optimizer
+    """As prepared by accelerate (a wrapper of AdamW, or DeepSpeed's)."""
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     prompts: PromptSet
     sampler: PromptSampler
     reward: OutcomeReward
     repro: RePro | None
+    """The RePro hook, None when RePro is off."""
     eos_ids: list[int]
     pad_id: int
     out_dir: str
     start_step: int = 0
     optimizer_steps: int = 0
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, int] = field(default_factory=dict)
+    """Counters for the logs (prompts dropped as too long)."""
 
     def close(self) -> None:
         self.reward.close()
@@ -135,9 +145,8 @@ def _build_accelerator(cfg: Config, world: int):
     d = Dist(acc)
     check_probe_attention(cfg, acc.device)
     set_seed(cfg.train.seed)
-    if d.strategy == "zero3":  # gather full weights when exporting Hugging Face checkpoints
-        acc.state.deepspeed_plugin.deepspeed_config.setdefault("zero_optimization", {})[
-            "stage3_gather_16bit_weights_on_model_save"] = True
+    if d.strategy == "zero3":
+        gather_full_weights_on_save(acc)
     return acc, d
 
 

@@ -22,13 +22,13 @@ dummy block when nothing needs scoring) and the naive path pads its number of fo
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 
 from ...modeling import LogprobOutput, Sequences, forward_logprobs, unwrap
+from ...timing import DeviceSpan
 from ..select import select_cuts_batched
 from ..types import ProbeRequest, ProbeResult
 from .attention import probe_cache
@@ -145,27 +145,6 @@ def _results(requests, H, selected, cuts, cut_valid, J) -> list[ProbeResult | No
         probes.append(ProbeResult(H=H[b, :n], selected=sel[b][:n], cuts=cut[b][:m], J_b=J_b[b],
                                   J=J[b, 1:1 + m].clone()))
     return probes
-
-
-class DeviceSpan:
-    """Time between two points of the device's queue: CUDA events on a GPU, the host clock on CPU
-    (where work runs when it is issued). Read `seconds` only after a sync."""
-
-    def __init__(self, device):
-        self.cuda = torch.device(device).type == "cuda"
-        self.marks = []
-
-    def mark(self) -> None:
-        if self.cuda:
-            e = torch.cuda.Event(enable_timing=True)
-            e.record()
-            self.marks.append(e)
-        else:
-            self.marks.append(time.perf_counter())
-
-    def seconds(self) -> float:
-        a, b = self.marks
-        return a.elapsed_time(b) / 1000.0 if self.cuda else b - a
 
 
 def _segment_tensors(requests: Sequence[ProbeRequest | None]):
