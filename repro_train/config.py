@@ -5,7 +5,7 @@ every key and type (unknown keys name the nearest valid one) and runs `validate`
 anything inconsistent instead of fixing it. Defaults live here once, documented by the string
 under each field; `docs/recipes.md` is generated from these docstrings.
 
-The RePro options follow `shared/spec/repro-method.md`: every choice the paper leaves open is a
+The RePro options follow `docs/spec/repro-method.md`: every choice the paper leaves open is a
 named field whose default is the spec's.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .algos.losses import get_policy_loss
 
 @dataclass(frozen=True)
 class ReProConfig:
-    """RePro process rewards (spec: shared/spec/repro-method.md, sections 1-12)."""
+    """RePro process rewards (spec: docs/spec/repro-method.md, sections 1-12)."""
 
     enabled: bool = True
     """Compute RePro process advantages and fold them into the outcome advantage."""
@@ -37,13 +37,16 @@ class ReProConfig:
     w: float = 0.2
     """Process score S = (1 - w) * S_magn + w * S_stab; the paper finds smaller w better (spec 8)."""
     think_end: str = "</think>"
-    """End-of-thinking marker; the thinking span stops at the token where its first occurrence begins. Empty: no marker (spec 1)."""
+    """End-of-thinking marker; the thinking span stops at the token where its first occurrence begins. Empty: no marker
+    (spec 1)."""
     segment_delimiter: str = r"\n\n"
-    """Regex for segment boundaries inside the thinking span; a whitespace run containing a match is one boundary (spec 2)."""
+    """Regex for segment boundaries inside the thinking span; a whitespace run containing a match is one boundary (spec
+    2)."""
     probe_prefix: str = "\n\nFinal answer: "
     """Forcing text placed between the reasoning prefix and the answer when scoring J (spec 5)."""
     probe_answer_format: str = "{answer}"
-    """Scored answer text: the literal '{answer}' is replaced by the ground-truth answer; other braces are kept, so '{answer}}$' works (spec 5)."""
+    """Scored answer text: the literal '{answer}' is replaced by the ground-truth answer; other braces are kept, so
+    '{answer}}$' works (spec 5)."""
     magnitude_eps: float = 1e-6
     """S_magn = 1 - tanh(J / min(J_b, -magnitude_eps)) (spec 6)."""
     stability_ema: float = 0.0
@@ -51,13 +54,15 @@ class ReProConfig:
     first_step_baseline: Literal["score", "zero"] = "score"
     """S_0 for r_1 = S_1 - S_0: 'score' = the empty prefix's score (1-w)(1-tanh 1) + w/2, 'zero' = 0 (spec 9)."""
     process_norm: Literal["group", "batch", "none"] = "group"
-    """Pool for normalising r: the rollouts of one prompt, the whole batch (all ranks), or no normalisation (spec 10)."""
+    """Pool for normalising r: the rollouts of one prompt, the whole batch (all ranks), or no normalisation (spec
+    10)."""
     norm_eps: float = 1e-6
     """r' = (r - mean) / (std + norm_eps), population std (spec 10)."""
     apply_to: Literal["all", "correct", "incorrect"] = "all"
     """Which rollouts get the process advantage, by outcome correctness (spec 12)."""
     ppo_process_reward: Literal["advantage", "dense_reward"] = "advantage"
-    """PPO only: add alpha * A_tilde after GAE ('advantage'), or put alpha * r' on the cut tokens as dense rewards before GAE (spec 12)."""
+    """PPO only: add alpha * A_tilde after GAE ('advantage'), or put alpha * r' on the cut tokens as dense rewards
+    before GAE (spec 12)."""
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     """How the J probe runs: the `repro.probe.*` keys below (engine settings; every choice gives the same numbers)."""
 
@@ -151,7 +156,8 @@ class RolloutConfig:
     generation_batch_size: int = 64
     """Sequences per generate() call on each rank."""
     per_prompt_seed: bool = False
-    """Seed each prompt's sampling from (train.seed, step, prompt index): rollouts then do not depend on the number of ranks (slower: one generate call per prompt)."""
+    """Seed each prompt's sampling from (train.seed, step, prompt index): rollouts then do not depend on the number of
+    ranks (slower: one generate call per prompt)."""
 
 
 @dataclass(frozen=True)
@@ -367,7 +373,8 @@ def _validate_batch_split(cfg: Config, world_size: int) -> None:
                           f"rollout.group_size = {batch} rollouts; valid values include {divisors}")
     if mini % (world_size * a.micro_batch_size):
         what = (f"'algo.mini_batch_size' = {mini} rollouts" if a.mini_batch_size is not None else
-                f"the batch of rollout.prompts_per_step * rollout.group_size = {mini} rollouts (algo.mini_batch_size is null)")
+                f"the batch of rollout.prompts_per_step * rollout.group_size = {mini} rollouts "
+                "(algo.mini_batch_size is null)")
         divisors = [m for m in range(1, mini // world_size + 1) if (mini // world_size) % m == 0] if mini % world_size == 0 else []
         raise ConfigError(
             f"{what} must split evenly into {world_size} rank(s) x 'algo.micro_batch_size' = {a.micro_batch_size}; "
@@ -412,7 +419,8 @@ def _validate_optim_reward_train(cfg: Config) -> None:
     if cfg.train.resume not in (None, "auto") and not cfg.train.resume.strip():
         raise ConfigError("'train.resume' must be 'auto', a checkpoint folder, or null")
     if cfg.data.source == "toy" and cfg.data.toy_size < cfg.rollout.prompts_per_step:
-        raise ConfigError(f"'data.toy_size' = {cfg.data.toy_size} is smaller than rollout.prompts_per_step = {cfg.rollout.prompts_per_step}")
+        raise ConfigError(f"'data.toy_size' = {cfg.data.toy_size} is smaller than "
+                          f"rollout.prompts_per_step = {cfg.rollout.prompts_per_step}")
 
 
 def load(path: str | None = None, overrides: list[str] = (), world_size: int = 1) -> Config:

@@ -120,7 +120,7 @@ def _num(x) -> float | None:
     return None if math.isnan(x) else round(x, 6)
 
 
-def score_rows(model, tokenizer, cfg: ReProConfig, rows: list[dict], temperature: float) -> list[dict]:
+def repro_rows(model, tokenizer, cfg: ReProConfig, rows: list[dict], temperature: float) -> list[dict]:
     """RePro's view of each row (one batch)."""
     repro = RePro(cfg, tokenizer, temperature)
     plan = repro.plan([r["response_ids"] for r in rows], [r["answer"] for r in rows])
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=len(good), desc="inspect", unit="row", disable=None)
     for s in range(0, len(good), args.batch_size):
         chunk = good[s:s + args.batch_size]
-        for (i, _), res in zip(chunk, score_rows(model, tok, cfg, [r for _, r in chunk], args.temperature)):
+        for (i, _), res in zip(chunk, repro_rows(model, tok, cfg, [r for _, r in chunk], args.temperature)):
             results[i] = {"row": i, **res}
         bar.update(len(chunk))
     bar.close()

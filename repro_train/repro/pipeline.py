@@ -4,7 +4,7 @@ process advantages.
     repro = RePro(cfg.repro, tokenizer, temperature=cfg.rollout.temperature)
     plan = repro.plan(response_ids, answers, correct)          # CPU: segmentation, skip reasons
     out = repro.policy_pass(model, seqs, plan.requests)         # per micro-batch: log-probs and J
-    adv = repro.advantages(plan, out.probes, group_ids, T)      # (N, T) A_tilde and every score
+    adv = repro.advantages(plan, out.probes, group_ids, R)      # (N, R) A_tilde and every score
 
 Nothing here knows which RL algorithm runs: the trainer folds `alpha * out.process_adv` into its
 estimator's advantage (`scores.fold`). Degenerate rollouts (no answer, an answer that tokenizes to
@@ -44,7 +44,7 @@ class ReProOutput:
     """Every RePro quantity of a batch, padded to M = most cuts; zeros where `mask` is False."""
 
     process_adv: torch.Tensor
-    """(N, T) A_tilde, the token process advantage (spec 11)."""
+    """(N, R) A_tilde, the token process advantage (spec 11), over the batch's R response columns."""
     J_b: torch.Tensor
     """(N,) J with no reasoning; NaN for rollouts skipped before probing."""
     J: torch.Tensor
@@ -117,7 +117,7 @@ class RePro:
         return self.engine.run(model, seqs, requests, self.forcing_ids, self.cfg.top_k, self.temperature)
 
     def advantages(self, plan: Plan, probes: Sequence[ProbeResult | None], group_ids: torch.Tensor | None,
-                   T: int, batch_stats: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ReProOutput:
+                   n_tokens: int, batch_stats: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ReProOutput:
         """Scores, rewards, normalisation and token process advantages for the batch (spec 6-11).
 
         `batch_stats` all-reduces `pool_stats` across ranks when process_norm = 'batch'."""
@@ -152,7 +152,7 @@ class RePro:
             if batch_stats is not None:
                 stats = batch_stats(stats)
         r_norm = normalize_rewards(r, mask, group_ids, c.process_norm, c.norm_eps, stats)
-        adv = token_process_advantages(r_norm, cuts, mask, T).float()
+        adv = token_process_advantages(r_norm, cuts, mask, n_tokens).float()
         counts = Counter(s for s in skip if s is not None)
         return ReProOutput(
             process_adv=adv, J_b=J_b, J=J, cuts=cuts, mask=mask, S_magn=S_magn, S_stab=S_stab, S=S,

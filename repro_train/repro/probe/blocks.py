@@ -79,15 +79,15 @@ def probe_layout(n_blocks: int, answer_len: int, forcing_len: int) -> tuple[int,
     return Lb, max(n_blocks, 1) * Lb
 
 
-def block_inputs(C, valid, A, alen, forcing, plen, P, last, Lb: int):
-    """Phase 2's inputs from the blocks (cuts C and valid (B, nb), answers A (B, Q) and their lengths,
+def block_inputs(C, valid, ans, alen, forcing, plen, P, last, Lb: int):
+    """Phase 2's inputs from the blocks (cuts C and valid (B, nb), answers `ans` (B, Q) and their lengths,
     forcing ids, prompt lengths; P, the prompt width, an int or a 0-d tensor on the device; `last`
     (B, nb) the token before each cut, re-fed when there are no forcing ids, else None): the
     blocks' tokens and positions (B, Lp), the first visible cache column of each row (B,) (rows
     are left-padded), each block's end of visible cache columns (B, nb), the positions that
     predict answer tokens, and the targets with their mask (B * nb, Q)."""
     B, nb = C.shape
-    Q, n_forcing = A.shape[1], forcing.numel()
+    Q, n_forcing = ans.shape[1], forcing.numel()
     lead = 0 if n_forcing else 1
     device = C.device
     parts = []  # (B, nb, Lb) block tokens: [lead] + f + q[:-1]
@@ -95,13 +95,13 @@ def block_inputs(C, valid, A, alen, forcing, plen, P, last, Lb: int):
         parts.append(last.unsqueeze(-1))
     if n_forcing:
         parts.append(forcing.view(1, 1, n_forcing).expand(B, nb, n_forcing))
-    parts.append(A[:, None, :Q - 1].expand(B, nb, Q - 1))
+    parts.append(ans[:, None, :Q - 1].expand(B, nb, Q - 1))
     ids = torch.cat(parts, dim=-1).reshape(B, nb * Lb)
     pos = (plen.view(B, 1, 1) + C.unsqueeze(-1) - lead + torch.arange(Lb, device=device)).reshape(B, nb * Lb)
     limit = torch.where(valid, P + C - lead, torch.zeros_like(C))  # cache columns < limit are visible
     keep = (torch.arange(nb, device=device).view(-1, 1) * Lb + lead + n_forcing - 1
             + torch.arange(Q, device=device)).reshape(-1)
-    targets = A.unsqueeze(1).expand(B, nb, Q).reshape(B * nb, Q)
+    targets = ans.unsqueeze(1).expand(B, nb, Q).reshape(B * nb, Q)
     tmask = ((torch.arange(Q, device=device).view(1, 1, -1) < alen.view(-1, 1, 1))
              & valid.unsqueeze(-1)).reshape(B * nb, Q)
     return ids, pos, P - plen, limit, keep, targets, tmask

@@ -61,9 +61,9 @@ def probe_fused(model, seqs: Sequences, cache, blocks: Blocks, settings: ProbeSe
     re-feeds the prefix's last token when f is empty, so q_0 is still predicted from the prefix."""
     device = seqs.input_ids.device
     B, P = seqs.input_ids.shape[0], seqs.prompt_width
-    C, valid, A, alen = blocks.cuts, blocks.valid, blocks.answers, blocks.answer_len
+    C, valid, ans, alen = blocks.cuts, blocks.valid, blocks.answers, blocks.answer_len
     n_forcing = blocks.forcing.numel()
-    nb, Q = C.shape[1], A.shape[1]
+    nb, Q = C.shape[1], ans.shape[1]
     Lb, Lp = probe_layout(nb, Q, n_forcing)
     plen = seqs.prompt_lens.to(device)
     last = None if n_forcing else seqs.input_ids.gather(1, (P + C - 1).clamp(min=0))  # the token before each cut
@@ -71,13 +71,13 @@ def probe_fused(model, seqs: Sequences, cache, blocks: Blocks, settings: ProbeSe
     if by_layers and use_triton(settings.attention, device):  # as triton_path, without a second model check
         kv = kv_table([(layer.keys, layer.values) for layer in cache.layers], P)
         fn = functools.partial(triton_J, model, kernels, Lb, kv.layout, kv.aligned)
-        inputs = (C, valid, A, alen, blocks.forcing, plen, kv.table) + ((last,) if last is not None else ())
+        inputs = (C, valid, ans, alen, blocks.forcing, plen, kv.table) + ((last,) if last is not None else ())
         graphable = settings.cuda_graph and device.type == "cuda" and not torch.is_grad_enabled()
         key = facts.graph_key(model) if graphable else None
         if key is None:
             return fn(*inputs)
         return graphs.run(fn, (key, Lb, kv.layout, kv.aligned, *((t.shape, t.dtype) for t in inputs)), inputs)
-    ids, pos, _, limit, keep, targets, tmask = block_inputs(C, valid, A, alen, blocks.forcing, plen, P, last, Lb)
+    ids, pos, _, limit, keep, targets, tmask = block_inputs(C, valid, ans, alen, blocks.forcing, plen, P, last, Lb)
     mask = probe_mask(model, seqs, cache, limit, Lb, Lp)
     if by_layers:
         logits = layers.forward(model, ids, pos, sdpa_attend(cache, mask), keep)
@@ -89,14 +89,14 @@ def probe_fused(model, seqs: Sequences, cache, blocks: Blocks, settings: ProbeSe
     return torch.where(valid, J, torch.zeros_like(J))
 
 
-def triton_J(model, kernels: Kernels, Lb: int, kv_layout: tuple, kv_aligned: bool, C, valid, A, alen, forcing,
+def triton_J(model, kernels: Kernels, Lb: int, kv_layout: tuple, kv_aligned: bool, C, valid, ans, alen, forcing,
              plen, table, last=None) -> torch.Tensor:
     """Phase 2 on the Triton path, from the blocks to J (B, nb): what a CUDA graph captures. The
     phase-1 cache is `table` with kv_layout and kv_aligned (`kernels.KVTable`), which also holds
     the prompt width."""
-    ids, pos, lo, limit, keep, targets, tmask = block_inputs(C, valid, A, alen, forcing, plen, table[3], last, Lb)
+    ids, pos, lo, limit, keep, targets, tmask = block_inputs(C, valid, ans, alen, forcing, plen, table[3], last, Lb)
     attn = kernels.prefix_attention(lo, limit, Lb, KVTable(table, kv_layout, kv_aligned))
     logits = layers.forward(model, ids, pos, attn.layer, keep, kernels)
     B, nb = valid.shape
-    J = answer_logprobs(logits.reshape(B * nb, A.shape[1], -1), targets, tmask, kernels=kernels).view(B, nb)
+    J = answer_logprobs(logits.reshape(B * nb, ans.shape[1], -1), targets, tmask, kernels=kernels).view(B, nb)
     return torch.where(valid, J, torch.zeros_like(J))

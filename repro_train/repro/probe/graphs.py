@@ -1,9 +1,8 @@
 """Phase 2 of the Triton path replayed from a CUDA graph.
 
-Phase 2 is a few hundred small kernels (about ten per layer, 2 to 60 us each). Issued one by one
-from Python, a torch op costs the host about 15 us and a Triton kernel about 5, so the device
-waits on the host: at the bench's bar cell (1.5B, 4 x 4,096 tokens, 11 cuts) phase 2 took 8.7 ms
-of wall time for 6.8 ms of device time. A CUDA graph issues them all in one launch.
+Phase 2 is a few hundred small kernels (about ten per layer). Issued one by one from Python,
+each costs the host about as much time as the device needs to run it, so the device waits on the
+host (docs/performance.md, section 4). A CUDA graph issues them all in one launch.
 
 `GraphCache.run(fn, key, inputs)` returns fn(*inputs). The first call under a key runs fn as it is (which
 compiles the kernels and warms cuBLAS); the second captures fn over copies of the inputs the

@@ -131,8 +131,8 @@ def fused_qkv(layers, x: torch.Tensor, per_layer: bool = False):
     bias (or None), gathered with one multi-tensor copy per phase 2; None where they cannot be
     (a projection that is not `plain`, biases on some only, sizes that differ between layers).
     One GEMM then does a layer's three projections, which at phase 2's few hundred tokens run far
-    below the GEMM's peak one by one. The copy is made afresh every call (it is 6 MB a layer for a
-    1.5B model), so it never outlives a weight update. per_layer=True returns a function that
+    below the GEMM's peak one by one. The copy is made afresh every call, so it never outlives a
+    weight update. per_layer=True returns a function that
     gathers layer i into one layer-sized buffer when called (i -> (weight, bias)), so a CUDA
     graph's memory pool keeps one layer's copy, not all of them."""
     lins = [(la.self_attn.q_proj, la.self_attn.k_proj, la.self_attn.v_proj) for la in layers]
@@ -148,7 +148,7 @@ def fused_qkv(layers, x: torch.Tensor, per_layer: bool = False):
     W = x.new_empty(n, sum(rows), lins[0][0].weight.shape[1])
     b = x.new_empty(n, sum(rows)) if biased else None
 
-    if per_layer:  # (torch.cat writes a layer in one kernel; a multi-tensor copy of three took 3x as long)
+    if per_layer:  # (torch.cat writes a layer in one kernel, faster than a multi-tensor copy of three)
         def layer(i):
             torch.cat([lin.weight for lin in lins[i]], out=W[0])
             if biased:
@@ -225,7 +225,7 @@ def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, attend: 
 
     def rope(t):  # t * cos + rotate_half(t) * sin, rotate_half(t) = roll(t) * sign, each product
         # rounded as in HF (an addcmul rounds once: cheaper, but its bf16 J drifts further from the
-        # model's own forward, 1.8e-2 against 1.3e-2 at the bench's bar cell)
+        # model's own forward; docs/performance.md, section 4)
         return (t * cos).add_(t.roll(half, dims=-1) * sin)
 
     # under a CUDA graph's capture, q/k/v weights are gathered a layer at a time (see fused_qkv)

@@ -20,15 +20,22 @@ class ProbeSettings:
     """How the J probe runs (same numbers whatever is chosen; the engine behind `repro`)."""
 
     impl: Impl = "fused"
-    """'fused': score all cut points in one extra forward over the log-prob pass's KV cache; 'naive': one teacher-forced sequence per cut point (reference)."""
+    """'fused': score all cut points in one extra forward over the log-prob pass's KV cache; 'naive': one
+    teacher-forced sequence per cut point (reference)."""
     batch_size: int = 16
     """Naive probe only: teacher-forced sequences per forward."""
     forward: Forward = "layers"
-    """Fused probe only: 'layers' runs the probe forward layer by layer with fused kernels (Llama, Mistral, Qwen2, Qwen3 with whole weights; other models, and ZeRO-3/FSDP2, fall back to 'model'); 'model': the model's own forward. Same numbers."""
+    """Fused probe only: 'layers' runs the probe forward layer by layer with fused kernels (Llama, Mistral, Qwen2,
+    Qwen3 with whole weights; other models, and ZeRO-3/FSDP2, fall back to 'model'); 'model': the model's own
+    forward. Same numbers."""
     attention: Attention = "auto"
-    """Fused probe, 'layers' forward only: 'triton' attends each probe block over exactly its prefix with the project's Triton kernel (CUDA); 'sdpa' uses SDPA with a mask over the whole cache; 'auto' = triton on a GPU with Triton installed, else sdpa. Same numbers."""
+    """Fused probe, 'layers' forward only: 'triton' attends each probe block over exactly its prefix with the project's
+    Triton kernel (CUDA); 'sdpa' uses SDPA with a mask over the whole cache; 'auto' = triton on a GPU with Triton
+    installed, else sdpa. Same numbers."""
     cuda_graph: bool = True
-    """Fused probe on the Triton path: replay phase 2 from a CUDA graph (captured on the second micro-batch of a shape, at most 4 kept per GPU; not under autocast, nor for a model whose projections are not plain nn.Linear), so its few hundred small kernels cost one launch. false: issue them one by one. Same numbers."""
+    """Fused probe on the Triton path: replay phase 2 from a CUDA graph (captured on the second micro-batch of a shape,
+    at most 4 kept per GPU; not under autocast, nor for a model whose projections are not plain nn.Linear), so its
+    few hundred small kernels cost one launch. false: issue them one by one. Same numbers."""
 
     def __post_init__(self):
         if self.impl not in IMPLS:
