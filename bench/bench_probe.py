@@ -613,7 +613,8 @@ def bar_lines(cells: list[dict], bar_ratio: float = 0.05, bar_dJ: float = 2e-2) 
                    f"naive {_f(c.get('max_abs_dJ_naive_fp32'), '.1e')})")
         ok = lambda v, bar: "n/a" if v is None else ("PASS" if v <= bar else "FAIL")  # noqa: E731
         out.append(f"bar {c['model']} 4096 tokens, 11 probe points: fused/fwd {_f(r, '.4f')} <= {bar_ratio} "
-                   f"{ok(r, bar_ratio)} (no graph {_f(c.get('fused_eager_over_forward'), '.4f')}); pass extra/fwd {_f(e, '.4f')} <= {bar_ratio} {ok(e, bar_ratio)}; "
+                   f"{ok(r, bar_ratio)} (no graph {_f(c.get('fused_eager_over_forward'), '.4f')}); "
+                   f"pass extra/fwd {_f(e, '.4f')} <= {bar_ratio} {ok(e, bar_ratio)}; "
                    f"paired {_f(ep, '.4f')} {ok(ep, bar_ratio)}; max|dJ| {_f(d, '.1e')} <= {bar_dJ} {ok(d, bar_dJ)}{ref}")
     return out
 

@@ -138,8 +138,8 @@ def main() -> None:
             record(name, lambda fa=fa, bm=bm, opts=opts: fa(q, k, v, block_mask=bm, scale=scale, enable_gqa=True,
                                                             kernel_options=opts), comp)
             results[-1]["mask_first_s"] = mask_s
-            results[-1]["mask_ms"] = timed(lambda: create_block_mask(mask_mod, B, None, Lp, Kc + Lp, device=dev,
-                                                                     BLOCK_SIZE=bs), repeats=5, warmup=1)
+            results[-1]["mask_ms"] = timed(lambda bs=bs: create_block_mask(mask_mod, B, None, Lp, Kc + Lp, device=dev,
+                                                                           BLOCK_SIZE=bs), repeats=5, warmup=1)
         except Exception as e:
             results.append(dict(name=name, error=f"{type(e).__name__}: {str(e)[:300]}"))
             print(json.dumps(results[-1]), flush=True)

@@ -49,7 +49,7 @@ def main(argv=None) -> None:
             blocks = Blocks.from_lists(make_blocks(a.length, a.cuts, o), inp.answers, inp.forcing, 0, dev)
             sq = inp.seqs
             with torch.no_grad():
-                def phase1(m):
+                def phase1(m, sq=sq):
                     return m(input_ids=sq.input_ids, attention_mask=sq.attention_mask, position_ids=sq.position_ids,
                              use_cache=True, past_key_values=probe_cache(0), logits_to_keep=1).past_key_values
                 J32 = ProbeEngine().fused(ref, sq, phase1(ref), blocks)

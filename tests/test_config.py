@@ -217,7 +217,8 @@ def test_dump_yaml_round_trips_through_load(tmp_path):
         "repro.probe_answer_format='{answer}}$'",
         "repro.segment_delimiter=\\n",
         "repro.magnitude_eps=1.0e-7",
-        "reward.functions=[{name: numeric, kwargs: {rel_tol: 0.01}}, {name: format, weight: 0.1, correctness: false}]",
+        "reward.functions=[{name: numeric, kwargs: {rel_tol: 0.01}}, "
+        "{name: format, weight: 0.1, correctness: false}]",
         "data.toy.n_ops=[1, 3]", "data.system_prompt='Be brief: 1 | 2'", "optim.betas=[0.8, 0.9]",
         "algo.mini_batch_size=32", "algo.dual_clip=3", "critic.path=null", "train.resume=auto",
     ])

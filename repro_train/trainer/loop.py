@@ -85,7 +85,6 @@ def scatter_rows(dst: torch.Tensor, rows: list[int], src: torch.Tensor) -> None:
 
 def rollout_phase(rt: Runtime, step: int) -> Batch:
     """Sample G responses for this rank's prompts and check their outcome."""
-    cfg, d = rt.cfg, rt.dist
     timings: dict[str, float] = {}
     with phase_timer(timings, "rollout_s"):
         with phase_timer(timings, "generate_s"):

@@ -20,7 +20,7 @@ computes each block against the whole cache and reads a mask as large as the sco
 - `rope_`: the rotary embedding of q and k in place, in one kernel per layer, rounding each
   product and the sum to the tensors' dtype exactly as the model's `q * cos + rotate_half(q) * sin`.
   (Rotating inside the attention kernel instead saves the launch but costs more GPU time: every
-  slice of the prefix would rotate its query tile again, 13 us a layer against 4 us here.)
+  slice of the prefix would rotate its query tile again; docs/performance.md, section 4.)
 - `silu_mul_`, `scale_`, `rms_norm`: the MLP's SiLU gate, RMSNorm's scale by its weight (after
   torch's normalisation), and HF's whole RMSNorm, one kernel each, with the same roundings as the
   torch code they replace (normalise in float32, round, scale, round). The whole-RMSNorm kernel
@@ -126,11 +126,12 @@ def aligned(*tensors: torch.Tensor) -> tuple:
 @dataclass(frozen=True)
 class KVTable:
     """The phase-1 cache as the attention kernel reads it: an int64 device tensor holding the
-    cache length T, the keys' and values' batch strides and the prompt width, then (from slot 8)
-    every layer's key and value addresses. The kernel takes the layer's addresses from it, so what a launch fixes of the cache
-    is only `layout` (rows, heads, head size, dtype, head and token strides, the same whatever T
-    is), and a CUDA graph of phase 2 (`graphs.GraphCache`) can replay over any later cache of that
-    layout: only the table's contents change."""
+    cache length, the keys' and values' batch strides and the prompt width, then (from slot 8)
+    every layer's key and value addresses. The kernel takes the layer's addresses from it, so what
+    a launch fixes of the cache is only `layout` (rows, heads, head size, dtype, head and token
+    strides, the same whatever the cache's length), and a CUDA graph of phase 2
+    (`graphs.GraphCache`) can replay over any later cache of that layout: only the table's
+    contents change."""
 
     table: torch.Tensor
     layout: tuple
@@ -275,8 +276,7 @@ class PrefixAttention:
 SPLIT_ITEMS_PER_SM = 1.5
 """Default slicing: about this many (block, KV head, slice) items per SM if every block saw the
 whole cache (on average they see about half of it). Finer slices balance better but cost more
-than they gain: at the bench's bar cell 2 slices took 55 us a layer, 4 and 6 took 61, 9 took 74
-(`bench/bench_probe_attention.py`)."""
+than they gain (docs/performance.md, section 4; `bench/bench_probe_attention.py`)."""
 
 
 def work_items(lo: torch.Tensor, hi: torch.Tensor, n_mt: int, span: int, splits: int, block_n: int) -> torch.Tensor:
