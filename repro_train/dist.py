@@ -88,6 +88,12 @@ def build_accelerator(strategy: str, mixed_precision: str, grad_accum_steps: int
     return acc
 
 
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch on every device of this process (accelerate's set_seed)."""
+    from accelerate.utils import set_seed as accelerate_set_seed
+    accelerate_set_seed(seed)
+
+
 def clip_grad_norm(accelerator, engine, strategy: str, clip: float) -> float:
     """The gradient norm of this optimizer step, gradients clipped to `clip` (0: no clipping).
     DeepSpeed clips inside its own step (its config's gradient_clipping) and reports the norm

@@ -16,7 +16,7 @@ import torch
 from ..config import Config
 from ..config_base import ConfigError, dump_yaml
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
-from ..dist import Dist, build_accelerator, gather_full_weights_on_save, prepare_frozen
+from ..dist import Dist, build_accelerator, gather_full_weights_on_save, prepare_frozen, set_seed
 from ..repro.pipeline import RePro
 from ..repro.probe.kernels import unavailable as triton_unavailable
 from ..rewards import OutcomeReward, RewardSpec
@@ -135,8 +135,6 @@ def build_runtime(cfg: Config) -> Runtime:
 
 def _build_accelerator(cfg: Config, world: int):
     """(accelerator, Dist) for the recipe's strategy, seeded; determinism switched on if asked."""
-    from accelerate.utils import set_seed
-
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)

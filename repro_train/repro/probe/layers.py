@@ -18,7 +18,7 @@ forward, which gives the same numbers more slowly.
 from __future__ import annotations
 
 import weakref
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -93,12 +93,12 @@ class ModelFacts:
         if torch.is_autocast_enabled(w.device.type):
             return None
         walk = self._walks.get(m)
-        if walk is None or walk[0] != (w.dtype, w.device, len(m.model.layers)) \
-                or not all(d.get(n) is c for d, n, c in walk[1]):
+        if walk is None or walk.fingerprint != (w.dtype, w.device, len(m.model.layers)) \
+                or not all(d.get(n) is c for d, n, c in walk.links):
             walk = self._walks[m] = _walk_for_graph(m)
-        if walk[2] is None:
+        if walk.fixed is None:
             return None
-        return walk[2] + tuple(d[n].data_ptr() for d, n in walk[3])
+        return walk.fixed + tuple(d[n].data_ptr() for d, n in walk.tensors)
 
 def _rms(x: torch.Tensor, norm, ops=None) -> torch.Tensor:
     """HF's RMSNorm: normalise in float32, cast back to x's dtype, then scale by the weight."""
@@ -164,10 +164,21 @@ def fused_qkv(layers, x: torch.Tensor, per_layer: bool = False):
     return (lambda i: (W[i], b[i] if biased else None)), rows
 
 
-def _walk_for_graph(m) -> tuple:
-    """((dtype, device, layers), the (parent's module dict, name, module) links of every module `forward`
-    uses, the key's fixed part or None where a graph may not hold `forward`, the (parameter or
-    buffer dict, name) of every tensor it reads)."""
+class _Walk(NamedTuple):
+    """What `graph_key` keeps of one walk over a model."""
+
+    fingerprint: tuple
+    """(dtype, device, number of layers) of the model when walked."""
+    links: list
+    """(parent's module dict, name, module) of every module `forward` uses."""
+    fixed: tuple | None
+    """The key's fixed part, or None where a graph may not hold `forward`."""
+    tensors: list
+    """(parameter or buffer dict, name) of every tensor `forward` reads."""
+
+
+def _walk_for_graph(m) -> _Walk:
+    """Walk the modules and tensors `forward` uses (see `_Walk`)."""
     base = m.model
     w = base.embed_tokens.weight
     links, tensors = [], []
@@ -202,7 +213,7 @@ def _walk_for_graph(m) -> tuple:
     tensors.append((head._parameters, "weight"))
     ok = ok and head.bias is None and all(type(lin) is torch.nn.Linear and lin.weight.dtype == w.dtype
                                           and lin.weight.device == w.device for lin in lins)
-    return (w.dtype, w.device, len(layers)), links, tuple(fixed) if ok else None, tensors
+    return _Walk((w.dtype, w.device, len(layers)), links, tuple(fixed) if ok else None, tensors)
 
 
 def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, attend: Attend,

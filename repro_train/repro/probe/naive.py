@@ -12,12 +12,21 @@ Under ZeRO-3 and FSDP every forward is a collective, so the number of forwards i
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
 from ...modeling import Sequences
 from .blocks import Blocks, answer_logprobs
+
+
+class _Item(NamedTuple):
+    """One teacher-forced sequence: rollout `row`'s block `block`, ids p + y[:c] + f + q, answer q."""
+
+    row: int | None
+    block: int | None
+    ids: list[int]
+    answer: list[int]
 
 
 def probe_naive(model, seqs: Sequences, blocks: Blocks, pad_id: int, batch_size: int = 16,
@@ -31,16 +40,16 @@ def probe_naive(model, seqs: Sequences, blocks: Blocks, pad_id: int, batch_size:
     n_calls = sync_calls(len(chunks)) if sync_calls is not None else len(chunks)
     J = torch.zeros(blocks.cuts.shape[0], nb)
     for i in range(n_calls):
-        chunk = chunks[i] if i < len(chunks) else [(None, None, [pad_id, pad_id], [pad_id])]  # dummy forward
+        chunk = chunks[i] if i < len(chunks) else [_Item(None, None, [pad_id, pad_id], [pad_id])]  # dummy forward
         vals = _teacher_forced_J(model, chunk, pad_id, device)
-        for j, (b, k, _, _) in enumerate(chunk):
-            if b is not None:
-                J[b, k] = vals[j]
+        for j, item in enumerate(chunk):
+            if item.row is not None:
+                J[item.row, item.block] = vals[j]
     return J.to(device)
 
 
-def _items(seqs: Sequences, blocks: Blocks) -> list[tuple]:
-    """(row, block index, p + y[:c] + f + q, q) for every block, longest first."""
+def _items(seqs: Sequences, blocks: Blocks) -> list[_Item]:
+    """Every block as a teacher-forced sequence, longest first."""
     forcing = blocks.forcing.tolist()
     cuts, answers = blocks.to_lists()
     P = seqs.prompt_width
@@ -51,20 +60,20 @@ def _items(seqs: Sequences, blocks: Blocks) -> list[tuple]:
     for b, (bl, q) in enumerate(zip(cuts, answers)):
         p, y = rows[b][P - plen[b]:P], rows[b][P:P + rlen[b]]
         for k, c in enumerate(bl):
-            items.append((b, k, p + y[:c] + list(forcing) + list(q), list(q)))
-    items.sort(key=lambda it: len(it[2]), reverse=True)
+            items.append(_Item(b, k, p + y[:c] + list(forcing) + list(q), list(q)))
+    items.sort(key=lambda it: len(it.ids), reverse=True)
     return items
 
 
-def _teacher_forced_J(model, chunk: list[tuple], pad_id: int, device) -> torch.Tensor:
+def _teacher_forced_J(model, chunk: list[_Item], pad_id: int, device) -> torch.Tensor:
     """J of each item of `chunk` in one left-padded forward: (len(chunk),) float32 on the host."""
-    Q = max(len(it[3]) for it in chunk)
-    L = max(len(it[2]) for it in chunk)
+    Q = max(len(it.answer) for it in chunk)
+    L = max(len(it.ids) for it in chunk)
     ids = torch.full((len(chunk), L), pad_id, dtype=torch.long)
     att = torch.zeros((len(chunk), L), dtype=torch.long)
     targets = torch.zeros((len(chunk), Q), dtype=torch.long)
     tmask = torch.zeros((len(chunk), Q), dtype=torch.bool)
-    for j, (_, _, seq, q) in enumerate(chunk):
+    for j, (_, _, seq, q) in enumerate(chunk):  # (row, block, ids, answer)
         ids[j, L - len(seq):] = torch.tensor(seq)
         att[j, L - len(seq):] = 1
         targets[j, Q - len(q):] = torch.tensor(q)  # kept column Q - |q| + i predicts q_i
