@@ -166,3 +166,20 @@ def test_imports_resolve_relative_and_absolute(tmp_path, monkeypatch):
                                     "def f():\n    from .n import g\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", pkg)
     assert imports(pkg / "a" / "m.py") == [("b.c", True), ("a.n", True), ("d.e", True), ("a.n.g", False)]
+
+
+def test_no_private_name_crosses_a_module():
+    """`from .x import _name` would tie a module to another's internals."""
+    crossing = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("repro_train")):
+                crossing += [f"{module_name(path)} imports {a.name}" for a in node.names
+                             if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not crossing, "\n".join(crossing)
+
+
+def test_the_loop_imports_nothing_of_the_probe_engine():
+    """The loop asks RePro for its pass (`RePro.policy_pass`); the engine stays behind it."""
+    engine = [b for a, b, _ in edges() if a == "trainer.loop" and b.startswith("repro.probe")]
+    assert not engine, engine
