@@ -437,9 +437,23 @@ def load(path: str | None = None, overrides: list[str] = (), world_size: int = 1
         if not isinstance(raw, dict):
             raise ConfigError(f"recipe {path} must be a mapping of sections (model:, data:, ...)")
     raw = apply_overrides(raw, list(overrides))
+    _check_moved(raw)
     cfg = build(Config, raw)
     validate(cfg, world_size)
     return cfg
+
+
+MOVED = {f"repro.probe_{k}": f"repro.probe.{k}" for k in ("impl", "batch_size", "forward", "attention", "cuda_graph")}
+"""Keys that moved (old -> new): a recipe that still uses one is told the new name."""
+
+
+def _check_moved(raw: dict) -> None:
+    for section, keys in raw.items():
+        for key in keys if isinstance(keys, dict) else ():
+            new = MOVED.get(f"{section}.{key}")
+            if new is not None:
+                raise ConfigError(f"'{section}.{key}' moved to '{new}' (the probe engine's settings are a "
+                                  f"section of their own: repro: {{probe: {{{new.rpartition('.')[2]}: ...}}}})")
 
 
 __all__ = ["Config", "ConfigError", "ReProConfig", "load", "validate", "dump_yaml"]
