@@ -1,5 +1,6 @@
 """The recipe key reference: one markdown table per config section, built from the attribute
-docstrings in `repro_train/config.py`. docs/recipes.md ends with it, and a test keeps the two equal.
+docstrings in `repro_train/config.py` (the `repro.probe` section's in
+`repro_train/repro/probe/settings.py`). docs/recipes.md ends with it, and a test keeps the two equal.
 
     python -m repro_train.config_doc                          # print the tables
     python -m repro_train.config_doc --write docs/recipes.md  # replace the generated part of the page
@@ -22,8 +23,8 @@ import yaml
 from .config_base import describe_type, iter_fields, to_dict
 from .config import Config
 
-MARKER = ("<!-- Generated from the docstrings in repro_train/config.py by "
-          "`python -m repro_train.config_doc --write docs/recipes.md`: edit those, not this part. -->")
+MARKER = ("<!-- Generated from the docstrings in repro_train/config.py (and repro_train/repro/probe/settings.py for "
+          "repro.probe) by `python -m repro_train.config_doc --write docs/recipes.md`: edit those, not this part. -->")
 """First line of the generated part; --write replaces everything from here to the end of the page."""
 
 
