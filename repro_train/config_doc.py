@@ -23,8 +23,8 @@ import yaml
 from .config_base import describe_type, iter_fields, to_dict
 from .config import Config
 
-MARKER = ("<!-- Generated from the docstrings in repro_train/config.py (and repro_train/repro/probe/settings.py for "
-          "repro.probe) by `python -m repro_train.config_doc --write docs/recipes.md`: edit those, not this part. -->")
+MARKER = ("<!-- Generated from the docstrings in repro_train/config.py by "
+          "`python -m repro_train.config_doc --write docs/recipes.md`: edit those, not this part. -->")
 """First line of the generated part; --write replaces everything from here to the end of the page."""
 
 
