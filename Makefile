@@ -1,5 +1,5 @@
 # repro_train: the two commands the README promises.
-#   make test   set up (if needed), then run the test suite
+#   make test   set up (if needed), then check formatting and lint (ruff), then run the test suite
 #   make demo   set up (if needed), then run the main job on the embedded default
 # Every pip call goes through constraints.txt (torch pin) and requirements.lock (resolved versions).
 SHELL := /bin/bash
@@ -24,6 +24,8 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt requirements.lock
 	@touch $(STAMP)
 
 test: setup
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
 	$(RUNENV) $(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: setup

@@ -12,7 +12,7 @@ response length and each number of cuts (plus J_b, so cuts + 1 probe points per 
     fused_J        probe_fused over that cache (phase 2 only; the cache is cropped back after each call);
                    on a GPU's Triton path also with its CUDA graph off ("no graph": kernels issued one by one)
     naive_J        probe_naive: one teacher-forced sequence per probe point, `--naive-batch` at a time
-    pass           the trainer's score_pass (phase 1 + selection + phase 2), alone and paired with forward
+    pass           the trainer's policy pass (phase 1 + selection + phase 2), alone and paired with forward
     fp32 J         with --fp32-reference: J from a float32 copy of the weights, the yardstick for both paths
 
 Times are medians after warm-up (CUDA events), ratios are against `forward`, and
@@ -42,8 +42,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench the checkout, installed or not
 from repro_train.modeling import forward_logprobs, pack  # noqa: E402
-from repro_train.repro.probe import Blocks, ProbeRow, probe_fused, probe_layout, probe_naive, score_pass  # noqa: E402
-from repro_train.repro.probe_attention import _triton_path, probe_cache  # noqa: E402
+from repro_train.repro.probe import ProbeEngine, ProbeSettings  # noqa: E402
+from repro_train.repro.probe.attention import probe_cache  # noqa: E402
+from repro_train.repro.probe.blocks import Blocks, probe_layout  # noqa: E402
+from repro_train.repro.probe.fused import triton_path  # noqa: E402
+from repro_train.repro.types import ProbeRequest  # noqa: E402
+
+_ENGINES: dict[ProbeSettings, ProbeEngine] = {}
+
+
+def engine(**settings) -> ProbeEngine:
+    """One probe engine per settings for the whole run, so CUDA graphs and launch tables persist
+    between timed calls as they do between a trainer's micro-batches."""
+    key = ProbeSettings(**settings)
+    if key not in _ENGINES:
+        _ENGINES[key] = ProbeEngine(key, pad_id=PAD_ID)
+    return _ENGINES[key]
 
 # Real Qwen2 dimensions (no hub here: the configs are written out by hand).
 MODELS = {
@@ -87,7 +101,7 @@ class BenchOptions:
     tokens once padded, about 70 s a call on the 7B."""
     seed: int = 0
     attention: str = "auto"
-    """Phase 2's attention (repro.probe_attention): auto, triton or sdpa."""
+    """Phase 2's attention (repro.probe.attention): auto, triton or sdpa."""
     fp32_reference: bool = False
     """Also compute J in float32 (a float32 copy of the same weights, fused path, which equals the
     naive path to 1e-5 there) and give each low-precision path's distance to it."""
@@ -316,18 +330,17 @@ def run_length(model, length: int, cuts_list: list[int], o: BenchOptions, name: 
 
 
 def pass_cell(model, inp: Inputs, cell: dict, blocks, J_fused, clock: Clock, o: BenchOptions):
-    """What training pays: the trainer's whole `score_pass` with RePro on (phase 1 keeping the cache,
+    """What training pays: the trainer's whole policy pass with RePro on (phase 1 keeping the cache,
     selection on the device, phase 2 queued behind phase 1) against the plain log-prob forward.
     Each rollout gets exactly `cuts` segments ending at the cell's cut points, so all are selected.
 
     Then the same difference paired: forward and pass timed in alternation, the median of
     (pass - forward) over the pairs. The two medians above are taken seconds apart, so drift in
     the GPU's clocks lands in their difference; a pair shares it."""
-    rows = [ProbeRow(tuple([0] + bl[1:-1]), tuple(bl[1:]), tuple(a)) for bl, a in zip(blocks, inp.answers)]
+    rows = [ProbeRequest(tuple([0] + bl[1:-1]), tuple(bl[1:]), tuple(a)) for bl, a in zip(blocks, inp.answers)]
 
     def one_pass():
-        return score_pass(model, inp.seqs, rows, inp.forcing, top_k=cell["cuts"], impl="fused", pad_id=PAD_ID,
-                          attention=o.attention)
+        return engine(impl="fused", attention=o.attention).run(model, inp.seqs, rows, inp.forcing, top_k=cell["cuts"])
     res, cell["status_pass"] = attempt(lambda: measure(one_pass, clock, o, FORWARD_SLOW_S))
     if res is None:
         return
@@ -374,7 +387,7 @@ class KeptCache:
         self.rebuild()
 
     def rebuild(self, room: int | None = None):
-        """Phase 1 again (untimed), leaving `room` probe columns as the trainer's score_pass does."""
+        """Phase 1 again (untimed), leaving `room` probe columns as the trainer's policy pass does."""
         self.room = self.room if room is None else room
         self.cache = None
         self.cache = forward_logprobs(self.model, self.seqs, with_entropy=True, use_cache=True,
@@ -383,16 +396,17 @@ class KeptCache:
 
 
 def probe_room(model, inp: Inputs, cuts: int, o: BenchOptions) -> int:
-    """Probe columns phase 1 leaves for phase 2, as score_pass does: none on the Triton path (which
+    """Probe columns phase 1 leaves for phase 2, as the policy pass does: none on the Triton path (which
     appends nothing), else the columns `cuts` cut points (+ J_b) per rollout fill."""
-    if _triton_path(model, inp.seqs.input_ids.device, "layers", o.attention):
+    eng = engine(attention=o.attention)
+    if triton_path(model, inp.seqs.input_ids.device, eng.settings, eng.facts):
         return 0
     return probe_layout(cuts + 1, max(len(a) for a in inp.answers), len(inp.forcing))[1]
 
 
 def forward_cells(model, inp: Inputs, cells: list[dict], clock: Clock, o: BenchOptions):
     """1-2. The log-prob forward without and with the KV cache (with the room phase 2 needs, as the
-    trainer's score_pass leaves it: none on the Triton path); returns (forward timing, kept cache)."""
+    trainer's policy pass leaves it: none on the Triton path); returns (forward timing, kept cache)."""
     seqs = inp.seqs
     room = probe_room(model, inp, max(c["cuts"] for c in cells), o)
     fwd, st = attempt(lambda: measure(lambda: forward_logprobs(model, seqs, with_entropy=True),
@@ -433,9 +447,9 @@ def fused_cell(model, inp: Inputs, cell: dict, blocks, kept: KeptCache | None, c
 
     def timed(graph: bool):
         return attempt(lambda: measure(
-            lambda: probe_fused(model, inp.seqs, kept.cache,
-                                Blocks.from_lists(blocks, inp.answers, inp.forcing, PAD_ID, inp.seqs.input_ids.device),
-                                attention=o.attention, graph=graph),
+            lambda: engine(attention=o.attention, cuda_graph=graph).fused(
+                model, inp.seqs, kept.cache,
+                Blocks.from_lists(blocks, inp.answers, inp.forcing, PAD_ID, inp.seqs.input_ids.device)),
             clock, o, FORWARD_SLOW_S, after=after))
 
     fus, cell["status_fused"] = timed(True)
@@ -448,8 +462,8 @@ def fused_cell(model, inp: Inputs, cell: dict, blocks, kept: KeptCache | None, c
                 peak_gib_forward_cache_fused=_max(kept.timing.peak_gib, fus.peak_gib),
                 cache_restore="crop" if kept.reruns == 0 else "rerun phase 1",
                 fused_repeat_max_abs_diff=_max_diff(seen[0], seen[-1]), J_fused_mean=_mean(fus.out))
-    if clock.cuda and _triton_path(model, inp.seqs.input_ids.device, "layers", o.attention):
-        # the same phase 2 with its kernels issued one by one (repro.probe_cuda_graph: false)
+    if clock.cuda and probe_room(model, inp, cell["cuts"], o) == 0:  # the Triton path
+        # the same phase 2 with its kernels issued one by one (repro.probe.cuda_graph: false)
         eager, st = timed(False)
         cell.update(fused_eager_ms=eager and eager.ms, fused_eager_samples=eager and eager.samples,
                     status_fused_eager=st, graph_vs_eager_max_abs_dJ=eager and _max_diff(fus.out, eager.out))
@@ -467,8 +481,8 @@ def naive_cell(model, inp: Inputs, cell: dict, blocks, J_fused, fwd: Timing | No
         cell["status_naive"] = skip
         return None
     nai, cell["status_naive"] = attempt(lambda: measure(
-        lambda: probe_naive(model, inp.seqs, Blocks.from_lists(blocks, inp.answers, inp.forcing, PAD_ID, inp.seqs.input_ids.device),
-                            PAD_ID, batch_size=o.naive_batch),
+        lambda: engine(impl="naive", batch_size=o.naive_batch).naive(
+            model, inp.seqs, Blocks.from_lists(blocks, inp.answers, inp.forcing, PAD_ID, inp.seqs.input_ids.device)),
         clock, o, NAIVE_SLOW_S))
     if nai is None:
         return None
@@ -487,8 +501,8 @@ def reference_cells(model, inp: Inputs, cells: list[dict], all_blocks, fused_J, 
             s = inp.seqs  # phase 1 for its cache only: no float32 logits over the responses
             cache = ref(input_ids=s.input_ids, attention_mask=s.attention_mask, position_ids=s.position_ids,
                         use_cache=True, past_key_values=probe_cache(0), logits_to_keep=1).past_key_values
-            return [probe_fused(ref, inp.seqs, cache, Blocks.from_lists(bl, inp.answers, inp.forcing, PAD_ID,
-                                                                        inp.seqs.input_ids.device))
+            return [engine().fused(ref, inp.seqs, cache, Blocks.from_lists(bl, inp.answers, inp.forcing, PAD_ID,
+                                                                           inp.seqs.input_ids.device))
                     for bl in all_blocks]
         finally:
             del ref
@@ -599,7 +613,8 @@ def bar_lines(cells: list[dict], bar_ratio: float = 0.05, bar_dJ: float = 2e-2) 
                    f"naive {_f(c.get('max_abs_dJ_naive_fp32'), '.1e')})")
         ok = lambda v, bar: "n/a" if v is None else ("PASS" if v <= bar else "FAIL")  # noqa: E731
         out.append(f"bar {c['model']} 4096 tokens, 11 probe points: fused/fwd {_f(r, '.4f')} <= {bar_ratio} "
-                   f"{ok(r, bar_ratio)} (no graph {_f(c.get('fused_eager_over_forward'), '.4f')}); pass extra/fwd {_f(e, '.4f')} <= {bar_ratio} {ok(e, bar_ratio)}; "
+                   f"{ok(r, bar_ratio)} (no graph {_f(c.get('fused_eager_over_forward'), '.4f')}); "
+                   f"pass extra/fwd {_f(e, '.4f')} <= {bar_ratio} {ok(e, bar_ratio)}; "
                    f"paired {_f(ep, '.4f')} {ok(ep, bar_ratio)}; max|dJ| {_f(d, '.1e')} <= {bar_dJ} {ok(d, bar_dJ)}{ref}")
     return out
 
@@ -659,7 +674,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seconds after which no naive cell (or length) starts; 0: none")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--attention", default=d.attention, choices=["auto", "triton", "sdpa"],
-                   help="phase 2's attention (repro.probe_attention)")
+                   help="phase 2's attention (repro.probe.attention)")
     p.add_argument("--fp32-reference", action="store_true",
                    help="also J from a float32 copy of the weights: each path's distance to it")
     p.add_argument("--out", help=f"JSON results (default {FULL['out']}, {SMOKE['out']} with --smoke)")

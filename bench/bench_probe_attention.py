@@ -14,7 +14,7 @@ Lp probe columns. Each block sees its rollout's prefix and, causally, itself. Va
     flash_varlen_<s> FlashAttention-2 varlen: each block's exact prefix (a range of the packed cache,
                      in s splits) plus its own causal part, merged by log-sum-exp
     cudnn_split_<S>  cuDNN with the key axis cut into S batch entries, merged by log-sum-exp
-    triton_*         the project's kernel (repro/probe_kernels.py): each block's rows walk only its
+    triton_*         the project's kernel (repro/probe/kernels.py): each block's rows walk only its
                      prefix's columns, in slices merged by log-sum-exp, largest items first; no mask
                      (what the probe runs on a GPU by default); variants: slices (`splits`: how many
                      the whole cache would be cut into), warps, pipeline stages, key tile
@@ -138,8 +138,8 @@ def main() -> None:
             record(name, lambda fa=fa, bm=bm, opts=opts: fa(q, k, v, block_mask=bm, scale=scale, enable_gqa=True,
                                                             kernel_options=opts), comp)
             results[-1]["mask_first_s"] = mask_s
-            results[-1]["mask_ms"] = timed(lambda: create_block_mask(mask_mod, B, None, Lp, Kc + Lp, device=dev,
-                                                                     BLOCK_SIZE=bs), repeats=5, warmup=1)
+            results[-1]["mask_ms"] = timed(lambda bs=bs: create_block_mask(mask_mod, B, None, Lp, Kc + Lp, device=dev,
+                                                                           BLOCK_SIZE=bs), repeats=5, warmup=1)
         except Exception as e:
             results.append(dict(name=name, error=f"{type(e).__name__}: {str(e)[:300]}"))
             print(json.dumps(results[-1]), flush=True)
@@ -244,7 +244,7 @@ def main() -> None:
     for S in (1, 2, 3, 4, 6) * survey:
         record(f"cudnn_split_{S}", cudnn_split(S))
 
-    from repro_train.repro.probe_kernels import PrefixAttention
+    from repro_train.repro.probe.kernels import PrefixAttention
     lo = torch.zeros(B, dtype=torch.int32, device=dev)
 
     def triton_prefix(**kw):

@@ -6,7 +6,7 @@
     python bench/bench_step.py --model-size tiny --device cpu --steps 1 --warmup 0 --new-tokens 16   # smoke (a test)
 
 One step is exactly what `trainer.loop.train` runs, minus logging and checkpoints:
-rollout_phase -> score_phase -> advantage_phase -> update_phase, on a runtime from `build_runtime`
+rollout_phase -> forward_phase -> advantage_phase -> update_phase, on a runtime from `build_runtime`
 and a recipe loaded by `config.load`. The bars: median step time with RePro on is at most 1.03x
 the median with it off; with `--compare engine`, the vllm step is at most 0.45x the hf step and
 the rollout phase's tokens/s inside the trainer (weight push and wake/sleep included) is at least
@@ -205,7 +205,7 @@ def build(recipe: str, tokenizer_check: Callable):
 
 def run_step(rt, step: int, sync: Callable[[], None]) -> dict:
     """One training step through the trainer's phases, the device synchronised around each."""
-    from repro_train.trainer.loop import advantage_phase, rollout_phase, score_phase, update_phase
+    from repro_train.trainer.loop import advantage_phase, rollout_phase, forward_phase, update_phase
 
     def timed(fn):
         sync()
@@ -216,7 +216,7 @@ def run_step(rt, step: int, sync: Callable[[], None]) -> dict:
 
     wall = {}
     wall["rollout"], batch = timed(lambda: rollout_phase(rt, step))
-    wall["score"], _ = timed(lambda: score_phase(rt, batch))
+    wall["forward"], _ = timed(lambda: forward_phase(rt, batch))
     wall["advantage"], _ = timed(lambda: advantage_phase(rt, batch))
     wall["update"], upd = timed(lambda: update_phase(rt, batch))
     wall["step"] = sum(wall.values())
@@ -329,7 +329,7 @@ def record(payload: dict, setting: str, i: int, row: dict, args, write) -> None:
     payload["settings"][setting]["steps"].append(row)
     w, t = row["wall_s"], row["trainer_s"]
     log(f"[{setting}] step {i}{' (warm-up)' if row['warmup'] else ''}: {w['step']:.2f} s = rollout "
-        f"{w['rollout']:.2f} + score {w['score']:.2f} + advantage {w['advantage']:.3f} + update "
+        f"{w['rollout']:.2f} + forward {w['forward']:.2f} + advantage {w['advantage']:.3f} + update "
         f"{w['update']:.2f}; probe {t.get('probe_s', 0):.3f}, repro {t.get('repro_s', 0):.3f}, plan "
         f"{row['plan_s']:.3f}; lengths {row['response_len_min']}-{row['response_len_max']}"
         + (f", cuts/rollout {row['cuts_per_rollout']:.1f}" if "cuts_per_rollout" in row else ""))
@@ -344,7 +344,7 @@ def memory_note() -> str:
 # Summary
 # ---------------------------------------------------------------------------------------------
 
-PHASES = ("step", "rollout", "score", "advantage", "update")
+PHASES = ("step", "rollout", "forward", "advantage", "update")
 
 
 def summarize(payload: dict) -> dict:
@@ -388,7 +388,7 @@ def summarize(payload: dict) -> dict:
 
 
 def table(summary: dict, settings: tuple[str, str]) -> str:
-    head = ("| setting | step s | rollout s | (generate s) | rollout tok/s | score s | advantage s | update s | probe s "
+    head = ("| setting | step s | rollout s | (generate s) | rollout tok/s | forward s | advantage s | update s | probe s "
             "| repro s | plan s | RePro share | resp. len | cuts/rollout |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for s in settings:
@@ -398,7 +398,7 @@ def table(summary: dict, settings: tuple[str, str]) -> str:
         lens = (f"{m['response_len_min']}" if m["response_len_min"] == m["response_len_max"]
                 else f"{m['response_len_min']}-{m['response_len_max']}")
         cells = [s, f"{m['step_s']:.2f}", f"{m['rollout_s']:.2f}", f"{m['generate_s']:.2f}",
-                 f"{m['rollout_tok_s']:,.0f}", f"{m['score_s']:.3f}",
+                 f"{m['rollout_tok_s']:,.0f}", f"{m['forward_s']:.3f}",
                  f"{m['advantage_s']:.3f}", f"{m['update_s']:.3f}", f"{m['probe_s']:.3f}", f"{m['repro_s']:.3f}",
                  f"{m['plan_s']:.3f}", f"{100 * m['repro_share']:.2f}%", lens,
                  f"{m['cuts_per_rollout']:.1f}" if "cuts_per_rollout" in m else "-"]

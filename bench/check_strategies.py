@@ -6,8 +6,9 @@ A random tiny Llama (float32) trains 2 steps of GRPO + RePro, and 1 of PPO + ReP
 ZeRO-3, through the shipped `launch/accelerate/*.yaml` configs. Rollouts are seeded per prompt, so
 every run starts from the same batch. The check: the weights after the first update match a
 single-process run: max abs diff below 1e-4, or (Adam's first step is +-lr per weight, see
-`step1_diff`) an update that differs by less than 1% of its size. The CPU test suite covers DDP, ZeRO-2 and ZeRO-3 with gloo;
-this covers NCCL, GPU generation under each wrapper, and FSDP2, which accelerate runs only on GPUs.
+`step1_diff`) an update that differs by less than 1% of its size. The CPU test suite covers DDP,
+ZeRO-2 and ZeRO-3 with gloo; this covers NCCL, GPU generation under each wrapper, and FSDP2, which
+accelerate runs only on GPUs.
 Prints a table last.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@
 For each (weights seed, inputs seed) cell of bench_probe.py: J from a float32 copy of the same
 weights (fused path; it equals the naive path to 1e-5 in float32), the naive path in bf16, the
 fused path in bf16 as it runs, and the fused path with the Triton RMSNorm on
-(`probe_kernels.FUSED_RMS_NORM`, off by default). Prints
+(`Kernels.fused_rms_norm`, off by default). Prints
 max |dJ| against float32 and against naive for each, then medians and worst cases. The question it
 answers: is a max |J_fused - J_naive| above 2e-2 an error of the fused path, or bf16 rounding that
 both paths carry?
@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.bench_probe import MODELS, BenchOptions, build_model, make_blocks, make_inputs  # noqa: E402
-from repro_train.repro import probe_kernels  # noqa: E402
-from repro_train.repro.probe import Blocks, probe_fused, probe_naive  # noqa: E402
-from repro_train.repro.probe_attention import probe_cache  # noqa: E402
+from repro_train.repro.probe import ProbeEngine, ProbeSettings  # noqa: E402
+from repro_train.repro.probe.blocks import Blocks  # noqa: E402
+from repro_train.repro.probe.attention import probe_cache  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -49,19 +49,17 @@ def main(argv=None) -> None:
             blocks = Blocks.from_lists(make_blocks(a.length, a.cuts, o), inp.answers, inp.forcing, 0, dev)
             sq = inp.seqs
             with torch.no_grad():
-                def phase1(m):
+                def phase1(m, sq=sq):
                     return m(input_ids=sq.input_ids, attention_mask=sq.attention_mask, position_ids=sq.position_ids,
                              use_cache=True, past_key_values=probe_cache(0), logits_to_keep=1).past_key_values
-                J32 = probe_fused(ref, sq, phase1(ref), blocks)
-                naive = probe_naive(model, sq, blocks, 0, 8)
+                J32 = ProbeEngine().fused(ref, sq, phase1(ref), blocks)
+                naive = ProbeEngine(ProbeSettings(impl="naive", batch_size=8)).naive(model, sq, blocks)
                 cache = phase1(model)
                 row = {"naive": ((naive - J32).abs().max().item(), 0.0)}
                 for name, fused_rms in paths.items():
-                    default, probe_kernels.FUSED_RMS_NORM = probe_kernels.FUSED_RMS_NORM, fused_rms
-                    try:
-                        J = probe_fused(model, sq, cache, blocks)
-                    finally:
-                        probe_kernels.FUSED_RMS_NORM = default
+                    engine = ProbeEngine()
+                    engine.kernels.fused_rms_norm = fused_rms
+                    J = engine.fused(model, sq, cache, blocks)
                     row[name] = ((J - J32).abs().max().item(), (J - naive).abs().max().item())
             for k, v in row.items():
                 res[k].append(v)

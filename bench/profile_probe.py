@@ -4,7 +4,7 @@
 
 Prints the wall time of the probe forward (CUDA events), the summed GPU kernel time (if far below
 the wall time, the forward is launch/CPU-bound) and the top kernels and ops; writes a Chrome trace.
-Then the host syncs inside the trainer's `score_pass` (with the Python stack of each), what that
+Then the host syncs inside the trainer's policy pass (with the Python stack of each), what that
 pass adds to the plain log-prob forward (wall time against GPU kernel time, and the added GPU time
 by kernel), and where the device sits idle inside the pass.
 """
@@ -18,8 +18,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.bench_probe import BenchOptions, build_model, kernel_ms, make_blocks, make_inputs, one_cell_args  # noqa: E402
 from repro_train.modeling import forward_logprobs  # noqa: E402
-from repro_train.repro.probe import Blocks, ProbeRow, probe_fused, probe_layout, score_pass  # noqa: E402
-from repro_train.repro.probe_attention import probe_cache  # noqa: E402
+from repro_train.repro.probe import ProbeEngine  # noqa: E402
+from repro_train.repro.probe.attention import probe_cache  # noqa: E402
+from repro_train.repro.probe.blocks import Blocks, probe_layout  # noqa: E402
+from repro_train.repro.types import ProbeRequest  # noqa: E402
+
+ENGINE = ProbeEngine()  # one engine for the run: graphs and launch tables persist between calls
 
 
 def main() -> None:
@@ -35,7 +39,7 @@ def main() -> None:
         n = lp.cache.get_seq_length()
 
         def call():
-            out = probe_fused(model, inp.seqs, lp.cache, Blocks.from_lists(blocks, inp.answers, inp.forcing, 0, dev))
+            out = ENGINE.fused(model, inp.seqs, lp.cache, Blocks.from_lists(blocks, inp.answers, inp.forcing, 0, dev))
             if lp.cache.get_seq_length() > n:  # drop the probe blocks again (the SDPA path appends them)
                 lp.cache.crop(-(lp.cache.get_seq_length() - n))
             return out
@@ -60,7 +64,7 @@ def main() -> None:
     # Host syncs inside the trainer's pass: each one stops the host from queueing phase 2 early.
     import traceback
     import warnings
-    rows = [ProbeRow(tuple([0] + bl[1:-1]), tuple(bl[1:]), tuple(x)) for bl, x in zip(blocks, inp.answers)]
+    rows = [ProbeRequest(tuple([0] + bl[1:-1]), tuple(bl[1:]), tuple(x)) for bl, x in zip(blocks, inp.answers)]
     syncs = []  # the Python stack at each sync: torch reports a sync as a warning, raised in the caller's thread
 
     def note(message, category, filename, lineno, file=None, line=None):
@@ -68,17 +72,17 @@ def main() -> None:
             syncs.append([f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_stack()[:-1]
                           if "warnings" not in f.filename][-4:])
     with torch.no_grad():
-        score_pass(model, inp.seqs, rows, inp.forcing, top_k=a.cuts)  # warm
+        ENGINE.run(model, inp.seqs, rows, inp.forcing, top_k=a.cuts)  # warm
         torch.cuda.synchronize()
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = note
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                score_pass(model, inp.seqs, rows, inp.forcing, top_k=a.cuts)
+                ENGINE.run(model, inp.seqs, rows, inp.forcing, top_k=a.cuts)
             finally:
                 torch.cuda.set_sync_debug_mode(0)
-    print(f"host syncs in one score_pass: {len(syncs)} (innermost frames last)")
+    print(f"host syncs in one policy pass: {len(syncs)} (innermost frames last)")
     for stack in syncs:
         print("  - " + "\n    ".join(stack))
     ka = prof.key_averages()
@@ -95,7 +99,7 @@ def pass_cost(model, inp, rows, cuts: int) -> None:
     """What the trainer's pass adds to the plain log-prob forward, wall time against GPU kernel
     time: if the pass's extra wall time exceeds its extra kernel time, the device sat idle."""
     calls = {"forward": lambda: forward_logprobs(model, inp.seqs),
-             "pass": lambda: score_pass(model, inp.seqs, rows, inp.forcing, top_k=cuts)}
+             "pass": lambda: ENGINE.run(model, inp.seqs, rows, inp.forcing, top_k=cuts)}
     per, wall = {}, {}
     with torch.no_grad():
         for name, call in calls.items():

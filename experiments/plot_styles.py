@@ -4,7 +4,7 @@
 
 Draws a 3-operation problem, writes it as a direct, a re-check and a backtrack trace
 (tasks/arithmetic.make_trace), scores all three with the shipped tiny reasoner exactly as
-`repro-train inspect` does (inspect_cot.score_rows), and plots J along each response with the
+`repro-train inspect` does (inspect_cot.repro_rows), and plots J along each response with the
 process reward of each step.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main() -> None:
 
     from repro_train.config import ReProConfig
     from repro_train.data.prompts import encode_prompt
-    from repro_train.inspect_cot import load_model, score_rows
+    from repro_train.inspect_cot import load_model, repro_rows
     from repro_train.tasks.arithmetic import TaskConfig, make_problem, make_trace
     from repro_train.tasks.reasoner import TOY_PROBE_PREFIX
 
@@ -41,7 +41,7 @@ def main() -> None:
     rows = [{"prompt_ids": encode_prompt(tok, {"question": problem.question}),
              "response_ids": tok(make_trace(problem, s, random.Random(3)), add_special_tokens=False).input_ids,
              "answer": problem.answer, "group": s} for s in styles]
-    results = score_rows(model, tok, ReProConfig(probe_prefix=TOY_PROBE_PREFIX), rows, 1.0)
+    results = repro_rows(model, tok, ReProConfig(probe_prefix=TOY_PROBE_PREFIX), rows, 1.0)
     fig, axes = plt.subplots(2, 3, figsize=(13, 5.5), sharey="row", gridspec_kw={"height_ratios": [3, 2]})
     for col, (style, r) in enumerate(zip(styles, results)):
         ax, bx = axes[0, col], axes[1, col]

@@ -19,7 +19,7 @@ COMMANDS = {
     "train": "repro_train.trainer.cli",
     "inspect": "repro_train.inspect_cot",
     "eval": "repro_train.eval.cli",
-    "sft": "repro_train.tasks.sft",
+    "sft": "repro_train.sft.train",
     "demo": "repro_train.demo",
     "prepare-model": "repro_train.models_zoo",
     "data": "repro_train.data.cli",

@@ -5,7 +5,7 @@ every key and type (unknown keys name the nearest valid one) and runs `validate`
 anything inconsistent instead of fixing it. Defaults live here once, documented by the string
 under each field; `docs/recipes.md` is generated from these docstrings.
 
-The RePro options follow `shared/spec/repro-method.md`: every choice the paper leaves open is a
+The RePro options follow `docs/spec/repro-method.md`: every choice the paper leaves open is a
 named field whose default is the spec's.
 """
 from __future__ import annotations
@@ -17,12 +17,16 @@ from typing import Literal
 import yaml
 
 from .config_base import ConfigError, apply_overrides, build, dump_yaml
+from .repro.probe import ProbeSettings
 from .tasks.arithmetic import TaskConfig
+from .algos.advantages import get_estimator
+from .algos.kl import KL_ESTIMATORS
+from .algos.losses import get_policy_loss
 
 
 @dataclass(frozen=True)
 class ReProConfig:
-    """RePro process rewards (spec: shared/spec/repro-method.md, sections 1-12)."""
+    """RePro process rewards (spec: docs/spec/repro-method.md, sections 1-12)."""
 
     enabled: bool = True
     """Compute RePro process advantages and fold them into the outcome advantage."""
@@ -33,13 +37,16 @@ class ReProConfig:
     w: float = 0.2
     """Process score S = (1 - w) * S_magn + w * S_stab; the paper finds smaller w better (spec 8)."""
     think_end: str = "</think>"
-    """End-of-thinking marker; the thinking span stops at the token where its first occurrence begins. Empty: no marker (spec 1)."""
+    """End-of-thinking marker; the thinking span stops at the token where its first occurrence begins. Empty: no marker
+    (spec 1)."""
     segment_delimiter: str = r"\n\n"
-    """Regex for segment boundaries inside the thinking span; a whitespace run containing a match is one boundary (spec 2)."""
+    """Regex for segment boundaries inside the thinking span; a whitespace run containing a match is one boundary (spec
+    2)."""
     probe_prefix: str = "\n\nFinal answer: "
     """Forcing text placed between the reasoning prefix and the answer when scoring J (spec 5)."""
     probe_answer_format: str = "{answer}"
-    """Scored answer text: the literal '{answer}' is replaced by the ground-truth answer; other braces are kept, so '{answer}}$' works (spec 5)."""
+    """Scored answer text: the literal '{answer}' is replaced by the ground-truth answer; other braces are kept, so
+    '{answer}}$' works (spec 5)."""
     magnitude_eps: float = 1e-6
     """S_magn = 1 - tanh(J / min(J_b, -magnitude_eps)) (spec 6)."""
     stability_ema: float = 0.0
@@ -47,23 +54,17 @@ class ReProConfig:
     first_step_baseline: Literal["score", "zero"] = "score"
     """S_0 for r_1 = S_1 - S_0: 'score' = the empty prefix's score (1-w)(1-tanh 1) + w/2, 'zero' = 0 (spec 9)."""
     process_norm: Literal["group", "batch", "none"] = "group"
-    """Pool for normalising r: the rollouts of one prompt, the whole batch (all ranks), or no normalisation (spec 10)."""
+    """Pool for normalising r: the rollouts of one prompt, the whole batch (all ranks), or no normalisation (spec
+    10)."""
     norm_eps: float = 1e-6
     """r' = (r - mean) / (std + norm_eps), population std (spec 10)."""
     apply_to: Literal["all", "correct", "incorrect"] = "all"
     """Which rollouts get the process advantage, by outcome correctness (spec 12)."""
     ppo_process_reward: Literal["advantage", "dense_reward"] = "advantage"
-    """PPO only: add alpha * A_tilde after GAE ('advantage'), or put alpha * r' on the cut tokens as dense rewards before GAE (spec 12)."""
-    probe_impl: Literal["fused", "naive"] = "fused"
-    """'fused': score all cut points in one extra forward over the log-prob pass's KV cache; 'naive': one teacher-forced sequence per cut point (reference)."""
-    probe_batch_size: int = 16
-    """Naive probe only: teacher-forced sequences per forward."""
-    probe_forward: Literal["layers", "model"] = "layers"
-    """Fused probe only: 'layers' runs the probe forward layer by layer with fused kernels (Llama, Mistral, Qwen2, Qwen3 with whole weights; other models, and ZeRO-3/FSDP2, fall back to 'model'); 'model': the model's own forward. Same numbers."""
-    probe_attention: Literal["auto", "triton", "sdpa"] = "auto"
-    """Fused probe, 'layers' forward only: 'triton' attends each probe block over exactly its prefix with the project's Triton kernel (CUDA); 'sdpa' uses SDPA with a mask over the whole cache; 'auto' = triton on a GPU with Triton installed, else sdpa. Same numbers."""
-    probe_cuda_graph: bool = True
-    """Fused probe on the Triton path: replay phase 2 from a CUDA graph (captured on the second micro-batch of a shape, at most 4 kept per GPU; not under autocast, nor for a model whose projections are not plain nn.Linear), so its few hundred small kernels cost one launch. false: issue them one by one. Same numbers."""
+    """PPO only: add alpha * A_tilde after GAE ('advantage'), or put alpha * r' on the cut tokens as dense rewards
+    before GAE (spec 12)."""
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    """How the J probe runs: the `repro.probe.*` keys below (engine settings; every choice gives the same numbers)."""
 
 
 def validate_repro(c: ReProConfig, prefix: str = "repro.") -> None:
@@ -78,8 +79,8 @@ def validate_repro(c: ReProConfig, prefix: str = "repro.") -> None:
         raise ConfigError(f"'{prefix}stability_ema' must be in [0, 1) (0 = off), got {c.stability_ema}")
     if c.magnitude_eps <= 0 or c.norm_eps <= 0:
         raise ConfigError(f"'{prefix}magnitude_eps' and '{prefix}norm_eps' must be > 0")
-    if c.probe_batch_size < 1:
-        raise ConfigError(f"'{prefix}probe_batch_size' must be >= 1, got {c.probe_batch_size}")
+    if c.probe.batch_size < 1:
+        raise ConfigError(f"'{prefix}probe.batch_size' must be >= 1, got {c.probe.batch_size}")
     try:
         rx = re.compile(c.segment_delimiter)
     except re.error as e:
@@ -188,7 +189,8 @@ class RolloutConfig:
     generation_batch_size: int = 64
     """Sequences per generate() call on each rank."""
     per_prompt_seed: bool = False
-    """Seed each prompt's sampling from (train.seed, step, prompt index): rollouts then do not depend on the number of ranks (slower: one generate call per prompt)."""
+    """Seed each prompt's sampling from (train.seed, step, prompt index): rollouts then do not depend on the number of
+    ranks (slower: one generate call per prompt)."""
 
 
 @dataclass(frozen=True)
@@ -364,11 +366,15 @@ class Config:
 
 def validate(cfg: Config, world_size: int = 1) -> None:
     """Raise ConfigError on anything inconsistent; never fixes values."""
-    from .algos.advantages import get_estimator
-    from .algos.kl import KL_ESTIMATORS
-    from .algos.losses import get_policy_loss
-
     validate_repro(cfg.repro)
+    _validate_rollout(cfg)
+    _validate_batch_split(cfg, world_size)
+    _validate_algo(cfg)
+    _validate_optim_reward_train(cfg)
+
+
+def _validate_rollout(cfg: Config) -> None:
+    """Counts >= 1 and the sampling settings."""
     r, a = cfg.rollout, cfg.algo
     for key, val in [("rollout.prompts_per_step", r.prompts_per_step), ("rollout.group_size", r.group_size),
                      ("rollout.max_new_tokens", r.max_new_tokens), ("rollout.generation_batch_size", r.generation_batch_size),
@@ -378,7 +384,8 @@ def validate(cfg: Config, world_size: int = 1) -> None:
         if val < 1:
             raise ConfigError(f"'{key}' must be >= 1, got {val}")
     if not 0 <= r.min_new_tokens <= r.max_new_tokens:
-        raise ConfigError(f"'rollout.min_new_tokens' must be in [0, rollout.max_new_tokens = {r.max_new_tokens}], got {r.min_new_tokens}")
+        raise ConfigError(f"'rollout.min_new_tokens' must be in [0, rollout.max_new_tokens = {r.max_new_tokens}], "
+                          f"got {r.min_new_tokens}")
     if r.temperature <= 0:
         raise ConfigError(f"'rollout.temperature' must be > 0, got {r.temperature}")
     if not 0 < r.top_p <= 1:
@@ -393,6 +400,11 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     if a.estimator in ("grpo", "rloo", "reinforce_pp_baseline") and r.group_size < 2:
         raise ConfigError(f"'rollout.group_size' must be >= 2 for algo.estimator = {a.estimator} "
                           f"(it compares rollouts of one prompt), got {r.group_size}")
+
+
+def _validate_batch_split(cfg: Config, world_size: int) -> None:
+    """The step's batch splits into ranks (whole prompt groups), mini-batches and micro-batches."""
+    r, a = cfg.rollout, cfg.algo
     if r.prompts_per_step % world_size:
         ok = [n for n in range(world_size, 4 * world_size + 1, world_size)]
         raise ConfigError(f"'rollout.prompts_per_step' = {r.prompts_per_step} is not divisible by the {world_size} "
@@ -405,12 +417,18 @@ def validate(cfg: Config, world_size: int = 1) -> None:
                           f"rollout.group_size = {batch} rollouts; valid values include {divisors}")
     if mini % (world_size * a.micro_batch_size):
         what = (f"'algo.mini_batch_size' = {mini} rollouts" if a.mini_batch_size is not None else
-                f"the batch of rollout.prompts_per_step * rollout.group_size = {mini} rollouts (algo.mini_batch_size is null)")
+                f"the batch of rollout.prompts_per_step * rollout.group_size = {mini} rollouts "
+                "(algo.mini_batch_size is null)")
         divisors = [m for m in range(1, mini // world_size + 1) if (mini // world_size) % m == 0] if mini % world_size == 0 else []
         raise ConfigError(
             f"{what} must split evenly into {world_size} rank(s) x 'algo.micro_batch_size' = {a.micro_batch_size}; "
             f"set algo.micro_batch_size to one of {divisors or 'the divisors of its per-rank share'} "
             f"or make the (mini-)batch a multiple of {world_size * a.micro_batch_size}")
+
+
+def _validate_algo(cfg: Config) -> None:
+    """Registered names and the loss's coefficients."""
+    a = cfg.algo
     try:
         get_estimator(a.estimator)
         get_policy_loss(a.policy_loss)
@@ -430,6 +448,10 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     if a.estimator != "gae" and cfg.repro.ppo_process_reward == "dense_reward" and cfg.repro.enabled:
         raise ConfigError("'repro.ppo_process_reward' = dense_reward needs algo.estimator = gae (PPO); "
                           "use 'advantage' for the other estimators")
+
+
+def _validate_optim_reward_train(cfg: Config) -> None:
+    """Optimiser, reward functions, resume and the toy data's size."""
     if cfg.optim.lr <= 0 or cfg.critic.lr <= 0:
         raise ConfigError("'optim.lr' and 'critic.lr' must be > 0")
     if len(cfg.optim.betas) != 2:
@@ -447,7 +469,8 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     if cfg.data.max_row_bytes < 1:
         raise ConfigError(f"'data.max_row_bytes' must be >= 1, got {cfg.data.max_row_bytes}")
     if cfg.data.source == "toy" and cfg.data.toy_size < cfg.rollout.prompts_per_step:
-        raise ConfigError(f"'data.toy_size' = {cfg.data.toy_size} is smaller than rollout.prompts_per_step = {cfg.rollout.prompts_per_step}")
+        raise ConfigError(f"'data.toy_size' = {cfg.data.toy_size} is smaller than "
+                          f"rollout.prompts_per_step = {cfg.rollout.prompts_per_step}")
 
 
 def load(path: str | None = None, overrides: list[str] = (), world_size: int = 1) -> Config:
@@ -464,15 +487,23 @@ def load(path: str | None = None, overrides: list[str] = (), world_size: int = 1
         if not isinstance(raw, dict):
             raise ConfigError(f"recipe {path} must be a mapping of sections (model:, data:, ...)")
     raw = apply_overrides(raw, list(overrides))
+    _check_moved(raw)
     cfg = build(Config, raw)
     validate(cfg, world_size)
     return cfg
 
 
-def recipe_reference() -> str:
-    """The key tables that end docs/recipes.md (a test keeps them equal); see repro_train/config_doc.py."""
-    from .config_doc import recipe_markdown
-    return recipe_markdown(Config)
+MOVED = {f"repro.probe_{k}": f"repro.probe.{k}" for k in ("impl", "batch_size", "forward", "attention", "cuda_graph")}
+"""Keys that moved (old -> new): a recipe that still uses one is told the new name."""
 
 
-__all__ = ["Config", "ConfigError", "ReProConfig", "load", "validate", "dump_yaml", "recipe_reference"]
+def _check_moved(raw: dict) -> None:
+    for section, keys in raw.items():
+        for key in keys if isinstance(keys, dict) else ():
+            new = MOVED.get(f"{section}.{key}")
+            if new is not None:
+                raise ConfigError(f"'{section}.{key}' moved to '{new}' (the probe engine's settings are a "
+                                  f"section of their own: repro: {{probe: {{{new.rpartition('.')[2]}: ...}}}})")
+
+
+__all__ = ["Config", "ConfigError", "ReProConfig", "load", "validate", "dump_yaml"]

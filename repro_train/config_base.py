@@ -22,6 +22,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from .redact import redact  # saved configs, wandb and reports never hold a secret
+
 
 class ConfigError(ValueError):
     """A recipe or CLI value is invalid; the message names the key and the fix."""
@@ -61,18 +63,7 @@ def _coerce(value: Any, tp, key: str):
             raise ConfigError(f"'{key}' must be a section (a mapping of keys), got {value!r}")
         return build(tp, value, prefix=key + ".")
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"'{key}' must be {describe_type(tp)}, got {value!r}")
+        return _coerce_union(value, tp, key)
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
@@ -90,6 +81,26 @@ def _coerce(value: Any, tp, key: str):
         if not isinstance(value, dict):
             raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
         return dict(value)
+    return _coerce_scalar(value, tp, key)
+
+
+def _coerce_union(value: Any, tp, key: str):
+    """The first member type of the union `tp` that `value` fits (None for an Optional)."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    for a in args:
+        if a is type(None):
+            continue
+        try:
+            return _coerce(value, a, key)
+        except ConfigError:
+            pass
+    raise ConfigError(f"'{key}' must be {describe_type(tp)}, got {value!r}")
+
+
+def _coerce_scalar(value: Any, tp, key: str):
+    """`value` as a bool, int, float or str (YAML 1.1 reads 1e-6, without a dot, as a string)."""
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"'{key}' must be true or false, got {value!r}")
@@ -99,7 +110,7 @@ def _coerce(value: Any, tp, key: str):
             raise ConfigError(f"'{key}' must be an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
+        if isinstance(value, str):
             try:
                 return float(value)
             except ValueError:
@@ -142,7 +153,6 @@ def to_dict(cfg) -> dict:
         if isinstance(x, dict):
             return {k: conv(v) for k, v in x.items()}
         return x
-    from .redact import redact  # saved configs, wandb and reports never hold a secret
     return redact(conv(cfg))
 
 

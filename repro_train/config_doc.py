@@ -1,5 +1,6 @@
 """The recipe key reference: one markdown table per config section, built from the attribute
-docstrings in `repro_train/config.py`. docs/recipes.md ends with it, and a test keeps the two equal.
+docstrings in `repro_train/config.py` (the `repro.probe` section's in
+`repro_train/repro/probe/settings.py`). docs/recipes.md ends with it, and a test keeps the two equal.
 
     python -m repro_train.config_doc                          # print the tables
     python -m repro_train.config_doc --write docs/recipes.md  # replace the generated part of the page
@@ -20,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from .config_base import describe_type, iter_fields, to_dict
+from .config import Config
 
 MARKER = ("<!-- Generated from the docstrings in repro_train/config.py by "
           "`python -m repro_train.config_doc --write docs/recipes.md`: edit those, not this part. -->")
@@ -57,11 +59,8 @@ def _rows(cls, prefix: str):
             yield from _rows(entry, key + "[].")
 
 
-def recipe_markdown(root=None) -> str:
+def recipe_markdown(root=Config) -> str:
     """The generated part of docs/recipes.md: MARKER, then a table per top-level section of `root`."""
-    if root is None:
-        from .config import Config
-        root = Config
     hints = typing.get_type_hints(root)
     out = [MARKER]
     for f in dataclasses.fields(root):

@@ -19,6 +19,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from .config import load
+from .config_base import ConfigError
+from .eval.cli import format_table, write_outputs
+from .eval.runner import EvalSettings, evaluate, load_problems
+from .trainer.loop import train
+from .tasks.reasoner import resolve_model_path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_RECIPE = os.path.join(REPO, "recipes", "toy", "demo.yaml")
@@ -51,8 +57,6 @@ def table(before: dict, after: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .config import load
-    from .config_base import ConfigError
 
     overrides = [f"train.output_dir={args.out}", "train.resume=null", "train.device=cpu"]
     if args.steps is not None:
@@ -68,10 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")  # wandb logs offline into the run folder, quietly
     import torch
 
-    from .eval.cli import format_table, write_outputs
-    from .eval.runner import EvalSettings, evaluate, load_problems
-    from .trainer.loop import train
-    from .trainer.models import resolve_model_path
 
     t0 = time.perf_counter()
     shutil.rmtree(args.out, ignore_errors=True)

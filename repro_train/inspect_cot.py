@@ -26,9 +26,16 @@ import torch
 from .config import ReProConfig, validate_repro
 from .config_base import ConfigError, field_docs
 from .data.prompts import RowError, encode_prompt
+from .modeling import pack
+from .repro.pipeline import RePro
+from .repro.probe import ProbeSettings
+from .data.jsonl import iter_jsonl
+from .tasks.reasoner import resolve_model_path
 
 # RePro fields that change nothing `inspect` reports (they act in the trainer).
 TRAINER_ONLY = {"enabled", "alpha", "apply_to", "ppo_process_reward"}
+PROBE_FLAGS = "probe_"
+"""The prefix of the `repro.probe.*` flags: --probe-impl sets repro.probe.impl."""
 
 
 def _bool(s: str) -> bool:
@@ -39,19 +46,21 @@ def _bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip=()) -> None:
-    """One `--field-name` flag per field of `cls`, typed, with the field's doc as help."""
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip=(), prefix: str = "") -> None:
+    """One `--{prefix}field-name` flag per field of `cls` (dest `{prefix}field_name`), typed, with
+    the field's doc as help."""
     hints, docs = typing.get_type_hints(cls), field_docs(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         tp = hints[f.name]
-        kw = {"dest": f.name, "default": None, "help": f"{docs.get(f.name, '')} (default: {f.default!r})"}
+        name = prefix + f.name
+        kw = {"dest": name, "default": None, "help": f"{docs.get(f.name, '')} (default: {f.default!r})"}
         if typing.get_origin(tp) is Literal:
             kw["choices"] = typing.get_args(tp)
         else:
             kw["type"] = {bool: _bool, int: int, float: float}.get(tp, str)
-        parser.add_argument("--" + f.name.replace("_", "-"), **kw)
+        parser.add_argument("--" + name.replace("_", "-"), **kw)
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -66,13 +75,22 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--batch-size", type=int, default=8, help="rows per forward pass")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    add_dataclass_flags(p, ReProConfig, skip=TRAINER_ONLY)
+    add_dataclass_flags(p, ReProConfig, skip=TRAINER_ONLY | {"probe"})
+    add_dataclass_flags(p, ProbeSettings, prefix=PROBE_FLAGS)
     return p
+
+
+def repro_config(args: argparse.Namespace) -> ReProConfig:
+    """The ReProConfig the flags describe (unset flags keep the defaults)."""
+    def given(cls, prefix="", skip=()):
+        return {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)
+                if f.name not in skip and getattr(args, prefix + f.name) is not None}
+    return ReProConfig(**given(ReProConfig, skip=TRAINER_ONLY | {"probe"}),
+                       probe=ProbeSettings(**given(ProbeSettings, PROBE_FLAGS)))
 
 
 def read_rows(path: str, tokenizer, system_prompt: str | None):
     """Yield (index, encoded row or None, error or None) for each non-blank line."""
-    from .data.jsonl import iter_jsonl
     for i, row, why in iter_jsonl(path):
         where = f"{path}:{i}"
         try:
@@ -102,20 +120,13 @@ def _num(x) -> float | None:
     return None if math.isnan(x) else round(x, 6)
 
 
-def score_rows(model, tokenizer, cfg: ReProConfig, rows: list[dict], temperature: float) -> list[dict]:
+def repro_rows(model, tokenizer, cfg: ReProConfig, rows: list[dict], temperature: float) -> list[dict]:
     """RePro's view of each row (one batch)."""
-    from .modeling import pack
-    from .repro.pipeline import RePro
-    from .repro.probe import score_pass
-
-    repro = RePro(cfg, tokenizer)
+    repro = RePro(cfg, tokenizer, temperature)
     plan = repro.plan([r["response_ids"] for r in rows], [r["answer"] for r in rows])
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    seqs = pack([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows], pad_id, device)
-    scored = score_pass(model, seqs, plan.rows, repro.forcing_ids, cfg.top_k, temperature, cfg.probe_impl,
-                        pad_id=pad_id, naive_batch_size=cfg.probe_batch_size, forward=cfg.probe_forward,
-                        attention=cfg.probe_attention, graph=cfg.probe_cuda_graph)
+    seqs = pack([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows], repro.engine.pad_id, device)
+    scored = repro.policy_pass(model, seqs, plan.requests)
     names = {g: k for k, g in enumerate(dict.fromkeys(r["group"] for r in rows))}
     groups = torch.tensor([names[r["group"]] for r in rows])
     out = repro.advantages(plan, scored.probes, groups, seqs.response_mask.shape[1])
@@ -176,9 +187,7 @@ def plot_row(res: dict, path: str, title: str) -> None:
 
 def load_model(path: str, device: str, dtype: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    if path == "toy":
-        from .tasks.reasoner import reasoner_path
-        path = reasoner_path()
+    path = resolve_model_path(path)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), use_safetensors=True).to(device).eval()
     return model, tok
@@ -186,10 +195,8 @@ def load_model(path: str, device: str, dtype: str):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(ReProConfig)
-                 if f.name not in TRAINER_ONLY and getattr(args, f.name) is not None}
     try:
-        cfg = ReProConfig(**overrides)
+        cfg = repro_config(args)
         validate_repro(cfg, prefix="--")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -208,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=len(good), desc="inspect", unit="row", disable=None)
     for s in range(0, len(good), args.batch_size):
         chunk = good[s:s + args.batch_size]
-        for (i, _), res in zip(chunk, score_rows(model, tok, cfg, [r for _, r in chunk], args.temperature)):
+        for (i, _), res in zip(chunk, repro_rows(model, tok, cfg, [r for _, r in chunk], args.temperature)):
             results[i] = {"row": i, **res}
         bar.update(len(chunk))
     bar.close()

@@ -140,3 +140,35 @@ def forward_logprobs(model, seqs: Sequences, temperature: float = 1.0, with_entr
     if values is not None:
         values = values[:, seqs.prompt_width - 1:-1].float().masked_fill(~mask, 0.0)  # V before token t
     return LogprobOutput(lp, ent, out.past_key_values if use_cache else None, values)
+
+
+def unwrap(model):
+    """The module behind a wrapper that keeps it as `.module` (DDP, the trainer's PolicyView)."""
+    return getattr(model, "module", model)
+
+
+def logprob_pass(model, seqs: Sequences, temperature: float = 1.0, with_entropy: bool = True) -> LogprobOutput:
+    """The old log-probs of a rollout batch: `forward_logprobs` under no_grad with the model in eval
+    mode (no dropout), its train mode restored afterwards. The policy pass when RePro is off."""
+    was_training = unwrap(model).training
+    if was_training:
+        model.eval()
+    try:
+        with torch.no_grad():
+            return forward_logprobs(model, seqs, temperature, with_entropy)
+    finally:
+        if was_training:
+            model.train()
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a response: the tokenizer's EOS and the generation config's."""
+    ids = set()
+    for src in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if isinstance(src, int):
+            ids.add(src)
+        elif isinstance(src, (list, tuple)):
+            ids.update(int(i) for i in src)
+    if not ids:
+        raise ValueError("the tokenizer has no EOS token; set one (tokenizer.eos_token) so responses can end")
+    return sorted(ids)

@@ -195,22 +195,30 @@ def prepare(name: str, out: str, check: bool = True, force: bool = False, gguf_p
     record = {"name": name, "source": asdict(m), "gguf_path": gguf_path, "gguf_sha256": digest,
               "transformers": __import__("transformers").__version__, "torch": torch.__version__}
     if check:
-        _say(f"[4/5] loss check on {len(CHECK_TEXTS)} fixed texts: saved folder vs GGUF-loaded (tolerance {LOSS_TOL} nats)")
-        ref = mean_token_loss(src, tok)
-        saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, use_safetensors=True).eval()
-        got = mean_token_loss(saved, AutoTokenizer.from_pretrained(out))
-        record["loss_check"] = {"gguf": ref, "saved": got, "abs_diff": abs(got - ref), "tol": LOSS_TOL,
-                                "texts": len(CHECK_TEXTS)}
-        _say(f"      mean token loss: GGUF {ref:.4f}, saved {got:.4f}, |diff| {abs(got - ref):.4f}")
-        if not abs(got - ref) <= LOSS_TOL:
-            raise PrepareError(f"loss check failed: the saved model's mean token loss {got:.4f} differs from "
-                               f"the GGUF-loaded model's {ref:.4f} by more than {LOSS_TOL}")
+        record["loss_check"] = loss_check(src, tok, out)
     with open(os.path.join(out, "prepare.json"), "w") as fh:
         json.dump(record, fh, indent=2)
     _say("[5/5] writing SHA256SUMS")
     sums = write_checksums(out)
     _say(f"done in {time.time() - t0:.0f} s: {out} ({len(sums)} files; check with `cd {out} && sha256sum -c SHA256SUMS`)")
     return record
+
+
+def loss_check(src, tok, out: str) -> dict:
+    """Mean token loss of the saved folder against the GGUF-loaded model on CHECK_TEXTS; raises
+    PrepareError beyond LOSS_TOL nats."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _say(f"[4/5] loss check on {len(CHECK_TEXTS)} fixed texts: saved folder vs GGUF-loaded (tolerance {LOSS_TOL} nats)")
+    ref = mean_token_loss(src, tok)
+    saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, use_safetensors=True).eval()
+    got = mean_token_loss(saved, AutoTokenizer.from_pretrained(out))
+    _say(f"      mean token loss: GGUF {ref:.4f}, saved {got:.4f}, |diff| {abs(got - ref):.4f}")
+    if not abs(got - ref) <= LOSS_TOL:
+        raise PrepareError(f"loss check failed: the saved model's mean token loss {got:.4f} differs from "
+                           f"the GGUF-loaded model's {ref:.4f} by more than {LOSS_TOL}")
+    return {"gguf": ref, "saved": got, "abs_diff": abs(got - ref), "tol": LOSS_TOL, "texts": len(CHECK_TEXTS)}
 
 
 def missing_model_hint(path: str) -> str | None:

@@ -84,7 +84,7 @@ def test_tokenizer_covers_the_vocabulary_with_paragraphs(bench, tmp_path):
 
 def test_summary_ratio_and_bar(bench):
     def row(step, warm, on):
-        wall = dict(rollout=10.0, score=1.0 + 0.5 * on, advantage=0.1, update=2.0)
+        wall = dict(rollout=10.0, forward=1.0 + 0.5 * on, advantage=0.1, update=2.0)
         wall["step"] = sum(wall.values())
         return dict(warmup=warm, wall_s=wall, plan_s=0.05 * on, response_len_min=8, response_len_max=8,
                     trainer_s=dict(generate_s=9.0, probe_s=0.4 * on, repro_s=0.45 * on),
@@ -97,7 +97,7 @@ def test_summary_ratio_and_bar(bench):
     assert s["ratio_no_generate"] == pytest.approx(4.6 / 4.1)
     # repro_s already counts plan_s (the trainer's advantage_phase)
     assert s["on"]["repro_share"] == pytest.approx(0.45 / 13.6) and s["off"]["repro_share"] == 0
-    assert s["extra_s"]["score"] == pytest.approx(0.5)
+    assert s["extra_s"]["forward"] == pytest.approx(0.5)
 
 
 def test_engine_summary_ratio_and_standalone_bar(bench):
@@ -105,7 +105,7 @@ def test_engine_summary_ratio_and_standalone_bar(bench):
     vLLM alone: 8,000 tokens in a 2.0 s rollout phase = 4,000 tok/s; alone 8,000 in 1.6 s = 5,000
     tok/s; 4,000 / 5,000 = 0.8 < 0.9 (FAIL); step 2.0 + 3.0 = 5.0 s against 10.0 + 3.0 = 13.0 s."""
     def row(warm, rollout):
-        wall = dict(rollout=rollout, score=1.0, advantage=0.0, update=2.0)
+        wall = dict(rollout=rollout, forward=1.0, advantage=0.0, update=2.0)
         wall["step"] = sum(wall.values())
         return dict(warmup=warm, wall_s=wall, plan_s=0.0, response_len_min=8, response_len_max=8, tokens=8000,
                     trainer_s=dict(generate_s=rollout, probe_s=0.0, repro_s=0.0))

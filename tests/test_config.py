@@ -217,7 +217,8 @@ def test_dump_yaml_round_trips_through_load(tmp_path):
         "repro.probe_answer_format='{answer}}$'",
         "repro.segment_delimiter=\\n",
         "repro.magnitude_eps=1.0e-7",
-        "reward.functions=[{name: numeric, kwargs: {rel_tol: 0.01}}, {name: format, weight: 0.1, correctness: false}]",
+        "reward.functions=[{name: numeric, kwargs: {rel_tol: 0.01}}, "
+        "{name: format, weight: 0.1, correctness: false}]",
         "data.toy.n_ops=[1, 3]", "data.system_prompt='Be brief: 1 | 2'", "optim.betas=[0.8, 0.9]",
         "algo.mini_batch_size=32", "algo.dual_clip=3", "critic.path=null", "train.resume=auto",
     ])
@@ -259,3 +260,12 @@ def test_every_field_has_a_docstring():
     total = sum(len(dataclasses.fields(c)) for c in sections if c is not Config)
     assert not missing, f"fields without a docstring: {missing}"
     assert covered == total and total >= 95, (covered, total)
+
+
+@pytest.mark.parametrize("old, new", [("repro.probe_impl=naive", "repro.probe.impl"),
+                                      ("repro.probe_cuda_graph=false", "repro.probe.cuda_graph")])
+def test_moved_keys_name_their_new_place(old, new):
+    with pytest.raises(ConfigError, match=f"'{old.split('=')[0]}' moved to '{new}'"):
+        load(None, [old])
+    assert load(None, [f"{new}={old.split('=')[1]}"]).repro.probe == dataclasses.replace(
+        Config().repro.probe, **{new.rpartition(".")[2]: {"naive": "naive", "false": False}[old.split("=")[1]]})

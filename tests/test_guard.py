@@ -54,7 +54,7 @@ def inject(monkeypatch, where: str, steps: set[int]):
     """Make step indices in `steps` (0-based calls) produce a non-finite value at `where`."""
     calls = {"n": -1}
     if where in ("log-probs", "J", "advantages"):
-        phase = "score_phase" if where == "log-probs" else "advantage_phase"
+        phase = "forward_phase" if where == "log-probs" else "advantage_phase"
         poison = {"log-probs": poison_logprobs, "J": poison_J, "advantages": poison_advantages}[where]
         orig = getattr(loop, phase)
 

@@ -1,6 +1,6 @@
-"""Phase 2 replayed from a CUDA graph (`probe_graph`) against the same phase 2 issued kernel by
+"""Phase 2 replayed from a CUDA graph (`probe/graphs.py`) against the same phase 2 issued kernel by
 kernel: bit for bit, over a new phase-1 cache of another length, after an in-place weight update,
-after a weight moves, and when a capture fails. GPU only (the CPU has no graphs: `graph_key` and
+after a weight moves, and when a capture fails. GPU only (the CPU has no graphs: `ModelFacts.graph_key` and
 the eager path are what the CPU suite runs)."""
 import os
 import subprocess
@@ -10,9 +10,12 @@ import pytest
 import torch
 
 from repro_train.modeling import forward_logprobs, pack
-from repro_train.repro import probe_graph, probe_layers
-from repro_train.repro.probe import Blocks, ProbeRow, probe_fused, score_pass
-from repro_train.repro.probe_attention import probe_cache
+from repro_train.repro.probe import ProbeEngine, ProbeSettings
+from repro_train.repro.probe.attention import probe_cache
+from repro_train.repro.probe.blocks import Blocks
+from repro_train.repro.probe.graphs import GraphCache
+from repro_train.repro.probe.layers import ModelFacts
+from repro_train.repro.types import ProbeRequest
 
 from test_probe_layers import ANSWERS, ARCHS, BLOCKS, FORCING, PROMPTS, RESPONSES, build
 
@@ -21,32 +24,34 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 def test_graph_key_follows_the_weights_not_their_values():
     model = build("qwen2")
-    key = probe_layers.graph_key(model)
-    assert key is not None and key == probe_layers.graph_key(model)
+    facts = ModelFacts()
+    key = facts.graph_key(model)
+    assert key is not None and key == facts.graph_key(model)
     with torch.no_grad():
         model.model.layers[0].mlp.up_proj.weight.mul_(2.0)  # in place: the same key (a replay reads it)
-    assert probe_layers.graph_key(model) == key
+    assert facts.graph_key(model) == key
     model.model.layers[1].self_attn.k_proj.weight.data = model.model.layers[1].self_attn.k_proj.weight.data.clone()
-    moved = probe_layers.graph_key(model)
+    moved = facts.graph_key(model)
     assert moved != key  # moved: a new key
     norm = model.model.layers[0].input_layernorm
     model.model.layers[0].input_layernorm = type(norm)(64, eps=norm.variance_epsilon)  # a module replaced
-    assert probe_layers.graph_key(model) not in (key, moved)
+    assert facts.graph_key(model) not in (key, moved)
 
 
 def test_graph_key_refuses_what_a_graph_might_not_hold():
     model = build("qwen2")
+    facts = ModelFacts()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert probe_layers.graph_key(model) is None
+        assert facts.graph_key(model) is None
 
     class Lora(torch.nn.Linear):
         pass
     old = model.model.layers[1].mlp.down_proj
     model.model.layers[1].mlp.down_proj = Lora(old.in_features, old.out_features, bias=False)
-    assert probe_layers.graph_key(model) is None
+    assert facts.graph_key(model) is None
     model.model.layers[1].mlp.down_proj = old
     model.model.rotary_emb.rope_type = "dynamic"  # resizes itself from the positions (a host sync)
-    assert probe_layers.graph_key(model) is None
+    assert facts.graph_key(model) is None
 
 
 def phase1(model, responses, device="cuda"):
@@ -55,19 +60,30 @@ def phase1(model, responses, device="cuda"):
         return seqs, forward_logprobs(model, seqs, use_cache=True, past_key_values=probe_cache(0)).cache
 
 
+ENGINES: dict[bool, ProbeEngine] = {}
+
+
+def fresh(keep: int = 4) -> None:
+    """New engines, nothing remembered: [True] replays phase 2 from graphs (at most `keep` kept),
+    [False] issues it kernel by kernel."""
+    for graph in (False, True):
+        ENGINES[graph] = ProbeEngine(ProbeSettings(attention="triton", cuda_graph=graph))
+    ENGINES[True].graphs = GraphCache(keep)
+
+
 def J(model, seqs, cache, blocks, graph):
     with torch.no_grad():
-        return probe_fused(model, seqs, cache, blocks, attention="triton", graph=graph)
+        return ENGINES[graph].fused(model, seqs, cache, blocks)
 
 
 def graphs(device="cuda:0"):
-    st = probe_graph._DEVICES.get(torch.device(device))
+    st = ENGINES[True].graphs.devices.get(torch.device(device))
     return 0 if st is None else len(st.graphs)
 
 
 def counts(device="cuda:0"):
     """(captures, replays) so far on the device."""
-    st = probe_graph._DEVICES[torch.device(device)]
+    st = ENGINES[True].graphs.devices[torch.device(device)]
     return st.captures, st.replays
 
 
@@ -75,7 +91,7 @@ def counts(device="cuda:0"):
 @gpu
 @pytest.mark.parametrize("kind", sorted(ARCHS))
 def test_replays_equal_kernel_by_kernel_on_gpu(kind):
-    probe_graph._DEVICES.clear()
+    fresh()
     model = build(kind, torch.bfloat16).cuda()
     seqs, cache = phase1(model, RESPONSES)
     blocks = Blocks.from_lists(BLOCKS, ANSWERS, FORCING, 0, "cuda")
@@ -107,17 +123,15 @@ def test_replays_equal_kernel_by_kernel_on_gpu(kind):
 
 @pytest.mark.gpu
 @gpu
-def test_score_pass_replays_and_keeps_few_graphs_on_gpu(monkeypatch):
+def test_policy_pass_replays_and_keeps_few_graphs_on_gpu():
     """The trainer's pass: J from replays equals J kernel by kernel; answers of other lengths make
-    other keys, and no more than KEEP graphs are kept."""
-    probe_graph._DEVICES.clear()
-    monkeypatch.setattr(probe_graph, "KEEP", 2)
+    other keys, and no more than `keep` graphs are kept."""
+    fresh(keep=2)
     model = build("qwen2", torch.bfloat16).cuda()
     seqs = pack(PROMPTS, RESPONSES, 0, "cuda")
     for extra in ([], [9], [9, 10], []):  # answer lengths 3, 4, 5, 3: three keys
-        rows = [ProbeRow((0, 3, 9), (3, 9, len(r)), tuple(a + extra)) for r, a in zip(RESPONSES, ANSWERS)]
-        outs = [score_pass(model, seqs, rows, FORCING, top_k=2, attention="triton", graph=g)
-                for g in (False, True, True, True)]
+        rows = [ProbeRequest((0, 3, 9), (3, 9, len(r)), tuple(a + extra)) for r, a in zip(RESPONSES, ANSWERS)]
+        outs = [ENGINES[g].run(model, seqs, rows, FORCING, top_k=2) for g in (False, True, True, True)]
         for o in outs[1:]:
             for p, w in zip(o.probes, outs[0].probes):
                 assert p.cuts == w.cuts and p.J_b == w.J_b and torch.equal(p.J, w.J)
@@ -140,6 +154,7 @@ def test_a_failed_capture_falls_back_on_gpu():
                              capture_output=True, text=True, cwd=os.path.dirname(__file__))
         assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
         return
+    fresh()
     model = build("qwen2", torch.bfloat16).cuda()
     rope = model.model.rotary_emb
     real = rope.forward
@@ -152,4 +167,4 @@ def test_a_failed_capture_falls_back_on_gpu():
         got = J(model, seqs, cache, blocks, True)
     assert torch.equal(got, want) and graphs() == 0
     assert torch.equal(J(model, seqs, cache, blocks, True), want)  # and again, as it is
-    assert probe_graph._DEVICES[torch.device("cuda:0")].broken
+    assert ENGINES[True].graphs.devices[torch.device("cuda:0")].broken

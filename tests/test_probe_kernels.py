@@ -14,13 +14,15 @@ import pytest
 import torch
 
 from repro_train.modeling import pack
-from repro_train.repro import probe_kernels
-from repro_train.repro.probe_attention import _folded_sdpa, _probe_mask
+from repro_train.repro.probe import kernels as probe_kernels
+from repro_train.repro.probe.attention import folded_sdpa, probe_mask
 
 if platform.system() != "Linux":  # triton ships Linux wheels only; on Linux it is a test dependency
     pytest.importorskip("triton")
 
 from test_probe_layers import ARCHS, BLOCKS, FORCING, build, fused_J  # noqa: E402
+
+KERNELS = probe_kernels.Kernels()
 
 
 INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
@@ -102,11 +104,11 @@ def test_work_items_largest_first():
     nothing in block 0 (hi < lo) and 64 columns in block 1. Slices of 64 columns, at most 4; a
     slice's size counts key tiles, and slice 0 one more for the block's own keys."""
     lo, hi = torch.tensor([0, 10]), torch.tensor([[0, 200], [5, 74]])
-    items = probe_kernels._work_items(lo, hi, n_mt=1, span=64, splits=4, block_n=64)
+    items = probe_kernels.work_items(lo, hi, n_mt=1, span=64, splits=4, block_n=64)
     # sizes per (tile, slice): t0 [1, -, -, -], t1 [2, 1, 1, 1], t2 [1, -, -, -], t3 [2, -, -, -]
     assert items.tolist() == [4, 12, 0, 5, 6, 7, 8] + [-1] * 9 and items.dtype == torch.int32
     # two row tiles per block: every tile of a block has that block's slices
-    two = probe_kernels._work_items(lo, hi, n_mt=2, span=128, splits=2, block_n=64)
+    two = probe_kernels.work_items(lo, hi, n_mt=2, span=128, splits=2, block_n=64)
     # sizes: tiles 0, 1 [1, -]; tiles 2, 3 [3, 2] (128 + 72 columns); tiles 4, 5 [1, -]; tiles 6, 7 [2, -]
     assert two.tolist() == [4, 6, 5, 7, 12, 14, 0, 2, 8, 10] + [-1] * 6
 
@@ -128,16 +130,16 @@ def rope_case(dtype, device="cpu", B=2, L=5, H=12, Hkv=2, D=16):
 def test_interp_rope_in_place():
     q, k, cos, sin = rope_case(torch.float32)
     want_q, want_k = rope_reference(q, cos, sin), rope_reference(k, cos, sin)
-    assert probe_kernels.rope_(q, k, cos, sin)
+    assert KERNELS.rope_(q, k, cos, sin)
     assert (q - want_q).abs().max() < 1e-6 and (k - want_k).abs().max() < 1e-6
 
 
 def test_rope_declines_what_it_cannot_do():
     q, k, cos, sin = rope_case(torch.float32)
     before = q.clone()
-    assert not probe_kernels.rope_(q, k, cos.half(), sin.half())  # mixed dtypes (autocast): torch does it
-    assert not probe_kernels.rope_(q.half(), k.half(), cos.half(), sin.half())  # float16
-    assert not probe_kernels.rope_(q.transpose(1, 2).contiguous().transpose(1, 2), k, cos, sin)  # head-major
+    assert not KERNELS.rope_(q, k, cos.half(), sin.half())  # mixed dtypes (autocast): torch does it
+    assert not KERNELS.rope_(q.half(), k.half(), cos.half(), sin.half())  # float16
+    assert not KERNELS.rope_(q.transpose(1, 2).contiguous().transpose(1, 2), k, cos, sin)  # head-major
     assert torch.equal(q, before)
 
 
@@ -150,8 +152,8 @@ def gate_reference(g, u):
 
 
 @pytest.fixture
-def fused_rms(monkeypatch):
-    monkeypatch.setattr(probe_kernels, "FUSED_RMS_NORM", True)
+def fused_rms():
+    return probe_kernels.Kernels(fused_rms_norm=True)
 
 
 @pytest.mark.parametrize("rows, width", [(7, 1536), (300, 32), (3, 3000)])  # one row, 16 rows, a partial block
@@ -160,7 +162,7 @@ def test_interp_rms_norm(rows, width, fused_rms):
     g = torch.Generator().manual_seed(6)
     x = torch.randn(rows, width, generator=g) * 3
     w = torch.rand(width, generator=g) + 0.5
-    y = probe_kernels.rms_norm(x.view(rows, 1, width), w, 1e-6)
+    y = fused_rms.rms_norm(x.view(rows, 1, width), w, 1e-6)
     assert y.shape == (rows, 1, width) and (y.view(rows, width) - rms_reference(x, w, 1e-6)).abs().max() < 1e-5
 
 
@@ -169,15 +171,15 @@ def test_interp_scale_is_torchs_product():
     y = torch.randn(7, 33) * 3
     w = torch.rand(33) + 0.5
     want = w * y
-    assert probe_kernels.scale_(y, w) and torch.equal(y, want)
+    assert KERNELS.scale_(y, w) and torch.equal(y, want)
 
 
 def test_scale_declines_what_it_cannot_do():
     y = torch.randn(4, 8)
-    assert not probe_kernels.scale_(y.half(), torch.ones(8).half())  # float16
-    assert not probe_kernels.scale_(y.bfloat16(), torch.ones(8))  # autocast's float32 weight on bf16 rows
-    assert not probe_kernels.scale_(y.t(), torch.ones(4))  # strided
-    assert not probe_kernels.scale_(y, torch.ones(4))  # a weight of another width
+    assert not KERNELS.scale_(y.half(), torch.ones(8).half())  # float16
+    assert not KERNELS.scale_(y.bfloat16(), torch.ones(8))  # autocast's float32 weight on bf16 rows
+    assert not KERNELS.scale_(y.t(), torch.ones(4))  # strided
+    assert not KERNELS.scale_(y, torch.ones(4))  # a weight of another width
 
 
 @interp
@@ -185,16 +187,16 @@ def test_interp_silu_mul():
     g = torch.Generator().manual_seed(7)
     a, u = torch.randn(3, 5, 1000, generator=g) * 4, torch.randn(3, 5, 1000, generator=g)
     want = gate_reference(a, u)
-    assert probe_kernels.silu_mul_(a, u) and (a - want).abs().max() < 1e-5
+    assert KERNELS.silu_mul_(a, u) and (a - want).abs().max() < 1e-5
 
 
 def test_norm_and_gate_decline_what_they_cannot_round_alike(fused_rms):
     x, w = torch.randn(4, 8), torch.ones(8)
-    assert probe_kernels.rms_norm(x.half(), w.half(), 1e-6) is None  # float16
-    assert probe_kernels.rms_norm(x, w.bfloat16(), 1e-6) is None  # autocast's float32 weights on bf16 rows
-    assert probe_kernels.rms_norm(x.t(), torch.ones(4), 1e-6) is None  # strided rows
-    assert not probe_kernels.silu_mul_(x, x.bfloat16())
-    assert not probe_kernels.silu_mul_(x.t(), x.t())
+    assert fused_rms.rms_norm(x.half(), w.half(), 1e-6) is None  # float16
+    assert fused_rms.rms_norm(x, w.bfloat16(), 1e-6) is None  # autocast's float32 weights on bf16 rows
+    assert fused_rms.rms_norm(x.t(), torch.ones(4), 1e-6) is None  # strided rows
+    assert not fused_rms.silu_mul_(x, x.bfloat16())
+    assert not fused_rms.silu_mul_(x.t(), x.t())
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -205,7 +207,7 @@ def test_interp_target_logprobs(dtype):
     logits[3, 100:] = float("-inf")  # masked-out vocabulary entries
     targets = torch.tensor([0, 4999, 17, 99, 2048, 2047, 1234])
     want = torch.log_softmax(logits.float(), -1).gather(-1, targets.view(-1, 1)).view(-1)
-    got = probe_kernels.target_logprobs(logits, targets)
+    got = KERNELS.target_logprobs(logits, targets)
     assert got.dtype == torch.float32 and (got - want).abs().max() < 1e-5
 
 
@@ -219,8 +221,8 @@ def test_reference_is_the_probe_mask():
     g = torch.Generator().manual_seed(1)
     q = torch.randn(B, L, H, D, generator=g)
     kv = torch.randn(2, B, Hkv, Kc + L, D, generator=g)  # the cache with the blocks appended
-    mask = _probe_mask(_Stub(H, Hkv), seqs, _KeysOf(kv[0]), limit, Lb, L)
-    sdpa = _folded_sdpa(q.transpose(1, 2), kv[0], kv[1], mask, D ** -0.5).transpose(1, 2).reshape(B, L, H * D)
+    mask = probe_mask(_Stub(H, Hkv), seqs, _KeysOf(kv[0]), limit, Lb, L)
+    sdpa = folded_sdpa(q.transpose(1, 2), kv[0], kv[1], mask, D ** -0.5).transpose(1, 2).reshape(B, L, H * D)
     ref = probe_kernels.prefix_attention_reference(q, kv[0, :, :, :Kc], kv[1, :, :, :Kc], kv[0, :, :, Kc:].transpose(1, 2),
                                                    kv[1, :, :, Kc:].transpose(1, 2), P - seqs.prompt_lens, limit, Lb,
                                                    D ** -0.5)
@@ -254,7 +256,7 @@ def test_interp_probe_triton_matches_sdpa(kind, forcing):
 def test_triton_where_it_cannot_run(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # (in the child too)
     assert "CUDA" in probe_kernels.unavailable("cpu")
-    with pytest.raises(ValueError, match="probe_attention 'triton' cannot run here"):
+    with pytest.raises(ValueError, match="probe.attention 'triton' cannot run here"):
         fused_J(build("qwen2"), FORCING, "layers", attention="triton")
     auto, _ = fused_J(build("qwen2"), FORCING, "layers", attention="auto")  # auto falls back to SDPA
     sdpa, _ = fused_J(build("qwen2"), FORCING, "layers", attention="sdpa")
@@ -278,7 +280,7 @@ def test_target_logprobs_on_gpu():
     logits = (torch.randn(704, 151936, device="cuda") * 3).bfloat16()
     targets = torch.randint(0, 151936, (704,), device="cuda")
     want = torch.log_softmax(logits, -1, dtype=torch.float32).gather(-1, targets.view(-1, 1)).view(-1)
-    assert (probe_kernels.target_logprobs(logits, targets) - want).abs().max() < 1e-4
+    assert (KERNELS.target_logprobs(logits, targets) - want).abs().max() < 1e-4
 
 
 @pytest.mark.gpu
@@ -286,36 +288,37 @@ def test_target_logprobs_on_gpu():
 def test_rope_bit_exact_on_gpu():
     q, k, cos, sin = rope_case(torch.bfloat16, "cuda", B=4, L=220, H=12, Hkv=2, D=128)
     want_q, want_k = rope_reference(q, cos, sin), rope_reference(k, cos, sin)
-    assert probe_kernels.rope_(q, k, cos, sin)
+    assert KERNELS.rope_(q, k, cos, sin)
     assert torch.equal(q, want_q) and torch.equal(k, want_k)
 
 
 @pytest.mark.gpu
 @gpu
-def test_direct_launches_match_tritons_launcher_on_gpu(monkeypatch):
-    """After its first launch a kernel is called without Triton's launcher (`_launch`): the same
-    results, bit for bit, for every layer-like call after the first."""
+def test_direct_launches_match_tritons_launcher_on_gpu():
+    """After its first launch a kernel is called without Triton's launcher (`Launcher.launch`): the
+    same results, bit for bit, for every layer-like call after the first."""
+    kernels = probe_kernels.Kernels()
+
     def run():
         q, k, v, ok, ov, lo, hi = case(4, 11, 20, 12, 2, 128, 4352, torch.bfloat16, device="cuda")
-        attn = probe_kernels.PrefixAttention(lo, hi, 20)
+        attn = kernels.prefix_attention(lo, hi, 20)
         outs = [attn(q * s, k, v, ok, ov, 0.088).clone() for s in (1.0, 0.5, 2.0)]
         rq, rk, cos, sin = rope_case(torch.bfloat16, "cuda", B=4, L=220, H=12, Hkv=2, D=128)
         for _ in range(3):
-            probe_kernels.rope_(rq, rk, cos, sin)
+            kernels.rope_(rq, rk, cos, sin)
         gen = torch.Generator(device="cuda").manual_seed(5)
         g = (torch.randn(880, 8960, device="cuda", generator=gen) * 4).bfloat16()
         u = torch.randn(880, 8960, device="cuda", generator=gen).bfloat16()
         for _ in range(2):
-            probe_kernels.silu_mul_(g, u)
+            kernels.silu_mul_(g, u)
         y = torch.randn(880, 1536, device="cuda", generator=gen).bfloat16()
         for _ in range(2):
-            probe_kernels.scale_(y, g[0, :1536])
+            kernels.scale_(y, g[0, :1536])
         return outs + [rq, rk, g, y]
 
-    probe_kernels._DIRECT.clear()
     direct = run()
-    assert probe_kernels.DIRECT_LAUNCH and len(probe_kernels._DIRECT) >= 3  # the direct path ran
-    monkeypatch.setattr(probe_kernels, "DIRECT_LAUNCH", False)
+    assert kernels.launcher.direct and len(kernels.launcher.table) >= 3  # the direct path ran
+    kernels.launcher.direct = False
     launcher = run()
     assert all(torch.equal(x, y) for x, y in zip(direct, launcher))
 
@@ -329,18 +332,18 @@ def within_one_step(got, want):
 
 
 def test_rms_norm_kernel_is_off_unless_asked_for():
-    assert probe_kernels.FUSED_RMS_NORM is False and probe_kernels.rms_norm(torch.randn(4, 8), torch.ones(8), 1e-6) is None
+    assert probe_kernels.Kernels().fused_rms_norm is False
+    assert probe_kernels.Kernels().rms_norm(torch.randn(4, 8), torch.ones(8), 1e-6) is None
 
 
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("kind", ["qwen2", "qwen3"])
-def test_fused_rms_norm_gives_the_same_J_on_gpu(kind, monkeypatch):
+def test_fused_rms_norm_gives_the_same_J_on_gpu(kind):
     """The Triton RMSNorm (off by default) against torch's in the whole probe: float32 to 1e-5."""
     model = build(kind).cuda()
     off, _ = fused_J(model, FORCING, "layers", attention="triton", device="cuda")
-    monkeypatch.setattr(probe_kernels, "FUSED_RMS_NORM", True)
-    on, _ = fused_J(model, FORCING, "layers", attention="triton", device="cuda")
+    on, _ = fused_J(model, FORCING, "layers", attention="triton", device="cuda", fused_rms_norm=True)
     assert (on - off).abs().max() < 1e-5
 
 
@@ -349,13 +352,13 @@ def test_fused_rms_norm_gives_the_same_J_on_gpu(kind, monkeypatch):
 def test_norm_and_gate_on_gpu(fused_rms):
     x = (torch.randn(880, 1536, device="cuda") * 3).bfloat16()
     w = (torch.rand(1536, device="cuda") + 0.5).bfloat16()
-    assert within_one_step(probe_kernels.rms_norm(x, w, 1e-6), rms_reference(x, w, 1e-6))
+    assert within_one_step(fused_rms.rms_norm(x, w, 1e-6), rms_reference(x, w, 1e-6))
     a, u = (torch.randn(880, 8960, device="cuda") * 4).bfloat16(), torch.randn(880, 8960, device="cuda").bfloat16()
     want = gate_reference(a, u)
-    assert probe_kernels.silu_mul_(a, u) and within_one_step(a, want)
+    assert fused_rms.silu_mul_(a, u) and within_one_step(a, want)
     y = torch.nn.functional.rms_norm(x, (1536,), eps=1e-6)
     want = w * y
-    assert probe_kernels.scale_(y, w) and torch.equal(y, want)  # RMSNorm's scale: torch's bit for bit
+    assert fused_rms.scale_(y, w) and torch.equal(y, want)  # RMSNorm's scale: torch's bit for bit
 
 
 @pytest.mark.gpu
@@ -373,21 +376,22 @@ def test_probe_triton_matches_sdpa_on_gpu(kind):
 
 
 @interp
-def test_interp_score_pass_triton_keeps_phase1_cache_and_matches_sdpa():
+def test_interp_policy_pass_triton_keeps_phase1_cache_and_matches_sdpa():
     """The trainer's pass: with Triton, phase 1 keeps its own keys (room 0) and J equals SDPA's."""
-    from repro_train.repro.probe import ProbeRow, score_pass
+    from repro_train.repro.probe import ProbeEngine, ProbeSettings
+    from repro_train.repro.types import ProbeRequest
     from test_probe_layers import ANSWERS, PROMPTS, RESPONSES
     model = build("qwen2")
-    rows = [ProbeRow((0, 3, 9), (3, 9, len(r)), tuple(a)) for r, a in zip(RESPONSES, ANSWERS)]
+    rows = [ProbeRequest((0, 3, 9), (3, 9, len(r)), tuple(a)) for r, a in zip(RESPONSES, ANSWERS)]
     seqs = pack(PROMPTS, RESPONSES, 0)
-    out = {a: score_pass(model, seqs, rows, FORCING, top_k=2, attention=a) for a in ("triton", "sdpa")}
+    out = {a: ProbeEngine(ProbeSettings(attention=a)).run(model, seqs, rows, FORCING, top_k=2) for a in ("triton", "sdpa")}
     for pt, ps in zip(out["triton"].probes, out["sdpa"].probes):
         assert pt.cuts == ps.cuts and abs(pt.J_b - ps.J_b) < 1e-5 and torch.allclose(pt.J, ps.J, atol=1e-5)
 
 
 def test_probe_cache_without_room_keeps_phase1_tensors():
     from repro_train.modeling import forward_logprobs
-    from repro_train.repro.probe_attention import probe_cache
+    from repro_train.repro.probe.attention import probe_cache
     model = build("qwen2")
     seqs = pack([[5, 6, 7], [8]], [list(range(20, 31)), list(range(31, 36))], 0)
     seen = []
@@ -410,12 +414,14 @@ def test_probe_cache_without_room_keeps_phase1_tensors():
 def test_triton_asked_for_on_a_cpu_fails_at_start_up(monkeypatch):
     from repro_train.config import Config
     from repro_train.config_base import ConfigError
+    from repro_train.repro.probe import ProbeSettings
     from repro_train.trainer.runtime import check_probe_attention
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     import dataclasses
     cfg = Config()
-    triton = dataclasses.replace(cfg, repro=dataclasses.replace(cfg.repro, enabled=True, probe_attention="triton"))
-    with pytest.raises(ConfigError, match="'repro.probe_attention' = 'triton' cannot run here: device 'cpu'"):
+    triton = dataclasses.replace(cfg, repro=dataclasses.replace(cfg.repro, enabled=True,
+                                                                probe=ProbeSettings(attention="triton")))
+    with pytest.raises(ConfigError, match="'repro.probe.attention' = 'triton' cannot run here: device 'cpu'"):
         check_probe_attention(triton, torch.device("cpu"))
-    auto = dataclasses.replace(cfg, repro=dataclasses.replace(cfg.repro, enabled=True, probe_attention="auto"))
+    auto = dataclasses.replace(cfg, repro=dataclasses.replace(cfg.repro, enabled=True, probe=ProbeSettings(attention="auto")))
     check_probe_attention(auto, torch.device("cpu"))  # auto falls back without complaint

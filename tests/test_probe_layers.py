@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from repro_train.modeling import forward_logprobs, pack
-from repro_train.repro import probe_layers
-from repro_train.repro.probe import Blocks, probe_fused, probe_layout, probe_naive
-from repro_train.repro.probe_attention import probe_cache
+from repro_train.repro.probe import ProbeEngine, ProbeSettings
+from repro_train.repro.probe import layers as probe_layers
+from repro_train.repro.probe.attention import probe_cache
+from repro_train.repro.probe.blocks import Blocks, probe_layout
 
 COMMON = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, vocab_size=97, max_position_embeddings=256, rms_norm_eps=1e-5)
@@ -35,21 +36,23 @@ def build(kind: str, dtype=torch.float32):
     return model
 
 
-def fused_J(model, forcing, forward, autocast=None, attention="auto", device="cpu"):
+def fused_J(model, forcing, forward, autocast=None, attention="auto", device="cpu", fused_rms_norm=False):
     seqs = pack(PROMPTS, RESPONSES, 0, device)
     room = probe_layout(4, 3, len(forcing))[1]
     blocks = Blocks.from_lists(BLOCKS, ANSWERS, forcing, 0, device)
     ctx = torch.autocast(device, dtype=autocast) if autocast else torch.autocast(device, enabled=False)
     with torch.no_grad(), ctx:
         lp = forward_logprobs(model, seqs, use_cache=True, past_key_values=probe_cache(room))
-        return probe_fused(model, seqs, lp.cache, blocks, forward, attention), blocks
+        engine = ProbeEngine(ProbeSettings(forward=forward, attention=attention))
+        engine.kernels.fused_rms_norm = fused_rms_norm
+        return engine.fused(model, seqs, lp.cache, blocks), blocks
 
 
 @pytest.mark.parametrize("kind", sorted(ARCHS))
 @pytest.mark.parametrize("forcing", [FORCING, []])
 def test_layers_match_model_forward_and_naive(kind, forcing, monkeypatch):
     model = build(kind)
-    assert probe_layers.unsupported(model) is None
+    assert probe_layers.ModelFacts().unsupported(model) is None
     calls = []
     real = probe_layers.forward
     monkeypatch.setattr(probe_layers, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -57,7 +60,7 @@ def test_layers_match_model_forward_and_naive(kind, forcing, monkeypatch):
     own, _ = fused_J(model, forcing, "model")
     assert calls == [1]  # the layer path ran for "layers", and only there
     with torch.no_grad():
-        naive = probe_naive(model, pack(PROMPTS, RESPONSES, 0), blocks, 0, batch_size=3)
+        naive = ProbeEngine(ProbeSettings(batch_size=3)).naive(model, pack(PROMPTS, RESPONSES, 0), blocks)
     assert torch.allclose(layers, own, atol=1e-5), (layers - own).abs().max()
     assert torch.allclose(layers, naive, atol=1e-5), (layers - naive).abs().max()
     assert layers[1, 2:].eq(0).all() and layers.lt(0).sum() == 10  # 10 valid blocks, each J < 0
@@ -78,13 +81,13 @@ def test_layers_match_model_forward_in_low_precision(kind):
 def test_unsupported_models_say_why_and_fall_back(monkeypatch):
     from transformers import AutoConfig, AutoModelForCausalLM
     gpt2 = AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", n_embd=32, n_layer=1, n_head=2, vocab_size=97))
-    assert "model_type 'gpt2'" in probe_layers.unsupported(gpt2)
+    assert "model_type 'gpt2'" in probe_layers.ModelFacts().unsupported(gpt2)
     windowed = build("mistral")
     windowed.config.sliding_window = 8
-    assert "sliding-window" in probe_layers.unsupported(windowed)
+    assert "sliding-window" in probe_layers.ModelFacts().unsupported(windowed)
     sharded = build("qwen2")
     sharded.model.layers[0].mlp.up_proj.weight.ds_id = 3  # what ZeRO-3 puts on a partitioned parameter
-    assert "sharded" in probe_layers.unsupported(sharded)
+    assert "sharded" in probe_layers.ModelFacts().unsupported(sharded)
     # a sharded model takes the model's own forward and still gets J right
     monkeypatch.setattr(probe_layers, "forward", None)  # would raise if called
     layers, blocks = fused_J(sharded, FORCING, "layers")
@@ -93,28 +96,29 @@ def test_unsupported_models_say_why_and_fall_back(monkeypatch):
 
 
 def test_bad_forward_name():
-    from repro_train.repro.probe import score_pass
     with pytest.raises(ValueError, match="layers"):
-        score_pass(build("qwen2"), pack(PROMPTS, RESPONSES, 0), [None] * 3, [], top_k=2, forward="fast")
+        ProbeEngine(ProbeSettings(forward="fast")).run(build("qwen2"), pack(PROMPTS, RESPONSES, 0), [None] * 3, [],
+                                                       top_k=2)
 
 
 def test_sharding_check_is_remembered_until_the_parameters_change():
     model = build("qwen2")
-    assert probe_layers.unsupported(model) is None
+    facts = probe_layers.ModelFacts()
+    assert facts.unsupported(model) is None
     model.model.layers[0].mlp.up_proj.weight.ds_id = 3  # the walk is not taken again for this
-    assert probe_layers.unsupported(model) is None
+    assert facts.unsupported(model) is None
     next(model.parameters()).data = torch.empty(0)  # what ZeRO-3's partitioning does to every parameter
-    assert "sharded" in probe_layers.unsupported(model)
+    assert "sharded" in facts.unsupported(model)
 
 
 @pytest.mark.parametrize("kind", ["qwen2", "mistral"])  # with and without projection biases
-def test_fused_qkv_gathers_each_layers_projections(kind, monkeypatch):
+def testfused_qkv_gathers_each_layers_projections(kind, monkeypatch):
     model = build(kind)
     layers = model.model.layers
     x = torch.zeros(1, 1, 64)
     for per_layer in (False, True):  # all layers in one copy, or one layer at a time into one buffer
         with torch.no_grad():
-            get, rows = probe_layers._fused_qkv(layers, x, per_layer)
+            get, rows = probe_layers.fused_qkv(layers, x, per_layer)
             got = [tuple(t.clone() if t is not None else None for t in get(i)) for i in range(len(layers))]
         for (W, b), la in zip(got, layers):
             a = la.self_attn
@@ -124,7 +128,7 @@ def test_fused_qkv_gathers_each_layers_projections(kind, monkeypatch):
             assert (b is None) == (kind == "mistral")
         assert rows == [a.q_proj.out_features, a.k_proj.out_features, a.v_proj.out_features]
     fused, _ = fused_J(model, FORCING, "layers")
-    monkeypatch.setattr(probe_layers, "_fused_qkv", lambda *a: None)
+    monkeypatch.setattr(probe_layers, "fused_qkv", lambda *a: None)
     apart, _ = fused_J(model, FORCING, "layers")
     assert torch.allclose(fused, apart, atol=1e-6) and not fused.eq(0).all()
 
@@ -151,7 +155,7 @@ def test_linear_subclasses_run_their_own_module(path):
     model = build("qwen2")
     _swap(model, 1, path)
     if path.endswith("k_proj"):
-        assert probe_layers._fused_qkv(model.model.layers, torch.zeros(1, 1, 64)) is None
+        assert probe_layers.fused_qkv(model.model.layers, torch.zeros(1, 1, 64)) is None
     layers, _ = fused_J(model, FORCING, "layers")
     own, _ = fused_J(model, FORCING, "model")
     plain, _ = fused_J(build("qwen2"), FORCING, "layers")
@@ -159,5 +163,5 @@ def test_linear_subclasses_run_their_own_module(path):
     assert (layers - plain).abs().max() > 1e-3  # the subclass changed J, so it did run
 
 
-def test_fused_qkv_needs_the_activations_dtype():
-    assert probe_layers._fused_qkv(build("qwen2", torch.bfloat16).model.layers, torch.zeros(1, 1, 64)) is None
+def testfused_qkv_needs_the_activations_dtype():
+    assert probe_layers.fused_qkv(build("qwen2", torch.bfloat16).model.layers, torch.zeros(1, 1, 64)) is None

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from repro_train.config import load, recipe_reference
+from repro_train.config import load
+from repro_train.config_doc import recipe_markdown
 from repro_train.config_base import to_dict
 from repro_train.config_doc import MARKER
 
@@ -66,7 +67,7 @@ def test_recipe_loads_for_its_world_sizes(recipe):
 
 
 def test_sft_recipe_loads():
-    from repro_train.tasks import sft
+    from repro_train.sft import config as sft
     for recipe in SFT_RECIPES:
         if (REPO / recipe).exists():
             sft.load(str(REPO / recipe))
@@ -106,7 +107,7 @@ def test_docs_list_every_recipe():
 def test_docs_end_with_the_generated_key_tables():
     doc = DOC.read_text()
     assert doc.count(MARKER) == 1, "docs/recipes.md lost its generated part"
-    assert doc[doc.index(MARKER):] == recipe_reference(), \
+    assert doc[doc.index(MARKER):] == recipe_markdown(), \
         "docs/recipes.md is stale: run `python -m repro_train.config_doc --write docs/recipes.md`"
     assert "python -m repro_train.config_doc --write docs/recipes.md" in doc[:doc.index(MARKER)]
 
@@ -114,7 +115,7 @@ def test_docs_end_with_the_generated_key_tables():
 def test_reference_has_a_row_per_key():
     from repro_train.config import Config
     from repro_train.config_base import iter_fields
-    rows = [line for line in recipe_reference().splitlines() if line.startswith("| `")]
+    rows = [line for line in recipe_markdown().splitlines() if line.startswith("| `")]
     keys = [k for k, *_ in iter_fields(Config)]
     assert len(rows) == len(keys) + 4  # + the 4 keys of a reward.functions entry
     for key in keys:

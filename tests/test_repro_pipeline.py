@@ -8,8 +8,9 @@ import torch
 from repro_train.config import ReProConfig
 from repro_train.modeling import pack
 from repro_train.repro.pipeline import RePro
-from repro_train.repro.probe import RowProbe, score_pass
+from repro_train.repro.probe import ProbeSettings
 from repro_train.repro.scores import empty_prefix_score
+from repro_train.repro.types import ProbeResult
 
 RESPONSES = [
     "Add 3 + 4 = 7.\n\nThen 7 + 1 = 8.\n\nSo 8.\n\n</think>\n\nFinal answer: 8",
@@ -26,8 +27,7 @@ def run(tiny, cfg, answers=("8", "8", "8", "8"), correct=None, groups=(0, 0, 0, 
     resp = [tok(t, add_special_tokens=False).input_ids + [tok.eos_token_id] for t in RESPONSES]
     plan = repro.plan(resp, list(answers), correct)
     seqs = pack([prompt] * len(resp), resp, tok.pad_token_id)
-    scored = score_pass(model, seqs, plan.rows, repro.forcing_ids, cfg.top_k, impl=cfg.probe_impl,
-                        pad_id=tok.pad_token_id, naive_batch_size=cfg.probe_batch_size)
+    scored = repro.policy_pass(model, seqs, plan.requests)
     out = repro.advantages(plan, scored.probes, torch.tensor(groups), seqs.response_mask.shape[1])
     return plan, scored, out
 
@@ -76,7 +76,7 @@ def test_answer_that_tokenizes_to_nothing_and_zero_baseline(tiny):
     resp = [tok("a\n\nb", add_special_tokens=False).input_ids] * 2
     plan = repro.plan(resp, ["EMPTY", "3"])
     assert plan.skip == ["empty_answer_tokens", None]
-    probe = RowProbe(H=torch.zeros(2), selected=[True, True], cuts=[1, 2], J_b=0.0, J=torch.tensor([-1.0, -0.5]))
+    probe = ProbeResult(H=torch.zeros(2), selected=[True, True], cuts=[1, 2], J_b=0.0, J=torch.tensor([-1.0, -0.5]))
     out = repro.advantages(plan, [None, probe], torch.tensor([0, 0]), 4)
     assert out.skipped["empty_answer_tokens"] == 1 and out.skipped["zero_baseline"] == 1
     assert torch.all(out.process_adv == 0)
@@ -114,7 +114,7 @@ def test_answer_format_keeps_literal_braces(tiny):
 
 def test_probe_impl_naive_equals_fused(tiny):
     _, _, fused = run(tiny, ReProConfig())
-    _, _, naive = run(tiny, ReProConfig(probe_impl="naive", probe_batch_size=3))
+    _, _, naive = run(tiny, ReProConfig(probe=ProbeSettings(impl="naive", batch_size=3)))
     assert torch.allclose(fused.J_b[:3], naive.J_b[:3], atol=1e-5)
     assert torch.allclose(fused.J, naive.J, atol=1e-5)
     assert torch.allclose(fused.process_adv, naive.process_adv, atol=1e-4)

@@ -3,7 +3,10 @@ import pytest
 import torch
 
 from repro_train.modeling import forward_logprobs, pack
-from repro_train.repro.probe import Blocks, ProbeRow, probe_fused, probe_naive, score_pass
+from repro_train.modeling import logprob_pass
+from repro_train.repro.probe import ProbeEngine, ProbeSettings
+from repro_train.repro.probe.blocks import Blocks
+from repro_train.repro.types import ProbeRequest
 from repro_train.repro.segment import TokenizerDecoder
 
 TEXTS = [
@@ -34,7 +37,7 @@ def batch(tiny):
     rows = []
     for r, a in zip(resp, answers):
         s = dec.segment(r, "</think>", r"\n\n", [tok.eos_token_id])
-        rows.append(ProbeRow(s.starts, s.ends, tuple(a)))
+        rows.append(ProbeRequest(s.starts, s.ends, tuple(a)))
     return model, tok, prompts, resp, answers, rows
 
 
@@ -44,8 +47,8 @@ def test_probe_matches_per_cut_forwards(batch, impl, prefix):
     model, tok, prompts, resp, answers, rows = batch
     forcing = tok(prefix, add_special_tokens=False).input_ids if prefix else []
     seqs = pack(prompts, resp, tok.pad_token_id)
-    out = score_pass(model, seqs, rows, forcing, top_k=3, impl=impl, pad_id=tok.pad_token_id,
-                     naive_batch_size=2)
+    engine = ProbeEngine(ProbeSettings(impl=impl, batch_size=2), pad_id=tok.pad_token_id)
+    out = engine.run(model, seqs, rows, forcing, top_k=3)
     n_checked = 0
     for b, probe in enumerate(out.probes):
         assert probe.cuts == sorted(probe.cuts) and len(probe.cuts) == min(3, len(rows[b].seg_starts))
@@ -67,9 +70,9 @@ def test_fused_equals_naive_with_skipped_and_ragged_rows(batch):
     ans = [answers[0], None, answers[2]]
     bl = Blocks.from_lists(blocks, ans, forcing, tok.pad_token_id)
     with torch.no_grad():
-        fused = probe_fused(model, seqs, lp.cache, bl)
-        naive = probe_naive(model, seqs, bl, tok.pad_token_id, batch_size=4,
-                            sync_calls=lambda n: n + 2)  # padded dummy forwards change nothing
+        fused = ProbeEngine().fused(model, seqs, lp.cache, bl)
+        naive = ProbeEngine(ProbeSettings(batch_size=4), tok.pad_token_id,
+                            sync_calls=lambda n: n + 2).naive(model, seqs, bl)  # padded dummy forwards change nothing
     assert fused.shape == naive.shape == (3, 3)
     assert torch.all(fused[1] == 0) and torch.all(naive[1] == 0) and fused[2, 2] == 0  # invalid blocks
     assert torch.allclose(fused, naive, atol=1e-5)
@@ -82,7 +85,7 @@ def test_logprobs_and_entropy_match_plain_forward(batch):
     model, tok, prompts, resp, _, rows = batch
     seqs = pack(prompts, resp, tok.pad_token_id)
     T = 0.7
-    out = score_pass(model, seqs, rows, [5], top_k=2, temperature=T, pad_id=tok.pad_token_id)
+    out = ProbeEngine(pad_id=tok.pad_token_id).run(model, seqs, rows, [5], top_k=2, temperature=T)
     for b in range(len(prompts)):
         with torch.no_grad():
             logits = model(torch.tensor([prompts[b] + resp[b]])).logits[0].float() / T
@@ -99,33 +102,34 @@ def test_logprobs_and_entropy_match_plain_forward(batch):
         assert out.probe_s >= 0
 
 
-def test_rows_none_runs_phase_one_only_and_restores_train_mode(batch):
+def test_plain_pass_and_probe_pass_restore_train_mode(batch):
     model, tok, prompts, resp, _, rows = batch
     seqs = pack(prompts, resp, tok.pad_token_id)
+    engine = ProbeEngine(pad_id=tok.pad_token_id)
     model.train()
     try:
-        a = score_pass(model, seqs, None, [], top_k=2, pad_id=tok.pad_token_id)
-        assert model.training and a.probes == []
-        b = score_pass(model, seqs, [None, rows[1], None], [5], top_k=2, pad_id=tok.pad_token_id)
+        a = logprob_pass(model, seqs)  # RePro off: phase 1 only
+        assert model.training
+        b = engine.run(model, seqs, [None, rows[1], None], [5], top_k=2)
         assert model.training
     finally:
         model.eval()
-    c = score_pass(model, seqs, [None, rows[1], None], [5], top_k=2, pad_id=tok.pad_token_id)
+    c = engine.run(model, seqs, [None, rows[1], None], [5], top_k=2)
     assert not model.training and torch.equal(c.probes[1].J, b.probes[1].J)  # eval stays eval, same J
     assert b.probes[0] is None and b.probes[2] is None and b.probes[1] is not None
-    assert torch.allclose(a.lp.logprobs, b.lp.logprobs, atol=1e-6)  # keeping the cache changes nothing
+    assert torch.allclose(a.logprobs, b.lp.logprobs, atol=1e-6)  # keeping the cache changes nothing
 
 
 def test_bad_impl_name(batch):
     model, tok, prompts, resp, _, rows = batch
     with pytest.raises(ValueError, match="fused"):
-        score_pass(model, pack(prompts, resp, 0), rows, [5], top_k=2, impl="fast")
+        ProbeEngine(ProbeSettings(impl="fast")).run(model, pack(prompts, resp, 0), rows, [5], top_k=2)
 
 
 def test_probe_cache_writes_blocks_in_place(batch):
     """Phase 1 leaves exactly the room phase 2 fills: no cache concatenation, contiguous keys."""
-    from repro_train.repro.probe import probe_layout
-    from repro_train.repro.probe_attention import probe_cache
+    from repro_train.repro.probe.attention import probe_cache
+    from repro_train.repro.probe.blocks import probe_layout
     model, tok, prompts, resp, answers, rows = batch
     forcing = tok("\n\nFinal answer: ", add_special_tokens=False).input_ids
     seqs = pack(prompts, resp, tok.pad_token_id)
@@ -135,7 +139,7 @@ def test_probe_cache_writes_blocks_in_place(batch):
     with torch.no_grad():
         lp = forward_logprobs(model, seqs, use_cache=True, past_key_values=cache)
         T = cache.layers[0].keys.shape[-2]
-        fused = probe_fused(model, seqs, lp.cache, Blocks.from_lists(blocks, answers, forcing, tok.pad_token_id))
+        fused = ProbeEngine().fused(model, seqs, lp.cache, Blocks.from_lists(blocks, answers, forcing, tok.pad_token_id))
     kb = cache.buffers[0][0]
     assert cache.layers[0].keys.data_ptr() == kb.data_ptr() and cache.layers[0].keys.shape[-2] == T + room
     assert kb.is_contiguous() and kb.shape[1] == T + room  # tokens-major: (B, T + room, H, D)

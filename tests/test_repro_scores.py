@@ -181,8 +181,9 @@ def test_fold_alpha_and_apply_mask():
 def test_top_k_selection_ties_earlier_first():
     starts, ends = [0, 3, 5, 8, 10], [3, 5, 8, 10, 12]
     H = torch.tensor([0.5, 2.0, 1.0, 2.0, 2.0])
-    one = lambda k: select_cuts_batched(H.view(1, -1), torch.ones(1, 5, dtype=torch.bool),  # noqa: E731
-                                        torch.tensor([ends]), k)
+    def one(k):
+        return select_cuts_batched(H.view(1, -1), torch.ones(1, 5, dtype=torch.bool), torch.tensor([ends]), k)
+
     sel, cuts, valid = one(2)
     # three segments tie at 2.0: the two earliest (1 and 3) win; order restored
     assert sel[0].tolist() == [False, True, False, True, False]

@@ -116,7 +116,9 @@ def test_token_at_char_first_of_shared_start():
 def test_incremental_offsets_with_split_multibyte_characters():
     # A byte-level decoder: each id is one byte; "é" is two bytes, "中" three.
     data = "a\n\né中\n\nb".encode()
-    decode = lambda ids: bytes(data[i] for i in ids).decode("utf-8", errors="replace")
+    def decode(ids):
+        return bytes(data[i] for i in ids).decode("utf-8", errors="replace")
+
     text, starts = decode_with_offsets(list(range(len(data))), decode)
     assert text == "a\n\né中\n\nb"
     # byte index -> char offset where its token begins: é occupies bytes 3-4 (char 3), 中 bytes 5-7 (char 4)

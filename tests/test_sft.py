@@ -9,7 +9,8 @@ import torch
 import yaml
 
 from repro_train.config_base import ConfigError, to_dict
-from repro_train.tasks import sft, sft_report
+from repro_train.sft import report as sft_report
+from repro_train.sft import train as sft
 from repro_train.tasks.arithmetic import TaskConfig, generate
 from repro_train.tasks.reasoner import TOY_PROBE_PREFIX, build_tokenizer, format_prompt, reasoner_path
 
@@ -61,7 +62,7 @@ def test_trace_round_trip_and_probe_prefix(tok):
     assert ids[-1] == tok.eos_token_id
 
 
-# ----------------------------------------------------------------------------- pieces of sft.py
+# ----------------------------------------------------------------------------- pieces of sft/train.py
 
 def test_lr_factor_warmup_and_cosine():
     t = sft.SFTTrainConfig(steps=110, warmup_steps=10, min_lr_ratio=0.1)

@@ -7,7 +7,7 @@ Every estimator has one signature and is chosen by name:
 
 Notation (shapes): B rollouts on this rank, T = response length (right-padded).
     mask_i,t  (B, T) True on real response tokens; last_i = index of row i's last real token
-    score_i   (B,)   rewards_i + sum_t token_rewards_i,t                (outcome + dense rewards)
+    s_i       (B,)   rewards_i + sum_t token_rewards_i,t                (total reward: outcome + dense)
     r_i,t     (B, T) token_rewards_i,t + rewards_i * [t == last_i]     (per-token reward)
     G_i,t     (B, T) sum_{s>=t} gamma^(s-t) r_i,s                       (return-to-go)
 
@@ -71,7 +71,7 @@ class AdvantageParams:
     whiten: bool = True
     """gae: whiten advantages over the (global) batch's valid tokens."""
     eps: float = 1e-6
-    """grpo: A = (score - mean) / (std + eps). Batch whitening uses masked_whiten's 1e-8 (verl)."""
+    """grpo: A = (s - mean) / (std + eps), s the total reward. Batch whitening uses masked_whiten's 1e-8 (verl)."""
 
 
 @dataclass
@@ -115,12 +115,12 @@ def _float_dtype(inp: AdvantageInputs) -> torch.dtype:
     return inp.rewards.dtype if inp.rewards.is_floating_point() else torch.float32
 
 
-def _scores(inp: AdvantageInputs) -> torch.Tensor:
-    """score_i = rewards_i + sum_t token_rewards_i,t over valid tokens. (B,)"""
-    score = inp.rewards.to(_float_dtype(inp))
+def _total_rewards(inp: AdvantageInputs) -> torch.Tensor:
+    """s_i = rewards_i + sum_t token_rewards_i,t over valid tokens: the total reward. (B,)"""
+    total = inp.rewards.to(_float_dtype(inp))
     if inp.token_rewards is not None:
-        score = score + torch.where(inp.mask, inp.token_rewards, 0).sum(-1).to(score.dtype)
-    return score
+        total = total + torch.where(inp.mask, inp.token_rewards, 0).sum(-1).to(total.dtype)
+    return total
 
 
 def _token_rewards(inp: AdvantageInputs) -> torch.Tensor:
@@ -150,17 +150,17 @@ def _return_to_go(r: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Te
     return torch.where(mask, out, 0)
 
 
-def _group_stats(score: torch.Tensor, group_ids: torch.Tensor):
+def _group_stats(total: torch.Tensor, group_ids: torch.Tensor):
     """Per rollout: its group's size G, mean and unbiased std, each (B,).
 
-    A group of one gets mean 0 and std 1, as verl (its advantage is then its own score).
+    A group of one gets mean 0 and std 1, as verl (its advantage is then its own total reward).
     """
     _, inv = torch.unique(group_ids, return_inverse=True)  # (B,) group index 0..n_groups-1
     n_groups = int(inv.max()) + 1 if inv.numel() else 0
-    zeros = score.new_zeros(n_groups)
-    count = zeros.index_add(0, inv, torch.ones_like(score))  # G_g
-    mean = zeros.index_add(0, inv, score) / count  # mean_g = sum_{i in g} s_i / G_g
-    sq_dev = zeros.index_add(0, inv, (score - mean[inv]) ** 2)
+    zeros = total.new_zeros(n_groups)
+    count = zeros.index_add(0, inv, torch.ones_like(total))  # G_g
+    mean = zeros.index_add(0, inv, total) / count  # mean_g = sum_{i in g} s_i / G_g
+    sq_dev = zeros.index_add(0, inv, (total - mean[inv]) ** 2)
     std = torch.sqrt(sq_dev / (count - 1).clamp(min=1))  # std_g = sqrt(sum (s_i - mean_g)^2 / (G_g - 1))
     single = count == 1
     mean = torch.where(single, 0.0, mean)
@@ -181,9 +181,9 @@ def _broadcast(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def grpo(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> AdvantageOutput:
     """GRPO (arXiv:2402.03300) and Dr. GRPO (arXiv:2503.20783, grpo_std_norm=False)."""
-    score = _scores(inp)  # (B,)
-    _, mean, std = _group_stats(score, inp.group_ids)
-    adv = score - mean  # Dr. GRPO: A_i = s_i - mean_g
+    total = _total_rewards(inp)  # (B,)
+    _, mean, std = _group_stats(total, inp.group_ids)
+    adv = total - mean  # Dr. GRPO: A_i = s_i - mean_g
     if p.grpo_std_norm:
         adv = adv / (std + p.eps)  # GRPO: A_i = (s_i - mean_g) / (std_g + eps)
     returns = _return_to_go(_token_rewards(inp), inp.mask, p.gamma)
@@ -194,10 +194,10 @@ def grpo(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) ->
 @torch.no_grad()
 def rloo(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> AdvantageOutput:
     """RLOO (arXiv:2402.14740): leave-one-out baseline; a group of one gets 0."""
-    score = _scores(inp)  # (B,)
-    count, mean, _ = _group_stats(score, inp.group_ids)
+    total = _total_rewards(inp)  # (B,)
+    count, mean, _ = _group_stats(total, inp.group_ids)
     # A_i = s_i - mean_{j != i} s_j = G / (G - 1) * (s_i - mean_g)
-    adv = torch.where(count > 1, count / (count - 1).clamp(min=1) * (score - mean), 0.0)
+    adv = torch.where(count > 1, count / (count - 1).clamp(min=1) * (total - mean), 0.0)
     returns = _return_to_go(_token_rewards(inp), inp.mask, p.gamma)
     return AdvantageOutput(_broadcast(adv, inp.mask), returns)
 
@@ -216,9 +216,9 @@ def reinforce_pp(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = iden
 def reinforce_pp_baseline(inp: AdvantageInputs, p: AdvantageParams,
                           reduce: Reduce = identity) -> AdvantageOutput:
     """REINFORCE++-baseline (arXiv:2501.03262): group-mean baseline, then global whitening."""
-    score = _scores(inp)  # (B,)
-    _, mean, _ = _group_stats(score, inp.group_ids)
-    adv = _broadcast(score - mean, inp.mask)  # A_i,t = s_i - mean_g on valid tokens
+    total = _total_rewards(inp)  # (B,)
+    _, mean, _ = _group_stats(total, inp.group_ids)
+    adv = _broadcast(total - mean, inp.mask)  # A_i,t = s_i - mean_g on valid tokens
     adv = masked_whiten(adv, inp.mask, reduce)  # then (A - mean(A)) / std(A) over the global batch
     returns = _return_to_go(_token_rewards(inp), inp.mask, p.gamma)
     return AdvantageOutput(adv, returns)

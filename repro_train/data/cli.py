@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from ..config_base import ConfigError
+from .jsonl import iter_jsonl
 from .named import NAMED, RG_PREFIX, disjoint, load_named, unique, write_jsonl
 
 
@@ -48,7 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = load_named(args.name)
         for path in args.exclude:
-            from .jsonl import iter_jsonl
             rows = disjoint(rows, [r for _, r, _ in iter_jsonl(path) if r is not None])
         if args.unique:
             rows = unique(rows)

@@ -17,7 +17,9 @@ import torch
 
 from ..config_base import ConfigError
 from .prompts import RowError, encode_prompt
-from .validate import DataReport, check_row, read_json, read_json_lines
+from ..tasks.arithmetic import generate
+from .named import is_named, load_named
+from .validate import DataReport, check_file, check_row, read_json, read_json_lines
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -41,12 +43,10 @@ class PromptSet:
 def _load_rows(cfg, report: DataReport) -> list[tuple[str, dict]]:
     """[(where, row)]: where names the file and line (or row) for error messages."""
     if cfg.source == "toy":
-        from ..tasks.arithmetic import generate
         rows = generate(cfg.toy_size, cfg.toy_seed, cfg.toy, with_traces=False)
         report.rows_read = len(rows)
         return [(f"toy row {i}", r) for i, r in enumerate(rows)]
-    from .named import is_named, load_named  # gsm8k-100, reasoning-gym:TASK?... (data/named.py)
-    if is_named(cfg.source):
+    if is_named(cfg.source):  # gsm8k-100, reasoning-gym:TASK?... (data/named.py)
         rows = load_named(cfg.source)
         report.rows_read = len(rows)
         return [(f"{cfg.source} row {i}", r) for i, r in enumerate(rows)]
@@ -58,7 +58,6 @@ def _load_rows(cfg, report: DataReport) -> list[tuple[str, dict]]:
     import datasets
     datasets.disable_progress_bars()
     if ext in LOCAL_FORMATS:
-        from .validate import check_file
         check_file(cfg.source)
         try:
             ds = datasets.load_dataset(LOCAL_FORMATS[ext], data_files=cfg.source, split="train")

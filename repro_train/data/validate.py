@@ -23,6 +23,8 @@ import os
 from dataclasses import dataclass, field
 
 from ..config_base import ConfigError
+from ..rewards.extract import parse_number
+from ..rewards.mathverify import as_gold
 
 
 @dataclass
@@ -186,7 +188,6 @@ def answer_checker(reward_cfg):
         if f.correctness is False:
             continue
         if f.name == "numeric":
-            from ..rewards.extract import parse_number
             checks.append(lambda a: None if parse_number(a) is not None else "reward 'numeric' cannot read it as a number")
         elif f.name == "math_verify":
             checks.append(_math_verify_check)
@@ -207,10 +208,9 @@ def _math_verify_check(answer: str) -> str | None:
 
     from math_verify import parse
 
-    from ..rewards.mathverify import _as_gold
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     try:
-        ok = bool(parse(_as_gold(answer), parsing_timeout=None))
+        ok = bool(parse(as_gold(answer), parsing_timeout=None))
     except Exception:  # noqa: BLE001 - any parser failure means the gold cannot be used
         ok = False
     return None if ok else "reward 'math_verify' cannot parse it"

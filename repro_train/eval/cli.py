@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 from .runner import EvalError, EvalSettings, default_reward, evaluate, load_problems
+from ..tasks.reasoner import resolve_model_path
+from .plots import plot_accuracy_vs_length, plot_length_histograms
 
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -59,7 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_models(specs: list[str]) -> dict[str, str]:
     """{label: path} from '[LABEL=]PATH' strings; checks labels and that paths exist."""
-    from ..trainer.models import resolve_model_path
     models: dict[str, str] = {}
     for spec in specs:
         label, sep, path = spec.partition("=")
@@ -109,7 +110,6 @@ def load_model(path: str, device: str, dtype: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..trainer.models import resolve_model_path
     path = resolve_model_path(path)
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token_id is None:
@@ -140,7 +140,6 @@ def _evaluate_one(path: str, problems: list[dict], settings: EvalSettings, devic
 
 
 def write_outputs(out: Path, summaries: dict[str, dict], samples: dict[str, list[dict]]) -> None:
-    from .plots import plot_accuracy_vs_length, plot_length_histograms
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
     for label, rows in samples.items():

@@ -21,6 +21,18 @@ from typing import Sequence
 
 from .detectors import count_backtracks, count_rechecks
 from .metrics import summarize, tokens_after_first_correct
+from ..data.jsonl import iter_jsonl
+from ..data.named import is_named, load_named
+from ..config import RolloutConfig
+from ..rollout.hf import sample
+from ..seeds import mix_seed
+from ..repro.segment import TokenizerDecoder, decode_with_offsets
+from ..rewards import extract_answer, normalize_answer
+from ..data.prompts import RowError, encode_prompt
+from ..rewards import OutcomeReward, RewardSpec
+from ..modeling import eos_ids
+from ..tasks.arithmetic import generate
+from ..rewards.functions import compile_answer_pattern
 
 TOY_PROBLEMS = 200
 """Problems taken from the toy task when no count is given (a file gives all its rows)."""
@@ -96,8 +108,6 @@ def gold_from_field(value, pattern: re.Pattern | None) -> str | None:
 
 def _read_jsonl(path: str) -> list[tuple[int, dict]]:
     """(line number, row) for each non-blank line; the first bad line is an error."""
-    from ..data.jsonl import iter_jsonl
-    from ..data.named import is_named, load_named
     if is_named(path):  # gsm8k-100, reasoning-gym:TASK?... (data/named.py)
         try:
             return list(enumerate(load_named(path), start=1))
@@ -128,12 +138,10 @@ def load_problems(source: str, n: int | None = None, *, toy_seed: int = 777,
     if n is not None and n < 1:
         raise EvalError(f"--n-problems must be >= 1, got {n}")
     if source == "toy":
-        from ..tasks.arithmetic import generate
         rows = generate(n or TOY_PROBLEMS, toy_seed, with_traces=False)
         return [{"id": i, "question": r["question"], "answer": r["answer"]} for i, r in enumerate(rows)]
     pattern = None
     if answer_regex is not None:
-        from ..rewards.functions import compile_answer_pattern
         try:
             pattern = compile_answer_pattern(answer_regex)
         except (ValueError, re.error) as e:
@@ -162,9 +170,6 @@ def generate_responses(model, prompts: Sequence[list[int]], settings: EvalSettin
     """responses[i][g]: token ids of sample g of prompt i, up to and including EOS."""
     from tqdm import tqdm
 
-    from ..config import RolloutConfig
-    from ..rollout.hf import sample
-    from ..trainer.loop import mix_seed
     s = settings
     # top_k = 1 keeps only the argmax token: sampling from it is greedy decoding.
     cfg = RolloutConfig(max_new_tokens=s.max_new_tokens, temperature=1.0 if s.greedy else s.temperature,
@@ -198,8 +203,6 @@ def score_responses(tokenizer, reward, problems: list[dict], prompts: list[list[
     A metric row votes for maj@k with the gold string when the reward calls the response correct
     (equivalent forms such as 0.5 and 1/2 vote together), else with its normalised answer.
     """
-    from ..repro.segment import TokenizerDecoder, decode_with_offsets
-    from ..rewards import extract_answer, normalize_answer
     flat = [(p, prompt, ids) for p, prompt, group in zip(problems, prompts, responses) for ids in group]
     completions = tokenizer.batch_decode([ids for _, _, ids in flat], skip_special_tokens=True)
     prompt_text = [tokenizer.decode(prompt, skip_special_tokens=False) for _, prompt, _ in flat]
@@ -248,9 +251,6 @@ def evaluate(model, tokenizer, problems: list[dict], settings: EvalSettings,
     summary: `metrics.summarize` keys (pass@1, maj@k, *_tokens, rates, tokens_after_first_correct,
     ...) plus frac_finished; samples: one row per response (see score_responses).
     """
-    from ..data.prompts import RowError, encode_prompt
-    from ..rewards import OutcomeReward, RewardSpec
-    from ..trainer.models import eos_ids
     check_settings(settings)
     if not problems:
         raise EvalError("no problems to evaluate")

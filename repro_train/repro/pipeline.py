@@ -1,9 +1,10 @@
-"""RePro for one batch of rollouts: plan (segments, answers) -> probe (the pass) -> process advantages.
+"""RePro for one batch of rollouts: plan (segments, answers) -> policy pass with the J probe ->
+process advantages.
 
-    repro = RePro(cfg.repro, tokenizer)
+    repro = RePro(cfg.repro, tokenizer, temperature=cfg.rollout.temperature)
     plan = repro.plan(response_ids, answers, correct)          # CPU: segmentation, skip reasons
-    scored = score_pass(model, seqs, plan.rows, repro.forcing_ids, cfg.top_k, ...)   # probe.py
-    out = repro.advantages(plan, scored.probes, group_ids, T)   # (N, T) A_tilde and every score
+    out = repro.policy_pass(model, seqs, plan.requests)         # per micro-batch: log-probs and J
+    adv = repro.advantages(plan, out.probes, group_ids, R)      # (N, R) A_tilde and every score
 
 Nothing here knows which RL algorithm runs: the trainer folds `alpha * out.process_adv` into its
 estimator's advantage (`scores.fold`). Degenerate rollouts (no answer, an answer that tokenizes to
@@ -18,10 +19,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from .probe import ProbeRow, RowProbe
+from ..modeling import Sequences
+from .probe import ProbeEngine, ProbePass
 from .scores import (magnitude, normalize_rewards, pool_stats, process_rewards, process_score,
                      stability, token_process_advantages)
 from .segment import Segmentation, TokenizerDecoder
+from .types import ProbeRequest, ProbeResult
 
 SKIP_REASONS = ("no_answer", "empty_answer_tokens", "no_segment", "zero_baseline", "apply_to")
 
@@ -30,7 +33,7 @@ SKIP_REASONS = ("no_answer", "empty_answer_tokens", "no_segment", "zero_baseline
 class Plan:
     """Per-rollout inputs of the probe, computed before any forward."""
 
-    rows: list[ProbeRow | None]
+    requests: list[ProbeRequest | None]
     segmentations: list[Segmentation | None]
     skip: list[str | None]
     """Skip reason per rollout (None = scored)."""
@@ -41,7 +44,7 @@ class ReProOutput:
     """Every RePro quantity of a batch, padded to M = most cuts; zeros where `mask` is False."""
 
     process_adv: torch.Tensor
-    """(N, T) A_tilde, the token process advantage (spec 11)."""
+    """(N, R) A_tilde, the token process advantage (spec 11), over the batch's R response columns."""
     J_b: torch.Tensor
     """(N,) J with no reasoning; NaN for rollouts skipped before probing."""
     J: torch.Tensor
@@ -62,11 +65,17 @@ class ReProOutput:
 
 
 class RePro:
-    """The RePro plug-in for one tokenizer; `cfg` is a `config.ReProConfig`."""
+    """The RePro plug-in for one tokenizer; `cfg` is a `config.ReProConfig`. `temperature` is the
+    sampling temperature of phase 1's log-probs; `sync_calls` agrees the naive probe's number of
+    forwards across ranks under ZeRO-3/FSDP (`ProbeEngine`)."""
 
-    def __init__(self, cfg, tokenizer):
+    def __init__(self, cfg, tokenizer, temperature: float = 1.0, sync_calls: Callable[[int], int] | None = None):
         self.cfg = cfg
         self.tokenizer = tokenizer
+        self.temperature = temperature
+        pad_id = getattr(tokenizer, "pad_token_id", None)
+        pad_id = pad_id if pad_id is not None else 0
+        self.engine = ProbeEngine(cfg.probe, pad_id, sync_calls)
         self.decoder = TokenizerDecoder(tokenizer)
         self.forcing_ids = tuple(tokenizer(cfg.probe_prefix, add_special_tokens=False).input_ids)
         eos = tokenizer.eos_token_id
@@ -97,14 +106,18 @@ class RePro:
                     if not seg.starts:
                         reason = "no_segment"
                     else:
-                        row = ProbeRow(seg.starts, seg.ends, q)
+                        row = ProbeRequest(seg.starts, seg.ends, q)
             rows.append(row)
             segs.append(seg)
             skip.append(reason)
         return Plan(rows, segs, skip)
 
-    def advantages(self, plan: Plan, probes: Sequence[RowProbe | None], group_ids: torch.Tensor | None,
-                   T: int, batch_stats: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ReProOutput:
+    def policy_pass(self, model, seqs: Sequences, requests: Sequence[ProbeRequest | None]) -> ProbePass:
+        """The policy pass of one micro-batch with J at the selected cuts of each requested rollout."""
+        return self.engine.run(model, seqs, requests, self.forcing_ids, self.cfg.top_k, self.temperature)
+
+    def advantages(self, plan: Plan, probes: Sequence[ProbeResult | None], group_ids: torch.Tensor | None,
+                   n_tokens: int, batch_stats: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ReProOutput:
         """Scores, rewards, normalisation and token process advantages for the batch (spec 6-11).
 
         `batch_stats` all-reduces `pool_stats` across ranks when process_norm = 'batch'."""
@@ -139,7 +152,7 @@ class RePro:
             if batch_stats is not None:
                 stats = batch_stats(stats)
         r_norm = normalize_rewards(r, mask, group_ids, c.process_norm, c.norm_eps, stats)
-        adv = token_process_advantages(r_norm, cuts, mask, T).float()
+        adv = token_process_advantages(r_norm, cuts, mask, n_tokens).float()
         counts = Counter(s for s in skip if s is not None)
         return ReProOutput(
             process_adv=adv, J_b=J_b, J=J, cuts=cuts, mask=mask, S_magn=S_magn, S_stab=S_stab, S=S,

@@ -41,7 +41,7 @@ def _raise_timeout(signum, frame):
     raise _ItemTimeout
 
 
-def _as_gold(answer: str) -> str:
+def as_gold(answer: str) -> str:
     r"""Gold text math-verify can parse: wrapped in \boxed{} unless it is already delimited."""
     if "\\boxed" in answer or "$" in answer or "\\(" in answer or "\\[" in answer:
         return answer
@@ -58,7 +58,7 @@ def verify_answer(completion: str, answer: str | None, extract: str = "auto") ->
     from math_verify import parse, verify
     if answer is None:
         return None
-    gold = parse(_as_gold(answer), parsing_timeout=None)
+    gold = parse(as_gold(answer), parsing_timeout=None)
     if not gold:
         return None
     text = completion if extract == "auto" else extract_final_answer(completion)

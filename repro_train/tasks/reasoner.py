@@ -1,7 +1,7 @@
 """The shipped tiny reasoner: its tokenizer, chat format and where its weights live.
 
 The model in `repro_train/assets/tiny-reasoner/` is a small Llama trained from scratch by
-`repro-train sft --config recipes/toy/sft.yaml` (repro_train/tasks/sft.py) on the toy arithmetic
+`repro-train sft --config recipes/toy/sft.yaml` (repro_train/sft/) on the toy arithmetic
 task's trace mix; docs/tiny-reasoner.md has its numbers. The format it learned:
 
     prompt    <|bos|>Question: {question}\\n<think>\\n            (chat template, generation prompt)
@@ -90,3 +90,8 @@ def format_prompt(tok, question: str) -> str:
     """`<|bos|>Question: {question}\\n<think>\\n` (the tokenizer's chat template)."""
     return tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
                                    add_generation_prompt=True)
+
+
+def resolve_model_path(path: str) -> str:
+    """A model folder or hub name as given; 'toy' is the shipped tiny reasoner's folder."""
+    return reasoner_path() if path == "toy" else path

@@ -12,6 +12,10 @@ import sys
 
 from ..config import load
 from ..config_base import ConfigError
+from ..dist import finish
+from .guard import NonFiniteStop
+from .loop import train
+from .preempt import REQUEUE_EXIT, Preempted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,10 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from ..dist import finish
-    from .loop import train
-    from .guard import NonFiniteStop
-    from .preempt import REQUEUE_EXIT, Preempted
     try:
         out = train(cfg)
     except ConfigError as e:  # data/model checks that need the files (missing columns, ...)

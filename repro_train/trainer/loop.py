@@ -1,12 +1,13 @@
 """The RL loop. One step reads top to bottom:
 
     prompts -> rollouts -> outcome rewards                       rollout_phase
-    policy pass: old log-probs, entropies, J probes (RePro),     score_phase
+    no-grad forwards: the policy pass (old log-probs,            forward_phase
+        entropies; with RePro on, J at the selected cuts),
         reference log-probs (KL), values (PPO)
     RePro process advantage, outcome advantage (registered       advantage_phase
         estimator), fold: A_hat = A + alpha * A_tilde
     policy (and critic) updates                                  update_phase
-    log, checkpoint                                              log_phase, save_checkpoint
+    log, checkpoint                                              step_metrics, save_checkpoint
 
 GRPO, PPO, REINFORCE++, REINFORCE++-baseline and RLOO differ only by `algo.estimator` and the
 presence of the critic (estimator 'gae'). RePro never knows which one runs.
@@ -18,27 +19,27 @@ global mean exactly.
 """
 from __future__ import annotations
 
-import hashlib
-import time
 from dataclasses import dataclass, field
 
 import torch
+from tqdm import tqdm
 
 from ..algos.advantages import AdvantageInputs, AdvantageParams, get_estimator
 from ..algos.correction import is_weights
 from ..algos.kl import kl_penalty
 from ..algos.losses import agg_loss, get_policy_loss, value_loss
-from ..modeling import Sequences, forward_logprobs, pack
+from ..dist import clip_grad_norm
+from ..modeling import Sequences, forward_logprobs, logprob_pass, pack
 from ..repro.pipeline import Plan, ReProOutput
-from ..repro.probe import score_pass
 from ..repro.scores import dense_process_rewards, fold
-from .runtime import Runtime
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (stable across processes and Python versions)."""
-    h = hashlib.sha256(",".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+from ..repro.types import ProbeResult
+from ..seeds import mix_seed
+from ..timing import phase_timer
+from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from .guard import NumericGuard
+from .metrics import NullLogger, RunLogger, sample_rows, step_metrics
+from .preempt import Preempted, Preemption, clear_marker
+from .runtime import Runtime, build_runtime
 
 
 @dataclass
@@ -52,32 +53,27 @@ class Batch:
     answers: list[str | None]
     truncated: torch.Tensor  # (B,) bool: no EOS
     engine_logprobs: torch.Tensor | None = None  # (B, R) the rollout engine's log-probs (None: not reported)
-    is_weights: torch.Tensor | None = None  # (B, R) importance weights for the engine mismatch
-    is_stats: dict = field(default_factory=dict)
-    rewards: torch.Tensor = None  # (B,) outcome reward
-    correct: torch.Tensor = None  # (B,) bool
-    reward_parts: dict = field(default_factory=dict)
-    unscorable: int = 0
-    old_logprobs: torch.Tensor = None  # (B, R)
-    entropy: torch.Tensor = None  # (B, R)
-    ref_logprobs: torch.Tensor | None = None
-    values: torch.Tensor | None = None
-    plan: Plan | None = None
-    repro: ReProOutput | None = None
-    probes: list = field(default_factory=list)
-    advantages: torch.Tensor = None  # (B, R)
-    returns: torch.Tensor | None = None
-    timings: dict = field(default_factory=dict)
+    # Filled by the phases in order; None until the phase that computes it has run.
+    rewards: torch.Tensor | None = None  # (B,) outcome reward (rollout_phase)
+    correct: torch.Tensor | None = None  # (B,) bool (rollout_phase)
+    reward_parts: dict[str, torch.Tensor] = field(default_factory=dict)  # (B,) per reward function
+    unscorable: int = 0  # rollouts no reward function could check
+    old_logprobs: torch.Tensor | None = None  # (B, R) (forward_phase)
+    entropy: torch.Tensor | None = None  # (B, R) (forward_phase)
+    ref_logprobs: torch.Tensor | None = None  # (B, R), with a reference model (forward_phase)
+    values: torch.Tensor | None = None  # (B, R), with a critic (forward_phase)
+    plan: Plan | None = None  # RePro's per-rollout inputs (forward_phase, RePro on)
+    probes: list[ProbeResult | None] = field(default_factory=list)  # per rollout (forward_phase, RePro on)
+    repro: ReProOutput | None = None  # every RePro quantity (advantage_phase, RePro on)
+    advantages: torch.Tensor | None = None  # (B, R) (advantage_phase)
+    returns: torch.Tensor | None = None  # (B, R), with a critic (advantage_phase)
+    is_weights: torch.Tensor | None = None  # (B, R) weights for the engine mismatch (forward_phase)
+    is_stats: dict[str, torch.Tensor] = field(default_factory=dict)  # their metrics (algos/correction.py)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (`timing.phase_timer`)
 
     @property
     def mask(self) -> torch.Tensor:
         return self.seqs.response_mask
-
-
-def sync(rt: Runtime) -> None:
-    """Wait for the device, so that phase timers measure the phase's work, not its queueing."""
-    if rt.dist.device.type == "cuda":
-        torch.cuda.synchronize(rt.dist.device)
 
 
 def micro_batches(n_rows: int, size: int) -> list[list[int]]:
@@ -94,9 +90,19 @@ def scatter_rows(dst: torch.Tensor, rows: list[int], src: torch.Tensor) -> None:
 # ----------------------------------------------------------------------------------------------
 
 def rollout_phase(rt: Runtime, step: int) -> Batch:
-    """Sample G responses for this rank's prompts and score their outcome."""
+    """Sample G responses for this rank's prompts and check their outcome."""
+    timings: dict[str, float] = {}
+    with phase_timer(timings, "rollout_s"):
+        with phase_timer(timings, "generate_s"):
+            batch = _generate(rt, step)
+        batch.timings = timings
+        outcome_rewards(rt, batch)
+    return batch
+
+
+def _generate(rt: Runtime, step: int) -> Batch:
+    """This rank's prompts of the step, G sampled responses each, packed and decoded."""
     cfg, d = rt.cfg, rt.dist
-    t0 = time.perf_counter()
     per_rank = cfg.rollout.prompts_per_step // d.world
     global_idx = rt.sampler.take(cfg.rollout.prompts_per_step)  # same on every rank
     mine = global_idx[d.rank * per_rank:(d.rank + 1) * per_rank]
@@ -122,9 +128,6 @@ def rollout_phase(rt: Runtime, step: int) -> Batch:
         truncated=torch.tensor([not (len(r) and r[-1] in eos) for r in responses]))
     if out.logprobs is not None:
         batch.engine_logprobs = pad_rows([lp for g in out.logprobs for lp in g], seqs.response_mask.shape[1], d.device)
-    batch.timings["generate_s"] = time.perf_counter() - t0
-    outcome_rewards(rt, batch)
-    batch.timings["rollout_s"] = time.perf_counter() - t0
     return batch
 
 
@@ -146,58 +149,72 @@ def outcome_rewards(rt: Runtime, batch: Batch) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# score: the policy pass (old log-probs, entropies, J), reference, values
+# forwards: the policy pass (old log-probs, entropies, J), reference, values
 # ----------------------------------------------------------------------------------------------
 
-def score_phase(rt: Runtime, batch: Batch) -> None:
+def forward_phase(rt: Runtime, batch: Batch) -> None:
+    """The step's no-grad forwards over the rollouts, a micro-batch at a time."""
+    with phase_timer(batch.timings, "forward_s", rt.dist.device):
+        if rt.repro is not None:
+            with phase_timer(batch.timings, "plan_s"):
+                responses = [row[:n] for row, n in zip(batch.seqs.response_ids.tolist(), batch.mask.sum(-1).tolist())]
+                batch.plan = rt.repro.plan(responses, batch.answers, batch.correct.tolist())
+        policy_pass(rt, batch)
+        if batch.engine_logprobs is not None:  # the sampler's mismatch with the trainer (algos/correction.py)
+            batch.is_weights, batch.is_stats = is_weights(batch.old_logprobs, batch.engine_logprobs, batch.mask,
+                                                          rt.cfg.rollout.is_correction, rt.cfg.rollout.is_cap)
+        if rt.ref is not None:
+            reference_pass(rt, batch)
+        if rt.has_critic:
+            value_pass(rt, batch)
+
+
+def policy_pass(rt: Runtime, batch: Batch) -> None:
+    """Old log-probs and entropies: a plain pass with RePro off; RePro's pass (J at the selected
+    cuts as well) with it on."""
     cfg, d = rt.cfg, rt.dist
-    t0 = time.perf_counter()
     B, R = batch.mask.shape
-    use_repro = cfg.repro.enabled
-    if use_repro:
-        responses = [row[:n] for row, n in zip(batch.seqs.response_ids.tolist(), batch.mask.sum(-1).tolist())]
-        batch.plan = rt.repro.plan(responses, batch.answers, batch.correct.tolist())
-        batch.timings["plan_s"] = time.perf_counter() - t0
     batch.old_logprobs = torch.zeros(B, R, device=d.device)
     batch.entropy = torch.zeros(B, R, device=d.device)
-    probes, probe_s = [], 0.0
+    probe_s = 0.0
     for rows in micro_batches(B, cfg.algo.micro_batch_size):
         seqs = batch.seqs.select(rows)
-        plan_rows = [batch.plan.rows[i] for i in rows] if use_repro else None
         with rt.acc.autocast():  # what the wrapped forward applies, for the probe's layer-by-layer path too
-            out = score_pass(rt.policy, seqs, plan_rows, rt.repro.forcing_ids if use_repro else (), cfg.repro.top_k,
-                             cfg.rollout.temperature, cfg.repro.probe_impl, rt.pad_id, cfg.repro.probe_batch_size,
-                             sync_calls=d.max_int if d.sharded else None, forward=cfg.repro.probe_forward,
-                             attention=cfg.repro.probe_attention, graph=cfg.repro.probe_cuda_graph)
-        scatter_rows(batch.old_logprobs, rows, out.lp.logprobs)
-        scatter_rows(batch.entropy, rows, out.lp.entropy)
-        probes += out.probes
-        probe_s += out.probe_s
-    batch.probes = probes
-    batch.timings["probe_s"] = probe_s
-    if rt.ref is not None:
-        batch.ref_logprobs = torch.zeros(B, R, device=d.device)
-        with torch.no_grad():
-            for rows in micro_batches(B, cfg.algo.micro_batch_size):
-                seqs = batch.seqs.select(rows)
-                lp = forward_logprobs(rt.ref, seqs, cfg.rollout.temperature, with_entropy=False)
-                scatter_rows(batch.ref_logprobs, rows, lp.logprobs)
-    if rt.has_critic:
-        batch.values = torch.zeros(B, R, device=d.device)
-        rt.engine.eval()
-        with torch.no_grad():
-            for rows in micro_batches(B, cfg.algo.micro_batch_size):
-                seqs = batch.seqs.select(rows)
-                v = rt.engine(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask,
-                              position_ids=seqs.position_ids, values_only=True)
-                v = v[:, seqs.prompt_width - 1:-1].float().masked_fill(~seqs.response_mask, 0.0)
-                scatter_rows(batch.values, rows, v)
-        rt.engine.train()
-    if batch.engine_logprobs is not None:
-        batch.is_weights, batch.is_stats = is_weights(batch.old_logprobs, batch.engine_logprobs, batch.mask,
-                                                      cfg.rollout.is_correction, cfg.rollout.is_cap)
-    sync(rt)
-    batch.timings["score_s"] = time.perf_counter() - t0
+            if rt.repro is None:
+                lp = logprob_pass(rt.policy, seqs, cfg.rollout.temperature)
+            else:
+                out = rt.repro.policy_pass(rt.policy, seqs, [batch.plan.requests[i] for i in rows])
+                lp, probe_s = out.lp, probe_s + out.probe_s
+                batch.probes += out.probes
+        scatter_rows(batch.old_logprobs, rows, lp.logprobs)
+        scatter_rows(batch.entropy, rows, lp.entropy)
+    batch.timings["probe_s"] = probe_s  # RePro's device time in the pass (0 with RePro off)
+
+
+def reference_pass(rt: Runtime, batch: Batch) -> None:
+    """Log-probs of the responses under the frozen reference model (for the KL term)."""
+    B, R = batch.mask.shape
+    batch.ref_logprobs = torch.zeros(B, R, device=rt.dist.device)
+    with torch.no_grad():
+        for rows in micro_batches(B, rt.cfg.algo.micro_batch_size):
+            seqs = batch.seqs.select(rows)
+            lp = forward_logprobs(rt.ref, seqs, rt.cfg.rollout.temperature, with_entropy=False)
+            scatter_rows(batch.ref_logprobs, rows, lp.logprobs)
+
+
+def value_pass(rt: Runtime, batch: Batch) -> None:
+    """Critic values V(s_t) before each response token (PPO)."""
+    B, R = batch.mask.shape
+    batch.values = torch.zeros(B, R, device=rt.dist.device)
+    rt.engine.eval()
+    with torch.no_grad():
+        for rows in micro_batches(B, rt.cfg.algo.micro_batch_size):
+            seqs = batch.seqs.select(rows)
+            v = rt.engine(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask,
+                          position_ids=seqs.position_ids, values_only=True)
+            v = v[:, seqs.prompt_width - 1:-1].float().masked_fill(~seqs.response_mask, 0.0)
+            scatter_rows(batch.values, rows, v)
+    rt.engine.train()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,32 +224,31 @@ def score_phase(rt: Runtime, batch: Batch) -> None:
 def advantage_phase(rt: Runtime, batch: Batch) -> None:
     """Outcome advantage from the registered estimator, then A_hat = A + alpha * A_tilde."""
     cfg, d, a = rt.cfg, rt.dist, rt.cfg.algo
-    t0 = time.perf_counter()
-    mask = batch.mask
-    R = mask.shape[1]
-    token_rewards = torch.zeros(mask.shape, device=d.device)
-    if rt.ref is not None and a.kl_mode == "reward":
-        kl = kl_penalty(batch.old_logprobs, batch.ref_logprobs, a.kl_estimator)
-        token_rewards = token_rewards - a.kl_coef * kl.masked_fill(~mask, 0.0)
-    if cfg.repro.enabled:
-        batch.repro = rt.repro.advantages(batch.plan, batch.probes, batch.group_ids, R, batch_stats=d.sum)
-        # RePro's own cost: segmentation, selection + probe (device time), scores and advantages
-        batch.timings["repro_s"] = batch.timings["plan_s"] + batch.timings["probe_s"] + (time.perf_counter() - t0)
+    with phase_timer(batch.timings, "advantage_s", d.device) as elapsed:
+        mask = batch.mask
+        R = mask.shape[1]
+        token_rewards = torch.zeros(mask.shape, device=d.device)
+        if rt.ref is not None and a.kl_mode == "reward":
+            kl = kl_penalty(batch.old_logprobs, batch.ref_logprobs, a.kl_estimator)
+            token_rewards = token_rewards - a.kl_coef * kl.masked_fill(~mask, 0.0)
         dense = a.estimator == "gae" and cfg.repro.ppo_process_reward == "dense_reward"
-        if dense:
-            r = dense_process_rewards(batch.repro.r_norm, batch.repro.cuts, batch.repro.mask, R)
-            token_rewards = token_rewards + cfg.repro.alpha * r.to(token_rewards)
-    inputs = AdvantageInputs(rewards=batch.rewards.to(d.device), mask=mask, group_ids=batch.group_ids.to(d.device),
-                             token_rewards=token_rewards, values=batch.values)
-    params = AdvantageParams(gamma=a.gamma, lam=a.lam, grpo_std_norm=a.grpo_std_norm, whiten=a.whiten_advantages)
-    out = get_estimator(a.estimator)(inputs, params, d.sum)
-    adv = out.advantages
-    if cfg.repro.enabled and not (a.estimator == "gae" and cfg.repro.ppo_process_reward == "dense_reward"):
-        adv = fold(adv, batch.repro.process_adv.to(adv), cfg.repro.alpha)
-    batch.advantages = adv.masked_fill(~mask, 0.0)
-    batch.returns = out.returns
-    sync(rt)
-    batch.timings["advantage_s"] = time.perf_counter() - t0
+        if cfg.repro.enabled:
+            batch.repro = rt.repro.advantages(batch.plan, batch.probes, batch.group_ids, R, batch_stats=d.sum)
+            # RePro's own cost: segmentation, selection + probe (device time), scores and advantages
+            batch.timings["repro_s"] = batch.timings["plan_s"] + batch.timings["probe_s"] + elapsed()
+            if dense:
+                r = dense_process_rewards(batch.repro.r_norm, batch.repro.cuts, batch.repro.mask, R)
+                token_rewards = token_rewards + cfg.repro.alpha * r.to(token_rewards)
+        inputs = AdvantageInputs(rewards=batch.rewards.to(d.device), mask=mask,
+                                 group_ids=batch.group_ids.to(d.device), token_rewards=token_rewards,
+                                 values=batch.values)
+        params = AdvantageParams(gamma=a.gamma, lam=a.lam, grpo_std_norm=a.grpo_std_norm, whiten=a.whiten_advantages)
+        out = get_estimator(a.estimator)(inputs, params, d.sum)
+        adv = out.advantages
+        if cfg.repro.enabled and not dense:
+            adv = fold(adv, batch.repro.process_adv.to(adv), cfg.repro.alpha)
+        batch.advantages = adv.masked_fill(~mask, 0.0)
+        batch.returns = out.returns
 
 
 # ----------------------------------------------------------------------------------------------
@@ -243,64 +259,62 @@ def update_phase(rt: Runtime, batch: Batch, guard=None) -> dict:
     """algo.update_epochs passes; each mini-batch is one optimizer step accumulated over micro-batches.
     `guard` (trainer/guard.py) skips an optimizer step whose loss or gradient norm is not finite."""
     cfg, d, a = rt.cfg, rt.dist, rt.cfg.algo
-    t0 = time.perf_counter()
-    B = batch.mask.shape[0]
-    mini = (a.mini_batch_size or cfg.rollout.prompts_per_step * cfg.rollout.group_size) // d.world
-    sums: dict[str, float] = {}  # loss terms: shares of the global mean, summed over micro-batches
-    means: dict[str, list[float]] = {}  # per-micro-batch means (clip fractions, ratios, ...)
-    n_steps = 0
-    rt.engine.train()
-    for _ in range(a.update_epochs):
-        for m0 in range(0, B, mini):
-            rows_m = list(range(m0, m0 + mini))
-            m = batch.mask[rows_m]
-            norms = dict(global_tokens=float(d.sum(m.sum().float())),
-                         global_seqs=float(d.sum((m.sum(-1) > 0).sum().float())),
-                         max_len=cfg.rollout.max_new_tokens)
-            micro = [rows_m[i:i + a.micro_batch_size] for i in range(0, mini, a.micro_batch_size)]
-            loss_bad, applied = False, True
-            for rows in micro:
-                with rt.acc.accumulate(rt.engine):
-                    loss, mstats = micro_loss(rt, batch, rows, norms)
-                    # The loss is already a share of the global mean; the wrappers average over
-                    # ranks and accelerate divides by the accumulation steps, so undo both.
-                    with d.timed("backward (gradient all-reduce)"):
-                        rt.acc.backward(loss * d.world * len(micro))
-                    loss_bad = loss_bad or not torch.isfinite(loss.detach()).item()
-                    if rt.acc.sync_gradients:
-                        mstats["grad_norm"] = grad_norm(rt)
-                        mstats["lr"] = rt.scheduler.get_last_lr()[0]
-                        applied = guard is None or not guard.skip_update(loss_bad, mstats["grad_norm"])
-                    if applied:
-                        rt.optimizer.step()
-                    rt.optimizer.zero_grad(set_to_none=True)
-                for k, v in mstats.items():
-                    if k in LOSS_TERMS:
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                    else:
-                        means.setdefault(k, []).append(float(v))
+    timings: dict[str, float] = {}
+    with phase_timer(timings, "update_s", d.device):
+        B = batch.mask.shape[0]
+        mini = (a.mini_batch_size or cfg.rollout.prompts_per_step * cfg.rollout.group_size) // d.world
+        sums: dict[str, float] = {}  # loss terms: shares of the global mean, summed over micro-batches
+        means: dict[str, list[float]] = {}  # per-micro-batch means (clip fractions, ratios, ...)
+        n_steps = 0
+        rt.engine.train()
+        for _ in range(a.update_epochs):
+            for m0 in range(0, B, mini):
+                optimizer_step(rt, batch, list(range(m0, m0 + mini)), sums, means, guard)
+                n_steps += 1
+        out = {k: d.sum(torch.tensor(v / n_steps, dtype=torch.float64)).item() for k, v in sorted(sums.items())}
+        out.update({k: sum(v) / len(v) for k, v in means.items()})  # this rank's mean
+    return {**out, **timings}
+
+
+def optimizer_step(rt: Runtime, batch: Batch, rows_m: list[int], sums: dict[str, float],
+                   means: dict[str, list[float]], guard=None) -> None:
+    """One optimizer step on the mini-batch `rows_m`, gradients accumulated over its micro-batches;
+    adds the loss terms to `sums` and the other statistics to `means`. The step is not applied when
+    `guard` finds its loss or gradient norm not finite."""
+    cfg, d, a = rt.cfg, rt.dist, rt.cfg.algo
+    m = batch.mask[rows_m]
+    norms = dict(global_tokens=float(d.sum(m.sum().float())),
+                 global_seqs=float(d.sum((m.sum(-1) > 0).sum().float())),
+                 max_len=cfg.rollout.max_new_tokens)
+    micro = [rows_m[i:i + a.micro_batch_size] for i in range(0, len(rows_m), a.micro_batch_size)]
+    loss_bad, applied = False, True
+    for rows in micro:
+        with rt.acc.accumulate(rt.engine):
+            loss, mstats = micro_loss(rt, batch, rows, norms)
+            # The loss is already a share of the global mean; the wrappers average over
+            # ranks and accelerate divides by the accumulation steps, so undo both.
+            with d.timed("backward (gradient all-reduce)"):
+                rt.acc.backward(loss * d.world * len(micro))
+            loss_bad = loss_bad or not torch.isfinite(loss.detach()).item()
+            if rt.acc.sync_gradients:
+                mstats["grad_norm"] = clip_grad_norm(rt.acc, rt.engine, d.strategy, cfg.optim.grad_clip)
+                mstats["lr"] = rt.scheduler.get_last_lr()[0]
+                applied = guard is None or not guard.skip_update(loss_bad, mstats["grad_norm"])
             if applied:
-                rt.scheduler.step()
-                rt.optimizer_steps += 1
-            n_steps += 1
-    sync(rt)
-    out = {k: d.sum(torch.tensor(v / n_steps, dtype=torch.float64)).item() for k, v in sorted(sums.items())}
-    out.update({k: sum(v) / len(v) for k, v in means.items()})  # this rank's mean
-    out["update_s"] = time.perf_counter() - t0
-    return out
+                rt.optimizer.step()
+            rt.optimizer.zero_grad(set_to_none=True)
+        for k, v in mstats.items():
+            if k in LOSS_TERMS:
+                sums[k] = sums.get(k, 0.0) + float(v)
+            else:
+                means.setdefault(k, []).append(float(v))
+    if applied:
+        rt.scheduler.step()
+        rt.optimizer_steps += 1  # also the weights' version the rollout engine follows
 
 
 # Loss terms are per-micro-batch shares of the global mean: summed over micro-batches and ranks.
 LOSS_TERMS = ("pg_loss", "kl", "entropy_bonus", "value_loss")
-
-
-def grad_norm(rt: Runtime) -> float:
-    clip = rt.cfg.optim.grad_clip
-    if rt.dist.strategy in ("zero2", "zero3"):  # DeepSpeed clips inside its step (config gradient_clipping)
-        n = rt.engine.get_global_grad_norm() if hasattr(rt.engine, "get_global_grad_norm") else None
-        return float(n) if n is not None else float("nan")
-    n = rt.acc.clip_grad_norm_(rt.engine.parameters(), clip if clip > 0 else float("inf"))
-    return float(n)
 
 
 def micro_loss(rt: Runtime, batch: Batch, rows: list[int], norms: dict) -> tuple[torch.Tensor, dict]:
@@ -343,16 +357,11 @@ def micro_loss(rt: Runtime, batch: Batch, rows: list[int], norms: dict) -> tuple
 # ----------------------------------------------------------------------------------------------
 
 def train(cfg) -> str:
-    """Run RL training for `cfg` (a resolved Config); returns the run folder."""
-    from tqdm import tqdm
+    """Run RL training for `cfg` (a resolved Config); returns the run folder.
 
-    from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-    from .metrics import NullLogger, RunLogger, sample_rows, step_metrics
-    from .preempt import Preempted, Preemption, clear_marker
-    from .runtime import build_runtime
-
-    from .guard import NumericGuard
-    preempt, stopped = Preemption().install(), None  # a signal while loading stops after the first step
+    SIGTERM / SIGUSR1 (trainer/preempt.py) end the run after the current step with a checkpoint
+    and raise Preempted; too many non-finite steps in a row (trainer/guard.py) raise NonFiniteStop."""
+    preempt = Preemption().install()  # a signal while loading stops after the first step
     try:
         rt = build_runtime(cfg)
     except BaseException:
@@ -361,50 +370,68 @@ def train(cfg) -> str:
     d = rt.dist
     if d.is_main:
         print(f"repro-train: {d.strategy} on {d.world} process(es), device {d.device}; "
-              f"algo {cfg.algo.estimator}, RePro {'on' if cfg.repro.enabled else 'off'}; run folder {rt.out_dir}", flush=True)
+              f"algo {cfg.algo.estimator}, RePro {'on' if cfg.repro.enabled else 'off'}; run folder {rt.out_dir}",
+              flush=True)
         print(rt.prompts.report.summary(), flush=True)
         clear_marker(rt.out_dir)
     try:
-        resume = resolve_resume(cfg.train.resume, cfg.train.output_dir, d)
-        state = load_checkpoint(rt, resume) if resume else {}
-        logger = RunLogger(cfg, rt.out_dir, state.get("wandb_id")) if d.is_main else NullLogger()
-        bar = tqdm(total=cfg.train.steps, initial=rt.start_step, desc="train", unit="step",
-                   disable=not (d.is_main and cfg.log.progress), dynamic_ncols=True)
-        guard = NumericGuard(cfg.train.max_bad_steps, d, can_skip_update=d.strategy not in ("zero2", "zero3"))
-        for step in range(rt.start_step, cfg.train.steps):
-            t0 = time.perf_counter()
-            batch = rollout_phase(rt, step)
-            score_phase(rt, batch)
-            advantage_phase(rt, batch)
-            bad = guard.check_batch(batch)  # non-finite log-probs, J, advantages, ...: the step is not applied
-            upd = update_phase(rt, batch, guard) if not bad else {}
-            batch.timings["step_s"] = time.perf_counter() - t0
-            metrics = step_metrics(rt, batch, upd)
-            metrics.update(guard.end_step(step + 1, bad))
-            if step == rt.start_step:  # the data check's counts, once per process
-                metrics.update(rt.prompts.report.metrics())
-            logger.log(step + 1, metrics, sample_rows(rt, batch, cfg.log.sample_rollouts) if d.is_main else [])
-            bar.update(1)
-            bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.2f}",
-                            len=f"{metrics['response_length/mean']:.0f}")
-            done = step + 1
-            # every rank stops after the same step; a signal during the last step needs no requeue
-            stop = (preempt.agreed(d) and done < cfg.train.steps) or guard.stop
-            if stop or done == cfg.train.steps or (cfg.train.save_every and done % cfg.train.save_every == 0):
-                path = save_checkpoint(rt, done, logger.wandb_id)
-            if stop:
-                if guard.stop:
-                    stopped = guard.stop_error(path)
-                    break
-                if d.is_main:
-                    preempt.mark(rt.out_dir, done, path)
-                stopped = Preempted(done, path, preempt.name)
-                break
-        bar.close()
-        logger.close()
+        stopped = run_steps(rt, preempt)
     finally:
         preempt.restore()
         rt.close()
     if stopped is not None:
         raise stopped
     return rt.out_dir
+
+
+def run_steps(rt: Runtime, preempt: Preemption) -> Exception | None:
+    """The steps from the resume point on; returns the exception that ends the run early, if any."""
+    cfg, d = rt.cfg, rt.dist
+    resume = resolve_resume(cfg.train.resume, cfg.train.output_dir, d)
+    state = load_checkpoint(rt, resume) if resume else {}
+    logger = RunLogger(cfg, rt.out_dir, state.get("wandb_id")) if d.is_main else NullLogger()
+    bar = tqdm(total=cfg.train.steps, initial=rt.start_step, desc="train", unit="step",
+               disable=not (d.is_main and cfg.log.progress), dynamic_ncols=True)
+    guard = NumericGuard(cfg.train.max_bad_steps, d, can_skip_update=d.strategy not in ("zero2", "zero3"))
+    stopped = None
+    for step in range(rt.start_step, cfg.train.steps):
+        step_timing: dict[str, float] = {}
+        with phase_timer(step_timing, "step_s"):
+            batch = rollout_phase(rt, step)
+            forward_phase(rt, batch)
+            advantage_phase(rt, batch)
+            bad = guard.check_batch(batch)  # non-finite log-probs, J, advantages, ...: the step is not applied
+            upd = update_phase(rt, batch, guard) if not bad else {}
+        batch.timings.update(step_timing)
+        metrics = step_metrics(rt, batch, upd)
+        metrics.update(guard.end_step(step + 1, bad))
+        if step == rt.start_step:  # the data check's counts, once per process
+            metrics.update(rt.prompts.report.metrics())
+        logger.log(step + 1, metrics, sample_rows(rt, batch, cfg.log.sample_rollouts) if d.is_main else [])
+        bar.update(1)
+        bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.2f}",
+                        len=f"{metrics['response_length/mean']:.0f}")
+        stopped = checkpoint_or_stop(rt, step + 1, preempt, guard, logger.wandb_id)
+        if stopped is not None:
+            break
+    bar.close()
+    logger.close()
+    return stopped
+
+
+def checkpoint_or_stop(rt: Runtime, done: int, preempt: Preemption, guard: NumericGuard,
+                       wandb_id: str | None) -> Exception | None:
+    """Save a checkpoint when one is due or the run must stop; the reason to stop, if any. Every rank
+    agrees on the step to stop at; a signal during the last step needs no requeue."""
+    cfg, d = rt.cfg, rt.dist
+    stop = (preempt.agreed(d) and done < cfg.train.steps) or guard.stop
+    path = None
+    if stop or done == cfg.train.steps or (cfg.train.save_every and done % cfg.train.save_every == 0):
+        path = save_checkpoint(rt, done, wandb_id)
+    if not stop:
+        return None
+    if guard.stop:
+        return guard.stop_error(path)
+    if d.is_main:
+        preempt.mark(rt.out_dir, done, path)
+    return Preempted(done, path, preempt.name)

@@ -10,7 +10,7 @@ Metric names (all means over the global batch unless marked):
          segments_per_rollout, cuts_per_rollout, scored_frac}, repro/skipped/<reason> (count),
   rollout/logprob_gap/{mean, max} (|trainer - engine| log-prob per response token; engines that report
        log-probs), rollout/is_{weight_mean, clipped_frac, dropped_seq_frac} (rollout.is_correction)
-  time/{generate_s, rollout_s, score_s, plan_s, probe_s, repro_s, advantage_s, update_s, step_s} (max over
+  time/{generate_s, rollout_s, forward_s, plan_s, probe_s, repro_s, advantage_s, update_s, step_s} (max over
        ranks; probe_s = device time of selection + phase 2; repro_s = plan_s + probe_s + scores/advantages)
 """
 from __future__ import annotations
@@ -20,6 +20,8 @@ import math
 import os
 
 import torch
+from ..eval.detectors import count_backtracks, count_rechecks
+from ..config_base import to_dict
 
 from ..algos.correction import logprob_gap
 
@@ -70,7 +72,6 @@ def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
     m.mean_of("response_length/mean", lengths)
     m.max("response_length/max", lengths.max().item() if B else 0)
     m.mean_of("truncated_frac", batch.truncated.float())
-    from ..eval.detectors import count_backtracks, count_rechecks
     thinking = [t.split("</think>", 1)[0] for t in batch.texts]  # overthinking is counted in the thinking part
     m.add("behavior/rechecks", sum(count_rechecks(t) for t in thinking), len(thinking))
     m.add("behavior/backtracks", sum(count_backtracks(t) for t in thinking), len(thinking))
@@ -168,7 +169,6 @@ class RunLogger:
                 mode = "online" if (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()) else "offline"
             if os.environ.get("WANDB_MODE"):
                 mode = os.environ["WANDB_MODE"]
-            from ..config_base import to_dict
             self.run = wandb.init(project=cfg.log.project, name=cfg.log.run_name or os.path.basename(os.path.abspath(out_dir)),
                                   dir=out_dir, mode=mode, config=to_dict(cfg), id=resume_id,
                                   resume="allow" if resume_id else None)

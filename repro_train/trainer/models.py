@@ -12,18 +12,19 @@ import os
 
 import torch
 from torch import nn
+from ..config_base import ConfigError
+from ..dist import zero_
+from ..models_zoo import missing_model_hint
+from ..tasks.reasoner import resolve_model_path
 
 
-def resolve_model_path(path: str) -> str:
-    if path == "toy":
-        from ..tasks.reasoner import reasoner_path
-        return reasoner_path()
-    if not os.path.exists(path):  # a model prepare-model makes: say how (models_zoo.py)
-        from ..models_zoo import missing_model_hint
-        if hint := missing_model_hint(path):
-            from ..config_base import ConfigError
-            raise ConfigError(hint)
-    return path
+def model_folder(path: str) -> str:
+    """The folder of a recipe's model path ('toy': the shipped tiny reasoner). A missing folder that
+    `repro-train prepare-model` makes stops at start-up with the command to run (models_zoo.py)."""
+    hint = missing_model_hint(path)
+    if hint is not None:
+        raise ConfigError(hint)
+    return resolve_model_path(path)
 
 
 class ActorCritic(nn.Module):
@@ -83,9 +84,8 @@ class PolicyView:
 def load_tokenizer(cfg_model):
     """The policy's tokenizer (pad = EOS when it has no pad token)."""
     from transformers import AutoTokenizer
-    path = resolve_model_path(cfg_model.path)
+    path = model_folder(cfg_model.path)
     if not os.path.exists(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
-        from ..config_base import ConfigError
         raise ConfigError(f"'model.path' = {cfg_model.path!r} is not a folder and the hub is offline "
                           "(HF_HUB_OFFLINE=1); give a local model folder or 'toy'")
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg_model.trust_remote_code)
@@ -97,7 +97,7 @@ def load_tokenizer(cfg_model):
 def load_policy(cfg_model, tok):
     """The policy from the recipe's model section, on the CPU."""
     from transformers import AutoModelForCausalLM
-    path = resolve_model_path(cfg_model.path)
+    path = model_folder(cfg_model.path)
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=getattr(torch, cfg_model.dtype), attn_implementation=cfg_model.attn_implementation,
         trust_remote_code=cfg_model.trust_remote_code, use_safetensors=True)  # never unpickle weights
@@ -112,7 +112,7 @@ def load_policy(cfg_model, tok):
 def load_critic(cfg_model, cfg_critic):
     """A token-level value model: the critic path's (or the policy's) weights with a 1-output head."""
     from transformers import AutoConfig, AutoModelForTokenClassification
-    path = resolve_model_path(cfg_critic.path or cfg_model.path)
+    path = model_folder(cfg_critic.path or cfg_model.path)
     config = AutoConfig.from_pretrained(path, trust_remote_code=cfg_model.trust_remote_code)
     config.num_labels = 1
     config.classifier_dropout = 0.0  # values must not depend on train/eval mode
@@ -125,7 +125,6 @@ def load_critic(cfg_model, cfg_critic):
     # DeepSpeed's partitioned init, on the GPU's RNG), so runs would not be comparable.
     new = [p for n, p in critic.named_parameters() if n in set(info.get("missing_keys", []))]
     if new:
-        from ..dist import zero_
         zero_(new)
     if cfg_model.gradient_checkpointing:
         critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -136,23 +135,10 @@ def load_reference(cfg_model):
     """A frozen copy of the initial policy (KL penalty)."""
     from transformers import AutoModelForCausalLM
     ref = AutoModelForCausalLM.from_pretrained(
-        resolve_model_path(cfg_model.path), dtype=getattr(torch, cfg_model.dtype),
+        model_folder(cfg_model.path), dtype=getattr(torch, cfg_model.dtype),
         attn_implementation=cfg_model.attn_implementation, trust_remote_code=cfg_model.trust_remote_code,
         use_safetensors=True)
     return ref.requires_grad_(False).eval()
-
-
-def eos_ids(model, tokenizer) -> list[int]:
-    """Every id that ends a response: the tokenizer's EOS and the generation config's."""
-    ids = set()
-    for src in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-        if isinstance(src, int):
-            ids.add(src)
-        elif isinstance(src, (list, tuple)):
-            ids.update(int(i) for i in src)
-    if not ids:
-        raise ValueError("the tokenizer has no EOS token; set one (tokenizer.eos_token) so responses can end")
-    return sorted(ids)
 
 
 def save_pretrained(module: nn.Module, state_dict: dict, path: str, tokenizer=None) -> None:

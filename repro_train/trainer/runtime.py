@@ -10,7 +10,7 @@ import contextlib
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,35 +18,45 @@ from ..config import Config
 from ..config_base import ConfigError, dump_yaml
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
 from ..data.validate import answer_checker
-from ..dist import Dist, build_accelerator, full_parameters, gathered_for_generation, prepare_frozen
+from ..dist import (Dist, build_accelerator, full_parameters, gather_full_weights_on_save, gathered_for_generation,
+                    prepare_frozen, set_seed)
 from ..repro.pipeline import RePro
-from ..repro.probe_kernels import unavailable as probe_kernels_unavailable
+from ..repro.probe.kernels import unavailable as triton_unavailable
 from ..rewards import OutcomeReward, RewardSpec
+from ..modeling import eos_ids
 from ..rollout.base import NamedTensors, RolloutEngine
 from ..rollout.hf import HFEngine
 from ..rollout.vllm import VLLMEngine, check_vllm, hf_name
-from .models import (ActorCritic, PolicyView, eos_ids, load_critic, load_policy, load_reference, load_tokenizer,
-                     resolve_model_path)
+from .models import ActorCritic, PolicyView, load_critic, load_policy, load_reference, load_tokenizer, model_folder
 from .watchdog import start_watchdog
+
+if TYPE_CHECKING:  # heavy third-party libraries, imported where they are used
+    from accelerate import Accelerator
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
 class Runtime:
+    """Everything the loop needs, built once by `build_runtime`."""
+
     cfg: Config
-    acc: Any
+    acc: Accelerator
     dist: Dist
-    tokenizer: Any
-    engine: Any
+    tokenizer: PreTrainedTokenizerBase
+    engine: torch.nn.Module
     """The distributed wrapper around ActorCritic (DDP, DeepSpeed engine, FSDP2 module)."""
     policy: PolicyView
-    ref: Any
+    ref: torch.nn.Module | None
+    """The frozen reference model (KL), None when algo.kl_coef = 0."""
     has_critic: bool
-    optimizer: Any
-    scheduler: Any
+    optimizer: torch.optim.Optimizer
+    """As prepared by accelerate (a wrapper of AdamW, or DeepSpeed's)."""
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     prompts: PromptSet
     sampler: PromptSampler
     reward: OutcomeReward
     repro: RePro | None
+    """The RePro hook, None when RePro is off."""
     rollout: RolloutEngine
     """The sampler (rollout.engine), behind the seam of rollout/base.py."""
     eos_ids: list[int]
@@ -54,7 +64,8 @@ class Runtime:
     out_dir: str
     start_step: int = 0
     optimizer_steps: int = 0
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, int] = field(default_factory=dict)
+    """Counters for the logs (prompts dropped as too long)."""
 
     def close(self) -> None:
         self.reward.close()
@@ -96,13 +107,20 @@ def optimizer_steps_per_rl_step(cfg: Config) -> int:
 
 
 def check_probe_attention(cfg: Config, device) -> None:
-    """'repro.probe_attention: triton' on a machine that cannot run it fails at start-up, not at the
-    first score pass."""
+    """'repro.probe.attention: triton' on a machine that cannot run it fails at start-up, not at the
+    first policy pass."""
     r = cfg.repro
-    if r.enabled and r.probe_impl == "fused" and r.probe_attention == "triton":
-        why = probe_kernels_unavailable(device)
+    if r.enabled and r.probe.impl == "fused" and r.probe.attention == "triton":
+        why = triton_unavailable(device)
         if why is not None:
-            raise ConfigError(f"'repro.probe_attention' = 'triton' cannot run here: {why}; use 'auto' or 'sdpa'")
+            raise ConfigError(f"'repro.probe.attention' = 'triton' cannot run here: {why}; use 'auto' or 'sdpa'")
+
+
+def build_repro(cfg: Config, tok, d: Dist) -> RePro | None:
+    """The RePro hook with its settings bound once (None when RePro is off)."""
+    if not cfg.repro.enabled:
+        return None
+    return RePro(cfg.repro, tok, cfg.rollout.temperature, sync_calls=d.max_int if d.sharded else None)
 
 
 def build_rollout_engine(cfg: Config, acc, wrapper, eos: list[int], pad_id: int, longest_prompt: int) -> RolloutEngine:
@@ -115,44 +133,20 @@ def build_rollout_engine(cfg: Config, acc, wrapper, eos: list[int], pad_id: int,
 
         return HFEngine(policy_for_generation, cfg.rollout, eos, pad_id, acc.device)
     dtype = cfg.model.dtype if cfg.rollout.vllm.dtype == "auto" else cfg.rollout.vllm.dtype
-    return VLLMEngine(resolve_model_path(cfg.model.path), cfg.rollout, eos,
+    return VLLMEngine(model_folder(cfg.model.path), cfg.rollout, eos,
                       longest_prompt + cfg.rollout.max_new_tokens, dtype, acc.process_index,
                       acc.num_processes)
 
 
 def build_runtime(cfg: Config) -> Runtime:
-    from accelerate.utils import set_seed
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     check_vllm(cfg.rollout, world, torch.cuda.is_available() and cfg.train.device != "cpu")  # before any model loads
     tok = load_tokenizer(cfg.model)
     # data errors (bad rows, missing columns, gold answers the reward cannot read) surface before any model loads
     prompts = load_prompts(cfg.data, tok, answer_checker(cfg.reward))
-    if cfg.train.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-    acc = build_accelerator(cfg.dist.strategy, cfg.dist.mixed_precision, grad_accum_steps(cfg, world),
-                            cfg.algo.micro_batch_size, cfg.optim.grad_clip, cfg.train.device)
-    d = Dist(acc)
-    d.watchdog = start_watchdog(cfg.dist.collective_timeout_s, d)
-    check_probe_attention(cfg, acc.device)
-    set_seed(cfg.train.seed)
-    if d.strategy == "zero3":  # gather full weights when exporting Hugging Face checkpoints
-        acc.state.deepspeed_plugin.deepspeed_config.setdefault("zero_optimization", {})[
-            "stage3_gather_16bit_weights_on_model_save"] = True
+    acc, d = _build_accelerator(cfg, world)
     policy = load_policy(cfg.model, tok)
-    has_critic = cfg.algo.estimator == "gae"
-    critic = load_critic(cfg.model, cfg.critic) if has_critic else None
-    model = ActorCritic(policy, critic)
-    groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.optim.lr}]
-    if critic is not None:
-        groups.append({"params": [p for p in critic.parameters() if p.requires_grad], "lr": cfg.critic.lr})
-    optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                                  weight_decay=cfg.optim.weight_decay)
-    total = cfg.train.steps * optimizer_steps_per_rl_step(cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
-    engine, optimizer = acc.prepare(model, optimizer)
-    acc.register_for_checkpointing(scheduler)
+    engine, optimizer, scheduler, has_critic = _build_models(cfg, policy, acc)
     ref = None
     if cfg.algo.kl_coef > 0:
         ref = prepare_frozen(load_reference(cfg.model), acc)
@@ -170,8 +164,42 @@ def build_runtime(cfg: Config) -> Runtime:
     return Runtime(
         cfg=cfg, acc=acc, dist=d, tokenizer=tok, engine=engine, policy=PolicyView(engine, unwrapped.policy),
         ref=ref, has_critic=has_critic, optimizer=optimizer, scheduler=scheduler, prompts=prompts,
-        sampler=sampler, reward=reward, repro=RePro(cfg.repro, tok) if cfg.repro.enabled else None,
+        sampler=sampler, reward=reward, repro=build_repro(cfg, tok, d),
         rollout=build_rollout_engine(cfg, acc, engine, eos_ids(policy, tok), tok.pad_token_id,
                                      max(len(p) for p in prompts.prompt_ids)),
         eos_ids=eos_ids(policy, tok), pad_id=tok.pad_token_id, out_dir=out_dir,
         extra={"dropped_prompts": prompts.dropped_too_long})
+
+
+def _build_accelerator(cfg: Config, world: int):
+    """(accelerator, Dist) for the recipe's strategy, seeded; determinism switched on if asked."""
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    acc = build_accelerator(cfg.dist.strategy, cfg.dist.mixed_precision, grad_accum_steps(cfg, world),
+                            cfg.algo.micro_batch_size, cfg.optim.grad_clip, cfg.train.device)
+    d = Dist(acc)
+    d.watchdog = start_watchdog(cfg.dist.collective_timeout_s, d)
+    check_probe_attention(cfg, acc.device)
+    set_seed(cfg.train.seed)
+    if d.strategy == "zero3":
+        gather_full_weights_on_save(acc)
+    return acc, d
+
+
+def _build_models(cfg: Config, policy, acc):
+    """(the wrapped ActorCritic, optimizer, scheduler, has_critic): one optimizer with a parameter
+    group per model, prepared by the accelerator; the scheduler is checkpointed with it."""
+    has_critic = cfg.algo.estimator == "gae"
+    critic = load_critic(cfg.model, cfg.critic) if has_critic else None
+    model = ActorCritic(policy, critic)
+    groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.optim.lr}]
+    if critic is not None:
+        groups.append({"params": [p for p in critic.parameters() if p.requires_grad], "lr": cfg.critic.lr})
+    optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                                  weight_decay=cfg.optim.weight_decay)
+    total = cfg.train.steps * optimizer_steps_per_rl_step(cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
+    engine, optimizer = acc.prepare(model, optimizer)
+    acc.register_for_checkpointing(scheduler)
+    return engine, optimizer, scheduler, has_critic

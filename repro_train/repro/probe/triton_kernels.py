@@ -1,4 +1,4 @@
-"""The Triton kernels behind `probe_kernels` (imported on first use: importing repro_train never
+"""The Triton kernels behind `kernels.py` (imported on first use: importing repro_train never
 needs triton, and TRITON_INTERPRET must be set before triton is imported)."""
 import triton
 import triton.language as tl
@@ -44,7 +44,7 @@ def prefix_attention_kernel(Q, KV, layer, KO, VO, Out, Opart, Lpart, Count, LO, 
                             sxb, sxl, sxh, nb, n_mt, Lb, n_split, n_prog, n_heads_kv, scale_log2e,
                             G: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                             IEEE: tl.constexpr, ALIGNED: tl.constexpr):
-    # The phase-1 cache from its table (probe_kernels.KVTable): its length and batch strides, then
+    # The phase-1 cache from its table (kernels.KVTable): its length and batch strides, then
     # each layer's key and value addresses. ALIGNED: the batch strides are multiples of 16 elements
     # and the addresses of 16 bytes, what Triton assumes of tensor arguments that are (and needs
     # to load a tile row in 16-byte pieces).
@@ -56,7 +56,7 @@ def prefix_attention_kernel(Q, KV, layer, KO, VO, Out, Opart, Lpart, Count, LO, 
     if ALIGNED:
         skb, svb = tl.multiple_of(skb, 16), tl.multiple_of(svb, 16)
         K, V = tl.multiple_of(K, 16), tl.multiple_of(V, 16)
-    span = BLOCK_N * tl.maximum(1, ((T + BLOCK_N - 1) // BLOCK_N + n_split - 1) // n_split)  # as probe_kernels._span
+    span = BLOCK_N * tl.maximum(1, ((T + BLOCK_N - 1) // BLOCK_N + n_split - 1) // n_split)  # as kernels._span
     # program -> work item (block tile, slice of its prefix) from Items, largest first, and a KV
     # head; -1 = nothing to do (the grid is sized for every slice of the longest possible prefix)
     e = tl.load(Items + tl.program_id(0) // n_heads_kv)

@@ -1,6 +1,6 @@
 """Evaluation and build record of `repro-train sft` (the tiny reasoner): held-out accuracy, re-check
 and backtrack rates of greedy and sampled responses, then RECORD.md with the exact command, seed,
-environment and sha256 of the weights. Used by tasks/sft.py after training.
+environment and sha256 of the weights. Used by sft/train.py after training.
 """
 from __future__ import annotations
 
@@ -9,20 +9,16 @@ import platform
 import shlex
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import torch
 
-from repro_train.config_base import dump_yaml
-from repro_train.eval.detectors import count_backtracks, count_rechecks
-from repro_train.eval.metrics import summarize
-from repro_train.repro.segment import decode_with_offsets
-from repro_train.rewards.extract import extract_final_answer
-from repro_train.tasks.arithmetic import generate
-from repro_train.tasks.reasoner import format_prompt
-
-if TYPE_CHECKING:
-    from repro_train.tasks.sft import SFTConfig
+from ..config_base import dump_yaml
+from ..eval.detectors import count_backtracks, count_rechecks
+from ..eval.metrics import summarize
+from ..repro.segment import decode_with_offsets
+from ..rewards.extract import extract_final_answer
+from ..tasks.arithmetic import generate
+from ..tasks.reasoner import format_prompt
+from .config import SFTConfig
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -146,7 +142,7 @@ def record_markdown(cfg: SFTConfig, argv: list[str], stats: dict, result: dict |
     """RECORD.md: how the folder was made and what it measures."""
     lines = [
         "# tiny-reasoner: build record", "",
-        "Written by `repro-train sft` (repro_train/tasks/sft.py); see docs/tiny-reasoner.md.", "",
+        "Written by `repro-train sft` (repro_train/sft/train.py); see docs/tiny-reasoner.md.", "",
         "## Command", "", "```", "repro-train sft " + shlex.join(argv), "```", "",
         "## Environment", "",
         f"- torch {torch.__version__}, transformers {_version('transformers')}, "
@@ -166,8 +162,15 @@ def record_markdown(cfg: SFTConfig, argv: list[str], stats: dict, result: dict |
         f"- sha256(model.safetensors): `{sha256(out / 'model.safetensors')}`", "",
     ]
     if result is not None:
-        g, s, d = result["greedy"], result.get("sampled"), result["training_data"]
-        lines += [
+        lines += _evaluation_markdown(cfg, stats, result)
+    lines += ["## Resolved config", "", "```yaml", dump_yaml(cfg).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _evaluation_markdown(cfg: SFTConfig, stats: dict, result: dict) -> list[str]:
+    """RECORD.md's held-out evaluation: the table of greedy, sampled and training-data rates."""
+    g, s, d = result["greedy"], result.get("sampled"), result["training_data"]
+    lines = [
             "## Held-out evaluation", "",
             f"{result['n_problems']} problems of seed {cfg.eval.seed} (same task config; "
             f"{result['skipped_seen_in_training']} drawn problems skipped because the training "
@@ -180,22 +183,21 @@ def record_markdown(cfg: SFTConfig, argv: list[str], stats: dict, result: dict |
             f"| greedy | {_fmt(g['pass@1'])} | {_fmt(g['recheck_rate'])} | "
             f"{_fmt(g['backtrack_rate'])} | {_fmt(g['frac_with_recheck'])} | "
             f"{_fmt(g['frac_with_backtrack'])} | {_fmt(g['mean_tokens'])} |",
-        ]
-        if s is not None:
-            lines.append(
-                f"| sampled, T=1 | {_fmt(s['pass@1'])} | {_fmt(s['recheck_rate'])} | "
-                f"{_fmt(s['backtrack_rate'])} | {_fmt(s['frac_with_recheck'])} | "
-                f"{_fmt(s['frac_with_backtrack'])} | {_fmt(s['mean_tokens'])} |")
-        lines += [
-            f"| training data | 1.000 | {_fmt(d['recheck_rate'])} | {_fmt(d['backtrack_rate'])} | "
-            f"{_fmt(d['frac_with_recheck'])} | {_fmt(d['frac_with_backtrack'])} | "
-            f"{_fmt(stats['response_tokens'] / stats['n_examples'])} |", ""]
-        if s is not None:
-            lines += [f"Sampled maj@{cfg.eval.samples}: {_fmt(s.get(f'maj@{cfg.eval.samples}'))}; "
-                      f"gold value appears in {_fmt(s['frac_answer_appears'])} of samples; "
-                      f"evaluation took {result['eval_s']:.0f} s.", ""]
-    lines += ["## Resolved config", "", "```yaml", dump_yaml(cfg).rstrip(), "```", ""]
-    return "\n".join(lines)
+    ]
+    if s is not None:
+        lines.append(
+            f"| sampled, T=1 | {_fmt(s['pass@1'])} | {_fmt(s['recheck_rate'])} | "
+            f"{_fmt(s['backtrack_rate'])} | {_fmt(s['frac_with_recheck'])} | "
+            f"{_fmt(s['frac_with_backtrack'])} | {_fmt(s['mean_tokens'])} |")
+    lines += [
+        f"| training data | 1.000 | {_fmt(d['recheck_rate'])} | {_fmt(d['backtrack_rate'])} | "
+        f"{_fmt(d['frac_with_recheck'])} | {_fmt(d['frac_with_backtrack'])} | "
+        f"{_fmt(stats['response_tokens'] / stats['n_examples'])} |", ""]
+    if s is not None:
+        lines += [f"Sampled maj@{cfg.eval.samples}: {_fmt(s.get(f'maj@{cfg.eval.samples}'))}; "
+                  f"gold value appears in {_fmt(s['frac_answer_appears'])} of samples; "
+                  f"evaluation took {result['eval_s']:.0f} s.", ""]
+    return lines
 
 
 def _version(name: str) -> str:

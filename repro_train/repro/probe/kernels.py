@@ -20,15 +20,15 @@ computes each block against the whole cache and reads a mask as large as the sco
 - `rope_`: the rotary embedding of q and k in place, in one kernel per layer, rounding each
   product and the sum to the tensors' dtype exactly as the model's `q * cos + rotate_half(q) * sin`.
   (Rotating inside the attention kernel instead saves the launch but costs more GPU time: every
-  slice of the prefix would rotate its query tile again, 13 us a layer against 4 us here.)
+  slice of the prefix would rotate its query tile again; docs/performance.md, section 4.)
 - `silu_mul_`, `scale_`, `rms_norm`: the MLP's SiLU gate, RMSNorm's scale by its weight (after
   torch's normalisation), and HF's whole RMSNorm, one kernel each, with the same roundings as the
   torch code they replace (normalise in float32, round, scale, round). The whole-RMSNorm kernel
-  is off by default (`FUSED_RMS_NORM`): its float32 sums run in another order than torch's.
+  is off by default (`Kernels.fused_rms_norm`): its float32 sums run in another order than torch's.
 
 Phase 2 pushes only a few hundred tokens through each layer, so every kernel saved is a launch
 saved as well as a pass over memory. For the same reason the launches themselves skip Triton's
-launcher after a kernel's first call (`_launch`).
+launcher after a kernel's first call (`Launcher`).
 
 The same kernels run under Triton's interpreter on the CPU (TRITON_INTERPRET=1, set before triton
 is imported; float32 and float16, as the interpreter has no bfloat16), which is how the CPU test
@@ -65,74 +65,60 @@ def _interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-_KERNELS = None
+@functools.cache
+def triton_module():
+    """The module of Triton kernels, imported on first use (importing triton is slow)."""
+    from . import triton_kernels
+    return triton_kernels
 
 
-def _kernels():
-    """The module of Triton kernels, imported on first use."""
-    global _KERNELS
-    if _KERNELS is None:
-        from . import _triton_kernels
-        _KERNELS = _triton_kernels
-    return _KERNELS
-
-
-def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log_softmax(logits.float())[r, targets[r]] for logits (N, V) (contiguous rows), targets (N,):
-    one program per row reads its logits once, in their own dtype; nothing vocabulary-sized is
-    written (torch's float32 log-softmax writes N x V floats)."""
-    N, V = logits.shape
-    if logits.stride(1) != 1:
-        logits = logits.contiguous()
-    out = torch.empty(N, dtype=torch.float32, device=logits.device)
-    if N:  # once per phase 2: through Triton's launcher
-        _launch(_kernels().target_logprob_kernel, (N,), (logits, targets.contiguous(), out, logits.stride(0), V),
-                dict(BLOCK=2048), _launch_opts(logits.device, num_warps=8), None)
-    return out
-
-
-def _launch_opts(dev: torch.device, **kw) -> dict:
+def launch_opts(dev: torch.device, **kw) -> dict:
     return {k: v for k, v in kw.items() if v is not None} if dev.type == "cuda" else {}
 
 
-DIRECT_LAUNCH = True
-"""Whether `_launch` may skip Triton's launcher after a kernel's first launch under a key (off: every
-launch goes through it; the GPU tests compare the two)."""
+class Launcher:
+    """Launches Triton kernels, remembering each compiled kernel under its key (`launch`).
 
-_DIRECT: dict = {}
+    direct: whether `launch` may skip Triton's launcher after a kernel's first launch under a key
+    (off: every launch goes through it; the GPU tests compare the two)."""
+
+    TABLE_SIZE = 256
+    """Compiled launches remembered; shapes change between micro-batches, so the table is cleared when full."""
+
+    def __init__(self, direct: bool = True):
+        self.direct = direct
+        self.table: dict = {}
+
+    def launch(self, kernel, grid: tuple, args: tuple, consts: dict, opts: dict, key: tuple | None) -> None:
+        """`kernel[grid](*args, **consts, **opts)`, where `consts` are the kernel's remaining parameters.
+
+        Triton's launcher binds and specialises every argument on every call, a cost of host time
+        paid 5 times per layer in phase 2 (docs/performance.md). After the first launch under a key,
+        later ones with the same key call the compiled kernel directly. `key` must hold everything in
+        `args` that the compiled kernel depends on besides the pointers' addresses: the integers
+        (Triton specialises on them), each pointer's 16-byte alignment and dtype, the device; the
+        kernel, grid, constants and launch options are added here. Only Tritons whose compiled kernel
+        takes every parameter, constants included (3.3 on), launch directly; a launcher that refuses
+        the call turns it off for good."""
+        if key is not None:
+            key = (kernel, grid, key, tuple(consts.items()), tuple(opts.items()))
+        run = self.table.get(key) if key is not None and self.direct else None
+        if run is not None:
+            try:
+                run[0](*args, *run[1])
+                return
+            except TypeError:  # its arguments were refused before any launch
+                self.direct = False
+        compiled = kernel[grid](*args, **consts, **opts)
+        names = list(getattr(kernel, "arg_names", ()))
+        if key is not None and self.direct and not _interpret() and names[len(args):] == list(consts) \
+                and len(getattr(getattr(compiled, "src", None), "signature", ())) == len(names):
+            if len(self.table) > self.TABLE_SIZE:
+                self.table.clear()
+            self.table[key] = (compiled[tuple(grid) + (1,) * (3 - len(grid))], tuple(consts.values()))
 
 
-def _launch(kernel, grid: tuple, args: tuple, consts: dict, opts: dict, key: tuple | None) -> None:
-    """`kernel[grid](*args, **consts, **opts)`, where `consts` are the kernel's remaining parameters.
-
-    Triton's launcher binds and specialises every argument on every call, about 19 us of host time,
-    and phase 2 makes 5 Triton launches per layer. After the first launch under a key, later ones
-    with the same key call the compiled kernel directly. `key` must hold everything in `args` that
-    the compiled kernel depends on besides the pointers' addresses: the integers (Triton
-    specialises on them), each pointer's 16-byte alignment and dtype, the device; the kernel, grid,
-    constants and launch options are added here. Only Tritons whose compiled kernel takes every
-    parameter, constants included (3.3 on), launch directly; a launcher that refuses the call turns
-    it off for good."""
-    global DIRECT_LAUNCH
-    if key is not None:
-        key = (kernel, grid, key, tuple(consts.items()), tuple(opts.items()))
-    run = _DIRECT.get(key) if key is not None and DIRECT_LAUNCH else None
-    if run is not None:
-        try:
-            run[0](*args, *run[1])
-            return
-        except TypeError:  # its arguments were refused before any launch
-            DIRECT_LAUNCH = False
-    compiled = kernel[grid](*args, **consts, **opts)
-    names = list(getattr(kernel, "arg_names", ()))
-    if key is not None and DIRECT_LAUNCH and not _interpret() and names[len(args):] == list(consts) \
-            and len(getattr(getattr(compiled, "src", None), "signature", ())) == len(names):
-        if len(_DIRECT) > 256:  # shapes change between micro-batches: keep the table small
-            _DIRECT.clear()
-        _DIRECT[key] = (compiled[tuple(grid) + (1,) * (3 - len(grid))], tuple(consts.values()))
-
-
-def _aligned(*tensors: torch.Tensor) -> tuple:
+def aligned(*tensors: torch.Tensor) -> tuple:
     """What Triton specialises a tensor argument on besides its dtype: 16-byte alignment."""
     return tuple((t.data_ptr() % 16 == 0, t.dtype) for t in tensors)
 
@@ -140,11 +126,12 @@ def _aligned(*tensors: torch.Tensor) -> tuple:
 @dataclass(frozen=True)
 class KVTable:
     """The phase-1 cache as the attention kernel reads it: an int64 device tensor holding the
-    cache length T, the keys' and values' batch strides and the prompt width, then (from slot 8)
-    every layer's key and value addresses. The kernel takes the layer's addresses from it, so what a launch fixes of the cache
-    is only `layout` (rows, heads, head size, dtype, head and token strides, the same whatever T
-    is), and a CUDA graph of phase 2 (`probe_graph`) can replay over any later cache of that
-    layout: only the table's contents change."""
+    cache length, the keys' and values' batch strides and the prompt width, then (from slot 8)
+    every layer's key and value addresses. The kernel takes the layer's addresses from it, so what
+    a launch fixes of the cache is only `layout` (rows, heads, head size, dtype, head and token
+    strides, the same whatever the cache's length), and a CUDA graph of phase 2
+    (`graphs.GraphCache`) can replay over any later cache of that layout: only the table's
+    contents change."""
 
     table: torch.Tensor
     layout: tuple
@@ -204,12 +191,13 @@ class PrefixAttention:
 
     def __init__(self, lo: torch.Tensor, hi: torch.Tensor, block_len: int, kv: KVTable | None = None,
                  splits: int | None = None, num_warps: int | None = None, num_stages: int | None = 3,
-                 block_n: int = BLOCK_N):
+                 block_n: int = BLOCK_N, launcher: Launcher | None = None):
+        self.launcher = launcher if launcher is not None else Launcher()
         self.lo = lo.to(torch.int32).contiguous()
         self.hi = hi.to(torch.int32).contiguous()
         self.block_len, self.kv, self.splits, self.block_n = block_len, kv, splits, block_n
         self.num_warps, self.num_stages = num_warps, num_stages
-        self._plan = None
+        self._launch_setup = None
         self._one = None
 
     def __call__(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, own_keys: torch.Tensor,
@@ -219,7 +207,7 @@ class PrefixAttention:
         src = (keys.data_ptr(), values.data_ptr(), keys.shape, keys.stride(), values.stride(), keys.dtype)
         if self._one is None or self._one[0] != src:
             self._one = (src, kv_table([(keys, values)]))
-            self.kv, self._plan = self._one[1], None  # (the plan's work items follow the cache's length)
+            self.kv, self._launch_setup = self._one[1], None  # (the work items follow the cache's length)
         return self.layer(0, q, own_keys, own_values, scale)
 
     def layer(self, i: int, q: torch.Tensor, own_keys: torch.Tensor, own_values: torch.Tensor,
@@ -227,25 +215,23 @@ class PrefixAttention:
         """q (B, L, H, D) and own_keys/own_values (B, L, Hkv, D): the probe tokens' projections
         (L = nb * block_len; block j = tokens [j * block_len, (j + 1) * block_len)), attending
         over layer i of the cache table. Returns (B, L, H * D) in q's dtype."""
-        # Every layer of a phase 2 has the same shapes and strides: the launch is planned once.
+        # Every layer of a phase 2 has the same shapes and strides: the launch is set up once.
         kv = self.kv
         key = (q.shape, q.stride(), own_keys.shape, own_keys.stride(), own_values.stride(), q.dtype, q.device,
                kv.layout, kv.aligned)
-        if self._plan is None or self._plan[0] != key:
-            self._plan = (key, *self._prepare(q, own_keys, own_values))
-        _, grid, bufs, bufs_aligned, ints, consts, opts = self._plan
+        if self._launch_setup is None or self._launch_setup[0] != key:
+            self._launch_setup = (key, *self._prepare(q, own_keys, own_values))
+        _, grid, bufs, bufs_aligned, ints, consts, opts = self._launch_setup
         # (the layer index i is not in the key: the kernel does not specialise on it)
-        _launch(_kernels().prefix_attention_kernel, grid, (q, kv.table, i, own_keys, own_values, *bufs, *ints,
+        self.launcher.launch(triton_module().prefix_attention_kernel, grid, (q, kv.table, i, own_keys, own_values, *bufs, *ints,
                                                            scale * math.log2(math.e)), consts, opts,
-                (ints, q.device, bufs_aligned, _aligned(q, kv.table, own_keys, own_values)))
+                             (ints, q.device, bufs_aligned, aligned(q, kv.table, own_keys, own_values)))
         return bufs[0].view(q.shape[0], q.shape[1], -1)
 
-    def _prepare(self, q, own_keys, own_values):
-        """(grid, work buffers every layer reuses (output, partial outputs, partial LSEs, merge
-        tickets, lo, hi, the ordered items) and their alignment, integer arguments, constants,
-        launch options)."""
+    def _check(self, q, own_keys, own_values) -> None:
+        """ValueError unless the inputs have the shapes, dtypes and layout the kernel takes."""
         B, L, H, D = q.shape
-        kvB, Hkv, kvD, kv_dtype, kv_strides = self.kv.layout
+        kvB, Hkv, kvD, kv_dtype, _ = self.kv.layout
         G, Lb = H // Hkv, self.block_len
         nb = L // Lb
         if nb * Lb != L or G * Hkv != H or D & (D - 1) or D < 16 or nb != self.hi.shape[1] \
@@ -255,6 +241,16 @@ class PrefixAttention:
                              f"dtype ({kvB}, {kvD}, {kv_dtype}) those of q ({B}, {D}, {q.dtype})")
         if any(x.stride(-1) != 1 for x in (q, own_keys, own_values)):
             raise ValueError("PrefixAttention: every input needs a contiguous last dimension")
+
+    def _prepare(self, q, own_keys, own_values):
+        """(grid, work buffers every layer reuses (output, partial outputs, partial LSEs, merge
+        tickets, lo, hi, the ordered items) and their alignment, integer arguments, constants,
+        launch options)."""
+        self._check(q, own_keys, own_values)
+        B, L, H, D = q.shape
+        Hkv, kv_strides = self.kv.layout[1], self.kv.layout[4]
+        G, Lb = H // Hkv, self.block_len
+        nb = L // Lb
         rows = Lb * G
         block_m = 128 if rows > 64 else max(16, 1 << (rows - 1).bit_length())
         n_mt = -(-rows // block_m)
@@ -265,26 +261,25 @@ class PrefixAttention:
         lpart = torch.empty(splits * n_prog * Hkv * block_m, dtype=torch.float32, device=dev)
         tickets = torch.zeros(n_prog * Hkv, dtype=torch.int32, device=dev)  # the last slice to merge resets its ticket
         out = torch.empty(B, L, H, D, dtype=q.dtype, device=dev)
-        items = _work_items(self.lo, self.hi, n_mt, _span(self.kv.table[0], splits, self.block_n), splits, self.block_n)
+        items = work_items(self.lo, self.hi, n_mt, _span(self.kv.table[0], splits, self.block_n), splits, self.block_n)
         ints = (q.stride(0), q.stride(1), q.stride(2), *kv_strides,
                 own_keys.stride(0), own_keys.stride(2), own_keys.stride(1),
                 own_values.stride(0), own_values.stride(2), own_values.stride(1),
                 out.stride(0), out.stride(1), out.stride(2), nb, n_mt, Lb, splits, n_prog, Hkv)
         consts = dict(G=G, D=D, BLOCK_M=block_m, BLOCK_N=self.block_n, IEEE=q.dtype == torch.float32,
                       ALIGNED=self.kv.aligned)
-        opts = _launch_opts(dev, num_warps=self.num_warps or (8 if block_m == 128 else 4), num_stages=self.num_stages)
+        opts = launch_opts(dev, num_warps=self.num_warps or (8 if block_m == 128 else 4), num_stages=self.num_stages)
         bufs = (out, opart, lpart, tickets, self.lo, self.hi, items)
-        return (n_prog * splits * Hkv,), bufs, _aligned(*bufs), ints, consts, opts
+        return (n_prog * splits * Hkv,), bufs, aligned(*bufs), ints, consts, opts
 
 
 SPLIT_ITEMS_PER_SM = 1.5
 """Default slicing: about this many (block, KV head, slice) items per SM if every block saw the
 whole cache (on average they see about half of it). Finer slices balance better but cost more
-than they gain: at the bench's bar cell 2 slices took 55 us a layer, 4 and 6 took 61, 9 took 74
-(`bench/bench_probe_attention.py`)."""
+than they gain (docs/performance.md, section 4; `bench/bench_probe_attention.py`)."""
 
 
-def _work_items(lo: torch.Tensor, hi: torch.Tensor, n_mt: int, span: int, splits: int, block_n: int) -> torch.Tensor:
+def work_items(lo: torch.Tensor, hi: torch.Tensor, n_mt: int, span: int, splits: int, block_n: int) -> torch.Tensor:
     """The attention's work items, largest first: item = tile * splits + slice for every non-empty
     slice of every block's row tiles (slice 0 always: it also holds the block's own keys), then -1
     up to tiles * splits. Sizes count key tiles. On the device, no sync: a sort of a few hundred
@@ -316,82 +311,105 @@ def prefix_attention_reference(q, keys, values, own_keys, own_values, lo, hi, bl
     return torch.einsum("bhlt,bhtd->blhd", s.softmax(-1), v).to(q.dtype).reshape(B, L, H * D)
 
 
-def rope_(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> bool:
-    """Rotary embedding of q (B, L, H, D) and k (B, L, Hkv, D) in place, one kernel; cos and
-    sin_signed (B, L, D) with sin_signed = sin with its first half negated (rotate_half's signs).
-    Returns False, doing nothing, where the kernel does not apply (mixed dtypes as under autocast,
-    float16, strided rows): the caller's torch code does it then."""
-    B, L, H, D = q.shape
-    Hkv = k.shape[2]
-    if not (q.dtype == k.dtype == cos.dtype == sin_signed.dtype) or q.dtype not in (torch.bfloat16, torch.float32) \
-            or D & (D - 1) or D < 2 \
-            or q.stride(2) != D or k.stride(2) != D or q.stride(3) != 1 or k.stride(3) != 1 \
-            or q.stride(0) != L * q.stride(1) or k.stride(0) != L * k.stride(1) \
-            or not (cos.is_contiguous() and sin_signed.is_contiguous()):
-        return False
-    ints = (q.stride(1), k.stride(1), D, H, Hkv)
-    _launch(_kernels().rope_kernel, (B * L,), (q, k, cos, sin_signed, *ints),
-            dict(D=D, HALF=D // 2, HP=1 << (H - 1).bit_length(), KP=1 << (Hkv - 1).bit_length()),
-            _launch_opts(q.device, num_warps=4), (ints, q.device, _aligned(q, k, cos, sin_signed)))
-    return True
+class Kernels:
+    """The small Triton kernels of phase 2, launched through one `Launcher`: what the layer-by-layer
+    forward takes as `ops`. Each returns False or None, doing nothing, where it does not apply; the
+    caller's torch code runs then.
 
+    fused_rms_norm: whether `rms_norm` runs its kernel. Off by default: in 8 seeds of
+    bench/dj_seeds.py its bf16 J landed further from float32 J in 2 and closer in none (it differs
+    from torch's RMSNorm by one bf16 step in 3-9 elements per million, and J amplifies that);
+    docs/performance.md has what it would save. dj_seeds.py turns it on to compare."""
 
-FUSED_RMS_NORM = False
-"""Whether `rms_norm` runs its kernel. Off: it saves 0.3-0.4 ms of device time per pass at the bench's
-bar cell, but in 8 seeds of bench/dj_seeds.py its bf16 J landed further from float32 J in 2 and
-closer in none (it differs from torch's RMSNorm by one bf16 step in 3-9 elements per million, and
-J amplifies that). dj_seeds.py turns it on to compare."""
+    def __init__(self, launcher: Launcher | None = None, fused_rms_norm: bool = False):
+        self.launcher = launcher if launcher is not None else Launcher()
+        self.fused_rms_norm = fused_rms_norm
 
+    def prefix_attention(self, lo: torch.Tensor, hi: torch.Tensor, block_len: int, kv: KVTable | None = None,
+                         **kw) -> "PrefixAttention":
+        """`PrefixAttention` launching through this object's launcher."""
+        return PrefixAttention(lo, hi, block_len, kv, launcher=self.launcher, **kw)
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor | None:
-    """HF's RMSNorm over the last dim, `weight * rms_norm(x).to(x.dtype)`, in one kernel; None
-    where it does not run (FUSED_RMS_NORM off, dtypes other than matching bfloat16 or float32, a
-    last dim over 16384, or rows that are not a view of one (n, N) matrix): the caller's torch
-    code does it then."""
-    N = x.shape[-1]
-    if not FUSED_RMS_NORM or x.dtype != weight.dtype or x.dtype not in (torch.bfloat16, torch.float32) or N > 16384 or x.stride(-1) != 1:
-        return None
-    try:
-        x2 = x.view(-1, N)
-    except RuntimeError:
-        return None
-    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    n = x2.shape[0]
-    block = 1 << (N - 1).bit_length()
-    rows = max(1, min(16, 2048 // block))
-    if n:
-        _launch(_kernels().rms_norm_kernel, (-(-n // rows),), (x2, weight, y, n, N, x2.stride(0), eps),
-                dict(ROWS=rows, BLOCK=block), _launch_opts(x.device, num_warps=4 if block <= 2048 else 8),
-                (n, N, x2.stride(0), eps, x.device, _aligned(x2, weight, y)))
-    return y
+    def target_logprobs(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """log_softmax(logits.float())[r, targets[r]] for logits (N, V) (contiguous rows), targets (N,):
+        one program per row reads its logits once, in their own dtype; nothing vocabulary-sized is
+        written (torch's float32 log-softmax writes N x V floats)."""
+        N, V = logits.shape
+        if logits.stride(1) != 1:
+            logits = logits.contiguous()
+        out = torch.empty(N, dtype=torch.float32, device=logits.device)
+        if N:  # once per phase 2: through Triton's launcher
+            self.launcher.launch(triton_module().target_logprob_kernel, (N,),
+                                 (logits, targets.contiguous(), out, logits.stride(0), V),
+                                 dict(BLOCK=2048), launch_opts(logits.device, num_warps=8), None)
+        return out
 
+    def rope_(self, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> bool:
+        """Rotary embedding of q (B, L, H, D) and k (B, L, Hkv, D) in place, one kernel; cos and
+        sin_signed (B, L, D) with sin_signed = sin with its first half negated (rotate_half's signs).
+        Returns False, doing nothing, where the kernel does not apply (mixed dtypes as under autocast,
+        float16, strided rows): the caller's torch code does it then."""
+        B, L, H, D = q.shape
+        Hkv = k.shape[2]
+        if not (q.dtype == k.dtype == cos.dtype == sin_signed.dtype) or q.dtype not in (torch.bfloat16, torch.float32) \
+                or D & (D - 1) or D < 2 \
+                or q.stride(2) != D or k.stride(2) != D or q.stride(3) != 1 or k.stride(3) != 1 \
+                or q.stride(0) != L * q.stride(1) or k.stride(0) != L * k.stride(1) \
+                or not (cos.is_contiguous() and sin_signed.is_contiguous()):
+            return False
+        ints = (q.stride(1), k.stride(1), D, H, Hkv)
+        self.launcher.launch(triton_module().rope_kernel, (B * L,), (q, k, cos, sin_signed, *ints),
+                dict(D=D, HALF=D // 2, HP=1 << (H - 1).bit_length(), KP=1 << (Hkv - 1).bit_length()),
+                launch_opts(q.device, num_warps=4), (ints, q.device, aligned(q, k, cos, sin_signed)))
+        return True
 
-def scale_(y: torch.Tensor, weight: torch.Tensor) -> bool:
-    """y <- weight * y in place (weight over y's last dim), one kernel, rounded as torch's
-    `weight * y`: RMSNorm's scale after torch's own normalisation, which broadcasts in a slower
-    kernel. Returns False, doing nothing, where it does not apply (other or mixed dtypes,
-    non-contiguous y)."""
-    if y.dtype != weight.dtype or y.dtype not in (torch.bfloat16, torch.float32) or not y.is_contiguous() \
-            or weight.dim() != 1 or weight.shape[0] != y.shape[-1] or not weight.is_contiguous():
-        return False
-    n = y.numel()
-    if n:
-        _launch(_kernels().scale_kernel, (-(-n // 2048),), (y, weight, n, y.shape[-1]), dict(BLOCK=2048),
-                _launch_opts(y.device, num_warps=8), (n, y.shape[-1], y.device, _aligned(y, weight)))
-    return True
+    def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor | None:
+        """HF's RMSNorm over the last dim, `weight * rms_norm(x).to(x.dtype)`, in one kernel; None
+        where it does not run (fused_rms_norm off, dtypes other than matching bfloat16 or float32, a
+        last dim over 16384, or rows that are not a view of one (n, N) matrix): the caller's torch
+        code does it then."""
+        N = x.shape[-1]
+        if not self.fused_rms_norm or x.dtype != weight.dtype or x.dtype not in (torch.bfloat16, torch.float32) or N > 16384 or x.stride(-1) != 1:
+            return None
+        try:
+            x2 = x.view(-1, N)
+        except RuntimeError:
+            return None
+        y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        n = x2.shape[0]
+        block = 1 << (N - 1).bit_length()
+        rows = max(1, min(16, 2048 // block))
+        if n:
+            self.launcher.launch(triton_module().rms_norm_kernel, (-(-n // rows),), (x2, weight, y, n, N, x2.stride(0), eps),
+                    dict(ROWS=rows, BLOCK=block), launch_opts(x.device, num_warps=4 if block <= 2048 else 8),
+                    (n, N, x2.stride(0), eps, x.device, aligned(x2, weight, y)))
+        return y
 
+    def scale_(self, y: torch.Tensor, weight: torch.Tensor) -> bool:
+        """y <- weight * y in place (weight over y's last dim), one kernel, rounded as torch's
+        `weight * y`: RMSNorm's scale after torch's own normalisation, which broadcasts in a slower
+        kernel. Returns False, doing nothing, where it does not apply (other or mixed dtypes,
+        non-contiguous y)."""
+        if y.dtype != weight.dtype or y.dtype not in (torch.bfloat16, torch.float32) or not y.is_contiguous() \
+                or weight.dim() != 1 or weight.shape[0] != y.shape[-1] or not weight.is_contiguous():
+            return False
+        n = y.numel()
+        if n:
+            self.launcher.launch(triton_module().scale_kernel, (-(-n // 2048),), (y, weight, n, y.shape[-1]), dict(BLOCK=2048),
+                    launch_opts(y.device, num_warps=8), (n, y.shape[-1], y.device, aligned(y, weight)))
+        return True
 
-def silu_mul_(g: torch.Tensor, u: torch.Tensor) -> bool:
-    """g <- silu(g) * u in place, one kernel, rounded as `F.silu(g, inplace=True).mul_(u)`. Returns
-    False, doing nothing, where the kernel does not apply (other dtypes, non-contiguous tensors)."""
-    if g.shape != u.shape or g.dtype != u.dtype or g.dtype not in (torch.bfloat16, torch.float32) \
-            or not (g.is_contiguous() and u.is_contiguous()):
-        return False
-    n = g.numel()
-    if n:
-        _launch(_kernels().silu_mul_kernel, (-(-n // 2048),), (g, u, n), dict(BLOCK=2048),
-                _launch_opts(g.device, num_warps=8), (n, g.device, _aligned(g, u)))
-    return True
+    def silu_mul_(self, g: torch.Tensor, u: torch.Tensor) -> bool:
+        """g <- silu(g) * u in place, one kernel, rounded as `F.silu(g, inplace=True).mul_(u)`. Returns
+        False, doing nothing, where the kernel does not apply (other dtypes, non-contiguous tensors)."""
+        if g.shape != u.shape or g.dtype != u.dtype or g.dtype not in (torch.bfloat16, torch.float32) \
+                or not (g.is_contiguous() and u.is_contiguous()):
+            return False
+        n = g.numel()
+        if n:
+            self.launcher.launch(triton_module().silu_mul_kernel, (-(-n // 2048),), (g, u, n), dict(BLOCK=2048),
+                    launch_opts(g.device, num_warps=8), (n, g.device, aligned(g, u)))
+        return True
 
 
 def _n_sm(device: torch.device) -> int:

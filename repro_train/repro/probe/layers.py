@@ -5,23 +5,25 @@ Phase 2 pushes only a few hundred probe tokens through every layer, so the stock
 bound by its small kernels: RMSNorm's float32 round trip, rotary embeddings built from slices and
 concatenations, separate residual adds, three small projection GEMMs. Here RMSNorm is one
 `F.rms_norm`, the rotary rotation is a `roll`, two products and one in-place add, q, k and v come
-from one GEMM (`_fused_qkv`), the residual adds ride in the output projections' GEMMs (`addmm_`
+from one GEMM (`fused_qkv`), the residual adds ride in the output projections' GEMMs (`addmm_`
 into the residual stream, so not even a copy), the SiLU gate runs in place, and the final norm and
 LM head see only the positions that predict answer tokens. Attention is the caller's
-`attend(layer, q, k, v, scale)`. With `ops` (`probe_kernels` on a GPU) RMSNorm's scale, the rotary
+`attend(layer, q, k, v, scale)`. With `ops` (`kernels.Kernels` on a GPU) RMSNorm's scale, the rotary
 embedding of q and k and the SiLU gate are one Triton kernel each.
 
-`unsupported(model)` says why a model cannot take this path (another architecture, sharded
+`ModelFacts.unsupported(model)` says why a model cannot take this path (another architecture, sharded
 parameters under ZeRO-3 or FSDP2, sliding-window attention); the probe then runs the model's own
 forward, which gives the same numbers more slowly.
 """
 from __future__ import annotations
 
 import weakref
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from ...modeling import unwrap
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 
@@ -30,54 +32,73 @@ Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.
 the probe tokens' attention over their prefixes in the phase-1 cache and over themselves."""
 
 
-def _unwrap(model):
-    return getattr(model, "module", model)
-
-
 def _sharded(p: torch.Tensor) -> bool:
     return hasattr(p, "ds_id") or type(p).__name__ == "DTensor" or p.numel() == 0
 
 
-def unsupported(model) -> str | None:
-    """None when `forward` can run `model`; otherwise the reason it cannot."""
-    m = _unwrap(model)
-    cfg = getattr(m, "config", None)
-    kind = getattr(cfg, "model_type", None)
-    if kind not in SUPPORTED:
-        return f"model_type {kind!r} (the layer-by-layer path covers {', '.join(SUPPORTED)})"
-    base = getattr(m, "model", None)
-    if base is None or not all(hasattr(base, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")) \
-            or not hasattr(m, "lm_head"):
-        return "not a *ForCausalLM with model.embed_tokens/layers/norm/rotary_emb and lm_head"
-    if getattr(cfg, "hidden_act", None) not in ("silu", "swish"):
-        return f"hidden_act {getattr(cfg, 'hidden_act', None)!r} (needs silu)"
-    if getattr(cfg, "pretraining_tp", 1) != 1:
-        return "pretraining_tp != 1"
-    if kind == "mistral" and getattr(cfg, "sliding_window", None) is not None:
-        return "sliding-window attention"
-    if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or ())):
-        return "sliding-window attention layers"
-    if _any_sharded(m):
-        return "sharded parameters (ZeRO-3 / FSDP2): the model's own forward gathers them"
-    return None
+class ModelFacts:
+    """What the layer-by-layer path needs to know of a model, remembered per model (weakly): whether
+    it can run it (`unsupported`) and what a CUDA graph of it bakes in (`graph_key`). Walking every
+    parameter or module costs host time on every pass while the device waits for phase 1
+    (docs/performance.md), so each walk is kept and only checked on later calls."""
 
+    def __init__(self):
+        self._sharded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._walks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-_SHARDED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[int, int], bool]]" = weakref.WeakKeyDictionary()
+    def unsupported(self, model) -> str | None:
+        """None when `forward` can run `model`; otherwise the reason it cannot."""
+        m = unwrap(model)
+        cfg = getattr(m, "config", None)
+        kind = getattr(cfg, "model_type", None)
+        if kind not in SUPPORTED:
+            return f"model_type {kind!r} (the layer-by-layer path covers {', '.join(SUPPORTED)})"
+        base = getattr(m, "model", None)
+        if base is None or not all(hasattr(base, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")) \
+                or not hasattr(m, "lm_head"):
+            return "not a *ForCausalLM with model.embed_tokens/layers/norm/rotary_emb and lm_head"
+        if getattr(cfg, "hidden_act", None) not in ("silu", "swish"):
+            return f"hidden_act {getattr(cfg, 'hidden_act', None)!r} (needs silu)"
+        if getattr(cfg, "pretraining_tp", 1) != 1:
+            return "pretraining_tp != 1"
+        if kind == "mistral" and getattr(cfg, "sliding_window", None) is not None:
+            return "sliding-window attention"
+        if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or ())):
+            return "sliding-window attention layers"
+        if self._any_sharded(m):
+            return "sharded parameters (ZeRO-3 / FSDP2): the model's own forward gathers them"
+        return None
 
+    def _any_sharded(self, m: torch.nn.Module) -> bool:
+        """Whether any parameter is sharded. The answer is taken again when the first parameter
+        changes identity or size (what wrapping the model in ZeRO-3 or FSDP2 does)."""
+        first = next(m.parameters(), None)
+        key = (id(first), first.numel() if first is not None else -1)
+        seen = self._sharded.get(m)
+        if seen is None or seen[0] != key:
+            seen = (key, any(_sharded(p) for p in m.parameters()))
+            self._sharded[m] = seen
+        return seen[1]
 
-def _any_sharded(m: torch.nn.Module) -> bool:
-    """Whether any parameter is sharded, remembered per model: the walk over every parameter costs
-    about half a millisecond of host time per pass, while the device waits for phase 1. The answer
-    is taken again when the first parameter changes identity or size (what wrapping the model in
-    ZeRO-3 or FSDP2 does)."""
-    first = next(m.parameters(), None)
-    key = (id(first), first.numel() if first is not None else -1)
-    seen = _SHARDED.get(m)
-    if seen is None or seen[0] != key:
-        seen = (key, any(_sharded(p) for p in m.parameters()))
-        _SHARDED[m] = seen
-    return seen[1]
-
+    def graph_key(self, model) -> tuple | None:
+        """What a CUDA graph of `forward` (`graphs.GraphCache`) bakes in besides its inputs' shapes:
+        the address of every weight it reads, the norms' epsilons, the dtype and device. None where
+        `forward` would run one of the model's own modules, which a graph might not hold (a
+        projection that is not `plain`, an embedding that is not `nn.Embedding`, a rotary embedding
+        that resizes itself, autocast). A weight that moves gives a new key; one updated in place
+        does not need one. The walk over the model (`_walk_for_graph`) is kept per model: a call
+        checks that every module on it is still in its place and reads the weights' addresses."""
+        m = unwrap(model)
+        w = m.model.embed_tokens.weight
+        if torch.is_autocast_enabled(w.device.type):
+            return None
+        walk = self._walks.get(m)
+        if walk is None or walk.fingerprint != (w.dtype, w.device, len(m.model.layers)) \
+                or not all(d.get(n) is c for d, n, c in walk.links):
+            walk = self._walks[m] = _walk_for_graph(m)
+        if walk.fixed is None:
+            return None
+        return walk.fixed + tuple(d[n].data_ptr() for d, n in walk.tensors)
 
 def _rms(x: torch.Tensor, norm, ops=None) -> torch.Tensor:
     """HF's RMSNorm: normalise in float32, cast back to x's dtype, then scale by the weight."""
@@ -88,7 +109,7 @@ def _rms(x: torch.Tensor, norm, ops=None) -> torch.Tensor:
     return y if ops is not None and ops.scale_(y, norm.weight) else norm.weight * y
 
 
-def _plain(lin, x: torch.Tensor) -> bool:
+def plain(lin, x: torch.Tensor) -> bool:
     """Whether `lin(h)` is exactly `h @ lin.weight.t() (+ bias)` in x's dtype, so its weight can
     go into a GEMM of our own: a plain `nn.Linear` (a subclass such as a LoRA wrapper computes
     more, and its module must run), weights in x's dtype and on its device, no autocast."""
@@ -99,19 +120,19 @@ def _plain(lin, x: torch.Tensor) -> bool:
 def _out_proj(x: torch.Tensor, h: torch.Tensor, lin: torch.nn.Linear) -> torch.Tensor:
     """x + lin(h): one GEMM accumulating into x in place when `lin` allows it (x is the residual
     stream, which nothing else holds), else a new tensor."""
-    if _plain(lin, x) and lin.bias is None and h.dtype == x.dtype and x.is_contiguous():
+    if plain(lin, x) and lin.bias is None and h.dtype == x.dtype and x.is_contiguous():
         x.view(-1, x.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), lin.weight.t())
         return x
     return x + lin(h)
 
 
-def _fused_qkv(layers, x: torch.Tensor, per_layer: bool = False):
+def fused_qkv(layers, x: torch.Tensor, per_layer: bool = False):
     """Every layer's q, k and v projections as one (layers, Nq + Nk + Nv, hidden) weight and its
     bias (or None), gathered with one multi-tensor copy per phase 2; None where they cannot be
-    (a projection that is not `_plain`, biases on some only, sizes that differ between layers).
+    (a projection that is not `plain`, biases on some only, sizes that differ between layers).
     One GEMM then does a layer's three projections, which at phase 2's few hundred tokens run far
-    below the GEMM's peak one by one. The copy is made afresh every call (it is 6 MB a layer for a
-    1.5B model), so it never outlives a weight update. per_layer=True returns a function that
+    below the GEMM's peak one by one. The copy is made afresh every call, so it never outlives a
+    weight update. per_layer=True returns a function that
     gathers layer i into one layer-sized buffer when called (i -> (weight, bias)), so a CUDA
     graph's memory pool keeps one layer's copy, not all of them."""
     lins = [(la.self_attn.q_proj, la.self_attn.k_proj, la.self_attn.v_proj) for la in layers]
@@ -120,14 +141,14 @@ def _fused_qkv(layers, x: torch.Tensor, per_layer: bool = False):
     rows = [lin.weight.shape[0] for lin in lins[0]]
     biased = lins[0][0].bias is not None
     for trio in lins:
-        if any(not _plain(lin, x) or (lin.bias is not None) != biased for lin in trio) \
+        if any(not plain(lin, x) or (lin.bias is not None) != biased for lin in trio) \
                 or [lin.weight.shape[0] for lin in trio] != rows:
             return None
     n = 1 if per_layer else len(lins)
     W = x.new_empty(n, sum(rows), lins[0][0].weight.shape[1])
     b = x.new_empty(n, sum(rows)) if biased else None
 
-    if per_layer:  # (torch.cat writes a layer in one kernel; a multi-tensor copy of three took 3x as long)
+    if per_layer:  # (torch.cat writes a layer in one kernel, faster than a multi-tensor copy of three)
         def layer(i):
             torch.cat([lin.weight for lin in lins[i]], out=W[0])
             if biased:
@@ -143,36 +164,21 @@ def _fused_qkv(layers, x: torch.Tensor, per_layer: bool = False):
     return (lambda i: (W[i], b[i] if biased else None)), rows
 
 
-def graph_key(model) -> tuple | None:
-    """What a CUDA graph of `forward` (`probe_graph`) bakes in besides its inputs' shapes: the
-    address of every weight it reads, the norms' epsilons, the dtype and device. None where
-    `forward` would run one of the model's own modules, which a graph might not hold (a projection
-    that is not `_plain`, an embedding that is not `nn.Embedding`, a rotary embedding that resizes
-    itself, autocast). A weight that moves gives a new key; one updated in place does not need one.
+class _Walk(NamedTuple):
+    """What `graph_key` keeps of one walk over a model."""
 
-    Walking the model costs about 0.3 ms of host time per call for a 28-layer model, so the walk
-    is remembered per model (`_graph_plan`): a call checks that every module on it is still in
-    its place and reads the weights' addresses, about a sixth of that."""
-    m = _unwrap(model)
-    w = m.model.embed_tokens.weight
-    if torch.is_autocast_enabled(w.device.type):
-        return None
-    plan = _GRAPH_PLANS.get(m)
-    if plan is None or plan[0] != (w.dtype, w.device, len(m.model.layers)) \
-            or not all(d.get(n) is c for d, n, c in plan[1]):
-        plan = _GRAPH_PLANS[m] = _graph_plan(m)
-    if plan[2] is None:
-        return None
-    return plan[2] + tuple(d[n].data_ptr() for d, n in plan[3])
+    fingerprint: tuple
+    """(dtype, device, number of layers) of the model when walked."""
+    links: list
+    """(parent's module dict, name, module) of every module `forward` uses."""
+    fixed: tuple | None
+    """The key's fixed part, or None where a graph may not hold `forward`."""
+    tensors: list
+    """(parameter or buffer dict, name) of every tensor `forward` reads."""
 
 
-_GRAPH_PLANS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
-
-
-def _graph_plan(m) -> tuple:
-    """((dtype, device, layers), the (parent's module dict, name, module) links of every module `forward`
-    uses, the key's fixed part or None where a graph may not hold `forward`, the (parameter or
-    buffer dict, name) of every tensor it reads)."""
+def _walk_for_graph(m) -> _Walk:
+    """Walk the modules and tensors `forward` uses (see `_Walk`)."""
     base = m.model
     w = base.embed_tokens.weight
     links, tensors = [], []
@@ -207,7 +213,7 @@ def _graph_plan(m) -> tuple:
     tensors.append((head._parameters, "weight"))
     ok = ok and head.bias is None and all(type(lin) is torch.nn.Linear and lin.weight.dtype == w.dtype
                                           and lin.weight.device == w.device for lin in lins)
-    return (w.dtype, w.device, len(layers)), links, tuple(fixed) if ok else None, tensors
+    return _Walk((w.dtype, w.device, len(layers)), links, tuple(fixed) if ok else None, tensors)
 
 
 def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, attend: Attend,
@@ -217,9 +223,9 @@ def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, attend: 
     `attend` gets each layer's queries, keys and values (and owns the phase-1 cache). `ops`, if
     given, is a namespace with `rms_norm(x, weight, eps) -> Tensor | None`, and, each in place,
     `scale_(y, weight) -> bool`, `rope_(q, k, cos, sin_signed) -> bool` and `silu_mul_(g, u) -> bool`
-    (`probe_kernels`), each with the same rounding as the code below and None/False where it
+    (`kernels.Kernels`), each with the same rounding as the code below and None/False where it
     does not apply."""
-    m = _unwrap(model)
+    m = unwrap(model)
     base = m.model
     B, L = input_ids.shape
     x = base.embed_tokens(input_ids)
@@ -230,11 +236,11 @@ def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, attend: 
 
     def rope(t):  # t * cos + rotate_half(t) * sin, rotate_half(t) = roll(t) * sign, each product
         # rounded as in HF (an addcmul rounds once: cheaper, but its bf16 J drifts further from the
-        # model's own forward, 1.8e-2 against 1.3e-2 at the bench's bar cell)
+        # model's own forward; docs/performance.md, section 4)
         return (t * cos).add_(t.roll(half, dims=-1) * sin)
 
-    # under a CUDA graph's capture, q/k/v weights are gathered a layer at a time (see _fused_qkv)
-    qkv = _fused_qkv(base.layers, x, x.is_cuda and torch.cuda.is_current_stream_capturing())
+    # under a CUDA graph's capture, q/k/v weights are gathered a layer at a time (see fused_qkv)
+    qkv = fused_qkv(base.layers, x, x.is_cuda and torch.cuda.is_current_stream_capturing())
     for i, layer in enumerate(base.layers):
         a = layer.self_attn
         h = _rms(x, layer.input_layernorm, ops)

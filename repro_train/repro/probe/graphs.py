@@ -1,21 +1,20 @@
 """Phase 2 of the Triton path replayed from a CUDA graph.
 
-Phase 2 is a few hundred small kernels (about ten per layer, 2 to 60 us each). Issued one by one
-from Python, a torch op costs the host about 15 us and a Triton kernel about 5, so the device
-waits on the host: at the bench's bar cell (1.5B, 4 x 4,096 tokens, 11 cuts) phase 2 took 8.7 ms
-of wall time for 6.8 ms of device time. A CUDA graph issues them all in one launch.
+Phase 2 is a few hundred small kernels (about ten per layer). Issued one by one from Python,
+each costs the host about as much time as the device needs to run it, so the device waits on the
+host (docs/performance.md, section 4). A CUDA graph issues them all in one launch.
 
-`run(fn, key, inputs)` returns fn(*inputs). The first call under a key runs fn as it is (which
+`GraphCache.run(fn, key, inputs)` returns fn(*inputs). The first call under a key runs fn as it is (which
 compiles the kernels and warms cuBLAS); the second captures fn over copies of the inputs the
 graph owns and replays it; later calls copy their inputs into those (one multi-tensor copy) and
 replay. The key must hold everything fn bakes in: the inputs' shapes and dtypes, and the address
-of every weight fn reads (`probe_layers.graph_key`). Weights are read where they lie, so an
+of every weight fn reads (`layers.ModelFacts.graph_key`). Weights are read where they lie, so an
 optimizer step that updates them in place is seen by the next replay. The phase-1 cache is an
-input only through its table (`probe_kernels.KVTable`: length, strides, addresses), so a cache of
+input only through its table (`kernels.KVTable`: length, strides, addresses), so a cache of
 another length or place needs no new graph.
 
 The capture runs on a side stream without waiting for the device (phase 1 may still be
-computing: the capture issues nothing). Up to `KEEP` graphs are kept per device, least recently
+computing: the capture issues nothing). Up to `keep` graphs are kept per device, least recently
 used dropped, all in one memory pool: they run one at a time on one stream, and each replay's
 output is copied out before the next replay is issued. A capture that fails turns graphs off
 for that device, with a warning; phase 2 then runs as it is.
@@ -27,11 +26,6 @@ import warnings
 from typing import Callable, Sequence
 
 import torch
-
-KEEP = 4
-"""Graphs kept per device. Training meets a handful of keys: the answer length and block count
-of a micro-batch vary a little, the rest is fixed by the recipe."""
-
 
 class _Device:
     """Per-device state: the side stream and memory pool of every capture, the graphs, the keys seen once."""
@@ -45,39 +39,48 @@ class _Device:
         self.captures = self.replays = 0
 
 
-_DEVICES: dict[torch.device, _Device] = {}
+class GraphCache:
+    """The CUDA graphs of phase 2, per device (`run`).
 
+    keep: graphs kept per device. Training meets a handful of keys: the answer length and block
+    count of a micro-batch vary a little, the rest is fixed by the recipe."""
 
-def _state(device: torch.device) -> _Device:
-    st = _DEVICES.get(device)
-    if st is None:
-        st = _DEVICES[device] = _Device(device)
-    return st
+    SEEN_SIZE = 1024
+    """Keys remembered as seen once; keys that never come back are forgotten when the set is full."""
 
+    def __init__(self, keep: int = 4):
+        self.keep = keep
+        self.devices: dict[torch.device, _Device] = {}
 
-def run(fn: Callable[..., torch.Tensor], key: tuple, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """fn(*inputs) (CUDA tensors), from a graph from the second call under `key` on. Returns a
-    tensor of the caller's own (a replay's output is copied out)."""
-    st = _state(inputs[0].device)
-    g = st.graphs.get(key)
-    if g is None:
-        if st.broken is not None or key not in st.seen:
-            if len(st.seen) > 1024:  # keys that never come back: keep the set small
-                st.seen.clear()
-            st.seen.add(key)
-            return fn(*inputs)
-        g = _capture(st, fn, inputs)
+    def _state(self, device: torch.device) -> _Device:
+        st = self.devices.get(device)
+        if st is None:
+            st = self.devices[device] = _Device(device)
+        return st
+
+    def run(self, fn: Callable[..., torch.Tensor], key: tuple, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """fn(*inputs) (CUDA tensors), from a graph from the second call under `key` on. Returns a
+        tensor of the caller's own (a replay's output is copied out)."""
+        st = self._state(inputs[0].device)
+        g = st.graphs.get(key)
         if g is None:
-            return fn(*inputs)
-        st.graphs[key] = g
-        while len(st.graphs) > KEEP:
-            st.graphs.popitem(last=False)
-    st.graphs.move_to_end(key)
-    graph, static, out = g
-    torch._foreach_copy_(static, list(inputs))
-    graph.replay()
-    st.replays += 1
-    return out.clone()
+            if st.broken is not None or key not in st.seen:
+                if len(st.seen) > self.SEEN_SIZE:
+                    st.seen.clear()
+                st.seen.add(key)
+                return fn(*inputs)
+            g = _capture(st, fn, inputs)
+            if g is None:
+                return fn(*inputs)
+            st.graphs[key] = g
+            while len(st.graphs) > self.keep:
+                st.graphs.popitem(last=False)
+        st.graphs.move_to_end(key)
+        graph, static, out = g
+        torch._foreach_copy_(static, list(inputs))
+        graph.replay()
+        st.replays += 1
+        return out.clone()
 
 
 def _capture(st: _Device, fn, inputs):
