@@ -25,7 +25,7 @@ def test_unknown_top_level_key_names_nearest_and_lists_sections():
 
 
 @pytest.mark.parametrize("override, nearest, listed", [
-    ("repro.alpah=0.2", "repro.alpha", "enabled, alpha, top_k, w,"),
+    ("repro.alpah=0.2", "repro.alpha", "enabled, preset, alpha, top_k, w,"),
     ("data.toy.opz=['+']", "data.toy.ops", "n_ops, operand_range, start_range, mul_range, ops, style_ratios"),
     ("reward.functions=[{nmae: exact_match}]", "reward.functions[0].name", "name, weight, kwargs, correctness"),
 ])
