@@ -34,8 +34,8 @@ from ..repro.types import ProbeResult
 from ..rollout.hf import sample
 from ..seeds import mix_seed
 from ..timing import phase_timer
-from .folds import process_advantage
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from .folds import process_advantage
 from .metrics import NullLogger, RunLogger, sample_rows, step_metrics
 from .runtime import Runtime, build_runtime
 
