@@ -67,6 +67,8 @@ def resolve_preset(raw: dict, spec: dict[str, object], default_estimator: str, d
     algo = raw.get("algo")
     estimator = algo.get("estimator", default_estimator) if isinstance(algo, dict) else default_estimator
     name = repro.get("preset", default_preset)
+    if name not in PRESETS:  # build() names the key and its choices
+        return raw
     values = preset_values(name, estimator, spec)
     out = dict(raw)
     out["repro"] = {"preset": name, **{k: v for k, v in values.items() if k not in repro}, **repro}
