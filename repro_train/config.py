@@ -446,7 +446,8 @@ def _validate_algo(cfg: Config) -> None:
     if not (0 <= a.gamma <= 1 and 0 <= a.lam <= 1):
         raise ConfigError("'algo.gamma' and 'algo.lam' must be in [0, 1]")
     if a.estimator != "gae" and cfg.repro.ppo_process_reward != "advantage" and cfg.repro.enabled:
-        raise ConfigError(f"'repro.ppo_process_reward' = {cfg.repro.ppo_process_reward} needs algo.estimator = gae (PPO); "
+        raise ConfigError(f"'repro.ppo_process_reward' = {cfg.repro.ppo_process_reward} needs algo.estimator = gae "
+                          "(PPO); "
                           "use 'advantage' for the other estimators")
 
 

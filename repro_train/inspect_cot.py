@@ -162,14 +162,16 @@ def repro_rows(model, tokenizer, cfg: ReProConfig, rows: list[dict], temperature
 
 def format_row(res: dict) -> str:
     """A few lines for the terminal: segments (start-end, entropy, * = selected), cuts, J_b, J, S, r."""
-    segs = " ".join(f"{s['start']}-{s['end']}:{s['entropy']:.3f}{'*' if s['selected'] else ''}" for s in res["segments"])
+    segs = " ".join(f"{s['start']}-{s['end']}:{s['entropy']:.3f}{'*' if s['selected'] else ''}"
+                    for s in res["segments"])
     def nums(xs):
         return "[" + ", ".join("nan" if x is None else f"{x:.6f}" for x in xs) + "]"
     return "\n".join([f"row {res['row']} (answer {res['answer']!r}, thinking ends at token {res['thinking_end']}"
                       + (f", skipped: {res['skipped']}" if res["skipped"] else "") + ")",
                       f"  segments  {segs or '-'}", f"  cuts      {res['cuts']}",
                       f"  J_b       {'nan' if res['J_b'] is None else format(res['J_b'], '.6f')}",
-                      f"  J         {nums(res['J'])}", f"  S         {nums(res['S'])}", f"  r         {nums(res['r'])}"])
+                      f"  J         {nums(res['J'])}", f"  S         {nums(res['S'])}",
+                      f"  r         {nums(res['r'])}"])
 
 
 def plot_row(res: dict, path: str, title: str) -> None:

@@ -67,7 +67,8 @@ def test_recipe_loads_for_its_world_sizes(recipe):
         assert worlds == [8]
         assert cfg.model.gradient_checkpointing and cfg.dist.mixed_precision == "bf16"
         if recipe.endswith("_authors.yaml"):  # the preset's values (the facts page), not the spec's
-            assert (cfg.repro.preset, cfg.repro.alpha, cfg.repro.top_k, cfg.repro.cut_at) == ("authors_code", 0.05, 20, "fork")
+            r = cfg.repro
+            assert (r.preset, r.alpha, r.top_k, r.cut_at) == ("authors_code", 0.05, 20, "fork")
         else:
             assert (cfg.repro.alpha, cfg.repro.top_k, cfg.repro.w) == (0.1, 10, 0.2)
         assert cfg.rollout.max_new_tokens == 8192 and cfg.rollout.temperature == 1.0

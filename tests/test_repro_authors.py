@@ -11,8 +11,16 @@ from repro_train.modeling import pack
 from repro_train.presets import AUTHORS_CODE, AUTHORS_CODE_FOLDS, GOVERNED
 from repro_train.repro.pipeline import Plan, RePro
 from repro_train.repro.probe import ProbeEngine, ProbeSettings
-from repro_train.repro.scores import (empty_prefix_score, magnitude, normalize_rewards, pool_stats,
-                                      process_rewards, process_score, stability, token_process_advantages)
+from repro_train.repro.scores import (
+    empty_prefix_score,
+    magnitude,
+    normalize_rewards,
+    pool_stats,
+    process_rewards,
+    process_score,
+    stability,
+    token_process_advantages,
+)
 from repro_train.repro.segment import segment_response, thinking_end_by_id, token_boundary_starts
 from repro_train.repro.select import add_forced_cuts
 from repro_train.repro.types import ProbeResult
@@ -327,7 +335,8 @@ def test_preset_fills_governed_keys_and_explicit_keys_win(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("repro:\n  preset: authors_code\n  top_k: 5\n  stability: convex\n")
     mixed = load(str(recipe), ["repro.alpha=0.3"])
-    assert (mixed.repro.top_k, mixed.repro.stability, mixed.repro.alpha, mixed.repro.cut_at) == (5, "convex", 0.3, "fork")
+    r = mixed.repro
+    assert (r.top_k, r.stability, r.alpha, r.cut_at) == (5, "convex", 0.3, "fork")
     # the saved config shows the resolved values and reloads to the same config
     saved = tmp_path / "config.yaml"
     saved.write_text(dump_yaml(mixed))

@@ -3,9 +3,9 @@ runs, and the run folder's config.yaml holds the preset's resolved values."""
 import pytest
 import torch
 import yaml
+from trainer_utils import all_finite, last_checkpoint, make_recipe, metrics, policy_weights, run_inprocess
 
 from repro_train.tasks.arithmetic import generate, write_jsonl
-from trainer_utils import all_finite, last_checkpoint, make_recipe, metrics, policy_weights, run_inprocess
 
 FOLDS = {"grpo": ("group", "advantage"), "gae": ("none", "second_gae"), "reinforce_pp": ("batch", "advantage"),
          "reinforce_pp_baseline": ("group_mean", "advantage"), "rloo": ("group", "advantage")}
