@@ -16,6 +16,12 @@ that token lies inside the thinking span. So segments are never empty. For a del
 non-whitespace (a user regex such as `Step \\d+:`), the boundary is the match plus the whitespace
 around it.
 
+The authors' code's variant (`repro.think_end_match: first_token`, `repro.boundary: token_ids`)
+works on ids alone: T = the positions before the first token equal to the marker's first token id
+(`thinking_end_by_id`), and a segment starts after every token equal to the first token id of a
+boundary string (`token_boundary_starts`). `Segmentation.think_end_cut` is the prefix that holds
+the marker, where `repro.force_think_end_cut` scores.
+
 Everything here is pure Python over strings and ints; the tokenizer enters only as a `decode`
 callable.
 """
