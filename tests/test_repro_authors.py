@@ -12,6 +12,7 @@ from repro_train.presets import AUTHORS_CODE, AUTHORS_CODE_FOLDS, GOVERNED
 from repro_train.repro.pipeline import Plan, RePro
 from repro_train.repro.probe import ProbeEngine, ProbeSettings
 from repro_train.repro.scores import (
+    dense_process_rewards,
     empty_prefix_score,
     magnitude,
     normalize_rewards,
@@ -178,6 +179,18 @@ def test_batch_pool_with_extra_zero_split_across_ranks_equals_whole():
     parts = [normalize_rewards(r[a:b], mask[a:b], None, "batch", std="unbiased", extra_zero=True, batch_stats=stats)
              for a, b in ((0, 3), (3, 6))]
     assert torch.allclose(torch.cat(parts), whole)
+
+
+def test_reward_at_cut_minus_one_then_return_to_go_is_the_spec_token_advantage():
+    """The authors' reward position (r'_j at token c_j - 1, return to go with gamma 1) gives the
+    spec's A~ (step j's tokens get sum_{i >= j} r'_i): no option is needed for it."""
+    _, _, mask, cuts = padded_example()
+    r_norm = torch.tensor([EXP_RN[0], EXP_RN[1] + [0.0, 0.0]], dtype=D)
+    dense = dense_process_rewards(r_norm, cuts, mask, 12)  # (2, 12)
+    assert dense[0].nonzero().flatten().tolist() == [1, 4, 7, 9] and dense[1].nonzero().flatten().tolist() == [2, 4]
+    rtg = dense.flip(-1).cumsum(-1).flip(-1)
+    assert torch.allclose(rtg, token_process_advantages(r_norm, cuts, mask, 12), atol=1e-12)
+    check_rows(rtg, EXP_A, atol=2e-6)
 
 
 def test_second_gae_is_whitened_return_to_go_with_zero_values():
