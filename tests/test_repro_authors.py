@@ -327,11 +327,12 @@ def test_fused_equals_naive_for_fork_cuts_through_repro(tiny):
 def test_engine_reads_forced_cuts_only_when_given(tiny):
     """A request without forced cuts keeps the spec's block count (no extra probe block)."""
     model, tok = tiny
-    repro = RePro(ReProConfig(top_k=2), tok)
+    repro = RePro(ReProConfig(top_k=1), tok)
     resp = tok(TEXT, add_special_tokens=False).input_ids
     plan = repro.plan([resp], ["8"])
-    out = ProbeEngine().run(model, pack([tok("Q").input_ids], [resp], tok.pad_token_id), plan.requests, [], 2)
-    assert len(out.probes[0].cuts) == 2
+    out = ProbeEngine().run(model, pack([tok("Q").input_ids], [resp], tok.pad_token_id), plan.requests, [], 1)
+    assert plan.requests[0].forced_cuts == () and len(plan.requests[0].seg_ends) == 2
+    assert len(out.probes[0].cuts) == 1 and set(out.probes[0].cuts) <= set(plan.requests[0].seg_ends)
 
 
 # ---------------------------------------------------------------------------------------------
