@@ -3,6 +3,8 @@
     python bench/bench_probe.py                          # Qwen2 1.5B and 7B, 2k-16k tokens, 10/20/30 cuts
     python bench/bench_probe.py --models 1.5b --lengths 4096 --cuts 10   # the bar cell only
     python bench/bench_probe.py --smoke                  # 2-layer Qwen2 on the CPU, float32, seconds
+    python bench/bench_probe.py --models 1.5b --lengths 4096 --cuts 21 --forcing-len 0 --preset authors_code
+                                                         # the bar cell with repro.preset authors_code's probe
 
 For each model (Qwen2 architecture, random seeded weights, built on the device in `--dtype`), each
 response length and each number of cuts (plus J_b, so cuts + 1 probe points per rollout):
@@ -107,6 +109,11 @@ class BenchOptions:
     naive path to 1e-5 there) and give each low-precision path's distance to it."""
     deadline: float | None = None
     """time.monotonic() after which no further naive cell (or length) starts."""
+    preset: str = "spec"
+    """'authors_code': the pass cell's rollouts look like the authors' options (repro.preset): every cut
+    but the last is a fork candidate scored at the fork (cut_at: fork), the last is the forced
+    end-of-thinking cut (force_think_end_cut); use it with --forcing-len 0 (their probe has no
+    forcing text). The fused and naive cells score the same blocks either way."""
 
 
 def kernel_ms(fn: Callable[[], Any], n: int = 10) -> dict[str, float]:
@@ -337,10 +344,12 @@ def pass_cell(model, inp: Inputs, cell: dict, blocks, J_fused, clock: Clock, o: 
     Then the same difference paired: forward and pass timed in alternation, the median of
     (pass - forward) over the pairs. The two medians above are taken seconds apart, so drift in
     the GPU's clocks lands in their difference; a pair shares it."""
-    rows = [ProbeRequest(tuple([0] + bl[1:-1]), tuple(bl[1:]), tuple(a)) for bl, a in zip(blocks, inp.answers)]
+    rows, top_k = pass_requests(blocks, inp.answers, o.preset), cell["cuts"]
+    if o.preset == "authors_code":
+        top_k = max(1, top_k - 1)  # the last cut is forced, not selected
 
     def one_pass():
-        return engine(impl="fused", attention=o.attention).run(model, inp.seqs, rows, inp.forcing, top_k=cell["cuts"])
+        return engine(impl="fused", attention=o.attention).run(model, inp.seqs, rows, inp.forcing, top_k=top_k)
     res, cell["status_pass"] = attempt(lambda: measure(one_pass, clock, o, FORWARD_SLOW_S))
     if res is None:
         return
@@ -364,6 +373,14 @@ def pass_cell(model, inp: Inputs, cell: dict, blocks, J_fused, clock: Clock, o: 
         extra = statistics.median(diffs)
         cell.update(pass_extra_paired_ms=extra, pass_extra_paired_samples=diffs,
                     pass_extra_paired_over_forward=extra / f)
+
+
+def pass_requests(blocks, answers, preset: str = "spec") -> list[ProbeRequest]:
+    """Requests whose selection gives exactly each rollout's cuts `bl[1:]`. spec: segments ending at
+    the cuts; authors_code: forks at bl[1:-1] scored at the fork, and the last cut forced."""
+    if preset == "authors_code":
+        return [ProbeRequest(tuple(bl[1:-1]), tuple(bl[1:-1]), tuple(a), (bl[-1],)) for bl, a in zip(blocks, answers)]
+    return [ProbeRequest(tuple([0] + bl[1:-1]), tuple(bl[1:]), tuple(a)) for bl, a in zip(blocks, answers)]
 
 
 class KeptCache:
@@ -675,6 +692,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--attention", default=d.attention, choices=["auto", "triton", "sdpa"],
                    help="phase 2's attention (repro.probe.attention)")
+    p.add_argument("--preset", default=d.preset, choices=["spec", "authors_code"],
+                   help="the pass cell's cut placement: spec (segment ends) or authors_code (forks + a forced "
+                        "last cut; pair it with --forcing-len 0 and --cuts = top_k + 1, e.g. 21)")
     p.add_argument("--fp32-reference", action="store_true",
                    help="also J from a float32 copy of the weights: each path's distance to it")
     p.add_argument("--out", help=f"JSON results (default {FULL['out']}, {SMOKE['out']} with --smoke)")
@@ -707,7 +727,7 @@ def main(argv=None) -> dict:
     opts = BenchOptions(rollouts=args.rollouts, prompt_len=args.prompt_len, answer_len=args.answer_len,
                         forcing_len=args.forcing_len, naive_batch=args.naive_batch, repeats=args.repeats,
                         warmup=args.warmup, op_budget_s=args.op_budget, naive_max_tokens=args.naive_max_tokens,
-                        seed=args.seed, attention=args.attention, fp32_reference=args.fp32_reference,
+                        seed=args.seed, attention=args.attention, fp32_reference=args.fp32_reference, preset=args.preset,
                         deadline=t_start + args.time_budget if args.time_budget > 0 else None)
     payload = dict(machine=machine_info(device), args=vars(args), options=asdict(opts),
                    models={m: dict(MODELS[m], **COMMON) for m in args.models}, cells=[], complete=False)

@@ -23,11 +23,12 @@ from typing import Literal
 
 import torch
 
-from .config import ReProConfig, validate_repro
-from .config_base import ConfigError, field_docs
+from .config import AlgoConfig, ReProConfig, validate_repro
+from .config_base import ConfigError, build, field_docs, to_dict
 from .data.prompts import RowError, encode_prompt
 from .modeling import pack
 from .repro.pipeline import RePro
+from .presets import resolve_preset
 from .repro.probe import ProbeSettings
 from .data.jsonl import iter_jsonl
 from .tasks.reasoner import resolve_model_path
@@ -58,6 +59,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip=(), prefix: s
         kw = {"dest": name, "default": None, "help": f"{docs.get(f.name, '')} (default: {f.default!r})"}
         if typing.get_origin(tp) is Literal:
             kw["choices"] = typing.get_args(tp)
+        elif typing.get_origin(tp) is tuple:
+            kw["nargs"] = "+"
         else:
             kw["type"] = {bool: _bool, int: int, float: float}.get(tp, str)
         parser.add_argument("--" + name.replace("_", "-"), **kw)
@@ -75,18 +78,22 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--batch-size", type=int, default=8, help="rows per forward pass")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--show", type=int, default=1, help="print segments, cuts, J, S and r of the first N rows (default 1)")
     add_dataclass_flags(p, ReProConfig, skip=TRAINER_ONLY | {"probe"})
     add_dataclass_flags(p, ProbeSettings, prefix=PROBE_FLAGS)
     return p
 
 
 def repro_config(args: argparse.Namespace) -> ReProConfig:
-    """The ReProConfig the flags describe (unset flags keep the defaults)."""
+    """The ReProConfig the flags describe: flags given win, `--preset` fills the options it governs
+    (as `repro.preset` does in a recipe; the folds of GRPO), the rest keep the defaults."""
     def given(cls, prefix="", skip=()):
         return {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)
                 if f.name not in skip and getattr(args, prefix + f.name) is not None}
-    return ReProConfig(**given(ReProConfig, skip=TRAINER_ONLY | {"probe"}),
-                       probe=ProbeSettings(**given(ProbeSettings, PROBE_FLAGS)))
+    raw = {"repro": {**given(ReProConfig, skip=TRAINER_ONLY | {"probe"}),
+                     "probe": given(ProbeSettings, PROBE_FLAGS)}}
+    raw = resolve_preset(raw, to_dict(ReProConfig()), AlgoConfig.estimator, ReProConfig.preset)
+    return build(ReProConfig, raw["repro"], "--")
 
 
 def read_rows(path: str, tokenizer, system_prompt: str | None):
@@ -132,10 +139,10 @@ def repro_rows(model, tokenizer, cfg: ReProConfig, rows: list[dict], temperature
     out = repro.advantages(plan, scored.probes, groups, seqs.response_mask.shape[1])
     results = []
     for b, row in enumerate(rows):
-        seg, probe, m = plan.segmentations[b], scored.probes[b], int(out.mask[b].sum())
-        segments = []
-        if seg is not None and probe is not None:
-            for k, (s, e) in enumerate(zip(seg.starts, seg.ends)):
+        seg, req, probe, m = plan.segmentations[b], plan.requests[b], scored.probes[b], int(out.mask[b].sum())
+        segments = []  # the candidates: a fork's start and the cut it gives (its end; its start under cut_at fork)
+        if req is not None and probe is not None:
+            for k, (s, e) in enumerate(zip(req.seg_starts, req.seg_ends)):
                 segments.append({"start": s, "end": e, "entropy": _num(probe.H[k]), "selected": probe.selected[k]})
         n = len(row["response_ids"])
         results.append({
@@ -151,6 +158,20 @@ def repro_rows(model, tokenizer, cfg: ReProConfig, rows: list[dict], temperature
                 "zero_baseline" if probe is not None and probe.J_b == 0.0 else None),
         })
     return results
+
+
+def format_row(res: dict) -> str:
+    """A few lines for the terminal: segments (start-end, entropy, * = selected), cuts, J_b, J, S, r."""
+    segs = " ".join(f"{s['start']}-{s['end']}:{s['entropy']:.3f}{'*' if s['selected'] else ''}"
+                    for s in res["segments"])
+    def nums(xs):
+        return "[" + ", ".join("nan" if x is None else f"{x:.6f}" for x in xs) + "]"
+    return "\n".join([f"row {res['row']} (answer {res['answer']!r}, thinking ends at token {res['thinking_end']}"
+                      + (f", skipped: {res['skipped']}" if res["skipped"] else "") + ")",
+                      f"  segments  {segs or '-'}", f"  cuts      {res['cuts']}",
+                      f"  J_b       {'nan' if res['J_b'] is None else format(res['J_b'], '.6f')}",
+                      f"  J         {nums(res['J'])}", f"  S         {nums(res['S'])}",
+                      f"  r         {nums(res['r'])}"])
 
 
 def plot_row(res: dict, path: str, title: str) -> None:
@@ -227,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(args.plot, exist_ok=True)
         for i, res in results.items():
             plot_row(res, os.path.join(args.plot, f"row{i:05d}.png"), f"row {i}: answer {res['answer']!r}")
+    for i in sorted(results)[:args.show]:
+        print(format_row(results[i]))
     n_skip = sum(1 for r in results.values() if r["skipped"])
     print(f"scored {len(results)} rows ({n_skip} skipped by RePro), {len(errors)} bad rows -> {args.output}"
           + (f"; plots in {args.plot}" if args.plot else ""))

@@ -87,3 +87,18 @@ def test_measure_times_slow_calls_once(bench):
 
 def test_failed_op_is_recorded_not_raised(bench):
     assert bench.attempt(lambda: 1 / 0) == (None, "error: ZeroDivisionError: division by zero")
+
+
+def test_authors_code_cells_pass_selects_the_fork_and_forced_cuts(bench, tmp_path):
+    """--preset authors_code --forcing-len 0: the pass (forks scored at the fork, the last cut forced)
+    scores exactly the fused cell's blocks, and fused equals naive in float32."""
+    out = tmp_path / "authors.json"
+    bench.main(["--smoke", "--lengths", "64", "--cuts", "3,21", "--forcing-len", "0", "--preset", "authors_code",
+                "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert res["options"]["preset"] == "authors_code" and res["args"]["forcing_len"] == 0
+    for c in res["cells"]:
+        assert (c["status_fused"], c["status_naive"], c["status_pass"]) == ("ok", "ok", "ok")
+        assert c["max_abs_dJ"] < 1e-5 and c["pass_vs_fused_max_abs_dJ"] == 0.0
+    rows = bench.pass_requests([[0, 4, 9, 12]], [[5, 6]], "authors_code")
+    assert (rows[0].seg_starts, rows[0].seg_ends, rows[0].forced_cuts) == ((4, 9), (4, 9), (12,))

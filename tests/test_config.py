@@ -25,7 +25,7 @@ def test_unknown_top_level_key_names_nearest_and_lists_sections():
 
 
 @pytest.mark.parametrize("override, nearest, listed", [
-    ("repro.alpah=0.2", "repro.alpha", "enabled, alpha, top_k, w,"),
+    ("repro.alpah=0.2", "repro.alpha", "enabled, preset, alpha, top_k, w,"),
     ("data.toy.opz=['+']", "data.toy.ops", "n_ops, operand_range, start_range, mul_range, ops, style_ratios"),
     ("reward.functions=[{nmae: exact_match}]", "reward.functions[0].name", "name, weight, kwargs, correctness"),
 ])
@@ -50,7 +50,7 @@ def test_unknown_key_without_close_match_still_lists_valid_keys():
     ("repro.alpha=abc", "'repro.alpha' must be a number, got 'abc'"),
     ("repro.alpha=false", "'repro.alpha' must be a number, got False"),
     ("model.path=3", "'model.path' must be a string, got 3"),
-    ("repro.process_norm=grop", "'repro.process_norm' must be one of group, batch, none; got 'grop' (did you mean 'group'?)"),
+    ("repro.process_norm=grop", "'repro.process_norm' must be one of group, batch, group_mean, none; got 'grop' (did you mean 'group'?)"),
     ("optim.betas=0.9", "'optim.betas' must be a list, got 0.9"),
     ("optim.betas=[0.9, x]", "'optim.betas[1]' must be a number, got 'x'"),
     ("algo.mini_batch_size=abc", "'algo.mini_batch_size' must be int | null, got 'abc'"),

@@ -65,3 +65,31 @@ def test_inspect_options_and_errors(tiny_model_dir, tmp_path, capsys):
     assert len(json.loads(out.read_text())["cuts"]) == 3
     assert cli_main(["inspekt"]) == 2
     assert "did you mean 'inspect'" in capsys.readouterr().err
+
+
+def test_inspect_toy_model_with_the_authors_preset(tmp_path, capsys):
+    """`--model toy --preset authors_code`: forks after '.', '?' and '\\n\\n' tokens, J at the forks, and
+    the forced cut after '</think>'; the row's segments, cuts, J, S and r are printed."""
+    row = {"prompt": "Q: 3+4+1?", "answer": "8",
+           "response": "Add 3 + 4 = 7.\n\nThen 7 + 1 = 8.\nIs it 8?\nSo 8.\n</think>\n\nFinal answer: \\boxed{8}"}
+    src, out = write(tmp_path / "in.jsonl", [row]), tmp_path / "o.jsonl"
+    assert main(["--model", "toy", "--input", src, "--output", str(out), "--preset", "authors_code"]) == 0
+    res = json.loads(out.read_text())
+    printed = capsys.readouterr().out
+    T = res["thinking_end"]
+    from repro_train.inspect_cot import load_model
+    _, tok = load_model("toy", "cpu", "float32")
+    assert res["response_ids"][T] == tok("</think>", add_special_tokens=False).input_ids[0]
+    forks = [s["start"] for s in res["segments"]]
+    first = {tok(s, add_special_tokens=False).input_ids[0] for s in (".\n", "?\n", "\n\n")}
+    assert forks == [t for t in range(1, T) if res["response_ids"][t - 1] in first] and len(forks) >= 3
+    assert all(s["end"] == s["start"] for s in res["segments"])  # the cut is the fork itself
+    assert res["cuts"] == forks + [T + 1]  # <= 20 forks: all selected, then the forced end-of-thinking cut
+    assert len(res["J"]) == len(res["S"]) == len(res["r"]) == len(res["cuts"])
+    assert res["S"] == res["S_magn"] and res["r"][0] == res["S"][0]  # stability off, S_0 = 0
+    for line in ("segments", f"cuts      {res['cuts']}", "J_b", "J ", "S ", "r "):
+        assert line in printed
+    # a flag set by hand wins over the preset
+    assert main(["--model", "toy", "--input", src, "--output", str(out), "--preset", "authors_code",
+                 "--top-k", "1", "--show", "0"]) == 0
+    assert len(json.loads(out.read_text())["cuts"]) == 2 and "segments" not in capsys.readouterr().out

@@ -20,7 +20,7 @@ LAYERS = (
     # 2 plumbing: datasets, generation, distributed, models made offline (prepare-model)
     ("data", "rollout", "dist", "models_zoo"),
     # 3 the recipe
-    ("config", "config_doc"),
+    ("config", "config_doc", "presets"),
     # 4 the RL loop and the evaluation runner
     ("trainer", "eval"),
     # 5 applications and entry points

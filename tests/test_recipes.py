@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "recipes.md"
 TRAIN_RECIPES = [
     "recipes/math/qwen3_1.7b_grpo_repro.yaml",
+    "recipes/math/r1_distill_qwen_1.5b_grpo_authors.yaml",
     "recipes/math/r1_distill_qwen_1.5b_grpo_repro.yaml",
     "recipes/math/r1_distill_qwen_1.5b_ppo_repro.yaml",
     "recipes/smollm2/grpo.yaml",
@@ -21,11 +22,16 @@ TRAIN_RECIPES = [
     "recipes/smollm2/ppo_repro.yaml",
     "recipes/toy/demo.yaml",
     "recipes/toy/grpo.yaml",
+    "recipes/toy/grpo_authors.yaml",
     "recipes/toy/grpo_repro.yaml",
     "recipes/toy/ppo.yaml",
+    "recipes/toy/ppo_authors.yaml",
     "recipes/toy/ppo_repro.yaml",
+    "recipes/toy/reinforce_pp_authors.yaml",
+    "recipes/toy/reinforce_pp_baseline_authors.yaml",
     "recipes/toy/reinforce_pp_baseline_repro.yaml",
     "recipes/toy/reinforce_pp_repro.yaml",
+    "recipes/toy/rloo_authors.yaml",
     "recipes/toy/rloo_repro.yaml",
 ]
 """`repro-train train` recipes; recipes/toy/sft.yaml is `repro-train sft`'s (tests/test_sft.py)."""
@@ -49,7 +55,7 @@ def test_every_recipe_file_is_covered():
     files = found()
     train = [f for f in files if f not in SFT_RECIPES]
     assert train == TRAIN_RECIPES, "a recipe was added or removed: update TRAIN_RECIPES (and docs/recipes.md)"
-    assert len(train) == 14
+    assert len(train) == 20
     assert set(files) - set(train) <= set(SFT_RECIPES)
 
 
@@ -62,7 +68,11 @@ def test_recipe_loads_for_its_world_sizes(recipe):
     if recipe.startswith("recipes/math/r1") or recipe.startswith("recipes/math/qwen3"):
         assert worlds == [8]
         assert cfg.model.gradient_checkpointing and cfg.dist.mixed_precision == "bf16"
-        assert (cfg.repro.alpha, cfg.repro.top_k, cfg.repro.w) == (0.1, 10, 0.2)
+        if recipe.endswith("_authors.yaml"):  # the preset's values (the facts page), not the spec's
+            r = cfg.repro
+            assert (r.preset, r.alpha, r.top_k, r.cut_at) == ("authors_code", 0.05, 20, "fork")
+        else:
+            assert (cfg.repro.alpha, cfg.repro.top_k, cfg.repro.w) == (0.1, 10, 0.2)
         assert cfg.rollout.max_new_tokens == 8192 and cfg.rollout.temperature == 1.0
 
 
@@ -87,14 +97,17 @@ def test_toy_recipes_share_one_budget():
         for k in ("estimator", "gamma", "lam", "whiten_advantages", "vf_coef", "value_clip"):
             d["algo"].pop(k)
         repro = d.pop("repro")
-        repro.pop("ppo_process_reward")
+        for k in ("ppo_process_reward", "process_norm"):  # the authors_code preset's folds differ by algorithm
+            repro.pop(k)
         return d, repro if repro["enabled"] else None
     budgets = {r: budget(r) for r in TOY}
     first = budgets[TOY[0]]
     for recipe, (rest, repro) in budgets.items():
         assert rest == first[0], f"{recipe} differs from {TOY[0]} outside the algorithm"
         assert (repro is None) == recipe.endswith(("/grpo.yaml", "/ppo.yaml"))
-        assert repro in (None, budgets["recipes/toy/grpo_repro.yaml"][1]), f"{recipe}: RePro settings differ"
+        same = "recipes/toy/grpo_authors.yaml" if recipe.endswith("_authors.yaml") else "recipes/toy/grpo_repro.yaml"
+        assert repro in (None, budgets[same][1]), f"{recipe}: RePro settings differ from {same}"
+    assert budgets["recipes/toy/grpo_authors.yaml"][1]["preset"] == "authors_code"
     assert {load(str(REPO / r)).algo.estimator for r in TOY} == {"grpo", "gae", "reinforce_pp", "reinforce_pp_baseline", "rloo"}
 
 

@@ -85,7 +85,7 @@ def test_kl_reference_and_entropy_terms(tmp_path, tiny_model_dir, data_path):
     ("algo.micro_batch_size=3", "split evenly"),
     ("rollout.group_size=1", "'rollout.group_size' must be >= 2 for algo.estimator = grpo"),
     ("repro.w=2", "'repro.w' must be in [0, 1]"),
-    ("repro.process_norm=prompt", "'repro.process_norm' must be one of group, batch, none"),
+    ("repro.process_norm=prompt", "'repro.process_norm' must be one of group, batch, group_mean, none"),
     ("rollout.temperature=hot", "'rollout.temperature' must be a number"),
     ("data.answer_field=solution", "'data.answer_field' = 'solution' is not a column"),
 ])

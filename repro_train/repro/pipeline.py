@@ -9,7 +9,8 @@ process advantages.
 Nothing here knows which RL algorithm runs: the trainer folds `alpha * out.process_adv` into its
 estimator's advantage (`scores.fold`). Degenerate rollouts (no answer, an answer that tokenizes to
 nothing, no segment, J_b exactly 0, excluded by `apply_to`) get zero process advantage and are
-counted in `out.skipped` by reason.
+counted in `out.skipped` by reason ("no_segment" also covers a rollout with no candidate and no
+forced cut).
 """
 from __future__ import annotations
 
@@ -64,6 +65,13 @@ class ReProOutput:
         return self.mask.any(-1)
 
 
+def first_token_id(tokenizer, text: str) -> int | None:
+    """The first token id of `text` tokenized alone without special tokens (None for "" or no tokens):
+    how the authors' code names `</think>` and its boundary strings."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids if text else []
+    return ids[0] if ids else None
+
+
 class RePro:
     """The RePro plug-in for one tokenizer; `cfg` is a `config.ReProConfig`. `temperature` is the
     sampling temperature of phase 1's log-probs; `sync_calls` agrees the naive probe's number of
@@ -77,16 +85,37 @@ class RePro:
         pad_id = pad_id if pad_id is not None else 0
         self.engine = ProbeEngine(cfg.probe, pad_id, sync_calls)
         self.decoder = TokenizerDecoder(tokenizer)
-        self.forcing_ids = tuple(tokenizer(cfg.probe_prefix, add_special_tokens=False).input_ids)
+        # probe_scored 'all': the forcing text is scored too, tokenized with the answer as one string
+        self.forcing_ids = () if cfg.probe_scored == "all" else \
+            tuple(tokenizer(cfg.probe_prefix, add_special_tokens=False).input_ids)
         eos = tokenizer.eos_token_id
         self.eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
+        self.think_end_id = first_token_id(tokenizer, cfg.think_end) if cfg.think_end_match == "first_token" else None
+        self.boundary_ids = None if cfg.boundary == "regex" else \
+            frozenset(i for i in (first_token_id(tokenizer, t) for t in cfg.boundary_tokens) if i is not None)
 
     def answer_ids(self, answer) -> tuple[int, ...] | None:
-        """Token ids q of the formatted ground-truth answer (None when there is no answer)."""
+        """Token ids q of the scored probe text (None when there is no answer): the formatted
+        ground-truth answer, after probe_prefix when probe_scored = 'all' (spec 5)."""
         if answer is None or str(answer).strip() == "":
             return None
         text = self.cfg.probe_answer_format.replace("{answer}", str(answer).strip())
-        return tuple(self.tokenizer(text, add_special_tokens=False).input_ids)
+        if self.cfg.probe_scored == "all":
+            text = self.cfg.probe_prefix + text
+        return tuple(self.tokenizer(text, add_special_tokens=self.cfg.probe_special_tokens).input_ids)
+
+    def request(self, seg: Segmentation, q: tuple[int, ...]) -> ProbeRequest | None:
+        """The probe request of one segmented rollout (None: nothing to score). cut_at 'segment_end':
+        every segment is a candidate and its cut is its end; 'fork': every segment but the first is a
+        candidate and its cut is its start. force_think_end_cut adds seg.think_end_cut."""
+        if self.cfg.cut_at == "fork":
+            starts = ends = tuple(seg.starts[1:])
+        else:
+            starts, ends = seg.starts, seg.ends
+        forced = (seg.think_end_cut,) if self.cfg.force_think_end_cut and seg.think_end_cut > 0 else ()
+        if not starts and not forced:
+            return None
+        return ProbeRequest(starts, ends, q, forced)
 
     def plan(self, responses: Sequence[Sequence[int]], answers: Sequence[object],
              correct: Sequence[bool] | None = None) -> Plan:
@@ -102,11 +131,11 @@ class RePro:
                 elif len(q) == 0:
                     reason = "empty_answer_tokens"
                 else:
-                    seg = self.decoder.segment(list(y), self.cfg.think_end, self.cfg.segment_delimiter, self.eos_ids)
-                    if not seg.starts:
+                    seg = self.decoder.segment(list(y), self.cfg.think_end, self.cfg.segment_delimiter, self.eos_ids,
+                                               self.think_end_id, self.boundary_ids)
+                    row = self.request(seg, q)
+                    if row is None:
                         reason = "no_segment"
-                    else:
-                        row = ProbeRequest(seg.starts, seg.ends, q)
             rows.append(row)
             segs.append(seg)
             skip.append(reason)
@@ -142,16 +171,17 @@ class RePro:
                 cuts[i, :m] = torch.tensor(p.cuts)
                 mask[i, :m] = True
         J_b_safe = torch.nan_to_num(J_b, nan=-1.0)
-        S_magn = magnitude(J, J_b_safe, c.magnitude_eps) * mask
+        S_magn = magnitude(J, J_b_safe, c.magnitude_eps, c.magnitude_form) * mask
         S_stab = stability(J, J_b_safe, c.stability_ema) * mask
-        S = process_score(S_magn, S_stab, c.w) * mask
-        r = process_rewards(S, mask, c.w, c.first_step_baseline)
+        S = process_score(S_magn, S_stab, c.w, c.stability) * mask
+        r = process_rewards(S, mask, c.w, c.first_step_baseline, c.stability)
         stats = None
         if c.process_norm == "batch":
-            stats = pool_stats(r, mask)
+            stats = pool_stats(r, mask, c.norm_extra_zero)
             if batch_stats is not None:
                 stats = batch_stats(stats)
-        r_norm = normalize_rewards(r, mask, group_ids, c.process_norm, c.norm_eps, stats)
+        r_norm = normalize_rewards(r, mask, group_ids, c.process_norm, c.norm_eps, stats, c.norm_std,
+                                   c.norm_extra_zero)
         adv = token_process_advantages(r_norm, cuts, mask, n_tokens).float()
         counts = Counter(s for s in skip if s is not None)
         return ReProOutput(

@@ -7,11 +7,11 @@ Notation (shapes): N rollouts, M = most cut points of any rollout, T = response 
     mask  (N, M)  True where J_j exists (rollout n has m_n = mask[n].sum() cut points)
     cuts  (N, M)  c_j, right-padded (any value where mask is False)
 
-    S_magn = magnitude(J, J_b, eps)
+    S_magn = magnitude(J, J_b, eps, magnitude_form)
     S_stab = stability(J, J_b, ema)
-    S = process_score(S_magn, S_stab, w)
-    r = process_rewards(S, mask, w, first_step_baseline)
-    r_norm = normalize_rewards(r, mask, group_ids, mode, eps)
+    S = process_score(S_magn, S_stab, w, stability_mode)
+    r = process_rewards(S, mask, w, first_step_baseline, stability_mode)
+    r_norm = normalize_rewards(r, mask, group_ids, mode, eps, std=norm_std, extra_zero=norm_extra_zero)
     A_tilde = token_process_advantages(r_norm, cuts, mask, T)       # (N, T)
     A_hat = fold(A, A_tilde, alpha, apply_mask)
 
@@ -27,8 +27,16 @@ import torch
 NO_PROGRESS_MAGNITUDE = 1.0 - math.tanh(1.0)
 
 
-def magnitude(J: torch.Tensor, J_b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """S_magn_j = 1 - tanh(J_j / min(J_b, -eps)), in (0, 1] (spec 6). (N, M)"""
+def magnitude(J: torch.Tensor, J_b: torch.Tensor, eps: float = 1e-6, form: str = "ratio") -> torch.Tensor:
+    """S_magn_j = 1 - tanh(J_j / min(J_b, -eps)), in (0, 1] (spec 6). (N, M)
+
+    form 'nll' is the authors' code's formula on NLLs v = -J: tanh((v_b - v) / (v_b + eps) - 1) + 1
+    = 1 - tanh((v + eps) / (v_b + eps)); the two differ by O(eps)."""
+    if form == "nll":
+        v, v_b = -J, -J_b.unsqueeze(-1)  # NLLs (N, M), (N, 1)
+        return torch.tanh((v_b - v) / (v_b + eps) - 1.0) + 1.0
+    if form != "ratio":
+        raise ValueError(f"magnitude_form must be 'ratio' or 'nll', got {form!r}")
     denom = torch.clamp(J_b, max=-eps).unsqueeze(-1)  # (N, 1)
     ratio = J / denom
     # J = J_b = -inf (the answer impossible with and without the prefix) is no progress, J / J_b = 1,
@@ -64,66 +72,91 @@ def stability(J: torch.Tensor, J_b: torch.Tensor, ema_decay: float = 0.0) -> tor
     return (tau + 1.0) / 2.0
 
 
-def process_score(S_magn: torch.Tensor, S_stab: torch.Tensor, w: float) -> torch.Tensor:
-    """S_j = (1 - w) S_magn_j + w S_stab_j (spec 8)."""
-    return (1.0 - w) * S_magn + w * S_stab
+def process_score(S_magn, S_stab, w: float, mode: str = "convex"):
+    """S_j = (1 - w) S_magn_j + w S_stab_j (spec 8; mode 'convex').
+
+    mode 'off' (authors' code): S_j = S_magn_j. 'additive' (their commented-out line):
+    S_j = S_magn_j + w (1/2 - tau_NLL) = S_magn_j + w (2 S_stab_j - 1/2), since the NLL sequence's
+    tau is minus J's and S_stab = (tau + 1) / 2. Tensors or floats."""
+    if mode == "convex":
+        return (1.0 - w) * S_magn + w * S_stab
+    if mode == "off":
+        return S_magn
+    if mode == "additive":
+        return S_magn + w * (2.0 * S_stab - 0.5)
+    raise ValueError(f"stability must be 'convex', 'off' or 'additive', got {mode!r}")
 
 
-def empty_prefix_score(w: float, first_step_baseline: str) -> float:
-    """S_0: the score of the empty prefix, (1-w)(1 - tanh 1) + w/2, or 0 (spec 9)."""
+def empty_prefix_score(w: float, first_step_baseline: str, stability: str = "convex") -> float:
+    """S_0 (spec 9): 'score' = the empty prefix's score, S_magn = 1 - tanh 1 and S_stab = 1/2 through
+    `process_score` ((1-w)(1 - tanh 1) + w/2 for 'convex'); 'zero' = 0 (authors' code)."""
     if first_step_baseline == "score":
-        return (1.0 - w) * NO_PROGRESS_MAGNITUDE + w * 0.5
+        return float(process_score(NO_PROGRESS_MAGNITUDE, 0.5, w, stability))
     if first_step_baseline == "zero":
         return 0.0
     raise ValueError(f"first_step_baseline must be 'score' or 'zero', got {first_step_baseline!r}")
 
 
 def process_rewards(S: torch.Tensor, mask: torch.Tensor, w: float,
-                    first_step_baseline: str = "score") -> torch.Tensor:
+                    first_step_baseline: str = "score", stability: str = "convex") -> torch.Tensor:
     """r_j = S_j - S_{j-1}, S_0 = empty_prefix_score (spec 9); 0 where masked. (N, M)"""
-    S0 = torch.full_like(S[..., :1], empty_prefix_score(w, first_step_baseline))
+    S0 = torch.full_like(S[..., :1], empty_prefix_score(w, first_step_baseline, stability))
     r = S - torch.cat([S0, S[..., :-1]], dim=-1)
     return torch.where(mask, r, torch.zeros_like(r))
 
 
-def pool_stats(r: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(count, sum, sum of squares) of the valid rewards: what ranks all-reduce for a batch pool."""
+def pool_stats(r: torch.Tensor, mask: torch.Tensor, extra_zero: bool = False) -> torch.Tensor:
+    """(count, sum, sum of squares) of the valid rewards: what ranks all-reduce for a batch pool.
+    `extra_zero`: each scored rollout adds one zero reward (counted, nothing summed)."""
     m = mask.to(r.dtype)
-    return torch.stack([m.sum(), (r * m).sum(), (r * r * m).sum()])
+    count = m.sum() + (mask.any(-1).to(r.dtype).sum() if extra_zero else 0.0)
+    return torch.stack([count, (r * m).sum(), (r * r * m).sum()])
 
 
 def normalize_rewards(r: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tensor | None,
                       mode: str = "group", eps: float = 1e-6,
-                      batch_stats: torch.Tensor | None = None) -> torch.Tensor:
-    """r' = (r - mean) / (std + eps) over a pool, population std (spec 10). (N, M)
+                      batch_stats: torch.Tensor | None = None, std: str = "population",
+                      extra_zero: bool = False) -> torch.Tensor:
+    """r' = (r - mean) / (std + eps) over a pool (spec 10). (N, M)
 
-    mode 'group': pool = the valid rewards of all rollouts sharing a group id;
-    'batch': all valid rewards (pass `batch_stats` = the all-reduced `pool_stats` when the batch
-    spans ranks); 'none': r unchanged. A pool of one element gives 0."""
+    mode 'group': pool = the valid rewards of all rollouts sharing a group id; 'batch': all valid
+    rewards (pass `batch_stats` = the all-reduced `pool_stats` when the batch spans ranks);
+    'group_mean': r - the group's mean, no std (the authors' REINFORCE++-baseline fold); 'none': r
+    unchanged. std 'population' divides the squares by n, 'unbiased' by n - 1 (authors' code); a
+    pool of one element gives 0. `extra_zero` (the authors' code's quirk): every scored rollout
+    puts one more zero into its pool, which moves mean and std; no output position holds it."""
     zero = torch.zeros_like(r)
     if mode == "none":
         return torch.where(mask, r, zero)
+    if std not in ("population", "unbiased"):
+        raise ValueError(f"norm_std must be 'population' or 'unbiased', got {std!r}")
+    ddof = 1.0 if std == "unbiased" else 0.0
     m = mask.to(r.dtype)
     if mode == "batch":
-        count, s1, s2 = (batch_stats if batch_stats is not None else pool_stats(r, mask)).unbind()
-        count = count.clamp(min=1.0)
-        mean = s1 / count
-        std = (s2 / count - mean * mean).clamp(min=0.0).sqrt()
-    elif mode == "group":
+        count, s1, s2 = (batch_stats if batch_stats is not None else pool_stats(r, mask, extra_zero)).unbind()
+        mean = s1 / count.clamp(min=1.0)
+        var = (s2 - s1 * mean).clamp(min=0.0) / (count - ddof).clamp(min=1.0)
+        sd = torch.where(count > 1, var.sqrt(), torch.zeros_like(var))
+    elif mode in ("group", "group_mean"):
         if group_ids is None:
-            raise ValueError("process_norm='group' needs group_ids")
+            raise ValueError(f"process_norm='{mode}' needs group_ids")
         _, inv = torch.unique(group_ids, return_inverse=True)
         G = int(inv.max()) + 1 if inv.numel() else 0
-        count = torch.zeros(G, dtype=r.dtype, device=r.device).index_add_(0, inv, m.sum(-1))
+        extra = mask.any(-1).to(r.dtype) if extra_zero else torch.zeros_like(r[:, 0])  # (N,) zeros added
+        n_extra = torch.zeros(G, dtype=r.dtype, device=r.device).index_add_(0, inv, extra)
+        count = torch.zeros(G, dtype=r.dtype, device=r.device).index_add_(0, inv, m.sum(-1)) + n_extra
         s1 = torch.zeros_like(count).index_add_(0, inv, (r * m).sum(-1))
         mean_g = s1 / count.clamp(min=1.0)
         mean = mean_g[inv].unsqueeze(-1)  # (N, 1)
-        # Two-pass variance: exact for a pool of one (std 0 -> r' = 0).
-        s2 = torch.zeros_like(count).index_add_(0, inv, (((r - mean) ** 2) * m).sum(-1))
-        std = (s2 / count.clamp(min=1.0)).sqrt()[inv].unsqueeze(-1)
+        if mode == "group_mean":
+            return torch.where(mask, r - mean, zero)
+        # Two-pass variance: exact for a pool of one (std 0 -> r' = 0); each extra zero adds mean^2.
+        s2 = torch.zeros_like(count).index_add_(0, inv, (((r - mean) ** 2) * m).sum(-1)) + n_extra * mean_g ** 2
+        var_g = s2 / (count - ddof).clamp(min=1.0)
+        sd = torch.where(count > 1, var_g.sqrt(), torch.zeros_like(var_g))[inv].unsqueeze(-1)
     else:
-        raise ValueError(f"process_norm must be 'group', 'batch' or 'none', got {mode!r}")
-    return torch.where(mask, (r - mean) / (std + eps), zero)
+        raise ValueError(f"process_norm must be 'group', 'batch', 'group_mean' or 'none', got {mode!r}")
+    return torch.where(mask, (r - mean) / (sd + eps), zero)
 
 
 def token_process_advantages(r_norm: torch.Tensor, cuts: torch.Tensor, mask: torch.Tensor,

@@ -16,6 +16,12 @@ that token lies inside the thinking span. So segments are never empty. For a del
 non-whitespace (a user regex such as `Step \\d+:`), the boundary is the match plus the whitespace
 around it.
 
+The authors' code's variant (`repro.think_end_match: first_token`, `repro.boundary: token_ids`)
+works on ids alone: T = the positions before the first token equal to the marker's first token id
+(`thinking_end_by_id`), and a segment starts after every token equal to the first token id of a
+boundary string (`token_boundary_starts`). `Segmentation.think_end_cut` is the prefix that holds
+the marker, where `repro.force_think_end_cut` scores.
+
 Everything here is pure Python over strings and ints; the tokenizer enters only as a `decode`
 callable.
 """
@@ -24,7 +30,7 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 REPLACEMENT = "\ufffd"
 
@@ -115,6 +121,33 @@ def segment_starts(text: str, starts: Sequence[int], T: int, delimiter: str | re
     return out
 
 
+def think_end_cut_text(text: str, starts: Sequence[int], n_tokens: int, think_end: str) -> int:
+    """The shortest prefix y[:c] that holds the whole end-of-thinking marker (text mode); the whole
+    response (n_tokens) when there is no marker."""
+    pos = text.find(think_end) if think_end else -1
+    if pos < 0:
+        return n_tokens
+    return bisect.bisect_left(starts, pos + len(think_end))
+
+
+def thinking_end_by_id(ids: Sequence[int], think_end_id: int | None) -> tuple[int, int]:
+    """(T, forced cut) as the authors' code finds them: T = the number of positions before the first
+    token equal to `think_end_id` (the first token id of the marker), the forced cut T + 1 (the
+    prefix including that token); no such token: T = len(ids), the forced cut the whole response."""
+    for t, i in enumerate(ids):
+        if i == think_end_id:
+            return t, t + 1
+    return len(ids), len(ids)
+
+
+def token_boundary_starts(ids: Sequence[int], T: int, boundary_ids: Collection[int]) -> list[int]:
+    """Segment starts by token ids (authors' code): 0, then every position 0 < t < T whose previous
+    token is one of `boundary_ids`. Returns [] when the thinking span is empty."""
+    if T <= 0:
+        return []
+    return [0] + [t for t in range(1, T) if ids[t - 1] in boundary_ids]
+
+
 @dataclass(frozen=True)
 class Segmentation:
     """Segments of one response, in response-token indices."""
@@ -124,7 +157,10 @@ class Segmentation:
     starts: tuple[int, ...]
     """Segment starts s_0 = 0 < s_1 < ... (empty when the thinking span is empty)."""
     text: str
-    """The decoded response the offsets refer to."""
+    """The decoded response the offsets refer to ("" when nothing needed decoding)."""
+    think_end_cut: int = 0
+    """The prefix y[:think_end_cut] holds the end-of-thinking marker (the whole response without one):
+    where `repro.force_think_end_cut` adds its cut."""
 
     @property
     def ends(self) -> tuple[int, ...]:
@@ -133,12 +169,24 @@ class Segmentation:
 
 def segment_response(ids: Sequence[int], decode: Callable[[list[int]], str], think_end: str,
                      delimiter: str | re.Pattern, eos_ids: Sequence[int] = (),
-                     piece: Callable[[int], str] | None = None) -> Segmentation:
-    """Thinking span and segments of one response `ids` (spec 1-2)."""
-    text, starts = decode_with_offsets(ids, decode, piece)
-    ends_with_eos = len(ids) > 0 and ids[-1] in set(eos_ids)
-    T = thinking_end(text, starts, len(ids), think_end, ends_with_eos)
-    return Segmentation(T=T, starts=tuple(segment_starts(text, starts, T, delimiter)), text=text)
+                     piece: Callable[[int], str] | None = None, think_end_id: int | None = None,
+                     boundary_ids: Collection[int] | None = None) -> Segmentation:
+    """Thinking span and segments of one response `ids` (spec 1-2).
+
+    `think_end_id` given: the span ends before the first token equal to it (authors' code) instead
+    of where `think_end` begins in the text; `boundary_ids` given: boundaries are the positions after
+    those tokens (authors' code) instead of `delimiter` matches. With both, nothing is decoded."""
+    text, starts = ("", []) if think_end_id is not None and boundary_ids is not None else \
+        decode_with_offsets(ids, decode, piece)
+    if think_end_id is not None:
+        T, cut = thinking_end_by_id(ids, think_end_id)
+    else:
+        ends_with_eos = len(ids) > 0 and ids[-1] in set(eos_ids)
+        T = thinking_end(text, starts, len(ids), think_end, ends_with_eos)
+        cut = think_end_cut_text(text, starts, len(ids), think_end)
+    seg = token_boundary_starts(ids, T, boundary_ids) if boundary_ids is not None else \
+        segment_starts(text, starts, T, delimiter)
+    return Segmentation(T=T, starts=tuple(seg), text=text, think_end_cut=cut)
 
 
 class TokenizerDecoder:
@@ -159,5 +207,7 @@ class TokenizerDecoder:
         return p
 
     def segment(self, ids: Sequence[int], think_end: str, delimiter: str | re.Pattern,
-                eos_ids: Sequence[int] = ()) -> Segmentation:
-        return segment_response(ids, self.decode, think_end, delimiter, eos_ids, self.piece)
+                eos_ids: Sequence[int] = (), think_end_id: int | None = None,
+                boundary_ids: Collection[int] | None = None) -> Segmentation:
+        return segment_response(ids, self.decode, think_end, delimiter, eos_ids, self.piece, think_end_id,
+                                boundary_ids)

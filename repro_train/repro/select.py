@@ -7,7 +7,10 @@
 distribution that produced response token t, i.e. computed at the position before it; for t = 0
 that is the last prompt position. Selection keeps the `top_k` highest entropies, ties broken by
 position (earlier first), then restores trace order; the cut points are the ends of the selected
-segments, so step j is the token range [c_{j-1}, c_j) with c_0 = 0.
+segments, so step j is the token range [c_{j-1}, c_j) with c_0 = 0. (With `repro.cut_at: fork` the
+plan passes each candidate's start as its "end", so the cut is the fork position itself.)
+
+    cuts, cut_valid = add_forced_cuts(cuts, cut_valid, forced, forced_valid)   # force_think_end_cut
 """
 from __future__ import annotations
 
@@ -35,3 +38,19 @@ def select_cuts_batched(H: torch.Tensor, seg_valid: torch.Tensor, seg_ends: torc
     cuts = torch.where(cut_valid, seg_ends.gather(1, safe), torch.zeros_like(safe))
     selected = torch.zeros(B, S + 1, dtype=torch.bool, device=H.device).scatter_(1, idx, True)[:, :S]
     return selected, cuts, cut_valid
+
+
+def add_forced_cuts(cuts: torch.Tensor, cut_valid: torch.Tensor, forced: torch.Tensor,
+                    forced_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The selected cuts (B, k) with the forced ones (B, F) added (`repro.force_think_end_cut`):
+    sorted, duplicates removed, valid cuts first. Returns (cuts, valid), each (B, k + F); invalid
+    entries hold 0. On the tensors' device, no host sync."""
+    both = torch.cat([cuts, forced], dim=1)  # (B, k + F)
+    valid = torch.cat([cut_valid, forced_valid], dim=1)
+    big = torch.iinfo(both.dtype).max
+    key = torch.sort(torch.where(valid, both, torch.full_like(both, big)), dim=-1).values
+    dup = torch.cat([torch.zeros_like(key[:, :1], dtype=torch.bool), key[:, 1:] == key[:, :-1]], dim=1)
+    key = torch.where(dup, torch.full_like(key, big), key)
+    key = torch.sort(key, dim=-1).values  # duplicates moved behind the valid cuts
+    valid = key != big
+    return torch.where(valid, key, torch.zeros_like(key)), valid

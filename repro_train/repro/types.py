@@ -15,8 +15,13 @@ class ProbeRequest:
     """What the probe needs of one rollout; `None` in its place skips the rollout."""
 
     seg_starts: tuple[int, ...]
+    """Where the fork entropy of each candidate is read (its first token)."""
     seg_ends: tuple[int, ...]
+    """The cut each candidate gives when selected (its segment's end; its start under cut_at = fork)."""
     answer_ids: tuple[int, ...]
+    """The scored probe tokens q."""
+    forced_cuts: tuple[int, ...] = ()
+    """Cuts added whatever the selection (force_think_end_cut), merged in sorted, without duplicates."""
 
 
 @dataclass
@@ -27,7 +32,7 @@ class ProbeResult:
     """(n_segments,) fork entropies at the segment starts."""
     selected: list[bool]
     cuts: list[int]
-    """c_1 < ... < c_m (response-token indices, exclusive ends of the selected segments)."""
+    """c_1 < ... < c_m (response-token indices: the selected candidates' cuts and the forced cuts)."""
     J_b: float
     J: torch.Tensor
     """(m,) J at each cut, float32 on the CPU."""

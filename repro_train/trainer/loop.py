@@ -36,6 +36,7 @@ from ..repro.types import ProbeResult
 from ..seeds import mix_seed
 from ..timing import phase_timer
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from .folds import process_advantage
 from .guard import NumericGuard
 from .metrics import NullLogger, RunLogger, sample_rows, step_metrics
 from .preempt import Preempted, Preemption, clear_marker
@@ -246,7 +247,8 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
         out = get_estimator(a.estimator)(inputs, params, d.sum)
         adv = out.advantages
         if cfg.repro.enabled and not dense:
-            adv = fold(adv, batch.repro.process_adv.to(adv), cfg.repro.alpha)
+            process_adv = process_advantage(cfg, batch.repro, mask, batch.values, d.sum)  # (folds.py)
+            adv = fold(adv, process_adv.to(adv), cfg.repro.alpha)
         batch.advantages = adv.masked_fill(~mask, 0.0)
         batch.returns = out.returns
 

@@ -8,7 +8,8 @@ make per micro-batch:
 
     phase 1  one forward over prompt + response -> log-probs and entropies of every response token
              (the old log-probs of the RL step), keeping the KV cache when impl = "fused";
-    select   fork entropies at segment starts -> top-k segments -> cut points (select.py);
+    select   fork entropies at segment starts -> top-k segments -> cut points, plus any forced
+             cuts (select.py);
     phase 2  J at c = 0 and at every cut: "fused" (`fused.py`, one extra forward over probe blocks
              only) or "naive" (`naive.py`, one teacher-forced sequence per cut: the reference).
 
@@ -29,7 +30,7 @@ import torch
 
 from ...modeling import LogprobOutput, Sequences, forward_logprobs, unwrap
 from ...timing import DeviceSpan
-from ..select import select_cuts_batched
+from ..select import add_forced_cuts, select_cuts_batched
 from ..types import ProbeRequest, ProbeResult
 from .attention import probe_cache
 from .blocks import Blocks, padded, probe_layout
@@ -106,7 +107,8 @@ class ProbeEngine:
         s = self.settings
         device = seqs.input_ids.device
         answers = [r.answer_ids if r is not None else () for r in requests]
-        nb = 1 + min(top_k, max([len(r.seg_starts) for r in requests if r is not None] + [1]))
+        F = max([len(r.forced_cuts) for r in requests if r is not None] + [0])  # forced cuts per row
+        nb = 1 + min(top_k, max([len(r.seg_starts) for r in requests if r is not None] + [1])) + F
         kw = {}
         if s.impl == "fused":  # phase 1 leaves exactly the room phase 2 fills (none for the Triton path)
             room = 0 if triton_path(model, device, s, self.facts) else \
@@ -118,12 +120,15 @@ class ProbeEngine:
         # Phase 1 is queued; the probe's inputs are built while the device computes it, and go
         # over in one pinned copy queued behind it (made before phase 1, they kept the device
         # idle while the host built them; a pageable copy here would wait for phase 1).
-        live, starts, ends, seg_valid, A, alen, forcing_t = _to_device(
+        live, starts, ends, seg_valid, A, alen, forcing_t, *forced = _to_device(
             [torch.tensor([r is not None for r in requests]), *_segment_tensors(requests),
              padded(answers, max([len(a) for a in answers] + [1]), self.pad_id),
-             torch.tensor([len(a) for a in answers]), torch.tensor(list(forcing), dtype=torch.long)], device)
+             torch.tensor([len(a) for a in answers]), torch.tensor(list(forcing), dtype=torch.long),
+             *(_forced_tensors(requests, F) if F else ())], device)
         H = lp.entropy.gather(1, starts)  # (B, S) fork entropies
         selected, cuts, cut_valid = select_cuts_batched(H, seg_valid, ends, top_k)
+        if F:
+            cuts, cut_valid = add_forced_cuts(cuts, cut_valid, *forced)
         blocks = Blocks(torch.cat([torch.zeros_like(cuts[:, :1]), cuts], dim=1),
                         torch.cat([live.view(-1, 1), cut_valid & live.view(-1, 1)], dim=1), A, alen, forcing_t)
         J = self.fused(model, seqs, lp.cache, blocks) if s.impl == "fused" else self.naive(model, seqs, blocks)
@@ -154,6 +159,13 @@ def _segment_tensors(requests: Sequence[ProbeRequest | None]):
     ends = padded([r.seg_ends if r else () for r in requests], S, 0)
     valid = torch.arange(S).view(1, -1) < torch.tensor([len(r.seg_starts) if r else 0 for r in requests]).view(-1, 1)
     return starts, ends, valid
+
+
+def _forced_tensors(requests: Sequence[ProbeRequest | None], F: int):
+    """(forced cuts, valid) of every row, padded to (B, F), on the host."""
+    forced = padded([r.forced_cuts if r else () for r in requests], F, 0)
+    valid = torch.arange(F).view(1, -1) < torch.tensor([len(r.forced_cuts) if r else 0 for r in requests]).view(-1, 1)
+    return forced, valid
 
 
 def _to_device(tensors: Sequence[torch.Tensor], device) -> list[torch.Tensor]:
