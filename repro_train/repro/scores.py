@@ -142,7 +142,7 @@ def normalize_rewards(r: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tens
             raise ValueError(f"process_norm='{mode}' needs group_ids")
         _, inv = torch.unique(group_ids, return_inverse=True)
         G = int(inv.max()) + 1 if inv.numel() else 0
-        extra = mask.any(-1).to(r.dtype) if extra_zero else torch.zeros_like(r[:, 0])  # (N,) zeros added
+        extra = mask.any(-1).to(r.dtype) if extra_zero else r.new_zeros(r.shape[0])  # (N,) zeros added
         n_extra = torch.zeros(G, dtype=r.dtype, device=r.device).index_add_(0, inv, extra)
         count = torch.zeros(G, dtype=r.dtype, device=r.device).index_add_(0, inv, m.sum(-1)) + n_extra
         s1 = torch.zeros_like(count).index_add_(0, inv, (r * m).sum(-1))
