@@ -17,6 +17,7 @@ from typing import Literal
 import yaml
 
 from .config_base import ConfigError, apply_overrides, build, dump_yaml
+from .rewards.shapers import ShapingConfig, validate_shaping
 from .tasks.arithmetic import TaskConfig
 
 
@@ -316,6 +317,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    shaping: ShapingConfig = field(default_factory=ShapingConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     repro: ReProConfig = field(default_factory=ReProConfig)
@@ -332,6 +334,7 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     from .algos.losses import get_policy_loss
 
     validate_repro(cfg.repro)
+    validate_shaping(cfg.shaping, cfg.rollout.max_new_tokens)
     r, a = cfg.rollout, cfg.algo
     for key, val in [("rollout.prompts_per_step", r.prompts_per_step), ("rollout.group_size", r.group_size),
                      ("rollout.max_new_tokens", r.max_new_tokens), ("rollout.generation_batch_size", r.generation_batch_size),

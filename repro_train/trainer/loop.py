@@ -32,6 +32,7 @@ from ..modeling import Sequences, forward_logprobs, pack
 from ..repro.pipeline import Plan, ReProOutput
 from ..repro.probe import score_pass
 from ..repro.scores import dense_process_rewards, fold
+from ..rewards.shapers import ShapingResult, shape_advantages, shape_rewards
 from ..rollout.hf import sample
 from .runtime import Runtime
 
@@ -66,6 +67,7 @@ class Batch:
     advantages: torch.Tensor = None  # (B, R)
     returns: torch.Tensor | None = None
     timings: dict = field(default_factory=dict)
+    shaping: ShapingResult | None = None  # what the length shapers added (rewards/shapers.py)
 
     @property
     def mask(self) -> torch.Tensor:
@@ -210,7 +212,7 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
                              token_rewards=token_rewards, values=batch.values)
     params = AdvantageParams(gamma=a.gamma, lam=a.lam, grpo_std_norm=a.grpo_std_norm, whiten=a.whiten_advantages)
     out = get_estimator(a.estimator)(inputs, params, d.sum)
-    adv = out.advantages
+    adv = shape_advantages(rt, batch, out.advantages)  # GRPO-LEAD's difficulty weights; identity otherwise
     if cfg.repro.enabled and not (a.estimator == "gae" and cfg.repro.ppo_process_reward == "dense_reward"):
         adv = fold(adv, batch.repro.process_adv.to(adv), cfg.repro.alpha)
     batch.advantages = adv.masked_fill(~mask, 0.0)
@@ -340,6 +342,7 @@ def train(cfg) -> str:
         for step in range(rt.start_step, cfg.train.steps):
             t0 = time.perf_counter()
             batch = rollout_phase(rt, step)
+            shape_rewards(rt, batch, step)  # length-control shapers (shaping.methods): rewards before the estimator
             score_phase(rt, batch)
             advantage_phase(rt, batch)
             upd = update_phase(rt, batch)

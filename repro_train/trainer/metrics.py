@@ -2,7 +2,9 @@
 wandb (offline when no key). Other ranks get a `NullLogger`.
 
 Metric names (all means over the global batch unless marked):
-  reward/mean, reward/<fn>, accuracy, response_length/{mean,max}, truncated_frac, unscorable (count)
+  reward/mean (after the length shapers), reward/<fn>, accuracy, response_length/{mean,max},
+  response_length/{correct,incorrect} (absent in a step without such responses), truncated_frac,
+  unscorable (count), shaping/<method> (each length shaper's mean R' - R, rewards/shapers.py)
   behavior/{rechecks, backtracks} (per response, pattern detectors of docs/toy-task.md, thinking part)
   policy/entropy (old pass), policy/kl_ref, values/mean, adv/abs_mean
   train/{pg_loss, clipfrac, approx_kl, ratio_mean, grad_norm, lr, kl, entropy_bonus, value_loss, vf_clipfrac}
@@ -18,6 +20,8 @@ import math
 import os
 
 import torch
+
+from ..rewards.shapers import shaping_metrics
 
 
 class Meter:
@@ -52,6 +56,8 @@ class Meter:
 
 
 COUNT_METRICS = ("unscorable",)
+SPLIT_LENGTHS = ("response_length/correct", "response_length/incorrect")
+"""Left out of a step with no correct (or no incorrect) response on any rank."""
 
 
 def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
@@ -66,6 +72,10 @@ def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
     m.mean_of("accuracy", batch.correct.float())
     m.mean_of("response_length/mean", lengths)
     m.max("response_length/max", lengths.max().item() if B else 0)
+    ok = batch.correct.bool().to(lengths.device)
+    m.add("response_length/correct", lengths[ok].sum().item(), ok.sum().item())  # nan (dropped) when none
+    m.add("response_length/incorrect", lengths[~ok].sum().item(), (~ok).sum().item())
+    shaping_metrics(m, batch)
     m.mean_of("truncated_frac", batch.truncated.float())
     from ..eval.detectors import count_backtracks, count_rechecks
     thinking = [t.split("</think>", 1)[0] for t in batch.texts]  # overthinking is counted in the thinking part
@@ -84,6 +94,7 @@ def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
     for k, v in batch.timings.items():
         m.max(f"time/{k}", v)
     out = m.reduce(rt.dist)
+    out = {k: v for k, v in out.items() if not (k in SPLIT_LENGTHS and math.isnan(v))}
     for k, v in update_stats.items():
         out[k if k.startswith("time/") else ("time/update_s" if k == "update_s" else f"train/{k}")] = v
     return out
