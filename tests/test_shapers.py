@@ -241,3 +241,17 @@ def test_training_with_shapers_on(tmp_path, tiny_model_dir):
     before = load_file(f"{tiny_model_dir}/model.safetensors")
     after = policy_weights(last_checkpoint(os.path.join(tmp_path, "run")))
     assert all(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_thinking_lengths_count_the_tokens_before_the_marker(tiny):
+    """The thinking span ends at the token where '</think>' begins (RePro's spec 1); without the
+    marker it is the whole response but a final EOS."""
+    _, tok = tiny
+    ids = tok.encode("12 + 3 = 15\n\n</think>\n\nFinal answer: 15", add_special_tokens=False)
+    plain = tok.encode("12 + 3 = 15", add_special_tokens=False)
+    eos = tok.eos_token_id
+    T = S.thinking_lengths(tok, [ids, plain, plain + [eos]], "</think>", [eos]).tolist()
+    head = tok.decode(ids[:int(T[0])])
+    assert "</think>" not in head and "</think>" in tok.decode(ids[:int(T[0]) + 8])
+    assert head.startswith("12 + 3 = 15") and 0 < T[0] < len(ids)
+    assert T[1:] == [len(plain), len(plain)]
