@@ -255,3 +255,30 @@ def test_thinking_lengths_count_the_tokens_before_the_marker(tiny):
     assert "</think>" not in head and "</think>" in tok.decode(ids[:int(T[0]) + 8])
     assert head.startswith("12 + 3 = 15") and 0 < T[0] < len(ids)
     assert T[1:] == [len(plain), len(plain)]
+
+
+@pytest.mark.distributed
+def test_two_ranks_equal_one_process_with_shapers(tmp_path, tiny_model_dir):
+    """torchrun with 2 ranks (gloo DDP) and kimi + grpo_lead on: each rank shapes its own groups,
+    and the step's metrics and updated weights equal one process's with the same global batch."""
+    import sys
+
+    from repro_train.tasks.arithmetic import generate, write_jsonl
+    from trainer_utils import last_checkpoint, make_recipe, max_abs_diff, metrics, policy_weights, run_cli, run_inprocess
+    data = tmp_path / "d.jsonl"
+    write_jsonl(generate(8, seed=11, with_traces=False), str(data))
+    (tmp_path / "parity.py").write_text(PARITY)
+    recipe = make_recipe(tmp_path, tiny_model_dir, str(data), shaping={"methods": ["kimi", "grpo_lead"]},
+                         rollout={"prompts_per_step": 4, "per_prompt_seed": True}, algo={"micro_batch_size": 2},
+                         train={"steps": 1}, repro={"enabled": False},
+                         reward={"functions": [{"name": f"{tmp_path}/parity.py:parity", "correctness": True}]})
+    single = run_inprocess(recipe, f"train.output_dir={tmp_path / 'single'}")
+    bin_dir = os.path.dirname(sys.executable)
+    res = run_cli(["train", "--config", recipe, f"train.output_dir={tmp_path / 'ddp'}"],
+                  launcher=[f"{bin_dir}/torchrun", "--standalone", "--nproc_per_node", "2", "-m", "repro_train"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    one, two = metrics(single)[0], metrics(str(tmp_path / "ddp"))[0]
+    for k in ("reward/mean", "shaping/kimi", "shaping/grpo_lead", "accuracy", "adv/abs_mean"):
+        assert two[k] == pytest.approx(one[k], abs=1e-6), k
+    assert max_abs_diff(policy_weights(last_checkpoint(single)),
+                        policy_weights(last_checkpoint(str(tmp_path / "ddp")))) < 1e-4
