@@ -4,6 +4,7 @@ Commands:
   train     RL training from a YAML recipe (GRPO, PPO, REINFORCE++, REINFORCE++-baseline, RLOO; RePro on or off)
   inspect   RePro's view of given chains of thought: segments, cuts, J, scores, rewards, plots
   eval      accuracy, lengths and overthinking metrics of a model on a task
+  compare   train arms (GRPO, + RePro, + length shapers) with one budget and seeds; one table and plot
   sft       supervised training (used to build the shipped tiny reasoner)
   demo      the main job on the embedded default (what `make demo` runs)
   prepare-model  a pretrained model as a Hugging Face folder, offline (e.g. smollm2-135m-instruct)
@@ -19,6 +20,7 @@ COMMANDS = {
     "train": "repro_train.trainer.cli",
     "inspect": "repro_train.inspect_cot",
     "eval": "repro_train.eval.cli",
+    "compare": "repro_train.compare",
     "sft": "repro_train.sft.train",
     "demo": "repro_train.demo",
     "prepare-model": "repro_train.models_zoo",

@@ -19,6 +19,7 @@ import yaml
 from .config_base import ConfigError, apply_overrides, build, dump_yaml, to_dict
 from .presets import resolve_preset
 from .repro.probe import ProbeSettings
+from .rewards.shapers import ShapingConfig, validate_shaping
 from .tasks.arithmetic import TaskConfig
 from .algos.advantages import get_estimator
 from .algos.kl import KL_ESTIMATORS
@@ -399,6 +400,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    shaping: ShapingConfig = field(default_factory=ShapingConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     repro: ReProConfig = field(default_factory=ReProConfig)
@@ -415,6 +417,7 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     _validate_batch_split(cfg, world_size)
     _validate_algo(cfg)
     _validate_optim_reward_train(cfg)
+    validate_shaping(cfg.shaping, cfg.rollout.max_new_tokens)
 
 
 def _validate_rollout(cfg: Config) -> None:

@@ -24,7 +24,7 @@ LAYERS = (
     # 4 the RL loop and the evaluation runner
     ("trainer", "eval"),
     # 5 applications and entry points
-    ("sft", "inspect_cot", "demo", "cli", "__main__", "testing", ""),  # "": repro_train/__init__.py
+    ("sft", "inspect_cot", "demo", "compare", "cli", "__main__", "testing", ""),  # "": repro_train/__init__.py
 )
 
 LAZY_ALLOWED = {("repro.probe.kernels", "repro.probe.triton_kernels")}

@@ -36,6 +36,8 @@ TRAIN_RECIPES = [
 ]
 """`repro-train train` recipes; recipes/toy/sft.yaml is `repro-train sft`'s (tests/test_sft.py)."""
 SFT_RECIPES = ["recipes/toy/sft.yaml"]
+COMPARE_FILES = ["recipes/compare/toy.yaml"]
+"""`repro-train compare` files (repro_train/compare.py), not recipes themselves."""
 # The comparable toy recipes (one budget); demo.yaml is the shorter, hotter run of `make demo`.
 TOY = [r for r in TRAIN_RECIPES if r.startswith("recipes/toy/") and r != "recipes/toy/demo.yaml"]
 
@@ -53,10 +55,20 @@ def target_world_sizes(recipe: str) -> list[int]:
 
 def test_every_recipe_file_is_covered():
     files = found()
-    train = [f for f in files if f not in SFT_RECIPES]
+    train = [f for f in files if f not in SFT_RECIPES + COMPARE_FILES]
     assert train == TRAIN_RECIPES, "a recipe was added or removed: update TRAIN_RECIPES (and docs/recipes.md)"
     assert len(train) == 20
-    assert set(files) - set(train) <= set(SFT_RECIPES)
+    assert set(files) - set(train) <= set(SFT_RECIPES + COMPARE_FILES)
+
+
+@pytest.mark.parametrize("path", COMPARE_FILES)
+def test_comparison_files_load_with_every_arm(path):
+    """load_compare builds and validates every arm's recipe; the arms share the base budget."""
+    from repro_train.compare import arm_overrides, base_path, load_compare
+    cfg = load_compare(str(REPO / path))
+    arms = {a.name: load(base_path(cfg), arm_overrides(cfg, a)) for a in cfg.arms}
+    assert len({(c.train.steps, c.rollout.prompts_per_step, c.rollout.group_size, c.optim.lr) for c in arms.values()}) == 1
+    assert len(cfg.seeds) == 3
 
 
 @pytest.mark.parametrize("recipe", TRAIN_RECIPES)
@@ -113,7 +125,7 @@ def test_toy_recipes_share_one_budget():
 
 def test_docs_list_every_recipe():
     doc = DOC.read_text()
-    for recipe in TRAIN_RECIPES + SFT_RECIPES:
+    for recipe in TRAIN_RECIPES + SFT_RECIPES + COMPARE_FILES:
         assert f"`{recipe}`" in doc, f"docs/recipes.md does not list {recipe}"
 
 

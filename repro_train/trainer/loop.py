@@ -33,6 +33,7 @@ from ..modeling import Sequences, forward_logprobs, logprob_pass, pack
 from ..repro.pipeline import Plan, ReProOutput
 from ..repro.scores import dense_process_rewards, fold
 from ..repro.types import ProbeResult
+from ..rewards.shapers import ShapingResult, shape_advantages, shape_rewards
 from ..seeds import mix_seed
 from ..timing import phase_timer
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
@@ -55,10 +56,11 @@ class Batch:
     truncated: torch.Tensor  # (B,) bool: no EOS
     engine_logprobs: torch.Tensor | None = None  # (B, R) the rollout engine's log-probs (None: not reported)
     # Filled by the phases in order; None until the phase that computes it has run.
-    rewards: torch.Tensor | None = None  # (B,) outcome reward (rollout_phase)
+    rewards: torch.Tensor | None = None  # (B,) outcome reward, length shapers included (rollout_phase)
     correct: torch.Tensor | None = None  # (B,) bool (rollout_phase)
     reward_parts: dict[str, torch.Tensor] = field(default_factory=dict)  # (B,) per reward function
     unscorable: int = 0  # rollouts no reward function could check
+    shaping: ShapingResult | None = None  # what the length shapers added (rewards/shapers.py)
     old_logprobs: torch.Tensor | None = None  # (B, R) (forward_phase)
     entropy: torch.Tensor | None = None  # (B, R) (forward_phase)
     ref_logprobs: torch.Tensor | None = None  # (B, R), with a reference model (forward_phase)
@@ -245,7 +247,7 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
                                  values=batch.values)
         params = AdvantageParams(gamma=a.gamma, lam=a.lam, grpo_std_norm=a.grpo_std_norm, whiten=a.whiten_advantages)
         out = get_estimator(a.estimator)(inputs, params, d.sum)
-        adv = out.advantages
+        adv = shape_advantages(rt, batch, out.advantages)  # GRPO-LEAD's difficulty weights; identity otherwise
         if cfg.repro.enabled and not dense:
             process_adv = process_advantage(cfg, batch.repro, mask, batch.values, d.sum)  # (folds.py)
             adv = fold(adv, process_adv.to(adv), cfg.repro.alpha)
@@ -400,6 +402,7 @@ def run_steps(rt: Runtime, preempt: Preemption) -> Exception | None:
         step_timing: dict[str, float] = {}
         with phase_timer(step_timing, "step_s"):
             batch = rollout_phase(rt, step)
+            shape_rewards(rt, batch, step)  # length-control shapers (shaping.methods): rewards before the estimator
             forward_phase(rt, batch)
             advantage_phase(rt, batch)
             bad = guard.check_batch(batch)  # non-finite log-probs, J, advantages, ...: the step is not applied

@@ -2,7 +2,9 @@
 wandb (offline when no key). Other ranks get a `NullLogger`.
 
 Metric names (all means over the global batch unless marked):
-  reward/mean, reward/<fn>, accuracy, response_length/{mean,max}, truncated_frac, unscorable (count)
+  reward/mean (after the length shapers), reward/<fn>, accuracy, response_length/{mean,max},
+  response_length/{correct,incorrect} (absent in a step without such responses), truncated_frac,
+  unscorable (count), shaping/<method> (each length shaper's mean R' - R, rewards/shapers.py)
   behavior/{rechecks, backtracks} (per response, pattern detectors of docs/toy-task.md, thinking part)
   policy/entropy (old pass), policy/kl_ref, values/mean, adv/abs_mean
   train/{pg_loss, clipfrac, approx_kl, ratio_mean, grad_norm, lr, kl, entropy_bonus, value_loss, vf_clipfrac}
@@ -24,6 +26,7 @@ from ..eval.detectors import count_backtracks, count_rechecks
 from ..config_base import to_dict
 
 from ..algos.correction import logprob_gap
+from ..rewards.shapers import shaping_metrics
 
 class Meter:
     """Named (sum, count) pairs; `reduce` all-reduces them in one call and returns the means."""
@@ -57,6 +60,8 @@ class Meter:
 
 
 COUNT_METRICS = ("unscorable",)
+SPLIT_LENGTHS = ("response_length/correct", "response_length/incorrect")
+"""Left out of a step with no correct (or no incorrect) response on any rank."""
 
 
 def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
@@ -71,6 +76,10 @@ def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
     m.mean_of("accuracy", batch.correct.float())
     m.mean_of("response_length/mean", lengths)
     m.max("response_length/max", lengths.max().item() if B else 0)
+    ok = batch.correct.bool().to(lengths.device)
+    m.add("response_length/correct", lengths[ok].sum().item(), ok.sum().item())  # nan (dropped) when none
+    m.add("response_length/incorrect", lengths[~ok].sum().item(), (~ok).sum().item())
+    shaping_metrics(m, batch)
     m.mean_of("truncated_frac", batch.truncated.float())
     thinking = [t.split("</think>", 1)[0] for t in batch.texts]  # overthinking is counted in the thinking part
     m.add("behavior/rechecks", sum(count_rechecks(t) for t in thinking), len(thinking))
@@ -94,6 +103,7 @@ def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
     for k, v in batch.timings.items():
         m.max(f"time/{k}", v)
     out = m.reduce(rt.dist)
+    out = {k: v for k, v in out.items() if not (k in SPLIT_LENGTHS and math.isnan(v))}
     for k, v in update_stats.items():
         out[k if k.startswith("time/") else ("time/update_s" if k == "update_s" else f"train/{k}")] = v
     return out
