@@ -24,6 +24,7 @@ nears `--time-budget` further naive cells are skipped too: each skipped cell say
 Results go to `--out` (JSON, rewritten after each length); the summary table prints last.
 bench/README.md lists the exact commands behind docs/performance.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,10 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -61,25 +63,69 @@ def engine(**settings) -> ProbeEngine:
         _ENGINES[key] = ProbeEngine(key, pad_id=PAD_ID)
     return _ENGINES[key]
 
+
 # Real Qwen2 dimensions (no hub here: the configs are written out by hand).
 MODELS = {
-    "1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-                 intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True),
-    "7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-               intermediate_size=18944, vocab_size=152064, tie_word_embeddings=False),
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=128, vocab_size=512, tie_word_embeddings=True),
+    "1.5b": dict(
+        hidden_size=1536,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        intermediate_size=8960,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "7b": dict(
+        hidden_size=3584,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        intermediate_size=18944,
+        vocab_size=152064,
+        tie_word_embeddings=False,
+    ),
+    "tiny": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=512,
+        tie_word_embeddings=True,
+    ),
 }
-COMMON = dict(max_position_embeddings=32768, rope_parameters={"rope_type": "default", "rope_theta": 1e6},
-              rms_norm_eps=1e-6, use_sliding_window=False)
+COMMON = dict(
+    max_position_embeddings=32768,
+    rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+    rms_norm_eps=1e-6,
+    use_sliding_window=False,
+)
 PAD_ID = 0  # every sequence is full length: padding only fills the fused path's ragged blocks
 FORWARD_SLOW_S = 10.0  # a forward slower than this is timed once (its first call is the sample)
 NAIVE_SLOW_S = 2.0  # likewise for the naive probe, the sweep's expensive part
 
-FULL = dict(models="1.5b,7b", lengths="2048,4096,8192,16384", cuts="10,20,30", device="cuda",
-            dtype="bfloat16", prompt_len=256, repeats=5, warmup=2, out="results.json")
-SMOKE = dict(models="tiny", lengths="64,128", cuts="3,5", device="cpu", dtype="float32", prompt_len=16,
-             repeats=2, warmup=1, out="results-smoke.json")
+FULL = dict(
+    models="1.5b,7b",
+    lengths="2048,4096,8192,16384",
+    cuts="10,20,30",
+    device="cuda",
+    dtype="bfloat16",
+    prompt_len=256,
+    repeats=5,
+    warmup=2,
+    out="results.json",
+)
+SMOKE = dict(
+    models="tiny",
+    lengths="64,128",
+    cuts="3,5",
+    device="cpu",
+    dtype="float32",
+    prompt_len=16,
+    repeats=2,
+    warmup=1,
+    out="results-smoke.json",
+)
 
 
 @dataclass
@@ -121,6 +167,7 @@ def kernel_ms(fn: Callable[[], Any], n: int = 10) -> dict[str, float]:
     (with CPU activity too, operator rows would repeat their kernels' time). Their sum is the GPU
     time of a call, which can be far below its wall time when the call is launch-bound."""
     from torch.profiler import ProfilerActivity, profile
+
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(n):
@@ -137,14 +184,18 @@ def one_cell_args(argv=None) -> argparse.Namespace:
     p.add_argument("--length", type=int, default=4096)
     p.add_argument("--cuts", type=int, default=10)
     p.add_argument("--out", default=os.environ.get("OUT", "."))
-    p.add_argument("--triton-only", action="store_true",
-                   help="bench_probe_attention.py: only the project's kernel and its variants")
+    p.add_argument(
+        "--triton-only",
+        action="store_true",
+        help="bench_probe_attention.py: only the project's kernel and its variants",
+    )
     return p.parse_args(argv)
 
 
 # ---------------------------------------------------------------------------------------------
 # Model and inputs
 # ---------------------------------------------------------------------------------------------
+
 
 def build_model(name: str, dtype: torch.dtype, device: torch.device, seed: int = 0):
     """A Qwen2 causal LM with random weights, built directly on `device` in `dtype` (no CPU copy)."""
@@ -196,17 +247,21 @@ def token_counts(length: int, blocks: list[list[int]], o: BenchOptions) -> dict:
     lead = 0 if o.forcing_len else 1
     cuts = len(blocks[0]) - 1
     naive = [o.prompt_len + c + o.forcing_len + o.answer_len for bl in blocks for c in bl]
-    chunks = [naive[i:i + o.naive_batch] for i in range(0, len(naive), o.naive_batch)]
+    chunks = [naive[i : i + o.naive_batch] for i in range(0, len(naive), o.naive_batch)]
     per_seq = o.prompt_len + o.forcing_len + o.answer_len
-    return dict(forward_tokens=o.rollouts * (o.prompt_len + length),
-                probe_tokens=sum(len(bl) for bl in blocks) * (lead + o.forcing_len + o.answer_len - 1),
-                naive_tokens=sum(naive), naive_padded_tokens=sum(len(ch) * max(ch) for ch in chunks),
-                naive_tokens_expected=round(o.rollouts * ((cuts + 1) * per_seq + cuts * (length + 1) / 2)))
+    return dict(
+        forward_tokens=o.rollouts * (o.prompt_len + length),
+        probe_tokens=sum(len(bl) for bl in blocks) * (lead + o.forcing_len + o.answer_len - 1),
+        naive_tokens=sum(naive),
+        naive_padded_tokens=sum(len(ch) * max(ch) for ch in chunks),
+        naive_tokens_expected=round(o.rollouts * ((cuts + 1) * per_seq + cuts * (length + 1) / 2)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Timing
 # ---------------------------------------------------------------------------------------------
+
 
 class Clock:
     """Times one call: CUDA events on a GPU (device synchronised around the call), else perf_counter."""
@@ -246,11 +301,13 @@ class Timing:
     """The last call's output."""
 
 
-def measure(fn: Callable[[], Any], clock: Clock, o: BenchOptions, slow_s: float,
-            after: Callable[[Any], None] | None = None) -> Timing:
+def measure(
+    fn: Callable[[], Any], clock: Clock, o: BenchOptions, slow_s: float, after: Callable[[Any], None] | None = None
+) -> Timing:
     """Median time of fn() in ms. The first call warms up (or is the only sample when slower than
     `slow_s`); calls under a second get `warmup - 1` more; then up to `repeats` samples, fewer
     when they would take over `op_budget_s`. after(out) runs untimed after every call."""
+
     def call():
         ms, out = clock(fn)
         if after is not None:
@@ -294,6 +351,7 @@ def attempt(fn: Callable[[], Any]) -> tuple[Any, str]:
 # One response length: phase 1 once, then fused and naive J for each number of cuts
 # ---------------------------------------------------------------------------------------------
 
+
 def run_cell(model, length: int, cuts: int, opts: BenchOptions | None = None, name: str = "") -> dict:
     """All measurements of one (model, response length, number of cuts) cell, as a flat dict."""
     return run_length(model, length, [cuts], opts or BenchOptions(), name)[0]
@@ -305,10 +363,24 @@ def run_length(model, length: int, cuts_list: list[int], o: BenchOptions, name: 
     clock = Clock(device)
     inp = make_inputs(model.config.vocab_size, length, o, device)
     all_blocks = [make_blocks(length, k, o) for k in cuts_list]
-    cells = [dict(model=name, length=length, cuts=k, probe_points=k + 1, rollouts=o.rollouts,
-                  prompt_len=o.prompt_len, answer_len=o.answer_len, forcing_len=o.forcing_len,
-                  **token_counts(length, bl, o), status_forward="ok", status_fused="ok", status_naive="ok", status_pass="ok")
-             for k, bl in zip(cuts_list, all_blocks)]
+    cells = [
+        dict(
+            model=name,
+            length=length,
+            cuts=k,
+            probe_points=k + 1,
+            rollouts=o.rollouts,
+            prompt_len=o.prompt_len,
+            answer_len=o.answer_len,
+            forcing_len=o.forcing_len,
+            **token_counts(length, bl, o),
+            status_forward="ok",
+            status_fused="ok",
+            status_naive="ok",
+            status_pass="ok",
+        )
+        for k, bl in zip(cuts_list, all_blocks)
+    ]
     if o.deadline is not None and time.monotonic() > o.deadline:
         for c in cells:
             c.update({f"status_{k}": "skipped (time budget)" for k in ("forward", "fused", "naive")})
@@ -350,13 +422,18 @@ def pass_cell(model, inp: Inputs, cell: dict, blocks, J_fused, clock: Clock, o: 
 
     def one_pass():
         return engine(impl="fused", attention=o.attention).run(model, inp.seqs, rows, inp.forcing, top_k=top_k)
+
     res, cell["status_pass"] = attempt(lambda: measure(one_pass, clock, o, FORWARD_SLOW_S))
     if res is None:
         return
     J_pass = torch.stack([torch.cat([torch.tensor([p.J_b]), p.J]) for p in res.out.probes])
-    cell.update(pass_ms=res.ms, pass_samples=res.samples, peak_gib_pass=res.peak_gib,
-                pass_probe_device_ms=res.out.probe_s * 1000,
-                pass_vs_fused_max_abs_dJ=_max_diff(J_pass, J_fused.cpu()) if J_fused is not None else None)
+    cell.update(
+        pass_ms=res.ms,
+        pass_samples=res.samples,
+        peak_gib_pass=res.peak_gib,
+        pass_probe_device_ms=res.out.probe_s * 1000,
+        pass_vs_fused_max_abs_dJ=_max_diff(J_pass, J_fused.cpu()) if J_fused is not None else None,
+    )
     res = None
     f = cell.get("forward_ms")
     if not f:
@@ -368,11 +445,13 @@ def pass_cell(model, inp: Inputs, cell: dict, blocks, J_fused, clock: Clock, o: 
         for _ in range(n):
             out.append(-clock(lambda: forward_logprobs(model, inp.seqs, with_entropy=True))[0] + clock(one_pass)[0])
         return out
+
     diffs, st = attempt(pairs)
     if diffs is not None:
         extra = statistics.median(diffs)
-        cell.update(pass_extra_paired_ms=extra, pass_extra_paired_samples=diffs,
-                    pass_extra_paired_over_forward=extra / f)
+        cell.update(
+            pass_extra_paired_ms=extra, pass_extra_paired_samples=diffs, pass_extra_paired_over_forward=extra / f
+        )
 
 
 def pass_requests(blocks, answers, preset: str = "spec") -> list[ProbeRequest]:
@@ -407,8 +486,9 @@ class KeptCache:
         """Phase 1 again (untimed), leaving `room` probe columns as the trainer's policy pass does."""
         self.room = self.room if room is None else room
         self.cache = None
-        self.cache = forward_logprobs(self.model, self.seqs, with_entropy=True, use_cache=True,
-                                      past_key_values=probe_cache(self.room)).cache
+        self.cache = forward_logprobs(
+            self.model, self.seqs, with_entropy=True, use_cache=True, past_key_values=probe_cache(self.room)
+        ).cache
         self.reruns += 1
 
 
@@ -426,15 +506,33 @@ def forward_cells(model, inp: Inputs, cells: list[dict], clock: Clock, o: BenchO
     trainer's policy pass leaves it: none on the Triton path); returns (forward timing, kept cache)."""
     seqs = inp.seqs
     room = probe_room(model, inp, max(c["cuts"] for c in cells), o)
-    fwd, st = attempt(lambda: measure(lambda: forward_logprobs(model, seqs, with_entropy=True),
-                                      clock, o, FORWARD_SLOW_S))
-    fwc, st_c = (None, st) if fwd is None else attempt(lambda: measure(
-        lambda: forward_logprobs(model, seqs, with_entropy=True, use_cache=True, past_key_values=probe_cache(room)),
-        clock, o, FORWARD_SLOW_S))
+    fwd, st = attempt(
+        lambda: measure(lambda: forward_logprobs(model, seqs, with_entropy=True), clock, o, FORWARD_SLOW_S)
+    )
+    fwc, st_c = (
+        (None, st)
+        if fwd is None
+        else attempt(
+            lambda: measure(
+                lambda: forward_logprobs(
+                    model, seqs, with_entropy=True, use_cache=True, past_key_values=probe_cache(room)
+                ),
+                clock,
+                o,
+                FORWARD_SLOW_S,
+            )
+        )
+    )
     for c in cells:
-        c.update(forward_ms=fwd and fwd.ms, forward_samples=fwd and fwd.samples, peak_gib_forward=fwd and fwd.peak_gib,
-                 forward_cache_ms=fwc and fwc.ms, forward_cache_samples=fwc and fwc.samples,
-                 cache_extra_ms=fwc and fwc.ms - fwd.ms, status_forward=st if fwd is None else st_c)
+        c.update(
+            forward_ms=fwd and fwd.ms,
+            forward_samples=fwd and fwd.samples,
+            peak_gib_forward=fwd and fwd.peak_gib,
+            forward_cache_ms=fwc and fwc.ms,
+            forward_cache_samples=fwc and fwc.samples,
+            cache_extra_ms=fwc and fwc.ms - fwd.ms,
+            status_forward=st if fwd is None else st_c,
+        )
     if fwc is None:
         return fwd, None
     kept = KeptCache(model, seqs, fwc.out.cache, fwc, room)
@@ -463,11 +561,20 @@ def fused_cell(model, inp: Inputs, cell: dict, blocks, kept: KeptCache | None, c
         kept.restore()
 
     def timed(graph: bool):
-        return attempt(lambda: measure(
-            lambda: engine(attention=o.attention, cuda_graph=graph).fused(
-                model, inp.seqs, kept.cache,
-                Blocks.from_lists(blocks, inp.answers, inp.forcing, PAD_ID, inp.seqs.input_ids.device)),
-            clock, o, FORWARD_SLOW_S, after=after))
+        return attempt(
+            lambda: measure(
+                lambda: engine(attention=o.attention, cuda_graph=graph).fused(
+                    model,
+                    inp.seqs,
+                    kept.cache,
+                    Blocks.from_lists(blocks, inp.answers, inp.forcing, PAD_ID, inp.seqs.input_ids.device),
+                ),
+                clock,
+                o,
+                FORWARD_SLOW_S,
+                after=after,
+            )
+        )
 
     fus, cell["status_fused"] = timed(True)
     if fus is None:  # a failed call may have appended to some layers only
@@ -475,20 +582,27 @@ def fused_cell(model, inp: Inputs, cell: dict, blocks, kept: KeptCache | None, c
         if st != "ok":
             kept.cache = None
         return None
-    cell.update(fused_ms=fus.ms, fused_samples=fus.samples,
-                peak_gib_forward_cache_fused=_max(kept.timing.peak_gib, fus.peak_gib),
-                cache_restore="crop" if kept.reruns == 0 else "rerun phase 1",
-                fused_repeat_max_abs_diff=_max_diff(seen[0], seen[-1]), J_fused_mean=_mean(fus.out))
+    cell.update(
+        fused_ms=fus.ms,
+        fused_samples=fus.samples,
+        peak_gib_forward_cache_fused=_max(kept.timing.peak_gib, fus.peak_gib),
+        cache_restore="crop" if kept.reruns == 0 else "rerun phase 1",
+        fused_repeat_max_abs_diff=_max_diff(seen[0], seen[-1]),
+        J_fused_mean=_mean(fus.out),
+    )
     if clock.cuda and probe_room(model, inp, cell["cuts"], o) == 0:  # the Triton path
         # the same phase 2 with its kernels issued one by one (repro.probe.cuda_graph: false)
         eager, st = timed(False)
-        cell.update(fused_eager_ms=eager and eager.ms, fused_eager_samples=eager and eager.samples,
-                    status_fused_eager=st, graph_vs_eager_max_abs_dJ=eager and _max_diff(fus.out, eager.out))
+        cell.update(
+            fused_eager_ms=eager and eager.ms,
+            fused_eager_samples=eager and eager.samples,
+            status_fused_eager=st,
+            graph_vs_eager_max_abs_dJ=eager and _max_diff(fus.out, eager.out),
+        )
     return fus.out
 
 
-def naive_cell(model, inp: Inputs, cell: dict, blocks, J_fused, fwd: Timing | None, clock: Clock,
-               o: BenchOptions):
+def naive_cell(model, inp: Inputs, cell: dict, blocks, J_fused, fwd: Timing | None, clock: Clock, o: BenchOptions):
     """4. Naive J, unless too large or too late; max|J_fused - J_naive|. Returns J_naive (or None)."""
     if fwd is None:
         cell["status_naive"] = f"no forward ({cell['status_forward']})"
@@ -497,14 +611,24 @@ def naive_cell(model, inp: Inputs, cell: dict, blocks, J_fused, fwd: Timing | No
     if skip:
         cell["status_naive"] = skip
         return None
-    nai, cell["status_naive"] = attempt(lambda: measure(
-        lambda: engine(impl="naive", batch_size=o.naive_batch).naive(
-            model, inp.seqs, Blocks.from_lists(blocks, inp.answers, inp.forcing, PAD_ID, inp.seqs.input_ids.device)),
-        clock, o, NAIVE_SLOW_S))
+    nai, cell["status_naive"] = attempt(
+        lambda: measure(
+            lambda: engine(impl="naive", batch_size=o.naive_batch).naive(
+                model, inp.seqs, Blocks.from_lists(blocks, inp.answers, inp.forcing, PAD_ID, inp.seqs.input_ids.device)
+            ),
+            clock,
+            o,
+            NAIVE_SLOW_S,
+        )
+    )
     if nai is None:
         return None
-    cell.update(naive_ms=nai.ms, naive_samples=nai.samples, peak_gib_naive=nai.peak_gib,
-                max_abs_dJ=_max_diff(J_fused, nai.out) if J_fused is not None else None)
+    cell.update(
+        naive_ms=nai.ms,
+        naive_samples=nai.samples,
+        peak_gib_naive=nai.peak_gib,
+        max_abs_dJ=_max_diff(J_fused, nai.out) if J_fused is not None else None,
+    )
     return nai.out
 
 
@@ -512,29 +636,46 @@ def reference_cells(model, inp: Inputs, cells: list[dict], all_blocks, fused_J, 
     """5. J in float32 from a float32 copy of the same weights: how far each low-precision path's J
     is from it (max_abs_dJ_fused_fp32, max_abs_dJ_naive_fp32). The fused-vs-naive distance alone
     cannot say which of the two carries the rounding error."""
+
     def run():
         ref = copy.deepcopy(model).float()
         try:
             s = inp.seqs  # phase 1 for its cache only: no float32 logits over the responses
-            cache = ref(input_ids=s.input_ids, attention_mask=s.attention_mask, position_ids=s.position_ids,
-                        use_cache=True, past_key_values=probe_cache(0), logits_to_keep=1).past_key_values
-            return [engine().fused(ref, inp.seqs, cache, Blocks.from_lists(bl, inp.answers, inp.forcing, PAD_ID,
-                                                                           inp.seqs.input_ids.device))
-                    for bl in all_blocks]
+            cache = ref(
+                input_ids=s.input_ids,
+                attention_mask=s.attention_mask,
+                position_ids=s.position_ids,
+                use_cache=True,
+                past_key_values=probe_cache(0),
+                logits_to_keep=1,
+            ).past_key_values
+            return [
+                engine().fused(
+                    ref,
+                    inp.seqs,
+                    cache,
+                    Blocks.from_lists(bl, inp.answers, inp.forcing, PAD_ID, inp.seqs.input_ids.device),
+                )
+                for bl in all_blocks
+            ]
         finally:
             del ref
+
     refs, status = attempt(run)
     for i, c in enumerate(cells):
         c["status_fp32_reference"] = status
         if refs is not None:
-            c.update(max_abs_dJ_fused_fp32=_max_diff(fused_J[i], refs[i]) if fused_J[i] is not None else None,
-                     max_abs_dJ_naive_fp32=_max_diff(naive_J[i], refs[i]) if naive_J[i] is not None else None)
+            c.update(
+                max_abs_dJ_fused_fp32=_max_diff(fused_J[i], refs[i]) if fused_J[i] is not None else None,
+                max_abs_dJ_naive_fp32=_max_diff(naive_J[i], refs[i]) if naive_J[i] is not None else None,
+            )
 
 
 def _naive_skip(cell: dict, forward_ms: float, o: BenchOptions) -> str | None:
     if o.naive_max_tokens and cell["naive_tokens_expected"] > o.naive_max_tokens:
-        return (f"skipped (expected naive tokens {cell['naive_tokens_expected']} > --naive-max-tokens "
-                f"{o.naive_max_tokens})")
+        return (
+            f"skipped (expected naive tokens {cell['naive_tokens_expected']} > --naive-max-tokens {o.naive_max_tokens})"
+        )
     # Rough cost: the forward's time per token times the naive path's padded tokens.
     est_s = forward_ms / 1e3 * cell["naive_padded_tokens"] / cell["forward_tokens"]
     if o.deadline is not None and time.monotonic() + est_s > o.deadline:
@@ -560,6 +701,7 @@ def _mean(J: torch.Tensor) -> float:
 # Reporting
 # ---------------------------------------------------------------------------------------------
 
+
 def log(*a):
     print(*a, flush=True)
 
@@ -581,18 +723,22 @@ def _col(cell: dict, key: str, field: str, spec: str) -> str:
 
 
 def cell_line(c: dict) -> str:
-    return (f"  k={c['cuts']:<2} fused {_col(c, 'fused', 'fused_ms', '.1f')} ms "
-            f"({_col(c, 'fused', 'fused_over_forward', '.3f')}x fwd, total extra "
-            f"{_col(c, 'fused', 'fused_total_extra_over_forward', '.3f')}x)  naive "
-            f"{_col(c, 'naive', 'naive_ms', '.0f')} ms ({_col(c, 'naive', 'naive_over_forward', '.1f')}x)  "
-            f"max|dJ| {_col(c, 'naive', 'max_abs_dJ', '.1e')}")
+    return (
+        f"  k={c['cuts']:<2} fused {_col(c, 'fused', 'fused_ms', '.1f')} ms "
+        f"({_col(c, 'fused', 'fused_over_forward', '.3f')}x fwd, total extra "
+        f"{_col(c, 'fused', 'fused_total_extra_over_forward', '.3f')}x)  naive "
+        f"{_col(c, 'naive', 'naive_ms', '.0f')} ms ({_col(c, 'naive', 'naive_over_forward', '.1f')}x)  "
+        f"max|dJ| {_col(c, 'naive', 'max_abs_dJ', '.1e')}"
+    )
 
 
 def table(cells: list[dict], full: bool) -> str:
     """Markdown table of cells; `full` adds the cache, naive time and memory columns."""
     if full:
-        head = ("| model | len | cuts | fwd ms | +cache ms | fused ms | fused/fwd | no graph/fwd | extra/fwd | pass ms "
-                "| pass extra/fwd | paired | naive ms | naive/fwd | max abs dJ | peak GiB fwd / +fused / naive |")
+        head = (
+            "| model | len | cuts | fwd ms | +cache ms | fused ms | fused/fwd | no graph/fwd | extra/fwd | pass ms "
+            "| pass extra/fwd | paired | naive ms | naive/fwd | max abs dJ | peak GiB fwd / +fused / naive |"
+        )
     else:
         head = "| model | len | cuts | fwd ms | fused ms | fused/fwd | naive/fwd | max abs dJ |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -602,14 +748,27 @@ def table(cells: list[dict], full: bool) -> str:
         naive_r, dJ = _col(c, "naive", "naive_over_forward", ".2f"), _col(c, "naive", "max_abs_dJ", ".1e")
         if full:
             cache = _status(c, "fused") or _f(c.get("cache_extra_ms"), "+.1f")
-            peaks = " / ".join(_f(c.get(k), ".1f") for k in
-                               ("peak_gib_forward", "peak_gib_forward_cache_fused", "peak_gib_naive"))
-            row = [c["model"], c["length"], c["cuts"], fwd, cache, fused[0], fused[1],
-                   _col(c, "fused_eager", "fused_eager_over_forward", ".4f"),
-                   _col(c, "fused", "fused_total_extra_over_forward", ".4f"),
-                   _col(c, "pass", "pass_ms", ".1f"), _col(c, "pass", "pass_extra_over_forward", ".4f"),
-                   _col(c, "pass", "pass_extra_paired_over_forward", ".4f"),
-                   _col(c, "naive", "naive_ms", ".0f"), naive_r, dJ, peaks]
+            peaks = " / ".join(
+                _f(c.get(k), ".1f") for k in ("peak_gib_forward", "peak_gib_forward_cache_fused", "peak_gib_naive")
+            )
+            row = [
+                c["model"],
+                c["length"],
+                c["cuts"],
+                fwd,
+                cache,
+                fused[0],
+                fused[1],
+                _col(c, "fused_eager", "fused_eager_over_forward", ".4f"),
+                _col(c, "fused", "fused_total_extra_over_forward", ".4f"),
+                _col(c, "pass", "pass_ms", ".1f"),
+                _col(c, "pass", "pass_extra_over_forward", ".4f"),
+                _col(c, "pass", "pass_extra_paired_over_forward", ".4f"),
+                _col(c, "naive", "naive_ms", ".0f"),
+                naive_r,
+                dJ,
+                peaks,
+            ]
         else:
             row = [c["model"], c["length"], c["cuts"], fwd, fused[0], fused[1], naive_r, dJ]
         lines.append("| " + " | ".join(str(x) for x in row) + " |")
@@ -626,32 +785,55 @@ def bar_lines(cells: list[dict], bar_ratio: float = 0.05, bar_dJ: float = 2e-2) 
         ep = c.get("pass_extra_paired_over_forward")
         ref = ""
         if c.get("max_abs_dJ_fused_fp32") is not None:
-            ref = (f" (from float32 J: fused {_f(c['max_abs_dJ_fused_fp32'], '.1e')}, "
-                   f"naive {_f(c.get('max_abs_dJ_naive_fp32'), '.1e')})")
+            ref = (
+                f" (from float32 J: fused {_f(c['max_abs_dJ_fused_fp32'], '.1e')}, "
+                f"naive {_f(c.get('max_abs_dJ_naive_fp32'), '.1e')})"
+            )
         ok = lambda v, bar: "n/a" if v is None else ("PASS" if v <= bar else "FAIL")  # noqa: E731
-        out.append(f"bar {c['model']} 4096 tokens, 11 probe points: fused/fwd {_f(r, '.4f')} <= {bar_ratio} "
-                   f"{ok(r, bar_ratio)} (no graph {_f(c.get('fused_eager_over_forward'), '.4f')}); "
-                   f"pass extra/fwd {_f(e, '.4f')} <= {bar_ratio} {ok(e, bar_ratio)}; "
-                   f"paired {_f(ep, '.4f')} {ok(ep, bar_ratio)}; max|dJ| {_f(d, '.1e')} <= {bar_dJ} {ok(d, bar_dJ)}{ref}")
+        out.append(
+            f"bar {c['model']} 4096 tokens, 11 probe points: fused/fwd {_f(r, '.4f')} <= {bar_ratio} "
+            f"{ok(r, bar_ratio)} (no graph {_f(c.get('fused_eager_over_forward'), '.4f')}); "
+            f"pass extra/fwd {_f(e, '.4f')} <= {bar_ratio} {ok(e, bar_ratio)}; "
+            f"paired {_f(ep, '.4f')} {ok(ep, bar_ratio)}; max|dJ| {_f(d, '.1e')} <= {bar_dJ} {ok(d, bar_dJ)}{ref}"
+        )
     return out
 
 
 def placeholder_cells(name: str, args, status: str) -> list[dict]:
     """Cells of a model that was not measured, each saying why."""
-    return [dict(model=name, length=L, cuts=k, probe_points=k + 1, status_forward=status, status_fused=status,
-                 status_naive=status) for L in args.lengths for k in args.cuts]
+    return [
+        dict(
+            model=name,
+            length=L,
+            cuts=k,
+            probe_points=k + 1,
+            status_forward=status,
+            status_fused=status,
+            status_naive=status,
+        )
+        for L in args.lengths
+        for k in args.cuts
+    ]
 
 
 def machine_info(device: torch.device) -> dict:
     import accelerate
     import transformers
-    info = dict(torch=torch.__version__, transformers=transformers.__version__, accelerate=accelerate.__version__,
-                cuda=torch.version.cuda, python=platform.python_version(), platform=platform.platform(),
-                device=str(device))
+
+    info = dict(
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        accelerate=accelerate.__version__,
+        cuda=torch.version.cuda,
+        python=platform.python_version(),
+        platform=platform.platform(),
+        device=str(device),
+    )
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info.update(gpu=props.name, gpu_mem_gib=round(props.total_memory / 2**30, 1),
-                    gpu_count=torch.cuda.device_count())
+        info.update(
+            gpu=props.name, gpu_mem_gib=round(props.total_memory / 2**30, 1), gpu_count=torch.cuda.device_count()
+        )
     else:
         info["cpu_threads"] = torch.get_num_threads()
     return info
@@ -669,6 +851,7 @@ def write_json(path: str, payload: dict) -> None:
 # CLI
 # ---------------------------------------------------------------------------------------------
 
+
 def parse_args(argv=None) -> argparse.Namespace:
     d = BenchOptions()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -682,21 +865,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", help=f"default {FULL['dtype']}")
     p.add_argument("--device", help=f"default {FULL['device']}")
     p.add_argument("--naive-batch", type=int, default=d.naive_batch)
-    p.add_argument("--naive-max-tokens", type=int, default=d.naive_max_tokens,
-                   help="skip naive J above this many expected tokens (0: never skip)")
+    p.add_argument(
+        "--naive-max-tokens",
+        type=int,
+        default=d.naive_max_tokens,
+        help="skip naive J above this many expected tokens (0: never skip)",
+    )
     p.add_argument("--repeats", type=int, help=f"default {FULL['repeats']}")
     p.add_argument("--warmup", type=int, help=f"default {FULL['warmup']}")
     p.add_argument("--op-budget", type=float, default=d.op_budget_s, help="seconds of timed calls per op")
-    p.add_argument("--time-budget", type=float, default=480.0,
-                   help="seconds after which no naive cell (or length) starts; 0: none")
+    p.add_argument(
+        "--time-budget", type=float, default=480.0, help="seconds after which no naive cell (or length) starts; 0: none"
+    )
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--attention", default=d.attention, choices=["auto", "triton", "sdpa"],
-                   help="phase 2's attention (repro.probe.attention)")
-    p.add_argument("--preset", default=d.preset, choices=["spec", "authors_code"],
-                   help="the pass cell's cut placement: spec (segment ends) or authors_code (forks + a forced "
-                        "last cut; pair it with --forcing-len 0 and --cuts = top_k + 1, e.g. 21)")
-    p.add_argument("--fp32-reference", action="store_true",
-                   help="also J from a float32 copy of the weights: each path's distance to it")
+    p.add_argument(
+        "--attention",
+        default=d.attention,
+        choices=["auto", "triton", "sdpa"],
+        help="phase 2's attention (repro.probe.attention)",
+    )
+    p.add_argument(
+        "--preset",
+        default=d.preset,
+        choices=["spec", "authors_code"],
+        help="the pass cell's cut placement: spec (segment ends) or authors_code (forks + a forced "
+        "last cut; pair it with --forcing-len 0 and --cuts = top_k + 1, e.g. 21)",
+    )
+    p.add_argument(
+        "--fp32-reference",
+        action="store_true",
+        help="also J from a float32 copy of the weights: each path's distance to it",
+    )
     p.add_argument("--out", help=f"JSON results (default {FULL['out']}, {SMOKE['out']} with --smoke)")
     p.add_argument("--smoke", action="store_true", help="tiny 2-layer Qwen2 on the CPU in float32 (tests)")
     args = p.parse_args(argv)
@@ -724,17 +923,36 @@ def main(argv=None) -> dict:
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
-    opts = BenchOptions(rollouts=args.rollouts, prompt_len=args.prompt_len, answer_len=args.answer_len,
-                        forcing_len=args.forcing_len, naive_batch=args.naive_batch, repeats=args.repeats,
-                        warmup=args.warmup, op_budget_s=args.op_budget, naive_max_tokens=args.naive_max_tokens,
-                        seed=args.seed, attention=args.attention, fp32_reference=args.fp32_reference, preset=args.preset,
-                        deadline=t_start + args.time_budget if args.time_budget > 0 else None)
-    payload = dict(machine=machine_info(device), args=vars(args), options=asdict(opts),
-                   models={m: dict(MODELS[m], **COMMON) for m in args.models}, cells=[], complete=False)
+    opts = BenchOptions(
+        rollouts=args.rollouts,
+        prompt_len=args.prompt_len,
+        answer_len=args.answer_len,
+        forcing_len=args.forcing_len,
+        naive_batch=args.naive_batch,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        op_budget_s=args.op_budget,
+        naive_max_tokens=args.naive_max_tokens,
+        seed=args.seed,
+        attention=args.attention,
+        fp32_reference=args.fp32_reference,
+        preset=args.preset,
+        deadline=t_start + args.time_budget if args.time_budget > 0 else None,
+    )
+    payload = dict(
+        machine=machine_info(device),
+        args=vars(args),
+        options=asdict(opts),
+        models={m: dict(MODELS[m], **COMMON) for m in args.models},
+        cells=[],
+        complete=False,
+    )
     payload["options"].pop("deadline")
     m = payload["machine"]
-    log(f"bench_probe: {m.get('gpu', 'cpu')} | torch {m['torch']} | transformers {m['transformers']} | {args.dtype}"
-        f" | {args.rollouts} rollouts, prompt {args.prompt_len}, answer {args.answer_len}, forcing {args.forcing_len}")
+    log(
+        f"bench_probe: {m.get('gpu', 'cpu')} | torch {m['torch']} | transformers {m['transformers']} | {args.dtype}"
+        f" | {args.rollouts} rollouts, prompt {args.prompt_len}, answer {args.answer_len}, forcing {args.forcing_len}"
+    )
     for name in args.models:
         payload["cells"] += sweep_model(name, args, opts, device, dtype, payload, t_start)
     payload.update(complete=True, elapsed_s=round(time.monotonic() - t_start, 1))
@@ -753,14 +971,18 @@ def sweep_model(name: str, args, opts: BenchOptions, device, dtype, payload: dic
     if model is None:
         log(f"[{name}] could not be built: {st}")
         return placeholder_cells(name, args, f"no model ({st})")
-    log(f"[{name}] built in {time.monotonic() - t0:.1f} s: "
-        f"{sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters")
+    log(
+        f"[{name}] built in {time.monotonic() - t0:.1f} s: "
+        f"{sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters"
+    )
     cells = []
     for L in args.lengths:
         new = run_length(model, L, args.cuts, opts, name)
-        log(f"[{name} L={L}] fwd {_col(new[0], 'forward', 'forward_ms', '.1f')} ms, fwd+cache "
+        log(
+            f"[{name} L={L}] fwd {_col(new[0], 'forward', 'forward_ms', '.1f')} ms, fwd+cache "
             f"{_f(new[0].get('forward_cache_ms'))} ms, peak {_f(new[0].get('peak_gib_forward'))} GiB "
-            f"({time.monotonic() - t_start:.0f} s)")
+            f"({time.monotonic() - t_start:.0f} s)"
+        )
         for c in new:
             log(cell_line(c))
         cells += new
@@ -776,8 +998,10 @@ def sweep_model(name: str, args, opts: BenchOptions, device, dtype, payload: dic
 def print_summary(payload: dict, args):
     """The markdown summary, printed last: the lead's log keeps only the tail."""
     m = payload["machine"]
-    log(f"## bench_probe summary: {m.get('gpu', 'cpu')}, {args.dtype}, {args.rollouts} rollouts, prompt "
-        f"{args.prompt_len}, answer {args.answer_len}, forcing {args.forcing_len}, naive batch {args.naive_batch}")
+    log(
+        f"## bench_probe summary: {m.get('gpu', 'cpu')}, {args.dtype}, {args.rollouts} rollouts, prompt "
+        f"{args.prompt_len}, answer {args.answer_len}, forcing {args.forcing_len}, naive batch {args.naive_batch}"
+    )
     log(table(payload["cells"], full=True))
     for c in payload["cells"]:
         if c.get("status_naive", "ok") != "ok":

@@ -25,6 +25,7 @@ events), time x layers, the max difference from a float32 reference, the compile
 compiled variant and a kernel profile of three variants; writes JSON. "GPU ms" is the summed kernel
 time per call (torch.profiler): where it is far below the wall time, the call is launch-bound.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,7 +73,7 @@ def main() -> None:
     q = torch.randn(B, H, Lp, D, device=dev, dtype=dt, generator=g)
     k = torch.randn(B, Hkv, Kc + Lp, D, device=dev, dtype=dt, generator=g)
     v = torch.randn(B, Hkv, Kc + Lp, D, device=dev, dtype=dt, generator=g)
-    scale = D ** -0.5
+    scale = D**-0.5
 
     u = torch.arange(Lp, device=dev)
     cols = torch.arange(Kc, device=dev)
@@ -89,8 +90,9 @@ def main() -> None:
     folded_mask = torch.where(allowed.repeat(1, 1, r, 1), 0.0, torch.finfo(dt).min).to(dt)
 
     def sdpa_folded():
-        out = torch.nn.functional.scaled_dot_product_attention(q.reshape(B, Hkv, r * Lp, D), k, v,
-                                                               attn_mask=folded_mask, scale=scale)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q.reshape(B, Hkv, r * Lp, D), k, v, attn_mask=folded_mask, scale=scale
+        )
         return out.reshape(B, H, Lp, D)
 
     results = []
@@ -101,8 +103,17 @@ def main() -> None:
             err = (out.float() - ref).abs().max().item()
             ms = timed(fn)
             g_ms = sum(kernel_ms(fn).values())
-            results.append(dict(name=name, ms=ms, gpu_ms=g_ms, layers_ms=ms * m["num_hidden_layers"],
-                                gpu_layers_ms=g_ms * m["num_hidden_layers"], max_err=err, compile_s=compile_s))
+            results.append(
+                dict(
+                    name=name,
+                    ms=ms,
+                    gpu_ms=g_ms,
+                    layers_ms=ms * m["num_hidden_layers"],
+                    gpu_layers_ms=g_ms * m["num_hidden_layers"],
+                    max_err=err,
+                    compile_s=compile_s,
+                )
+            )
         except Exception as e:  # report and go on: this is a survey
             results.append(dict(name=name, error=f"{type(e).__name__}: {str(e)[:300]}"))
         print(json.dumps(results[-1]), flush=True)
@@ -110,13 +121,17 @@ def main() -> None:
     record("sdpa_folded", sdpa_folded)
     survey = not a.triton_only  # the library kernels too (--triton-only: the project's kernel alone)
     from torch.nn.attention import SDPBackend, sdpa_kernel
+
     for name, be in (("efficient", SDPBackend.EFFICIENT_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)) * survey:
+
         def forced(be=be):
             with sdpa_kernel([be]):
                 return sdpa_folded()
+
         record(f"sdpa_{name}", forced)
 
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
     start = torch.zeros(B, dtype=torch.long, device=dev)
 
     def mask_mod(b, h, qi, kv):
@@ -135,11 +150,19 @@ def main() -> None:
             fa(q, k, v, block_mask=bm, scale=scale, enable_gqa=True, kernel_options=opts)
             torch.cuda.synchronize()
             comp = time.perf_counter() - t0
-            record(name, lambda fa=fa, bm=bm, opts=opts: fa(q, k, v, block_mask=bm, scale=scale, enable_gqa=True,
-                                                            kernel_options=opts), comp)
+            record(
+                name,
+                lambda fa=fa, bm=bm, opts=opts: fa(
+                    q, k, v, block_mask=bm, scale=scale, enable_gqa=True, kernel_options=opts
+                ),
+                comp,
+            )
             results[-1]["mask_first_s"] = mask_s
-            results[-1]["mask_ms"] = timed(lambda bs=bs: create_block_mask(mask_mod, B, None, Lp, Kc + Lp, device=dev,
-                                                                           BLOCK_SIZE=bs), repeats=5, warmup=1)
+            results[-1]["mask_ms"] = timed(
+                lambda bs=bs: create_block_mask(mask_mod, B, None, Lp, Kc + Lp, device=dev, BLOCK_SIZE=bs),
+                repeats=5,
+                warmup=1,
+            )
         except Exception as e:
             results.append(dict(name=name, error=f"{type(e).__name__}: {str(e)[:300]}"))
             print(json.dumps(results[-1]), flush=True)
@@ -164,8 +187,11 @@ def main() -> None:
             fa(qb, k, v, block_mask=bm, scale=scale, kernel_options=opts)
             torch.cuda.synchronize()
             comp = time.perf_counter() - t0
-            record(name, lambda fa=fa, bm=bm, opts=opts: unfold(fa(qb, k, v, block_mask=bm, scale=scale,
-                                                                   kernel_options=opts)), comp)
+            record(
+                name,
+                lambda fa=fa, bm=bm, opts=opts: unfold(fa(qb, k, v, block_mask=bm, scale=scale, kernel_options=opts)),
+                comp,
+            )
         except Exception as e:
             results.append(dict(name=name, error=f"{type(e).__name__}: {str(e)[:300]}"))
             print(json.dumps(results[-1]), flush=True)
@@ -197,18 +223,21 @@ def main() -> None:
         def fn():
             qf = q.view(B, Hkv, r, nb, Lb, D).permute(0, 3, 2, 4, 1, 5).unsqueeze(2).expand(B, nb, ns, r, Lb, Hkv, D)
             qf = qf.reshape(n * r * Lb, Hkv, D)
-            o1, l1 = torch.ops.aten._flash_attention_forward(qf, kt, vt, cu_q, cu_k, r * Lb, max_k, 0.0, False, False,
-                                                             scale=scale, seqused_k=used)[:2]
+            o1, l1 = torch.ops.aten._flash_attention_forward(
+                qf, kt, vt, cu_q, cu_k, r * Lb, max_k, 0.0, False, False, scale=scale, seqused_k=used
+            )[:2]
             # (B, nb, ns, r, Lb, Hkv, D) -> (ns, B, nb, Lb, Hkv, r, D) = (ns, B*Lp, H, D)
             o1 = o1.view(B, nb, ns, r, Lb, Hkv, D).permute(2, 0, 1, 4, 5, 3, 6).reshape(ns, B * Lp, H, D)
             l1 = l1.view(Hkv, B, nb, ns, r, Lb).permute(3, 1, 2, 5, 0, 4).reshape(ns, B * Lp, H)
             q2 = q.transpose(1, 2).reshape(B * Lp, H, D)
-            o2, l2 = torch.ops.aten._flash_attention_forward(q2, kp, vp, cu_own, cu_own, Lb, Lb, 0.0, True, False,
-                                                             scale=scale)[:2]
+            o2, l2 = torch.ops.aten._flash_attention_forward(
+                q2, kp, vp, cu_own, cu_own, Lb, Lb, 0.0, True, False, scale=scale
+            )[:2]
             lse = torch.cat([l1, l2.t().unsqueeze(0)])
             w = (lse - lse.logsumexp(0, keepdim=True)).exp().unsqueeze(-1).to(o1.dtype)
             out = (torch.cat([o1, o2.unsqueeze(0)]) * w).sum(0)
             return out.view(B, Lp, H, D).transpose(1, 2)
+
         return fn
 
     for ns in (1, 2, 4) * survey:
@@ -233,18 +262,21 @@ def main() -> None:
 
         def fn():
             qs = q.reshape(B, 1, Hkv, R, D).expand(B, S, Hkv, R, D).reshape(B * S, Hkv, R, D)
-            o, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(qs, kc, vc, bias, True, 0.0, False, False,
-                                                                        scale=scale)[:2]
+            o, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(
+                qs, kc, vc, bias, True, 0.0, False, False, scale=scale
+            )[:2]
             lse = lse.view(B, S, Hkv, R)
             w = (lse - lse.logsumexp(1, keepdim=True)).exp_().to(dt)
             out = torch.einsum("bshrd,bshr->bhrd", o.view(B, S, Hkv, R, D), w)
             return out.reshape(B, H, Lp, D)
+
         return fn
 
     for S in (1, 2, 3, 4, 6) * survey:
         record(f"cudnn_split_{S}", cudnn_split(S))
 
     from repro_train.repro.probe.kernels import PrefixAttention
+
     lo = torch.zeros(B, dtype=torch.int32, device=dev)
 
     def triton_prefix(**kw):
@@ -254,16 +286,32 @@ def main() -> None:
         def fn():
             out = attn(q.transpose(1, 2), k[:, :, :Kc], v[:, :, :Kc], own_k, own_v, scale)
             return out.view(B, Lp, H, D).transpose(1, 2)
+
         return fn
 
     record("triton", triton_prefix())
-    for kw in (dict(splits=1), dict(splits=2), dict(splits=4), dict(splits=6), dict(splits=9), dict(splits=12),
-               dict(splits=16), dict(num_stages=2), dict(num_stages=4), dict(num_warps=4),
-               dict(block_n=128), dict(block_n=32), dict(block_n=128, num_stages=2)):
+    for kw in (
+        dict(splits=1),
+        dict(splits=2),
+        dict(splits=4),
+        dict(splits=6),
+        dict(splits=9),
+        dict(splits=12),
+        dict(splits=16),
+        dict(num_stages=2),
+        dict(num_stages=4),
+        dict(num_warps=4),
+        dict(block_n=128),
+        dict(block_n=32),
+        dict(block_n=128, num_stages=2),
+    ):
         record("triton_" + "_".join(f"{k_}{v_}" for k_, v_ in kw.items()), triton_prefix(**kw))
 
     from torch.profiler import ProfilerActivity, profile
-    for name, fn in (("sdpa_folded", sdpa_folded), ("triton", triton_prefix()), ("cudnn_split_3", cudnn_split(3)))[:3 if survey else 2]:
+
+    for name, fn in (("sdpa_folded", sdpa_folded), ("triton", triton_prefix()), ("cudnn_split_3", cudnn_split(3)))[
+        : 3 if survey else 2
+    ]:
         try:
             fn()
             torch.cuda.synchronize()
@@ -276,8 +324,19 @@ def main() -> None:
         except Exception as e:
             print(f"--- profile {name} failed: {type(e).__name__}: {str(e)[:200]}")
 
-    info = dict(model=a.model, length=a.length, cuts=a.cuts, B=B, H=H, Hkv=Hkv, D=D, Lp=Lp, Kc=Kc,
-                torch=torch.__version__, gpu=torch.cuda.get_device_name())
+    info = dict(
+        model=a.model,
+        length=a.length,
+        cuts=a.cuts,
+        B=B,
+        H=H,
+        Hkv=Hkv,
+        D=D,
+        Lp=Lp,
+        Kc=Kc,
+        torch=torch.__version__,
+        gpu=torch.cuda.get_device_name(),
+    )
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "bench_probe_attention.json").write_text(json.dumps(dict(info=info, results=results), indent=1))
     print(f"\n{info}")
@@ -285,8 +344,10 @@ def main() -> None:
     for r_ in results:
         if "ms" in r_:
             cs = f"{r_['compile_s']:.1f}" if r_.get("compile_s") else "-"
-            print(f"{r_['name']:<24} {r_['ms']:9.3f} {r_['gpu_ms']:7.3f} {r_['gpu_layers_ms']:12.2f} "
-                  f"{r_['max_err']:9.1e} {cs:>9}")
+            print(
+                f"{r_['name']:<24} {r_['ms']:9.3f} {r_['gpu_ms']:7.3f} {r_['gpu_layers_ms']:12.2f} "
+                f"{r_['max_err']:9.1e} {cs:>9}"
+            )
         else:
             print(f"{r_['name']:<24} {r_.get('error') or r_.get('times')}")
 

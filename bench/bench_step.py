@@ -25,6 +25,7 @@ Settings run alternately (on, off, off, on, ...) with both runtimes resident, so
 `--schedule sequential` builds one at a time instead. The device is synchronised around every
 phase. Results go to `--out` (JSON, rewritten after each step); the summary table prints last.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -53,8 +54,10 @@ BAR_STANDALONE = 0.9
 """--compare engine: rollout tokens/s inside the trainer / standalone vLLM tokens/s, at least."""
 SPECIAL = ["<|pad|>", "<|bos|>", "<|eos|>"]  # ids 0, 1, 2
 WORDS = "the we so then add get sum is total answer check wait let now next step number result".split()
-CHAT_TEMPLATE = ("{% for m in messages %}<|bos|>{{ m['role'] }}\n{{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|bos|>assistant\n{% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|bos|>{{ m['role'] }}\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|bos|>assistant\n{% endif %}"
+)
 COIN_REWARD = '''
 import hashlib
 
@@ -72,6 +75,7 @@ def log(*a):
 # ---------------------------------------------------------------------------------------------
 # The model folder: random Qwen2 weights and a tokenizer as large as the model's vocabulary
 # ---------------------------------------------------------------------------------------------
+
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable character map used by byte-level BPE vocabularies."""
@@ -118,14 +122,16 @@ def build_tokenizer(vocab_size: int, paragraph_every: int):
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=SPECIAL[0], bos_token=SPECIAL[1],
-                                   eos_token=SPECIAL[2])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=SPECIAL[0], bos_token=SPECIAL[1], eos_token=SPECIAL[2]
+    )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
 
-def build_model_dir(path: str, size: str, dtype: torch.dtype, device: torch.device, paragraph_every: int,
-                    seed: int = 0) -> str:
+def build_model_dir(
+    path: str, size: str, dtype: torch.dtype, device: torch.device, paragraph_every: int, seed: int = 0
+) -> str:
     """Save a random Qwen2 (`size` from bench_probe.MODELS) and its tokenizer to `path`."""
     from transformers import AutoModelForCausalLM, Qwen2Config
 
@@ -146,13 +152,16 @@ def check_tokenizer(tok, vocab_size: int, paragraph_every: int) -> None:
     want = "".join(tokenizer_pieces(vocab_size, paragraph_every))
     got = tok.decode(list(range(vocab_size)), skip_special_tokens=False, clean_up_tokenization_spaces=False)
     if got != want or tok.eos_token_id != 2 or tok.pad_token_id != 0:
-        raise RuntimeError(f"the reloaded tokenizer ({type(tok).__name__}, {len(tok)} ids, eos {tok.eos_token_id}, "
-                           f"pad {tok.pad_token_id}) does not decode ids 0..{vocab_size - 1} as built")
+        raise RuntimeError(
+            f"the reloaded tokenizer ({type(tok).__name__}, {len(tok)} ids, eos {tok.eos_token_id}, "
+            f"pad {tok.pad_token_id}) does not decode ids 0..{vocab_size - 1} as built"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # Recipe and runtime
 # ---------------------------------------------------------------------------------------------
+
 
 def write_recipe(work: str, setting: str, args) -> str:
     """The recipe of one setting: a YAML file read by repro_train.config.load, like the CLI's."""
@@ -164,17 +173,27 @@ def write_recipe(work: str, setting: str, args) -> str:
     recipe = {
         "model": {"path": str(Path(work) / "model"), "dtype": args.dtype, "attn_implementation": "sdpa"},
         "data": {"source": "toy", "toy_size": max(64, args.prompts * n_steps)},
-        "rollout": {"prompts_per_step": args.prompts, "group_size": args.group_size,
-                    "max_new_tokens": args.new_tokens, "min_new_tokens": args.new_tokens,
-                    "generation_batch_size": args.prompts * args.group_size,
-                    "engine": setting if args.compare == "engine" else "hf", "per_prompt_seed": setting == "vllm",
-                    "vllm": {"sleep_level": args.sleep_level, "gpu_memory_utilization": args.vllm_memory}},
+        "rollout": {
+            "prompts_per_step": args.prompts,
+            "group_size": args.group_size,
+            "max_new_tokens": args.new_tokens,
+            "min_new_tokens": args.new_tokens,
+            "generation_batch_size": args.prompts * args.group_size,
+            "engine": setting if args.compare == "engine" else "hf",
+            "per_prompt_seed": setting == "vllm",
+            "vllm": {"sleep_level": args.sleep_level, "gpu_memory_utilization": args.vllm_memory},
+        },
         "reward": {"functions": [{"name": f"{reward}:coin", "correctness": True}], "num_workers": 1},
         "algo": {"estimator": "grpo", "micro_batch_size": args.micro_batch},
         "optim": {"lr": args.lr},
         "repro": {"enabled": setting == "on" if args.compare == "repro" else args.repro == "on"},
-        "train": {"steps": n_steps, "save_every": 0, "output_dir": str(Path(work) / f"run-{setting}"),
-                  "device": args.device, "seed": args.seed},
+        "train": {
+            "steps": n_steps,
+            "save_every": 0,
+            "output_dir": str(Path(work) / f"run-{setting}"),
+            "device": args.device,
+            "seed": args.seed,
+        },
         "log": {"wandb": False, "progress": False},
     }
     path = Path(work) / f"recipe-{setting}.yaml"
@@ -185,6 +204,7 @@ def write_recipe(work: str, setting: str, args) -> str:
 def reset_accelerate() -> None:
     """accelerate keeps process-wide singletons; clear them so this run starts clean (tests)."""
     from accelerate.state import AcceleratorState, GradientState
+
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
 
@@ -203,9 +223,10 @@ def build(recipe: str, tokenizer_check: Callable):
 # One step
 # ---------------------------------------------------------------------------------------------
 
+
 def run_step(rt, step: int, sync: Callable[[], None]) -> dict:
     """One training step through the trainer's phases, the device synchronised around each."""
-    from repro_train.trainer.loop import advantage_phase, rollout_phase, forward_phase, update_phase
+    from repro_train.trainer.loop import advantage_phase, forward_phase, rollout_phase, update_phase
 
     def timed(fn):
         sync()
@@ -221,19 +242,31 @@ def run_step(rt, step: int, sync: Callable[[], None]) -> dict:
     wall["update"], upd = timed(lambda: update_phase(rt, batch))
     wall["step"] = sum(wall.values())
     lengths = batch.mask.sum(-1)
-    row = dict(step=step, wall_s=wall, trainer_s={**batch.timings, "update_s": upd["update_s"]},
-               plan_s=batch.timings.get("plan_s", 0.0), response_len_min=int(lengths.min()), response_len_max=int(lengths.max()),
-               rollouts=int(lengths.numel()), tokens=int(lengths.sum()), truncated_frac=batch.truncated.float().mean().item(),
-               pg_loss=upd.get("pg_loss"))
+    row = dict(
+        step=step,
+        wall_s=wall,
+        trainer_s={**batch.timings, "update_s": upd["update_s"]},
+        plan_s=batch.timings.get("plan_s", 0.0),
+        response_len_min=int(lengths.min()),
+        response_len_max=int(lengths.max()),
+        rollouts=int(lengths.numel()),
+        tokens=int(lengths.sum()),
+        truncated_frac=batch.truncated.float().mean().item(),
+        pg_loss=upd.get("pg_loss"),
+    )
     if batch.repro is not None:
-        row.update(cuts_per_rollout=batch.repro.mask.sum(-1).float().mean().item(),
-                   segments_per_rollout=statistics.mean(batch.repro.n_segments), skipped=batch.repro.skipped)
+        row.update(
+            cuts_per_rollout=batch.repro.mask.sum(-1).float().mean().item(),
+            segments_per_rollout=statistics.mean(batch.repro.n_segments),
+            skipped=batch.repro.skipped,
+        )
     return row
 
 
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
+
 
 def run(args, payload: dict, write: Callable[[], None]) -> None:
     """Build the model folder, then run warm-up and timed steps of both settings into payload."""
@@ -243,8 +276,14 @@ def run(args, payload: dict, write: Callable[[], None]) -> None:
     Path(work).mkdir(parents=True, exist_ok=True)
     try:
         t0 = time.monotonic()
-        build_model_dir(str(Path(work) / "model"), args.model_size, getattr(torch, args.dtype), device,
-                        args.paragraph_every, args.seed)
+        build_model_dir(
+            str(Path(work) / "model"),
+            args.model_size,
+            getattr(torch, args.dtype),
+            device,
+            args.paragraph_every,
+            args.seed,
+        )
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -272,7 +311,7 @@ def run_alternate(recipes: dict, args, payload: dict, write, check, sync) -> Non
         log(f"[{s}] runtime built in {time.monotonic() - t0:.1f} s{memory_note()}")
     try:
         for i in range(args.warmup + args.steps):
-            for s in (args.settings if i % 2 == 0 else args.settings[::-1]):
+            for s in args.settings if i % 2 == 0 else args.settings[::-1]:
                 record(payload, s, i, run_step(rts[s], i, sync), args, write)
         standalone(rts, payload, args, write, sync)
     finally:
@@ -328,11 +367,13 @@ def record(payload: dict, setting: str, i: int, row: dict, args, write) -> None:
     row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     payload["settings"][setting]["steps"].append(row)
     w, t = row["wall_s"], row["trainer_s"]
-    log(f"[{setting}] step {i}{' (warm-up)' if row['warmup'] else ''}: {w['step']:.2f} s = rollout "
+    log(
+        f"[{setting}] step {i}{' (warm-up)' if row['warmup'] else ''}: {w['step']:.2f} s = rollout "
         f"{w['rollout']:.2f} + forward {w['forward']:.2f} + advantage {w['advantage']:.3f} + update "
         f"{w['update']:.2f}; probe {t.get('probe_s', 0):.3f}, repro {t.get('repro_s', 0):.3f}, plan "
         f"{row['plan_s']:.3f}; lengths {row['response_len_min']}-{row['response_len_max']}"
-        + (f", cuts/rollout {row['cuts_per_rollout']:.1f}" if "cuts_per_rollout" in row else ""))
+        + (f", cuts/rollout {row['cuts_per_rollout']:.1f}" if "cuts_per_rollout" in row else "")
+    )
     write()
 
 
@@ -357,12 +398,15 @@ def summarize(payload: dict) -> dict:
         med = lambda xs: statistics.median(xs)  # noqa: E731
         m = {f"{p}_s": med([r["wall_s"][p] for r in rows]) for p in PHASES}
         m["rollout_tok_s"] = med([r.get("tokens", 0) / r["wall_s"]["rollout"] for r in rows])
-        m.update(generate_s=med([r["trainer_s"]["generate_s"] for r in rows]),
-                 probe_s=med([r["trainer_s"].get("probe_s", 0.0) for r in rows]),
-                 repro_s=med([r["trainer_s"].get("repro_s", 0.0) for r in rows]),
-                 plan_s=med([r["plan_s"] for r in rows]), n=len(rows),
-                 response_len_min=min(r["response_len_min"] for r in rows),
-                 response_len_max=max(r["response_len_max"] for r in rows))
+        m.update(
+            generate_s=med([r["trainer_s"]["generate_s"] for r in rows]),
+            probe_s=med([r["trainer_s"].get("probe_s", 0.0) for r in rows]),
+            repro_s=med([r["trainer_s"].get("repro_s", 0.0) for r in rows]),
+            plan_s=med([r["plan_s"] for r in rows]),
+            n=len(rows),
+            response_len_min=min(r["response_len_min"] for r in rows),
+            response_len_max=max(r["response_len_max"] for r in rows),
+        )
         # repro_s = plan_s + probe_s + scores/advantages (loop.advantage_phase)
         m["repro_share"] = m["repro_s"] / m["step_s"]
         if "cuts_per_rollout" in rows[0]:
@@ -375,8 +419,9 @@ def summarize(payload: dict) -> dict:
         pairs = [(a["wall_s"]["step"], b["wall_s"]["step"]) for a, b in zip(xs, bs) if not a["warmup"]]
         out["ratio"] = out[x]["step_s"] / out[base]["step_s"]
         out["paired_ratios"] = [a / b for a, b in pairs]
-        out["ratio_no_generate"] = ((out[x]["step_s"] - out[x]["generate_s"])
-                                    / (out[base]["step_s"] - out[base]["generate_s"]))
+        out["ratio_no_generate"] = (out[x]["step_s"] - out[x]["generate_s"]) / (
+            out[base]["step_s"] - out[base]["generate_s"]
+        )
         out["extra_s"] = {p: out[x][f"{p}_s"] - out[base][f"{p}_s"] for p in PHASES}
         out["bar"] = "PASS" if out["ratio"] <= BAR_RATIO[compare] else "FAIL"
     alone = payload.get("standalone_vllm")
@@ -388,20 +433,36 @@ def summarize(payload: dict) -> dict:
 
 
 def table(summary: dict, settings: tuple[str, str]) -> str:
-    head = ("| setting | step s | rollout s | (generate s) | rollout tok/s | forward s | advantage s | update s | probe s "
-            "| repro s | plan s | RePro share | resp. len | cuts/rollout |")
+    head = (
+        "| setting | step s | rollout s | (generate s) | rollout tok/s | forward s | advantage s | update s | probe s "
+        "| repro s | plan s | RePro share | resp. len | cuts/rollout |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for s in settings:
         m = summary.get(s)
         if m is None:
             continue
-        lens = (f"{m['response_len_min']}" if m["response_len_min"] == m["response_len_max"]
-                else f"{m['response_len_min']}-{m['response_len_max']}")
-        cells = [s, f"{m['step_s']:.2f}", f"{m['rollout_s']:.2f}", f"{m['generate_s']:.2f}",
-                 f"{m['rollout_tok_s']:,.0f}", f"{m['forward_s']:.3f}",
-                 f"{m['advantage_s']:.3f}", f"{m['update_s']:.3f}", f"{m['probe_s']:.3f}", f"{m['repro_s']:.3f}",
-                 f"{m['plan_s']:.3f}", f"{100 * m['repro_share']:.2f}%", lens,
-                 f"{m['cuts_per_rollout']:.1f}" if "cuts_per_rollout" in m else "-"]
+        lens = (
+            f"{m['response_len_min']}"
+            if m["response_len_min"] == m["response_len_max"]
+            else f"{m['response_len_min']}-{m['response_len_max']}"
+        )
+        cells = [
+            s,
+            f"{m['step_s']:.2f}",
+            f"{m['rollout_s']:.2f}",
+            f"{m['generate_s']:.2f}",
+            f"{m['rollout_tok_s']:,.0f}",
+            f"{m['forward_s']:.3f}",
+            f"{m['advantage_s']:.3f}",
+            f"{m['update_s']:.3f}",
+            f"{m['probe_s']:.3f}",
+            f"{m['repro_s']:.3f}",
+            f"{m['plan_s']:.3f}",
+            f"{100 * m['repro_share']:.2f}%",
+            lens,
+            f"{m['cuts_per_rollout']:.1f}" if "cuts_per_rollout" in m else "-",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -409,21 +470,27 @@ def table(summary: dict, settings: tuple[str, str]) -> str:
 def print_summary(payload: dict, args) -> None:
     """The markdown summary, printed last: the lead's log keeps only the tail."""
     s, m = payload["summary"], payload["machine"]
-    log(f"\n## bench_step: {m.get('gpu', 'cpu')}, torch {m['torch']}, transformers {m['transformers']}, "
+    log(
+        f"\n## bench_step: {m.get('gpu', 'cpu')}, torch {m['torch']}, transformers {m['transformers']}, "
         f"{args.model_size} {args.dtype}, {args.prompts} prompts x G={args.group_size} x {args.new_tokens} tokens, "
-        f"micro-batch {args.micro_batch}, {args.schedule}, medians of {args.steps} steps after {args.warmup} warm-up")
+        f"micro-batch {args.micro_batch}, {args.schedule}, medians of {args.steps} steps after {args.warmup} warm-up"
+    )
     log(table(s, args.settings))
     x, base = args.settings
     if "ratio" in s:
         log(f"\nextra s/step of {x} over {base}: " + ", ".join(f"{p} {v:+.3f}" for p, v in s["extra_s"].items()))
-        log(f"paired step ratios {x}/{base}: {', '.join(f'{r:.4f}' for r in s['paired_ratios'])}; "
-            f"without generation: {s['ratio_no_generate']:.4f}")
+        log(
+            f"paired step ratios {x}/{base}: {', '.join(f'{r:.4f}' for r in s['paired_ratios'])}; "
+            f"without generation: {s['ratio_no_generate']:.4f}"
+        )
         what = "RePro on / off" if args.compare == "repro" else f"{x} / {base}"
         log(f"bar: step time {what} = {s['ratio']:.4f} <= {BAR_RATIO[args.compare]} {s['bar']}")
     if "standalone_tok_s" in s:
-        log(f"bar: rollout tok/s in the trainer {s['vllm']['rollout_tok_s']:,.0f} / standalone vLLM "
+        log(
+            f"bar: rollout tok/s in the trainer {s['vllm']['rollout_tok_s']:,.0f} / standalone vLLM "
             f"{s['standalone_tok_s']:,.0f} = {s['in_trainer_over_standalone']:.3f} >= {BAR_STANDALONE} "
-            f"{s['bar_standalone']}")
+            f"{s['bar_standalone']}"
+        )
     log(f"elapsed {payload['elapsed_s']} s; JSON: {args.out}")
 
 
@@ -431,10 +498,15 @@ def print_summary(payload: dict, args) -> None:
 # CLI
 # ---------------------------------------------------------------------------------------------
 
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--compare", default="repro", choices=sorted(COMPARES),
-                   help="repro: RePro on vs off; engine: rollout.engine vllm vs hf")
+    p.add_argument(
+        "--compare",
+        default="repro",
+        choices=sorted(COMPARES),
+        help="repro: RePro on vs off; engine: rollout.engine vllm vs hf",
+    )
     p.add_argument("--repro", default="on", choices=["on", "off"], help="--compare engine: RePro in both settings")
     p.add_argument("--sleep-level", type=int, default=0, choices=[0, 1, 2], help="rollout.vllm.sleep_level")
     p.add_argument("--vllm-memory", type=float, default=0.3, help="rollout.vllm.gpu_memory_utilization")
@@ -448,10 +520,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-6)
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per setting")
     p.add_argument("--steps", type=int, default=3, help="timed steps per setting")
-    p.add_argument("--schedule", default="alternate", choices=["alternate", "sequential"],
-                   help="alternate: both runtimes resident, steps interleaved; sequential: one runtime at a time")
-    p.add_argument("--paragraph-every", type=int, default=48,
-                   help="1 in N vocabulary words starts a paragraph (48: ~21 segments per 1,024 tokens)")
+    p.add_argument(
+        "--schedule",
+        default="alternate",
+        choices=["alternate", "sequential"],
+        help="alternate: both runtimes resident, steps interleaved; sequential: one runtime at a time",
+    )
+    p.add_argument(
+        "--paragraph-every",
+        type=int,
+        default=48,
+        help="1 in N vocabulary words starts a paragraph (48: ~21 segments per 1,024 tokens)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", help="folder for the model and run folders (default: a temp dir, deleted)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
@@ -474,16 +554,25 @@ def main(argv=None) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the hub
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
+
     hf_logging.disable_progress_bar()  # "Loading weights" bars would bury the step lines
     t_start = time.monotonic()
     device = torch.device(args.device)
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
-    payload = dict(machine=machine_info(device), args=vars(args), model=dict(MODELS[args.model_size], **COMMON),
-                   settings={s: {"steps": []} for s in args.settings}, summary={}, complete=False)
+    payload = dict(
+        machine=machine_info(device),
+        args=vars(args),
+        model=dict(MODELS[args.model_size], **COMMON),
+        settings={s: {"steps": []} for s in args.settings},
+        summary={},
+        complete=False,
+    )
     m = payload["machine"]
-    log(f"bench_step: {m.get('gpu', 'cpu')} | torch {m['torch']} | transformers {m['transformers']} | "
-        f"{args.model_size} {args.dtype} | {args.prompts} x G={args.group_size} x {args.new_tokens} tokens")
+    log(
+        f"bench_step: {m.get('gpu', 'cpu')} | torch {m['torch']} | transformers {m['transformers']} | "
+        f"{args.model_size} {args.dtype} | {args.prompts} x G={args.group_size} x {args.new_tokens} tokens"
+    )
 
     def write():
         payload.update(summary=summarize(payload), elapsed_s=round(time.monotonic() - t_start, 1))

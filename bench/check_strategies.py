@@ -11,6 +11,7 @@ ZeRO-2 and ZeRO-3 with gloo; this covers NCCL, GPU generation under each wrapper
 accelerate runs only on GPUs.
 Prints a table last.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,15 +34,17 @@ def digit_frac(prompts, completions, answers, **columns):
 def recipe(out: str, estimator: str) -> str:
     with open(os.path.join(out, "digit_reward.py"), "w") as fh:
         fh.write(REWARD)
-    r = {"model": {"path": os.path.join(out, "model")},
-         "data": {"source": "toy", "toy_size": 64},
-         "rollout": {"prompts_per_step": 4, "group_size": 4, "max_new_tokens": 16, "per_prompt_seed": True},
-         "reward": {"functions": [{"name": os.path.join(out, "digit_reward.py") + ":digit_frac"}], "num_workers": 1},
-         "algo": {"estimator": estimator, "micro_batch_size": 2},
-         "repro": {"probe_prefix": "\n\nFinal answer: "},
-         "optim": {"lr": 1.0e-3},
-         "train": {"steps": 2, "save_every": 1, "keep_last": 3, "device": "auto"},
-         "log": {"wandb": False, "progress": False}}
+    r = {
+        "model": {"path": os.path.join(out, "model")},
+        "data": {"source": "toy", "toy_size": 64},
+        "rollout": {"prompts_per_step": 4, "group_size": 4, "max_new_tokens": 16, "per_prompt_seed": True},
+        "reward": {"functions": [{"name": os.path.join(out, "digit_reward.py") + ":digit_frac"}], "num_workers": 1},
+        "algo": {"estimator": estimator, "micro_batch_size": 2},
+        "repro": {"probe_prefix": "\n\nFinal answer: "},
+        "optim": {"lr": 1.0e-3},
+        "train": {"steps": 2, "save_every": 1, "keep_last": 3, "device": "auto"},
+        "log": {"wandb": False, "progress": False},
+    }
     path = os.path.join(out, f"recipe-{estimator}.yaml")
     with open(path, "w") as fh:
         yaml.safe_dump(r, fh)
@@ -64,6 +67,7 @@ def step1_diff(a: str, b: str, init: str) -> tuple[float, float] | None:
     about +-lr, so a gradient near zero whose sign differs in the last bits moves a weight by 2 lr
     in one run and not the other (max abs diff = 2 lr) while the update as a whole agrees."""
     from safetensors.torch import load_file
+
     pa, pb = (os.path.join(d, "checkpoint-000001", "policy", "model.safetensors") for d in (a, b))
     if not (os.path.exists(pa) and os.path.exists(pb)):
         return None
@@ -83,6 +87,7 @@ def main() -> int:
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
     from repro_train.testing import build_tiny_model
+
     build_tiny_model(os.path.join(a.out, "model"), layers=2, hidden=64)
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline")
     launcher = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -90,32 +95,69 @@ def main() -> int:
     for est in a.estimators.split(","):
         rec = recipe(a.out, est)
         single = os.path.join(a.out, f"single-{est}")
-        rc, s, line = run([sys.executable, "-m", "repro_train", "train", "--config", rec, f"train.output_dir={single}"],
-                          dict(env, CUDA_VISIBLE_DEVICES="0"), single + ".log")
+        rc, s, line = run(
+            [sys.executable, "-m", "repro_train", "train", "--config", rec, f"train.output_dir={single}"],
+            dict(env, CUDA_VISIBLE_DEVICES="0"),
+            single + ".log",
+        )
         rows.append((f"1 process ({est})", rc, s, line, (0.0, 0.0) if rc == 0 else None))
         for strat in a.strategies.split(","):
             if est == "gae" and strat != "zero3":
                 continue  # the critic path is checked under the most intrusive wrapper only
             out = os.path.join(a.out, f"{strat}-{est}")
-            rc, s, line = run(launcher + ["--config_file", os.path.join(REPO, "launch/accelerate", f"{strat}.yaml"),
-                                          "--num_processes", str(a.nproc), "-m", "repro_train", "train",
-                                          "--config", rec, f"train.output_dir={out}"], env, out + ".log")
-            rows.append((f"{strat} x{a.nproc} ({est})", rc, s, line,
-                         step1_diff(out, single, os.path.join(a.out, "model")) if rc == 0 else None))
-    print("\n| run | rc | s | set up | step-1 weights: max abs diff vs 1 process | update: relative diff |\n"
-          "|---|---|---|---|---|---|")
+            rc, s, line = run(
+                launcher
+                + [
+                    "--config_file",
+                    os.path.join(REPO, "launch/accelerate", f"{strat}.yaml"),
+                    "--num_processes",
+                    str(a.nproc),
+                    "-m",
+                    "repro_train",
+                    "train",
+                    "--config",
+                    rec,
+                    f"train.output_dir={out}",
+                ],
+                env,
+                out + ".log",
+            )
+            rows.append(
+                (
+                    f"{strat} x{a.nproc} ({est})",
+                    rc,
+                    s,
+                    line,
+                    step1_diff(out, single, os.path.join(a.out, "model")) if rc == 0 else None,
+                )
+            )
+    print(
+        "\n| run | rc | s | set up | step-1 weights: max abs diff vs 1 process | update: relative diff |\n"
+        "|---|---|---|---|---|---|"
+    )
     ok = True
     for name, rc, s, line, d in rows:
         ok &= rc == 0 and d is not None and (d[0] < 1e-4 or d[1] < 1e-2)
-        print(f"| {name} | {rc} | {s:.0f} | {line.split(':', 1)[-1].split(';')[0].strip()} | "
-              f"{'-' if d is None else f'{d[0]:.1e}'} | {'-' if d is None else f'{d[1]:.1e}'} |")
+        print(
+            f"| {name} | {rc} | {s:.0f} | {line.split(':', 1)[-1].split(';')[0].strip()} | "
+            f"{'-' if d is None else f'{d[0]:.1e}'} | {'-' if d is None else f'{d[1]:.1e}'} |"
+        )
     print("all match (max abs < 1e-4 or relative update diff < 1e-2): " + ("PASS" if ok else "FAIL"))
-    keys = ["reward/mean", "adv/abs_mean", "values/mean", "repro/J_b", "train/pg_loss", "train/value_loss", "train/grad_norm"]
+    keys = [
+        "reward/mean",
+        "adv/abs_mean",
+        "values/mean",
+        "repro/J_b",
+        "train/pg_loss",
+        "train/value_loss",
+        "train/grad_norm",
+    ]
     print("\nstep-1 metrics | " + " | ".join(keys))
     for name in sorted(os.listdir(a.out)):
         f = os.path.join(a.out, name, "metrics.jsonl")
         if os.path.isdir(os.path.join(a.out, name)) and os.path.exists(f):
             import json
+
             first = json.loads(open(f).readline())
             print(f"{name} | " + " | ".join(f"{first[k]:.6g}" if k in first else "-" for k in keys))
     return 0 if ok else 1

@@ -82,9 +82,12 @@ def main(argv=None) -> int:
     data = load_prompts(DataConfig(source="toy", toy_size=max(64, args.prompts)), tok)
     prompts = data.prompt_ids[: args.prompts]
     seeds = list(range(1000, 1000 + len(prompts)))
-    rcfg = RolloutConfig(engine="vllm", max_new_tokens=args.new_tokens, temperature=args.temperature,
-                         vllm=VLLMConfig(sleep_level=args.sleep_level, gpu_memory_utilization=0.3,
-                                         cuda_graphs=not args.eager))
+    rcfg = RolloutConfig(
+        engine="vllm",
+        max_new_tokens=args.new_tokens,
+        temperature=args.temperature,
+        vllm=VLLMConfig(sleep_level=args.sleep_level, gpu_memory_utilization=0.3, cuda_graphs=not args.eager),
+    )
     eos = eos_ids(model, tok)
     t0 = time.perf_counter()
     engine = VLLMEngine(path, rcfg, eos, 512, args.dtype, 0, 1)

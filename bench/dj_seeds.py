@@ -10,6 +10,7 @@ max |dJ| against float32 and against naive for each, then medians and worst case
 answers: is a max |J_fused - J_naive| above 2e-2 an error of the fused path, or bf16 rounding that
 both paths carry?
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.bench_probe import MODELS, BenchOptions, build_model, make_blocks, make_inputs  # noqa: E402
 from repro_train.repro.probe import ProbeEngine, ProbeSettings  # noqa: E402
-from repro_train.repro.probe.blocks import Blocks  # noqa: E402
 from repro_train.repro.probe.attention import probe_cache  # noqa: E402
+from repro_train.repro.probe.blocks import Blocks  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -38,7 +39,9 @@ def main(argv=None) -> None:
     dev = torch.device("cuda")
     paths = {"fused": False, "fused, Triton RMSNorm": True}
     res = {k: [] for k in ("naive", *paths)}
-    print("| weights seed | inputs seed | naive vs fp32 | " + " | ".join(f"{k} vs fp32 / vs naive" for k in paths) + " |")
+    print(
+        "| weights seed | inputs seed | naive vs fp32 | " + " | ".join(f"{k} vs fp32 / vs naive" for k in paths) + " |"
+    )
     print("|---|---|---|" + "---|" * len(paths))
     for ms in (int(x) for x in a.model_seeds.split(",")):
         model = build_model(a.model, torch.bfloat16, dev, seed=ms)
@@ -49,9 +52,17 @@ def main(argv=None) -> None:
             blocks = Blocks.from_lists(make_blocks(a.length, a.cuts, o), inp.answers, inp.forcing, 0, dev)
             sq = inp.seqs
             with torch.no_grad():
+
                 def phase1(m, sq=sq):
-                    return m(input_ids=sq.input_ids, attention_mask=sq.attention_mask, position_ids=sq.position_ids,
-                             use_cache=True, past_key_values=probe_cache(0), logits_to_keep=1).past_key_values
+                    return m(
+                        input_ids=sq.input_ids,
+                        attention_mask=sq.attention_mask,
+                        position_ids=sq.position_ids,
+                        use_cache=True,
+                        past_key_values=probe_cache(0),
+                        logits_to_keep=1,
+                    ).past_key_values
+
                 J32 = ProbeEngine().fused(ref, sq, phase1(ref), blocks)
                 naive = ProbeEngine(ProbeSettings(impl="naive", batch_size=8)).naive(model, sq, blocks)
                 cache = phase1(model)
@@ -63,14 +74,24 @@ def main(argv=None) -> None:
                     row[name] = ((J - J32).abs().max().item(), (J - naive).abs().max().item())
             for k, v in row.items():
                 res[k].append(v)
-            print(f"| {ms} | {s} | {row['naive'][0]:.1e} | "
-                  + " | ".join(f"{row[k][0]:.1e} / {row[k][1]:.1e}" for k in paths) + " |", flush=True)
+            print(
+                f"| {ms} | {s} | {row['naive'][0]:.1e} | "
+                + " | ".join(f"{row[k][0]:.1e} / {row[k][1]:.1e}" for k in paths)
+                + " |",
+                flush=True,
+            )
         del model, ref
         torch.cuda.empty_cache()
     for k, v in res.items():
-        print(f"{k}: max |dJ| vs fp32 median {statistics.median(x[0] for x in v):.1e}, worst {max(x[0] for x in v):.1e}"
-              + ("" if k == "naive" else f"; vs naive median {statistics.median(x[1] for x in v):.1e}, "
-                 f"worst {max(x[1] for x in v):.1e}, above 2e-2 in {sum(x[1] > 2e-2 for x in v)} of {len(v)}"))
+        print(
+            f"{k}: max |dJ| vs fp32 median {statistics.median(x[0] for x in v):.1e}, worst {max(x[0] for x in v):.1e}"
+            + (
+                ""
+                if k == "naive"
+                else f"; vs naive median {statistics.median(x[1] for x in v):.1e}, "
+                f"worst {max(x[1] for x in v):.1e}, above 2e-2 in {sum(x[1] > 2e-2 for x in v)} of {len(v)}"
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Then the host syncs inside the trainer's policy pass (with the Python stack of e
 pass adds to the plain log-prob forward (wall time against GPU kernel time, and the added GPU time
 by kernel), and where the device sits idle inside the pass.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,6 +44,7 @@ def main() -> None:
             if lp.cache.get_seq_length() > n:  # drop the probe blocks again (the SDPA path appends them)
                 lp.cache.crop(-(lp.cache.get_seq_length() - n))
             return out
+
         for _ in range(3):
             call()
         torch.cuda.synchronize()
@@ -56,6 +58,7 @@ def main() -> None:
             walls.append(s.elapsed_time(e))
         walls.sort()
         from torch.profiler import ProfilerActivity, profile
+
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             for _ in range(3):
                 call()
@@ -64,13 +67,20 @@ def main() -> None:
     # Host syncs inside the trainer's pass: each one stops the host from queueing phase 2 early.
     import traceback
     import warnings
+
     rows = [ProbeRequest(tuple([0] + bl[1:-1]), tuple(bl[1:]), tuple(x)) for bl, x in zip(blocks, inp.answers)]
     syncs = []  # the Python stack at each sync: torch reports a sync as a warning, raised in the caller's thread
 
     def note(message, category, filename, lineno, file=None, line=None):
         if "synchroniz" in str(message):
-            syncs.append([f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_stack()[:-1]
-                          if "warnings" not in f.filename][-4:])
+            syncs.append(
+                [
+                    f"{f.filename}:{f.lineno} {f.name}"
+                    for f in traceback.extract_stack()[:-1]
+                    if "warnings" not in f.filename
+                ][-4:]
+            )
+
     with torch.no_grad():
         ENGINE.run(model, inp.seqs, rows, inp.forcing, top_k=a.cuts)  # warm
         torch.cuda.synchronize()
@@ -88,8 +98,10 @@ def main() -> None:
     ka = prof.key_averages()
     with torch.no_grad():  # kernels only: the table's operator rows repeat their kernels' time
         gpu_total = sum(kernel_ms(call, 3).values())
-    print(f"probe forward wall median {walls[len(walls) // 2]:.2f} ms (min {walls[0]:.2f}); "
-          f"summed GPU kernel time {gpu_total:.2f} ms per call")
+    print(
+        f"probe forward wall median {walls[len(walls) // 2]:.2f} ms (min {walls[0]:.2f}); "
+        f"summed GPU kernel time {gpu_total:.2f} ms per call"
+    )
     print(ka.table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=60))
     print(ka.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=60))
     pass_cost(model, inp, rows, a.cuts)
@@ -98,8 +110,10 @@ def main() -> None:
 def pass_cost(model, inp, rows, cuts: int) -> None:
     """What the trainer's pass adds to the plain log-prob forward, wall time against GPU kernel
     time: if the pass's extra wall time exceeds its extra kernel time, the device sat idle."""
-    calls = {"forward": lambda: forward_logprobs(model, inp.seqs),
-             "pass": lambda: ENGINE.run(model, inp.seqs, rows, inp.forcing, top_k=cuts)}
+    calls = {
+        "forward": lambda: forward_logprobs(model, inp.seqs),
+        "pass": lambda: ENGINE.run(model, inp.seqs, rows, inp.forcing, top_k=cuts),
+    }
     per, wall = {}, {}
     with torch.no_grad():
         for name, call in calls.items():
@@ -116,11 +130,15 @@ def pass_cost(model, inp, rows, cuts: int) -> None:
                 times.append(s.elapsed_time(e))
             wall[name] = sorted(times)[2]
     gpu = {n: sum(v.values()) for n, v in per.items()}
-    print(f"pass extra: wall {wall['pass'] - wall['forward']:.2f} ms (median of 5 each), GPU kernel time "
-          f"{gpu['pass'] - gpu['forward']:.2f} ms; forward wall {wall['forward']:.2f} / GPU {gpu['forward']:.2f} ms, "
-          f"pass wall {wall['pass']:.2f} / GPU {gpu['pass']:.2f} ms")
-    diff = sorted(((per["pass"].get(k, 0) - per["forward"].get(k, 0), k) for k in set(per["pass"]) | set(per["forward"])),
-                  reverse=True)
+    print(
+        f"pass extra: wall {wall['pass'] - wall['forward']:.2f} ms (median of 5 each), GPU kernel time "
+        f"{gpu['pass'] - gpu['forward']:.2f} ms; forward wall {wall['forward']:.2f} / GPU {gpu['forward']:.2f} ms, "
+        f"pass wall {wall['pass']:.2f} / GPU {gpu['pass']:.2f} ms"
+    )
+    diff = sorted(
+        ((per["pass"].get(k, 0) - per["forward"].get(k, 0), k) for k in set(per["pass"]) | set(per["forward"])),
+        reverse=True,
+    )
     print("GPU time the pass adds, by kernel (ms per call):")
     for d, k in diff[:16] + diff[-4:]:
         print(f"  {d:+8.3f}  {k[:90]}")
@@ -132,18 +150,24 @@ def idle_gaps(call, floor_us: float = 10.0) -> None:
     `floor_us`, the largest first, with the kernels on either side."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
+
     with torch.no_grad():
         call()
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             call()
             torch.cuda.synchronize()
-    ks = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
-                if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start)
+    ks = sorted(
+        (e.time_range.start, e.time_range.end, e.name)
+        for e in prof.events()
+        if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start
+    )
     gaps = [(b[0] - a[1], i, a[2], b[2]) for i, (a, b) in enumerate(zip(ks, ks[1:])) if b[0] - a[1] > floor_us]
     span_ms = (ks[-1][1] - ks[0][0]) / 1e3
-    print(f"device idle inside one pass: {sum(g[0] for g in gaps) / 1e3:.2f} ms in {len(gaps)} gaps over "
-          f"{floor_us:.0f} us ({len(ks)} kernels over {span_ms:.1f} ms); largest:")
+    print(
+        f"device idle inside one pass: {sum(g[0] for g in gaps) / 1e3:.2f} ms in {len(gaps)} gaps over "
+        f"{floor_us:.0f} us ({len(ks)} kernels over {span_ms:.1f} ms); largest:"
+    )
     for g, i, before, after in sorted(gaps, reverse=True)[:8]:
         print(f"  {g:8.1f} us after kernel {i} of {len(ks)}: {before[:50]} -> {after[:50]}")
 

@@ -35,8 +35,9 @@ def main(folder: str, out: str) -> None:
         axes[1].plot(steps, moving([r["response_length/mean"] for r in rows]), **style)
         if "rollout/logprob_gap/mean" in rows[0]:
             axes[2].plot(steps, [r["rollout/logprob_gap/mean"] for r in rows], **style)
-    for ax, title in zip(axes, ("accuracy (5-step mean)", "response tokens (5-step mean)",
-                                "rollout/logprob_gap/mean (vllm)")):
+    for ax, title in zip(
+        axes, ("accuracy (5-step mean)", "response tokens (5-step mean)", "rollout/logprob_gap/mean (vllm)")
+    ):
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

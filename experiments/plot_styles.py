@@ -7,6 +7,7 @@ Draws a 3-operation problem, writes it as a direct, a re-check and a backtrack t
 `repro-train inspect` does (inspect_cot.repro_rows), and plots J along each response with the
 process reward of each step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=7)
     a = p.parse_args()
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -38,9 +40,15 @@ def main() -> None:
         problem = make_problem(rng, TaskConfig())
     model, tok = load_model("toy", "cpu", "float32")
     styles = ["direct", "recheck", "backtrack"]
-    rows = [{"prompt_ids": encode_prompt(tok, {"question": problem.question}),
-             "response_ids": tok(make_trace(problem, s, random.Random(3)), add_special_tokens=False).input_ids,
-             "answer": problem.answer, "group": s} for s in styles]
+    rows = [
+        {
+            "prompt_ids": encode_prompt(tok, {"question": problem.question}),
+            "response_ids": tok(make_trace(problem, s, random.Random(3)), add_special_tokens=False).input_ids,
+            "answer": problem.answer,
+            "group": s,
+        }
+        for s in styles
+    ]
     results = repro_rows(model, tok, ReProConfig(probe_prefix=TOY_PROBE_PREFIX), rows, 1.0)
     fig, axes = plt.subplots(2, 3, figsize=(13, 5.5), sharey="row", gridspec_kw={"height_ratios": [3, 2]})
     for col, (style, r) in enumerate(zip(styles, results)):
@@ -50,8 +58,16 @@ def main() -> None:
         ax.set_title(f"{style} trace", fontsize=10)
         prev = 0
         for c, rv in zip(r["cuts"], r["r"]):
-            bx.bar(prev, rv, width=c - prev, align="edge", color="C2" if rv > 0.05 else "C3", alpha=0.75,
-                   edgecolor="k", lw=0.5)
+            bx.bar(
+                prev,
+                rv,
+                width=c - prev,
+                align="edge",
+                color="C2" if rv > 0.05 else "C3",
+                alpha=0.75,
+                edgecolor="k",
+                lw=0.5,
+            )
             step = tok.decode(r["response_ids"][prev:c]).strip().split("\n")[0][:26]
             bx.text(prev + (c - prev) / 2, max(rv, 0) + 0.02, step, ha="center", va="bottom", fontsize=6, rotation=90)
             prev = c

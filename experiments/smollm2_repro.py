@@ -21,6 +21,7 @@ Budget (default): 40 steps of 16 prompts x 8 samples x at most 96 tokens per run
 8 minutes on one H200 by estimate, not yet measured (--steps sets it; the time is printed). On a CPU,
 `--device cpu --steps 1 --tiny` is a dry run of the whole pipeline (a few minutes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,15 +42,38 @@ HELDOUT = {
     "heldout_2term": "reasoning-gym:chain_sum?size=1000&seed=1001&min_terms=2&max_terms=2&min_digits=1&max_digits=1",
     "heldout_3term": "reasoning-gym:chain_sum?size=300&seed=1002&min_terms=3&max_terms=3&min_digits=1&max_digits=1",
 }
-GSM_SYSTEM = ("Solve the problem step by step, one short step per line. "
-              "End with a line of the form 'Final answer: <number>'.")
-METRICS = [("pass@1", "accuracy", 3), ("mean_tokens", "mean tokens", 1),
-           ("recheck_rate", "re-checks / resp.", 3), ("backtrack_rate", "backtracks / resp.", 3)]
-TRAIN = [("accuracy", "accuracy"), ("response_length/mean", "mean tokens"), ("behavior/rechecks", "re-checks"),
-         ("behavior/backtracks", "backtracks"), ("repro/J_last", "J at last cut")]
-CURVES = ["reward/mean", "response_length/mean", "behavior/rechecks", "behavior/backtracks", "repro/J_b", "repro/J_last"]
-TINY = ["rollout.prompts_per_step=2", "rollout.group_size=2", "rollout.max_new_tokens=16",
-        "rollout.generation_batch_size=4", "algo.micro_batch_size=4", "reward.num_workers=1"]
+GSM_SYSTEM = (
+    "Solve the problem step by step, one short step per line. End with a line of the form 'Final answer: <number>'."
+)
+METRICS = [
+    ("pass@1", "accuracy", 3),
+    ("mean_tokens", "mean tokens", 1),
+    ("recheck_rate", "re-checks / resp.", 3),
+    ("backtrack_rate", "backtracks / resp.", 3),
+]
+TRAIN = [
+    ("accuracy", "accuracy"),
+    ("response_length/mean", "mean tokens"),
+    ("behavior/rechecks", "re-checks"),
+    ("behavior/backtracks", "backtracks"),
+    ("repro/J_last", "J at last cut"),
+]
+CURVES = [
+    "reward/mean",
+    "response_length/mean",
+    "behavior/rechecks",
+    "behavior/backtracks",
+    "repro/J_b",
+    "repro/J_last",
+]
+TINY = [
+    "rollout.prompts_per_step=2",
+    "rollout.group_size=2",
+    "rollout.max_new_tokens=16",
+    "rollout.generation_batch_size=4",
+    "algo.micro_batch_size=4",
+    "reward.num_workers=1",
+]
 """--tiny: overrides for a CPU dry run."""
 
 
@@ -75,13 +99,17 @@ def write_json(obj, path: str) -> None:
 def export_data(folder: str) -> None:
     """train.jsonl (the recipes' data.source), the held-out sets and gsm8k-100, as JSONL (needs reasoning-gym)."""
     from repro_train.data.named import disjoint, load_named, unique, write_jsonl
+
     source = read_yaml(recipe("grpo_repro"))["data"]["source"]
     for arm in ("grpo", "grpo_repro"):
         assert read_yaml(recipe(arm))["data"]["source"] == source, f"{arm}.yaml trains on other data"
     train = load_named(source)
-    sets = {"train": train, "heldout_2term": unique(disjoint(load_named(HELDOUT["heldout_2term"]), train)),
-            "heldout_3term": unique(disjoint(load_named(HELDOUT["heldout_3term"]), train)),
-            "gsm8k-100": load_named("gsm8k-100")}
+    sets = {
+        "train": train,
+        "heldout_2term": unique(disjoint(load_named(HELDOUT["heldout_2term"]), train)),
+        "heldout_3term": unique(disjoint(load_named(HELDOUT["heldout_3term"]), train)),
+        "gsm8k-100": load_named("gsm8k-100"),
+    }
     for name, rows in sets.items():
         write_jsonl(rows, os.path.join(folder, f"{name}.jsonl"))
         print(f"{folder}/{name}.jsonl: {len(rows)} rows")
@@ -96,11 +124,27 @@ def eval_cmds(label: str, model: str, out: str, a) -> list[str]:
     system = read_yaml(recipe("grpo_repro"))["data"]["system_prompt"]
     cmds = []
     for name, tokens in EVAL_SETS.items():
-        ev = [sys.executable, "-m", "repro_train", "eval", "--model", f"{label}={model}",
-              "--data", os.path.join(a.data_dir, f"{name}.jsonl"), "--greedy", "--reward", "math_verify",
-              "--max-new-tokens", str(16 if a.tiny else tokens), "--device", a.device,
-              "--system-prompt", GSM_SYSTEM if name == "gsm8k-100" else system,
-              "--out", os.path.join(out, f"eval_{name}")]
+        ev = [
+            sys.executable,
+            "-m",
+            "repro_train",
+            "eval",
+            "--model",
+            f"{label}={model}",
+            "--data",
+            os.path.join(a.data_dir, f"{name}.jsonl"),
+            "--greedy",
+            "--reward",
+            "math_verify",
+            "--max-new-tokens",
+            str(16 if a.tiny else tokens),
+            "--device",
+            a.device,
+            "--system-prompt",
+            GSM_SYSTEM if name == "gsm8k-100" else system,
+            "--out",
+            os.path.join(out, f"eval_{name}"),
+        ]
         if a.problems:
             ev += ["--n-problems", str(a.problems)]
         cmds.append(f"{q(ev)} >> '{out}.eval.log' 2>&1")
@@ -110,11 +154,25 @@ def eval_cmds(label: str, model: str, out: str, a) -> list[str]:
 def job(arm: str, seed: int, a) -> tuple[str, str]:
     """Shell command that trains one run, then evaluates its final policy; returns (folder, command)."""
     out = os.path.join(a.out, f"{arm}-s{seed}")
-    train = [sys.executable, "-m", "repro_train", "train", "--config", recipe(arm),
-             f"model.path={a.model}", f"data.source={os.path.join(a.data_dir, 'train.jsonl')}",
-             f"train.seed={seed}", f"train.steps={a.steps}", f"train.output_dir={out}", "train.save_every=0",
-             f"train.device={a.device}", "log.wandb=false", "log.progress=false",
-             *(TINY if a.tiny else []), *a.override]
+    train = [
+        sys.executable,
+        "-m",
+        "repro_train",
+        "train",
+        "--config",
+        recipe(arm),
+        f"model.path={a.model}",
+        f"data.source={os.path.join(a.data_dir, 'train.jsonl')}",
+        f"train.seed={seed}",
+        f"train.steps={a.steps}",
+        f"train.output_dir={out}",
+        "train.save_every=0",
+        f"train.device={a.device}",
+        "log.wandb=false",
+        "log.progress=false",
+        *(TINY if a.tiny else []),
+        *a.override,
+    ]
     policy = os.path.join(out, f"checkpoint-{a.steps:06d}", "policy")
     return out, " && ".join([f"{q(train)} > '{out}.train.log' 2>&1", *eval_cmds(f"{arm}-s{seed}", policy, out, a)])
 
@@ -166,7 +224,13 @@ def table(res: dict) -> str:
             cells = []
             for key, _, d in METRICS:
                 m = per[s].get(key)
-                cells.append("-" if m is None else f"{m['mean']:.{d}f} ± {m['std']:.{d}f}" if m["n"] > 1 else f"{m['mean']:.{d}f}")
+                cells.append(
+                    "-"
+                    if m is None
+                    else f"{m['mean']:.{d}f} ± {m['std']:.{d}f}"
+                    if m["n"] > 1
+                    else f"{m['mean']:.{d}f}"
+                )
             lines.append(f"| {s} | {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -185,18 +249,25 @@ def train_table(runs: dict[str, str], arms: list[str], k: int = 10) -> tuple[dic
                 v = [r[key] for r in rows if key in r]
                 if v:
                     per.setdefault(key, []).append((statistics.mean(v[:k]), statistics.mean(v[-k:])))
-        out[arm] = {key: {"first": statistics.mean(x[0] for x in v), **mean_std([x[1] for x in v])} for key, v in per.items()}
+        out[arm] = {
+            key: {"first": statistics.mean(x[0] for x in v), **mean_std([x[1] for x in v])} for key, v in per.items()
+        }
     lines = ["| arm | " + " | ".join(label for _, label in TRAIN) + " |", "|" + "---|" * (len(TRAIN) + 1)]
     for arm, m in out.items():
-        cells = [f"{m[key]['first']:.3f} → {m[key]['mean']:.3f} ± {m[key]['std']:.3f}" if key in m else "-" for key, _ in TRAIN]
+        cells = [
+            f"{m[key]['first']:.3f} → {m[key]['mean']:.3f} ± {m[key]['std']:.3f}" if key in m else "-"
+            for key, _ in TRAIN
+        ]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return out, "\n".join(lines)
 
 
 def curves(runs: dict[str, str], arms: list[str], path: str, k: int = 5) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(2, 3, figsize=(14, 7))
     labelled = set()
     for name, folder in runs.items():
@@ -209,10 +280,16 @@ def curves(runs: dict[str, str], arms: list[str], path: str, k: int = 5) -> None
             pts = [(r["step"], r[key]) for r in rows if key in r]
             w = min(k, len(pts))
             if pts:
-                xs = [p[0] for p in pts][w - 1:]
-                ys = [sum(p[1] for p in pts[i - w + 1:i + 1]) / w for i in range(w - 1, len(pts))]
-                ax.plot(xs, ys, color=f"C{arms.index(arm)}", alpha=0.7, marker="." if len(xs) < 3 else None,
-                        label=None if arm in labelled else arm)
+                xs = [p[0] for p in pts][w - 1 :]
+                ys = [sum(p[1] for p in pts[i - w + 1 : i + 1]) / w for i in range(w - 1, len(pts))]
+                ax.plot(
+                    xs,
+                    ys,
+                    color=f"C{arms.index(arm)}",
+                    alpha=0.7,
+                    marker="." if len(xs) < 3 else None,
+                    label=None if arm in labelled else arm,
+                )
                 labelled.add(arm)
             ax.set_title(f"{key} ({k}-step mean)", fontsize=9)
     axes.flat[0].legend(fontsize=8)
@@ -232,9 +309,13 @@ def main() -> int:
     p.add_argument("--parallel", type=int, default=7, help="processes at once (6 runs + the base evaluation)")
     p.add_argument("--problems", type=int, default=None, help="first N problems of each evaluation set (default: all)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--tiny", action="store_true", help="CPU dry run: 2 prompts x 2 samples x 16 tokens, 16-token evaluation")
+    p.add_argument(
+        "--tiny", action="store_true", help="CPU dry run: 2 prompts x 2 samples x 16 tokens, 16-token evaluation"
+    )
     p.add_argument("--override", action="append", default=[], help="key=value for every run, e.g. optim.lr=5.0e-6")
-    p.add_argument("--summarize-only", action="store_true", help="rebuild results.json, table.md, curves.png from --out")
+    p.add_argument(
+        "--summarize-only", action="store_true", help="rebuild results.json, table.md, curves.png from --out"
+    )
     a = p.parse_args()
     if a.export_data:
         export_data(a.export_data)
@@ -243,9 +324,14 @@ def main() -> int:
         p.error("--model, --data-dir and --out are needed (or --export-data DIR)")
     for f in ["train", *EVAL_SETS]:
         if not os.path.exists(os.path.join(a.data_dir, f"{f}.jsonl")):
-            p.error(f"{a.data_dir}/{f}.jsonl is missing: run `python3 experiments/smollm2_repro.py --export-data {a.data_dir}`")
+            p.error(
+                f"{a.data_dir}/{f}.jsonl is missing: run "
+                f"`python3 experiments/smollm2_repro.py --export-data {a.data_dir}`"
+            )
     if not os.path.exists(os.path.join(a.model, "config.json")):
-        p.error(f"--model {a.model} is not a model folder: repro-train prepare-model smollm2-135m-instruct --out {a.model}")
+        p.error(
+            f"--model {a.model} is not a model folder: repro-train prepare-model smollm2-135m-instruct --out {a.model}"
+        )
     a.out, a.model, a.data_dir = (os.path.abspath(x) for x in (a.out, a.model, a.data_dir))
     os.makedirs(a.out, exist_ok=True)
     arms = a.arms.split(",")
@@ -265,12 +351,19 @@ def main() -> int:
     res["training"], ttable = train_table(trained, arms)
     res.update(args=vars(a), codes=dict(zip(runs, codes)), elapsed_s=time.time() - t0)
     write_json(res, os.path.join(a.out, "results.json"))
-    budget = (f"{a.steps} steps x {len(a.seeds.split(','))} seeds per arm; recipes/smollm2/<arm>.yaml"
-              + (" with --tiny" if a.tiny else "") + (f", overrides {a.override}" if a.override else ""))
+    budget = (
+        f"{a.steps} steps x {len(a.seeds.split(','))} seeds per arm; recipes/smollm2/<arm>.yaml"
+        + (" with --tiny" if a.tiny else "")
+        + (f", overrides {a.override}" if a.override else "")
+    )
     with open(os.path.join(a.out, "table.md"), "w") as fh:
-        fh.write(f"SmolLM2-135M-Instruct, {budget}.\n\nHeld-out evaluation, greedy (mean ± std over seeds):\n\n"
-                 + table(res) + "\n\nOn-policy training metrics, first 10 steps → last 10 steps (mean ± std over seeds):\n\n"
-                 + ttable + "\n")
+        fh.write(
+            f"SmolLM2-135M-Instruct, {budget}.\n\nHeld-out evaluation, greedy (mean ± std over seeds):\n\n"
+            + table(res)
+            + "\n\nOn-policy training metrics, first 10 steps → last 10 steps (mean ± std over seeds):\n\n"
+            + ttable
+            + "\n"
+        )
     curves(trained, arms, os.path.join(a.out, "curves.png"))
     print(ttable + "\n\n" + table(res))
     print(f"exit codes: {res['codes']}; {res['elapsed_s']:.0f} s; wrote {a.out}/table.md, results.json, curves.png")

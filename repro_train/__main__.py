@@ -1,4 +1,5 @@
 """`python -m repro_train ...` (what torchrun launches) is `repro-train ...`."""
+
 import sys
 
 from .cli import main

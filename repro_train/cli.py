@@ -11,6 +11,7 @@ Commands:
   data      named datasets: list, export to JSONL
 Run `repro-train <command> --help` for each command's options.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
         import difflib
+
         close = difflib.get_close_matches(cmd, list(COMMANDS), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         print(f"repro-train: unknown command '{cmd}'{hint}; commands: {', '.join(COMMANDS)}", file=sys.stderr)

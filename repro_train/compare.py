@@ -14,6 +14,7 @@ thread each). A job whose eval/summary.json exists is not run again, so an inter
 resumes. Writes OUT/<arm>-s<seed>/ (run folder, train.log, eval.log, eval/), OUT/results.json,
 OUT/table.md, OUT/table.csv and OUT/accuracy_vs_tokens.png. Columns: docs/evaluation.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,15 +85,21 @@ class CompareConfig:
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLUMNS = [("accuracy", "accuracy (pass@1)", 3), ("mean_tokens", "mean tokens", 1),
-           ("tokens_correct", "tokens (correct)", 1), ("tokens_incorrect", "tokens (incorrect)", 1),
-           ("recheck_rate", "re-checks / response", 3), ("backtrack_rate", "backtracks / response", 3)]
+COLUMNS = [
+    ("accuracy", "accuracy (pass@1)", 3),
+    ("mean_tokens", "mean tokens", 1),
+    ("tokens_correct", "tokens (correct)", 1),
+    ("tokens_incorrect", "tokens (incorrect)", 1),
+    ("recheck_rate", "re-checks / response", 3),
+    ("backtrack_rate", "backtracks / response", 3),
+]
 """(key, column title, decimals) of the table."""
 
 
 # ---------------------------------------------------------------------------------------------
 # load and check
 # ---------------------------------------------------------------------------------------------
+
 
 def load_compare(path: str, overrides: list[str] = ()) -> CompareConfig:
     """The comparison file -> validated CompareConfig; every arm's recipe is loaded and validated too."""
@@ -125,7 +132,9 @@ def check_compare(cfg: CompareConfig) -> None:
     names = [a.name for a in cfg.arms]
     for i, n in enumerate(names):
         if not _NAME.match(n) or n == "base":
-            raise ConfigError(f"'arms[{i}].name' = {n!r} must be non-empty, of letters, digits, '_', '.', '-', and not 'base'")
+            raise ConfigError(
+                f"'arms[{i}].name' = {n!r} must be non-empty, of letters, digits, '_', '.', '-', and not 'base'"
+            )
     if len(set(names)) != len(names):
         raise ConfigError(f"'arms' repeats a name: {names}")
     if len(set(cfg.seeds)) != len(cfg.seeds):
@@ -144,6 +153,7 @@ def check_compare(cfg: CompareConfig) -> None:
 # jobs
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Job:
     label: str
@@ -161,10 +171,34 @@ class Job:
 
 def eval_command(cfg: CompareConfig, label: str, model: str, out: str) -> list[str]:
     e = cfg.eval
-    return [sys.executable, "-m", "repro_train", "eval", "--model", f"{label}={model}", "--data", e.data,
-            "--n-problems", str(e.n_problems), "--toy-seed", str(e.toy_seed), "--samples", str(e.samples),
-            "--temperature", str(e.temperature), "--max-new-tokens", str(e.max_new_tokens), "--reward", e.reward,
-            "--seed", str(e.seed), "--k", "1", "--out", out]
+    return [
+        sys.executable,
+        "-m",
+        "repro_train",
+        "eval",
+        "--model",
+        f"{label}={model}",
+        "--data",
+        e.data,
+        "--n-problems",
+        str(e.n_problems),
+        "--toy-seed",
+        str(e.toy_seed),
+        "--samples",
+        str(e.samples),
+        "--temperature",
+        str(e.temperature),
+        "--max-new-tokens",
+        str(e.max_new_tokens),
+        "--reward",
+        e.reward,
+        "--seed",
+        str(e.seed),
+        "--k",
+        "1",
+        "--out",
+        out,
+    ]
 
 
 def make_jobs(cfg: CompareConfig, out: str) -> list[Job]:
@@ -180,27 +214,53 @@ def make_jobs(cfg: CompareConfig, out: str) -> list[Job]:
             folder = os.path.join(out, label)
             run_dir = os.path.join(folder, "run")
             steps = load(base_path(cfg), arm_overrides(cfg, arm)).train.steps
-            train = [sys.executable, "-m", "repro_train", "train", "--config", base_path(cfg), *arm_overrides(cfg, arm),
-                     f"train.seed={seed}", f"train.output_dir={run_dir}", "train.save_every=0", "train.resume=null",
-                     "log.wandb=false", "log.progress=false"]
+            train = [
+                sys.executable,
+                "-m",
+                "repro_train",
+                "train",
+                "--config",
+                base_path(cfg),
+                *arm_overrides(cfg, arm),
+                f"train.seed={seed}",
+                f"train.output_dir={run_dir}",
+                "train.save_every=0",
+                "train.resume=null",
+                "log.wandb=false",
+                "log.progress=false",
+            ]
             policy = os.path.join(run_dir, f"checkpoint-{steps:06d}", "policy")
-            jobs.append(Job(label, arm.name, seed, folder,
-                            [train, eval_command(cfg, label, policy, os.path.join(folder, "eval"))]))
+            jobs.append(
+                Job(
+                    label,
+                    arm.name,
+                    seed,
+                    folder,
+                    [train, eval_command(cfg, label, policy, os.path.join(folder, "eval"))],
+                )
+            )
     return jobs
 
 
 def job_script(job: Job) -> str:
     """One shell line: the job's commands in order, each logged, stopping at the first failure."""
     import shlex
+
     logs = ["train.log", "eval.log"] if len(job.commands) == 2 else ["eval.log"]
-    return " && ".join(f"{shlex.join(c)} > {shlex.quote(os.path.join(job.folder, log))} 2>&1"
-                       for c, log in zip(job.commands, logs))
+    return " && ".join(
+        f"{shlex.join(c)} > {shlex.quote(os.path.join(job.folder, log))} 2>&1" for c, log in zip(job.commands, logs)
+    )
 
 
 def run_jobs(jobs: list[Job], parallel: int, log=print) -> dict[str, int]:
     """Run the jobs, `parallel` at a time; returns {label: exit code}. Prints one line per start and end."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p),
+    )
     pending, running, codes, t0 = list(jobs), {}, {}, time.time()
     n = len(jobs)
     while pending or running:
@@ -214,8 +274,11 @@ def run_jobs(jobs: list[Job], parallel: int, log=print) -> dict[str, int]:
                 codes[label] = proc.returncode
                 del running[label]
                 how = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}; see {job.folder}/*.log)"
-                log(f"[compare] {how}: {label} in {time.time() - started:.0f} s; {len(codes)}/{n} finished, "
-                    f"{time.time() - t0:.0f} s elapsed", flush=True)
+                log(
+                    f"[compare] {how}: {label} in {time.time() - started:.0f} s; {len(codes)}/{n} finished, "
+                    f"{time.time() - t0:.0f} s elapsed",
+                    flush=True,
+                )
         time.sleep(0.5)
     return codes
 
@@ -223,6 +286,7 @@ def run_jobs(jobs: list[Job], parallel: int, log=print) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
+
 
 def run_metrics(folder: str, label: str) -> dict:
     """One run's row: eval summary metrics plus mean tokens of its correct and incorrect responses."""
@@ -234,9 +298,15 @@ def run_metrics(folder: str, label: str) -> dict:
             row = json.loads(line)
             (ok if row["correct"] else bad).append(row["n_tokens"])
     mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
-    return {"accuracy": s["pass@1"], "mean_tokens": s["mean_tokens"], "tokens_correct": mean(ok),
-            "tokens_incorrect": mean(bad), "recheck_rate": s["recheck_rate"], "backtrack_rate": s["backtrack_rate"],
-            "n_samples": s["n_samples"]}
+    return {
+        "accuracy": s["pass@1"],
+        "mean_tokens": s["mean_tokens"],
+        "tokens_correct": mean(ok),
+        "tokens_incorrect": mean(bad),
+        "recheck_rate": s["recheck_rate"],
+        "backtrack_rate": s["backtrack_rate"],
+        "n_samples": s["n_samples"],
+    }
 
 
 def aggregate(per_run: dict[str, dict], arms: list[tuple[str, list[str]]]) -> dict[str, dict]:
@@ -250,8 +320,11 @@ def aggregate(per_run: dict[str, dict], arms: list[tuple[str, list[str]]]) -> di
         out[arm] = {}
         for key, _, _ in COLUMNS:
             xs = [r[key] for r in rows if r[key] is not None]
-            out[arm][key] = {"mean": statistics.mean(xs) if xs else None,
-                             "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
+            out[arm][key] = {
+                "mean": statistics.mean(xs) if xs else None,
+                "std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+                "n": len(xs),
+            }
     return out
 
 
@@ -328,8 +401,10 @@ def report(cfg: CompareConfig, out: str, log=print) -> dict:
     write_csv(os.path.join(out, "table.csv"), arms, n_seeds)
     drawn = plot(os.path.join(out, "accuracy_vs_tokens.png"), arms, per_run, labels)
     log(table)
-    log(f"[compare] wrote {out}/results.json, table.md, table.csv"
-        + (", accuracy_vs_tokens.png" if drawn else " (no matplotlib here: no plot; run --report-only elsewhere)"))
+    log(
+        f"[compare] wrote {out}/results.json, table.md, table.csv"
+        + (", accuracy_vs_tokens.png" if drawn else " (no matplotlib here: no plot; run --report-only elsewhere)")
+    )
     return results
 
 
@@ -341,9 +416,11 @@ def _plain(cfg) -> dict:
 # CLI
 # ---------------------------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="repro-train compare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="repro-train compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", required=True, help="comparison file (recipes/compare/*.yaml)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--parallel", type=int, default=1, help="jobs at once, one process each (default 1)")
@@ -366,7 +443,9 @@ def main(argv: list[str] | None = None) -> int:
             unknown = [a for a in keep if a not in {x.name for x in cfg.arms}]
             if unknown:
                 raise ConfigError(f"--arms: unknown arm(s) {unknown}; the file has {[a.name for a in cfg.arms]}")
-            cfg = CompareConfig(cfg.base, cfg.overrides, cfg.seeds, tuple(a for a in cfg.arms if a.name in keep), cfg.eval)
+            cfg = CompareConfig(
+                cfg.base, cfg.overrides, cfg.seeds, tuple(a for a in cfg.arms if a.name in keep), cfg.eval
+            )
         if args.parallel < 1:
             raise ConfigError(f"--parallel must be >= 1, got {args.parallel}")
     except ConfigError as e:
@@ -376,8 +455,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         jobs = make_jobs(cfg, args.out)
         todo = [j for j in jobs if not os.path.exists(j.summary)]
-        print(f"[compare] {len(cfg.arms)} arm(s) x {len(cfg.seeds)} seed(s) from {cfg.base}; {len(todo)} of "
-              f"{len(jobs)} job(s) to run, {args.parallel} at a time; output {args.out}", flush=True)
+        print(
+            f"[compare] {len(cfg.arms)} arm(s) x {len(cfg.seeds)} seed(s) from {cfg.base}; {len(todo)} of "
+            f"{len(jobs)} job(s) to run, {args.parallel} at a time; output {args.out}",
+            flush=True,
+        )
         codes = run_jobs(todo, args.parallel)
         failed = [lb for lb, c in codes.items() if c != 0]
         if failed:

@@ -8,6 +8,7 @@ under each field; `docs/recipes.md` is generated from these docstrings.
 The RePro options follow `docs/spec/repro-method.md`: every choice the paper leaves open is a
 named field whose default is the spec's.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,14 +17,14 @@ from typing import Literal
 
 import yaml
 
+from .algos.advantages import get_estimator
+from .algos.kl import KL_ESTIMATORS
+from .algos.losses import get_policy_loss
 from .config_base import ConfigError, apply_overrides, build, dump_yaml, to_dict
 from .presets import resolve_preset
 from .repro.probe import ProbeSettings
 from .rewards.shapers import ShapingConfig, validate_shaping
 from .tasks.arithmetic import TaskConfig
-from .algos.advantages import get_estimator
-from .algos.kl import KL_ESTIMATORS
-from .algos.losses import get_policy_loss
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,10 @@ def validate_repro(c: ReProConfig, prefix: str = "repro.") -> None:
     if rx.match("") is not None:
         raise ConfigError(f"'{prefix}segment_delimiter' must not match the empty string (got {c.segment_delimiter!r})")
     if c.boundary == "token_ids" and not any(c.boundary_tokens):
-        raise ConfigError(f"'{prefix}boundary_tokens' must list at least one non-empty string when "
-                          f"{prefix}boundary = token_ids, got {list(c.boundary_tokens)}")
+        raise ConfigError(
+            f"'{prefix}boundary_tokens' must list at least one non-empty string when "
+            f"{prefix}boundary = token_ids, got {list(c.boundary_tokens)}"
+        )
     if "{answer}" not in c.probe_answer_format:
         raise ConfigError(f"'{prefix}probe_answer_format' must contain '{{answer}}', got {c.probe_answer_format!r}")
 
@@ -157,7 +160,8 @@ class DataConfig:
     """Prompts and ground-truth answers."""
 
     source: str = "toy"
-    """'toy' (generated), a named dataset ('gsm8k-100', 'reasoning-gym:TASK?size=200&seed=1&...': `repro-train data list`), a local .jsonl/.json/.parquet/.csv file, or a datasets hub name (when online)."""
+    """'toy' (generated), a named dataset ('gsm8k-100', 'reasoning-gym:TASK?size=200&seed=1&...': `repro-train data
+    list`), a local .jsonl/.json/.parquet/.csv file, or a datasets hub name (when online)."""
     split: str = "train"
     """Split of a hub dataset."""
     prompt_field: str = "prompt"
@@ -171,7 +175,9 @@ class DataConfig:
     max_prompt_tokens: int = 1024
     """Prompts longer than this are dropped at start-up (and counted)."""
     on_bad_row: Literal["error", "skip"] = "error"
-    """A bad row (unreadable line, invalid UTF-8, not an object, too large, missing/null/empty question or answer, a gold answer the correctness reward cannot parse): 'error' = refuse to start, naming the file, line and field; 'skip' = drop it and count it (printed at start, logged as data/skipped/<reason>)."""
+    """A bad row (unreadable line, invalid UTF-8, not an object, too large, missing/null/empty question or answer, a
+    gold answer the correctness reward cannot parse): 'error' = refuse to start, naming the file, line and field;
+    'skip' = drop it and count it (printed at start, logged as data/skipped/<reason>)."""
     max_row_bytes: int = 1_000_000
     """A line (row) of a local JSON/JSONL file longer than this is a bad row ('too_large')."""
     shuffle: bool = True
@@ -191,9 +197,11 @@ class VLLMConfig:
     tensor_parallel_size: int = 1
     """Ranks per engine: consecutive ranks form one tensor-parallel engine; must divide the number of processes."""
     gpu_memory_utilization: float = 0.3
-    """Share of each GPU's memory vLLM may take (weights + KV cache); the trainer needs the rest unless the engine sleeps."""
+    """Share of each GPU's memory vLLM may take (weights + KV cache); the trainer needs the rest unless the engine
+    sleeps."""
     sleep_level: Literal[0, 1, 2] = 0
-    """0 = keep the engine's memory during scoring and updates; 1 = weights to CPU, KV cache freed; 2 = both freed (weights pushed again)."""
+    """0 = keep the engine's memory during scoring and updates; 1 = weights to CPU, KV cache freed; 2 = both freed
+    (weights pushed again)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """The engine's weights' dtype ('auto' = model.dtype)."""
     cuda_graphs: bool = True
@@ -213,9 +221,11 @@ class RolloutConfig:
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     """Options of the vllm engine."""
     is_correction: Literal["none", "token_tis", "sequence_mask"] = "token_tis"
-    """Correction for the engine's sampler differing from the trainer (docs/algorithms.md); used only when the engine reports log-probs."""
+    """Correction for the engine's sampler differing from the trainer (docs/algorithms.md); used only when the engine
+    reports log-probs."""
     is_cap: float = 2.0
-    """token_tis: the cap C on each token's weight; sequence_mask: sequences whose ratio is outside [1/C, C] are dropped."""
+    """token_tis: the cap C on each token's weight; sequence_mask: sequences whose ratio is outside [1/C, C] are
+    dropped."""
 
     prompts_per_step: int = 8
     """Prompts per RL step, over all ranks (divisible by the number of ranks)."""
@@ -347,7 +357,9 @@ class DistConfig:
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Autocast precision for forward passes."""
     collective_timeout_s: float = 1800.0
-    """A collective (all-reduce, barrier, the backward's gradient all-reduce) still waiting after this many seconds dumps every rank's Python stack and ends the run with exit code 4 instead of hanging; 0 = wait forever. Leave room for the main rank writing a checkpoint while the others wait."""
+    """A collective (all-reduce, barrier, the backward's gradient all-reduce) still waiting after this many seconds
+    dumps every rank's Python stack and ends the run with exit code 4 instead of hanging; 0 = wait forever. Leave
+    room for the main rank writing a checkpoint while the others wait."""
 
 
 @dataclass(frozen=True)
@@ -367,7 +379,9 @@ class TrainConfig:
     resume: str | None = None
     """'auto' = the latest checkpoint in output_dir, a checkpoint folder, or null = start fresh."""
     max_bad_steps: int = 3
-    """A step whose rewards, log-probs, J, advantages, loss or gradient norm are not finite is not applied (logged as guard/nonfinite/<where>); after this many such steps in a row the run writes a checkpoint (the last good weights) and stops. 0 = never stop."""
+    """A step whose rewards, log-probs, J, advantages, loss or gradient norm are not finite is not applied (logged as
+    guard/nonfinite/<where>); after this many such steps in a row the run writes a checkpoint (the last good
+    weights) and stops. 0 = never stop."""
     deterministic: bool = False
     """torch.use_deterministic_algorithms (exact-resume tests)."""
     device: str = "auto"
@@ -423,30 +437,42 @@ def validate(cfg: Config, world_size: int = 1) -> None:
 def _validate_rollout(cfg: Config) -> None:
     """Counts >= 1 and the sampling settings."""
     r, a = cfg.rollout, cfg.algo
-    for key, val in [("rollout.prompts_per_step", r.prompts_per_step), ("rollout.group_size", r.group_size),
-                     ("rollout.max_new_tokens", r.max_new_tokens), ("rollout.generation_batch_size", r.generation_batch_size),
-                     ("algo.micro_batch_size", a.micro_batch_size), ("algo.update_epochs", a.update_epochs),
-                     ("train.steps", cfg.train.steps), ("data.max_prompt_tokens", cfg.data.max_prompt_tokens),
-                     ("reward.num_workers", cfg.reward.num_workers)]:
+    for key, val in [
+        ("rollout.prompts_per_step", r.prompts_per_step),
+        ("rollout.group_size", r.group_size),
+        ("rollout.max_new_tokens", r.max_new_tokens),
+        ("rollout.generation_batch_size", r.generation_batch_size),
+        ("algo.micro_batch_size", a.micro_batch_size),
+        ("algo.update_epochs", a.update_epochs),
+        ("train.steps", cfg.train.steps),
+        ("data.max_prompt_tokens", cfg.data.max_prompt_tokens),
+        ("reward.num_workers", cfg.reward.num_workers),
+    ]:
         if val < 1:
             raise ConfigError(f"'{key}' must be >= 1, got {val}")
     if not 0 <= r.min_new_tokens <= r.max_new_tokens:
-        raise ConfigError(f"'rollout.min_new_tokens' must be in [0, rollout.max_new_tokens = {r.max_new_tokens}], "
-                          f"got {r.min_new_tokens}")
+        raise ConfigError(
+            f"'rollout.min_new_tokens' must be in [0, rollout.max_new_tokens = {r.max_new_tokens}], "
+            f"got {r.min_new_tokens}"
+        )
     if r.temperature <= 0:
         raise ConfigError(f"'rollout.temperature' must be > 0, got {r.temperature}")
     if not 0 < r.top_p <= 1:
         raise ConfigError(f"'rollout.top_p' must be in (0, 1], got {r.top_p}")
     if r.is_cap <= 1.0:
         raise ConfigError(f"'rollout.is_cap' must be > 1 (a cap on importance weights), got {r.is_cap}")
-    for key, val in [("rollout.vllm.tensor_parallel_size", r.vllm.tensor_parallel_size),
-                     ("rollout.vllm.max_num_seqs", r.vllm.max_num_seqs),
-                     ("rollout.vllm.max_num_batched_tokens", r.vllm.max_num_batched_tokens)]:
+    for key, val in [
+        ("rollout.vllm.tensor_parallel_size", r.vllm.tensor_parallel_size),
+        ("rollout.vllm.max_num_seqs", r.vllm.max_num_seqs),
+        ("rollout.vllm.max_num_batched_tokens", r.vllm.max_num_batched_tokens),
+    ]:
         if val < 1:
             raise ConfigError(f"'{key}' must be >= 1, got {val}")
     if a.estimator in ("grpo", "rloo", "reinforce_pp_baseline") and r.group_size < 2:
-        raise ConfigError(f"'rollout.group_size' must be >= 2 for algo.estimator = {a.estimator} "
-                          f"(it compares rollouts of one prompt), got {r.group_size}")
+        raise ConfigError(
+            f"'rollout.group_size' must be >= 2 for algo.estimator = {a.estimator} "
+            f"(it compares rollouts of one prompt), got {r.group_size}"
+        )
 
 
 def _validate_batch_split(cfg: Config, world_size: int) -> None:
@@ -454,23 +480,35 @@ def _validate_batch_split(cfg: Config, world_size: int) -> None:
     r, a = cfg.rollout, cfg.algo
     if r.prompts_per_step % world_size:
         ok = [n for n in range(world_size, 4 * world_size + 1, world_size)]
-        raise ConfigError(f"'rollout.prompts_per_step' = {r.prompts_per_step} is not divisible by the {world_size} "
-                          f"ranks (a prompt's group stays on one rank); use a multiple of {world_size}, e.g. {ok}")
+        raise ConfigError(
+            f"'rollout.prompts_per_step' = {r.prompts_per_step} is not divisible by the {world_size} "
+            f"ranks (a prompt's group stays on one rank); use a multiple of {world_size}, e.g. {ok}"
+        )
     batch = r.prompts_per_step * r.group_size
     mini = a.mini_batch_size if a.mini_batch_size is not None else batch
     if mini < 1 or batch % mini:
         divisors = [d for d in range(r.group_size, batch + 1, r.group_size) if batch % d == 0]
-        raise ConfigError(f"'algo.mini_batch_size' = {mini} must divide the batch of rollout.prompts_per_step * "
-                          f"rollout.group_size = {batch} rollouts; valid values include {divisors}")
+        raise ConfigError(
+            f"'algo.mini_batch_size' = {mini} must divide the batch of rollout.prompts_per_step * "
+            f"rollout.group_size = {batch} rollouts; valid values include {divisors}"
+        )
     if mini % (world_size * a.micro_batch_size):
-        what = (f"'algo.mini_batch_size' = {mini} rollouts" if a.mini_batch_size is not None else
-                f"the batch of rollout.prompts_per_step * rollout.group_size = {mini} rollouts "
-                "(algo.mini_batch_size is null)")
-        divisors = [m for m in range(1, mini // world_size + 1) if (mini // world_size) % m == 0] if mini % world_size == 0 else []
+        what = (
+            f"'algo.mini_batch_size' = {mini} rollouts"
+            if a.mini_batch_size is not None
+            else f"the batch of rollout.prompts_per_step * rollout.group_size = {mini} rollouts "
+            "(algo.mini_batch_size is null)"
+        )
+        divisors = (
+            [m for m in range(1, mini // world_size + 1) if (mini // world_size) % m == 0]
+            if mini % world_size == 0
+            else []
+        )
         raise ConfigError(
             f"{what} must split evenly into {world_size} rank(s) x 'algo.micro_batch_size' = {a.micro_batch_size}; "
             f"set algo.micro_batch_size to one of {divisors or 'the divisors of its per-rank share'} "
-            f"or make the (mini-)batch a multiple of {world_size * a.micro_batch_size}")
+            f"or make the (mini-)batch a multiple of {world_size * a.micro_batch_size}"
+        )
 
 
 def _validate_algo(cfg: Config) -> None:
@@ -487,15 +525,19 @@ def _validate_algo(cfg: Config) -> None:
     if a.kl_coef < 0 or a.entropy_coef < 0:
         raise ConfigError("'algo.kl_coef' and 'algo.entropy_coef' must be >= 0")
     if not 0 <= a.clip_low < 1 or a.clip_high < 0:
-        raise ConfigError(f"'algo.clip_low' must be in [0, 1) and 'algo.clip_high' >= 0, got {a.clip_low}, {a.clip_high}")
+        raise ConfigError(
+            f"'algo.clip_low' must be in [0, 1) and 'algo.clip_high' >= 0, got {a.clip_low}, {a.clip_high}"
+        )
     if a.dual_clip is not None and a.dual_clip <= 1:
         raise ConfigError(f"'algo.dual_clip' must be > 1 (or null), got {a.dual_clip}")
     if not (0 <= a.gamma <= 1 and 0 <= a.lam <= 1):
         raise ConfigError("'algo.gamma' and 'algo.lam' must be in [0, 1]")
     if a.estimator != "gae" and cfg.repro.ppo_process_reward != "advantage" and cfg.repro.enabled:
-        raise ConfigError(f"'repro.ppo_process_reward' = {cfg.repro.ppo_process_reward} needs algo.estimator = gae "
-                          "(PPO); "
-                          "use 'advantage' for the other estimators")
+        raise ConfigError(
+            f"'repro.ppo_process_reward' = {cfg.repro.ppo_process_reward} needs algo.estimator = gae "
+            "(PPO); "
+            "use 'advantage' for the other estimators"
+        )
 
 
 def _validate_optim_reward_train(cfg: Config) -> None:
@@ -517,8 +559,10 @@ def _validate_optim_reward_train(cfg: Config) -> None:
     if cfg.data.max_row_bytes < 1:
         raise ConfigError(f"'data.max_row_bytes' must be >= 1, got {cfg.data.max_row_bytes}")
     if cfg.data.source == "toy" and cfg.data.toy_size < cfg.rollout.prompts_per_step:
-        raise ConfigError(f"'data.toy_size' = {cfg.data.toy_size} is smaller than "
-                          f"rollout.prompts_per_step = {cfg.rollout.prompts_per_step}")
+        raise ConfigError(
+            f"'data.toy_size' = {cfg.data.toy_size} is smaller than "
+            f"rollout.prompts_per_step = {cfg.rollout.prompts_per_step}"
+        )
 
 
 def load(path: str | None = None, overrides: list[str] = (), world_size: int = 1) -> Config:
@@ -552,8 +596,10 @@ def _check_moved(raw: dict) -> None:
         for key in keys if isinstance(keys, dict) else ():
             new = MOVED.get(f"{section}.{key}")
             if new is not None:
-                raise ConfigError(f"'{section}.{key}' moved to '{new}' (the probe engine's settings are a "
-                                  f"section of their own: repro: {{probe: {{{new.rpartition('.')[2]}: ...}}}})")
+                raise ConfigError(
+                    f"'{section}.{key}' moved to '{new}' (the probe engine's settings are a "
+                    f"section of their own: repro: {{probe: {{{new.rpartition('.')[2]}: ...}}}})"
+                )
 
 
 __all__ = ["Config", "ConfigError", "ReProConfig", "load", "validate", "dump_yaml"]

@@ -9,6 +9,7 @@ a message that names the key and says what would be valid.
     apply_overrides(raw, ["repro.top_k=5"])   -> raw dict with the override applied
     field_docs(ReProConfig)                   -> {"top_k": "Keep the top-k ...", ...}
 """
+
 from __future__ import annotations
 
 import ast
@@ -145,6 +146,7 @@ def build(cls, data: dict, prefix: str = ""):
 
 def to_dict(cfg) -> dict:
     """The resolved config as plain YAML-able data (tuples become lists), secrets redacted (redact.py)."""
+
     def conv(x):
         if dataclasses.is_dataclass(x):
             return {f.name: conv(getattr(x, f.name)) for f in dataclasses.fields(x)}
@@ -153,6 +155,7 @@ def to_dict(cfg) -> dict:
         if isinstance(x, dict):
             return {k: conv(v) for k, v in x.items()}
         return x
+
     return redact(conv(cfg))
 
 

@@ -9,6 +9,7 @@ Each row is (dotted key, type, default, meaning). Keys are written as they are t
 line (`repro.alpha=0.2`), defaults as they are written in YAML. A list of sub-sections (like
 `reward.functions`) also gets one row per entry key, as `reward.functions[].name`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,13 @@ from pathlib import Path
 
 import yaml
 
-from .config_base import describe_type, iter_fields, to_dict
 from .config import Config
+from .config_base import describe_type, iter_fields, to_dict
 
-MARKER = ("<!-- Generated from the docstrings in repro_train/config.py by "
-          "`python -m repro_train.config_doc --write docs/recipes.md`: edit those, not this part. -->")
+MARKER = (
+    "<!-- Generated from the docstrings in repro_train/config.py by "
+    "`python -m repro_train.config_doc --write docs/recipes.md`: edit those, not this part. -->"
+)
 """First line of the generated part; --write replaces everything from here to the end of the page."""
 
 
@@ -80,8 +83,11 @@ def write(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m repro_train.config_doc", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m repro_train.config_doc",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--write", metavar="PAGE", help="replace the generated part of PAGE (docs/recipes.md)")
     args = p.parse_args(argv)
     if args.write:

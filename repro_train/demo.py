@@ -11,6 +11,7 @@
 
 No download: the model, its tokenizer and the task ship with the project.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,20 +20,22 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
 from .config import load
 from .config_base import ConfigError
 from .eval.cli import format_table, write_outputs
 from .eval.runner import EvalSettings, evaluate, load_problems
-from .trainer.loop import train
 from .tasks.reasoner import resolve_model_path
+from .trainer.loop import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_RECIPE = os.path.join(REPO, "recipes", "toy", "demo.yaml")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="repro-train demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="repro-train demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help="training recipe (default: recipes/toy/demo.yaml)")
     p.add_argument("--out", default="runs/demo", help="run folder (emptied first)")
     p.add_argument("--steps", type=int, default=None, help="RL steps (default: the recipe's)")
@@ -43,10 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def table(before: dict, after: dict) -> str:
-    rows = [("accuracy (pass@1)", "pass@1", "{:.3f}"), ("maj@4", "maj@4", "{:.3f}"),
-            ("mean response tokens", "mean_tokens", "{:.1f}"), ("median response tokens", "median_tokens", "{:.1f}"),
-            ("re-checks per response", "recheck_rate", "{:.3f}"), ("backtracks per response", "backtrack_rate", "{:.3f}"),
-            ("tokens after first correct answer", "tokens_after_first_correct", "{:.1f}")]
+    rows = [
+        ("accuracy (pass@1)", "pass@1", "{:.3f}"),
+        ("maj@4", "maj@4", "{:.3f}"),
+        ("mean response tokens", "mean_tokens", "{:.1f}"),
+        ("median response tokens", "median_tokens", "{:.1f}"),
+        ("re-checks per response", "recheck_rate", "{:.3f}"),
+        ("backtracks per response", "backtrack_rate", "{:.3f}"),
+        ("tokens after first correct answer", "tokens_after_first_correct", "{:.1f}"),
+    ]
     fmt = lambda f, v: "-" if v is None else f.format(v)  # noqa: E731
     lines = [f"| {'':34} | {'before':>8} | {'after':>8} |", f"|{'-' * 36}|{'-' * 10}|{'-' * 10}|"]
     for name, key, f in rows:
@@ -72,16 +80,24 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")  # wandb logs offline into the run folder, quietly
     import torch
 
-
     t0 = time.perf_counter()
     shutil.rmtree(args.out, ignore_errors=True)
-    print(f"repro-train demo: GRPO + RePro on the shipped tiny reasoner, {cfg.train.steps} steps on the CPU.\n"
-          f"  recipe {os.path.relpath(args.recipe)}; run folder {args.out}\n", flush=True)
+    print(
+        f"repro-train demo: GRPO + RePro on the shipped tiny reasoner, {cfg.train.steps} steps on the CPU.\n"
+        f"  recipe {os.path.relpath(args.recipe)}; run folder {args.out}\n",
+        flush=True,
+    )
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     problems = load_problems("toy", args.problems, toy_seed=777)  # never in the training set (seed 1234)
-    settings = EvalSettings(samples=args.samples, temperature=cfg.rollout.temperature,
-                            max_new_tokens=cfg.rollout.max_new_tokens, reward="exact_match", seed=args.seed,
-                            k_values=(1, args.samples))
+    settings = EvalSettings(
+        samples=args.samples,
+        temperature=cfg.rollout.temperature,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        reward="exact_match",
+        seed=args.seed,
+        k_values=(1, args.samples),
+    )
 
     def run_eval(path: str, label: str) -> tuple[dict, list]:
         print(f"[{label}] evaluating {len(problems)} held-out problems x {args.samples} samples ...", flush=True)
@@ -95,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     final = os.path.join(run, f"checkpoint-{cfg.train.steps:06d}", "policy")
     after, after_samples = run_eval(final, "after")
     out = os.path.join(args.out, "eval")
-    write_outputs(Path(out), {"before": before, "after": after},
-                  {"before": before_samples, "after": after_samples})
+    write_outputs(Path(out), {"before": before, "after": after}, {"before": before_samples, "after": after_samples})
     print("\n" + table(before, after))
     print(f"\nfull table:\n{format_table({'before': before, 'after': after})}")
     print(f"\nplots: {out}/accuracy_vs_length.png, {out}/length_hist.png")

@@ -9,6 +9,7 @@ Strategy comes from `dist.strategy` in the recipe, or with 'auto' from the launc
 `accelerate launch --config_file launch/accelerate/{ddp,zero2,zero3,fsdp2}.yaml`, or plain DDP
 under `torchrun`. The pure modules get global quantities from `Dist.sum` as arguments.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,11 +30,14 @@ def _zero_stage(accelerator) -> int | None:
 def strategy_of(accelerator) -> str:
     """'single', 'ddp', 'zero2', 'zero3' or 'fsdp2' for a built accelerator."""
     from accelerate.utils import DistributedType
+
     t = accelerator.distributed_type
     if t == DistributedType.DEEPSPEED:
         stage = _zero_stage(accelerator)
         if stage not in (2, 3):
-            raise ConfigError(f"DeepSpeed ZeRO stage {stage} is not supported; use 2 or 3 (launch/accelerate/zero2.yaml, zero3.yaml)")
+            raise ConfigError(
+                f"DeepSpeed ZeRO stage {stage} is not supported; use 2 or 3 (launch/accelerate/zero2.yaml, zero3.yaml)"
+            )
         return f"zero{stage}"
     if t == DistributedType.FSDP:
         version = getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1)
@@ -41,13 +45,21 @@ def strategy_of(accelerator) -> str:
             raise ConfigError("FSDP1 is not supported: set fsdp_version: 2 (launch/accelerate/fsdp2.yaml)")
         return "fsdp2"
     if accelerator.num_processes > 1 and t == DistributedType.NO:
-        raise ConfigError(f"{accelerator.num_processes} processes but accelerate set up no distributed wrapper "
-                         "(gradients would not be averaged); check the launcher config")
+        raise ConfigError(
+            f"{accelerator.num_processes} processes but accelerate set up no distributed wrapper "
+            "(gradients would not be averaged); check the launcher config"
+        )
     return "ddp" if accelerator.num_processes > 1 else "single"
 
 
-def build_accelerator(strategy: str, mixed_precision: str, grad_accum_steps: int, micro_batch_size: int,
-                      grad_clip: float, device: str = "auto"):
+def build_accelerator(
+    strategy: str,
+    mixed_precision: str,
+    grad_accum_steps: int,
+    micro_batch_size: int,
+    grad_clip: float,
+    device: str = "auto",
+):
     """An Accelerator for `strategy` ('auto' = as launched) with accumulation over `grad_accum_steps`."""
     from accelerate import Accelerator
     from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
@@ -55,27 +67,39 @@ def build_accelerator(strategy: str, mixed_precision: str, grad_accum_steps: int
     launched = lambda name: strategy == "auto" and os.environ.get(f"ACCELERATE_USE_{name}", "false").lower() == "true"  # noqa: E731
     deepspeed = strategy in ("zero2", "zero3") or launched("DEEPSPEED")
     if (strategy == "fsdp2" or launched("FSDP")) and not torch.cuda.is_available():
-        raise ConfigError("FSDP2 needs GPUs (accelerate runs FSDP only on accelerators); on the CPU use "
-                         "DDP (torchrun) or DeepSpeed (launch/accelerate/zero2.yaml, zero3.yaml)")
+        raise ConfigError(
+            "FSDP2 needs GPUs (accelerate runs FSDP only on accelerators); on the CPU use "
+            "DDP (torchrun) or DeepSpeed (launch/accelerate/zero2.yaml, zero3.yaml)"
+        )
     # accelerate's cpu=True turns DeepSpeed off; DeepSpeed runs on the CPU (gloo) without it.
     cpu = not deepspeed and (device == "cpu" or (device == "auto" and not torch.cuda.is_available()))
     kw: dict[str, Any] = dict(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum_steps, cpu=cpu)
     if deepspeed and not torch.cuda.is_available():
         # accelerate picks no process-group backend for DeepSpeed without a GPU: name gloo.
         from accelerate.utils import InitProcessGroupKwargs
+
         kw["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
     if strategy in ("zero2", "zero3"):
-        kw["deepspeed_plugin"] = DeepSpeedPlugin(zero_stage=int(strategy[-1]), gradient_accumulation_steps=grad_accum_steps,
-                                                 gradient_clipping=grad_clip if grad_clip > 0 else 0.0,
-                                                 zero3_init_flag=False)
+        kw["deepspeed_plugin"] = DeepSpeedPlugin(
+            zero_stage=int(strategy[-1]),
+            gradient_accumulation_steps=grad_accum_steps,
+            gradient_clipping=grad_clip if grad_clip > 0 else 0.0,
+            zero3_init_flag=False,
+        )
     elif strategy == "fsdp2":
-        kw["fsdp_plugin"] = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
-                                                           reshard_after_forward=True, state_dict_type="FULL_STATE_DICT")
+        kw["fsdp_plugin"] = FullyShardedDataParallelPlugin(
+            fsdp_version=2,
+            auto_wrap_policy="transformer_based_wrap",
+            reshard_after_forward=True,
+            state_dict_type="FULL_STATE_DICT",
+        )
     acc = Accelerator(**kw)
     got = strategy_of(acc)
     if strategy not in ("auto",) and got not in (strategy, "single"):
-        raise ConfigError(f"dist.strategy = {strategy} but the launcher set up {got}; launch with the matching "
-                         f"launch/accelerate/{strategy}.yaml or set dist.strategy=auto")
+        raise ConfigError(
+            f"dist.strategy = {strategy} but the launcher set up {got}; launch with the matching "
+            f"launch/accelerate/{strategy}.yaml or set dist.strategy=auto"
+        )
     plugin = getattr(acc.state, "deepspeed_plugin", None)
     if plugin is not None:
         # We prepare no dataloader, so DeepSpeed's batch keys are set here, from the recipe.
@@ -91,6 +115,7 @@ def build_accelerator(strategy: str, mixed_precision: str, grad_accum_steps: int
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch on every device of this process (accelerate's set_seed)."""
     from accelerate.utils import set_seed as accelerate_set_seed
+
     accelerate_set_seed(seed)
 
 
@@ -107,7 +132,8 @@ def clip_grad_norm(accelerator, engine, strategy: str, clip: float) -> float:
 def gather_full_weights_on_save(accelerator) -> None:
     """Under ZeRO-3, have DeepSpeed gather the full weights when a Hugging Face checkpoint is saved."""
     accelerator.state.deepspeed_plugin.deepspeed_config.setdefault("zero_optimization", {})[
-        "stage3_gather_16bit_weights_on_model_save"] = True
+        "stage3_gather_16bit_weights_on_model_save"
+    ] = True
 
 
 class Dist:
@@ -182,6 +208,7 @@ def gathered_for_generation(model, accelerator):
         # TRL's helpers: ZeRO-3's hooks would re-partition weights after every layer of every step.
         import deepspeed
         from trl.models.utils import add_hooks, remove_hooks
+
         with deepspeed.zero.GatheredParameters(list(model.parameters())):
             remove_hooks(model)
             try:
@@ -190,6 +217,7 @@ def gathered_for_generation(model, accelerator):
                 add_hooks(model)
     elif strategy == "fsdp2":
         from torch.distributed.fsdp import FSDPModule
+
         if not getattr(model, "_repro_root_initialised", False):
             # FSDP2 initialises its root on the root's first forward; unsharding the units before
             # that makes the root's later initialisation fail. One token through the root first.
@@ -234,6 +262,7 @@ def zero_(params) -> None:
     params = list(params)
     if any(hasattr(p, "ds_id") for p in params):
         import deepspeed
+
         with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
             for p in params:
                 p.data.zero_()
@@ -247,9 +276,11 @@ def prepare_frozen(model: torch.nn.Module, accelerator):
     model.requires_grad_(False).eval()
     if strategy_of(accelerator) == "zero3":
         from trl.models import prepare_deepspeed
+
         return prepare_deepspeed(model, accelerator)
     if strategy_of(accelerator) == "fsdp2":
         from accelerate.utils import fsdp2_prepare_model
+
         return fsdp2_prepare_model(accelerator, model)
     return model.to(accelerator.device)
 

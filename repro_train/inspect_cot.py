@@ -10,6 +10,7 @@ fork entropies and selection, the cut points, J_b, J, S_magn, S_stab, S, r, the 
 the token process advantage A_tilde. A bad row is reported with its line number and field and
 written as {"row": i, "error": ...}; the other rows are still processed, and the exit status is 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,12 +26,12 @@ import torch
 
 from .config import AlgoConfig, ReProConfig, validate_repro
 from .config_base import ConfigError, build, field_docs, to_dict
+from .data.jsonl import iter_jsonl
 from .data.prompts import RowError, encode_prompt
 from .modeling import pack
-from .repro.pipeline import RePro
 from .presets import resolve_preset
+from .repro.pipeline import RePro
 from .repro.probe import ProbeSettings
-from .data.jsonl import iter_jsonl
 from .tasks.reasoner import resolve_model_path
 
 # RePro fields that change nothing `inspect` reports (they act in the trainer).
@@ -67,18 +68,25 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip=(), prefix: s
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = p or argparse.ArgumentParser(prog="repro-train inspect", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model folder (Hugging Face format) or 'toy' for the shipped tiny reasoner")
+    p = p or argparse.ArgumentParser(
+        prog="repro-train inspect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model", required=True, help="model folder (Hugging Face format) or 'toy' for the shipped tiny reasoner"
+    )
     p.add_argument("--input", required=True, help="JSONL rows with prompt|question, response, answer")
     p.add_argument("--output", required=True, help="JSONL to write, one row per input row")
     p.add_argument("--plot", default=None, help="folder for one PNG per row")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for the fork entropies (default 1.0)")
+    p.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature for the fork entropies (default 1.0)"
+    )
     p.add_argument("--system-prompt", default=None, help="system message for rows given as 'question'")
     p.add_argument("--batch-size", type=int, default=8, help="rows per forward pass")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--show", type=int, default=1, help="print segments, cuts, J, S and r of the first N rows (default 1)")
+    p.add_argument(
+        "--show", type=int, default=1, help="print segments, cuts, J, S and r of the first N rows (default 1)"
+    )
     add_dataclass_flags(p, ReProConfig, skip=TRAINER_ONLY | {"probe"})
     add_dataclass_flags(p, ProbeSettings, prefix=PROBE_FLAGS)
     return p
@@ -87,11 +95,15 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 def repro_config(args: argparse.Namespace) -> ReProConfig:
     """The ReProConfig the flags describe: flags given win, `--preset` fills the options it governs
     (as `repro.preset` does in a recipe; the folds of GRPO), the rest keep the defaults."""
+
     def given(cls, prefix="", skip=()):
-        return {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)
-                if f.name not in skip and getattr(args, prefix + f.name) is not None}
-    raw = {"repro": {**given(ReProConfig, skip=TRAINER_ONLY | {"probe"}),
-                     "probe": given(ProbeSettings, PROBE_FLAGS)}}
+        return {
+            f.name: getattr(args, prefix + f.name)
+            for f in dataclasses.fields(cls)
+            if f.name not in skip and getattr(args, prefix + f.name) is not None
+        }
+
+    raw = {"repro": {**given(ReProConfig, skip=TRAINER_ONLY | {"probe"}), "probe": given(ProbeSettings, PROBE_FLAGS)}}
     raw = resolve_preset(raw, to_dict(ReProConfig()), AlgoConfig.estimator, ReProConfig.preset)
     return build(ReProConfig, raw["repro"], "--")
 
@@ -116,8 +128,16 @@ def read_rows(path: str, tokenizer, system_prompt: str | None):
                 raise RowError(f"{where}: field 'response' is empty")
             if row.get("answer") is None or str(row["answer"]).strip() == "":
                 raise RowError(f"{where}: missing field 'answer' (the ground-truth answer J scores)")
-            yield i, {"prompt_ids": prompt_ids, "response_ids": list(resp), "answer": str(row["answer"]),
-                      "group": row.get("group", f"row{i}")}, None
+            yield (
+                i,
+                {
+                    "prompt_ids": prompt_ids,
+                    "response_ids": list(resp),
+                    "answer": str(row["answer"]),
+                    "group": row.get("group", f"row{i}"),
+                },
+                None,
+            )
         except RowError as e:
             yield i, None, str(e)
 
@@ -145,38 +165,58 @@ def repro_rows(model, tokenizer, cfg: ReProConfig, rows: list[dict], temperature
             for k, (s, e) in enumerate(zip(req.seg_starts, req.seg_ends)):
                 segments.append({"start": s, "end": e, "entropy": _num(probe.H[k]), "selected": probe.selected[k]})
         n = len(row["response_ids"])
-        results.append({
-            "prompt_ids": row["prompt_ids"], "response_ids": row["response_ids"], "answer": row["answer"],
-            "thinking_end": seg.T if seg is not None else None,
-            "segments": segments, "cuts": out.cuts[b, :m].tolist(),
-            "J_b": _num(out.J_b[b]), "J": [_num(v) for v in out.J[b, :m]],
-            "S_magn": [_num(v) for v in out.S_magn[b, :m]], "S_stab": [_num(v) for v in out.S_stab[b, :m]],
-            "S": [_num(v) for v in out.S[b, :m]], "r": [_num(v) for v in out.r[b, :m]],
-            "r_norm": [_num(v) for v in out.r_norm[b, :m]],
-            "A_tilde": [_num(v) for v in out.process_adv[b, :n]],
-            "skipped": plan.skip[b] if plan.skip[b] is not None else (
-                "zero_baseline" if probe is not None and probe.J_b == 0.0 else None),
-        })
+        results.append(
+            {
+                "prompt_ids": row["prompt_ids"],
+                "response_ids": row["response_ids"],
+                "answer": row["answer"],
+                "thinking_end": seg.T if seg is not None else None,
+                "segments": segments,
+                "cuts": out.cuts[b, :m].tolist(),
+                "J_b": _num(out.J_b[b]),
+                "J": [_num(v) for v in out.J[b, :m]],
+                "S_magn": [_num(v) for v in out.S_magn[b, :m]],
+                "S_stab": [_num(v) for v in out.S_stab[b, :m]],
+                "S": [_num(v) for v in out.S[b, :m]],
+                "r": [_num(v) for v in out.r[b, :m]],
+                "r_norm": [_num(v) for v in out.r_norm[b, :m]],
+                "A_tilde": [_num(v) for v in out.process_adv[b, :n]],
+                "skipped": plan.skip[b]
+                if plan.skip[b] is not None
+                else ("zero_baseline" if probe is not None and probe.J_b == 0.0 else None),
+            }
+        )
     return results
 
 
 def format_row(res: dict) -> str:
     """A few lines for the terminal: segments (start-end, entropy, * = selected), cuts, J_b, J, S, r."""
-    segs = " ".join(f"{s['start']}-{s['end']}:{s['entropy']:.3f}{'*' if s['selected'] else ''}"
-                    for s in res["segments"])
+    segs = " ".join(
+        f"{s['start']}-{s['end']}:{s['entropy']:.3f}{'*' if s['selected'] else ''}" for s in res["segments"]
+    )
+
     def nums(xs):
         return "[" + ", ".join("nan" if x is None else f"{x:.6f}" for x in xs) + "]"
-    return "\n".join([f"row {res['row']} (answer {res['answer']!r}, thinking ends at token {res['thinking_end']}"
-                      + (f", skipped: {res['skipped']}" if res["skipped"] else "") + ")",
-                      f"  segments  {segs or '-'}", f"  cuts      {res['cuts']}",
-                      f"  J_b       {'nan' if res['J_b'] is None else format(res['J_b'], '.6f')}",
-                      f"  J         {nums(res['J'])}", f"  S         {nums(res['S'])}",
-                      f"  r         {nums(res['r'])}"])
+
+    return "\n".join(
+        [
+            f"row {res['row']} (answer {res['answer']!r}, thinking ends at token {res['thinking_end']}"
+            + (f", skipped: {res['skipped']}" if res["skipped"] else "")
+            + ")",
+            f"  segments  {segs or '-'}",
+            f"  cuts      {res['cuts']}",
+            f"  J_b       {'nan' if res['J_b'] is None else format(res['J_b'], '.6f')}",
+            f"  J         {nums(res['J'])}",
+            f"  S         {nums(res['S'])}",
+            f"  r         {nums(res['r'])}",
+        ]
+    )
 
 
 def plot_row(res: dict, path: str, title: str) -> None:
     """J along the response (J_b at 0, J at each selected cut), cuts marked, per-step r below."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -208,9 +248,12 @@ def plot_row(res: dict, path: str, title: str) -> None:
 
 def load_model(path: str, device: str, dtype: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     path = resolve_model_path(path)
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), use_safetensors=True).to(device).eval()
+    model = (
+        AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), use_safetensors=True).to(device).eval()
+    )
     return model, tok
 
 
@@ -233,9 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     good = [(i, r) for i, r, e in parsed if e is None]
     results: dict[int, dict] = {}
     from tqdm import tqdm
+
     bar = tqdm(total=len(good), desc="inspect", unit="row", disable=None)
     for s in range(0, len(good), args.batch_size):
-        chunk = good[s:s + args.batch_size]
+        chunk = good[s : s + args.batch_size]
         for (i, _), res in zip(chunk, repro_rows(model, tok, cfg, [r for _, r in chunk], args.temperature)):
             results[i] = {"row": i, **res}
         bar.update(len(chunk))
@@ -248,9 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(args.plot, exist_ok=True)
         for i, res in results.items():
             plot_row(res, os.path.join(args.plot, f"row{i:05d}.png"), f"row {i}: answer {res['answer']!r}")
-    for i in sorted(results)[:args.show]:
+    for i in sorted(results)[: args.show]:
         print(format_row(results[i]))
     n_skip = sum(1 for r in results.values() if r["skipped"])
-    print(f"scored {len(results)} rows ({n_skip} skipped by RePro), {len(errors)} bad rows -> {args.output}"
-          + (f"; plots in {args.plot}" if args.plot else ""))
+    print(
+        f"scored {len(results)} rows ({n_skip} skipped by RePro), {len(errors)} bad rows -> {args.output}"
+        + (f"; plots in {args.plot}" if args.plot else "")
+    )
     return 1 if errors else 0

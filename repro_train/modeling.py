@@ -11,10 +11,12 @@ log-softmax runs over chunks of positions, so peak memory is the model's own log
 The same function serves the no-grad old-log-prob pass (optionally keeping the KV cache for the
 fused RePro probe) and the update pass with gradients.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -40,9 +42,9 @@ class Sequences:
 
     @property
     def response_ids(self) -> torch.Tensor:
-        return self.input_ids[:, self.prompt_width:]
+        return self.input_ids[:, self.prompt_width :]
 
-    def select(self, rows: Sequence[int]) -> "Sequences":
+    def select(self, rows: Sequence[int]) -> Sequences:
         """Rows `rows`, with padding columns no row of them uses cut off."""
         idx = torch.as_tensor(list(rows), dtype=torch.long, device=self.input_ids.device)
         att = self.attention_mask[idx]
@@ -51,16 +53,23 @@ class Sequences:
         right = int(self.response_mask[idx].sum(-1).max().item()) if len(rows) else 0
         right = max(right, 1)
         cols = slice(P - left, P + right)
-        return Sequences(self.input_ids[idx, cols], att[:, cols], self.position_ids[idx, cols], left,
-                         self.response_mask[idx, :right])
+        return Sequences(
+            self.input_ids[idx, cols], att[:, cols], self.position_ids[idx, cols], left, self.response_mask[idx, :right]
+        )
 
-    def to(self, device) -> "Sequences":
-        return Sequences(self.input_ids.to(device), self.attention_mask.to(device),
-                         self.position_ids.to(device), self.prompt_width, self.response_mask.to(device))
+    def to(self, device) -> Sequences:
+        return Sequences(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.position_ids.to(device),
+            self.prompt_width,
+            self.response_mask.to(device),
+        )
 
 
-def pack(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int,
-         device: Any = None) -> Sequences:
+def pack(
+    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int, device: Any = None
+) -> Sequences:
     """Left-pad prompts and right-pad responses into one (B, P + R) batch."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -71,11 +80,11 @@ def pack(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], p
     att = torch.zeros((B, P + R), dtype=torch.long)
     for b, (p, r) in enumerate(zip(prompts, responses)):
         if len(p):
-            ids[b, P - len(p):P] = torch.as_tensor(list(p), dtype=torch.long)
-            att[b, P - len(p):P] = 1
+            ids[b, P - len(p) : P] = torch.as_tensor(list(p), dtype=torch.long)
+            att[b, P - len(p) : P] = 1
         if len(r):
-            ids[b, P:P + len(r)] = torch.as_tensor(list(r), dtype=torch.long)
-            att[b, P:P + len(r)] = 1
+            ids[b, P : P + len(r)] = torch.as_tensor(list(r), dtype=torch.long)
+            att[b, P : P + len(r)] = 1
     pos = (att.cumsum(-1) - 1).clamp(min=0)
     seqs = Sequences(ids, att, pos, P, att[:, P:].bool())
     return seqs.to(device) if device is not None else seqs
@@ -93,8 +102,9 @@ class LogprobOutput:
     """(B, R) critic values V(s_t) of the state before response token t, when the model returns them."""
 
 
-def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
-                         with_entropy: bool = True, chunk: int = 1024):
+def logprobs_from_logits(
+    logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, with_entropy: bool = True, chunk: int = 1024
+):
     """Float32 log-softmax of `logits / temperature` gathered at `targets`, and entropy.
 
     logits (B, L, V) any dtype and layout (a sliced view is not copied), targets (B, L) ->
@@ -105,11 +115,11 @@ def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperatur
     for b in range(B):
         row_lp, row_ent = [], []
         for s in range(0, L, chunk):
-            x = logits[b, s:s + chunk].float()
+            x = logits[b, s : s + chunk].float()
             if temperature != 1.0:
                 x = x / temperature
             logz = torch.logsumexp(x, dim=-1)
-            row_lp.append(x.gather(-1, targets[b, s:s + chunk].unsqueeze(-1)).squeeze(-1) - logz)
+            row_lp.append(x.gather(-1, targets[b, s : s + chunk].unsqueeze(-1)).squeeze(-1) - logz)
             if with_entropy:
                 row_ent.append(logz - (torch.softmax(x, dim=-1) * x).sum(-1))
         lps.append(torch.cat(row_lp) if row_lp else logits.new_zeros(L, dtype=torch.float32))
@@ -121,15 +131,28 @@ def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, temperatur
     return torch.stack(lps), (torch.stack(ents) if with_entropy else None)
 
 
-def forward_logprobs(model, seqs: Sequences, temperature: float = 1.0, with_entropy: bool = True,
-                     use_cache: bool = False, chunk: int = 1024, **model_kw) -> LogprobOutput:
+def forward_logprobs(
+    model,
+    seqs: Sequences,
+    temperature: float = 1.0,
+    with_entropy: bool = True,
+    use_cache: bool = False,
+    chunk: int = 1024,
+    **model_kw,
+) -> LogprobOutput:
     """Log-probs (and entropies) of every response token in one forward of `model`.
 
     Extra keyword arguments go to the model (the trainer's actor-critic asks for values this way,
     so policy and critic share one forward per backward)."""
     R = seqs.response_mask.shape[1]
-    out = model(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask,
-                position_ids=seqs.position_ids, use_cache=use_cache, logits_to_keep=R + 1, **model_kw)
+    out = model(
+        input_ids=seqs.input_ids,
+        attention_mask=seqs.attention_mask,
+        position_ids=seqs.position_ids,
+        use_cache=use_cache,
+        logits_to_keep=R + 1,
+        **model_kw,
+    )
     logits = out.logits[:, :-1]  # (B, R, V): column P - 1 + t predicts response token t
     lp, ent = logprobs_from_logits(logits, seqs.response_ids, temperature, with_entropy, chunk)
     mask = seqs.response_mask
@@ -138,7 +161,7 @@ def forward_logprobs(model, seqs: Sequences, temperature: float = 1.0, with_entr
         ent = ent.masked_fill(~mask, 0.0)
     values = out.get("state_values") if hasattr(out, "get") else None
     if values is not None:
-        values = values[:, seqs.prompt_width - 1:-1].float().masked_fill(~mask, 0.0)  # V before token t
+        values = values[:, seqs.prompt_width - 1 : -1].float().masked_fill(~mask, 0.0)  # V before token t
     return LogprobOutput(lp, ent, out.past_key_values if use_cache else None, values)
 
 

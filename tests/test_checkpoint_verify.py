@@ -1,22 +1,24 @@
 """Checkpoint manifests (repro_train/trainer/manifest.py): verified on resume; a truncated or
 corrupt latest checkpoint is reported and the previous one used; a run killed (SIGKILL) while it
 writes one resumes from the one before."""
+
 import os
 import signal
 import subprocess
 import sys
 
 import pytest
+from trainer_utils import REPO, make_recipe, metrics, run_inprocess
 
 from repro_train.config_base import ConfigError
 from repro_train.trainer.checkpoint import list_checkpoints, resolve_resume
 from repro_train.trainer.manifest import verify, write_manifest
-from trainer_utils import REPO, make_recipe, metrics, run_inprocess
 
 
 @pytest.fixture(scope="module")
 def data_path(tmp_path_factory):
     from repro_train.tasks.arithmetic import generate, write_jsonl
+
     path = tmp_path_factory.mktemp("data") / "toy.jsonl"
     write_jsonl(generate(8, seed=3, with_traces=False), str(path))
     return str(path)
@@ -41,7 +43,9 @@ def test_manifest_catches_missing_truncated_and_corrupt_files(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "corrupt", "no-manifest"])
-def test_a_broken_latest_checkpoint_is_reported_and_the_previous_used(tmp_path, tiny_model_dir, data_path, capsys, damage):
+def test_a_broken_latest_checkpoint_is_reported_and_the_previous_used(
+    tmp_path, tiny_model_dir, data_path, capsys, damage
+):
     recipe = make_recipe(tmp_path, tiny_model_dir, data_path, train={"steps": 2, "save_every": 1})
     run = run_inprocess(recipe)
     first, latest = list_checkpoints(run)
@@ -83,8 +87,9 @@ sys.exit(main(["--config", sys.argv[1]]))
 def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous(tmp_path, tiny_model_dir, data_path):
     recipe = make_recipe(tmp_path, tiny_model_dir, data_path, train={"steps": 3, "save_every": 1})
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
-    res = subprocess.run([sys.executable, "-c", KILLER, recipe], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", KILLER, recipe], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
     run = str(tmp_path / "run")
     assert sorted(os.listdir(run)).count("checkpoint-000002.tmp") == 1

@@ -1,4 +1,5 @@
 """`repro-train compare`: the aggregation by hand, bad files, and a whole comparison on a tiny budget."""
+
 import csv
 import json
 import os
@@ -6,15 +7,22 @@ import statistics
 
 import pytest
 import yaml
+from trainer_utils import make_recipe, run_cli
 
 from repro_train.compare import aggregate, format_markdown, load_compare
 from repro_train.config_base import ConfigError
-from trainer_utils import make_recipe, run_cli
 
 
 def row(acc, tok, ok, bad, rc=0.0, bt=0.0):
-    return {"accuracy": acc, "mean_tokens": tok, "tokens_correct": ok, "tokens_incorrect": bad,
-            "recheck_rate": rc, "backtrack_rate": bt, "n_samples": 8}
+    return {
+        "accuracy": acc,
+        "mean_tokens": tok,
+        "tokens_correct": ok,
+        "tokens_incorrect": bad,
+        "recheck_rate": rc,
+        "backtrack_rate": bt,
+        "n_samples": 8,
+    }
 
 
 def test_aggregate_mean_and_sample_std_over_seeds():
@@ -22,7 +30,7 @@ def test_aggregate_mean_and_sample_std_over_seeds():
     arms = aggregate(runs, [("a", ["a-s0", "a-s1", "a-s2"]), ("b", ["b-s0"]), ("c", ["c-s0"])])
     assert list(arms) == ["a", "b"]  # c has no finished run
     assert arms["a"]["accuracy"] == {"mean": pytest.approx(0.6), "std": pytest.approx(0.1414213562), "n": 2}
-    assert arms["a"]["mean_tokens"]["mean"] == 42 and arms["a"]["mean_tokens"]["std"] == pytest.approx(2 ** 1.5)
+    assert arms["a"]["mean_tokens"]["mean"] == 42 and arms["a"]["mean_tokens"]["std"] == pytest.approx(2**1.5)
     # a run with no incorrect response is left out of that column, not counted as 0
     assert arms["a"]["tokens_incorrect"] == {"mean": 50, "std": 0.0, "n": 1}
     assert arms["b"]["accuracy"] == {"mean": 0.1, "std": 0.0, "n": 1}
@@ -32,22 +40,32 @@ def test_aggregate_mean_and_sample_std_over_seeds():
 
 
 def _compare_file(tmp_path, recipe, **extra):
-    spec = {"base": recipe, "overrides": ["train.steps=1"], "seeds": [0, 1],
-            "arms": [{"name": "grpo"}, {"name": "grpo_kimi", "overrides": ["shaping.methods=[kimi]"]}],
-            "eval": {"data": "toy", "n_problems": 2, "samples": 2, "max_new_tokens": 8, "base_model": False}}
+    spec = {
+        "base": recipe,
+        "overrides": ["train.steps=1"],
+        "seeds": [0, 1],
+        "arms": [{"name": "grpo"}, {"name": "grpo_kimi", "overrides": ["shaping.methods=[kimi]"]}],
+        "eval": {"data": "toy", "n_problems": 2, "samples": 2, "max_new_tokens": 8, "base_model": False},
+    }
     spec.update(extra)
     path = tmp_path / "cmp.yaml"
     path.write_text(yaml.safe_dump(spec))
     return str(path)
 
 
-@pytest.mark.parametrize("extra,needle", [
-    ({"arms": [{"name": "x"}, {"name": "x"}]}, "'arms' repeats a name"),
-    ({"arms": [{"name": "bad name"}]}, "'arms[0].name' = 'bad name'"),
-    ({"arms": [{"name": "k", "overrides": ["shaping.methods=[kimmi]"]}]}, "arm 'k' (arms[0]): 'shaping.methods[0]' = 'kimmi'"),
-    ({"seeds": []}, "'seeds' must list at least one seed"),
-    ({"evl": {}}, "unknown key 'evl': did you mean 'eval'?"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        ({"arms": [{"name": "x"}, {"name": "x"}]}, "'arms' repeats a name"),
+        ({"arms": [{"name": "bad name"}]}, "'arms[0].name' = 'bad name'"),
+        (
+            {"arms": [{"name": "k", "overrides": ["shaping.methods=[kimmi]"]}]},
+            "arm 'k' (arms[0]): 'shaping.methods[0]' = 'kimmi'",
+        ),
+        ({"seeds": []}, "'seeds' must list at least one seed"),
+        ({"evl": {}}, "unknown key 'evl': did you mean 'eval'?"),
+    ],
+)
 def test_bad_comparison_files_fail_naming_the_field(tmp_path, tiny_model_dir, extra, needle):
     data = tmp_path / "d.jsonl"
     data.write_text('{"question": "1+1", "answer": "2"}\n')
@@ -61,6 +79,7 @@ def test_compare_end_to_end_on_a_tiny_budget(tmp_path, tiny_model_dir):
     """2 arms x 2 seeds x 1 step, 2 problems x 2 samples: every run trains and is evaluated; the
     table is the mean and sample std of the runs' own sample files; a second call runs nothing."""
     from repro_train.tasks.arithmetic import generate, write_jsonl
+
     data = tmp_path / "d.jsonl"
     write_jsonl(generate(8, seed=3, with_traces=False), str(data))
     recipe = make_recipe(tmp_path, tiny_model_dir, str(data))

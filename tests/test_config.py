@@ -1,5 +1,6 @@
 """Config machinery: unknown keys, wrong types, dotted overrides, `validate`, `load`, the YAML dump,
 and attribute docstrings on every field (docs/recipes.md is built from them)."""
+
 import dataclasses
 import typing
 
@@ -7,7 +8,6 @@ import pytest
 
 from repro_train.config import Config, dump_yaml, load
 from repro_train.config_base import ConfigError, apply_overrides, field_docs, parse_override
-
 
 
 def error(overrides=(), world_size=1) -> str:
@@ -18,17 +18,21 @@ def error(overrides=(), world_size=1) -> str:
 
 # ----------------------------------------------------------------------------- unknown keys
 
+
 def test_unknown_top_level_key_names_nearest_and_lists_sections():
     msg = error(["modle.path=x"])
     assert "unknown key 'modle': did you mean 'model'?" in msg
     assert "valid keys here: model, data, rollout, reward, shaping, algo, critic, repro, optim, dist, train, log" in msg
 
 
-@pytest.mark.parametrize("override, nearest, listed", [
-    ("repro.alpah=0.2", "repro.alpha", "enabled, preset, alpha, top_k, w,"),
-    ("data.toy.opz=['+']", "data.toy.ops", "n_ops, operand_range, start_range, mul_range, ops, style_ratios"),
-    ("reward.functions=[{nmae: exact_match}]", "reward.functions[0].name", "name, weight, kwargs, correctness"),
-])
+@pytest.mark.parametrize(
+    "override, nearest, listed",
+    [
+        ("repro.alpah=0.2", "repro.alpha", "enabled, preset, alpha, top_k, w,"),
+        ("data.toy.opz=['+']", "data.toy.ops", "n_ops, operand_range, start_range, mul_range, ops, style_ratios"),
+        ("reward.functions=[{nmae: exact_match}]", "reward.functions[0].name", "name, weight, kwargs, correctness"),
+    ],
+)
 def test_unknown_nested_key_names_nearest_with_full_dotted_path(override, nearest, listed):
     msg = error([override])
     assert f"did you mean '{nearest}'?" in msg
@@ -43,21 +47,28 @@ def test_unknown_key_without_close_match_still_lists_valid_keys():
 
 # ----------------------------------------------------------------------------- wrong types
 
-@pytest.mark.parametrize("override, expected", [
-    ("repro.enabled=1", "'repro.enabled' must be true or false, got 1"),
-    ("rollout.group_size=2.5", "'rollout.group_size' must be an integer, got 2.5"),
-    ("rollout.group_size=true", "'rollout.group_size' must be an integer, got True"),
-    ("repro.alpha=abc", "'repro.alpha' must be a number, got 'abc'"),
-    ("repro.alpha=false", "'repro.alpha' must be a number, got False"),
-    ("model.path=3", "'model.path' must be a string, got 3"),
-    ("repro.process_norm=grop", "'repro.process_norm' must be one of group, batch, group_mean, none; got 'grop' (did you mean 'group'?)"),
-    ("optim.betas=0.9", "'optim.betas' must be a list, got 0.9"),
-    ("optim.betas=[0.9, x]", "'optim.betas[1]' must be a number, got 'x'"),
-    ("algo.mini_batch_size=abc", "'algo.mini_batch_size' must be int | null, got 'abc'"),
-    ("repro=5", "'repro' must be a section (a mapping of keys), got 5"),
-    ("reward.functions=[{weight: x}]", "'reward.functions[0].weight' must be a number, got 'x'"),
-    ("data.toy.n_ops=[3, 1]", "'data.toy': n_ops=(3, 1): need 0 <= lo <= hi"),
-])
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("repro.enabled=1", "'repro.enabled' must be true or false, got 1"),
+        ("rollout.group_size=2.5", "'rollout.group_size' must be an integer, got 2.5"),
+        ("rollout.group_size=true", "'rollout.group_size' must be an integer, got True"),
+        ("repro.alpha=abc", "'repro.alpha' must be a number, got 'abc'"),
+        ("repro.alpha=false", "'repro.alpha' must be a number, got False"),
+        ("model.path=3", "'model.path' must be a string, got 3"),
+        (
+            "repro.process_norm=grop",
+            "'repro.process_norm' must be one of group, batch, group_mean, none; got 'grop' (did you mean 'group'?)",
+        ),
+        ("optim.betas=0.9", "'optim.betas' must be a list, got 0.9"),
+        ("optim.betas=[0.9, x]", "'optim.betas[1]' must be a number, got 'x'"),
+        ("algo.mini_batch_size=abc", "'algo.mini_batch_size' must be int | null, got 'abc'"),
+        ("repro=5", "'repro' must be a section (a mapping of keys), got 5"),
+        ("reward.functions=[{weight: x}]", "'reward.functions[0].weight' must be a number, got 'x'"),
+        ("data.toy.n_ops=[3, 1]", "'data.toy': n_ops=(3, 1): need 0 <= lo <= hi"),
+    ],
+)
 def test_wrong_type_names_the_dotted_key(override, expected):
     assert expected in error([override])
 
@@ -72,28 +83,35 @@ def test_coercions_that_are_allowed():
 
 # ----------------------------------------------------------------------------- overrides
 
-@pytest.mark.parametrize("text, path, value", [
-    ("a.b=1", ["a", "b"], 1),
-    ("model.path=/data/my model", ["model", "path"], "/data/my model"),
-    ("x='1'", ["x"], "1"),
-    ("x=[1, 2]", ["x"], [1, 2]),
-    ("x=[{name: numeric}]", ["x"], [{"name": "numeric"}]),
-    ("x=null", ["x"], None),
-    ("x=true", ["x"], True),
-    ("x=0.5", ["x"], 0.5),
-    ("x=a=b", ["x"], "a=b"),
-    ("x=", ["x"], ""),
-    (" x.y =2", ["x", "y"], 2),
-])
+
+@pytest.mark.parametrize(
+    "text, path, value",
+    [
+        ("a.b=1", ["a", "b"], 1),
+        ("model.path=/data/my model", ["model", "path"], "/data/my model"),
+        ("x='1'", ["x"], "1"),
+        ("x=[1, 2]", ["x"], [1, 2]),
+        ("x=[{name: numeric}]", ["x"], [{"name": "numeric"}]),
+        ("x=null", ["x"], None),
+        ("x=true", ["x"], True),
+        ("x=0.5", ["x"], 0.5),
+        ("x=a=b", ["x"], "a=b"),
+        ("x=", ["x"], ""),
+        (" x.y =2", ["x", "y"], 2),
+    ],
+)
 def test_parse_override(text, path, value):
     assert parse_override(text) == (path, value)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("repro.alpha", "override 'repro.alpha' must look like key.sub=value"),
-    ("=3", "override '=3' has an empty key"),
-    ("x=[1, 2", "override 'x=[1, 2': value is not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("repro.alpha", "override 'repro.alpha' must look like key.sub=value"),
+        ("=3", "override '=3' has an empty key"),
+        ("x=[1, 2", "override 'x=[1, 2': value is not valid YAML"),
+    ],
+)
 def test_malformed_override(text, expected):
     with pytest.raises(ConfigError, match=expected.replace("[", r"\[")):
         parse_override(text)
@@ -115,20 +133,31 @@ def test_overrides_win_over_the_recipe(tmp_path):
 
 # ----------------------------------------------------------------------------- validate
 
-@pytest.mark.parametrize("world, overrides, expected", [
-    # prompts must split over the ranks (a prompt's group stays on one rank)
-    (2, ["rollout.prompts_per_step=3"], "use a multiple of 2, e.g. [2, 4, 6, 8]"),
-    (4, ["rollout.prompts_per_step=6"], "use a multiple of 4, e.g. [4, 8, 12, 16]"),
-    # the mini-batch must divide the batch (8 prompts x 8 = 64 rollouts)
-    (1, ["algo.mini_batch_size=5"], "'algo.mini_batch_size' = 5 must divide the batch of rollout.prompts_per_step * "
-                                    "rollout.group_size = 64 rollouts; valid values include [8, 16, 32, 64]"),
-    # the (mini-)batch must split into ranks x micro-batches
-    (1, ["algo.micro_batch_size=5"], "set algo.micro_batch_size to one of [1, 2, 4, 8, 16, 32, 64]"),
-    (2, ["algo.micro_batch_size=3"], "set algo.micro_batch_size to one of [1, 2, 4, 8, 16, 32]"),
-    (4, ["algo.mini_batch_size=32", "algo.micro_batch_size=16"],
-     "'algo.mini_batch_size' = 32 rollouts must split evenly into 4 rank(s) x 'algo.micro_batch_size' = 16; "
-     "set algo.micro_batch_size to one of [1, 2, 4, 8]"),
-])
+
+@pytest.mark.parametrize(
+    "world, overrides, expected",
+    [
+        # prompts must split over the ranks (a prompt's group stays on one rank)
+        (2, ["rollout.prompts_per_step=3"], "use a multiple of 2, e.g. [2, 4, 6, 8]"),
+        (4, ["rollout.prompts_per_step=6"], "use a multiple of 4, e.g. [4, 8, 12, 16]"),
+        # the mini-batch must divide the batch (8 prompts x 8 = 64 rollouts)
+        (
+            1,
+            ["algo.mini_batch_size=5"],
+            "'algo.mini_batch_size' = 5 must divide the batch of rollout.prompts_per_step * "
+            "rollout.group_size = 64 rollouts; valid values include [8, 16, 32, 64]",
+        ),
+        # the (mini-)batch must split into ranks x micro-batches
+        (1, ["algo.micro_batch_size=5"], "set algo.micro_batch_size to one of [1, 2, 4, 8, 16, 32, 64]"),
+        (2, ["algo.micro_batch_size=3"], "set algo.micro_batch_size to one of [1, 2, 4, 8, 16, 32]"),
+        (
+            4,
+            ["algo.mini_batch_size=32", "algo.micro_batch_size=16"],
+            "'algo.mini_batch_size' = 32 rollouts must split evenly into 4 rank(s) x 'algo.micro_batch_size' = 16; "
+            "set algo.micro_batch_size to one of [1, 2, 4, 8]",
+        ),
+    ],
+)
 def test_batch_divisibility_lists_valid_values(world, overrides, expected):
     assert expected in error(overrides, world_size=world)
 
@@ -149,12 +178,18 @@ def test_group_size_one_is_fine_without_groups_and_zero_never():
     assert "'rollout.group_size' must be >= 1, got 0" in error(["algo.estimator=reinforce_pp", "rollout.group_size=0"])
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("algo.estimator=grop", "'algo.estimator': unknown advantage estimator 'grop'; "
-                            "choices: gae, grpo, reinforce_pp, reinforce_pp_baseline, rloo"),
-    ("algo.policy_loss=ppo", "'algo.policy_loss': unknown policy loss 'ppo'; choices: ppo_clip"),
-    ("algo.kl_estimator=k4", "'algo.kl_estimator' must be one of k1, k2, k3"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            "algo.estimator=grop",
+            "'algo.estimator': unknown advantage estimator 'grop'; "
+            "choices: gae, grpo, reinforce_pp, reinforce_pp_baseline, rloo",
+        ),
+        ("algo.policy_loss=ppo", "'algo.policy_loss': unknown policy loss 'ppo'; choices: ppo_clip"),
+        ("algo.kl_estimator=k4", "'algo.kl_estimator' must be one of k1, k2, k3"),
+    ],
+)
 def test_unknown_registered_names_list_the_choices(override, expected):
     assert expected in error([override])
 
@@ -170,19 +205,23 @@ def test_dense_process_reward_needs_gae():
     load(None, ["repro.ppo_process_reward=dense_reward", "repro.enabled=false"])  # unused when RePro is off
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("repro.w=1.5", "'repro.w' must be in [0, 1]"),
-    ("repro.top_k=0", "'repro.top_k' must be >= 1"),
-    ("repro.segment_delimiter=(", "'repro.segment_delimiter' is not a valid regex"),
-    ("repro.probe_answer_format=x", "'repro.probe_answer_format' must contain '{answer}'"),
-    ("rollout.temperature=0", "'rollout.temperature' must be > 0"),
-    ("optim.betas=[0.9]", "'optim.betas' must be two numbers"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("repro.w=1.5", "'repro.w' must be in [0, 1]"),
+        ("repro.top_k=0", "'repro.top_k' must be >= 1"),
+        ("repro.segment_delimiter=(", "'repro.segment_delimiter' is not a valid regex"),
+        ("repro.probe_answer_format=x", "'repro.probe_answer_format' must contain '{answer}'"),
+        ("rollout.temperature=0", "'rollout.temperature' must be > 0"),
+        ("optim.betas=[0.9]", "'optim.betas' must be two numbers"),
+    ],
+)
 def test_out_of_range_values_name_the_key(override, expected):
     assert expected in error([override])
 
 
 # ----------------------------------------------------------------------------- load
+
 
 def test_load_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
@@ -211,17 +250,26 @@ def test_load_empty_file_gives_defaults(tmp_path):
 
 # ----------------------------------------------------------------------------- dump
 
+
 def test_dump_yaml_round_trips_through_load(tmp_path):
-    cfg = load(None, [
-        "repro.probe_prefix=\"\\n</think>\\n\\nThe final answer is $\\\\boxed{\"",
-        "repro.probe_answer_format='{answer}}$'",
-        "repro.segment_delimiter=\\n",
-        "repro.magnitude_eps=1.0e-7",
-        "reward.functions=[{name: numeric, kwargs: {rel_tol: 0.01}}, "
-        "{name: format, weight: 0.1, correctness: false}]",
-        "data.toy.n_ops=[1, 3]", "data.system_prompt='Be brief: 1 | 2'", "optim.betas=[0.8, 0.9]",
-        "algo.mini_batch_size=32", "algo.dual_clip=3", "critic.path=null", "train.resume=auto",
-    ])
+    cfg = load(
+        None,
+        [
+            'repro.probe_prefix="\\n</think>\\n\\nThe final answer is $\\\\boxed{"',
+            "repro.probe_answer_format='{answer}}$'",
+            "repro.segment_delimiter=\\n",
+            "repro.magnitude_eps=1.0e-7",
+            "reward.functions=[{name: numeric, kwargs: {rel_tol: 0.01}}, "
+            "{name: format, weight: 0.1, correctness: false}]",
+            "data.toy.n_ops=[1, 3]",
+            "data.system_prompt='Be brief: 1 | 2'",
+            "optim.betas=[0.8, 0.9]",
+            "algo.mini_batch_size=32",
+            "algo.dual_clip=3",
+            "critic.path=null",
+            "train.resume=auto",
+        ],
+    )
     assert cfg.repro.probe_prefix == "\n</think>\n\nThe final answer is $\\boxed{"
     saved = tmp_path / "config.yaml"
     saved.write_text(dump_yaml(cfg))
@@ -229,6 +277,7 @@ def test_dump_yaml_round_trips_through_load(tmp_path):
 
 
 # ----------------------------------------------------------------------------- field docs
+
 
 def _sections(cls):
     """Every config dataclass reachable from `cls`, itself included (sections and list entries)."""
@@ -243,9 +292,21 @@ def _sections(cls):
 def test_every_field_has_a_docstring():
     sections = _sections(Config)
     names = {s.__name__ for s in sections}
-    assert {"ModelConfig", "DataConfig", "TaskConfig", "RolloutConfig", "RewardConfig", "RewardFnConfig",
-            "AlgoConfig", "CriticConfig", "ReProConfig", "OptimConfig", "DistConfig", "TrainConfig",
-            "LogConfig"} <= names
+    assert {
+        "ModelConfig",
+        "DataConfig",
+        "TaskConfig",
+        "RolloutConfig",
+        "RewardConfig",
+        "RewardFnConfig",
+        "AlgoConfig",
+        "CriticConfig",
+        "ReProConfig",
+        "OptimConfig",
+        "DistConfig",
+        "TrainConfig",
+        "LogConfig",
+    } <= names
     covered, missing = 0, []
     for cls in sections:
         assert (cls.__doc__ or "").strip(), f"{cls.__name__} has no class docstring"
@@ -262,10 +323,13 @@ def test_every_field_has_a_docstring():
     assert covered == total and total >= 95, (covered, total)
 
 
-@pytest.mark.parametrize("old, new", [("repro.probe_impl=naive", "repro.probe.impl"),
-                                      ("repro.probe_cuda_graph=false", "repro.probe.cuda_graph")])
+@pytest.mark.parametrize(
+    "old, new",
+    [("repro.probe_impl=naive", "repro.probe.impl"), ("repro.probe_cuda_graph=false", "repro.probe.cuda_graph")],
+)
 def test_moved_keys_name_their_new_place(old, new):
     with pytest.raises(ConfigError, match=f"'{old.split('=')[0]}' moved to '{new}'"):
         load(None, [old])
     assert load(None, [f"{new}={old.split('=')[1]}"]).repro.probe == dataclasses.replace(
-        Config().repro.probe, **{new.rpartition(".")[2]: {"naive": "naive", "false": False}[old.split("=")[1]]})
+        Config().repro.probe, **{new.rpartition(".")[2]: {"naive": "naive", "false": False}[old.split("=")[1]]}
+    )

@@ -1,15 +1,16 @@
 """Bad data rows: refused before any model loads (naming the file, line and field), or skipped and
 counted with data.on_bad_row=skip (repro_train/data/validate.py)."""
+
 import json
 import shutil
 
 import pytest
+from trainer_utils import make_recipe, metrics, run_inprocess
 
 from repro_train.config import load
 from repro_train.config_base import ConfigError
 from repro_train.data.datasets import load_prompts
 from repro_train.data.validate import answer_checker
-from trainer_utils import make_recipe, metrics, run_inprocess
 
 GOOD = [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(8)]
 
@@ -17,7 +18,7 @@ GOOD = [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(8
 BAD_LINES = [
     ("invalid_utf8", b'{"question": "caf\xe9?", "answer": "1"}', ["UTF-8"]),
     ("invalid_json", b'{"question": "What is 1 + 1?", "answer": ', ["not valid JSON"]),
-    ("not_object", b'[1, 2]', ["list", "not an object"]),
+    ("not_object", b"[1, 2]", ["list", "not an object"]),
     ("too_large", json.dumps({"question": "x" * 3000, "answer": "1"}).encode(), ["max_row_bytes"]),
     ("missing_question", b'{"answer": "1"}', ["'question'"]),
     ("null_question", b'{"question": null, "answer": "1"}', ["'question'", "null"]),
@@ -124,6 +125,7 @@ def test_skipped_rows_are_printed_and_logged(tmp_path, tiny_model_dir, capsys):
 
 def test_answer_checker_asks_the_correctness_rewards():
     from repro_train.config import RewardConfig, RewardFnConfig
+
     check = answer_checker(RewardConfig(functions=(RewardFnConfig(name="math_verify"), RewardFnConfig(name="format"))))
     assert check("\\frac{1}{2}") is None and check("}{") == "reward 'math_verify' cannot parse it"
     check = answer_checker(RewardConfig(functions=(RewardFnConfig(name="numeric"),)))

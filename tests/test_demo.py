@@ -1,4 +1,5 @@
 """`repro-train demo` (what `make demo` runs) end to end, shrunk: 1 RL step, 2 problems."""
+
 import json
 import os
 

@@ -1,12 +1,22 @@
 """2 ranks on CPU (torchrun + gloo DDP, and DeepSpeed ZeRO-2 via `accelerate launch`) give the
 same weights as 1 process with the same global batch; a full 3-step run completes under both."""
+
 import os
 import sys
 
 import pytest
+from trainer_utils import (
+    REPO,
+    last_checkpoint,
+    make_recipe,
+    max_abs_diff,
+    metrics,
+    policy_weights,
+    run_cli,
+    run_inprocess,
+)
 
 from repro_train.tasks.arithmetic import generate, write_jsonl
-from trainer_utils import REPO, last_checkpoint, make_recipe, max_abs_diff, metrics, policy_weights, run_cli, run_inprocess
 
 pytestmark = pytest.mark.distributed
 BIN = os.path.dirname(sys.executable)
@@ -18,8 +28,11 @@ def setup(tmp_path_factory, tiny_model_dir):
     data = tmp / "toy.jsonl"
     write_jsonl(generate(8, seed=11, with_traces=False), str(data))
     # 4 prompts x 4 samples per step; per-prompt seeds make the rollouts independent of the ranks
-    sections = dict(rollout={"prompts_per_step": 4, "per_prompt_seed": True}, algo={"micro_batch_size": 2},
-                    train={"steps": 3, "save_every": 1, "keep_last": 3})
+    sections = dict(
+        rollout={"prompts_per_step": 4, "per_prompt_seed": True},
+        algo={"micro_batch_size": 2},
+        train={"steps": 3, "save_every": 1, "keep_last": 3},
+    )
     recipe = make_recipe(tmp, tiny_model_dir, str(data), **sections)
     reference = run_inprocess(recipe, f"train.output_dir={tmp / 'single'}")
     return tmp, recipe, reference
@@ -39,8 +52,10 @@ def check_against_reference(run_dir, reference) -> float:
 def test_torchrun_two_ranks_ddp(setup):
     tmp, recipe, reference = setup
     out = tmp / "ddp"
-    res = run_cli(["train", "--config", recipe, f"train.output_dir={out}"],
-                  launcher=[f"{BIN}/torchrun", "--standalone", "--nproc_per_node", "2", "-m", "repro_train"])
+    res = run_cli(
+        ["train", "--config", recipe, f"train.output_dir={out}"],
+        launcher=[f"{BIN}/torchrun", "--standalone", "--nproc_per_node", "2", "-m", "repro_train"],
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "ddp on 2 process(es)" in res.stdout
     assert check_against_reference(str(out), reference) < 1e-4
@@ -51,9 +66,19 @@ def test_deepspeed_two_ranks(setup, stage):
     """ZeRO-2, and ZeRO-3 (sharded weights gathered for generation), through the shipped launcher configs."""
     tmp, recipe, reference = setup
     out = tmp / stage
-    res = run_cli(["train", "--config", recipe, f"train.output_dir={out}", "train.device=auto"],
-                  launcher=[f"{BIN}/accelerate", "launch", "--config_file", f"{REPO}/launch/accelerate/{stage}.yaml",
-                            "--num_processes", "2", "-m", "repro_train"])
+    res = run_cli(
+        ["train", "--config", recipe, f"train.output_dir={out}", "train.device=auto"],
+        launcher=[
+            f"{BIN}/accelerate",
+            "launch",
+            "--config_file",
+            f"{REPO}/launch/accelerate/{stage}.yaml",
+            "--num_processes",
+            "2",
+            "-m",
+            "repro_train",
+        ],
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"{stage} on 2 process(es)" in res.stdout
     assert check_against_reference(str(out), reference) < 1e-4
@@ -64,9 +89,19 @@ def test_ppo_under_zero3_two_ranks(setup, tmp_path):
     tmp, recipe, _ = setup
     reference = run_inprocess(recipe, f"train.output_dir={tmp / 'single-gae'}", "algo.estimator=gae", "train.steps=1")
     out = tmp / "zero3-gae"
-    res = run_cli(["train", "--config", recipe, f"train.output_dir={out}", "algo.estimator=gae", "train.steps=1"],
-                  launcher=[f"{BIN}/accelerate", "launch", "--config_file", f"{REPO}/launch/accelerate/zero3.yaml",
-                            "--num_processes", "2", "-m", "repro_train"])
+    res = run_cli(
+        ["train", "--config", recipe, f"train.output_dir={out}", "algo.estimator=gae", "train.steps=1"],
+        launcher=[
+            f"{BIN}/accelerate",
+            "launch",
+            "--config_file",
+            f"{REPO}/launch/accelerate/zero3.yaml",
+            "--num_processes",
+            "2",
+            "-m",
+            "repro_train",
+        ],
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     step1 = lambda d, name: policy_weights(os.path.join(d, "checkpoint-000001"), name)  # noqa: E731
     assert max_abs_diff(step1(str(out), "policy"), step1(reference, "policy")) < 1e-4
@@ -75,9 +110,19 @@ def test_ppo_under_zero3_two_ranks(setup, tmp_path):
 
 def test_fsdp2_on_cpu_is_refused_clearly(setup):
     tmp, recipe, _ = setup
-    res = run_cli(["train", "--config", recipe, f"train.output_dir={tmp / 'fsdp2'}"],
-                  launcher=[f"{BIN}/accelerate", "launch", "--config_file", f"{REPO}/launch/accelerate/fsdp2.yaml",
-                            "--num_processes", "2", "-m", "repro_train"])
+    res = run_cli(
+        ["train", "--config", recipe, f"train.output_dir={tmp / 'fsdp2'}"],
+        launcher=[
+            f"{BIN}/accelerate",
+            "launch",
+            "--config_file",
+            f"{REPO}/launch/accelerate/fsdp2.yaml",
+            "--num_processes",
+            "2",
+            "-m",
+            "repro_train",
+        ],
+    )
     assert res.returncode != 0
     assert "FSDP2 needs GPUs" in res.stderr
 
@@ -92,9 +137,17 @@ def test_zero3_weight_push_gathers_one_parameter_at_a_time(setup, tiny_model_dir
     tmp, recipe, _ = setup
     out = tmp / "push-zero3"
     out.mkdir()
-    res = run_cli([f"{REPO}/tests/dist_push_weights.py", recipe, str(out)],
-                  launcher=[f"{BIN}/accelerate", "launch", "--config_file", f"{REPO}/launch/accelerate/zero3.yaml",
-                            "--num_processes", "2"])
+    res = run_cli(
+        [f"{REPO}/tests/dist_push_weights.py", recipe, str(out)],
+        launcher=[
+            f"{BIN}/accelerate",
+            "launch",
+            "--config_file",
+            f"{REPO}/launch/accelerate/zero3.yaml",
+            "--num_processes",
+            "2",
+        ],
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     got = torch.load(out / "pushed.pt")
     assert got["strategy"] == "zero3" and got["partitioned"] > 10

@@ -1,5 +1,6 @@
 """`repro-train eval` (eval/cli.py) and its runner: files, reproducibility, hand-computed metrics
 through the whole wiring, GSM8K-style data, and the error messages."""
+
 import json
 
 import pytest
@@ -14,8 +15,24 @@ from repro_train.eval.runner import EvalError, EvalSettings, evaluate, load_prob
 def _run(tmp_path, name, models, *extra):
     out = tmp_path / name
     argv = [a for m in models for a in ("--model", m)]
-    rc = main(argv + ["--data", "toy", "--n-problems", "3", "--samples", "2", "--max-new-tokens", "16",
-                      "--k", "1,2", "--out", str(out), *extra])
+    rc = main(
+        argv
+        + [
+            "--data",
+            "toy",
+            "--n-problems",
+            "3",
+            "--samples",
+            "2",
+            "--max-new-tokens",
+            "16",
+            "--k",
+            "1,2",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
     assert rc == 0
     return out
 
@@ -27,8 +44,18 @@ def test_cli_end_to_end_and_reproducible(tiny_model_dir, tmp_path, capsys):
 
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"a", "b"}
-    for key in ("pass@1", "maj@1", "maj@2", "mean_tokens", "median_tokens", "recheck_rate",
-                "backtrack_rate", "tokens_after_first_correct", "frac_answer_appears", "settings"):
+    for key in (
+        "pass@1",
+        "maj@1",
+        "maj@2",
+        "mean_tokens",
+        "median_tokens",
+        "recheck_rate",
+        "backtrack_rate",
+        "tokens_after_first_correct",
+        "frac_answer_appears",
+        "settings",
+    ):
         assert key in summary["a"], key
     assert summary["a"]["n_problems"] == 3 and summary["a"]["n_samples"] == 6
     assert summary["a"]["settings"]["reward"] == "exact_match"  # the toy task's default
@@ -38,8 +65,17 @@ def test_cli_end_to_end_and_reproducible(tiny_model_dir, tmp_path, capsys):
     rows = [json.loads(line) for line in (out / "samples_a.jsonl").read_text().splitlines()]
     assert len(rows) == 6
     assert [r["problem_id"] for r in rows] == [0, 0, 1, 1, 2, 2]
-    assert set(rows[0]) >= {"problem_id", "question", "gold", "completion", "answer", "correct",
-                            "n_tokens", "rechecks", "backtracks"}
+    assert set(rows[0]) >= {
+        "problem_id",
+        "question",
+        "gold",
+        "completion",
+        "answer",
+        "correct",
+        "n_tokens",
+        "rechecks",
+        "backtracks",
+    }
     for png in ("accuracy_vs_length.png", "length_hist.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The two problems' pairs differ: each problem has its own seed.
@@ -57,13 +93,34 @@ def test_cli_end_to_end_and_reproducible(tiny_model_dir, tmp_path, capsys):
 
 def test_cli_greedy_on_gsm8k_style_file(tiny_model_dir, tmp_path):
     data = tmp_path / "gsm.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in [
-        {"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = 7\n#### 7"},
-        {"question": "What is 2 times 600?", "answer": "2 * 600 = 1200\n#### 1,200"},
-    ]) + "\n")
+    data.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = 7\n#### 7"},
+                {"question": "What is 2 times 600?", "answer": "2 * 600 = 1200\n#### 1,200"},
+            ]
+        )
+        + "\n"
+    )
     out = tmp_path / "gsm"
-    rc = main(["--model", tiny_model_dir, "--data", str(data), "--greedy", "--batch-size", "1",
-               "--max-new-tokens", "4", "--reward", "numeric", "--out", str(out)])
+    rc = main(
+        [
+            "--model",
+            tiny_model_dir,
+            "--data",
+            str(data),
+            "--greedy",
+            "--batch-size",
+            "1",
+            "--max-new-tokens",
+            "4",
+            "--reward",
+            "numeric",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     label = tiny_model_dir.rstrip("/").split("/")[-1]  # a bare path is labelled by its folder
     rows = [json.loads(line) for line in (out / f"samples_{label}.jsonl").read_text().splitlines()]
@@ -90,14 +147,16 @@ class CharTokenizer:
     def __call__(self, text, add_special_tokens=True):
         class Enc:
             input_ids = self.encode(text)
+
         return Enc()
 
     def encode(self, text):
         return [ord(c) + 3 for c in text]
 
     def decode(self, ids, skip_special_tokens=False, clean_up_tokenization_spaces=False):
-        return "".join("" if (i in self._SPECIAL and skip_special_tokens) else self._SPECIAL.get(i) or chr(i - 3)
-                       for i in ids)
+        return "".join(
+            "" if (i in self._SPECIAL and skip_special_tokens) else self._SPECIAL.get(i) or chr(i - 3) for i in ids
+        )
 
     def batch_decode(self, rows, skip_special_tokens=False):
         return [self.decode(r, skip_special_tokens) for r in rows]
@@ -110,9 +169,11 @@ class StubModel:
 
 # Problem 0 (gold 63): wrong, right with a re-check before </think> (answer "63.0": numeric says
 # right, so it votes "63"), right with a backtrack and a "Let me verify" after </think> (not counted).
-P0 = ["17 + 46 = 64\n\n</think>\n\nFinal answer: 64",
-      "17 + 46 = 63\n\nLet me verify: 17 + 46 = 63.\n\n</think>\n\nFinal answer: 63.0",
-      "17 + 46 = 62\n\nWait, that is wrong. 17 + 46 = 63, not 62.\n\n</think>\n\nLet me verify: yes.\n\nFinal answer: 63"]
+P0 = [
+    "17 + 46 = 64\n\n</think>\n\nFinal answer: 64",
+    "17 + 46 = 63\n\nLet me verify: 17 + 46 = 63.\n\n</think>\n\nFinal answer: 63.0",
+    "17 + 46 = 62\n\nWait, that is wrong. 17 + 46 = 63, not 62.\n\n</think>\n\nLet me verify: yes.\n\nFinal answer: 63",
+]
 # Problem 1 (gold 7): "= 7" then a wrong answer; a wrong answer; cut off right after "= 7" (no EOS).
 P1 = ["3 + 4 = 7\n\n</think>\n\nFinal answer: 8", "</think>\n\nFinal answer: 8", "3 + 4 = 7"]
 
@@ -159,11 +220,16 @@ def test_evaluate_wiring_hand_computed(monkeypatch):
 
 def test_evaluate_rejects_bad_settings():
     with pytest.raises(EvalError, match="greedy"):
-        evaluate(StubModel(), CharTokenizer(), [{"id": 0, "question": "q", "answer": "1"}],
-                 EvalSettings(greedy=True, samples=4))
+        evaluate(
+            StubModel(),
+            CharTokenizer(),
+            [{"id": 0, "question": "q", "answer": "1"}],
+            EvalSettings(greedy=True, samples=4),
+        )
     with pytest.raises(EvalError, match="unknown reward 'exact'"):
-        evaluate(StubModel(), CharTokenizer(), [{"id": 0, "question": "q", "answer": "1"}],
-                 EvalSettings(reward="exact"))
+        evaluate(
+            StubModel(), CharTokenizer(), [{"id": 0, "question": "q", "answer": "1"}], EvalSettings(reward="exact")
+        )
 
 
 # ---------------------------------------------------------------- problems and errors
@@ -175,12 +241,19 @@ def _jsonl(path, rows):
 
 
 def test_load_problems_gsm8k_style_and_regex(tmp_path):
-    f = _jsonl(tmp_path / "g.jsonl", [{"question": "a?", "answer": "1 + 1 = 2\n#### 2"},
-                                      {"question": "b?", "answer": "#### 1,234"},
-                                      {"question": "c?", "answer": 5}])
-    assert load_problems(f) == [{"id": 0, "question": "a?", "answer": "2"},
-                                {"id": 1, "question": "b?", "answer": "1234"},
-                                {"id": 2, "question": "c?", "answer": "5"}]
+    f = _jsonl(
+        tmp_path / "g.jsonl",
+        [
+            {"question": "a?", "answer": "1 + 1 = 2\n#### 2"},
+            {"question": "b?", "answer": "#### 1,234"},
+            {"question": "c?", "answer": 5},
+        ],
+    )
+    assert load_problems(f) == [
+        {"id": 0, "question": "a?", "answer": "2"},
+        {"id": 1, "question": "b?", "answer": "1234"},
+        {"id": 2, "question": "c?", "answer": "5"},
+    ]
     assert len(load_problems(f, 2)) == 2
     f2 = _jsonl(tmp_path / "m.jsonl", [{"problem": "x?", "solution": r"so \boxed{3} and \boxed{4}"}])
     got = load_problems(f2, question_field="problem", answer_field="solution", answer_regex=r"\\boxed\{(\d+)\}")

@@ -1,11 +1,11 @@
 """Detectors, metrics and plots: planted traces, hand-written prose, hand-computed numbers."""
+
 import re
 
 import pytest
 
 from repro_train.eval.detectors import classify_paragraph, count_backtracks, count_rechecks
-from repro_train.eval.metrics import (length_stats, maj_at_k, pass_at_1, summarize,
-                                      tokens_after_first_correct)
+from repro_train.eval.metrics import length_stats, maj_at_k, pass_at_1, summarize, tokens_after_first_correct
 from repro_train.eval.plots import plot_accuracy_vs_length, plot_length_histograms
 from repro_train.tasks.arithmetic import generate
 
@@ -13,6 +13,7 @@ STEP = re.compile(r"\d+ [-+*] \d+ = \d+")
 
 
 # ---------------------------------------------------------------- detectors
+
 
 def test_detectors_find_every_planted_paragraph():
     seen = set()
@@ -25,38 +26,44 @@ def test_detectors_find_every_planted_paragraph():
     assert {("direct", 0), ("recheck", 1), ("recheck", 2), ("backtrack", 1)} <= seen
 
 
-@pytest.mark.parametrize("paragraph, label", [
-    ("Let me double-check: 3 * 4 = 12. Yes.", "recheck"),
-    ("To double check, 12 + 5 = 17.", "recheck"),
-    ("LET ME VERIFY this once more: 17 - 2 = 15.", "recheck"),
-    ("Let me check again. 4 * 5 = 20. Yes, that is right.", "recheck"),
-    ("Let me recheck the multiplication; it gives 20.", "recheck"),
-    ("Wait, no, 12 + 5 is 17, not 18.", "backtrack"),
-    ("I made a mistake above.", "backtrack"),
-    ("Actually, the sum is not 18.", "backtrack"),
-    ("Let me reconsider the second step.", "backtrack"),
-    ("That\u2019s not right: 7 * 8 = 56.", "backtrack"),
-    ("Hmm, let me verify 7 * 8. It is 54? No wait, that's wrong, it is 56.", "backtrack"),
-    ("So the answer is 20. That is right.", None),
-    ("12 + 5 = 17", None),
-    ("Now add 3 to get 20, which is correct.", None),
-])
+@pytest.mark.parametrize(
+    "paragraph, label",
+    [
+        ("Let me double-check: 3 * 4 = 12. Yes.", "recheck"),
+        ("To double check, 12 + 5 = 17.", "recheck"),
+        ("LET ME VERIFY this once more: 17 - 2 = 15.", "recheck"),
+        ("Let me check again. 4 * 5 = 20. Yes, that is right.", "recheck"),
+        ("Let me recheck the multiplication; it gives 20.", "recheck"),
+        ("Wait, no, 12 + 5 is 17, not 18.", "backtrack"),
+        ("I made a mistake above.", "backtrack"),
+        ("Actually, the sum is not 18.", "backtrack"),
+        ("Let me reconsider the second step.", "backtrack"),
+        ("That\u2019s not right: 7 * 8 = 56.", "backtrack"),
+        ("Hmm, let me verify 7 * 8. It is 54? No wait, that's wrong, it is 56.", "backtrack"),
+        ("So the answer is 20. That is right.", None),
+        ("12 + 5 = 17", None),
+        ("Now add 3 to get 20, which is correct.", None),
+    ],
+)
 def test_classify_hand_written(paragraph, label):
     assert classify_paragraph(paragraph) == label
 
 
 def test_counts_per_paragraph():
-    text = ("Let me verify: 2 + 2 = 4. Let me double-check again. Yes.\n\n"      # one recheck
-            "4 * 3 = 12\n\n"
-            "Wait, no. That is wrong. I made a mistake.\n  \n"                 # one backtrack
-            "4 * 3 = 12. To double check: 12 / 3 = 4.\n\n"                    # a second recheck
-            "</think>\n\nFinal answer: 12")
+    text = (
+        "Let me verify: 2 + 2 = 4. Let me double-check again. Yes.\n\n"  # one recheck
+        "4 * 3 = 12\n\n"
+        "Wait, no. That is wrong. I made a mistake.\n  \n"  # one backtrack
+        "4 * 3 = 12. To double check: 12 / 3 = 4.\n\n"  # a second recheck
+        "</think>\n\nFinal answer: 12"
+    )
     assert count_rechecks(text) == 2
     assert count_backtracks(text) == 1
     assert count_rechecks("") == count_backtracks("") == 0
 
 
 # ---------------------------------------------------------------- metrics
+
 
 def test_pass_at_1_is_mean_of_per_problem_means():
     # (1/2 + 3/4) / 2, not the pooled 4/6
@@ -67,22 +74,23 @@ def test_pass_at_1_is_mean_of_per_problem_means():
 
 
 def test_maj_at_k_ties_none_and_k():
-    answers = [["3", None, "4", "4"],      # k=2: only "3" votes -> right; k=4: "4" wins -> wrong
-               [None, None, "7", "7"],     # k=2: no vote -> wrong; k=4: "7" -> right
-               ["5", "6", "5", "6"]]       # tie at k=4 -> "5" (seen first, not last) -> wrong
+    answers = [
+        ["3", None, "4", "4"],  # k=2: only "3" votes -> right; k=4: "4" wins -> wrong
+        [None, None, "7", "7"],  # k=2: no vote -> wrong; k=4: "7" -> right
+        ["5", "6", "5", "6"],
+    ]  # tie at k=4 -> "5" (seen first, not last) -> wrong
     gold = ["3", "7", "6"]
     assert maj_at_k(answers, gold, 1) == pytest.approx(1 / 3)
     assert maj_at_k(answers, gold, 2) == pytest.approx(1 / 3)
     assert maj_at_k(answers, gold, 4) == pytest.approx(1 / 3)
-    assert maj_at_k([["6", "5", "6", "5"]], ["6"], 4) == 1.0           # tie -> "6", seen first
+    assert maj_at_k([["6", "5", "6", "5"]], ["6"], 4) == 1.0  # tie -> "6", seen first
     with pytest.raises(ValueError):
         maj_at_k(answers, gold, 5)
 
 
 def test_length_stats():
     # sorted [1, 2, 3, 4, 100]: p90 at position 0.9 * 4 = 3.6 -> 4 + 0.6 * (100 - 4) = 61.6
-    assert length_stats([100, 3, 1, 4, 2]) == pytest.approx(
-        {"mean": 22.0, "median": 3.0, "p90": 61.6, "max": 100})
+    assert length_stats([100, 3, 1, 4, 2]) == pytest.approx({"mean": 22.0, "median": 3.0, "p90": 61.6, "max": 100})
     assert length_stats([5]) == {"mean": 5.0, "median": 5.0, "p90": 5.0, "max": 5}
 
 
@@ -97,63 +105,109 @@ def _offsets(tokens):
 def test_tokens_after_first_correct_rules():
     def run(tokens, answer):
         return tokens_after_first_correct("".join(tokens), _offsets(tokens), answer)
-    assert run(["x", " = 63", ".", " ok", "\n\n"], "63") == 3     # "= 63." matches; 3 tokens after
-    assert run(["x =", " 63 and", " more"], "63") == 1             # token 1 begins inside the match
-    assert run(["y = 630", " z = 63.5", " w"], "63") is None       # longer numbers do not match
+
+    assert run(["x", " = 63", ".", " ok", "\n\n"], "63") == 3  # "= 63." matches; 3 tokens after
+    assert run(["x =", " 63 and", " more"], "63") == 1  # token 1 begins inside the match
+    assert run(["y = 630", " z = 63.5", " w"], "63") is None  # longer numbers do not match
     assert run(["The answer is 63", "!"], "63") == 1
     assert run(["Final", " answer", ":", " 63"], "63") == 0
-    assert run(["17 + 46", " is 63"], "63") is None                # not a step result
+    assert run(["17 + 46", " is 63"], "63") is None  # not a step result
 
 
 # Six responses, two problems, three samples each; tokens are text chunks.
 RESPONSES = [  # (problem_id, gold, tokens, extracted answer, correct)
-    ("p0", "63", ["25 * 3 = 75", "\n\n", "75 - 12", " = 63", "\n\n</think>\n\n",
-                  "Final answer: 63"],
-     "63", True),                                   # 6 tokens; after "= 63": 2
-    ("p0", "63", ["75 - 12 = 63", "\n\n", "Wait, let me double-check: ", "75 - 12 = 63",
-                  ". Yes, that is right.", "\n\n</think>\n\n", "Final answer: 63"],
-     "63", True),                                   # 7 tokens, 1 recheck; after: 6
-    ("p0", "63", ["75 - 12 = 53", "\n\n</think>\n\n", "Final answer: 53"],
-     "53", False),                                  # 3 tokens; 63 never appears
-    ("p1", "10", ["10 * 10 = 100", "\n\n</think>\n\n", "Final answer: 100"],
-     "100", False),                                 # 3 tokens; "= 100" is not 10
-    ("p1", "10", ["4 + 5 = 8", "\n\n", "Wait, that is wrong. ", "4 + 5 = 9, not 8.", "\n\n",
-                  "9 + 1 = 10", "\n\n</think>\n\n", "Final answer: 10"],
-     "10", True),                                   # 8 tokens, 1 backtrack; after: 2
-    ("p1", "10", ["9 + 1 = 10", "\n\n", "Let me verify: 9 + 1 = 10.", " Correct.",
-                  "\n\n</think>\n\n", "Final answer: 10"],
-     "10", True),                                   # 6 tokens, 1 recheck; after: 5
+    (
+        "p0",
+        "63",
+        ["25 * 3 = 75", "\n\n", "75 - 12", " = 63", "\n\n</think>\n\n", "Final answer: 63"],
+        "63",
+        True,
+    ),  # 6 tokens; after "= 63": 2
+    (
+        "p0",
+        "63",
+        [
+            "75 - 12 = 63",
+            "\n\n",
+            "Wait, let me double-check: ",
+            "75 - 12 = 63",
+            ". Yes, that is right.",
+            "\n\n</think>\n\n",
+            "Final answer: 63",
+        ],
+        "63",
+        True,
+    ),  # 7 tokens, 1 recheck; after: 6
+    ("p0", "63", ["75 - 12 = 53", "\n\n</think>\n\n", "Final answer: 53"], "53", False),  # 3 tokens; 63 never appears
+    (
+        "p1",
+        "10",
+        ["10 * 10 = 100", "\n\n</think>\n\n", "Final answer: 100"],
+        "100",
+        False,
+    ),  # 3 tokens; "= 100" is not 10
+    (
+        "p1",
+        "10",
+        [
+            "4 + 5 = 8",
+            "\n\n",
+            "Wait, that is wrong. ",
+            "4 + 5 = 9, not 8.",
+            "\n\n",
+            "9 + 1 = 10",
+            "\n\n</think>\n\n",
+            "Final answer: 10",
+        ],
+        "10",
+        True,
+    ),  # 8 tokens, 1 backtrack; after: 2
+    (
+        "p1",
+        "10",
+        ["9 + 1 = 10", "\n\n", "Let me verify: 9 + 1 = 10.", " Correct.", "\n\n</think>\n\n", "Final answer: 10"],
+        "10",
+        True,
+    ),  # 6 tokens, 1 recheck; after: 5
 ]
 
 
 def test_summarize_hand_computed():
-    samples = [{"problem_id": pid, "gold": gold, "text": "".join(toks),
-                "token_offsets": _offsets(toks), "n_tokens": len(toks),
-                "answer": ans, "correct": ok}
-               for pid, gold, toks, ans, ok in RESPONSES]
+    samples = [
+        {
+            "problem_id": pid,
+            "gold": gold,
+            "text": "".join(toks),
+            "token_offsets": _offsets(toks),
+            "n_tokens": len(toks),
+            "answer": ans,
+            "correct": ok,
+        }
+        for pid, gold, toks, ans, ok in RESPONSES
+    ]
     s = summarize(samples, k_values=(1, 3, 4))
     assert s["n_problems"] == 2 and s["n_samples"] == 6
-    assert s["pass@1"] == pytest.approx(2 / 3)                  # (2/3 + 2/3) / 2
-    assert s["maj@1"] == pytest.approx(0.5)                     # p0 "63" right, p1 "100" wrong
-    assert s["maj@3"] == pytest.approx(1.0)                     # "63" 2-1, "10" 2-1
-    assert "maj@4" not in s                                     # only 3 samples per problem
-    assert s["mean_tokens"] == pytest.approx(5.5)               # (6+7+3+3+8+6) / 6
-    assert s["median_tokens"] == pytest.approx(6.0)             # [3, 3, 6, 6, 7, 8]
-    assert s["p90_tokens"] == pytest.approx(7.5)                # position 4.5: (7 + 8) / 2
+    assert s["pass@1"] == pytest.approx(2 / 3)  # (2/3 + 2/3) / 2
+    assert s["maj@1"] == pytest.approx(0.5)  # p0 "63" right, p1 "100" wrong
+    assert s["maj@3"] == pytest.approx(1.0)  # "63" 2-1, "10" 2-1
+    assert "maj@4" not in s  # only 3 samples per problem
+    assert s["mean_tokens"] == pytest.approx(5.5)  # (6+7+3+3+8+6) / 6
+    assert s["median_tokens"] == pytest.approx(6.0)  # [3, 3, 6, 6, 7, 8]
+    assert s["p90_tokens"] == pytest.approx(7.5)  # position 4.5: (7 + 8) / 2
     assert s["max_tokens"] == 8
     assert s["recheck_rate"] == pytest.approx(2 / 6)
     assert s["frac_with_recheck"] == pytest.approx(2 / 6)
     assert s["backtrack_rate"] == pytest.approx(1 / 6)
     assert s["frac_with_backtrack"] == pytest.approx(1 / 6)
-    assert s["tokens_after_first_correct"] == pytest.approx(3.75)   # (2 + 6 + 2 + 5) / 4
+    assert s["tokens_after_first_correct"] == pytest.approx(3.75)  # (2 + 6 + 2 + 5) / 4
     assert s["frac_answer_appears"] == pytest.approx(4 / 6)
 
 
 # ---------------------------------------------------------------- plots
 
+
 def test_plots_write_png(tmp_path):
-    summaries = {"base": {"mean_tokens": 120.0, "pass@1": 0.6},
-                 "repro": {"mean_tokens": 80.0, "pass@1": 0.65}}
+    summaries = {"base": {"mean_tokens": 120.0, "pass@1": 0.6}, "repro": {"mean_tokens": 80.0, "pass@1": 0.65}}
     a, b = tmp_path / "acc.png", tmp_path / "sub" / "len.png"
     plot_accuracy_vs_length(summaries, a)
     plot_length_histograms({"base": [100, 120, 150, 90], "repro": [70, 80, 85]}, b)

@@ -1,6 +1,7 @@
 """No function of the package runs over 60 lines (docstring included): a longer one is two
 functions. The Triton kernels are exempt: a kernel is one launch, and splitting it into device
 functions would not make it easier to read."""
+
 import ast
 from pathlib import Path
 
@@ -11,8 +12,11 @@ EXEMPT = {"repro/probe/triton_kernels.py"}
 
 def long_functions(source: str, limit: int = MAX_LINES) -> list[tuple[str, int]]:
     """(name, lines) of every function or method in `source` longer than `limit` lines."""
-    return [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(ast.parse(source))
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > limit]
+    return [
+        (n.name, n.end_lineno - n.lineno + 1)
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > limit
+    ]
 
 
 def test_no_function_over_60_lines():

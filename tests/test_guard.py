@@ -1,21 +1,23 @@
 """Non-finite numbers (repro_train/trainer/guard.py): each injected where it arises; the step is
 not applied, where it appeared is logged, and max_bad_steps bad steps in a row stop the run with a
 checkpoint of the last good weights."""
+
 import json
 import math
 import os
 
 import pytest
 import torch
+from trainer_utils import last_checkpoint, make_recipe, metrics, policy_weights, run_inprocess
 
 from repro_train.trainer import loop
 from repro_train.trainer.guard import NonFiniteStop
-from trainer_utils import last_checkpoint, make_recipe, metrics, policy_weights, run_inprocess
 
 
 @pytest.fixture(scope="module")
 def data_path(tmp_path_factory):
     from repro_train.tasks.arithmetic import generate, write_jsonl
+
     path = tmp_path_factory.mktemp("data") / "toy.jsonl"
     write_jsonl(generate(8, seed=3, with_traces=False), str(path))
     return str(path)
@@ -63,6 +65,7 @@ def inject(monkeypatch, where: str, steps: set[int]):
             calls["n"] += 1
             if calls["n"] in steps:
                 poison(batch)
+
         monkeypatch.setattr(loop, phase, wrapped)
     else:  # loss / grad_norm: per micro-batch; the step index comes from the rollout phase
         orig_roll, orig_loss = loop.rollout_phase, loop.micro_loss
@@ -76,6 +79,7 @@ def inject(monkeypatch, where: str, steps: set[int]):
             if calls["n"] in steps:
                 loss = loss * float("nan") if where == "loss" else NanGrad.apply(loss)
             return loss, stats
+
         monkeypatch.setattr(loop, "rollout_phase", roll)
         monkeypatch.setattr(loop, "micro_loss", micro)
 
@@ -86,8 +90,9 @@ WHERE = ["log-probs", "J", "advantages", "loss", "grad_norm"]
 @pytest.mark.parametrize("where", WHERE)
 def test_a_bad_step_is_not_applied_and_logged(tmp_path, tiny_model_dir, data_path, monkeypatch, capsys, where):
     inject(monkeypatch, where, steps={0})
-    recipe = make_recipe(tmp_path, tiny_model_dir, data_path, train={"steps": 2},
-                         repro={"probe_prefix": "\n\nFinal answer: "})
+    recipe = make_recipe(
+        tmp_path, tiny_model_dir, data_path, train={"steps": 2}, repro={"probe_prefix": "\n\nFinal answer: "}
+    )
     run = run_inprocess(recipe)
     rows = metrics(run)
     assert rows[0]["guard/skipped_step"] == 1 and rows[0][f"guard/nonfinite/{where}"] >= 1
@@ -102,6 +107,7 @@ def test_a_bad_step_is_not_applied_and_logged(tmp_path, tiny_model_dir, data_pat
 @pytest.mark.parametrize("where", ["advantages", "grad_norm"])
 def test_bad_steps_in_a_row_stop_with_the_last_good_weights(tmp_path, tiny_model_dir, data_path, monkeypatch, where):
     from safetensors.torch import load_file
+
     initial = load_file(f"{tiny_model_dir}/model.safetensors")
     inject(monkeypatch, where, steps={1, 2, 3, 4})  # step 1 good, then bad from step 2 on
     recipe = make_recipe(tmp_path, tiny_model_dir, data_path, train={"steps": 6, "max_bad_steps": 2})

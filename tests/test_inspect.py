@@ -1,4 +1,5 @@
 """`repro-train inspect` end to end on the tiny model."""
+
 import json
 
 import pytest
@@ -6,8 +7,11 @@ import pytest
 from repro_train.cli import main as cli_main
 from repro_train.inspect_cot import main
 
-GOOD = {"prompt": "Q: 3+4+1?", "response": "Add 3 + 4 = 7.\n\nThen 7 + 1 = 8.\n\nSo 8.\n\n</think>\n\nFinal answer: 8",
-        "answer": "8"}
+GOOD = {
+    "prompt": "Q: 3+4+1?",
+    "response": "Add 3 + 4 = 7.\n\nThen 7 + 1 = 8.\n\nSo 8.\n\n</think>\n\nFinal answer: 8",
+    "answer": "8",
+}
 
 
 def write(path, rows):
@@ -16,21 +20,42 @@ def write(path, rows):
 
 
 def test_inspect_outputs_and_bad_rows(tiny_model_dir, tmp_path, capsys):
-    rows = [GOOD,
-            {"question": "What is 12+5?", "response": "12 + 5 = 17.\n\nSo 17.", "answer": 17},
-            {"prompt": "x", "response": "", "answer": "1"},
-            {"prompt": "x", "answer": "1"},
-            "not json",
-            {"response": "a\n\nb", "answer": "1"},
-            {"prompt": "x", "response": "abc\n\ndef", "answer": " "},
-            {"prompt": "x", "response": "</think> no thinking", "answer": "3"}]
+    rows = [
+        GOOD,
+        {"question": "What is 12+5?", "response": "12 + 5 = 17.\n\nSo 17.", "answer": 17},
+        {"prompt": "x", "response": "", "answer": "1"},
+        {"prompt": "x", "answer": "1"},
+        "not json",
+        {"response": "a\n\nb", "answer": "1"},
+        {"prompt": "x", "response": "abc\n\ndef", "answer": " "},
+        {"prompt": "x", "response": "</think> no thinking", "answer": "3"},
+    ]
     src, out, plots = write(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl", tmp_path / "plots"
-    rc = main(["--model", tiny_model_dir, "--input", src, "--output", str(out), "--plot", str(plots),
-               "--top-k", "2", "--batch-size", "3"])
+    rc = main(
+        [
+            "--model",
+            tiny_model_dir,
+            "--input",
+            src,
+            "--output",
+            str(out),
+            "--plot",
+            str(plots),
+            "--top-k",
+            "2",
+            "--batch-size",
+            "3",
+        ]
+    )
     assert rc == 1
     err = capsys.readouterr().err
-    for line, field in [(3, "'response' is empty"), (4, "'response'"), (5, "not valid JSON"),
-                        (6, "'prompt'"), (7, "'answer'")]:
+    for line, field in [
+        (3, "'response' is empty"),
+        (4, "'response'"),
+        (5, "not valid JSON"),
+        (6, "'prompt'"),
+        (7, "'answer'"),
+    ]:
         assert f"in.jsonl:{line}: " in err and field in err
     res = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["row"] for r in res] == list(range(1, 9))
@@ -54,8 +79,10 @@ def test_inspect_outputs_and_bad_rows(tiny_model_dir, tmp_path, capsys):
 def test_inspect_options_and_errors(tiny_model_dir, tmp_path, capsys):
     src = write(tmp_path / "in.jsonl", [GOOD])
     out = tmp_path / "o.jsonl"
-    assert main(["--model", tiny_model_dir, "--input", src, "--output", str(out), "--top-k", "1",
-                 "--probe-impl", "naive"]) == 0
+    assert (
+        main(["--model", tiny_model_dir, "--input", src, "--output", str(out), "--top-k", "1", "--probe-impl", "naive"])
+        == 0
+    )
     one = json.loads(out.read_text())
     assert len(one["cuts"]) == 1
     assert main(["--model", tiny_model_dir, "--input", src, "--output", str(out), "--w", "1.5"]) == 2
@@ -70,14 +97,18 @@ def test_inspect_options_and_errors(tiny_model_dir, tmp_path, capsys):
 def test_inspect_toy_model_with_the_authors_preset(tmp_path, capsys):
     """`--model toy --preset authors_code`: forks after '.', '?' and '\\n\\n' tokens, J at the forks, and
     the forced cut after '</think>'; the row's segments, cuts, J, S and r are printed."""
-    row = {"prompt": "Q: 3+4+1?", "answer": "8",
-           "response": "Add 3 + 4 = 7.\n\nThen 7 + 1 = 8.\nIs it 8?\nSo 8.\n</think>\n\nFinal answer: \\boxed{8}"}
+    row = {
+        "prompt": "Q: 3+4+1?",
+        "answer": "8",
+        "response": "Add 3 + 4 = 7.\n\nThen 7 + 1 = 8.\nIs it 8?\nSo 8.\n</think>\n\nFinal answer: \\boxed{8}",
+    }
     src, out = write(tmp_path / "in.jsonl", [row]), tmp_path / "o.jsonl"
     assert main(["--model", "toy", "--input", src, "--output", str(out), "--preset", "authors_code"]) == 0
     res = json.loads(out.read_text())
     printed = capsys.readouterr().out
     T = res["thinking_end"]
     from repro_train.inspect_cot import load_model
+
     _, tok = load_model("toy", "cpu", "float32")
     assert res["response_ids"][T] == tok("</think>", add_special_tokens=False).input_ids[0]
     forks = [s["start"] for s in res["segments"]]
@@ -90,6 +121,23 @@ def test_inspect_toy_model_with_the_authors_preset(tmp_path, capsys):
     for line in ("segments", f"cuts      {res['cuts']}", "J_b", "J ", "S ", "r "):
         assert line in printed
     # a flag set by hand wins over the preset
-    assert main(["--model", "toy", "--input", src, "--output", str(out), "--preset", "authors_code",
-                 "--top-k", "1", "--show", "0"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                "toy",
+                "--input",
+                src,
+                "--output",
+                str(out),
+                "--preset",
+                "authors_code",
+                "--top-k",
+                "1",
+                "--show",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert len(json.loads(out.read_text())["cuts"]) == 2 and "segments" not in capsys.readouterr().out

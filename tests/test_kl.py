@@ -1,4 +1,5 @@
 """KL estimators against hand values, their sign convention, and the registry."""
+
 import math
 
 import pytest

@@ -3,6 +3,7 @@ packages import each other, directly or round a loop; imports between the packag
 sit at module top (a reader sees every dependency in the first lines of a file).
 
 Adding a module: give it a layer in LAYERS (a module that matches no entry fails the test)."""
+
 import ast
 import sys
 from pathlib import Path
@@ -51,7 +52,7 @@ def imports(path: Path) -> list[tuple[str, bool]]:
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".") if package else []
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 target = ".".join(base + ([node.module] if node.module else []))
             elif (node.module or "").split(".")[0] == "repro_train":
                 target = node.module.partition(".")[2]
@@ -90,8 +91,11 @@ def edges() -> list[tuple[str, str, bool]]:
 
 
 def upward(edge_list, layers=LAYERS) -> list[str]:
-    return [f"{a} (layer {layer_of(a, layers)}) imports {b} (layer {layer_of(b, layers)})"
-            for a, b, _ in edge_list if layer_of(b, layers) > layer_of(a, layers)]
+    return [
+        f"{a} (layer {layer_of(a, layers)}) imports {b} (layer {layer_of(b, layers)})"
+        for a, b, _ in edge_list
+        if layer_of(b, layers) > layer_of(a, layers)
+    ]
 
 
 def package_cycle(edge_list) -> list[str] | None:
@@ -108,7 +112,7 @@ def package_cycle(edge_list) -> list[str] | None:
         stack.append(p)
         for q in sorted(graph.get(p, ())):
             if state.get(q) == "open":
-                return stack[stack.index(q):] + [q]
+                return stack[stack.index(q) :] + [q]
             if q not in state:
                 found = visit(q)
                 if found:
@@ -141,17 +145,19 @@ def test_no_package_cycle():
 
 
 def test_package_imports_sit_at_module_top():
-    lazy = [f"{a} imports {b} inside a function" for a, b, top in edges()
-            if not top and (a, b) not in LAZY_ALLOWED]
+    lazy = [f"{a} imports {b} inside a function" for a, b, top in edges() if not top and (a, b) not in LAZY_ALLOWED]
     assert not lazy, "\n".join(lazy)
 
 
-@pytest.mark.parametrize("edge, layers, bad", [
-    (("repro.scores", "trainer.loop", True), LAYERS, True),  # the method reaching up into the loop
-    (("trainer.loop", "repro.scores", True), LAYERS, False),
-    (("eval.detectors", "eval.runner", True), LAYERS, True),  # a low module of a package above its sibling
-    (("eval.runner", "eval.detectors", True), LAYERS, False),
-])
+@pytest.mark.parametrize(
+    "edge, layers, bad",
+    [
+        (("repro.scores", "trainer.loop", True), LAYERS, True),  # the method reaching up into the loop
+        (("trainer.loop", "repro.scores", True), LAYERS, False),
+        (("eval.detectors", "eval.runner", True), LAYERS, True),  # a low module of a package above its sibling
+        (("eval.runner", "eval.detectors", True), LAYERS, False),
+    ],
+)
 def test_the_checks_catch_what_they_should(edge, layers, bad):
     assert bool(upward([edge], layers)) == bad
     cycle = package_cycle([edge, (edge[1], edge[0], True)])
@@ -162,8 +168,9 @@ def test_imports_resolve_relative_and_absolute(tmp_path, monkeypatch):
     """The parser reads `from ..x import y`, `from . import y` and `import repro_train.x` alike."""
     pkg = tmp_path / "repro_train"
     (pkg / "a").mkdir(parents=True)
-    (pkg / "a" / "m.py").write_text("from ..b import c\nfrom . import n\nimport repro_train.d.e\n"
-                                    "def f():\n    from .n import g\n")
+    (pkg / "a" / "m.py").write_text(
+        "from ..b import c\nfrom . import n\nimport repro_train.d.e\ndef f():\n    from .n import g\n"
+    )
     monkeypatch.setattr(sys.modules[__name__], "ROOT", pkg)
     assert imports(pkg / "a" / "m.py") == [("b.c", True), ("a.n", True), ("d.e", True), ("a.n.g", False)]
 
@@ -174,8 +181,11 @@ def test_no_private_name_crosses_a_module():
     for path in sorted(ROOT.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("repro_train")):
-                crossing += [f"{module_name(path)} imports {a.name}" for a in node.names
-                             if a.name.startswith("_") and not a.name.startswith("__")]
+                crossing += [
+                    f"{module_name(path)} imports {a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
     assert not crossing, "\n".join(crossing)
 
 

@@ -1,4 +1,5 @@
 """agg_loss, ppo_clip_loss and value_loss against hand-derived numbers; micro-batch/rank splits."""
+
 import math
 
 import pytest
@@ -26,9 +27,7 @@ def _close(actual, expected, tol=1e-6):
 # ---------------------------------------------------------------------------------------------
 
 # Row 0 has 2 valid tokens (1, 3), row 1 has 4 (2, 2, 2, 6), row 2 none.
-X = torch.tensor([[1.0, 3.0, GARBAGE, GARBAGE],
-                  [2.0, 2.0, 2.0, 6.0],
-                  [GARBAGE, GARBAGE, GARBAGE, GARBAGE]])
+X = torch.tensor([[1.0, 3.0, GARBAGE, GARBAGE], [2.0, 2.0, 2.0, 6.0], [GARBAGE, GARBAGE, GARBAGE, GARBAGE]])
 M = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]], dtype=torch.bool)
 
 
@@ -59,8 +58,9 @@ def test_agg_two_halves_sum_to_whole(mode):
     mask = torch.arange(5)[None, :] < lens[:, None]
     whole = agg_loss(x, mask, mode)
     n_tok, n_seq = mask.sum(), (lens > 0).sum()
-    halves = sum(agg_loss(x[s], mask[s], mode, global_tokens=n_tok, global_seqs=n_seq)
-                 for s in (slice(0, 3), slice(3, 6)))
+    halves = sum(
+        agg_loss(x[s], mask[s], mode, global_tokens=n_tok, global_seqs=n_seq) for s in (slice(0, 3), slice(3, 6))
+    )
     _close(halves, whole)
     # The local (default) denominators do not sum to the whole: the test can fail.
     local = sum(agg_loss(x[s], mask[s], mode) for s in (slice(0, 3), slice(3, 6)))

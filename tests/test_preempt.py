@@ -1,6 +1,7 @@
 """Preemption (repro_train/trainer/preempt.py): SIGTERM / SIGUSR1 finish the step, write a
 checkpoint, exit with REQUEUE_EXIT and a PREEMPTED marker; train.resume=auto continues from it.
 Under torchrun a signal to one rank stops every rank after the same step."""
+
 import json
 import os
 import signal
@@ -9,13 +10,22 @@ import sys
 import time
 
 import pytest
-
-from repro_train.trainer.preempt import MARKER, REQUEUE_EXIT, Preemption
 from trainer_utils import REPO, last_checkpoint, make_recipe, metrics
 
-TOY = ["--config", "recipes/toy/grpo_repro.yaml", "rollout.prompts_per_step=2", "rollout.group_size=4",
-       "rollout.max_new_tokens=48", "algo.micro_batch_size=8", "train.device=cpu", "log.wandb=false",
-       "log.progress=false", "train.save_every=0"]
+from repro_train.trainer.preempt import MARKER, REQUEUE_EXIT, Preemption
+
+TOY = [
+    "--config",
+    "recipes/toy/grpo_repro.yaml",
+    "rollout.prompts_per_step=2",
+    "rollout.group_size=4",
+    "rollout.max_new_tokens=48",
+    "algo.micro_batch_size=8",
+    "train.device=cpu",
+    "log.wandb=false",
+    "log.progress=false",
+    "train.save_every=0",
+]
 
 
 class OneRank:
@@ -33,8 +43,9 @@ def test_handler_sets_a_flag_and_restores():
 
 
 def env():
-    return dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline", PYTHONUNBUFFERED="1",
-                PYTHONPATH=REPO)
+    return dict(
+        os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", WANDB_MODE="offline", PYTHONUNBUFFERED="1", PYTHONPATH=REPO
+    )
 
 
 def wait_for_steps(proc, run_dir: str, n: int) -> None:
@@ -50,8 +61,9 @@ def wait_for_steps(proc, run_dir: str, n: int) -> None:
 def test_signal_writes_a_checkpoint_and_the_requeued_run_resumes(tmp_path, sig):
     run_dir = str(tmp_path / "run")
     cmd = [sys.executable, "-m", "repro_train", "train", *TOY, f"train.output_dir={run_dir}"]
-    proc = subprocess.Popen(cmd + ["train.steps=60"], cwd=REPO, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd + ["train.steps=60"], cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         wait_for_steps(proc, run_dir, 1)
         proc.send_signal(sig)
@@ -66,8 +78,14 @@ def test_signal_writes_a_checkpoint_and_the_requeued_run_resumes(tmp_path, sig):
     marker = json.load(open(os.path.join(run_dir, MARKER)))
     assert marker["step"] == k and marker["signal"] == sig.name
     # the requeued job: same folder, train.resume=auto
-    res = subprocess.run(cmd + [f"train.steps={k + 1}", "train.resume=auto"], cwd=REPO, env=env(),
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        cmd + [f"train.steps={k + 1}", "train.resume=auto"],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert [r["step"] for r in metrics(run_dir)] == list(range(1, k + 2))
     assert last_checkpoint(run_dir).endswith(f"checkpoint-{k + 1:06d}")
@@ -92,12 +110,24 @@ def worker_pids(launcher_pid: int) -> dict[int, int]:
 @pytest.mark.distributed
 def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path, tiny_model_dir):
     from repro_train.tasks.arithmetic import generate, write_jsonl
+
     data = tmp_path / "d.jsonl"
     write_jsonl(generate(8, seed=3, with_traces=False), str(data))
     recipe = make_recipe(tmp_path, tiny_model_dir, str(data), train={"steps": 200})
     run_dir = str(tmp_path / "run")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "repro_train", "train", "--config", recipe]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "repro_train",
+        "train",
+        "--config",
+        recipe,
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_steps(proc, run_dir, 2)
@@ -111,7 +141,10 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path, tin
     assert 2 <= k < 200
     assert last_checkpoint(run_dir).endswith(f"checkpoint-{k:06d}")
     assert json.load(open(os.path.join(run_dir, MARKER))) == {
-        "step": k, "signal": "a signal on another rank", "checkpoint": last_checkpoint(run_dir)}
+        "step": k,
+        "signal": "a signal on another rank",
+        "checkpoint": last_checkpoint(run_dir),
+    }
     assert proc.returncode != 0  # torchrun reports the workers' exit code 75 as a failure
     assert f"exitcode  : {REQUEUE_EXIT}" in err or f"exit code {REQUEUE_EXIT}" in err, err[-3000:]
 
@@ -120,10 +153,12 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path, tin
 def test_signal_inside_a_step_in_process(tmp_path, tiny_model_dir, monkeypatch, at_step, steps):
     """The signal arrives during step `at_step`: that step is finished and checkpointed; during the
     last step the run simply ends (nothing left to requeue)."""
+    from trainer_utils import run_inprocess
+
     from repro_train.tasks.arithmetic import generate, write_jsonl
     from repro_train.trainer import loop
     from repro_train.trainer.preempt import Preempted
-    from trainer_utils import run_inprocess
+
     data = tmp_path / "d.jsonl"
     write_jsonl(generate(8, seed=3, with_traces=False), str(data))
     orig = loop.rollout_phase
@@ -132,6 +167,7 @@ def test_signal_inside_a_step_in_process(tmp_path, tiny_model_dir, monkeypatch, 
         if step + 1 == at_step:
             os.kill(os.getpid(), signal.SIGTERM)
         return orig(rt, step)
+
     monkeypatch.setattr(loop, "rollout_phase", rollout)
     recipe = make_recipe(tmp_path, tiny_model_dir, str(data), train={"steps": steps})
     run_dir = str(tmp_path / "run")

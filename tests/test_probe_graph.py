@@ -2,12 +2,14 @@
 kernel: bit for bit, over a new phase-1 cache of another length, after an in-place weight update,
 after a weight moves, and when a capture fails. GPU only (the CPU has no graphs: `ModelFacts.graph_key` and
 the eager path are what the CPU suite runs)."""
+
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from test_probe_layers import ANSWERS, ARCHS, BLOCKS, FORCING, PROMPTS, RESPONSES, build
 
 from repro_train.modeling import forward_logprobs, pack
 from repro_train.repro.probe import ProbeEngine, ProbeSettings
@@ -16,8 +18,6 @@ from repro_train.repro.probe.blocks import Blocks
 from repro_train.repro.probe.graphs import GraphCache
 from repro_train.repro.probe.layers import ModelFacts
 from repro_train.repro.types import ProbeRequest
-
-from test_probe_layers import ANSWERS, ARCHS, BLOCKS, FORCING, PROMPTS, RESPONSES, build
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -46,6 +46,7 @@ def test_graph_key_refuses_what_a_graph_might_not_hold():
 
     class Lora(torch.nn.Linear):
         pass
+
     old = model.model.layers[1].mlp.down_proj
     model.model.layers[1].mlp.down_proj = Lora(old.in_features, old.out_features, bias=False)
     assert facts.graph_key(model) is None
@@ -149,9 +150,23 @@ def test_a_failed_capture_falls_back_on_gpu():
     """A model op that syncs with the host cannot be captured: a warning, graphs off on that
     device, and the same J. In a child process: the failed capture must not touch other tests."""
     if os.environ.get(CHILD) != "1":
-        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-                              "test_a_failed_capture_falls_back_on_gpu"], env={**os.environ, CHILD: "1"},
-                             capture_output=True, text=True, cwd=os.path.dirname(__file__))
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                __file__,
+                "-k",
+                "test_a_failed_capture_falls_back_on_gpu",
+            ],
+            env={**os.environ, CHILD: "1"},
+            capture_output=True,
+            text=True,
+            cwd=os.path.dirname(__file__),
+        )
         assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
         return
     fresh()

@@ -4,6 +4,7 @@ On the CPU the kernels run under Triton's interpreter, float32 and float16 (the 
 bfloat16). The interpreter must be on before triton is first imported, so the `test_interp_*`
 tests run in a child pytest started with TRITON_INTERPRET=1 (`test_kernels_under_the_interpreter`).
 The `gpu` tests run the compiled kernels in bfloat16."""
+
 import os
 import platform
 import re
@@ -33,12 +34,20 @@ def test_kernels_under_the_interpreter():
     if INTERPRETER:
         pytest.skip("this is the child")
     import triton
+
     if tuple(int(x) for x in triton.__version__.split(".")[:2]) < (3, 9):
-        pytest.skip(f"triton {triton.__version__}: the interpreter before 3.9 cannot take loop bounds loaded "
-                    "from memory (the compiled kernels can)")
+        pytest.skip(
+            f"triton {triton.__version__}: the interpreter before 3.9 cannot take loop bounds loaded "
+            "from memory (the compiled kernels can)"
+        )
     env = dict(os.environ, TRITON_INTERPRET="1")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "test_interp_"],
-                         env=env, capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "test_interp_"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     tail = run.stdout[-3000:] + run.stderr[-2000:]
     assert run.returncode == 0, tail
     n = sum(1 for name in globals() if name.startswith("test_interp_"))
@@ -74,8 +83,8 @@ SHAPES = [  # B, nb, Lb, H, Hkv, D, T0
 def attention_pair(shape, dtype, device="cpu", **kw):
     q, k, v, ok, ov, lo, hi = case(*shape, dtype, device=device)
     Lb, D = shape[2], shape[5]
-    out = probe_kernels.PrefixAttention(lo, hi, Lb, **kw)(q, k, v, ok, ov, D ** -0.5)
-    ref = probe_kernels.prefix_attention_reference(q, k, v, ok, ov, lo, hi, Lb, D ** -0.5)
+    out = probe_kernels.PrefixAttention(lo, hi, Lb, **kw)(q, k, v, ok, ov, D**-0.5)
+    ref = probe_kernels.prefix_attention_reference(q, k, v, ok, ov, lo, hi, Lb, D**-0.5)
     return out, ref
 
 
@@ -222,10 +231,18 @@ def test_reference_is_the_probe_mask():
     q = torch.randn(B, L, H, D, generator=g)
     kv = torch.randn(2, B, Hkv, Kc + L, D, generator=g)  # the cache with the blocks appended
     mask = probe_mask(_Stub(H, Hkv), seqs, _KeysOf(kv[0]), limit, Lb, L)
-    sdpa = folded_sdpa(q.transpose(1, 2), kv[0], kv[1], mask, D ** -0.5).transpose(1, 2).reshape(B, L, H * D)
-    ref = probe_kernels.prefix_attention_reference(q, kv[0, :, :, :Kc], kv[1, :, :, :Kc], kv[0, :, :, Kc:].transpose(1, 2),
-                                                   kv[1, :, :, Kc:].transpose(1, 2), P - seqs.prompt_lens, limit, Lb,
-                                                   D ** -0.5)
+    sdpa = folded_sdpa(q.transpose(1, 2), kv[0], kv[1], mask, D**-0.5).transpose(1, 2).reshape(B, L, H * D)
+    ref = probe_kernels.prefix_attention_reference(
+        q,
+        kv[0, :, :, :Kc],
+        kv[1, :, :, :Kc],
+        kv[0, :, :, Kc:].transpose(1, 2),
+        kv[1, :, :, Kc:].transpose(1, 2),
+        P - seqs.prompt_lens,
+        limit,
+        Lb,
+        D**-0.5,
+    )
     assert (sdpa - ref).abs().max() < 1e-5
 
 
@@ -326,7 +343,7 @@ def test_direct_launches_match_tritons_launcher_on_gpu():
 def within_one_step(got, want):
     """bf16 results that differ from torch's by at most one rounding step (the kernels' float32
     rsqrt/exp/division are not torch's bit for bit), and mostly not at all."""
-    step = (want.float().abs() * 2.0 ** -7).clamp(min=2.0 ** -126)
+    step = (want.float().abs() * 2.0**-7).clamp(min=2.0**-126)
     off = (got.float() - want.float()).abs()
     return bool((off <= step * 1.01).all()) and float((off > 0).float().mean()) < 0.05
 
@@ -378,13 +395,17 @@ def test_probe_triton_matches_sdpa_on_gpu(kind):
 @interp
 def test_interp_policy_pass_triton_keeps_phase1_cache_and_matches_sdpa():
     """The trainer's pass: with Triton, phase 1 keeps its own keys (room 0) and J equals SDPA's."""
+    from test_probe_layers import ANSWERS, PROMPTS, RESPONSES
+
     from repro_train.repro.probe import ProbeEngine, ProbeSettings
     from repro_train.repro.types import ProbeRequest
-    from test_probe_layers import ANSWERS, PROMPTS, RESPONSES
+
     model = build("qwen2")
     rows = [ProbeRequest((0, 3, 9), (3, 9, len(r)), tuple(a)) for r, a in zip(RESPONSES, ANSWERS)]
     seqs = pack(PROMPTS, RESPONSES, 0)
-    out = {a: ProbeEngine(ProbeSettings(attention=a)).run(model, seqs, rows, FORCING, top_k=2) for a in ("triton", "sdpa")}
+    out = {
+        a: ProbeEngine(ProbeSettings(attention=a)).run(model, seqs, rows, FORCING, top_k=2) for a in ("triton", "sdpa")
+    }
     for pt, ps in zip(out["triton"].probes, out["sdpa"].probes):
         assert pt.cuts == ps.cuts and abs(pt.J_b - ps.J_b) < 1e-5 and torch.allclose(pt.J, ps.J, atol=1e-5)
 
@@ -392,6 +413,7 @@ def test_interp_policy_pass_triton_keeps_phase1_cache_and_matches_sdpa():
 def test_probe_cache_without_room_keeps_phase1_tensors():
     from repro_train.modeling import forward_logprobs
     from repro_train.repro.probe.attention import probe_cache
+
     model = build("qwen2")
     seqs = pack([[5, 6, 7], [8]], [list(range(20, 31)), list(range(31, 36))], 0)
     seen = []
@@ -401,6 +423,7 @@ def test_probe_cache_without_room_keeps_phase1_tensors():
         out = real(*a, **k)
         seen.append(k["past_key_values"].layers[0].keys)
         return out
+
     model.model.layers[0].self_attn.forward = spy
     with torch.no_grad():
         cache = forward_logprobs(model, seqs, use_cache=True, past_key_values=probe_cache(0)).cache
@@ -410,18 +433,22 @@ def test_probe_cache_without_room_keeps_phase1_tensors():
     assert k2.shape[-2] == keys.shape[-2] + 2 and torch.equal(k2[:, :, -2:], keys[:, :, :2])
 
 
-
 def test_triton_asked_for_on_a_cpu_fails_at_start_up(monkeypatch):
     from repro_train.config import Config
     from repro_train.config_base import ConfigError
     from repro_train.repro.probe import ProbeSettings
     from repro_train.trainer.runtime import check_probe_attention
+
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     import dataclasses
+
     cfg = Config()
-    triton = dataclasses.replace(cfg, repro=dataclasses.replace(cfg.repro, enabled=True,
-                                                                probe=ProbeSettings(attention="triton")))
+    triton = dataclasses.replace(
+        cfg, repro=dataclasses.replace(cfg.repro, enabled=True, probe=ProbeSettings(attention="triton"))
+    )
     with pytest.raises(ConfigError, match="'repro.probe.attention' = 'triton' cannot run here: device 'cpu'"):
         check_probe_attention(triton, torch.device("cpu"))
-    auto = dataclasses.replace(cfg, repro=dataclasses.replace(cfg.repro, enabled=True, probe=ProbeSettings(attention="auto")))
+    auto = dataclasses.replace(
+        cfg, repro=dataclasses.replace(cfg.repro, enabled=True, probe=ProbeSettings(attention="auto"))
+    )
     check_probe_attention(auto, torch.device("cpu"))  # auto falls back without complaint

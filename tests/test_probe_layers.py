@@ -1,5 +1,6 @@
 """The layer-by-layer probe forward against the model's own forward and the naive reference, for
 every architecture it covers (random tiny configs with GQA, biases and Qwen3's head norms)."""
+
 import pytest
 import torch
 
@@ -9,8 +10,16 @@ from repro_train.repro.probe import layers as probe_layers
 from repro_train.repro.probe.attention import probe_cache
 from repro_train.repro.probe.blocks import Blocks, probe_layout
 
-COMMON = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, vocab_size=97, max_position_embeddings=256, rms_norm_eps=1e-5)
+COMMON = dict(
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=97,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-5,
+)
 ARCHS = {
     "llama": dict(attention_bias=True, mlp_bias=True, num_key_value_heads=1),
     "mistral": dict(sliding_window=None),
@@ -26,6 +35,7 @@ BLOCKS = [[0, 4, 11, 21], [0, 9], [0, 1, 2, 29]]  # J_b, ragged cut counts, adja
 
 def build(kind: str, dtype=torch.float32):
     from transformers import AutoConfig, AutoModelForCausalLM
+
     cfg = AutoConfig.for_model(kind, **{**COMMON, **ARCHS[kind]})
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation="sdpa").eval()
@@ -80,6 +90,7 @@ def test_layers_match_model_forward_in_low_precision(kind):
 
 def test_unsupported_models_say_why_and_fall_back(monkeypatch):
     from transformers import AutoConfig, AutoModelForCausalLM
+
     gpt2 = AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", n_embd=32, n_layer=1, n_head=2, vocab_size=97))
     assert "model_type 'gpt2'" in probe_layers.ModelFacts().unsupported(gpt2)
     windowed = build("mistral")
@@ -97,8 +108,9 @@ def test_unsupported_models_say_why_and_fall_back(monkeypatch):
 
 def test_bad_forward_name():
     with pytest.raises(ValueError, match="layers"):
-        ProbeEngine(ProbeSettings(forward="fast")).run(build("qwen2"), pack(PROMPTS, RESPONSES, 0), [None] * 3, [],
-                                                       top_k=2)
+        ProbeEngine(ProbeSettings(forward="fast")).run(
+            build("qwen2"), pack(PROMPTS, RESPONSES, 0), [None] * 3, [], top_k=2
+        )
 
 
 def test_sharding_check_is_remembered_until_the_parameters_change():

@@ -1,14 +1,14 @@
 """Every shipped recipe loads and validates for the numbers of processes it says it targets; the toy
 recipes share one budget; docs/recipes.md lists every recipe and ends with the generated key tables."""
+
 import re
 from pathlib import Path
 
 import pytest
 
 from repro_train.config import load
-from repro_train.config_doc import recipe_markdown
 from repro_train.config_base import to_dict
-from repro_train.config_doc import MARKER
+from repro_train.config_doc import MARKER, recipe_markdown
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "recipes.md"
@@ -65,9 +65,12 @@ def test_every_recipe_file_is_covered():
 def test_comparison_files_load_with_every_arm(path):
     """load_compare builds and validates every arm's recipe; the arms share the base budget."""
     from repro_train.compare import arm_overrides, base_path, load_compare
+
     cfg = load_compare(str(REPO / path))
     arms = {a.name: load(base_path(cfg), arm_overrides(cfg, a)) for a in cfg.arms}
-    assert len({(c.train.steps, c.rollout.prompts_per_step, c.rollout.group_size, c.optim.lr) for c in arms.values()}) == 1
+    assert (
+        len({(c.train.steps, c.rollout.prompts_per_step, c.rollout.group_size, c.optim.lr) for c in arms.values()}) == 1
+    )
     assert len(cfg.seeds) == 3
 
 
@@ -90,6 +93,7 @@ def test_recipe_loads_for_its_world_sizes(recipe):
 
 def test_sft_recipe_loads():
     from repro_train.sft import config as sft
+
     for recipe in SFT_RECIPES:
         if (REPO / recipe).exists():
             sft.load(str(REPO / recipe))
@@ -103,6 +107,7 @@ def test_recipe_comments_point_at_files_that_exist():
 
 def test_toy_recipes_share_one_budget():
     """Only the estimator, its critic and GAE knobs, RePro on/off and the run folder differ."""
+
     def budget(recipe):
         d = to_dict(load(str(REPO / recipe)))
         d.pop("critic"), d["train"].pop("output_dir")
@@ -112,6 +117,7 @@ def test_toy_recipes_share_one_budget():
         for k in ("ppo_process_reward", "process_norm"):  # the authors_code preset's folds differ by algorithm
             repro.pop(k)
         return d, repro if repro["enabled"] else None
+
     budgets = {r: budget(r) for r in TOY}
     first = budgets[TOY[0]]
     for recipe, (rest, repro) in budgets.items():
@@ -120,7 +126,13 @@ def test_toy_recipes_share_one_budget():
         same = "recipes/toy/grpo_authors.yaml" if recipe.endswith("_authors.yaml") else "recipes/toy/grpo_repro.yaml"
         assert repro in (None, budgets[same][1]), f"{recipe}: RePro settings differ from {same}"
     assert budgets["recipes/toy/grpo_authors.yaml"][1]["preset"] == "authors_code"
-    assert {load(str(REPO / r)).algo.estimator for r in TOY} == {"grpo", "gae", "reinforce_pp", "reinforce_pp_baseline", "rloo"}
+    assert {load(str(REPO / r)).algo.estimator for r in TOY} == {
+        "grpo",
+        "gae",
+        "reinforce_pp",
+        "reinforce_pp_baseline",
+        "rloo",
+    }
 
 
 def test_docs_list_every_recipe():
@@ -132,14 +144,16 @@ def test_docs_list_every_recipe():
 def test_docs_end_with_the_generated_key_tables():
     doc = DOC.read_text()
     assert doc.count(MARKER) == 1, "docs/recipes.md lost its generated part"
-    assert doc[doc.index(MARKER):] == recipe_markdown(), \
+    assert doc[doc.index(MARKER) :] == recipe_markdown(), (
         "docs/recipes.md is stale: run `python -m repro_train.config_doc --write docs/recipes.md`"
-    assert "python -m repro_train.config_doc --write docs/recipes.md" in doc[:doc.index(MARKER)]
+    )
+    assert "python -m repro_train.config_doc --write docs/recipes.md" in doc[: doc.index(MARKER)]
 
 
 def test_reference_has_a_row_per_key():
     from repro_train.config import Config
     from repro_train.config_base import iter_fields
+
     rows = [line for line in recipe_markdown().splitlines() if line.startswith("| `")]
     keys = [k for k, *_ in iter_fields(Config)]
     assert len(rows) == len(keys) + 4  # + the 4 keys of a reward.functions entry

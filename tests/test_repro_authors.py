@@ -1,5 +1,6 @@
 """RePro as the authors' code computes it (docs/repro.md, 'The authors' code'): the worked example
 by hand, and each option moving the output the way the facts page says."""
+
 import math
 
 import pytest
@@ -40,8 +41,10 @@ CUTS = [[2, 5, 8, 10], [3, 5]]
 EXP_S = [[0.364851, 0.296094, 0.755081, 0.950041], [0.094852, 0.417217]]
 EXP_R = [[0.364851, -0.068757, 0.458987, 0.194960], [0.094852, 0.322365]]
 EXP_RN = [[0.995347, -1.229990, 1.478465, 0.123443], [-0.390328, 0.777304]]
-EXP_A = [[1.367266] * 2 + [0.371919] * 3 + [1.601909] * 3 + [0.123443] * 2 + [0.0] * 2,
-         [0.386976] * 3 + [0.777304] * 2 + [0.0] * 7]
+EXP_A = [
+    [1.367266] * 2 + [0.371919] * 3 + [1.601909] * 3 + [0.123443] * 2 + [0.0] * 2,
+    [0.386976] * 3 + [0.777304] * 2 + [0.0] * 7,
+]
 
 
 def padded_example():
@@ -54,7 +57,7 @@ def padded_example():
 
 def check_rows(got, expected, atol=1e-6):
     for i, row in enumerate(expected):
-        assert torch.allclose(got[i, :len(row)].double(), torch.tensor(row, dtype=D), atol=atol), (i, got[i], row)
+        assert torch.allclose(got[i, : len(row)].double(), torch.tensor(row, dtype=D), atol=atol), (i, got[i], row)
 
 
 def test_authors_worked_example_by_hand():
@@ -79,8 +82,10 @@ def test_authors_worked_example_through_repro(tiny):
     """The same numbers from RePro.advantages under the resolved authors_code config."""
     _, tok = tiny
     repro = RePro(AUTHORS, tok)
-    probes = [ProbeResult(H=torch.zeros(3), selected=[True] * 3, cuts=CUTS[0], J_b=J_B[0], J=torch.tensor(J[0])),
-              ProbeResult(H=torch.zeros(1), selected=[True], cuts=CUTS[1], J_b=J_B[1], J=torch.tensor(J[1]))]
+    probes = [
+        ProbeResult(H=torch.zeros(3), selected=[True] * 3, cuts=CUTS[0], J_b=J_B[0], J=torch.tensor(J[0])),
+        ProbeResult(H=torch.zeros(1), selected=[True], cuts=CUTS[1], J_b=J_B[1], J=torch.tensor(J[1])),
+    ]
     plan = Plan([None, None], [None, None], [None, None])
     out = repro.advantages(plan, probes, torch.tensor([7, 7]), 12)
     check_rows(out.S, EXP_S)
@@ -92,6 +97,7 @@ def test_authors_worked_example_through_repro(tiny):
 # ---------------------------------------------------------------------------------------------
 # each option, pure functions
 # ---------------------------------------------------------------------------------------------
+
 
 def test_thinking_span_by_first_token_id():
     # T = positions before the first token equal to the marker's first id; the forced cut includes it
@@ -176,8 +182,10 @@ def test_batch_pool_with_extra_zero_split_across_ranks_equals_whole():
     whole = normalize_rewards(r, mask, None, "batch", std="unbiased", extra_zero=True)
     stats = pool_stats(r[:3], mask[:3], True) + pool_stats(r[3:], mask[3:], True)
     assert stats[0].item() == mask.sum().item() + 5
-    parts = [normalize_rewards(r[a:b], mask[a:b], None, "batch", std="unbiased", extra_zero=True, batch_stats=stats)
-             for a, b in ((0, 3), (3, 6))]
+    parts = [
+        normalize_rewards(r[a:b], mask[a:b], None, "batch", std="unbiased", extra_zero=True, batch_stats=stats)
+        for a, b in ((0, 3), (3, 6))
+    ]
     assert torch.allclose(torch.cat(parts), whole)
 
 
@@ -339,6 +347,7 @@ def test_engine_reads_forced_cuts_only_when_given(tiny):
 # the preset
 # ---------------------------------------------------------------------------------------------
 
+
 def test_preset_fills_governed_keys_and_explicit_keys_win(tmp_path):
     spec = load(None, [])
     assert spec.repro == ReProConfig()
@@ -363,10 +372,16 @@ def test_preset_fills_governed_keys_and_explicit_keys_win(tmp_path):
         load(None, ["repro.preset=paper"])
 
 
-@pytest.mark.parametrize("estimator,norm,ppo", [("grpo", "group", "advantage"), ("rloo", "group", "advantage"),
-                                                ("reinforce_pp", "batch", "advantage"),
-                                                ("reinforce_pp_baseline", "group_mean", "advantage"),
-                                                ("gae", "none", "second_gae")])
+@pytest.mark.parametrize(
+    "estimator,norm,ppo",
+    [
+        ("grpo", "group", "advantage"),
+        ("rloo", "group", "advantage"),
+        ("reinforce_pp", "batch", "advantage"),
+        ("reinforce_pp_baseline", "group_mean", "advantage"),
+        ("gae", "none", "second_gae"),
+    ],
+)
 def test_preset_folds_per_algorithm(estimator, norm, ppo):
     cfg = load(None, ["repro.preset=authors_code", f"algo.estimator={estimator}"])
     assert (cfg.repro.process_norm, cfg.repro.ppo_process_reward) == (norm, ppo)

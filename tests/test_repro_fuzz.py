@@ -1,6 +1,7 @@
 """Property tests (hypothesis) of the segmenter and RePro's pure functions: random token ids,
 -inf and tied J values, empty inputs. Outputs are finite and of the right shapes, or the function
 raises a clear error; invariants that hold for every input are checked against the definitions."""
+
 import math
 
 import pytest
@@ -36,8 +37,12 @@ ids_st = st.lists(st.integers(0, len(VOCAB) - 1), max_size=40)
 
 
 @SETTINGS
-@given(ids=ids_st, think_end=st.sampled_from(["</think>", ""]), delimiter=st.sampled_from([r"\n\n", r"\n", r"b+"]),
-       fast=st.booleans())
+@given(
+    ids=ids_st,
+    think_end=st.sampled_from(["</think>", ""]),
+    delimiter=st.sampled_from([r"\n\n", r"\n", r"b+"]),
+    fast=st.booleans(),
+)
 def test_segments_are_ordered_non_empty_and_inside_the_thinking_span(ids, think_end, delimiter, fast):
     seg = segment_response(ids, decode, think_end, delimiter, eos_ids=[EOS], piece=piece if fast else None)
     n = len(ids)
@@ -74,7 +79,11 @@ def test_empty_response():
 @st.composite
 def segment_batches(draw):
     B, S = draw(st.integers(0, 4)), draw(st.integers(0, 6))
-    H = draw(st.lists(st.sampled_from([0.0, 0.5, 0.5, 1.0, 2.0, float("-inf"), float("inf")]), min_size=B * S, max_size=B * S))
+    H = draw(
+        st.lists(
+            st.sampled_from([0.0, 0.5, 0.5, 1.0, 2.0, float("-inf"), float("inf")]), min_size=B * S, max_size=B * S
+        )
+    )
     n = draw(st.lists(st.integers(0, S), min_size=B, max_size=B))
     H = torch.tensor(H, dtype=torch.float32).view(B, S)
     valid = torch.arange(S).view(1, -1) < torch.tensor(n, dtype=torch.long).view(-1, 1)
@@ -101,7 +110,7 @@ def test_selection_matches_the_definition(batch):
         want = reference_selection(H[b].tolist(), n, top_k)
         assert selected[b].nonzero().flatten().tolist() == want
         assert cut_valid[b].tolist() == [True] * len(want) + [False] * (k - len(want))
-        assert cuts[b, :len(want)].tolist() == [int(ends[b, i]) for i in want]
+        assert cuts[b, : len(want)].tolist() == [int(ends[b, i]) for i in want]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -113,7 +122,9 @@ J_VALUES = [0.0, -0.1, -0.5, -0.5, -1.0, -3.0, -30.0, float("-inf")]
 @st.composite
 def score_batches(draw):
     N, M = draw(st.integers(0, 5)), draw(st.integers(0, 6))
-    J = torch.tensor(draw(st.lists(st.sampled_from(J_VALUES), min_size=N * M, max_size=N * M)), dtype=torch.float32).view(N, M)
+    J = torch.tensor(
+        draw(st.lists(st.sampled_from(J_VALUES), min_size=N * M, max_size=N * M)), dtype=torch.float32
+    ).view(N, M)
     J_b = torch.tensor(draw(st.lists(st.sampled_from(J_VALUES + [1e-9]), min_size=N, max_size=N)), dtype=torch.float32)
     n = torch.tensor(draw(st.lists(st.integers(0, M), min_size=N, max_size=N)), dtype=torch.long)
     mask = torch.arange(M).view(1, -1) < n.view(-1, 1)
@@ -122,8 +133,13 @@ def score_batches(draw):
 
 
 @SETTINGS
-@given(batch=score_batches(), w=st.sampled_from([0.0, 0.2, 1.0]), decay=st.sampled_from([0.0, 0.5]),
-       norm=st.sampled_from(["group", "batch", "none"]), baseline=st.sampled_from(["score", "zero"]))
+@given(
+    batch=score_batches(),
+    w=st.sampled_from([0.0, 0.2, 1.0]),
+    decay=st.sampled_from([0.0, 0.5]),
+    norm=st.sampled_from(["group", "batch", "none"]),
+    baseline=st.sampled_from(["score", "zero"]),
+)
 def test_scores_are_finite_bounded_and_zero_where_masked(batch, w, decay, norm, baseline):
     J, J_b, mask, groups = batch
     N, M = J.shape
@@ -153,16 +169,23 @@ def test_scores_are_finite_bounded_and_zero_where_masked(batch, w, decay, norm, 
 def test_masked_values_do_not_matter(batch):
     J, J_b, mask, groups = batch
     noisy = torch.where(mask, J, torch.full_like(J, float("nan")))
-    for fn in (lambda x: scores.magnitude(x, J_b), lambda x: scores.stability(x, J_b), lambda x: scores.stability(x, J_b, 0.5)):
+    for fn in (
+        lambda x: scores.magnitude(x, J_b),
+        lambda x: scores.stability(x, J_b),
+        lambda x: scores.stability(x, J_b, 0.5),
+    ):
         a, b = fn(J), fn(noisy)
         assert torch.equal(a[mask], b[mask])
 
 
-@pytest.mark.parametrize("J, J_b, want", [
-    ([[float("-inf")]], [float("-inf")], scores.NO_PROGRESS_MAGNITUDE),  # impossible before and after: no progress
-    ([[float("-inf")]], [-1.0], 0.0),  # the prefix makes the answer impossible
-    ([[-1.0]], [float("-inf")], 1.0),  # the prefix makes an impossible answer possible
-])
+@pytest.mark.parametrize(
+    "J, J_b, want",
+    [
+        ([[float("-inf")]], [float("-inf")], scores.NO_PROGRESS_MAGNITUDE),  # impossible before and after: no progress
+        ([[float("-inf")]], [-1.0], 0.0),  # the prefix makes the answer impossible
+        ([[-1.0]], [float("-inf")], 1.0),  # the prefix makes an impossible answer possible
+    ],
+)
 def test_magnitude_at_infinite_log_probs(J, J_b, want):
     out = scores.magnitude(torch.tensor(J), torch.tensor(J_b))
     assert out.item() == pytest.approx(want, abs=1e-7)
@@ -174,11 +197,20 @@ def test_stability_counts_infinite_ties_as_ties():
     assert out[0].tolist() == pytest.approx([0.5, (2 / 3 + 1) / 2])
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: scores.normalize_rewards(torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool), None, "group"), "needs group_ids"),
-    (lambda: scores.normalize_rewards(torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool), None, "prompt"), "must be 'group'"),
-    (lambda: scores.empty_prefix_score(0.2, "one"), "must be 'score' or 'zero'"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: scores.normalize_rewards(torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool), None, "group"),
+            "needs group_ids",
+        ),
+        (
+            lambda: scores.normalize_rewards(torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool), None, "prompt"),
+            "must be 'group'",
+        ),
+        (lambda: scores.empty_prefix_score(0.2, "one"), "must be 'score' or 'zero'"),
+    ],
+)
 def test_bad_options_raise_a_clear_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()

@@ -1,4 +1,5 @@
 """RePro end to end on the tiny model: every option moves the output the way the spec says."""
+
 import dataclasses
 import math
 
@@ -53,8 +54,7 @@ def test_defaults_shapes_and_skips(tiny):
 
 def test_skip_reasons_are_counted(tiny):
     _, _, out = run(tiny, ReProConfig(), answers=("8", None, "  ", "8"))
-    assert out.skipped == {"no_answer": 2, "empty_answer_tokens": 0, "no_segment": 1,
-                           "zero_baseline": 0, "apply_to": 0}
+    assert out.skipped == {"no_answer": 2, "empty_answer_tokens": 0, "no_segment": 1, "zero_baseline": 0, "apply_to": 0}
     assert torch.all(out.process_adv[1:] == 0) and out.mask[0].any()
     assert math.isnan(out.J_b[1].item()) and not math.isnan(out.J_b[0].item())
 
@@ -64,10 +64,13 @@ def test_answer_that_tokenizes_to_nothing_and_zero_baseline(tiny):
 
     class NoTokens:
         """A tokenizer that maps the answer text to no ids."""
+
         eos_token_id = tok.eos_token_id
 
         def __call__(self, text, add_special_tokens=False):
-            return type("E", (), {"input_ids": [] if text == "EMPTY" else tok(text, add_special_tokens=False).input_ids})()
+            return type(
+                "E", (), {"input_ids": [] if text == "EMPTY" else tok(text, add_special_tokens=False).input_ids}
+            )()
 
         def decode(self, ids, **kw):
             return tok.decode(ids, **kw)

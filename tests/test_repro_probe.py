@@ -1,13 +1,13 @@
 """The J probe and the log-prob pass against plain per-sequence `model(...)` calls (float32)."""
+
 import pytest
 import torch
 
-from repro_train.modeling import forward_logprobs, pack
-from repro_train.modeling import logprob_pass
+from repro_train.modeling import forward_logprobs, logprob_pass, pack
 from repro_train.repro.probe import ProbeEngine, ProbeSettings
 from repro_train.repro.probe.blocks import Blocks
-from repro_train.repro.types import ProbeRequest
 from repro_train.repro.segment import TokenizerDecoder
+from repro_train.repro.types import ProbeRequest
 
 TEXTS = [
     "Let me add 3 + 4 = 7.\n\nWait 7 + 1 = 8.\n\n\nso answer is 8\n\n</think>\n\nFinal answer: 8",
@@ -71,14 +71,17 @@ def test_fused_equals_naive_with_skipped_and_ragged_rows(batch):
     bl = Blocks.from_lists(blocks, ans, forcing, tok.pad_token_id)
     with torch.no_grad():
         fused = ProbeEngine().fused(model, seqs, lp.cache, bl)
-        naive = ProbeEngine(ProbeSettings(batch_size=4), tok.pad_token_id,
-                            sync_calls=lambda n: n + 2).naive(model, seqs, bl)  # padded dummy forwards change nothing
+        naive = ProbeEngine(ProbeSettings(batch_size=4), tok.pad_token_id, sync_calls=lambda n: n + 2).naive(
+            model, seqs, bl
+        )  # padded dummy forwards change nothing
     assert fused.shape == naive.shape == (3, 3)
     assert torch.all(fused[1] == 0) and torch.all(naive[1] == 0) and fused[2, 2] == 0  # invalid blocks
     assert torch.allclose(fused, naive, atol=1e-5)
     for b in (0, 2):
         for k, c in enumerate(blocks[b]):
-            assert fused[b, k].item() == pytest.approx(reference_J(model, prompts[b], resp[b], c, forcing, ans[b]), abs=1e-5)
+            assert fused[b, k].item() == pytest.approx(
+                reference_J(model, prompts[b], resp[b], c, forcing, ans[b]), abs=1e-5
+            )
 
 
 def test_logprobs_and_entropy_match_plain_forward(batch):
@@ -130,6 +133,7 @@ def test_probe_cache_writes_blocks_in_place(batch):
     """Phase 1 leaves exactly the room phase 2 fills: no cache concatenation, contiguous keys."""
     from repro_train.repro.probe.attention import probe_cache
     from repro_train.repro.probe.blocks import probe_layout
+
     model, tok, prompts, resp, answers, rows = batch
     forcing = tok("\n\nFinal answer: ", add_special_tokens=False).input_ids
     seqs = pack(prompts, resp, tok.pad_token_id)
@@ -139,11 +143,15 @@ def test_probe_cache_writes_blocks_in_place(batch):
     with torch.no_grad():
         lp = forward_logprobs(model, seqs, use_cache=True, past_key_values=cache)
         T = cache.layers[0].keys.shape[-2]
-        fused = ProbeEngine().fused(model, seqs, lp.cache, Blocks.from_lists(blocks, answers, forcing, tok.pad_token_id))
+        fused = ProbeEngine().fused(
+            model, seqs, lp.cache, Blocks.from_lists(blocks, answers, forcing, tok.pad_token_id)
+        )
     kb = cache.buffers[0][0]
     assert cache.layers[0].keys.data_ptr() == kb.data_ptr() and cache.layers[0].keys.shape[-2] == T + room
     assert kb.is_contiguous() and kb.shape[1] == T + room  # tokens-major: (B, T + room, H, D)
     assert torch.equal(cache.layers[0].keys, kb.transpose(1, 2))
     for b, bl in enumerate(blocks):
         for k, c in enumerate(bl):
-            assert fused[b, k].item() == pytest.approx(reference_J(model, prompts[b], resp[b], c, forcing, answers[b]), abs=1e-5)
+            assert fused[b, k].item() == pytest.approx(
+                reference_J(model, prompts[b], resp[b], c, forcing, answers[b]), abs=1e-5
+            )

@@ -1,12 +1,21 @@
 """RePro scores against the spec's worked example and hand-computed cases (spec 4, 6-12)."""
+
 import math
 
 import pytest
 import torch
 
-from repro_train.repro.scores import (empty_prefix_score, fold, magnitude, normalize_rewards,
-                                      pool_stats, process_rewards, process_score, stability,
-                                      token_process_advantages)
+from repro_train.repro.scores import (
+    empty_prefix_score,
+    fold,
+    magnitude,
+    normalize_rewards,
+    pool_stats,
+    process_rewards,
+    process_score,
+    stability,
+    token_process_advantages,
+)
 from repro_train.repro.select import select_cuts_batched
 
 
@@ -16,6 +25,7 @@ def select_cuts(seg_starts, seg_ends, H, top_k):
     n = len(seg_starts)
     keep = sorted(sorted(range(n), key=lambda i: (-float(H[i]), i))[:top_k])
     return [i in keep for i in range(n)], [int(seg_ends[i]) for i in keep]
+
 
 D = torch.float64
 
@@ -43,7 +53,7 @@ def test_worked_example(example):
     exp_r = [[0.201156, -0.121672, 0.400523, 0.169302], [-0.214843, 0.391226]]
     for got, exp in [(S_magn, exp_magn), (S_stab, exp_stab), (S, exp_S), (r, exp_r)]:
         for i, row in enumerate(exp):
-            assert torch.allclose(got[i, :len(row)], torch.tensor(row, dtype=D), atol=1e-6)
+            assert torch.allclose(got[i, : len(row)], torch.tensor(row, dtype=D), atol=1e-6)
     r_norm = normalize_rewards(r, mask, torch.tensor([0, 0]), "group")
     flat = torch.cat([r_norm[0], r_norm[1, :2]])
     expected = torch.tensor([0.270964, -1.105705, 1.121145, 0.135124, -1.503025, 1.081497], dtype=D)
@@ -146,8 +156,12 @@ def test_batch_pool_split_across_ranks_equals_whole():
     mask = torch.rand(6, 4) > 0.3
     whole = normalize_rewards(r, mask, None, "batch")
     stats = pool_stats(r[:3], mask[:3]) + pool_stats(r[3:], mask[3:])  # what all-reduce gives
-    halves = torch.cat([normalize_rewards(r[:3], mask[:3], None, "batch", batch_stats=stats),
-                        normalize_rewards(r[3:], mask[3:], None, "batch", batch_stats=stats)])
+    halves = torch.cat(
+        [
+            normalize_rewards(r[:3], mask[:3], None, "batch", batch_stats=stats),
+            normalize_rewards(r[3:], mask[3:], None, "batch", batch_stats=stats),
+        ]
+    )
     assert torch.allclose(whole, halves, atol=1e-12)
 
 
@@ -164,8 +178,9 @@ def test_token_advantages_ignore_masked_garbage():
     mask = torch.tensor([[1, 1, 0]], dtype=torch.bool)
     A = token_process_advantages(r, cuts, mask, 6)
     assert torch.equal(A, torch.tensor([[3.0, 3.0, 2.0, 2.0, 0.0, 0.0]]))
-    empty = token_process_advantages(torch.zeros(2, 1), torch.zeros(2, 1, dtype=torch.long),
-                                      torch.zeros(2, 1, dtype=torch.bool), 4)
+    empty = token_process_advantages(
+        torch.zeros(2, 1), torch.zeros(2, 1, dtype=torch.long), torch.zeros(2, 1, dtype=torch.bool), 4
+    )
     assert torch.equal(empty, torch.zeros(2, 4))
 
 
@@ -181,6 +196,7 @@ def test_fold_alpha_and_apply_mask():
 def test_top_k_selection_ties_earlier_first():
     starts, ends = [0, 3, 5, 8, 10], [3, 5, 8, 10, 12]
     H = torch.tensor([0.5, 2.0, 1.0, 2.0, 2.0])
+
     def one(k):
         return select_cuts_batched(H.view(1, -1), torch.ones(1, 5, dtype=torch.bool), torch.tensor([ends]), k)
 
@@ -193,8 +209,6 @@ def test_top_k_selection_ties_earlier_first():
     assert sel.all() and cuts[0].tolist() == ends
     # the reference used below agrees on this case
     assert select_cuts(starts, ends, H, 2) == ([False, True, False, True, False], [5, 10])
-
-
 
 
 def test_batched_selection_equals_per_rollout_selection():
@@ -210,12 +224,12 @@ def test_batched_selection_equals_per_rollout_selection():
     ends_p = torch.zeros(len(rows), S, dtype=torch.long)
     valid = torch.zeros(len(rows), S, dtype=torch.bool)
     for b, (st, en, H) in enumerate(rows):
-        Hp[b, :len(st)] = H
-        ends_p[b, :len(st)] = torch.tensor(en, dtype=torch.long)
-        valid[b, :len(st)] = True
+        Hp[b, : len(st)] = H
+        ends_p[b, : len(st)] = torch.tensor(en, dtype=torch.long)
+        valid[b, : len(st)] = True
     for k in (1, 4, 20):
         sel, cuts, cut_valid = select_cuts_batched(Hp, valid, ends_p, k)
         for b, (st, en, H) in enumerate(rows):
             ref_sel, ref_cuts = select_cuts(st, en, H, k)
-            assert sel[b, :len(st)].tolist() == ref_sel and not sel[b, len(st):].any()
+            assert sel[b, : len(st)].tolist() == ref_sel and not sel[b, len(st) :].any()
             assert cuts[b][cut_valid[b]].tolist() == ref_cuts

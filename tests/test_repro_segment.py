@@ -1,8 +1,15 @@
 """Segmentation in token space (spec 1-2) on hand-built tokenizations with known answers."""
+
 import pytest
 
-from repro_train.repro.segment import (TokenizerDecoder, boundary_runs, decode_with_offsets,
-                                       segment_response, thinking_end, token_at_char)
+from repro_train.repro.segment import (
+    TokenizerDecoder,
+    boundary_runs,
+    decode_with_offsets,
+    segment_response,
+    thinking_end,
+    token_at_char,
+)
 
 EOS = 99
 
@@ -12,8 +19,9 @@ def seg(pieces, think_end="</think>", delim=r"\n\n", eos=True):
     table = {i: p for i, p in enumerate(pieces)}
     table[EOS] = "<eos>"
     ids = list(range(len(pieces))) + ([EOS] if eos else [])
-    s = segment_response(ids, lambda xs: "".join(table[i] for i in xs), think_end, delim, [EOS],
-                         piece=lambda i: table[i])
+    s = segment_response(
+        ids, lambda xs: "".join(table[i] for i in xs), think_end, delim, [EOS], piece=lambda i: table[i]
+    )
     return s.T, list(s.starts), list(s.ends)
 
 
@@ -116,6 +124,7 @@ def test_token_at_char_first_of_shared_start():
 def test_incremental_offsets_with_split_multibyte_characters():
     # A byte-level decoder: each id is one byte; "é" is two bytes, "中" three.
     data = "a\n\né中\n\nb".encode()
+
     def decode(ids):
         return bytes(data[i] for i in ids).decode("utf-8", errors="replace")
 
@@ -130,8 +139,11 @@ def test_incremental_offsets_with_split_multibyte_characters():
 def test_fast_and_incremental_paths_agree(tiny):
     _, tok = tiny
     dec = TokenizerDecoder(tok)
-    for text in ["Let me add 3 + 4 = 7.\n\nWait 7 + 1 = 8.\n\n\n</think>\n\nFinal answer: 8",
-                 "ok é ü ∑ 中文\n\nnext\n\n", "\n\nleading"]:
+    for text in [
+        "Let me add 3 + 4 = 7.\n\nWait 7 + 1 = 8.\n\n\n</think>\n\nFinal answer: 8",
+        "ok é ü ∑ 中文\n\nnext\n\n",
+        "\n\nleading",
+    ]:
         ids = tok(text, add_special_tokens=False).input_ids
         fast = decode_with_offsets(ids, dec.decode, dec.piece)
         slow = decode_with_offsets(ids, dec.decode)
@@ -147,9 +159,9 @@ def test_real_tokenizer_segments(tiny):
     s = dec.segment(ids, "</think>", r"\n\n", [tok.eos_token_id])
     pieces = [dec.decode(ids[a:b]) for a, b in zip(s.starts, s.ends)]
     # each segment starts right after a whitespace run, and the span stops before </think>
-    assert "".join(pieces) + dec.decode(ids[s.T:]) == text + "<|eos|>"
+    assert "".join(pieces) + dec.decode(ids[s.T :]) == text + "<|eos|>"
     assert [p.strip() for p in pieces] == ["Let me add 3 + 4 = 7.", "Wait 7 + 1 = 8.", "so answer is 8"]
-    assert dec.decode(ids[s.T:]).startswith("</think>")
+    assert dec.decode(ids[s.T :]).startswith("</think>")
 
 
 @pytest.mark.parametrize("bad", ["", "\n\n"])

@@ -3,6 +3,7 @@ custom rewards by import path, and math_verify's process pool (threads, timeouts
 
 One math_verify pool (2 workers) serves the whole module; the hung-worker test starts its own.
 """
+
 import re
 import sys
 import threading
@@ -11,9 +12,22 @@ import time
 import pytest
 import torch
 
-from repro_train.rewards import (REWARDS, ExactMatch, Format, MathVerify, Numeric, OutcomeReward,
-                                 RewardSpec, extract_answer, extract_boxed, extract_final_answer,
-                                 normalize_answer, parse_number, register_reward, verify_answer)
+from repro_train.rewards import (
+    REWARDS,
+    ExactMatch,
+    Format,
+    MathVerify,
+    Numeric,
+    OutcomeReward,
+    RewardSpec,
+    extract_answer,
+    extract_boxed,
+    extract_final_answer,
+    normalize_answer,
+    parse_number,
+    register_reward,
+    verify_answer,
+)
 from repro_train.rewards.mathverify import score_item
 
 # Costs tens of seconds in sympy; the item timer stops it (measured: 24 s uninterrupted).
@@ -54,23 +68,57 @@ def test_extract_answer_prefers_final_line_then_box_then_pattern():
     assert extract_answer("Final answer: c", pat) is None
 
 
-@pytest.mark.parametrize("text, value", [
-    ("42", 42.0), ("-3", -3.0), ("+7", 7.0), ("3.25", 3.25), (".5", 0.5), ("1e3", 1000.0),
-    ("3/4", 0.75), ("-3 / 4", -0.75), (r"\frac{3}{4}", 0.75), (r"-\dfrac{1}{8}", -0.125),
-    ("1,000", 1000.0), ("-1,234,567.5", -1234567.5), ("$18", 18.0), (r"\$18.50", 18.5),
-    ("50%", 50.0), ("42.", 42.0), (r"$\boxed{12}$", 12.0), ("**9**", 9.0),
-    ("1,5", None), ("12,34", None), ("42 apples", None), ("x", None), ("", None), (None, None),
-    ("inf", None), ("nan", None), ("1e400", None), ("1/0", None), ("1" * 5000 + "/3", None),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("42", 42.0),
+        ("-3", -3.0),
+        ("+7", 7.0),
+        ("3.25", 3.25),
+        (".5", 0.5),
+        ("1e3", 1000.0),
+        ("3/4", 0.75),
+        ("-3 / 4", -0.75),
+        (r"\frac{3}{4}", 0.75),
+        (r"-\dfrac{1}{8}", -0.125),
+        ("1,000", 1000.0),
+        ("-1,234,567.5", -1234567.5),
+        ("$18", 18.0),
+        (r"\$18.50", 18.5),
+        ("50%", 50.0),
+        ("42.", 42.0),
+        (r"$\boxed{12}$", 12.0),
+        ("**9**", 9.0),
+        ("1,5", None),
+        ("12,34", None),
+        ("42 apples", None),
+        ("x", None),
+        ("", None),
+        (None, None),
+        ("inf", None),
+        ("nan", None),
+        ("1e400", None),
+        ("1/0", None),
+        ("1" * 5000 + "/3", None),
+    ],
+)
 def test_parse_number(text, value):
     assert parse_number(text) == value
 
 
-@pytest.mark.parametrize("text, norm", [
-    (" $1 000$. ", "1000"), (r"\boxed{ABC}", "abc"), ("1,000,000", "1000000"), (r"1\,000", "1000"),
-    ("**Yes**", "yes"), ("(1, 2)", "(1, 2)"), (r"\boxed{1} + \boxed{2}", r"\boxed{1} + \boxed{2}"),
-    ("a  b\n c", "a b c"),
-])
+@pytest.mark.parametrize(
+    "text, norm",
+    [
+        (" $1 000$. ", "1000"),
+        (r"\boxed{ABC}", "abc"),
+        ("1,000,000", "1000000"),
+        (r"1\,000", "1000"),
+        ("**Yes**", "yes"),
+        ("(1, 2)", "(1, 2)"),
+        (r"\boxed{1} + \boxed{2}", r"\boxed{1} + \boxed{2}"),
+        ("a  b\n c", "a b c"),
+    ],
+)
 def test_normalize_answer(text, norm):
     assert normalize_answer(text) == norm
 
@@ -80,19 +128,32 @@ def test_normalize_answer(text, norm):
 
 def test_exact_match_values():
     fn = ExactMatch()
-    completions = ["</think>\nFinal answer: $1 000$.", "Final answer: 41", "I give up",
-                   r"\boxed{Paris}", "Final answer: 7"]
+    completions = [
+        "</think>\nFinal answer: $1 000$.",
+        "Final answer: 41",
+        "I give up",
+        r"\boxed{Paris}",
+        "Final answer: 7",
+    ]
     answers = ["1000", "42", "42", "paris", None]
     assert fn([""] * 5, completions, answers) == [1.0, 0.0, 0.0, 1.0, None]
     assert ExactMatch(normalize=False)([""], ["Final answer: $1 000$."], ["1000"]) == [0.0]
-    assert ExactMatch(pattern=r"ANSWER=(\w+)")([""] * 2, ["ANSWER=7 ANSWER=8", "Final answer: 8"],
-                                               ["8", "8"]) == [1.0, 0.0]
+    assert ExactMatch(pattern=r"ANSWER=(\w+)")([""] * 2, ["ANSWER=7 ANSWER=8", "Final answer: 8"], ["8", "8"]) == [
+        1.0,
+        0.0,
+    ]
 
 
 def test_numeric_values():
     fn = Numeric()
-    completions = ["Final answer: 3/4", "Final answer: 0.7500001", "Final answer: 0.7501",
-                   r"so \boxed{1,000}", "Final answer: about 5", "Final answer: 5"]
+    completions = [
+        "Final answer: 3/4",
+        "Final answer: 0.7500001",
+        "Final answer: 0.7501",
+        r"so \boxed{1,000}",
+        "Final answer: about 5",
+        "Final answer: 5",
+    ]
     answers = ["0.75", "0.75", "0.75", "1000", "5", "five"]
     # 0.7500001: |diff| 1e-7 <= rel_tol * 0.75 = 7.5e-7 -> close; 0.7501: 1e-4 is not
     assert fn([""] * 6, completions, answers) == [1.0, 1.0, 0.0, 1.0, 0.0, None]
@@ -102,12 +163,17 @@ def test_numeric_values():
 
 def test_format_values():
     fn = Format()
-    completions = ["steps\n\n</think>\n\nFinal answer: 42", "steps\nFinal answer: 42",
-                   "</think>\nFinal answer:   \n", "Final answer: 1\n</think>\ndone",
-                   "</think>\n**Final answer:** 9"]
+    completions = [
+        "steps\n\n</think>\n\nFinal answer: 42",
+        "steps\nFinal answer: 42",
+        "</think>\nFinal answer:   \n",
+        "Final answer: 1\n</think>\ndone",
+        "</think>\n**Final answer:** 9",
+    ]
     assert fn([""] * 5, completions, [None] * 5) == [1.0, 0.0, 0.0, 0.0, 1.0]
     assert Format(pattern=r"^answer", flags="IGNORECASE|MULTILINE")(
-        [""] * 2, ["x\nANSWER 3", "x answer"], [None] * 2) == [1.0, 0.0]
+        [""] * 2, ["x\nANSWER 3", "x answer"], [None] * 2
+    ) == [1.0, 0.0]
 
 
 def test_registry_names_and_duplicates():
@@ -122,10 +188,18 @@ def test_registry_names_and_duplicates():
 
 
 def test_total_per_fn_correct_and_unscorable():
-    specs = [RewardSpec("format", weight=0.25), RewardSpec("numeric", weight=0.5),
-             RewardSpec("exact_match", weight=2.0), RewardSpec("format", weight=-1.0)]
-    completions = ["</think>\nFinal answer: 0.50", "Final answer: 1/2", "</think>\nFinal answer: 3",
-                   "</think>\nFinal answer: 3"]
+    specs = [
+        RewardSpec("format", weight=0.25),
+        RewardSpec("numeric", weight=0.5),
+        RewardSpec("exact_match", weight=2.0),
+        RewardSpec("format", weight=-1.0),
+    ]
+    completions = [
+        "</think>\nFinal answer: 0.50",
+        "Final answer: 1/2",
+        "</think>\nFinal answer: 3",
+        "</think>\nFinal answer: 3",
+    ]
     answers = ["1/2", "1/2", "4", None]
     res = OutcomeReward(specs)(["q"] * 4, completions, answers)
     #            format  numeric exact  format#2(w=-1)
@@ -146,18 +220,25 @@ def test_total_per_fn_correct_and_unscorable():
 def test_correctness_override_and_none():
     completions, answers = ["</think>\nFinal answer: 1", "Final answer: 1"], ["2", "1"]
     res = OutcomeReward([RewardSpec("format", correctness=True), RewardSpec("exact_match")])(
-        ["q"] * 2, completions, answers)
+        ["q"] * 2, completions, answers
+    )
     assert res.correct.tolist() == [True, False]
     res = OutcomeReward([RewardSpec("exact_match", correctness=False)])(["q"] * 2, completions, answers)
     assert res.correct.tolist() == [False, False] and res.correct.dtype == torch.bool
 
 
 def test_construction_errors_name_the_spec():
-    with pytest.raises(ValueError, match=r"unknown reward 'math_verfy' \(did you mean 'math_verify'\?\)"
-                                         r".*exact_match, format, math_verify, numeric"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown reward 'math_verfy' \(did you mean 'math_verify'\?\)"
+        r".*exact_match, format, math_verify, numeric",
+    ):
         OutcomeReward([RewardSpec("math_verfy")])
-    with pytest.raises(ValueError, match=r"reward 'exact_match': bad kwargs \{'foo': 1\}.*"
-                                         r"accepts: \['pattern', 'normalize'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"reward 'exact_match': bad kwargs \{'foo': 1\}.*"
+        r"accepts: \['pattern', 'normalize'\]",
+    ):
         OutcomeReward([RewardSpec("exact_match", kwargs={"foo": 1})])
     with pytest.raises(ValueError, match="reward 'numeric': bad kwargs.*exactly one group"):
         OutcomeReward([RewardSpec("numeric", kwargs={"pattern": r"Final: \d+"})])
@@ -181,7 +262,7 @@ def test_call_checks_batch_lengths():
 
 # ---------------------------------------------------------------- custom rewards
 
-CUSTOM = '''
+CUSTOM = """
 def length_penalty(prompts, completions, answers, *, scale=1.0, **columns):
     return [-scale * len(c) for c in completions]
 
@@ -199,7 +280,7 @@ def short(prompts, completions, answers, **columns):
 
 def bad_value(prompts, completions, answers, **columns):
     return [float("nan")] * len(completions)
-'''
+"""
 
 
 @pytest.fixture
@@ -211,10 +292,13 @@ def custom_module(tmp_path, monkeypatch):
 
 
 def test_custom_reward_by_module_path_with_kwargs_and_columns(custom_module):
-    specs = [RewardSpec("my_rewards:length_penalty", weight=0.5, kwargs={"scale": 0.25}),
-             RewardSpec("my_rewards:by_level", correctness=True)]
-    res = OutcomeReward(specs)(["q"] * 3, ["abcd", "ab", "abcdefgh"], ["1", None, "3"],
-                               columns={"level": ["hard", "easy", "easy"]})
+    specs = [
+        RewardSpec("my_rewards:length_penalty", weight=0.5, kwargs={"scale": 0.25}),
+        RewardSpec("my_rewards:by_level", correctness=True),
+    ]
+    res = OutcomeReward(specs)(
+        ["q"] * 3, ["abcd", "ab", "abcdefgh"], ["1", None, "3"], columns={"level": ["hard", "easy", "easy"]}
+    )
     # length_penalty: -0.25 * [4, 2, 8] = [-1, -0.5, -2]; by_level: [1, None, 0]
     assert res.per_fn["my_rewards:length_penalty"].tolist() == [-1.0, -0.5, -2.0]
     assert res.total.tolist() == [0.5, -0.25, -1.0]  # 0.5 * penalty + by_level
@@ -232,8 +316,11 @@ def test_custom_reward_by_file_path(tmp_path):
 
 def test_custom_signature_errors_at_construction(custom_module):
     for name in ("one_arg", "no_columns"):
-        with pytest.raises(ValueError, match=rf"reward 'my_rewards:{name}': {name}\(.*\) cannot be "
-                                             r"called as fn\(prompts, completions, answers, \*\*columns\)"):
+        with pytest.raises(
+            ValueError,
+            match=rf"reward 'my_rewards:{name}': {name}\(.*\) cannot be "
+            r"called as fn\(prompts, completions, answers, \*\*columns\)",
+        ):
             OutcomeReward([RewardSpec(f"my_rewards:{name}")])
     with pytest.raises(ValueError, match=r"kwargs \['scal'\] are not parameters of length_penalty"):
         OutcomeReward([RewardSpec("my_rewards:length_penalty", kwargs={"scal": 2})])
@@ -263,8 +350,15 @@ def test_verify_answer_in_process():
 
 
 def test_math_verify_values(mv_reward):
-    completions = [r"so the answer is $\frac{1}{2}$", r"\boxed{42}", r"\boxed{41}", "x = 3",
-                   r"\boxed{3\sqrt{2}}", "no answer", r"\boxed{7}"]
+    completions = [
+        r"so the answer is $\frac{1}{2}$",
+        r"\boxed{42}",
+        r"\boxed{41}",
+        "x = 3",
+        r"\boxed{3\sqrt{2}}",
+        "no answer",
+        r"\boxed{7}",
+    ]
     answers = ["0.5", "42", "42", "3", r"\sqrt{18}", "5", None]
     res = mv_reward(["q"] * 7, completions, answers)
     assert res.per_fn["math_verify"].tolist() == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0]
@@ -274,8 +368,7 @@ def test_math_verify_values(mv_reward):
 
 def test_math_verify_from_a_thread(mv_reward):
     out = []
-    t = threading.Thread(target=lambda: out.append(mv_reward(["q"] * 2, [r"\boxed{\frac{1}{2}}", "7"],
-                                                             ["0.5", "8"])))
+    t = threading.Thread(target=lambda: out.append(mv_reward(["q"] * 2, [r"\boxed{\frac{1}{2}}", "7"], ["0.5", "8"])))
     t.start()
     t.join(timeout=60)
     assert out and out[0].per_fn["math_verify"].tolist() == [1.0, 0.0]
@@ -294,7 +387,7 @@ def test_math_verify_item_timeout_then_next_call_works(mv_reward):
     assert res.per_fn["math_verify"].tolist() == [1.0] and res.unscorable == 0
 
 
-STUBS = '''
+STUBS = """
 import signal, sys, time
 
 def torch_loaded(completion, answer, extract, timeout_s):
@@ -303,13 +396,14 @@ def torch_loaded(completion, answer, extract, timeout_s):
 def hang(completion, answer, extract, timeout_s):
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # like C code the timer cannot stop
     time.sleep(60)
-'''
+"""
 
 
 def test_math_verify_hung_worker_is_replaced(tmp_path, monkeypatch):
     (tmp_path / "mv_stubs.py").write_text(STUBS)
     monkeypatch.syspath_prepend(str(tmp_path))  # before the pool spawns: workers inherit sys.path
     import mv_stubs
+
     with MathVerify(num_workers=1, timeout_s=0.3) as mv:
         mv._task = mv_stubs.torch_loaded
         assert mv([""], ["x"], ["1"]) == [0.0]  # workers never import torch
@@ -321,4 +415,3 @@ def test_math_verify_hung_worker_is_replaced(tmp_path, monkeypatch):
         mv._task = score_item
         assert mv([""] * 2, [r"\boxed{42}", r"\boxed{4}"], ["42", "5"]) == [1.0, 0.0]
     sys.modules.pop("mv_stubs", None)
-

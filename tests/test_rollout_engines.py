@@ -9,14 +9,13 @@ import sys
 
 import pytest
 import torch
+from trainer_utils import REPO, make_recipe, metrics, run_inprocess
 
 from repro_train.config import RolloutConfig, VLLMConfig
 from repro_train.config_base import ConfigError
 from repro_train.rollout.base import Rollouts
 from repro_train.rollout.hf import HFEngine
 from repro_train.rollout.vllm import check_vllm, hf_name
-
-from trainer_utils import REPO, make_recipe, metrics, run_inprocess
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +25,7 @@ def data_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "toy.jsonl"
     write_jsonl(generate(8, seed=3, with_traces=False), str(path))
     return str(path)
+
 
 # ---------------------------------------------------------------------------------------------
 # Conformance: what every engine must do (run on the hf engine here, on vLLM by check_vllm.py)
@@ -68,8 +68,9 @@ def test_hf_engine_conforms(tiny):
     cfg = RolloutConfig(max_new_tokens=8, min_new_tokens=2, temperature=1.0)
     engine = HFEngine(lambda: contextlib.nullcontext(model), cfg, [tok.eos_token_id], tok.pad_token_id, "cpu")
     prompts = [tok(t).input_ids for t in ("Q: 3+4?", "Q: 12+30+1?", "Q: 5+5+5+5?")]
-    out = check_conformance(engine, prompts, cfg, {tok.eos_token_id}, model.config.vocab_size,
-                            lambda: model.named_parameters())
+    out = check_conformance(
+        engine, prompts, cfg, {tok.eos_token_id}, model.config.vocab_size, lambda: model.named_parameters()
+    )
     assert out.logprobs is None  # generate() does not report them
     engine.close()
 
@@ -88,7 +89,13 @@ def vllm_cfg(**kw) -> RolloutConfig:
     [
         (vllm_cfg(), 1, True, "0.25.1", None),
         (vllm_cfg(tensor_parallel_size=2), 4, True, "0.25.1", None),
-        (vllm_cfg(tensor_parallel_size=2), 3, True, "0.25.1", "'rollout.vllm.tensor_parallel_size' = 2 does not divide"),
+        (
+            vllm_cfg(tensor_parallel_size=2),
+            3,
+            True,
+            "0.25.1",
+            "'rollout.vllm.tensor_parallel_size' = 2 does not divide",
+        ),
         (vllm_cfg(), 1, False, "0.25.1", "needs a CUDA GPU"),
         (vllm_cfg(), 1, True, "0.24.2", "vLLM 0.24.2 is installed"),
         (vllm_cfg(), 1, True, "0.27.0", "supports 0.25.0 <= version < 0.26.0"),
@@ -125,8 +132,10 @@ def test_engine_vllm_fails_before_any_model_loads(tmp_path, data_path):
 
 
 def test_vllm_module_imports_without_vllm():
-    code = ("import sys; sys.modules['vllm'] = None; import repro_train.rollout.vllm as v; "
-            "import repro_train.trainer.runtime; print(v.VLLMEngine.name)")
+    code = (
+        "import sys; sys.modules['vllm'] = None; import repro_train.rollout.vllm as v; "
+        "import repro_train.trainer.runtime; print(v.VLLMEngine.name)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "vllm"
@@ -245,10 +254,10 @@ def test_loop_logs_the_logprob_gap_and_weights_tokens(tmp_path, tiny_model_dir, 
 
 def test_runtime_pushes_the_trained_weights(tmp_path, tiny_model_dir, data_path):
     """Runtime.policy_weights yields the policy's current tensors (not a copy from disk)."""
+    from trainer_utils import reset_accelerate
+
     from repro_train.config import load
     from repro_train.trainer.runtime import build_runtime
-
-    from trainer_utils import reset_accelerate
 
     reset_accelerate()
     rt = build_runtime(load(make_recipe(tmp_path, tiny_model_dir, data_path)))
@@ -283,8 +292,12 @@ def test_vllm_engine_matches_the_trainer_and_follows_pushes(tmp_path, level):
     import json
 
     out = tmp_path / "check.json"
-    p = subprocess.run([sys.executable, f"{REPO}/bench/check_vllm.py", "--sleep-level", str(level), "--out", str(out)],
-                       capture_output=True, text=True, cwd=REPO)
+    p = subprocess.run(
+        [sys.executable, f"{REPO}/bench/check_vllm.py", "--sleep-level", str(level), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["a_gap_mean"] < 1e-3 and res["b_gap_trained_mean"] < 1e-3

@@ -1,5 +1,6 @@
 """Safety: weights load from safetensors only; remote code stays off unless the recipe turns it on;
 no secret (wandb key, tokens, a reward's API key) reaches a log, a saved config or wandb's files."""
+
 import ast
 import json
 import os
@@ -7,11 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from trainer_utils import REPO, make_recipe, run_cli
 
 from repro_train.config import ModelConfig
 from repro_train.redact import REDACTED, redact
 from repro_train.trainer.models import load_critic, load_policy, load_reference
-from trainer_utils import REPO, make_recipe, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +20,7 @@ def pickle_only_model(tmp_path_factory, tiny_model_dir):
     """The tiny model saved as pytorch_model.bin (a pickle) and no safetensors file."""
     import torch
     from safetensors.torch import load_file
+
     out = tmp_path_factory.mktemp("pickled") / "model"
     shutil.copytree(tiny_model_dir, out)
     torch.save(load_file(out / "model.safetensors"), out / "pytorch_model.bin")
@@ -31,8 +33,11 @@ def pickle_only_model(tmp_path_factory, tiny_model_dir):
 def test_pickled_weights_are_refused(pickle_only_model, tiny, loader):
     _, tok = tiny
     cfg = ModelConfig(path=pickle_only_model)
-    load = {"policy": lambda: load_policy(cfg, tok), "reference": lambda: load_reference(cfg),
-            "critic": lambda: load_critic(cfg, type("C", (), {"path": None})())}[loader]
+    load = {
+        "policy": lambda: load_policy(cfg, tok),
+        "reference": lambda: load_reference(cfg),
+        "critic": lambda: load_critic(cfg, type("C", (), {"path": None})()),
+    }[loader]
     with pytest.raises(OSError, match="safetensors"):
         load()
 
@@ -41,8 +46,13 @@ def model_loads(path: Path):
     """(file, line, call) of every `AutoModel*.from_pretrained(...)` call in the package."""
     for py in path.rglob("*.py"):
         for node in ast.walk(ast.parse(py.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "from_pretrained"
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id.startswith("AutoModel")):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "from_pretrained"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id.startswith("AutoModel")
+            ):
                 yield f"{py.relative_to(REPO)}:{node.lineno}", node
 
 
@@ -85,19 +95,32 @@ def test_remote_code_runs_only_when_the_recipe_allows_it(tmp_path, tiny_model_di
         load_policy(ModelConfig(path=str(model), trust_remote_code=True), tok)
     except Exception:  # noqa: BLE001 - only whether the file's code ran matters here
         pass
-    assert list(Path(os.environ.get("HF_MODULES_CACHE", Path.home() / ".cache/huggingface/modules")).rglob("REMOTE_CODE_RAN")) \
+    assert (
+        list(
+            Path(os.environ.get("HF_MODULES_CACHE", Path.home() / ".cache/huggingface/modules")).rglob(
+                "REMOTE_CODE_RAN"
+            )
+        )
         or (model / "REMOTE_CODE_RAN").exists()
+    )
 
 
 def test_redact_keys_and_environment_values(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijklmnop")
-    data = {"reward": {"kwargs": {"api_key": "sk-1", "judge_token": "t-2", "url": "http://x?k=hf_abcdefghijklmnop",
-                                  "model": "m"}},
-            "rollout": {"max_new_tokens": 128}, "model": {"path": "toy", "hf_token": None}, "list": ["hf_abcdefghijklmnop", 3]}
-    assert redact(data) == {"reward": {"kwargs": {"api_key": REDACTED, "judge_token": REDACTED, "url": REDACTED,
-                                                  "model": "m"}},
-                            "rollout": {"max_new_tokens": 128}, "model": {"path": "toy", "hf_token": None},
-                            "list": [REDACTED, 3]}
+    data = {
+        "reward": {
+            "kwargs": {"api_key": "sk-1", "judge_token": "t-2", "url": "http://x?k=hf_abcdefghijklmnop", "model": "m"}
+        },
+        "rollout": {"max_new_tokens": 128},
+        "model": {"path": "toy", "hf_token": None},
+        "list": ["hf_abcdefghijklmnop", 3],
+    }
+    assert redact(data) == {
+        "reward": {"kwargs": {"api_key": REDACTED, "judge_token": REDACTED, "url": REDACTED, "model": "m"}},
+        "rollout": {"max_new_tokens": 128},
+        "model": {"path": "toy", "hf_token": None},
+        "list": [REDACTED, 3],
+    }
 
 
 JUDGE = """
@@ -111,13 +134,20 @@ SECRETS = {"WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567", "HF_TOKE
 @pytest.mark.slow
 def test_no_secret_in_the_run_folder_or_the_output(tmp_path, tiny_model_dir):
     from repro_train.tasks.arithmetic import generate, write_jsonl
+
     data = tmp_path / "d.jsonl"
     write_jsonl(generate(8, seed=3, with_traces=False), str(data))
     (tmp_path / "judge.py").write_text(JUDGE)
-    recipe = make_recipe(tmp_path, tiny_model_dir, str(data), train={"steps": 1},
-                         reward={"functions": [{"name": f"{tmp_path}/judge.py:judge",
-                                                "kwargs": {"api_key": "sk-recipe-secret-0123456789"}}]},
-                         log={"wandb": True, "wandb_mode": "offline"})
+    recipe = make_recipe(
+        tmp_path,
+        tiny_model_dir,
+        str(data),
+        train={"steps": 1},
+        reward={
+            "functions": [{"name": f"{tmp_path}/judge.py:judge", "kwargs": {"api_key": "sk-recipe-secret-0123456789"}}]
+        },
+        log={"wandb": True, "wandb_mode": "offline"},
+    )
     os.environ.update(SECRETS)
     try:
         res = run_cli(["train", "--config", recipe], timeout=300)
@@ -132,5 +162,6 @@ def test_no_secret_in_the_run_folder_or_the_output(tmp_path, tiny_model_dir):
     assert not found
     assert not [n for n in needles if n in res.stdout + res.stderr]
     import yaml
+
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["reward"]["functions"][0]["kwargs"] == {"api_key": REDACTED}

@@ -7,6 +7,7 @@ One batch covers the edge cases every shaper must handle (R = c, lengths in toke
     group 2: c = 1,       L = 8                                     a single rollout
     group 3: c = 1 1 1,   L = 12 12 12                              all correct, equal lengths
 """
+
 import dataclasses
 import math
 import os
@@ -26,8 +27,15 @@ TRUNC = [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
 def batch(rewards=None, correct=CORRECT, lengths=LENGTHS, groups=GROUPS, truncated=TRUNC, step=0, thinking=None):
     c = torch.tensor(correct, dtype=torch.bool)
     r = c.float() if rewards is None else torch.tensor(rewards, dtype=torch.float32)
-    return S.ShapeInputs(r, c, torch.tensor(lengths), torch.tensor(truncated, dtype=torch.bool), torch.tensor(groups),
-                         None if thinking is None else torch.tensor(thinking, dtype=torch.float64), step)
+    return S.ShapeInputs(
+        r,
+        c,
+        torch.tensor(lengths),
+        torch.tensor(truncated, dtype=torch.bool),
+        torch.tensor(groups),
+        None if thinking is None else torch.tensor(thinking, dtype=torch.float64),
+        step,
+    )
 
 
 def run(name, inp=None, **params):
@@ -42,8 +50,19 @@ def close(got, want, tol=1e-6):
 
 
 def test_registry_has_every_method_with_its_parameters_and_docs():
-    names = ["dapo_overlong", "kimi", "l1_exact", "l1_max", "shorter_better", "cosine", "efficiency",
-             "grpo_lead", "thinkprune", "laser", "gated_bonus"]
+    names = [
+        "dapo_overlong",
+        "kimi",
+        "l1_exact",
+        "l1_max",
+        "shorter_better",
+        "cosine",
+        "efficiency",
+        "grpo_lead",
+        "thinkprune",
+        "laser",
+        "gated_bonus",
+    ]
     assert list(S.SHAPERS) == names
     fields = {f.name for f in dataclasses.fields(S.ShapingConfig)}
     assert set(names) <= fields
@@ -86,14 +105,16 @@ def test_cosine():
     # v(L) = v_max + (v_0 - v_max)(1 + cos(pi L / 40)) / 2; correct (1, 0.5), wrong (-1, -0.5)
     r2 = math.sqrt(2) / 2
     half = lambda cos: (1 + cos) / 2  # noqa: E731
-    want = [0.5 + 0.5 * half(r2),                    # L 10: cos(pi/4)
-            0.75,                                    # L 20: cos(pi/2) = 0
-            -0.5 - 0.5 * half(-r2),                  # L 30, wrong: cos(3 pi/4)
-            -0.5,                                    # L 40 = max_len, wrong
-            -0.5 - 0.5 * half(0.9238795325),         # L 5: cos(pi/8)
-            -0.5 - 0.5 * half(0.3826834324),         # L 15: cos(3 pi/8)
-            0.5 + 0.5 * half(0.8090169944),          # L 8: cos(pi/5)
-            *[0.5 + 0.5 * half(0.5877852523)] * 3]   # L 12: cos(3 pi/10)
+    want = [
+        0.5 + 0.5 * half(r2),  # L 10: cos(pi/4)
+        0.75,  # L 20: cos(pi/2) = 0
+        -0.5 - 0.5 * half(-r2),  # L 30, wrong: cos(3 pi/4)
+        -0.5,  # L 40 = max_len, wrong
+        -0.5 - 0.5 * half(0.9238795325),  # L 5: cos(pi/8)
+        -0.5 - 0.5 * half(0.3826834324),  # L 15: cos(3 pi/8)
+        0.5 + 0.5 * half(0.8090169944),  # L 8: cos(pi/5)
+        *[0.5 + 0.5 * half(0.5877852523)] * 3,
+    ]  # L 12: cos(3 pi/10)
     close(run("cosine", max_len=40), want)
     close(want[:2], [0.926776695, 0.75])  # the first two by hand
     # longer than max_len: the value at max_len; and the correctness term is what gets replaced
@@ -118,16 +139,39 @@ def test_grpo_lead_difficulty_weights():
     # w(p) = 0.4 + 1.1 / (1 + exp(10 (p - 0.75))): w(0.5) = 1.416556, w(0) = 1.499392, w(1) = 0.483444
     inp = batch()
     p = S.ShapingConfig().grpo_lead
-    close(S.lead_weight(torch.tensor([0.5, 0.0, 1.0], dtype=torch.float64), p).tolist(),
-          [1.4165560, 1.4993919, 0.4834440])
-    adv = torch.tensor([[1.0, 1.0], [-1.0, 0.0], [2.0, -2.0], [0.0, 0.0], [0.5, 0.5], [-0.5, -0.5],
-                        [2.0, -2.0], [1.0, 0.0], [0.0, 0.0], [-1.0, -1.0]])
+    close(
+        S.lead_weight(torch.tensor([0.5, 0.0, 1.0], dtype=torch.float64), p).tolist(), [1.4165560, 1.4993919, 0.4834440]
+    )
+    adv = torch.tensor(
+        [
+            [1.0, 1.0],
+            [-1.0, 0.0],
+            [2.0, -2.0],
+            [0.0, 0.0],
+            [0.5, 0.5],
+            [-0.5, -0.5],
+            [2.0, -2.0],
+            [1.0, 0.0],
+            [0.0, 0.0],
+            [-1.0, -1.0],
+        ]
+    )
     out = S.grpo_lead_advantage(adv, inp, p)
     # group 0 (pass rate 0.5): both signs x w(0.5); group 1 (0): positive x w(0), negative x w(1);
     # group 2 (1): positive x w(1), negative x w(0); group 3 (1): same; zeros stay zero
     w5, w0, w1 = 1.4165560, 1.4993919, 0.4834440
-    want = [[w5, w5], [-w5, 0], [2 * w5, -2 * w5], [0, 0], [0.5 * w0, 0.5 * w0], [-0.5 * w1, -0.5 * w1],
-            [2 * w1, -2 * w0], [w1, 0], [0, 0], [-w0, -w0]]
+    want = [
+        [w5, w5],
+        [-w5, 0],
+        [2 * w5, -2 * w5],
+        [0, 0],
+        [0.5 * w0, 0.5 * w0],
+        [-0.5 * w1, -0.5 * w1],
+        [2 * w1, -2 * w0],
+        [w1, 0],
+        [0, 0],
+        [-w0, -w0],
+    ]
     close(out.flatten().tolist(), [x for row in want for x in row])
     off = S.grpo_lead_advantage(adv, inp, dataclasses.replace(p, difficulty_reweight=False))
     assert torch.equal(off, adv)
@@ -171,8 +215,11 @@ def test_shapers_compose_in_order_and_record_their_contributions():
     second = batch(after_kimi.tolist())
     close(out.tolist(), run("gated_bonus", second), 1e-5)
     close(res.contributions["kimi"].tolist(), (after_kimi - torch.tensor(CORRECT)).tolist(), 1e-6)
-    close((res.contributions["kimi"] + res.contributions["gated_bonus"]).tolist(),
-          (out - torch.tensor(CORRECT, dtype=torch.float32)).tolist(), 1e-6)
+    close(
+        (res.contributions["kimi"] + res.contributions["gated_bonus"]).tolist(),
+        (out - torch.tensor(CORRECT, dtype=torch.float32)).tolist(),
+        1e-6,
+    )
     assert S.apply_advantage_shapers(cfg, res, torch.ones(10, 3)).equal(torch.ones(10, 3))
 
 
@@ -180,26 +227,39 @@ def test_shapers_compose_in_order_and_record_their_contributions():
 def test_groups_split_over_two_ranks_equal_the_whole_batch(name):
     """Group statistics never need another rank: shaping the batch in two halves (whole groups,
     and group ids reordered) gives the same rows."""
-    p = S.ShapingConfig(methods=(name,), dapo_overlong=S.DapoOverlongParams(40, 20),
-                        thinkprune=S.ThinkPruneParams((40, 20), 1))
+    p = S.ShapingConfig(
+        methods=(name,), dapo_overlong=S.DapoOverlongParams(40, 20), thinkprune=S.ThinkPruneParams((40, 20), 1)
+    )
     whole, _ = S.apply_reward_shapers(p, batch(step=1))
     cut = 4  # groups 0 | 1, 2, 3
     a, _ = S.apply_reward_shapers(p, batch(None, CORRECT[:cut], LENGTHS[:cut], GROUPS[:cut], TRUNC[:cut], step=1))
-    b, _ = S.apply_reward_shapers(p, batch(None, CORRECT[cut:], LENGTHS[cut:], [9 - g for g in GROUPS[cut:]],
-                                           TRUNC[cut:], step=1))
+    b, _ = S.apply_reward_shapers(
+        p, batch(None, CORRECT[cut:], LENGTHS[cut:], [9 - g for g in GROUPS[cut:]], TRUNC[cut:], step=1)
+    )
     close(torch.cat([a, b]).tolist(), whole.tolist(), 1e-6)
 
 
-@pytest.mark.parametrize("overrides,needle", [
-    ({"methods": ("kimi", "kimi")}, "'shaping.methods' lists a shaper twice"),
-    ({"methods": ("cosin",)}, "'shaping.methods[0]' = 'cosin' is not a shaper (did you mean 'cosine'?)"),
-    ({"methods": ("dapo_overlong",)}, "'shaping.dapo_overlong.max_len' = 20480 exceeds rollout.max_new_tokens = 128"),
-    ({"methods": ("dapo_overlong",), "dapo_overlong": S.DapoOverlongParams(128, 128)},
-     "'shaping.dapo_overlong.cache_len' must be in (0, max_len = 128)"),
-    ({"methods": ("thinkprune",), "thinkprune": S.ThinkPruneParams((64, 96))}, "strictly decreasing"),
-    ({"methods": ("efficiency",), "efficiency": S.EfficiencyParams(alpha=2.0)}, "'shaping.efficiency.alpha' must be in [0, 1]"),
-    ({"methods": ("laser",), "laser": S.LaserParams(target_len=0)}, "'shaping.laser.target_len' must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        ({"methods": ("kimi", "kimi")}, "'shaping.methods' lists a shaper twice"),
+        ({"methods": ("cosin",)}, "'shaping.methods[0]' = 'cosin' is not a shaper (did you mean 'cosine'?)"),
+        (
+            {"methods": ("dapo_overlong",)},
+            "'shaping.dapo_overlong.max_len' = 20480 exceeds rollout.max_new_tokens = 128",
+        ),
+        (
+            {"methods": ("dapo_overlong",), "dapo_overlong": S.DapoOverlongParams(128, 128)},
+            "'shaping.dapo_overlong.cache_len' must be in (0, max_len = 128)",
+        ),
+        ({"methods": ("thinkprune",), "thinkprune": S.ThinkPruneParams((64, 96))}, "strictly decreasing"),
+        (
+            {"methods": ("efficiency",), "efficiency": S.EfficiencyParams(alpha=2.0)},
+            "'shaping.efficiency.alpha' must be in [0, 1]",
+        ),
+        ({"methods": ("laser",), "laser": S.LaserParams(target_len=0)}, "'shaping.laser.target_len' must be >= 1"),
+    ],
+)
 def test_validation_names_the_field(overrides, needle):
     with pytest.raises(ConfigError) as e:
         S.validate_shaping(S.ShapingConfig(**overrides), max_new_tokens=128)
@@ -218,14 +278,21 @@ def parity(prompts, completions, answers, **columns):
 def test_training_with_shapers_on(tmp_path, tiny_model_dir):
     """Three GRPO steps with kimi + grpo_lead: the logged reward is the outcome reward plus each
     shaper's contribution, lengths are split by correctness, and the weights move."""
-    from repro_train.tasks.arithmetic import generate, write_jsonl
     from trainer_utils import all_finite, last_checkpoint, make_recipe, metrics, policy_weights, run_inprocess
+
+    from repro_train.tasks.arithmetic import generate, write_jsonl
+
     data = tmp_path / "d.jsonl"
     write_jsonl(generate(8, seed=3, with_traces=False), str(data))
     (tmp_path / "parity.py").write_text(PARITY)
-    recipe = make_recipe(tmp_path, tiny_model_dir, str(data), shaping={"methods": ["kimi", "grpo_lead"]},
-                         repro={"enabled": False},
-                         reward={"functions": [{"name": f"{tmp_path}/parity.py:parity", "correctness": True}]})
+    recipe = make_recipe(
+        tmp_path,
+        tiny_model_dir,
+        str(data),
+        shaping={"methods": ["kimi", "grpo_lead"]},
+        repro={"enabled": False},
+        reward={"functions": [{"name": f"{tmp_path}/parity.py:parity", "correctness": True}]},
+    )
     rows = metrics(run_inprocess(recipe))
     assert [r["step"] for r in rows] == [1, 2, 3]
     for r in rows:
@@ -238,6 +305,7 @@ def test_training_with_shapers_on(tmp_path, tiny_model_dir):
         split = n_ok * r.get("response_length/correct", 0) + (1 - n_ok) * r.get("response_length/incorrect", 0)
         assert split == pytest.approx(r["response_length/mean"], rel=1e-6)
     from safetensors.torch import load_file
+
     before = load_file(f"{tiny_model_dir}/model.safetensors")
     after = policy_weights(last_checkpoint(os.path.join(tmp_path, "run")))
     assert all(not torch.equal(before[k], after[k]) for k in before)
@@ -251,8 +319,8 @@ def test_thinking_lengths_count_the_tokens_before_the_marker(tiny):
     plain = tok.encode("12 + 3 = 15", add_special_tokens=False)
     eos = tok.eos_token_id
     T = S.thinking_lengths(tok, [ids, plain, plain + [eos]], "</think>", [eos]).tolist()
-    head = tok.decode(ids[:int(T[0])])
-    assert "</think>" not in head and "</think>" in tok.decode(ids[:int(T[0]) + 8])
+    head = tok.decode(ids[: int(T[0])])
+    assert "</think>" not in head and "</think>" in tok.decode(ids[: int(T[0]) + 8])
     assert head.startswith("12 + 3 = 15") and 0 < T[0] < len(ids)
     assert T[1:] == [len(plain), len(plain)]
 
@@ -263,22 +331,43 @@ def test_two_ranks_equal_one_process_with_shapers(tmp_path, tiny_model_dir):
     and the step's metrics and updated weights equal one process's with the same global batch."""
     import sys
 
+    from trainer_utils import (
+        last_checkpoint,
+        make_recipe,
+        max_abs_diff,
+        metrics,
+        policy_weights,
+        run_cli,
+        run_inprocess,
+    )
+
     from repro_train.tasks.arithmetic import generate, write_jsonl
-    from trainer_utils import last_checkpoint, make_recipe, max_abs_diff, metrics, policy_weights, run_cli, run_inprocess
+
     data = tmp_path / "d.jsonl"
     write_jsonl(generate(8, seed=11, with_traces=False), str(data))
     (tmp_path / "parity.py").write_text(PARITY)
-    recipe = make_recipe(tmp_path, tiny_model_dir, str(data), shaping={"methods": ["kimi", "grpo_lead"]},
-                         rollout={"prompts_per_step": 4, "per_prompt_seed": True}, algo={"micro_batch_size": 2},
-                         train={"steps": 1}, repro={"enabled": False},
-                         reward={"functions": [{"name": f"{tmp_path}/parity.py:parity", "correctness": True}]})
+    recipe = make_recipe(
+        tmp_path,
+        tiny_model_dir,
+        str(data),
+        shaping={"methods": ["kimi", "grpo_lead"]},
+        rollout={"prompts_per_step": 4, "per_prompt_seed": True},
+        algo={"micro_batch_size": 2},
+        train={"steps": 1},
+        repro={"enabled": False},
+        reward={"functions": [{"name": f"{tmp_path}/parity.py:parity", "correctness": True}]},
+    )
     single = run_inprocess(recipe, f"train.output_dir={tmp_path / 'single'}")
     bin_dir = os.path.dirname(sys.executable)
-    res = run_cli(["train", "--config", recipe, f"train.output_dir={tmp_path / 'ddp'}"],
-                  launcher=[f"{bin_dir}/torchrun", "--standalone", "--nproc_per_node", "2", "-m", "repro_train"])
+    res = run_cli(
+        ["train", "--config", recipe, f"train.output_dir={tmp_path / 'ddp'}"],
+        launcher=[f"{bin_dir}/torchrun", "--standalone", "--nproc_per_node", "2", "-m", "repro_train"],
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     one, two = metrics(single)[0], metrics(str(tmp_path / "ddp"))[0]
     for k in ("reward/mean", "shaping/kimi", "shaping/grpo_lead", "accuracy", "adv/abs_mean"):
         assert two[k] == pytest.approx(one[k], abs=1e-6), k
-    assert max_abs_diff(policy_weights(last_checkpoint(single)),
-                        policy_weights(last_checkpoint(str(tmp_path / "ddp")))) < 1e-4
+    assert (
+        max_abs_diff(policy_weights(last_checkpoint(single)), policy_weights(last_checkpoint(str(tmp_path / "ddp"))))
+        < 1e-4
+    )

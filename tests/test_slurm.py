@@ -1,5 +1,6 @@
 """launch/slurm/train.sbatch under a fake 2-node Slurm job: the command it prints in DRY_RUN mode,
 and what each node's launcher receives when it runs through fake srun / torchrun / accelerate."""
+
 import shlex
 import subprocess
 from pathlib import Path
@@ -31,20 +32,33 @@ def slurm(tmp_path):
     """Environment of a 2-node job with 4 GPUs per node, fake Slurm and launcher binaries on PATH."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in [("scontrol", FAKE_SCONTROL), ("srun", FAKE_SRUN), ("torchrun", FAKE_LAUNCHER),
-                       ("accelerate", FAKE_LAUNCHER)]:
+    for name, text in [
+        ("scontrol", FAKE_SCONTROL),
+        ("srun", FAKE_SRUN),
+        ("torchrun", FAKE_LAUNCHER),
+        ("accelerate", FAKE_LAUNCHER),
+    ]:
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "OUT": str(tmp_path),
-           "SLURM_JOB_ID": "4242", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "gpu[07-08]",
-           "SLURM_GPUS_ON_NODE": "4", "SLURM_SUBMIT_DIR": str(REPO),
-           "RECIPE": RECIPE, "EXTRA": "repro.alpha=0.2 train.steps=3"}
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "OUT": str(tmp_path),
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+        "SLURM_GPUS_ON_NODE": "4",
+        "SLURM_SUBMIT_DIR": str(REPO),
+        "RECIPE": RECIPE,
+        "EXTRA": "repro.alpha=0.2 train.steps=3",
+    }
     return tmp_path, env
 
 
 def run(env, *args, cwd=None):
-    return subprocess.run(["bash", str(SCRIPT), *args], env=env, cwd=cwd or "/", capture_output=True,
-                          text=True, timeout=30)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], env=env, cwd=cwd or "/", capture_output=True, text=True, timeout=30
+    )
 
 
 def dry_run(env, *args) -> list[str]:
@@ -53,8 +67,19 @@ def dry_run(env, *args) -> list[str]:
     return shlex.split(res.stdout)
 
 
-TRAIN_ARGS = ["-m", "repro_train", "train", "--config", RECIPE, "train.output_dir=runs/grpo_repro-4242",
-              "train.resume=auto", "repro.alpha=0.2", "train.steps=3", "log.run_name=a b", "repro.probe_prefix=it's"]
+TRAIN_ARGS = [
+    "-m",
+    "repro_train",
+    "train",
+    "--config",
+    RECIPE,
+    "train.output_dir=runs/grpo_repro-4242",
+    "train.resume=auto",
+    "repro.alpha=0.2",
+    "train.steps=3",
+    "log.run_name=a b",
+    "repro.probe_prefix=it's",
+]
 SRUN = ["srun", "--nodes", "2", "--ntasks-per-node", "1", "--kill-on-bad-exit=1"]
 
 
@@ -66,8 +91,20 @@ def test_syntax():
 def test_dry_run_torchrun(slurm):
     _, env = slurm
     argv = dry_run(env, "log.run_name=a b", "repro.probe_prefix=it's")
-    assert argv == SRUN + ["torchrun", "--nnodes", "2", "--nproc_per_node", "4", "--rdzv_backend", "c10d",
-                           "--rdzv_endpoint", "gpu07:24242", "--rdzv_id", "4242", *TRAIN_ARGS]
+    assert argv == SRUN + [
+        "torchrun",
+        "--nnodes",
+        "2",
+        "--nproc_per_node",
+        "4",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        "gpu07:24242",
+        "--rdzv_id",
+        "4242",
+        *TRAIN_ARGS,
+    ]
 
 
 @pytest.mark.parametrize("strategy", ["zero3", "fsdp2"])
@@ -75,10 +112,24 @@ def test_dry_run_accelerate(slurm, strategy):
     _, env = slurm
     argv = dry_run({**env, "STRATEGY": strategy, "MASTER_PORT": "29999"}, "log.run_name=a b", "repro.probe_prefix=it's")
     multinode = ["--deepspeed_multinode_launcher", "standard"] if strategy == "zero3" else []
-    assert argv == SRUN + ["bash", "-c", 'exec accelerate launch --machine_rank "$SLURM_NODEID" "$@"', "accelerate",
-                           "--config_file", f"launch/accelerate/{strategy}.yaml", "--num_machines", "2",
-                           "--num_processes", "8", "--main_process_ip", "gpu07", "--main_process_port", "29999",
-                           *multinode, *TRAIN_ARGS]
+    assert argv == SRUN + [
+        "bash",
+        "-c",
+        'exec accelerate launch --machine_rank "$SLURM_NODEID" "$@"',
+        "accelerate",
+        "--config_file",
+        f"launch/accelerate/{strategy}.yaml",
+        "--num_machines",
+        "2",
+        "--num_processes",
+        "8",
+        "--main_process_ip",
+        "gpu07",
+        "--main_process_port",
+        "29999",
+        *multinode,
+        *TRAIN_ARGS,
+    ]
 
 
 def test_dry_run_outside_slurm_is_one_local_node(slurm):
@@ -102,17 +153,20 @@ def test_each_node_gets_its_launcher_command(slurm, strategy, launcher):
     assert (tmp / "srun.args").read_text().split("\n")[:5] == SRUN[1:]
     for node in (0, 1):
         args = (tmp / f"{launcher}-node{node}.args").read_text().split("\0")[:-1]
-        assert args[-len(TRAIN_ARGS):] == TRAIN_ARGS
+        assert args[-len(TRAIN_ARGS) :] == TRAIN_ARGS
         if launcher == "accelerate":
             assert args[:3] == ["launch", "--machine_rank", str(node)]
         else:
             assert args[args.index("--rdzv_endpoint") + 1] == "gpu07:24242"
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"STRATEGY": "fsdp"}, "STRATEGY=fsdp: use one of ddp, zero2, zero3, fsdp2"),
-    ({"RECIPE": "recipes/nope.yaml"}, "RECIPE=recipes/nope.yaml is not a file"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"STRATEGY": "fsdp"}, "STRATEGY=fsdp: use one of ddp, zero2, zero3, fsdp2"),
+        ({"RECIPE": "recipes/nope.yaml"}, "RECIPE=recipes/nope.yaml is not a file"),
+    ],
+)
 def test_bad_settings_fail_before_launching(slurm, change, message):
     tmp, env = slurm
     res = run({**env, **change})

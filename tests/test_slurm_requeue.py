@@ -3,6 +3,7 @@ real torchrun per "node", in parallel, passing signals on) and scontrol; two loc
 rendezvous over c10d and train with gloo. SIGUSR1 to the batch script (what Slurm sends before the
 time limit) makes both ranks checkpoint and stop, the script requeues the job, and the requeued
 job resumes from the checkpoint."""
+
 import json
 import os
 import signal
@@ -11,7 +12,6 @@ import sys
 import time
 
 import pytest
-
 from trainer_utils import REPO, last_checkpoint, make_recipe, metrics
 
 SCRIPT = os.path.join(REPO, "launch", "slurm", "train.sbatch")
@@ -38,6 +38,7 @@ exit $rc
 
 def free_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -47,6 +48,7 @@ def free_port() -> int:
 @pytest.mark.distributed
 def test_two_node_job_is_preempted_requeued_and_resumes(tmp_path, tiny_model_dir):
     from repro_train.tasks.arithmetic import generate, write_jsonl
+
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in (("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
@@ -56,11 +58,27 @@ def test_two_node_job_is_preempted_requeued_and_resumes(tmp_path, tiny_model_dir
     write_jsonl(generate(8, seed=3, with_traces=False), str(data))
     recipe = make_recipe(tmp_path, tiny_model_dir, str(data), train={"steps": 200})
     run_dir = str(tmp_path / "run")
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.path.dirname(sys.executable)}:/usr/bin:/bin", OUT=str(tmp_path),
-               PYTHONPATH=REPO, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", SLURM_JOB_ID="4242", SLURM_NNODES="2",
-               SLURM_JOB_NODELIST="node[1-2]", SLURM_SUBMIT_DIR=REPO, GPUS_PER_NODE="1", RECIPE=recipe,
-               OUTPUT_DIR=run_dir, MASTER_PORT=str(free_port()), EXTRA="", TORCH_ELASTIC_SHUTDOWN_TIMEOUT="120")
-    job = subprocess.Popen(["bash", SCRIPT], cwd="/", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(
+        os.environ,
+        PATH=f"{bin_dir}:{os.path.dirname(sys.executable)}:/usr/bin:/bin",
+        OUT=str(tmp_path),
+        PYTHONPATH=REPO,
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        SLURM_JOB_ID="4242",
+        SLURM_NNODES="2",
+        SLURM_JOB_NODELIST="node[1-2]",
+        SLURM_SUBMIT_DIR=REPO,
+        GPUS_PER_NODE="1",
+        RECIPE=recipe,
+        OUTPUT_DIR=run_dir,
+        MASTER_PORT=str(free_port()),
+        EXTRA="",
+        TORCH_ELASTIC_SHUTDOWN_TIMEOUT="120",
+    )
+    job = subprocess.Popen(
+        ["bash", SCRIPT], cwd="/", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         path = os.path.join(run_dir, "metrics.jsonl")
         while not (os.path.exists(path) and sum(1 for _ in open(path)) >= 1):
@@ -80,8 +98,14 @@ def test_two_node_job_is_preempted_requeued_and_resumes(tmp_path, tiny_model_dir
     assert json.load(open(os.path.join(run_dir, "PREEMPTED")))["step"] == k
 
     # Slurm starts the requeued job: same job id, same run folder; it resumes and finishes
-    res = subprocess.run(["bash", SCRIPT, f"train.steps={k + 1}"], cwd="/", env={**env, "MASTER_PORT": str(free_port())},
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        ["bash", SCRIPT, f"train.steps={k + 1}"],
+        cwd="/",
+        env={**env, "MASTER_PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-4000:]
     assert [r["step"] for r in metrics(run_dir)] == list(range(1, k + 2))
     assert last_checkpoint(run_dir).endswith(f"checkpoint-{k + 1:06d}")

@@ -1,21 +1,33 @@
 """The synthetic arithmetic task: formats, determinism, arithmetic checked by an independent
 evaluator that reads only the question text, planted styles, ratios and ranges."""
+
 import random
 import re
 from collections import Counter
 
 import pytest
 
-from repro_train.tasks.arithmetic import (Problem, TaskConfig, format_question, generate,
-                                          make_problem, make_trace, solve, write_jsonl)
+from repro_train.tasks.arithmetic import (
+    Problem,
+    TaskConfig,
+    format_question,
+    generate,
+    make_problem,
+    make_trace,
+    solve,
+    write_jsonl,
+)
 
 STEP = re.compile(r"(\d+) ([-+*]) (\d+) = (\d+)")
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 VERB = re.compile(r"(add|subtract|multiply by) (\d+)")
 VERB_OP = {"add": "+", "subtract": "-", "multiply by": "*"}
-EXAMPLE = Problem(question="Start with 17. Add 8, then multiply by 3, then subtract 12. "
-                           "What is the result?",
-                  answer="63", start=17, ops=(("+", 8), ("*", 3), ("-", 12)))
+EXAMPLE = Problem(
+    question="Start with 17. Add 8, then multiply by 3, then subtract 12. What is the result?",
+    answer="63",
+    start=17,
+    ops=(("+", 8), ("*", 3), ("-", 12)),
+)
 
 
 def parse_question(q: str) -> tuple[int, list[tuple[str, int]]]:
@@ -33,14 +45,14 @@ def parse_question(q: str) -> tuple[int, list[tuple[str, int]]]:
 def thinking_paragraphs(response: str, answer: str) -> list[str]:
     tail = f"\n\n</think>\n\nFinal answer: {answer}"
     assert response.endswith(tail) and response.count("</think>") == 1
-    paras = response[:-len(tail)].split("\n\n")
-    assert all(p and p == p.strip() and "\n" not in p for p in paras), paras   # ONE blank line
+    paras = response[: -len(tail)].split("\n\n")
+    assert all(p and p == p.strip() and "\n" not in p for p in paras), paras  # ONE blank line
     return paras
 
 
 def test_example_formats():
     assert format_question(17, EXAMPLE.ops) == EXAMPLE.question
-    assert solve(EXAMPLE) == 63                      # 17 + 8 = 25; 25 * 3 = 75; 75 - 12 = 63
+    assert solve(EXAMPLE) == 63  # 17 + 8 = 25; 25 * 3 = 75; 75 - 12 = 63
     expected = "17 + 8 = 25\n\n25 * 3 = 75\n\n75 - 12 = 63\n\n</think>\n\nFinal answer: 63"
     assert make_trace(EXAMPLE, "direct", random.Random(0)) == expected
 
@@ -65,9 +77,9 @@ def test_make_problem_uses_only_the_given_rng():
     assert make_problem(random.Random(3), TaskConfig()) == p1
 
 
-@pytest.mark.parametrize("cfg", [TaskConfig(),
-                                 TaskConfig(n_ops=(5, 6), operand_range=(50, 300),
-                                            start_range=(400, 999), mul_range=(7, 9))])
+@pytest.mark.parametrize(
+    "cfg", [TaskConfig(), TaskConfig(n_ops=(5, 6), operand_range=(50, 300), start_range=(400, 999), mul_range=(7, 9))]
+)
 def test_answers_and_ranges_by_independent_evaluator(cfg):
     for row in generate(500, seed=1, cfg=cfg, with_traces=False):
         start, ops = parse_question(row["question"])
@@ -79,7 +91,7 @@ def test_answers_and_ranges_by_independent_evaluator(cfg):
             assert lo <= n <= hi
             assert op != "*" or 2 <= n <= 9
             value = OPS[op](value, n)
-            assert 1 <= value <= 999                 # start >= 1 and subtraction never reaches 0
+            assert 1 <= value <= 999  # start >= 1 and subtraction never reaches 0
         assert row["answer"] == str(value)
 
 
@@ -89,11 +101,11 @@ def test_traces_arithmetic_and_planted_styles():
         start, ops = parse_question(row["question"])
         paras = thinking_paragraphs(row["response"], row["answer"])
         value, i, n_wrong, n_extra = start, 0, 0, 0
-        done = []                                    # correct steps written so far
+        done = []  # correct steps written so far
         while i < len(paras):
             m = STEP.fullmatch(paras[i])
-            assert m or done, paras                  # the trace opens with a step
-            if not m:                                # a recheck paragraph
+            assert m or done, paras  # the trace opens with a step
+            if not m:  # a recheck paragraph
                 assert row["style"] == "recheck"
                 assert paras[i].startswith(("Wait, let me double-check", "Let me verify"))
                 assert STEP.search(paras[i]).group(0) in done
@@ -101,9 +113,9 @@ def test_traces_arithmetic_and_planted_styles():
                 i += 1
                 continue
             a, op, b, c = int(m[1]), m[2], int(m[3]), int(m[4])
-            assert (a, op, b) == (value, *ops[len(done)])   # continues from the right value
+            assert (a, op, b) == (value, *ops[len(done)])  # continues from the right value
             right = OPS[op](a, b)
-            if c != right:                           # the planted wrong step, then its correction
+            if c != right:  # the planted wrong step, then its correction
                 assert row["style"] == "backtrack" and 1 <= abs(c - right) <= 10 and c >= 0
                 fix = paras[i + 1]
                 assert fix.startswith(("Wait, that is wrong", "Hmm, that is not right"))
@@ -132,9 +144,17 @@ def test_style_ratios():
 
 
 def test_bad_configs_and_styles_raise():
-    for bad in [dict(mul_range=(1, 5)), dict(mul_range=(2, 10)), dict(ops=("/",)), dict(ops=()),
-                dict(start_range=(1, 1000)), dict(n_ops=(0, 2)), dict(operand_range=(5, 2)),
-                dict(style_ratios=(0, 0, 0)), dict(style_ratios=(1, 1))]:
+    for bad in [
+        dict(mul_range=(1, 5)),
+        dict(mul_range=(2, 10)),
+        dict(ops=("/",)),
+        dict(ops=()),
+        dict(start_range=(1, 1000)),
+        dict(n_ops=(0, 2)),
+        dict(operand_range=(5, 2)),
+        dict(style_ratios=(0, 0, 0)),
+        dict(style_ratios=(1, 1)),
+    ]:
         with pytest.raises(ValueError):
             TaskConfig(**bad)
     with pytest.raises(ValueError, match="direct"):
@@ -143,6 +163,7 @@ def test_bad_configs_and_styles_raise():
 
 def test_write_jsonl(tmp_path):
     import json
+
     rows = generate(3, seed=0)
     path = tmp_path / "sub" / "rows.jsonl"
     write_jsonl(rows, path)

@@ -1,12 +1,21 @@
 """The trainer on CPU with the tiny model: every algorithm, RePro on and off, bad recipes, resume."""
+
 import time
 
 import pytest
 import torch
+from trainer_utils import (
+    all_finite,
+    last_checkpoint,
+    make_recipe,
+    metrics,
+    policy_weights,
+    run_cli,
+    run_inprocess,
+    trainer_state,
+)
 
 from repro_train.tasks.arithmetic import generate, write_jsonl
-from trainer_utils import (all_finite, last_checkpoint, make_recipe, metrics, policy_weights, run_cli,
-                           run_inprocess, trainer_state)
 
 ALGOS = ["grpo", "gae", "reinforce_pp", "reinforce_pp_baseline", "rloo"]
 
@@ -21,14 +30,22 @@ def data_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def initial_weights(tiny_model_dir):
     from safetensors.torch import load_file
+
     return load_file(f"{tiny_model_dir}/model.safetensors")
 
 
 @pytest.mark.parametrize("repro", [True, False], ids=["repro", "plain"])
 @pytest.mark.parametrize("algo", ALGOS)
-def test_three_steps_change_weights_and_log_finite_metrics(tmp_path, tiny_model_dir, data_path, initial_weights, algo, repro):
-    recipe = make_recipe(tmp_path, tiny_model_dir, data_path, algo={"estimator": algo, "micro_batch_size": 4},
-                         repro={"enabled": repro, "probe_prefix": "\n\nFinal answer: "})
+def test_three_steps_change_weights_and_log_finite_metrics(
+    tmp_path, tiny_model_dir, data_path, initial_weights, algo, repro
+):
+    recipe = make_recipe(
+        tmp_path,
+        tiny_model_dir,
+        data_path,
+        algo={"estimator": algo, "micro_batch_size": 4},
+        repro={"enabled": repro, "probe_prefix": "\n\nFinal answer: "},
+    )
     run = run_inprocess(recipe)
     rows = metrics(run)
     assert [r["step"] for r in rows] == [1, 2, 3]
@@ -53,42 +70,64 @@ def test_three_steps_change_weights_and_log_finite_metrics(tmp_path, tiny_model_
 def test_repro_with_alpha_zero_is_exactly_the_plain_algorithm(tmp_path, tiny_model_dir, data_path, algo):
     base = dict(algo={"estimator": algo}, train={"steps": 2})
     plain = run_inprocess(make_recipe(tmp_path / "a", tiny_model_dir, data_path, repro={"enabled": False}, **base))
-    zero = run_inprocess(make_recipe(tmp_path / "b", tiny_model_dir, data_path, repro={"enabled": True, "alpha": 0.0}, **base))
+    zero = run_inprocess(
+        make_recipe(tmp_path / "b", tiny_model_dir, data_path, repro={"enabled": True, "alpha": 0.0}, **base)
+    )
     for k in ("train/pg_loss", "adv/abs_mean", "reward/mean"):
         assert [r[k] for r in metrics(plain)] == [r[k] for r in metrics(zero)], k
     a, b = policy_weights(last_checkpoint(plain)), policy_weights(last_checkpoint(zero))
     assert all(torch.equal(a[k], b[k]) for k in a)
     # and alpha > 0 does change the update
-    some = run_inprocess(make_recipe(tmp_path / "c", tiny_model_dir, data_path, repro={"enabled": True, "alpha": 0.5}, **base))
+    some = run_inprocess(
+        make_recipe(tmp_path / "c", tiny_model_dir, data_path, repro={"enabled": True, "alpha": 0.5}, **base)
+    )
     c = policy_weights(last_checkpoint(some))
     assert any(not torch.equal(a[k], c[k]) for k in a)
 
 
 def test_ppo_dense_process_reward_mode_runs(tmp_path, tiny_model_dir, data_path):
-    run = run_inprocess(make_recipe(tmp_path, tiny_model_dir, data_path, algo={"estimator": "gae"},
-                                    repro={"ppo_process_reward": "dense_reward", "alpha": 0.5}, train={"steps": 1}))
+    run = run_inprocess(
+        make_recipe(
+            tmp_path,
+            tiny_model_dir,
+            data_path,
+            algo={"estimator": "gae"},
+            repro={"ppo_process_reward": "dense_reward", "alpha": 0.5},
+            train={"steps": 1},
+        )
+    )
     assert not all_finite(metrics(run)[-1])
 
 
 def test_kl_reference_and_entropy_terms(tmp_path, tiny_model_dir, data_path):
-    run = run_inprocess(make_recipe(tmp_path, tiny_model_dir, data_path, train={"steps": 2},
-                                    algo={"kl_coef": 0.1, "entropy_coef": 0.01, "loss_agg": "seq-mean-token-mean"}))
+    run = run_inprocess(
+        make_recipe(
+            tmp_path,
+            tiny_model_dir,
+            data_path,
+            train={"steps": 2},
+            algo={"kl_coef": 0.1, "entropy_coef": 0.01, "loss_agg": "seq-mean-token-mean"},
+        )
+    )
     rows = metrics(run)
     assert rows[0]["policy/kl_ref"] == pytest.approx(0.0, abs=1e-6)  # the reference is the initial policy
     assert rows[1]["train/kl"] > 0 and rows[1]["train/entropy_bonus"] > 0
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("algo.estimatr=gae", "unknown key 'algo.estimatr': did you mean 'algo.estimator'?"),
-    ("algo.estimator=ppo", "unknown advantage estimator 'ppo'; choices: gae, grpo"),
-    ("algo.mini_batch_size=7", "'algo.mini_batch_size' = 7 must divide the batch"),
-    ("algo.micro_batch_size=3", "split evenly"),
-    ("rollout.group_size=1", "'rollout.group_size' must be >= 2 for algo.estimator = grpo"),
-    ("repro.w=2", "'repro.w' must be in [0, 1]"),
-    ("repro.process_norm=prompt", "'repro.process_norm' must be one of group, batch, group_mean, none"),
-    ("rollout.temperature=hot", "'rollout.temperature' must be a number"),
-    ("data.answer_field=solution", "'data.answer_field' = 'solution' is not a column"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("algo.estimatr=gae", "unknown key 'algo.estimatr': did you mean 'algo.estimator'?"),
+        ("algo.estimator=ppo", "unknown advantage estimator 'ppo'; choices: gae, grpo"),
+        ("algo.mini_batch_size=7", "'algo.mini_batch_size' = 7 must divide the batch"),
+        ("algo.micro_batch_size=3", "split evenly"),
+        ("rollout.group_size=1", "'rollout.group_size' must be >= 2 for algo.estimator = grpo"),
+        ("repro.w=2", "'repro.w' must be in [0, 1]"),
+        ("repro.process_norm=prompt", "'repro.process_norm' must be one of group, batch, group_mean, none"),
+        ("rollout.temperature=hot", "'rollout.temperature' must be a number"),
+        ("data.answer_field=solution", "'data.answer_field' = 'solution' is not a column"),
+    ],
+)
 def test_bad_recipe_fails_fast_with_a_message_naming_the_key(tmp_path, tiny_model_dir, data_path, override, needle):
     """Recipe errors are caught before anything heavy: config errors without importing
     transformers, accelerate or deepspeed at all (so they take the time of importing torch, about
@@ -132,6 +171,7 @@ def test_rollouts_ignore_the_checkpoints_generation_config(tiny):
 
     from repro_train.config import RolloutConfig
     from repro_train.rollout.hf import sample
+
     model, tok = tiny
     model = copy.deepcopy(model)
     prompt = tok("Q: 3+4+1?").input_ids

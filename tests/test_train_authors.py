@@ -1,5 +1,6 @@
 """The trainer with `repro.preset: authors_code` on CPU with the tiny model: every algorithm's fold
 runs, and the run folder's config.yaml holds the preset's resolved values."""
+
 import pytest
 import torch
 import yaml
@@ -7,8 +8,13 @@ from trainer_utils import all_finite, last_checkpoint, make_recipe, metrics, pol
 
 from repro_train.tasks.arithmetic import generate, write_jsonl
 
-FOLDS = {"grpo": ("group", "advantage"), "gae": ("none", "second_gae"), "reinforce_pp": ("batch", "advantage"),
-         "reinforce_pp_baseline": ("group_mean", "advantage"), "rloo": ("group", "advantage")}
+FOLDS = {
+    "grpo": ("group", "advantage"),
+    "gae": ("none", "second_gae"),
+    "reinforce_pp": ("batch", "advantage"),
+    "reinforce_pp_baseline": ("group_mean", "advantage"),
+    "rloo": ("group", "advantage"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +26,14 @@ def data_path(tmp_path_factory):
 
 @pytest.mark.parametrize("algo", sorted(FOLDS))
 def test_authors_preset_trains_every_algorithm(tmp_path, tiny_model_dir, data_path, algo):
-    recipe = make_recipe(tmp_path, tiny_model_dir, data_path, algo={"estimator": algo},
-                         repro={"preset": "authors_code", "alpha": 0.5, "think_end": ""}, train={"steps": 1})
+    recipe = make_recipe(
+        tmp_path,
+        tiny_model_dir,
+        data_path,
+        algo={"estimator": algo},
+        repro={"preset": "authors_code", "alpha": 0.5, "think_end": ""},
+        train={"steps": 1},
+    )
     run = run_inprocess(recipe)
     row = metrics(run)[-1]
     assert not all_finite(row), all_finite(row)
@@ -36,7 +48,13 @@ def test_authors_preset_trains_every_algorithm(tmp_path, tiny_model_dir, data_pa
 def test_authors_preset_changes_the_update(tmp_path, tiny_model_dir, data_path):
     """PPO's second GAE reaches the policy: alpha 0 and alpha 0.5 give different weights."""
     base = dict(algo={"estimator": "gae"}, train={"steps": 1})
-    runs = [run_inprocess(make_recipe(tmp_path / str(a), tiny_model_dir, data_path,
-                                      repro={"preset": "authors_code", "alpha": a}, **base)) for a in (0.0, 0.5)]
+    runs = [
+        run_inprocess(
+            make_recipe(
+                tmp_path / str(a), tiny_model_dir, data_path, repro={"preset": "authors_code", "alpha": a}, **base
+            )
+        )
+        for a in (0.0, 0.5)
+    ]
     a, b = (policy_weights(last_checkpoint(r)) for r in runs)
     assert any(not torch.equal(a[k], b[k]) for k in a)

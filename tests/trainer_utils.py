@@ -1,4 +1,5 @@
 """Helpers for trainer tests: tiny recipes, in-process runs, reading checkpoints."""
+
 from __future__ import annotations
 
 import json
@@ -43,6 +44,7 @@ def make_recipe(tmp_path, model_dir, data_path, **sections) -> str:
 def reset_accelerate() -> None:
     """accelerate keeps process-wide singletons; a second in-process run needs them cleared."""
     from accelerate.state import AcceleratorState, GradientState
+
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
 
@@ -50,6 +52,7 @@ def reset_accelerate() -> None:
 def run_inprocess(recipe: str, *overrides: str) -> str:
     from repro_train.config import load
     from repro_train.trainer.loop import train
+
     reset_accelerate()
     try:
         return train(load(recipe, list(overrides)))
@@ -68,8 +71,13 @@ sys.meta_path.insert(0, _Block())
 """
 
 
-def run_cli(args: list[str], launcher: list[str] | None = None, timeout: int = 600,
-            block_imports: tuple[str, ...] = (), tmp_path=None) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str],
+    launcher: list[str] | None = None,
+    timeout: int = 600,
+    block_imports: tuple[str, ...] = (),
+    tmp_path=None,
+) -> subprocess.CompletedProcess:
     """`python -m repro_train ARGS`, or `LAUNCHER ARGS` (a launcher ends with `-m repro_train`).
 
     `block_imports`: top-level packages whose import must fail in the child (needs `tmp_path`)."""
@@ -84,6 +92,7 @@ def run_cli(args: list[str], launcher: list[str] | None = None, timeout: int = 6
 
 def last_checkpoint(run_dir: str) -> str:
     from repro_train.trainer.checkpoint import list_checkpoints
+
     found = list_checkpoints(run_dir)
     assert found, f"no checkpoint in {run_dir}"
     return found[-1]
@@ -91,6 +100,7 @@ def last_checkpoint(run_dir: str) -> str:
 
 def policy_weights(ckpt: str, name: str = "policy") -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
+
     return load_file(os.path.join(ckpt, name, "model.safetensors"))
 
 

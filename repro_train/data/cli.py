@@ -9,6 +9,7 @@ NAME is any `data.source` name, with parameters: 'gsm8k-100',
 --unique keeps one row per question (generators repeat problems when the space is small).
 An exported file is itself a valid data.source, and needs no reasoning-gym to load.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ from .named import NAMED, RG_PREFIX, disjoint, load_named, unique, write_jsonl
 
 def _list(show_all: bool) -> None:
     for name, d in NAMED.items():
-        print(f"{name:34s} {d.description} [{d.license}]\n{'':34s} e.g. data.source: \"{d.example}\"")
+        print(f'{name:34s} {d.description} [{d.license}]\n{"":34s} e.g. data.source: "{d.example}"')
     if show_all:
         try:
             from reasoning_gym.factory import DATASETS
@@ -32,8 +33,9 @@ def _list(show_all: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="repro-train data", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="repro-train data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     pl = sub.add_parser("list", help="the named datasets")
     pl.add_argument("--all", action="store_true", help="also every reasoning-gym task")

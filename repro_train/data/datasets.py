@@ -8,6 +8,7 @@ Sources: 'toy' (the embedded arithmetic task), a named dataset (data/named.py: '
 'reasoning-gym:TASK?size=..&seed=..'), a local .jsonl/.json/.parquet/.csv file, or a
 `datasets` hub name. Missing columns are reported at start-up with the columns that exist.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,9 +17,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config_base import ConfigError
-from .prompts import RowError, encode_prompt
 from ..tasks.arithmetic import generate
 from .named import is_named, load_named
+from .prompts import RowError, encode_prompt
 from .validate import DataReport, check_file, check_row, read_json, read_json_lines
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -56,19 +57,24 @@ def _load_rows(cfg, report: DataReport) -> list[tuple[str, dict]]:
     if ext == ".json":
         return read_json(cfg.source, report, cfg.max_row_bytes)
     import datasets
+
     datasets.disable_progress_bars()
     if ext in LOCAL_FORMATS:
         check_file(cfg.source)
         try:
             ds = datasets.load_dataset(LOCAL_FORMATS[ext], data_files=cfg.source, split="train")
         except Exception as e:  # noqa: BLE001 - an unreadable file is a data error, not a traceback
-            raise ConfigError(f"'data.source': could not read {cfg.source} as {ext[1:]}: {type(e).__name__}: {e}") from None
+            raise ConfigError(
+                f"'data.source': could not read {cfg.source} as {ext[1:]}: {type(e).__name__}: {e}"
+            ) from None
     else:
         try:
             ds = datasets.load_dataset(cfg.source, split=cfg.split)
         except Exception as e:  # noqa: BLE001 - report any loader failure as a config error
-            raise ConfigError(f"'data.source': could not load dataset {cfg.source!r} split {cfg.split!r} "
-                              f"(a local file needs one of {', '.join(LOCAL_FORMATS)}; hub names need network): {e}") from None
+            raise ConfigError(
+                f"'data.source': could not load dataset {cfg.source!r} split {cfg.split!r} "
+                f"(a local file needs one of {', '.join(LOCAL_FORMATS)}; hub names need network): {e}"
+            ) from None
     report.rows_read = len(ds)
     return [(f"{cfg.source} row {i}", r) for i, r in enumerate(ds.to_list())]
 
@@ -83,12 +89,21 @@ def load_prompts(cfg, tokenizer, answer_check=None) -> PromptSet:
     keys = set().union(*(r for _, r in rows)) if rows else set()
     cols = sorted(keys)
     if rows and cfg.answer_field not in keys:
-        raise ConfigError(f"'data.answer_field' = {cfg.answer_field!r} is not a column of {cfg.source!r}; columns: {cols}")
+        raise ConfigError(
+            f"'data.answer_field' = {cfg.answer_field!r} is not a column of {cfg.source!r}; columns: {cols}"
+        )
     if rows and cfg.prompt_field not in keys and cfg.question_field not in keys:
-        raise ConfigError(f"neither 'data.prompt_field' = {cfg.prompt_field!r} nor 'data.question_field' = "
-                          f"{cfg.question_field!r} is a column of {cfg.source!r}; columns: {cols}")
-    out = PromptSet([], [], [], {k: [] for k in cols if k not in (cfg.answer_field, cfg.prompt_field, cfg.question_field)},
-                    report=report)
+        raise ConfigError(
+            f"neither 'data.prompt_field' = {cfg.prompt_field!r} nor 'data.question_field' = "
+            f"{cfg.question_field!r} is a column of {cfg.source!r}; columns: {cols}"
+        )
+    out = PromptSet(
+        [],
+        [],
+        [],
+        {k: [] for k in cols if k not in (cfg.answer_field, cfg.prompt_field, cfg.question_field)},
+        report=report,
+    )
     for where, row in rows:
         if not check_row(row, where, cfg, report, answer_check):
             continue
@@ -110,7 +125,9 @@ def load_prompts(cfg, tokenizer, answer_check=None) -> PromptSet:
     if not out.prompt_ids:
         if report.skipped:
             raise ConfigError(f"no usable row in {cfg.source!r}: {report.summary()}")
-        raise ConfigError(f"every prompt of {cfg.source!r} is longer than 'data.max_prompt_tokens' = {cfg.max_prompt_tokens}")
+        raise ConfigError(
+            f"every prompt of {cfg.source!r} is longer than 'data.max_prompt_tokens' = {cfg.max_prompt_tokens}"
+        )
     return out
 
 
@@ -133,7 +150,7 @@ class PromptSampler:
         while len(out) < k:
             order = self._order(self.epoch)
             need = k - len(out)
-            out += order[self.pos:self.pos + need]
+            out += order[self.pos : self.pos + need]
             self.pos += need
             if self.pos >= self.n:
                 self.epoch, self.pos = self.epoch + 1, 0
@@ -144,6 +161,8 @@ class PromptSampler:
 
     def load_state_dict(self, state: dict) -> None:
         if state["n"] != self.n or state["seed"] != self.seed:
-            raise ValueError(f"checkpoint's data order was for {state['n']} prompts with seed {state['seed']}, "
-                             f"this run has {self.n} prompts with seed {self.seed}: resume with the same data and train.seed")
+            raise ValueError(
+                f"checkpoint's data order was for {state['n']} prompts with seed {state['seed']}, "
+                f"this run has {self.n} prompts with seed {self.seed}: resume with the same data and train.seed"
+            )
         self.epoch, self.pos = state["epoch"], state["pos"]

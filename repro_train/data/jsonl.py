@@ -1,11 +1,12 @@
 """Reading JSONL files row by row, keeping line numbers for error messages.
 
-    for line_no, row, error in iter_jsonl(path):   # row: a dict, or None with `error` set
+for line_no, row, error in iter_jsonl(path):   # row: a dict, or None with `error` set
 """
+
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 
 def iter_jsonl(path: str) -> Iterator[tuple[int, dict | None, str | None]]:

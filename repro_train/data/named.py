@@ -19,6 +19,7 @@ Names:
   problem space (two one-digit terms: 200 problems) samples overlap and repeat, so held-out sets
   drop the training questions (`disjoint`) and repeats (`unique`).
 """
+
 from __future__ import annotations
 
 import json
@@ -79,36 +80,58 @@ def _reasoning_gym(task: str, params: dict) -> list[dict]:
         import reasoning_gym
         from reasoning_gym.factory import DATASETS
     except ImportError:
-        raise ConfigError("'data.source' reasoning-gym:... needs the reasoning-gym package: "
-                          "pip install reasoning-gym==0.1.25 (or export the set to JSONL where it is installed: "
-                          "repro-train data export ...)") from None
+        raise ConfigError(
+            "'data.source' reasoning-gym:... needs the reasoning-gym package: "
+            "pip install reasoning-gym==0.1.25 (or export the set to JSONL where it is installed: "
+            "repro-train data export ...)"
+        ) from None
     if task not in DATASETS:
         import difflib
+
         close = difflib.get_close_matches(task, list(DATASETS), n=3)
-        raise ConfigError(f"'data.source': reasoning-gym has no task {task!r}"
-                          + (f" (did you mean {', '.join(close)}?)" if close else "")
-                          + "; `repro-train data list --all` lists them")
+        raise ConfigError(
+            f"'data.source': reasoning-gym has no task {task!r}"
+            + (f" (did you mean {', '.join(close)}?)" if close else "")
+            + "; `repro-train data list --all` lists them"
+        )
     kw = {**RG_DEFAULTS, **params}
     try:
         ds = reasoning_gym.create_dataset(task, **kw)
     except (TypeError, AssertionError, ValueError) as e:
         raise ConfigError(f"'data.source' reasoning-gym:{task} with {kw}: {e or type(e).__name__}") from None
-    return [{"question": e["question"], "answer": str(e["answer"]), "rg_dataset": task,
-             "rg_entry": json.dumps(e.get("metadata", {}), default=list)} for e in ds]
+    return [
+        {
+            "question": e["question"],
+            "answer": str(e["answer"]),
+            "rg_dataset": task,
+            "rg_entry": json.dumps(e.get("metadata", {}), default=list),
+        }
+        for e in ds
+    ]
 
 
 NAMED: dict[str, NamedDataset] = {
-    "gsm8k-100": NamedDataset("100 original GSM8K test problems (question, solution, answer)", _gsm8k_100,
-                              "MIT (GSM8K, OpenAI)", "gsm8k-100"),
+    "gsm8k-100": NamedDataset(
+        "100 original GSM8K test problems (question, solution, answer)", _gsm8k_100, "MIT (GSM8K, OpenAI)", "gsm8k-100"
+    ),
     "reasoning-gym:chain_sum": NamedDataset(
-        "sums and differences of integers; difficulty: min/max_terms, min/max_digits", None, "Apache-2.0",
-        "reasoning-gym:chain_sum?size=200&seed=1&min_terms=2&max_terms=2&min_digits=1&max_digits=1"),
+        "sums and differences of integers; difficulty: min/max_terms, min/max_digits",
+        None,
+        "Apache-2.0",
+        "reasoning-gym:chain_sum?size=200&seed=1&min_terms=2&max_terms=2&min_digits=1&max_digits=1",
+    ),
     "reasoning-gym:basic_arithmetic": NamedDataset(
-        "+ - * / expressions; difficulty: min/max_terms, min/max_digits", None, "Apache-2.0",
-        "reasoning-gym:basic_arithmetic?size=200&seed=1&min_terms=2&max_terms=3&min_digits=1&max_digits=2"),
+        "+ - * / expressions; difficulty: min/max_terms, min/max_digits",
+        None,
+        "Apache-2.0",
+        "reasoning-gym:basic_arithmetic?size=200&seed=1&min_terms=2&max_terms=3&min_digits=1&max_digits=2",
+    ),
     "reasoning-gym:gsm_symbolic": NamedDataset(
-        "GSM8K-style word problems from symbolic templates (new numbers each seed)", None, "Apache-2.0",
-        "reasoning-gym:gsm_symbolic?size=100&seed=1"),
+        "GSM8K-style word problems from symbolic templates (new numbers each seed)",
+        None,
+        "Apache-2.0",
+        "reasoning-gym:gsm_symbolic?size=100&seed=1",
+    ),
 }
 """What `data list` shows; any other reasoning-gym task works too (reasoning-gym:TASK)."""
 
@@ -121,7 +144,7 @@ def load_named(source: str) -> list[dict]:
     """Rows of a named dataset (see the module docstring); ConfigError naming the fix otherwise."""
     name, params = parse_source(source)
     if name.startswith(RG_PREFIX):
-        return _reasoning_gym(name[len(RG_PREFIX):], params)
+        return _reasoning_gym(name[len(RG_PREFIX) :], params)
     if name not in NAMED:
         raise ConfigError(f"'data.source': unknown dataset {name!r}; named datasets: {', '.join(NAMED)}")
     return NAMED[name].load(params)

@@ -8,6 +8,7 @@
 - `question`: wrapped as one user message (after an optional system prompt) with the tokenizer's
   chat template and the generation prompt; a tokenizer without a template is an error.
 """
+
 from __future__ import annotations
 
 
@@ -33,10 +34,13 @@ def encode_prompt(tokenizer, row: dict, system_prompt: str | None = None, where:
         if not isinstance(q, str) or not q:
             raise RowError(f"{where}: 'question' must be a non-empty string")
         if not getattr(tokenizer, "chat_template", None):
-            raise RowError(f"{where}: 'question' needs a tokenizer with a chat template; "
-                           "this tokenizer has none, so give the full text as 'prompt' instead")
-        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
-            [{"role": "user", "content": q}]
+            raise RowError(
+                f"{where}: 'question' needs a tokenizer with a chat template; "
+                "this tokenizer has none, so give the full text as 'prompt' instead"
+            )
+        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+            {"role": "user", "content": q}
+        ]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return list(tokenizer(text, add_special_tokens=False).input_ids)
     raise RowError(f"{where}: missing field 'prompt' (or 'question', or 'prompt_ids')")

@@ -16,6 +16,7 @@ What is checked, and the reason each problem is counted under:
           unparsable_answer (a correctness reward cannot read the gold answer), unusable_prompt
           (the tokenizer cannot encode it, e.g. no chat template)
 """
+
 from __future__ import annotations
 
 import json
@@ -65,13 +66,20 @@ class DataReport:
         return out
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "on_bad_row": self.on_bad_row, "rows_read": self.rows_read,
-                "rows_used": self.rows_used, "skipped": dict(sorted(self.counts.items())), "first": self.first}
+        return {
+            "source": self.source,
+            "on_bad_row": self.on_bad_row,
+            "rows_read": self.rows_read,
+            "rows_used": self.rows_used,
+            "skipped": dict(sorted(self.counts.items())),
+            "first": self.first,
+        }
 
 
 # ----------------------------------------------------------------------------------------------
 # reading a local file line by line
 # ----------------------------------------------------------------------------------------------
+
 
 def check_file(path: str) -> None:
     if not os.path.exists(path):
@@ -91,12 +99,18 @@ def read_json_lines(path: str, report: DataReport, max_row_bytes: int) -> list[t
                 continue
             report.rows_read += 1
             if len(raw) > max_row_bytes:
-                report.bad("too_large", where, f"the line is {len(raw)} bytes, over data.max_row_bytes = {max_row_bytes}")
+                report.bad(
+                    "too_large", where, f"the line is {len(raw)} bytes, over data.max_row_bytes = {max_row_bytes}"
+                )
                 continue
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                report.bad("invalid_utf8", where, f"not valid UTF-8 (byte {e.start} of the line: {raw[e.start:e.start + 4]!r})")
+                report.bad(
+                    "invalid_utf8",
+                    where,
+                    f"not valid UTF-8 (byte {e.start} of the line: {raw[e.start : e.start + 4]!r})",
+                )
                 continue
             try:
                 row = json.loads(text)
@@ -140,6 +154,7 @@ def read_json(path: str, report: DataReport, max_row_bytes: int) -> list[tuple[s
 # ----------------------------------------------------------------------------------------------
 # the fields of one row
 # ----------------------------------------------------------------------------------------------
+
 
 def check_row(row: dict, where: str, cfg, report: DataReport, answer_check=None) -> bool:
     """True when the row's question (or prompt) and answer are usable; else recorded in `report`."""
@@ -188,7 +203,9 @@ def answer_checker(reward_cfg):
         if f.correctness is False:
             continue
         if f.name == "numeric":
-            checks.append(lambda a: None if parse_number(a) is not None else "reward 'numeric' cannot read it as a number")
+            checks.append(
+                lambda a: None if parse_number(a) is not None else "reward 'numeric' cannot read it as a number"
+            )
         elif f.name == "math_verify":
             checks.append(_math_verify_check)
     if not checks:
@@ -200,6 +217,7 @@ def answer_checker(reward_cfg):
             if why is not None:
                 return why
         return None
+
     return check
 
 

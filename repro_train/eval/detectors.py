@@ -9,16 +9,17 @@ backtrack); otherwise one that matches any RECHECK pattern is a recheck. Matchin
 case-insensitive. The patterns cover the toy task's templates (repro_train/tasks/arithmetic.py)
 and common phrasings of real models; on free text they are a heuristic, not a parser.
 """
+
 from __future__ import annotations
 
 import re
 
-_APOS = "['\u2019]"                                      # straight or curly apostrophe
+_APOS = "['\u2019]"  # straight or curly apostrophe
 
 RECHECK_PATTERNS = (
-    r"\bdouble[- ]?check",                               # let me double-check, to double check
+    r"\bdouble[- ]?check",  # let me double-check, to double check
     r"\bre-?check",
-    r"\bverif(?:y|ying|ied|ication)\b",                  # let me verify
+    r"\bverif(?:y|ying|ied|ication)\b",  # let me verify
     r"\blet me (?:just )?(?:check|confirm|make sure|recalculate|recompute)\b",
     r"\bcheck(?:ing)? (?:it |this |that )?again\b",
     r"\bsanity[- ]check",
@@ -33,7 +34,7 @@ BACKTRACK_PATTERNS = (
     r"\blet me (?:redo|correct|fix|reconsider|rethink|start over)\b",
     r"\bwait,? no\b",
     r"\bno,? wait\b",
-    rf"\bactually\b[^.!?\n]*(?:\bnot\b|n{_APOS}t\b|\bwrong\b)",   # "Actually, it is 12, not 13."
+    rf"\bactually\b[^.!?\n]*(?:\bnot\b|n{_APOS}t\b|\bwrong\b)",  # "Actually, it is 12, not 13."
     r"\bscratch that\b",
     r"\boops\b",
 )
@@ -50,7 +51,7 @@ def paragraphs(text: str) -> list[str]:
 
 
 def classify_paragraph(paragraph: str) -> str | None:
-    """"backtrack", "recheck" or None; backtrack wins when both match."""
+    """ "backtrack", "recheck" or None; backtrack wins when both match."""
     if _BACKTRACK.search(paragraph):
         return "backtrack"
     if _RECHECK.search(paragraph):

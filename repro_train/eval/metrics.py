@@ -5,6 +5,7 @@
 Answer extraction and correctness checking happen before (rewards/); here answers are compared
 as exact strings.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -12,7 +13,7 @@ import math
 import re
 import statistics
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 from repro_train.eval.detectors import count_backtracks, count_rechecks
 
@@ -42,8 +43,9 @@ def maj_at_k(answers: list[list[str | None]], gold: list[str], k: int) -> float:
     if len(answers) != len(gold) or not answers:
         raise ValueError(f"maj_at_k: {len(answers)} answer lists for {len(gold)} gold answers")
     if k < 1 or any(len(a) < k for a in answers):
-        raise ValueError(f"maj@{k} needs k >= 1 and at least k samples for every problem "
-                         f"(fewest: {min(len(a) for a in answers)})")
+        raise ValueError(
+            f"maj@{k} needs k >= 1 and at least k samples for every problem (fewest: {min(len(a) for a in answers)})"
+        )
     return sum(majority_vote(a[:k]) == g for a, g in zip(answers, gold)) / len(answers)
 
 
@@ -56,8 +58,7 @@ def length_stats(lengths: list[int]) -> dict:
     pos = 0.9 * (len(xs) - 1)
     lo, hi = math.floor(pos), math.ceil(pos)
     p90 = xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-    return {"mean": sum(xs) / len(xs), "median": float(statistics.median(xs)), "p90": float(p90),
-            "max": xs[-1]}
+    return {"mean": sum(xs) / len(xs), "median": float(statistics.median(xs)), "p90": float(p90), "max": xs[-1]}
 
 
 def answer_pattern(answer: str) -> re.Pattern:
@@ -66,8 +67,7 @@ def answer_pattern(answer: str) -> re.Pattern:
     `(?:=|answer(?: is)?:?|\\boxed{)\\s*ANSWER(?!\\.?\\d)`, case-insensitive: `= 63` (a step
     result), `Final answer: 63`, `the answer is 63`, `\\boxed{63`. The value must not continue as
     a longer number: `= 630` and `= 63.5` do not match, `= 63.` does."""
-    return re.compile(r"(?:=|\banswer(?:\s+is)?\s*:?|\\boxed\{)\s*" + re.escape(answer)
-                      + r"(?!\.?\d)", re.IGNORECASE)
+    return re.compile(r"(?:=|\banswer(?:\s+is)?\s*:?|\\boxed\{)\s*" + re.escape(answer) + r"(?!\.?\d)", re.IGNORECASE)
 
 
 def tokens_after_first_correct(text: str, token_offsets: Sequence[int], answer: str) -> int | None:
@@ -111,8 +111,11 @@ def summarize(samples: list[dict], k_values: Sequence[int] = (1, 4, 8)) -> dict:
     answers = [[r["answer"] for r in rows] for rows in groups.values()]
     fewest = min(len(a) for a in answers)
 
-    out = {"n_problems": len(groups), "n_samples": len(samples),
-           "pass@1": pass_at_1([[bool(r["correct"]) for r in rows] for rows in groups.values()])}
+    out = {
+        "n_problems": len(groups),
+        "n_samples": len(samples),
+        "pass@1": pass_at_1([[bool(r["correct"]) for r in rows] for rows in groups.values()]),
+    }
     for k in k_values:
         if k <= fewest:
             out[f"maj@{k}"] = maj_at_k(answers, golds, k)

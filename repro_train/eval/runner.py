@@ -12,27 +12,27 @@ Reproducibility: problem i's n samples come from one generate call after
 batch size, and every model sees the same seeds. Greedy mode samples with top_k = 1 (argmax) and
 batches `batch_size` problems per call.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
-from .detectors import count_backtracks, count_rechecks
-from .metrics import summarize, tokens_after_first_correct
+from ..config import RolloutConfig
 from ..data.jsonl import iter_jsonl
 from ..data.named import is_named, load_named
-from ..config import RolloutConfig
+from ..data.prompts import RowError, encode_prompt
+from ..modeling import eos_ids
+from ..repro.segment import TokenizerDecoder, decode_with_offsets
+from ..rewards import OutcomeReward, RewardSpec, extract_answer, normalize_answer
+from ..rewards.functions import compile_answer_pattern
 from ..rollout.hf import sample
 from ..seeds import mix_seed
-from ..repro.segment import TokenizerDecoder, decode_with_offsets
-from ..rewards import extract_answer, normalize_answer
-from ..data.prompts import RowError, encode_prompt
-from ..rewards import OutcomeReward, RewardSpec
-from ..modeling import eos_ids
 from ..tasks.arithmetic import generate
-from ..rewards.functions import compile_answer_pattern
+from .detectors import count_backtracks, count_rechecks
+from .metrics import summarize, tokens_after_first_correct
 
 TOY_PROBLEMS = 200
 """Problems taken from the toy task when no count is given (a file gives all its rows)."""
@@ -125,9 +125,15 @@ def _read_jsonl(path: str) -> list[tuple[int, dict]]:
     return rows
 
 
-def load_problems(source: str, n: int | None = None, *, toy_seed: int = 777,
-                  question_field: str = "question", answer_field: str = "answer",
-                  answer_regex: str | None = None) -> list[dict]:
+def load_problems(
+    source: str,
+    n: int | None = None,
+    *,
+    toy_seed: int = 777,
+    question_field: str = "question",
+    answer_field: str = "answer",
+    answer_regex: str | None = None,
+) -> list[dict]:
     """The first n problems as {"id", "question", "answer"} (answer: the gold string).
 
     source: 'toy' (tasks/arithmetic.py, `generate(n, toy_seed)`; n defaults to TOY_PROBLEMS) or a
@@ -156,8 +162,10 @@ def load_problems(source: str, n: int | None = None, *, toy_seed: int = 777,
             raise EvalError(f"{where}: field {question_field!r} must be a non-empty string")
         gold = gold_from_field(row[answer_field], pattern)
         if not gold:
-            raise EvalError(f"{where}: no gold answer in field {answer_field!r} = {str(row[answer_field])[:80]!r}"
-                            + (f" (--answer-regex {answer_regex!r} does not match)" if pattern else ""))
+            raise EvalError(
+                f"{where}: no gold answer in field {answer_field!r} = {str(row[answer_field])[:80]!r}"
+                + (f" (--answer-regex {answer_regex!r} does not match)" if pattern else "")
+            )
         problems.append({"id": i, "question": row[question_field], "answer": gold})
     return problems
 
@@ -165,22 +173,27 @@ def load_problems(source: str, n: int | None = None, *, toy_seed: int = 777,
 # ---------------------------------------------------------------- generate
 
 
-def generate_responses(model, prompts: Sequence[list[int]], settings: EvalSettings, eos: list[int],
-                       pad_id: int, progress: bool = True) -> list[list[list[int]]]:
+def generate_responses(
+    model, prompts: Sequence[list[int]], settings: EvalSettings, eos: list[int], pad_id: int, progress: bool = True
+) -> list[list[list[int]]]:
     """responses[i][g]: token ids of sample g of prompt i, up to and including EOS."""
     from tqdm import tqdm
 
     s = settings
     # top_k = 1 keeps only the argmax token: sampling from it is greedy decoding.
-    cfg = RolloutConfig(max_new_tokens=s.max_new_tokens, temperature=1.0 if s.greedy else s.temperature,
-                        top_p=1.0 if s.greedy else s.top_p, top_k=1 if s.greedy else 0,
-                        generation_batch_size=s.batch_size)
+    cfg = RolloutConfig(
+        max_new_tokens=s.max_new_tokens,
+        temperature=1.0 if s.greedy else s.temperature,
+        top_p=1.0 if s.greedy else s.top_p,
+        top_k=1 if s.greedy else 0,
+        generation_batch_size=s.batch_size,
+    )
     device = next(model.parameters()).device
     out: list[list[list[int]]] = []
     with tqdm(total=len(prompts), desc="eval", unit="problem", disable=not progress) as bar:
         if s.greedy:  # deterministic: batch many problems per call
             for b in range(0, len(prompts), s.batch_size):
-                chunk = prompts[b:b + s.batch_size]
+                chunk = prompts[b : b + s.batch_size]
                 out += sample(model, chunk, 1, cfg, eos, pad_id, device)
                 bar.update(len(chunk))
         else:  # one seeded call per problem with its n samples
@@ -193,9 +206,15 @@ def generate_responses(model, prompts: Sequence[list[int]], settings: EvalSettin
 # ---------------------------------------------------------------- score
 
 
-def score_responses(tokenizer, reward, problems: list[dict], prompts: list[list[int]],
-                    responses: list[list[list[int]]], settings: EvalSettings,
-                    eos: list[int]) -> tuple[list[dict], list[dict]]:
+def score_responses(
+    tokenizer,
+    reward,
+    problems: list[dict],
+    prompts: list[list[int]],
+    responses: list[list[list[int]]],
+    settings: EvalSettings,
+    eos: list[int],
+) -> tuple[list[dict], list[dict]]:
     """(samples, metric rows): one public row per response, and `summarize`'s input rows.
 
     reward: an OutcomeReward whose `correct` decides each response.
@@ -214,16 +233,33 @@ def score_responses(tokenizer, reward, problems: list[dict], prompts: list[list[
         text, offsets = decode_with_offsets(ids, dec.decode, dec.piece)  # special tokens kept
         thinking = completion.split(settings.think_end, 1)[0] if settings.think_end else completion
         answer = extract_answer(completion)
-        samples.append({
-            "problem_id": p["id"], "question": p["question"], "gold": p["answer"],
-            "completion": completion, "answer": answer, "correct": bool(ok), "n_tokens": len(ids),
-            "finished": bool(ids) and ids[-1] in eos_set,
-            "rechecks": count_rechecks(thinking), "backtracks": count_backtracks(thinking),
-            "tokens_after_first_correct": tokens_after_first_correct(text, offsets, p["answer"]),
-        })
+        samples.append(
+            {
+                "problem_id": p["id"],
+                "question": p["question"],
+                "gold": p["answer"],
+                "completion": completion,
+                "answer": answer,
+                "correct": bool(ok),
+                "n_tokens": len(ids),
+                "finished": bool(ids) and ids[-1] in eos_set,
+                "rechecks": count_rechecks(thinking),
+                "backtracks": count_backtracks(thinking),
+                "tokens_after_first_correct": tokens_after_first_correct(text, offsets, p["answer"]),
+            }
+        )
         vote = p["answer"] if ok else (None if answer is None else normalize_answer(answer))
-        metric_rows.append({"problem_id": p["id"], "correct": bool(ok), "answer": vote, "gold": p["answer"],
-                            "n_tokens": len(ids), "text": text, "token_offsets": offsets})
+        metric_rows.append(
+            {
+                "problem_id": p["id"],
+                "correct": bool(ok),
+                "answer": vote,
+                "gold": p["answer"],
+                "n_tokens": len(ids),
+                "text": text,
+                "token_offsets": offsets,
+            }
+        )
     return samples, metric_rows
 
 
@@ -244,8 +280,9 @@ def summarize_samples(samples: list[dict], metric_rows: list[dict], k_values: Se
 # ---------------------------------------------------------------- evaluate
 
 
-def evaluate(model, tokenizer, problems: list[dict], settings: EvalSettings,
-             progress: bool = True) -> tuple[dict, list[dict]]:
+def evaluate(
+    model, tokenizer, problems: list[dict], settings: EvalSettings, progress: bool = True
+) -> tuple[dict, list[dict]]:
     """(summary, samples) of `model` on `problems` ({"id", "question", "answer"}).
 
     summary: `metrics.summarize` keys (pass@1, maj@k, *_tokens, rates, tokens_after_first_correct,
@@ -255,8 +292,10 @@ def evaluate(model, tokenizer, problems: list[dict], settings: EvalSettings,
     if not problems:
         raise EvalError("no problems to evaluate")
     try:
-        prompts = [encode_prompt(tokenizer, {"question": p["question"]}, settings.system_prompt,
-                                 where=f"problem {p['id']}") for p in problems]
+        prompts = [
+            encode_prompt(tokenizer, {"question": p["question"]}, settings.system_prompt, where=f"problem {p['id']}")
+            for p in problems
+        ]
     except RowError as e:
         raise EvalError(str(e)) from None
     eos = eos_ids(model, tokenizer)

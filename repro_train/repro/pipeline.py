@@ -12,18 +12,26 @@ nothing, no segment, J_b exactly 0, excluded by `apply_to`) get zero process adv
 counted in `out.skipped` by reason ("no_segment" also covers a rollout with no candidate and no
 forced cut).
 """
+
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
 from ..modeling import Sequences
 from .probe import ProbeEngine, ProbePass
-from .scores import (magnitude, normalize_rewards, pool_stats, process_rewards, process_score,
-                     stability, token_process_advantages)
+from .scores import (
+    magnitude,
+    normalize_rewards,
+    pool_stats,
+    process_rewards,
+    process_score,
+    stability,
+    token_process_advantages,
+)
 from .segment import Segmentation, TokenizerDecoder
 from .types import ProbeRequest, ProbeResult
 
@@ -86,13 +94,17 @@ class RePro:
         self.engine = ProbeEngine(cfg.probe, pad_id, sync_calls)
         self.decoder = TokenizerDecoder(tokenizer)
         # probe_scored 'all': the forcing text is scored too, tokenized with the answer as one string
-        self.forcing_ids = () if cfg.probe_scored == "all" else \
-            tuple(tokenizer(cfg.probe_prefix, add_special_tokens=False).input_ids)
+        self.forcing_ids = (
+            () if cfg.probe_scored == "all" else tuple(tokenizer(cfg.probe_prefix, add_special_tokens=False).input_ids)
+        )
         eos = tokenizer.eos_token_id
         self.eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
         self.think_end_id = first_token_id(tokenizer, cfg.think_end) if cfg.think_end_match == "first_token" else None
-        self.boundary_ids = None if cfg.boundary == "regex" else \
-            frozenset(i for i in (first_token_id(tokenizer, t) for t in cfg.boundary_tokens) if i is not None)
+        self.boundary_ids = (
+            None
+            if cfg.boundary == "regex"
+            else frozenset(i for i in (first_token_id(tokenizer, t) for t in cfg.boundary_tokens) if i is not None)
+        )
 
     def answer_ids(self, answer) -> tuple[int, ...] | None:
         """Token ids q of the scored probe text (None when there is no answer): the formatted
@@ -117,12 +129,17 @@ class RePro:
             return None
         return ProbeRequest(starts, ends, q, forced)
 
-    def plan(self, responses: Sequence[Sequence[int]], answers: Sequence[object],
-             correct: Sequence[bool] | None = None) -> Plan:
+    def plan(
+        self, responses: Sequence[Sequence[int]], answers: Sequence[object], correct: Sequence[bool] | None = None
+    ) -> Plan:
         rows, segs, skip = [], [], []
         for i, (y, a) in enumerate(zip(responses, answers)):
             reason, row, seg = None, None, None
-            if self.cfg.apply_to != "all" and correct is not None and bool(correct[i]) != (self.cfg.apply_to == "correct"):
+            if (
+                self.cfg.apply_to != "all"
+                and correct is not None
+                and bool(correct[i]) != (self.cfg.apply_to == "correct")
+            ):
                 reason = "apply_to"
             else:
                 q = self.answer_ids(a)
@@ -131,8 +148,14 @@ class RePro:
                 elif len(q) == 0:
                     reason = "empty_answer_tokens"
                 else:
-                    seg = self.decoder.segment(list(y), self.cfg.think_end, self.cfg.segment_delimiter, self.eos_ids,
-                                               self.think_end_id, self.boundary_ids)
+                    seg = self.decoder.segment(
+                        list(y),
+                        self.cfg.think_end,
+                        self.cfg.segment_delimiter,
+                        self.eos_ids,
+                        self.think_end_id,
+                        self.boundary_ids,
+                    )
                     row = self.request(seg, q)
                     if row is None:
                         reason = "no_segment"
@@ -145,8 +168,14 @@ class RePro:
         """The policy pass of one micro-batch with J at the selected cuts of each requested rollout."""
         return self.engine.run(model, seqs, requests, self.forcing_ids, self.cfg.top_k, self.temperature)
 
-    def advantages(self, plan: Plan, probes: Sequence[ProbeResult | None], group_ids: torch.Tensor | None,
-                   n_tokens: int, batch_stats: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ReProOutput:
+    def advantages(
+        self,
+        plan: Plan,
+        probes: Sequence[ProbeResult | None],
+        group_ids: torch.Tensor | None,
+        n_tokens: int,
+        batch_stats: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> ReProOutput:
         """Scores, rewards, normalisation and token process advantages for the batch (spec 6-11).
 
         `batch_stats` all-reduces `pool_stats` across ranks when process_norm = 'batch'."""
@@ -180,11 +209,20 @@ class RePro:
             stats = pool_stats(r, mask, c.norm_extra_zero)
             if batch_stats is not None:
                 stats = batch_stats(stats)
-        r_norm = normalize_rewards(r, mask, group_ids, c.process_norm, c.norm_eps, stats, c.norm_std,
-                                   c.norm_extra_zero)
+        r_norm = normalize_rewards(r, mask, group_ids, c.process_norm, c.norm_eps, stats, c.norm_std, c.norm_extra_zero)
         adv = token_process_advantages(r_norm, cuts, mask, n_tokens).float()
         counts = Counter(s for s in skip if s is not None)
         return ReProOutput(
-            process_adv=adv, J_b=J_b, J=J, cuts=cuts, mask=mask, S_magn=S_magn, S_stab=S_stab, S=S,
-            r=r, r_norm=r_norm, skipped={k: counts.get(k, 0) for k in SKIP_REASONS},
-            n_segments=[len(s.starts) if s is not None else 0 for s in plan.segmentations])
+            process_adv=adv,
+            J_b=J_b,
+            J=J,
+            cuts=cuts,
+            mask=mask,
+            S_magn=S_magn,
+            S_stab=S_stab,
+            S=S,
+            r=r,
+            r_norm=r_norm,
+            skipped={k: counts.get(k, 0) for k in SKIP_REASONS},
+            n_segments=[len(s.starts) if s is not None else 0 for s in plan.segmentations],
+        )

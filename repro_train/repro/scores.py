@@ -17,6 +17,7 @@ Notation (shapes): N rollouts, M = most cut points of any rollout, T = response 
 
 Values at masked positions are zero in every output.
 """
+
 from __future__ import annotations
 
 import math
@@ -97,8 +98,9 @@ def empty_prefix_score(w: float, first_step_baseline: str, stability: str = "con
     raise ValueError(f"first_step_baseline must be 'score' or 'zero', got {first_step_baseline!r}")
 
 
-def process_rewards(S: torch.Tensor, mask: torch.Tensor, w: float,
-                    first_step_baseline: str = "score", stability: str = "convex") -> torch.Tensor:
+def process_rewards(
+    S: torch.Tensor, mask: torch.Tensor, w: float, first_step_baseline: str = "score", stability: str = "convex"
+) -> torch.Tensor:
     """r_j = S_j - S_{j-1}, S_0 = empty_prefix_score (spec 9); 0 where masked. (N, M)"""
     S0 = torch.full_like(S[..., :1], empty_prefix_score(w, first_step_baseline, stability))
     r = S - torch.cat([S0, S[..., :-1]], dim=-1)
@@ -113,10 +115,16 @@ def pool_stats(r: torch.Tensor, mask: torch.Tensor, extra_zero: bool = False) ->
     return torch.stack([count, (r * m).sum(), (r * r * m).sum()])
 
 
-def normalize_rewards(r: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tensor | None,
-                      mode: str = "group", eps: float = 1e-6,
-                      batch_stats: torch.Tensor | None = None, std: str = "population",
-                      extra_zero: bool = False) -> torch.Tensor:
+def normalize_rewards(
+    r: torch.Tensor,
+    mask: torch.Tensor,
+    group_ids: torch.Tensor | None,
+    mode: str = "group",
+    eps: float = 1e-6,
+    batch_stats: torch.Tensor | None = None,
+    std: str = "population",
+    extra_zero: bool = False,
+) -> torch.Tensor:
     """r' = (r - mean) / (std + eps) over a pool (spec 10). (N, M)
 
     mode 'group': pool = the valid rewards of all rollouts sharing a group id; 'batch': all valid
@@ -151,7 +159,7 @@ def normalize_rewards(r: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tens
         if mode == "group_mean":
             return torch.where(mask, r - mean, zero)
         # Two-pass variance: exact for a pool of one (std 0 -> r' = 0); each extra zero adds mean^2.
-        s2 = torch.zeros_like(count).index_add_(0, inv, (((r - mean) ** 2) * m).sum(-1)) + n_extra * mean_g ** 2
+        s2 = torch.zeros_like(count).index_add_(0, inv, (((r - mean) ** 2) * m).sum(-1)) + n_extra * mean_g**2
         var_g = s2 / (count - ddof).clamp(min=1.0)
         sd = torch.where(count > 1, var_g.sqrt(), torch.zeros_like(var_g))[inv].unsqueeze(-1)
     else:
@@ -159,8 +167,7 @@ def normalize_rewards(r: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tens
     return torch.where(mask, (r - mean) / (sd + eps), zero)
 
 
-def token_process_advantages(r_norm: torch.Tensor, cuts: torch.Tensor, mask: torch.Tensor,
-                             T: int) -> torch.Tensor:
+def token_process_advantages(r_norm: torch.Tensor, cuts: torch.Tensor, mask: torch.Tensor, T: int) -> torch.Tensor:
     """A~_t = sum_{i >= j} r'_i for a token t in step j, i.e. c_{j-1} <= t < c_j (spec 11).
     Tokens at or after the last cut get 0. Returns (N, T)."""
     r = torch.where(mask, r_norm, torch.zeros_like(r_norm))
@@ -170,7 +177,11 @@ def token_process_advantages(r_norm: torch.Tensor, cuts: torch.Tensor, mask: tor
     step = ((cuts.unsqueeze(1) <= t.view(1, -1, 1)) & mask.unsqueeze(1)).sum(-1)  # (N, T)
     m = mask.sum(-1, keepdim=True)  # (N, 1)
     inside = step < m
-    gathered = torch.gather(to_go, 1, step.clamp(max=max(r.shape[-1] - 1, 0))) if r.shape[-1] else torch.zeros_like(step, dtype=r.dtype)
+    gathered = (
+        torch.gather(to_go, 1, step.clamp(max=max(r.shape[-1] - 1, 0)))
+        if r.shape[-1]
+        else torch.zeros_like(step, dtype=r.dtype)
+    )
     return torch.where(inside, gathered, torch.zeros_like(gathered))
 
 
@@ -183,8 +194,9 @@ def dense_process_rewards(r_norm: torch.Tensor, cuts: torch.Tensor, mask: torch.
     return out
 
 
-def fold(adv: torch.Tensor, process_adv: torch.Tensor, alpha: float,
-         apply_mask: torch.Tensor | None = None) -> torch.Tensor:
+def fold(
+    adv: torch.Tensor, process_adv: torch.Tensor, alpha: float, apply_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """A^_t = A_t + alpha * A~_t (spec 12); rollouts with apply_mask False keep A_t. (N, T)"""
     if apply_mask is not None:
         process_adv = process_adv * apply_mask.to(process_adv.dtype).unsqueeze(-1)

@@ -25,18 +25,20 @@ the marker, where `repro.force_think_end_cut` scores.
 Everything here is pure Python over strings and ints; the tokenizer enters only as a `decode`
 callable.
 """
+
 from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Callable, Collection, Sequence
 
 REPLACEMENT = "\ufffd"
 
 
-def decode_with_offsets(ids: Sequence[int], decode: Callable[[list[int]], str],
-                        piece: Callable[[int], str] | None = None) -> tuple[str, list[int]]:
+def decode_with_offsets(
+    ids: Sequence[int], decode: Callable[[list[int]], str], piece: Callable[[int], str] | None = None
+) -> tuple[str, list[int]]:
     """Decoded text of `ids` and, for each token, the character offset at which it begins.
 
     A token whose bytes only complete a character together with later tokens (byte-level BPE
@@ -60,9 +62,9 @@ def decode_with_offsets(ids: Sequence[int], decode: Callable[[list[int]], str],
     for i in range(len(ids)):
         starts.append(len(text))
         old = decode(ids[prefix_off:read_off]) if read_off > prefix_off else ""
-        new = decode(ids[prefix_off:i + 1])
+        new = decode(ids[prefix_off : i + 1])
         if len(new) > len(old) and not new.endswith(REPLACEMENT):
-            text += new[len(old):]
+            text += new[len(old) :]
             prefix_off, read_off = read_off, i + 1
     return text, starts
 
@@ -76,8 +78,7 @@ def token_at_char(starts: Sequence[int], pos: int) -> int:
     return i
 
 
-def thinking_end(text: str, starts: Sequence[int], n_tokens: int, think_end: str,
-                 ends_with_eos: bool) -> int:
+def thinking_end(text: str, starts: Sequence[int], n_tokens: int, think_end: str, ends_with_eos: bool) -> int:
     """T: the thinking span is y[0:T] (spec 1)."""
     if think_end:
         pos = text.find(think_end)
@@ -167,25 +168,35 @@ class Segmentation:
         return tuple(self.starts[1:]) + ((self.T,) if self.starts else ())
 
 
-def segment_response(ids: Sequence[int], decode: Callable[[list[int]], str], think_end: str,
-                     delimiter: str | re.Pattern, eos_ids: Sequence[int] = (),
-                     piece: Callable[[int], str] | None = None, think_end_id: int | None = None,
-                     boundary_ids: Collection[int] | None = None) -> Segmentation:
+def segment_response(
+    ids: Sequence[int],
+    decode: Callable[[list[int]], str],
+    think_end: str,
+    delimiter: str | re.Pattern,
+    eos_ids: Sequence[int] = (),
+    piece: Callable[[int], str] | None = None,
+    think_end_id: int | None = None,
+    boundary_ids: Collection[int] | None = None,
+) -> Segmentation:
     """Thinking span and segments of one response `ids` (spec 1-2).
 
     `think_end_id` given: the span ends before the first token equal to it (authors' code) instead
     of where `think_end` begins in the text; `boundary_ids` given: boundaries are the positions after
     those tokens (authors' code) instead of `delimiter` matches. With both, nothing is decoded."""
-    text, starts = ("", []) if think_end_id is not None and boundary_ids is not None else \
-        decode_with_offsets(ids, decode, piece)
+    text, starts = (
+        ("", []) if think_end_id is not None and boundary_ids is not None else decode_with_offsets(ids, decode, piece)
+    )
     if think_end_id is not None:
         T, cut = thinking_end_by_id(ids, think_end_id)
     else:
         ends_with_eos = len(ids) > 0 and ids[-1] in set(eos_ids)
         T = thinking_end(text, starts, len(ids), think_end, ends_with_eos)
         cut = think_end_cut_text(text, starts, len(ids), think_end)
-    seg = token_boundary_starts(ids, T, boundary_ids) if boundary_ids is not None else \
-        segment_starts(text, starts, T, delimiter)
+    seg = (
+        token_boundary_starts(ids, T, boundary_ids)
+        if boundary_ids is not None
+        else segment_starts(text, starts, T, delimiter)
+    )
     return Segmentation(T=T, starts=tuple(seg), text=text, think_end_cut=cut)
 
 
@@ -206,8 +217,13 @@ class TokenizerDecoder:
             p = self._pieces[i] = self.decode([i])
         return p
 
-    def segment(self, ids: Sequence[int], think_end: str, delimiter: str | re.Pattern,
-                eos_ids: Sequence[int] = (), think_end_id: int | None = None,
-                boundary_ids: Collection[int] | None = None) -> Segmentation:
-        return segment_response(ids, self.decode, think_end, delimiter, eos_ids, self.piece, think_end_id,
-                                boundary_ids)
+    def segment(
+        self,
+        ids: Sequence[int],
+        think_end: str,
+        delimiter: str | re.Pattern,
+        eos_ids: Sequence[int] = (),
+        think_end_id: int | None = None,
+        boundary_ids: Collection[int] | None = None,
+    ) -> Segmentation:
+        return segment_response(ids, self.decode, think_end, delimiter, eos_ids, self.piece, think_end_id, boundary_ids)

@@ -12,13 +12,15 @@ plan passes each candidate's start as its "end", so the cut is the fork position
 
     cuts, cut_valid = add_forced_cuts(cuts, cut_valid, forced, forced_valid)   # force_think_end_cut
 """
+
 from __future__ import annotations
 
 import torch
 
 
-def select_cuts_batched(H: torch.Tensor, seg_valid: torch.Tensor, seg_ends: torch.Tensor,
-                        top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def select_cuts_batched(
+    H: torch.Tensor, seg_valid: torch.Tensor, seg_ends: torch.Tensor, top_k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-k fork segments of every rollout of a padded batch, on the tensors' device, no host sync.
 
     H, seg_ends (B, S) with seg_valid (B, S) marking real segments. Returns the selected flags
@@ -40,8 +42,9 @@ def select_cuts_batched(H: torch.Tensor, seg_valid: torch.Tensor, seg_ends: torc
     return selected, cuts, cut_valid
 
 
-def add_forced_cuts(cuts: torch.Tensor, cut_valid: torch.Tensor, forced: torch.Tensor,
-                    forced_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def add_forced_cuts(
+    cuts: torch.Tensor, cut_valid: torch.Tensor, forced: torch.Tensor, forced_valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The selected cuts (B, k) with the forced ones (B, F) added (`repro.force_think_end_cut`):
     sorted, duplicates removed, valid cuts first. Returns (cuts, valid), each (B, k + F); invalid
     entries hold 0. On the tensors' device, no host sync."""

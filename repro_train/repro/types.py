@@ -3,6 +3,7 @@
 `ProbeRequest` is built by `RePro.plan` (pipeline.py) before any forward; `ProbeResult` comes back
 from the probe engine (`probe/`) and feeds `RePro.advantages`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -3,6 +3,7 @@ by import path, and OutcomeReward, their weighted sum over a batch. See docs/rew
 
 No torch import at module level anywhere in this package: math_verify's spawned workers import it.
 """
+
 from .extract import extract_answer, extract_boxed, extract_final_answer, normalize_answer, parse_number
 from .functions import REWARDS, ExactMatch, Format, Numeric, RewardFn, register_reward
 from .mathverify import MathVerify, verify_answer
@@ -10,7 +11,21 @@ from .outcome import OutcomeReward, RewardResult, RewardSpec
 from .rgym import ReasoningGym  # registers reasoning_gym
 
 __all__ = [
-    "REWARDS", "RewardFn", "register_reward", "RewardSpec", "RewardResult", "OutcomeReward",
-    "ExactMatch", "Numeric", "Format", "MathVerify", "ReasoningGym", "verify_answer",
-    "extract_answer", "extract_boxed", "extract_final_answer", "normalize_answer", "parse_number",
+    "REWARDS",
+    "RewardFn",
+    "register_reward",
+    "RewardSpec",
+    "RewardResult",
+    "OutcomeReward",
+    "ExactMatch",
+    "Numeric",
+    "Format",
+    "MathVerify",
+    "ReasoningGym",
+    "verify_answer",
+    "extract_answer",
+    "extract_boxed",
+    "extract_final_answer",
+    "normalize_answer",
+    "parse_number",
 ]

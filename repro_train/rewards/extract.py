@@ -8,6 +8,7 @@ Pure string functions, no dependencies:
     parse_number("1,000") -> 1000.0    parse_number(r"-\\frac{3}{4}") -> -0.75
     normalize_answer(" $1 000$. ") -> "1000"
 """
+
 from __future__ import annotations
 
 import math
@@ -65,7 +66,7 @@ def extract_boxed(text: str) -> str | None:
         return None
     open_at = start + len(_BOXED)
     close = _closing_brace(text, open_at)
-    return None if close is None else text[open_at + 1:close].strip()
+    return None if close is None else text[open_at + 1 : close].strip()
 
 
 def extract_answer(text: str, pattern: re.Pattern | None = None) -> str | None:
@@ -94,7 +95,7 @@ def _strip_wrappers(s: str) -> str:
         if s.startswith("\\(") and s.endswith("\\)"):
             s = s[2:-2]
         if s.startswith(_BOXED + "{") and _closing_brace(s, len(_BOXED)) == len(s) - 1:
-            s = s[len(_BOXED) + 1:-1]
+            s = s[len(_BOXED) + 1 : -1]
     return s
 
 

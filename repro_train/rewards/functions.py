@@ -9,11 +9,12 @@ column as a list of length B. None means "cannot score this rollout" (OutcomeRew
 uses 0). A registered class is constructed with the spec's kwargs, and the instance is the function.
 `math_verify` lives in mathverify.py (it needs a process pool); docs/rewards.md describes them all.
 """
+
 from __future__ import annotations
 
 import math
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from .extract import extract_answer, normalize_answer, parse_number
 
@@ -30,6 +31,7 @@ def register_reward(name: str, *, correctness: bool):
     `correctness` is the default for RewardSpec.correctness (True: its value >= 0.5 means the
     rollout is correct). A duplicate name raises.
     """
+
     def deco(obj):
         if name in REWARDS:
             raise ValueError(f"reward {name!r} is already registered; registered: {sorted(REWARDS)}")
@@ -38,6 +40,7 @@ def register_reward(name: str, *, correctness: bool):
         obj.correctness = correctness
         REWARDS[name] = obj
         return obj
+
     return deco
 
 
@@ -47,8 +50,7 @@ def compile_answer_pattern(pattern: str | None) -> re.Pattern | None:
         return None
     compiled = re.compile(pattern)
     if compiled.groups != 1:
-        raise ValueError(f"pattern {pattern!r} must have exactly one group (the answer), "
-                         f"it has {compiled.groups}")
+        raise ValueError(f"pattern {pattern!r} must have exactly one group (the answer), it has {compiled.groups}")
     return compiled
 
 
@@ -123,8 +125,7 @@ def parse_flags(flags: int | str) -> int:
     value = 0
     for part in filter(None, (p.strip() for p in str(flags).split("|"))):
         if part.upper() not in re.RegexFlag.__members__:
-            raise ValueError(f"unknown regex flag {part!r}; choose from: "
-                             f"{', '.join(sorted(re.RegexFlag.__members__))}")
+            raise ValueError(f"unknown regex flag {part!r}; choose from: {', '.join(sorted(re.RegexFlag.__members__))}")
         value |= re.RegexFlag[part.upper()]
     return value
 

@@ -14,6 +14,7 @@ this package's pure modules and math-verify only, never torch (outcome.py import
 this reason), and run with one OMP/BLAS thread. With `spawn` Python also re-imports the main
 script, so entry points should keep heavy imports inside their main().
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -56,6 +57,7 @@ def verify_answer(completion: str, answer: str | None, extract: str = "auto") ->
     "Final answer:" (none -> 0.0).
     """
     from math_verify import parse, verify
+
     if answer is None:
         return None
     gold = parse(as_gold(answer), parsing_timeout=None)
@@ -97,8 +99,9 @@ class MathVerify:
     `with`) stops the workers. OutcomeReward passes its own num_workers and timeout_s.
     """
 
-    def __init__(self, extract: Literal["auto", "final_answer"] = "auto", *,
-                 num_workers: int = 2, timeout_s: float = 5.0):
+    def __init__(
+        self, extract: Literal["auto", "final_answer"] = "auto", *, num_workers: int = 2, timeout_s: float = 5.0
+    ):
         if extract not in ("auto", "final_answer"):
             raise ValueError(f"extract must be 'auto' or 'final_answer', got {extract!r}")
         if int(num_workers) < 1 or not float(timeout_s) > 0:
@@ -145,8 +148,9 @@ class MathVerify:
         if self._pool is not None and self._pool._broken:  # a worker died between calls
             self._kill_pool()
         if self._pool is None:
-            self._pool = cf.ProcessPoolExecutor(self.num_workers, multiprocessing.get_context("spawn"),
-                                                initializer=_init_worker)
+            self._pool = cf.ProcessPoolExecutor(
+                self.num_workers, multiprocessing.get_context("spawn"), initializer=_init_worker
+            )
             self._fresh = True
         return self._pool
 

@@ -12,6 +12,7 @@ Everything is checked at construction (names, import paths, kwargs, signatures),
 fails before any rollout. Custom rewards ("pkg.module:function", "path/to/file.py:function") run
 in the calling thread; see docs/rewards.md.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -22,9 +23,10 @@ import inspect
 import math
 import re
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from .functions import REWARDS
 
@@ -85,9 +87,15 @@ class OutcomeReward:
             self.close()
             raise
 
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str],
-                 answers: Sequence[str | None], columns: dict[str, list] | None = None) -> RewardResult:
+    def __call__(
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        answers: Sequence[str | None],
+        columns: dict[str, list] | None = None,
+    ) -> RewardResult:
         import torch
+
         columns = dict(columns or {})
         B = _check_batch(prompts, completions, answers, columns)
         total = [0.0] * B
@@ -135,8 +143,10 @@ def _build(spec: RewardSpec, pool_kwargs: dict) -> tuple[Callable, bool]:
     else:
         near = difflib.get_close_matches(spec.name, REWARDS, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ValueError(f"unknown reward {spec.name!r}{hint}; built-ins: {', '.join(sorted(REWARDS))}; "
-                         "or a custom function as 'pkg.module:function' or 'path/to/file.py:function'")
+        raise ValueError(
+            f"unknown reward {spec.name!r}{hint}; built-ins: {', '.join(sorted(REWARDS))}; "
+            "or a custom function as 'pkg.module:function' or 'path/to/file.py:function'"
+        )
     fn = _construct(obj, spec, pool_kwargs) if inspect.isclass(obj) else _bind(obj, spec)
     _check_signature(fn, spec.name)
     return fn, default if spec.correctness is None else bool(spec.correctness)
@@ -174,8 +184,7 @@ def _construct(cls: type, spec: RewardSpec, pool_kwargs: dict) -> Callable:
     try:
         inspect.signature(cls).bind(**kwargs)
     except TypeError as e:
-        raise ValueError(f"reward {spec.name!r}: bad kwargs {spec.kwargs}: {e}; "
-                         f"it accepts: {accepted}") from e
+        raise ValueError(f"reward {spec.name!r}: bad kwargs {spec.kwargs}: {e}; it accepts: {accepted}") from e
     try:
         return cls(**kwargs)
     except (TypeError, ValueError, re.error) as e:
@@ -186,12 +195,14 @@ def _bind(fn: Callable, spec: RewardSpec) -> Callable:
     """Bind spec.kwargs by keyword; each must be a named parameter (not swallowed by **columns)."""
     if not spec.kwargs:
         return fn
-    named = {p.name for p in inspect.signature(fn).parameters.values()
-             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    named = {
+        p.name for p in inspect.signature(fn).parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
     unknown = sorted(set(spec.kwargs) - named)
     if unknown:
-        raise ValueError(f"reward {spec.name!r}: kwargs {unknown} are not parameters of "
-                         f"{fn.__name__}{inspect.signature(fn)}")
+        raise ValueError(
+            f"reward {spec.name!r}: kwargs {unknown} are not parameters of {fn.__name__}{inspect.signature(fn)}"
+        )
     return functools.partial(fn, **spec.kwargs)
 
 
@@ -204,9 +215,11 @@ def _check_signature(fn: Callable, name: str) -> None:
     except (TypeError, ValueError):
         ok, sig = False, "(?)"
     if not ok:
-        raise ValueError(f"reward {name!r}: {getattr(fn, '__name__', fn)}{sig} cannot be called as "
-                         f"{EXPECTED_SIGNATURE}; define it as `def f(prompts, completions, answers, "
-                         f"**columns)` returning one float (or None) per completion")
+        raise ValueError(
+            f"reward {name!r}: {getattr(fn, '__name__', fn)}{sig} cannot be called as "
+            f"{EXPECTED_SIGNATURE}; define it as `def f(prompts, completions, answers, "
+            f"**columns)` returning one float (or None) per completion"
+        )
 
 
 def _unique_key(name: str, previous: list[_Bound]) -> str:
@@ -238,8 +251,7 @@ def _check_batch(prompts, completions, answers, columns: dict) -> int:
 def _checked_values(key: str, values, B: int) -> list[float | None]:
     """One finite float or None per rollout, or a ValueError naming the reward."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
-        raise ValueError(f"reward {key!r} returned {type(values).__name__}; expected a list of "
-                         f"{B} floats or None")
+        raise ValueError(f"reward {key!r} returned {type(values).__name__}; expected a list of {B} floats or None")
     if len(values) != B:
         raise ValueError(f"reward {key!r} returned {len(values)} values for a batch of {B}")
     out: list[float | None] = []
@@ -249,7 +261,8 @@ def _checked_values(key: str, values, B: int) -> list[float | None]:
         except (TypeError, ValueError):
             f = math.nan
         if f is not None and not math.isfinite(f):
-            raise ValueError(f"reward {key!r} returned {v!r} at index {i}; expected a finite float, "
-                             "or None for unscorable")
+            raise ValueError(
+                f"reward {key!r} returned {v!r} at index {i}; expected a finite float, or None for unscorable"
+            )
         out.append(f)
     return out

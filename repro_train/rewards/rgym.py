@@ -8,6 +8,7 @@ task (column `rg_dataset`) scores it against the row's entry (gold answer + colu
 the generator's metadata as JSON). Scores are in [0, 1] (some tasks give partial credit).
 No answer -> 0.0; no gold -> None. Needs the reasoning-gym package (imported on first call).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ class ReasoningGym:
             try:
                 from reasoning_gym import get_score_answer_fn
             except ImportError:
-                raise RuntimeError("the reasoning_gym reward needs the reasoning-gym package: "
-                                   "pip install reasoning-gym==0.1.25") from None
+                raise RuntimeError(
+                    "the reasoning_gym reward needs the reasoning-gym package: pip install reasoning-gym==0.1.25"
+                ) from None
             self._scorers[task] = get_score_answer_fn(task)
         return self._scorers[task]
 
@@ -45,7 +47,9 @@ class ReasoningGym:
 
     def __call__(self, prompts, completions, answers, rg_dataset=None, rg_entry=None, **columns) -> list[float | None]:
         if rg_dataset is None:
-            raise ValueError("the reasoning_gym reward needs the column 'rg_dataset' (and 'rg_entry'): use "
-                             "data.source: reasoning-gym:TASK?... or a file exported by `repro-train data export`")
+            raise ValueError(
+                "the reasoning_gym reward needs the column 'rg_dataset' (and 'rg_entry'): use "
+                "data.source: reasoning-gym:TASK?... or a file exported by `repro-train data export`"
+            )
         entries = rg_entry if rg_entry is not None else [None] * len(completions)
         return [self.score(c, a, t, e) for c, a, t, e in zip(completions, answers, rg_dataset, entries)]

@@ -22,11 +22,13 @@ L = length in tokens (response, or thinking span when shaping.length = thinking)
 the rollouts that share a group id. This module imports torch; rewards/__init__ does not import it
 (math_verify's workers import that package).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
@@ -94,7 +96,8 @@ class L1ExactParams:
     alpha: float = 0.0003
     """Penalty per token of distance from the target (the paper's 0.0003)."""
     target_len: int = 1024
-    """n_gold. L1 samples it per prompt and states it in the prompt; here one budget per run (state it with data.system_prompt)."""
+    """n_gold. L1 samples it per prompt and states it in the prompt; here one budget per run (state it with
+    data.system_prompt)."""
 
 
 @dataclass(frozen=True)
@@ -200,9 +203,11 @@ class ShapingConfig:
     """Length-control reward shapers, the baselines RePro is compared with (docs/rewards.md)."""
 
     methods: tuple[str, ...] = ()
-    """Shapers applied in this order after the outcome reward, before the estimator: dapo_overlong, kimi, l1_exact, l1_max, shorter_better, cosine, efficiency, grpo_lead, thinkprune, laser, gated_bonus; [] = none."""
+    """Shapers applied in this order after the outcome reward, before the estimator: dapo_overlong, kimi, l1_exact,
+    l1_max, shorter_better, cosine, efficiency, grpo_lead, thinkprune, laser, gated_bonus; [] = none."""
     length: Literal["response", "thinking"] = "response"
-    """Length the group-relative methods compare: the whole response, or the tokens before think_end (dapo_overlong and thinkprune always use the response, whose limit they enforce)."""
+    """Length the group-relative methods compare: the whole response, or the tokens before think_end (dapo_overlong and
+    thinkprune always use the response, whose limit they enforce)."""
     think_end: str = "</think>"
     """End-of-thinking marker for length = thinking (no marker: the whole response but EOS)."""
     dapo_overlong: DapoOverlongParams = field(default_factory=DapoOverlongParams)
@@ -251,15 +256,18 @@ SHAPERS: Registry[Shaper] = Registry("length shaper")
 
 def register_shaper(name: str, advantage: AdvantageFn | None = None):
     """Decorator adding a reward function (and optional advantage modifier) under `name`."""
+
     def deco(fn: RewardFn) -> RewardFn:
         SHAPERS.register(name)(Shaper(fn, advantage))
         return fn
+
     return deco
 
 
 # ---------------------------------------------------------------------------------------------
 # Group statistics (over each group's rows; a group never spans ranks)
 # ---------------------------------------------------------------------------------------------
+
 
 def _groups(group_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(inverse (B,) with values in [0, n), n groups)."""
@@ -295,6 +303,7 @@ def group_mean_std(x: torch.Tensor, where: torch.Tensor, group_ids: torch.Tensor
 # ---------------------------------------------------------------------------------------------
 # The methods. R' as a function of R (outcome reward), c, L; every one returns float (B,).
 # ---------------------------------------------------------------------------------------------
+
 
 def _c(inp: ShapeInputs) -> torch.Tensor:
     return inp.correct.double()
@@ -431,11 +440,13 @@ def gated_bonus(inp: ShapeInputs, p: GatedBonusParams) -> torch.Tensor:
 # Config validation and the trainer's two calls
 # ---------------------------------------------------------------------------------------------
 
+
 def validate_shaping(s: ShapingConfig, max_new_tokens: int, prefix: str = "shaping.") -> None:
     """Raise ConfigError naming the field; never fixes values."""
     for i, name in enumerate(s.methods):
         if name not in SHAPERS:
             import difflib
+
             close = difflib.get_close_matches(name, list(SHAPERS), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"'{prefix}methods[{i}]' = {name!r} is not a shaper{hint}; choices: {', '.join(SHAPERS)}")
@@ -445,32 +456,45 @@ def validate_shaping(s: ShapingConfig, max_new_tokens: int, prefix: str = "shapi
     d = s.dapo_overlong
     if "dapo_overlong" in used:
         if not 0 < d.cache_len < d.max_len:
-            raise ConfigError(f"'{prefix}dapo_overlong.cache_len' must be in (0, max_len = {d.max_len}), got {d.cache_len}")
+            raise ConfigError(
+                f"'{prefix}dapo_overlong.cache_len' must be in (0, max_len = {d.max_len}), got {d.cache_len}"
+            )
         if d.max_len > max_new_tokens:
-            raise ConfigError(f"'{prefix}dapo_overlong.max_len' = {d.max_len} exceeds rollout.max_new_tokens = "
-                              f"{max_new_tokens}: no response could reach it; set it to {max_new_tokens} "
-                              f"(DAPO's L_max is the generation limit) and cache_len below it")
+            raise ConfigError(
+                f"'{prefix}dapo_overlong.max_len' = {d.max_len} exceeds rollout.max_new_tokens = "
+                f"{max_new_tokens}: no response could reach it; set it to {max_new_tokens} "
+                f"(DAPO's L_max is the generation limit) and cache_len below it"
+            )
     tp = s.thinkprune
     if "thinkprune" in used:
         lim = list(tp.limits)
         if not lim or min(lim) < 1 or any(b >= a for a, b in zip(lim, lim[1:])):
             raise ConfigError(f"'{prefix}thinkprune.limits' must be positive and strictly decreasing, got {lim}")
         if lim[0] > max_new_tokens:
-            raise ConfigError(f"'{prefix}thinkprune.limits' starts at {lim[0]} > rollout.max_new_tokens = "
-                              f"{max_new_tokens}; the limits are cuts below the generation limit, e.g. "
-                              f"[{max_new_tokens}, {max_new_tokens * 3 // 4}, {max_new_tokens // 2}]")
+            raise ConfigError(
+                f"'{prefix}thinkprune.limits' starts at {lim[0]} > rollout.max_new_tokens = "
+                f"{max_new_tokens}; the limits are cuts below the generation limit, e.g. "
+                f"[{max_new_tokens}, {max_new_tokens * 3 // 4}, {max_new_tokens // 2}]"
+            )
         if tp.round_steps < 0:
             raise ConfigError(f"'{prefix}thinkprune.round_steps' must be >= 0, got {tp.round_steps}")
     g = s.grpo_lead
-    checks = [("kimi.warmup_steps", s.kimi.warmup_steps >= 0, ">= 0"), ("l1_exact.alpha", s.l1_exact.alpha >= 0, ">= 0"),
-              ("l1_exact.target_len", s.l1_exact.target_len >= 1, ">= 1"), ("l1_max.alpha", s.l1_max.alpha >= 0, ">= 0"),
-              ("l1_max.target_len", s.l1_max.target_len >= 1, ">= 1"),
-              ("shorter_better.beta", s.shorter_better.beta >= 0, ">= 0"), ("cosine.max_len", s.cosine.max_len >= 1, ">= 1"),
-              ("efficiency.alpha", 0 <= s.efficiency.alpha <= 1, "in [0, 1]"), ("efficiency.eps", s.efficiency.eps > 0, "> 0"),
-              ("grpo_lead.alpha", g.alpha >= 0, ">= 0"), ("grpo_lead.eps", g.eps > 0, "> 0"),
-              ("grpo_lead.w_min", 0 <= g.w_min <= g.w_max, "in [0, grpo_lead.w_max]"),
-              ("laser.target_len", s.laser.target_len >= 1, ">= 1"),
-              ("gated_bonus.max_bonus", s.gated_bonus.max_bonus >= 0, ">= 0")]
+    checks = [
+        ("kimi.warmup_steps", s.kimi.warmup_steps >= 0, ">= 0"),
+        ("l1_exact.alpha", s.l1_exact.alpha >= 0, ">= 0"),
+        ("l1_exact.target_len", s.l1_exact.target_len >= 1, ">= 1"),
+        ("l1_max.alpha", s.l1_max.alpha >= 0, ">= 0"),
+        ("l1_max.target_len", s.l1_max.target_len >= 1, ">= 1"),
+        ("shorter_better.beta", s.shorter_better.beta >= 0, ">= 0"),
+        ("cosine.max_len", s.cosine.max_len >= 1, ">= 1"),
+        ("efficiency.alpha", 0 <= s.efficiency.alpha <= 1, "in [0, 1]"),
+        ("efficiency.eps", s.efficiency.eps > 0, "> 0"),
+        ("grpo_lead.alpha", g.alpha >= 0, ">= 0"),
+        ("grpo_lead.eps", g.eps > 0, "> 0"),
+        ("grpo_lead.w_min", 0 <= g.w_min <= g.w_max, "in [0, grpo_lead.w_max]"),
+        ("laser.target_len", s.laser.target_len >= 1, ">= 1"),
+        ("gated_bonus.max_bonus", s.gated_bonus.max_bonus >= 0, ">= 0"),
+    ]
     for key, ok, must in checks:
         if key.split(".")[0] in used and not ok:
             raise ConfigError(f"'{prefix}{key}' must be {must}, got {_get(s, key)}")
@@ -500,13 +524,15 @@ def apply_reward_shapers(s: ShapingConfig, inp: ShapeInputs) -> tuple[torch.Tens
     for name in s.methods:
         new = SHAPERS.get(name).reward(cur, getattr(s, name))
         res.contributions[name] = (new - cur.rewards.double()).float()
-        cur = ShapeInputs(new.float(), cur.correct, cur.lengths, cur.truncated, cur.group_ids, cur.thinking_lengths, cur.step)
+        cur = ShapeInputs(
+            new.float(), cur.correct, cur.lengths, cur.truncated, cur.group_ids, cur.thinking_lengths, cur.step
+        )
     return cur.rewards.float(), res
 
 
 def apply_advantage_shapers(s: ShapingConfig, res: ShapingResult | None, adv: torch.Tensor) -> torch.Tensor:
     """The methods' advantage modifiers (GRPO-LEAD's difficulty weights), in order. (B, T)"""
-    for name in (s.methods if res is not None else ()):
+    for name in s.methods if res is not None else ():
         mod = SHAPERS.get(name).advantage
         if mod is not None:
             adv = mod(adv, res.inputs, getattr(s, name))
@@ -521,6 +547,7 @@ def thinking_lengths(tokenizer, response_ids: list[list[int]], think_end: str, e
 
 # ---- the trainer's hooks (trainer/loop.py calls these two and nothing else) -------------------
 
+
 def shape_rewards(rt, batch, step: int) -> None:
     """batch.rewards <- the shaped rewards; batch.shaping <- what each shaper added (None when off)."""
     s = rt.cfg.shaping
@@ -531,8 +558,15 @@ def shape_rewards(rt, batch, step: int) -> None:
     if s.length == "thinking":
         ids = [row[:n] for row, n in zip(batch.seqs.response_ids.tolist(), lengths.tolist())]
         think = thinking_lengths(rt.tokenizer, ids, s.think_end, rt.eos_ids)
-    inp = ShapeInputs(batch.rewards.cpu().float(), batch.correct.cpu().bool(), lengths, batch.truncated.cpu().bool(),
-                      batch.group_ids.cpu(), think, step)
+    inp = ShapeInputs(
+        batch.rewards.cpu().float(),
+        batch.correct.cpu().bool(),
+        lengths,
+        batch.truncated.cpu().bool(),
+        batch.group_ids.cpu(),
+        think,
+        step,
+    )
     batch.rewards, batch.shaping = apply_reward_shapers(s, inp)
 
 
@@ -543,5 +577,5 @@ def shape_advantages(rt, batch, adv: torch.Tensor) -> torch.Tensor:
 
 def shaping_metrics(m, batch) -> None:
     """shaping/<name>: each shaper's mean R' - R over the batch (a `trainer.metrics.Meter`)."""
-    for name, delta in (batch.shaping.contributions.items() if batch.shaping is not None else ()):
+    for name, delta in batch.shaping.contributions.items() if batch.shaping is not None else ():
         m.mean_of(f"shaping/{name}", delta)

@@ -12,13 +12,16 @@ built from the recipe and made the model's own for the call: transformers fills 
 passed config leaves unset from the model's generation_config.json (top_k=50, top_p=0.8,
 repetition penalties, ...), which would make RL sample from a truncated distribution while the
 log-probs assume the full one. Every sampling setting is explicit for the same reason: a `None`
-is filled from transformers' global defaults, and those include top_k=50. With `seeds` (one per prompt), each prompt's group is
-sampled in its own call after seeding, so rollouts do not depend on batch composition or ranks.
+is filled from transformers' global defaults, and those include top_k=50. With `seeds` (one per
+prompt), each prompt's group is sampled in its own call after seeding, so rollouts do not depend on
+batch composition or ranks.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, ContextManager, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -27,11 +30,19 @@ from .base import NamedTensors, Rollouts, trim_at_eos
 
 def generation_config(cfg, eos_ids: Sequence[int], pad_id: int):
     from transformers import GenerationConfig
-    return GenerationConfig(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
-                            top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens,  # 0 = off (None would become 50)
-                            min_new_tokens=getattr(cfg, "min_new_tokens", 0) or None,
-                            eos_token_id=list(eos_ids), pad_token_id=pad_id, num_beams=1,
-                            repetition_penalty=1.0)
+
+    return GenerationConfig(
+        do_sample=True,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=cfg.top_k,
+        max_new_tokens=cfg.max_new_tokens,  # 0 = off (None would become 50)
+        min_new_tokens=getattr(cfg, "min_new_tokens", 0) or None,
+        eos_token_id=list(eos_ids),
+        pad_token_id=pad_id,
+        num_beams=1,
+        repetition_penalty=1.0,
+    )
 
 
 @contextlib.contextmanager
@@ -51,14 +62,22 @@ def _generate(model, prompts: list[list[int]], gen_cfg, pad_id: int, device) -> 
     ids = torch.full((len(prompts), P), pad_id, dtype=torch.long)
     att = torch.zeros_like(ids)
     for i, p in enumerate(prompts):
-        ids[i, P - len(p):] = torch.tensor(p)
-        att[i, P - len(p):] = 1
+        ids[i, P - len(p) :] = torch.tensor(p)
+        att[i, P - len(p) :] = 1
     out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), generation_config=gen_cfg)
     return out[:, P:].tolist()
 
 
-def sample(model, prompts: Sequence[Sequence[int]], group_size: int, cfg, eos_ids: Sequence[int], pad_id: int,
-           device, seeds: Sequence[int] | None = None) -> list[list[list[int]]]:
+def sample(
+    model,
+    prompts: Sequence[Sequence[int]],
+    group_size: int,
+    cfg,
+    eos_ids: Sequence[int],
+    pad_id: int,
+    device,
+    seeds: Sequence[int] | None = None,
+) -> list[list[list[int]]]:
     """`group_size` responses for each prompt."""
     gen_cfg = generation_config(cfg, eos_ids, pad_id)
     eos = set(eos_ids)
@@ -70,16 +89,18 @@ def sample(model, prompts: Sequence[Sequence[int]], group_size: int, cfg, eos_id
                 out = []
                 for p, s in zip(prompts, seeds):
                     torch.manual_seed(s)
-                    out.append([trim_at_eos(r, eos) for r in _generate(model, [list(p)] * group_size, gen_cfg, pad_id, device)])
+                    out.append(
+                        [trim_at_eos(r, eos) for r in _generate(model, [list(p)] * group_size, gen_cfg, pad_id, device)]
+                    )
                 return out
             flat = [list(p) for p in prompts for _ in range(group_size)]
             rows: list[list[int]] = []
             for s in range(0, len(flat), cfg.generation_batch_size):
-                rows += _generate(model, flat[s:s + cfg.generation_batch_size], gen_cfg, pad_id, device)
+                rows += _generate(model, flat[s : s + cfg.generation_batch_size], gen_cfg, pad_id, device)
     finally:
         model.train(was_training)
     rows = [trim_at_eos(r, eos) for r in rows]
-    return [rows[i * group_size:(i + 1) * group_size] for i in range(len(prompts))]
+    return [rows[i * group_size : (i + 1) * group_size] for i in range(len(prompts))]
 
 
 class HFEngine:
@@ -90,7 +111,9 @@ class HFEngine:
 
     name = "hf"
 
-    def __init__(self, model_ctx: Callable[[], ContextManager], cfg, eos_ids: Sequence[int], pad_id: int, device):
+    def __init__(
+        self, model_ctx: Callable[[], AbstractContextManager], cfg, eos_ids: Sequence[int], pad_id: int, device
+    ):
         self.model_ctx, self.cfg, self.eos_ids, self.pad_id, self.device = model_ctx, cfg, list(eos_ids), pad_id, device
 
     def push_weights(self, version: int, params: Callable[[], NamedTensors]) -> None:

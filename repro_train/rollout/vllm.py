@@ -25,7 +25,7 @@ import importlib.metadata
 import importlib.util
 import os
 import socket
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..config_base import ConfigError
 from .base import NamedTensors, Rollouts, trim_at_eos
@@ -72,7 +72,9 @@ def check_vllm(rollout, world_size: int, cuda_available: bool, version: str | No
         )
     if version is None:
         if importlib.util.find_spec("vllm") is None:
-            raise ConfigError(f"'rollout.engine' = 'vllm' but vLLM is not installed: {INSTALL_HINT}, or use rollout.engine: hf")
+            raise ConfigError(
+                f"'rollout.engine' = 'vllm' but vLLM is not installed: {INSTALL_HINT}, or use rollout.engine: hf"
+            )
         version = importlib.metadata.version("vllm")
     low, high = SUPPORTED_VLLM
     if not low <= _version_tuple(version) < high:
@@ -118,8 +120,9 @@ class VLLMEngine:
 
     name = "vllm"
 
-    def __init__(self, model_dir: str, cfg, eos_ids: Sequence[int], max_model_len: int, dtype: str, rank: int,
-                 world: int):
+    def __init__(
+        self, model_dir: str, cfg, eos_ids: Sequence[int], max_model_len: int, dtype: str, rank: int, world: int
+    ):
         _launcher_env()
         from vllm import LLM
 
@@ -128,12 +131,22 @@ class VLLMEngine:
         self.tp, self.rank = v.tensor_parallel_size, rank
         self.tp_group = self._tp_group(world) if self.tp > 1 else None
         self.llm = LLM(
-            model=model_dir, skip_tokenizer_init=True, load_format="dummy", dtype=dtype,
-            tensor_parallel_size=self.tp, distributed_executor_backend="external_launcher",
-            gpu_memory_utilization=v.gpu_memory_utilization, max_model_len=max_model_len,
-            enable_sleep_mode=v.sleep_level > 0, logprobs_mode="processed_logprobs", generation_config="vllm",
-            enforce_eager=not v.cuda_graphs, seed=rank // self.tp, max_num_seqs=v.max_num_seqs,
-            max_num_batched_tokens=v.max_num_batched_tokens, enable_prefix_caching=True,
+            model=model_dir,
+            skip_tokenizer_init=True,
+            load_format="dummy",
+            dtype=dtype,
+            tensor_parallel_size=self.tp,
+            distributed_executor_backend="external_launcher",
+            gpu_memory_utilization=v.gpu_memory_utilization,
+            max_model_len=max_model_len,
+            enable_sleep_mode=v.sleep_level > 0,
+            logprobs_mode="processed_logprobs",
+            generation_config="vllm",
+            enforce_eager=not v.cuda_graphs,
+            seed=rank // self.tp,
+            max_num_seqs=v.max_num_seqs,
+            max_num_batched_tokens=v.max_num_batched_tokens,
+            enable_prefix_caching=True,
         )
         self.version: int | None = None  # trainer weights version the engine holds (None: dummy weights)
         self.asleep: set[str] = set()  # memory tags released by sleep() and not woken since
@@ -182,9 +195,17 @@ class VLLMEngine:
 
         c = self.cfg
         return SamplingParams(
-            n=n, temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, min_tokens=c.min_new_tokens,
-            max_tokens=c.max_new_tokens, stop_token_ids=self.eos_ids, logprobs=0, detokenize=False,
-            skip_special_tokens=False, seed=seed,
+            n=n,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            top_k=c.top_k,
+            min_tokens=c.min_new_tokens,
+            max_tokens=c.max_new_tokens,
+            stop_token_ids=self.eos_ids,
+            logprobs=0,
+            detokenize=False,
+            skip_special_tokens=False,
+            seed=seed,
         )
 
     def _rollouts(self, outs) -> Rollouts:
@@ -202,8 +223,9 @@ class VLLMEngine:
         import torch.distributed as dist
 
         parts = [None] * self.tp
-        dist.all_gather_object(parts, (list(map(list, prompts)), None if seeds is None else list(seeds)),
-                               group=self.tp_group)
+        dist.all_gather_object(
+            parts, (list(map(list, prompts)), None if seeds is None else list(seeds)), group=self.tp_group
+        )
         offset = sum(len(p[0]) for p in parts[: self.rank % self.tp])
         all_prompts = [p for part in parts for p in part[0]]
         all_seeds = None if seeds is None else [s for part in parts for s in part[1]]

@@ -1,7 +1,8 @@
 """The `repro-train sft` recipe: the sections of recipes/toy/sft.yaml, their checks and loading.
 
-    cfg = load("recipes/toy/sft.yaml", ["train.steps=50"])
+cfg = load("recipes/toy/sft.yaml", ["train.steps=50"])
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -112,36 +113,49 @@ class SFTConfig:
 
 def validate(cfg: SFTConfig) -> None:
     """Raise ConfigError naming the key of the first value out of range."""
-    positive = {"data.n_train": cfg.data.n_train, "data.vocab_size": cfg.data.vocab_size,
-                "model.layers": cfg.model.layers, "model.hidden": cfg.model.hidden,
-                "model.heads": cfg.model.heads, "model.kv_heads": cfg.model.kv_heads,
-                "model.intermediate": cfg.model.intermediate,
-                "model.context_length": cfg.model.context_length, "train.steps": cfg.train.steps,
-                "train.batch_size": cfg.train.batch_size,
-                "train.bucket": cfg.train.bucket, "train.lr": cfg.train.lr,
-                "train.threads": cfg.train.threads, "train.log_every": cfg.train.log_every,
-                "eval.samples": cfg.eval.samples, "eval.max_new_tokens": cfg.eval.max_new_tokens,
-                "eval.batch_size": cfg.eval.batch_size}
+    positive = {
+        "data.n_train": cfg.data.n_train,
+        "data.vocab_size": cfg.data.vocab_size,
+        "model.layers": cfg.model.layers,
+        "model.hidden": cfg.model.hidden,
+        "model.heads": cfg.model.heads,
+        "model.kv_heads": cfg.model.kv_heads,
+        "model.intermediate": cfg.model.intermediate,
+        "model.context_length": cfg.model.context_length,
+        "train.steps": cfg.train.steps,
+        "train.batch_size": cfg.train.batch_size,
+        "train.bucket": cfg.train.bucket,
+        "train.lr": cfg.train.lr,
+        "train.threads": cfg.train.threads,
+        "train.log_every": cfg.train.log_every,
+        "eval.samples": cfg.eval.samples,
+        "eval.max_new_tokens": cfg.eval.max_new_tokens,
+        "eval.batch_size": cfg.eval.batch_size,
+    }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"'{key}' must be > 0, got {value}")
     m = cfg.model
     if m.hidden % m.heads or m.heads % m.kv_heads:
-        raise ConfigError(f"'model.hidden' ({m.hidden}) must be divisible by 'model.heads' "
-                          f"({m.heads}), and heads by 'model.kv_heads' ({m.kv_heads})")
+        raise ConfigError(
+            f"'model.hidden' ({m.hidden}) must be divisible by 'model.heads' "
+            f"({m.heads}), and heads by 'model.kv_heads' ({m.kv_heads})"
+        )
     if not 0 <= cfg.train.min_lr_ratio <= 1 or cfg.train.warmup_steps < 0:
         raise ConfigError("'train.min_lr_ratio' must be in [0, 1] and 'train.warmup_steps' >= 0")
     if cfg.train.weight_decay < 0 or cfg.train.grad_clip < 0:
         raise ConfigError("'train.weight_decay' and 'train.grad_clip' must be >= 0")
     if cfg.eval.n_problems < 0 or not 0 <= cfg.eval.sampled_problems <= cfg.eval.n_problems:
-        raise ConfigError(f"need 0 <= 'eval.sampled_problems' ({cfg.eval.sampled_problems}) <= "
-                          f"'eval.n_problems' ({cfg.eval.n_problems})")
+        raise ConfigError(
+            f"need 0 <= 'eval.sampled_problems' ({cfg.eval.sampled_problems}) <= "
+            f"'eval.n_problems' ({cfg.eval.n_problems})"
+        )
     if cfg.data.n_train < cfg.train.batch_size:
-        raise ConfigError(f"'data.n_train' ({cfg.data.n_train}) must be >= 'train.batch_size' "
-                          f"({cfg.train.batch_size})")
+        raise ConfigError(f"'data.n_train' ({cfg.data.n_train}) must be >= 'train.batch_size' ({cfg.train.batch_size})")
     if cfg.eval.seed == cfg.data.seed:
-        raise ConfigError(f"'eval.seed' must differ from 'data.seed' ({cfg.data.seed}): "
-                          "the evaluation is on held-out problems")
+        raise ConfigError(
+            f"'eval.seed' must differ from 'data.seed' ({cfg.data.seed}): the evaluation is on held-out problems"
+        )
 
 
 def load(path: str | None, overrides: list[str] = ()) -> SFTConfig:

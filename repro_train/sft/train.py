@@ -18,6 +18,7 @@ Builds the model shipped in `repro_train/assets/tiny-reasoner/` (docs/tiny-reaso
 Determinism: seeds, `torch.use_deterministic_algorithms(True)` and `train.threads` fix the result
 for a given torch version and CPU; the tokenizer and data are pure functions of the config.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,8 @@ from ..tasks.reasoner import build_tokenizer, format_prompt
 from .config import SFTConfig, SFTModelConfig, SFTTrainConfig, load
 from .report import evaluate, record_markdown, save
 
-
 # ----------------------------------------------------------------------------- data
+
 
 def encode_example(tok, row: dict) -> tuple[list[int], int]:
     """(prompt ids + response ids + EOS, number of prompt ids). Prompt and response are encoded
@@ -57,18 +58,17 @@ def make_tokenizer(rows: list[dict], vocab_size: int, context_length: int):
 def collate(examples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded batch; labels are -100 on prompt and padding (loss on the response only)."""
     T = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), T), pad_id, dtype=torch.long)   # (B, T)
-    attention_mask = torch.zeros_like(input_ids)                            # (B, T)
-    labels = torch.full_like(input_ids, -100)                               # (B, T)
+    input_ids = torch.full((len(examples), T), pad_id, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros_like(input_ids)  # (B, T)
+    labels = torch.full_like(input_ids, -100)  # (B, T)
     for b, (ids, n_prompt) in enumerate(examples):
-        input_ids[b, :len(ids)] = torch.tensor(ids)
-        attention_mask[b, :len(ids)] = 1
-        labels[b, n_prompt:len(ids)] = torch.tensor(ids[n_prompt:])
+        input_ids[b, : len(ids)] = torch.tensor(ids)
+        attention_mask[b, : len(ids)] = 1
+        labels[b, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def batch_indices(lengths: list[int], batch_size: int, steps: int, bucket: int,
-                  generator: torch.Generator):
+def batch_indices(lengths: list[int], batch_size: int, steps: int, bucket: int, generator: torch.Generator):
     """Yield `steps` index lists over range(len(lengths)), epoch after reshuffled epoch.
 
     Length bucketing: each epoch's permutation is cut into windows of `bucket` batches, each
@@ -82,23 +82,33 @@ def batch_indices(lengths: list[int], batch_size: int, steps: int, bucket: int,
             order = torch.randperm(len(lengths), generator=generator).tolist()
             window = bucket * batch_size
             for w in range(0, len(order), window):
-                chunk = sorted(order[w:w + window], key=lengths.__getitem__)
-                batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)
-                            if b + batch_size <= len(chunk)]
+                chunk = sorted(order[w : w + window], key=lengths.__getitem__)
+                batches += [
+                    chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size) if b + batch_size <= len(chunk)
+                ]
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
         yield batches.pop()
 
 
 # ----------------------------------------------------------------------------- model
 
+
 def build_model(m: SFTModelConfig, tok):
     from transformers import LlamaConfig, LlamaForCausalLM
+
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=m.hidden, intermediate_size=m.intermediate,
-        num_hidden_layers=m.layers, num_attention_heads=m.heads, num_key_value_heads=m.kv_heads,
-        max_position_embeddings=m.context_length, tie_word_embeddings=True,
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id)
+        vocab_size=len(tok),
+        hidden_size=m.hidden,
+        intermediate_size=m.intermediate,
+        num_hidden_layers=m.layers,
+        num_attention_heads=m.heads,
+        num_key_value_heads=m.kv_heads,
+        max_position_embeddings=m.context_length,
+        tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -111,19 +121,22 @@ def lr_factor(step: int, t: SFTTrainConfig) -> float:
 
 
 def make_optimizer(model, t: SFTTrainConfig) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.dim() >= 2]       # matrices and embeddings
-    no_decay = [p for p in model.parameters() if p.dim() < 2]     # RMSNorm weights
-    return torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}],
-                             lr=t.lr, betas=t.betas)
+    decay = [p for p in model.parameters() if p.dim() >= 2]  # matrices and embeddings
+    no_decay = [p for p in model.parameters() if p.dim() < 2]  # RMSNorm weights
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=t.lr,
+        betas=t.betas,
+    )
 
 
 # ----------------------------------------------------------------------------- train
 
-def train(model, examples: list[tuple[list[int], int]], pad_id: int, t: SFTTrainConfig,
-          log_path: Path) -> dict:
+
+def train(model, examples: list[tuple[list[int], int]], pad_id: int, t: SFTTrainConfig, log_path: Path) -> dict:
     """The SFT loop; one JSON line per `log_every` steps. Returns {"final_loss", "train_s"}."""
     from tqdm import tqdm
+
     opt = make_optimizer(model, t)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t))
     gen = torch.Generator().manual_seed(t.seed)
@@ -133,7 +146,7 @@ def train(model, examples: list[tuple[list[int], int]], pad_id: int, t: SFTTrain
         lengths = [len(ids) for ids, _ in examples]
         for step, idx in enumerate(batch_indices(lengths, t.batch_size, t.steps, t.bucket, gen)):
             batch = collate([examples[i] for i in idx], pad_id)
-            loss = model(**batch).loss                            # mean over response tokens
+            loss = model(**batch).loss  # mean over response tokens
             loss.backward()
             if t.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
@@ -143,9 +156,17 @@ def train(model, examples: list[tuple[list[int], int]], pad_id: int, t: SFTTrain
             recent.append(loss.item())
             if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
                 mean = sum(recent) / len(recent)
-                log.write(json.dumps({"step": step + 1, "loss": round(mean, 5),
-                                      "lr": sched.get_last_lr()[0],
-                                      "elapsed_s": round(time.time() - start, 1)}) + "\n")
+                log.write(
+                    json.dumps(
+                        {
+                            "step": step + 1,
+                            "loss": round(mean, 5),
+                            "lr": sched.get_last_lr()[0],
+                            "elapsed_s": round(time.time() - start, 1),
+                        }
+                    )
+                    + "\n"
+                )
                 log.flush()
                 bar.set_postfix(loss=f"{mean:.4f}")
                 recent = []
@@ -154,6 +175,7 @@ def train(model, examples: list[tuple[list[int], int]], pad_id: int, t: SFTTrain
 
 
 # ----------------------------------------------------------------------------- main
+
 
 def run(cfg: SFTConfig, argv: list[str]) -> dict:
     """Seeds, deterministic kernels and `train.threads` around `build_and_record`; torch's
@@ -181,8 +203,9 @@ def build_and_record(cfg: SFTConfig, argv: list[str]) -> dict:
     examples = [encode_example(tok, r) for r in rows]
     longest = max(len(ids) for ids, _ in examples)
     if longest > cfg.model.context_length:
-        raise ConfigError(f"a training sequence has {longest} tokens > 'model.context_length' "
-                          f"= {cfg.model.context_length}")
+        raise ConfigError(
+            f"a training sequence has {longest} tokens > 'model.context_length' = {cfg.model.context_length}"
+        )
     model = build_model(cfg.model, tok)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"sft: {len(examples)} examples, vocab {len(tok)}, {n_params:,} parameters -> {out}")
@@ -191,10 +214,14 @@ def build_and_record(cfg: SFTConfig, argv: list[str]) -> dict:
     save(model, tok, cfg, out)
     result = evaluate(model, tok, cfg, rows) if cfg.eval.n_problems > 0 else None
 
-    stats.update(total_s=time.time() - start, vocab=len(tok), n_examples=len(examples),
-                 tokens=sum(len(ids) for ids, _ in examples),
-                 response_tokens=sum(len(ids) - n for ids, n in examples),
-                 epochs=cfg.train.steps * cfg.train.batch_size / len(examples))
+    stats.update(
+        total_s=time.time() - start,
+        vocab=len(tok),
+        n_examples=len(examples),
+        tokens=sum(len(ids) for ids, _ in examples),
+        response_tokens=sum(len(ids) - n for ids, n in examples),
+        epochs=cfg.train.steps * cfg.train.batch_size / len(examples),
+    )
     (out / "RECORD.md").write_text(record_markdown(cfg, argv, stats, result, n_params, out))
     return {"stats": stats, "eval": result}
 
@@ -217,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         line = f"greedy accuracy {ev['greedy']['pass@1']:.3f}"
         if "sampled" in ev:
             s = ev["sampled"]
-            line += (f", sampled (T=1) accuracy {s['pass@1']:.3f}, recheck rate "
-                     f"{s['recheck_rate']:.3f}, backtrack rate {s['backtrack_rate']:.3f}")
+            line += (
+                f", sampled (T=1) accuracy {s['pass@1']:.3f}, recheck rate "
+                f"{s['recheck_rate']:.3f}, backtrack rate {s['backtrack_rate']:.3f}"
+            )
         print(line)
     return 0
 

@@ -18,6 +18,7 @@ Determinism: row i is built from its own `random.Random(f"{seed}/{i}/...")` stre
 are hashed with SHA-512, so they do not depend on PYTHONHASHSEED). So prefixes are stable, and the
 questions do not depend on `with_traces` or on the style ratios.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,8 +85,7 @@ class TaskConfig:
         if unknown or not self.ops:
             raise ValueError(f"ops={self.ops}: choose a non-empty subset of {tuple(_VERBS)}")
         if len(self.style_ratios) != 3 or min(self.style_ratios) < 0 or sum(self.style_ratios) <= 0:
-            raise ValueError(f"style_ratios={self.style_ratios}: three weights >= 0, sum > 0, "
-                             f"for {STYLES}")
+            raise ValueError(f"style_ratios={self.style_ratios}: three weights >= 0, sum > 0, for {STYLES}")
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _operand_bounds(value: int, op: str, cfg: TaskConfig) -> tuple[int, int]:
     if op == "+":
         return lo, min(hi, MAX_VALUE - value)
     if op == "-":
-        return lo, min(hi, value - 1)                # never reach 0: 0 * n would absorb the rest
+        return lo, min(hi, value - 1)  # never reach 0: 0 * n would absorb the rest
     lo, hi = cfg.mul_range
     return lo, (hi if value == 0 else min(hi, MAX_VALUE // value))
 
@@ -136,8 +136,7 @@ def make_problem(rng: random.Random, cfg: TaskConfig) -> Problem:
         bounds = {op: _operand_bounds(value, op, cfg) for op in cfg.ops}
         fits = [op for op in cfg.ops if bounds[op][0] <= bounds[op][1]]
         if not fits:
-            raise ValueError(f"no operator in {cfg.ops} keeps {value} inside [0, {MAX_VALUE}] "
-                             f"with {cfg}")
+            raise ValueError(f"no operator in {cfg.ops} keeps {value} inside [0, {MAX_VALUE}] with {cfg}")
         op = rng.choice(fits)
         n = rng.randint(*bounds[op])
         ops.append((op, n))
@@ -158,7 +157,7 @@ def make_trace(problem: Problem, style: str, rng: random.Random) -> str:
     """
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; choose one of {STYLES}")
-    steps, value = [], problem.start                 # steps[i] = (a, op, n, result)
+    steps, value = [], problem.start  # steps[i] = (a, op, n, result)
     for op, n in problem.ops:
         steps.append((value, op, n, apply_op(value, op, n)))
         value = steps[-1][3]
@@ -174,12 +173,11 @@ def make_trace(problem: Problem, style: str, rng: random.Random) -> str:
         a, op, n, right = steps[i]
         wrong = right + rng.choice([d for d in WRONG_OFFSETS if 0 <= right + d <= MAX_VALUE])
         fix = rng.choice(BACKTRACK_TEMPLATES).format(eq=_equation(a, op, n, right), wrong=wrong)
-        paragraphs[i:i + 1] = [_equation(a, op, n, wrong), fix]
+        paragraphs[i : i + 1] = [_equation(a, op, n, wrong), fix]
     return "\n\n".join(paragraphs) + f"\n\n{THINK_END}\n\n{ANSWER_PREFIX}{problem.answer}"
 
 
-def generate(n: int, seed: int, cfg: TaskConfig = TaskConfig(),
-             with_traces: bool = True) -> list[dict]:
+def generate(n: int, seed: int, cfg: TaskConfig = TaskConfig(), with_traces: bool = True) -> list[dict]:
     """`n` rows {"question", "answer"[, "response", "style"]}, deterministic in (n, seed, cfg).
 
     Row i uses its own generators seeded from (seed, i), so generate(10, s)[:5] == generate(5, s).

@@ -10,6 +10,7 @@ task's trace mix; docs/tiny-reasoner.md has its numbers. The format it learned:
     tok = build_tokenizer(texts, vocab_size=512)   # byte-level BPE, one token per digit
     path = reasoner_path()                         # the shipped folder, for from_pretrained
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,25 +48,28 @@ def build_tokenizer(texts, vocab_size: int = 512):
     whatever follows it), then digits are split into single digits (every number is spelled digit
     by digit: arithmetic stays learnable), then the byte-level split: merges stay within words.
     """
-    from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers,
-                            trainers)
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"\n+"), behavior="isolated"),
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"\n+"), behavior="isolated"),
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(TOY_SPECIAL),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(TOY_SPECIAL),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     # The think markers become whole tokens below: no merges are spent on their pieces.
     tok.train_from_iterator((_strip_markers(t) for t in texts), trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, bos_token=BOS,
-                                   eos_token=EOS)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS)
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
@@ -82,14 +86,14 @@ def reasoner_path() -> str:
         raise FileNotFoundError(
             f"the tiny reasoner is missing from {_ASSET} (no model.safetensors). Reinstall "
             "repro-train, or rebuild it with `repro-train sft --config recipes/toy/sft.yaml "
-            f"output_dir={_ASSET}` (docs/tiny-reasoner.md)")
+            f"output_dir={_ASSET}` (docs/tiny-reasoner.md)"
+        )
     return str(_ASSET)
 
 
 def format_prompt(tok, question: str) -> str:
     """`<|bos|>Question: {question}\\n<think>\\n` (the tokenizer's chat template)."""
-    return tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                   add_generation_prompt=True)
+    return tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
 
 
 def resolve_model_path(path: str) -> str:

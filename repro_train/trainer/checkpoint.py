@@ -13,13 +13,13 @@ A checkpoint is written into `checkpoint-N.tmp` and renamed when complete, so a 
 a half-written checkpoint that `resume: auto` would pick up; a checkpoint that does not match its
 manifest (truncated, corrupt) is reported and the previous one used. Only the last `keep_last` are kept.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
 import shutil
-
 import sys
 
 from ..config_base import ConfigError, dump_yaml
@@ -46,10 +46,16 @@ def resolve_resume(resume: str | None, out_dir: str, dist=None) -> str | None:
     if resume == "auto":
         found, skipped = newest_valid(list_checkpoints(out_dir))
         for path, problem in skipped:
-            print(f"repro-train: checkpoint {path} cannot be used: {problem}; trying the one before", file=sys.stderr, flush=True)
+            print(
+                f"repro-train: checkpoint {path} cannot be used: {problem}; trying the one before",
+                file=sys.stderr,
+                flush=True,
+            )
         if skipped and found is None:
-            raise ConfigError(f"train.resume = auto: no checkpoint in {out_dir} verifies ({skipped[-1][0]}: {skipped[-1][1]}); "
-                              "remove the broken ones to start fresh")
+            raise ConfigError(
+                f"train.resume = auto: no checkpoint in {out_dir} verifies ({skipped[-1][0]}: {skipped[-1][1]}); "
+                "remove the broken ones to start fresh"
+            )
         return found
     if not os.path.isfile(os.path.join(resume, "trainer_state.json")):
         raise FileNotFoundError(f"train.resume = {resume!r} is not a checkpoint folder (no trainer_state.json)")
@@ -75,11 +81,19 @@ def save_checkpoint(rt, step: int, wandb_id: str | None = None) -> str:
         for name, module, tok in (("policy", unwrapped.policy, rt.tokenizer), ("critic", unwrapped.critic, None)):
             if module is None:
                 continue
-            sub = {k[len(name) + 1:]: v for k, v in full.items() if k.startswith(name + ".")}
+            sub = {k[len(name) + 1 :]: v for k, v in full.items() if k.startswith(name + ".")}
             save_pretrained(module, sub, os.path.join(tmp, name), tok)
         with open(os.path.join(tmp, "trainer_state.json"), "w") as fh:
-            json.dump({"step": step, "optimizer_steps": rt.optimizer_steps, "wandb_id": wandb_id,
-                       "sampler": rt.sampler.state_dict()}, fh, indent=1)
+            json.dump(
+                {
+                    "step": step,
+                    "optimizer_steps": rt.optimizer_steps,
+                    "wandb_id": wandb_id,
+                    "sampler": rt.sampler.state_dict(),
+                },
+                fh,
+                indent=1,
+            )
         with open(os.path.join(tmp, "config.yaml"), "w") as fh:
             fh.write(dump_yaml(rt.cfg))
     d.barrier()  # every rank's files are in tmp
@@ -87,7 +101,7 @@ def save_checkpoint(rt, step: int, wandb_id: str | None = None) -> str:
         write_manifest(tmp)  # last: a checkpoint without one is incomplete
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        for old in list_checkpoints(rt.out_dir)[:-max(rt.cfg.train.keep_last, 1)]:
+        for old in list_checkpoints(rt.out_dir)[: -max(rt.cfg.train.keep_last, 1)]:
             shutil.rmtree(old, ignore_errors=True)
     d.barrier()
     return final

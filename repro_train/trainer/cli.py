@@ -4,6 +4,7 @@ Also under `torchrun --nproc_per_node N -m repro_train train ...` and
 `accelerate launch --config_file launch/accelerate/{ddp,zero2,zero3,fsdp2}.yaml -m repro_train train ...`.
 The recipe is parsed and validated before any model is loaded, so a bad recipe fails in seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,9 @@ from .preempt import REQUEUE_EXIT, Preempted
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="repro-train train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="repro-train train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default=None, help="recipe YAML (default: the embedded toy recipe's defaults)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. repro.alpha=0.2 algo.estimator=gae")
     args = p.parse_args(argv)

@@ -12,6 +12,7 @@ options read here. `repro.ppo_process_reward` (PPO, estimator gae):
 The other estimators' authors' folds (REINFORCE++: whitened over the batch; REINFORCE++-baseline:
 group mean only) are normalisation choices (`repro.process_norm`), which the preset sets.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,20 +22,30 @@ from ..repro.pipeline import ReProOutput
 from ..repro.scores import dense_process_rewards
 
 
-def process_advantage(cfg, out: ReProOutput, mask: torch.Tensor, values: torch.Tensor | None,
-                      reduce: Reduce) -> torch.Tensor:
+def process_advantage(
+    cfg, out: ReProOutput, mask: torch.Tensor, values: torch.Tensor | None, reduce: Reduce
+) -> torch.Tensor:
     """The (B, T) process advantage to fold for `cfg` (a Config): A_tilde, or its second GAE."""
     if cfg.algo.estimator == "gae" and cfg.repro.ppo_process_reward == "second_gae":
         return second_gae(out.r_norm, out.cuts, out.mask, mask, values, cfg.algo.gamma, cfg.algo.lam, reduce)
     return out.process_adv.to(mask.device)
 
 
-def second_gae(r_norm: torch.Tensor, cuts: torch.Tensor, step_mask: torch.Tensor, mask: torch.Tensor,
-               values: torch.Tensor, gamma: float, lam: float, reduce: Reduce) -> torch.Tensor:
+def second_gae(
+    r_norm: torch.Tensor,
+    cuts: torch.Tensor,
+    step_mask: torch.Tensor,
+    mask: torch.Tensor,
+    values: torch.Tensor,
+    gamma: float,
+    lam: float,
+    reduce: Reduce,
+) -> torch.Tensor:
     """The authors' PPO fold: GAE over the process rewards r'_j at tokens c_j - 1 with the critic's
     values V, then whitened over the batch's valid tokens. (B, T); r_norm, cuts, step_mask (B, M)."""
     dense = dense_process_rewards(r_norm, cuts, step_mask, mask.shape[1]).to(mask.device)  # (B, T)
     zeros = torch.zeros(mask.shape[0], dtype=dense.dtype, device=mask.device)
-    inp = AdvantageInputs(rewards=zeros, mask=mask, group_ids=zeros.long(), token_rewards=dense,
-                          values=values.to(dense.dtype))
+    inp = AdvantageInputs(
+        rewards=zeros, mask=mask, group_ids=zeros.long(), token_rewards=dense, values=values.to(dense.dtype)
+    )
     return gae(inp, AdvantageParams(gamma=gamma, lam=lam, whiten=True), reduce).advantages

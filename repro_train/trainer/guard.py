@@ -16,6 +16,7 @@ A step with any of them is "bad"; after train.max_bad_steps bad steps in a row t
 checkpoint (its weights are the last good ones: bad steps were never applied) and raises
 NonFiniteStop, which names the steps and where the values appeared.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,9 +45,14 @@ def batch_counts(batch) -> list[int]:
     """Non-finite values per BATCH_CHECKS entry on this rank."""
     m = batch.mask
     rep = batch.repro
-    return [_nonfinite(batch.rewards), _nonfinite(batch.old_logprobs, m), _nonfinite(batch.ref_logprobs, m),
-            _nonfinite(batch.values, m), _nonfinite(rep.J, rep.mask) if rep is not None else 0,
-            _nonfinite(batch.advantages, m)]
+    return [
+        _nonfinite(batch.rewards),
+        _nonfinite(batch.old_logprobs, m),
+        _nonfinite(batch.ref_logprobs, m),
+        _nonfinite(batch.values, m),
+        _nonfinite(rep.J, rep.mask) if rep is not None else 0,
+        _nonfinite(batch.advantages, m),
+    ]
 
 
 class NumericGuard:
@@ -84,10 +90,14 @@ class NumericGuard:
             return {"guard/skipped_step": 0.0}
         self.in_row.append((step, bad))
         if self.dist.is_main:
-            what = ", ".join(f"{w} ({n} value(s))" if w in BATCH_CHECKS else f"{w} ({n} optimizer step(s))"
-                             for w, n in bad.items())
-            print(f"repro-train: step {step}: non-finite {what}: not applied "
-                  f"({len(self.in_row)} bad step(s) in a row)", file=sys.stderr, flush=True)
+            what = ", ".join(
+                f"{w} ({n} value(s))" if w in BATCH_CHECKS else f"{w} ({n} optimizer step(s))" for w, n in bad.items()
+            )
+            print(
+                f"repro-train: step {step}: non-finite {what}: not applied ({len(self.in_row)} bad step(s) in a row)",
+                file=sys.stderr,
+                flush=True,
+            )
         return {"guard/skipped_step": 1.0, **{f"guard/nonfinite/{w}": float(n) for w, n in bad.items()}}
 
     @property
@@ -101,4 +111,5 @@ class NumericGuard:
             f"stopped: {len(self.in_row)} steps in a row ({first}-{last}) had non-finite numbers "
             f"(train.max_bad_steps = {self.max_bad_steps}) -- {where}. None of them was applied, so "
             f"{checkpoint} holds the weights after step {first - 1}. Look at the logged "
-            "guard/nonfinite/* metrics; lower optim.lr, or check the reward functions and data")
+            "guard/nonfinite/* metrics; lower optim.lr, or check the reward functions and data"
+        )

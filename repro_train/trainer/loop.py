@@ -17,6 +17,7 @@ each (groups stay on one rank), packed as `Sequences` (prompt left-padded, respo
 Losses are normalised by global token/sequence counts, so micro-batches and ranks sum to the
 global mean exactly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -92,6 +93,7 @@ def scatter_rows(dst: torch.Tensor, rows: list[int], src: torch.Tensor) -> None:
 # rollout
 # ----------------------------------------------------------------------------------------------
 
+
 def rollout_phase(rt: Runtime, step: int) -> Batch:
     """Sample G responses for this rank's prompts and check their outcome."""
     timings: dict[str, float] = {}
@@ -108,7 +110,7 @@ def _generate(rt: Runtime, step: int) -> Batch:
     cfg, d = rt.cfg, rt.dist
     per_rank = cfg.rollout.prompts_per_step // d.world
     global_idx = rt.sampler.take(cfg.rollout.prompts_per_step)  # same on every rank
-    mine = global_idx[d.rank * per_rank:(d.rank + 1) * per_rank]
+    mine = global_idx[d.rank * per_rank : (d.rank + 1) * per_rank]
     prompts = [rt.prompts.prompt_ids[i] for i in mine]
     slots = list(range(d.rank * per_rank, (d.rank + 1) * per_rank))  # position in the step's prompt list
     seeds = [mix_seed(cfg.train.seed, step, s) for s in slots] if cfg.rollout.per_prompt_seed else None
@@ -128,7 +130,8 @@ def _generate(rt: Runtime, step: int) -> Batch:
         prompt_index=[i for i in mine for _ in range(G)],
         texts=rt.tokenizer.batch_decode(responses, skip_special_tokens=True),
         answers=[rt.prompts.answers[i] for i in mine for _ in range(G)],
-        truncated=torch.tensor([not (len(r) and r[-1] in eos) for r in responses]))
+        truncated=torch.tensor([not (len(r) and r[-1] in eos) for r in responses]),
+    )
     if out.logprobs is not None:
         batch.engine_logprobs = pad_rows([lp for g in out.logprobs for lp in g], seqs.response_mask.shape[1], d.device)
     return batch
@@ -155,6 +158,7 @@ def outcome_rewards(rt: Runtime, batch: Batch) -> None:
 # forwards: the policy pass (old log-probs, entropies, J), reference, values
 # ----------------------------------------------------------------------------------------------
 
+
 def forward_phase(rt: Runtime, batch: Batch) -> None:
     """The step's no-grad forwards over the rollouts, a micro-batch at a time."""
     with phase_timer(batch.timings, "forward_s", rt.dist.device):
@@ -164,8 +168,13 @@ def forward_phase(rt: Runtime, batch: Batch) -> None:
                 batch.plan = rt.repro.plan(responses, batch.answers, batch.correct.tolist())
         policy_pass(rt, batch)
         if batch.engine_logprobs is not None:  # the sampler's mismatch with the trainer (algos/correction.py)
-            batch.is_weights, batch.is_stats = is_weights(batch.old_logprobs, batch.engine_logprobs, batch.mask,
-                                                          rt.cfg.rollout.is_correction, rt.cfg.rollout.is_cap)
+            batch.is_weights, batch.is_stats = is_weights(
+                batch.old_logprobs,
+                batch.engine_logprobs,
+                batch.mask,
+                rt.cfg.rollout.is_correction,
+                rt.cfg.rollout.is_cap,
+            )
         if rt.ref is not None:
             reference_pass(rt, batch)
         if rt.has_critic:
@@ -213,9 +222,13 @@ def value_pass(rt: Runtime, batch: Batch) -> None:
     with torch.no_grad():
         for rows in micro_batches(B, rt.cfg.algo.micro_batch_size):
             seqs = batch.seqs.select(rows)
-            v = rt.engine(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask,
-                          position_ids=seqs.position_ids, values_only=True)
-            v = v[:, seqs.prompt_width - 1:-1].float().masked_fill(~seqs.response_mask, 0.0)
+            v = rt.engine(
+                input_ids=seqs.input_ids,
+                attention_mask=seqs.attention_mask,
+                position_ids=seqs.position_ids,
+                values_only=True,
+            )
+            v = v[:, seqs.prompt_width - 1 : -1].float().masked_fill(~seqs.response_mask, 0.0)
             scatter_rows(batch.values, rows, v)
     rt.engine.train()
 
@@ -223,6 +236,7 @@ def value_pass(rt: Runtime, batch: Batch) -> None:
 # ----------------------------------------------------------------------------------------------
 # advantages
 # ----------------------------------------------------------------------------------------------
+
 
 def advantage_phase(rt: Runtime, batch: Batch) -> None:
     """Outcome advantage from the registered estimator, then A_hat = A + alpha * A_tilde."""
@@ -242,9 +256,13 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
             if dense:
                 r = dense_process_rewards(batch.repro.r_norm, batch.repro.cuts, batch.repro.mask, R)
                 token_rewards = token_rewards + cfg.repro.alpha * r.to(token_rewards)
-        inputs = AdvantageInputs(rewards=batch.rewards.to(d.device), mask=mask,
-                                 group_ids=batch.group_ids.to(d.device), token_rewards=token_rewards,
-                                 values=batch.values)
+        inputs = AdvantageInputs(
+            rewards=batch.rewards.to(d.device),
+            mask=mask,
+            group_ids=batch.group_ids.to(d.device),
+            token_rewards=token_rewards,
+            values=batch.values,
+        )
         params = AdvantageParams(gamma=a.gamma, lam=a.lam, grpo_std_norm=a.grpo_std_norm, whiten=a.whiten_advantages)
         out = get_estimator(a.estimator)(inputs, params, d.sum)
         adv = shape_advantages(rt, batch, out.advantages)  # GRPO-LEAD's difficulty weights; identity otherwise
@@ -258,6 +276,7 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
 # ----------------------------------------------------------------------------------------------
 # update
 # ----------------------------------------------------------------------------------------------
+
 
 def update_phase(rt: Runtime, batch: Batch, guard=None) -> dict:
     """algo.update_epochs passes; each mini-batch is one optimizer step accumulated over micro-batches.
@@ -280,17 +299,20 @@ def update_phase(rt: Runtime, batch: Batch, guard=None) -> dict:
     return {**out, **timings}
 
 
-def optimizer_step(rt: Runtime, batch: Batch, rows_m: list[int], sums: dict[str, float],
-                   means: dict[str, list[float]], guard=None) -> None:
+def optimizer_step(
+    rt: Runtime, batch: Batch, rows_m: list[int], sums: dict[str, float], means: dict[str, list[float]], guard=None
+) -> None:
     """One optimizer step on the mini-batch `rows_m`, gradients accumulated over its micro-batches;
     adds the loss terms to `sums` and the other statistics to `means`. The step is not applied when
     `guard` finds its loss or gradient norm not finite."""
     cfg, d, a = rt.cfg, rt.dist, rt.cfg.algo
     m = batch.mask[rows_m]
-    norms = dict(global_tokens=float(d.sum(m.sum().float())),
-                 global_seqs=float(d.sum((m.sum(-1) > 0).sum().float())),
-                 max_len=cfg.rollout.max_new_tokens)
-    micro = [rows_m[i:i + a.micro_batch_size] for i in range(0, len(rows_m), a.micro_batch_size)]
+    norms = dict(
+        global_tokens=float(d.sum(m.sum().float())),
+        global_seqs=float(d.sum((m.sum(-1) > 0).sum().float())),
+        max_len=cfg.rollout.max_new_tokens,
+    )
+    micro = [rows_m[i : i + a.micro_batch_size] for i in range(0, len(rows_m), a.micro_batch_size)]
     loss_bad, applied = False, True
     for rows in micro:
         with rt.acc.accumulate(rt.engine):
@@ -329,12 +351,25 @@ def micro_loss(rt: Runtime, batch: Batch, rows: list[int], norms: dict) -> tuple
     sl = lambda t: t[rows, :Rm]  # noqa: E731 - this micro-batch's rows, trimmed like seqs
     mask = seqs.response_mask
     want_entropy = a.entropy_coef > 0
-    out = forward_logprobs(rt.policy, seqs, cfg.rollout.temperature, with_entropy=want_entropy,
-                           **({"with_values": True} if rt.has_critic else {}))
-    pg, m = get_policy_loss(a.policy_loss)(out.logprobs, sl(batch.old_logprobs), sl(batch.advantages), mask,
-                                           clip_low=a.clip_low, clip_high=a.clip_high, dual_clip=a.dual_clip,
-                                           agg=a.loss_agg, is_weights=None if batch.is_weights is None
-                                           else sl(batch.is_weights), **norms)
+    out = forward_logprobs(
+        rt.policy,
+        seqs,
+        cfg.rollout.temperature,
+        with_entropy=want_entropy,
+        **({"with_values": True} if rt.has_critic else {}),
+    )
+    pg, m = get_policy_loss(a.policy_loss)(
+        out.logprobs,
+        sl(batch.old_logprobs),
+        sl(batch.advantages),
+        mask,
+        clip_low=a.clip_low,
+        clip_high=a.clip_high,
+        dual_clip=a.dual_clip,
+        agg=a.loss_agg,
+        is_weights=None if batch.is_weights is None else sl(batch.is_weights),
+        **norms,
+    )
     loss = pg
     stats = {"pg_loss": pg.item(), **{k: float(v) for k, v in m.items()}}
     if rt.ref is not None:
@@ -348,8 +383,9 @@ def micro_loss(rt: Runtime, batch: Batch, rows: list[int], norms: dict) -> tuple
         loss = loss - a.entropy_coef * ent
         stats["entropy_bonus"] = ent.item()
     if rt.has_critic:
-        vl, vm = value_loss(out.values, sl(batch.values), sl(batch.returns), mask, clip=a.value_clip,
-                            agg=a.loss_agg, **norms)
+        vl, vm = value_loss(
+            out.values, sl(batch.values), sl(batch.returns), mask, clip=a.value_clip, agg=a.loss_agg, **norms
+        )
         loss = loss + a.vf_coef * vl
         stats["value_loss"] = vl.item()
         stats.update({k: float(v) for k, v in vm.items()})
@@ -359,6 +395,7 @@ def micro_loss(rt: Runtime, batch: Batch, rows: list[int], norms: dict) -> tuple
 # ----------------------------------------------------------------------------------------------
 # the run
 # ----------------------------------------------------------------------------------------------
+
 
 def train(cfg) -> str:
     """Run RL training for `cfg` (a resolved Config); returns the run folder.
@@ -373,9 +410,11 @@ def train(cfg) -> str:
         raise
     d = rt.dist
     if d.is_main:
-        print(f"repro-train: {d.strategy} on {d.world} process(es), device {d.device}; "
-              f"algo {cfg.algo.estimator}, RePro {'on' if cfg.repro.enabled else 'off'}; run folder {rt.out_dir}",
-              flush=True)
+        print(
+            f"repro-train: {d.strategy} on {d.world} process(es), device {d.device}; "
+            f"algo {cfg.algo.estimator}, RePro {'on' if cfg.repro.enabled else 'off'}; run folder {rt.out_dir}",
+            flush=True,
+        )
         print(rt.prompts.report.summary(), flush=True)
         clear_marker(rt.out_dir)
     try:
@@ -394,8 +433,14 @@ def run_steps(rt: Runtime, preempt: Preemption) -> Exception | None:
     resume = resolve_resume(cfg.train.resume, cfg.train.output_dir, d)
     state = load_checkpoint(rt, resume) if resume else {}
     logger = RunLogger(cfg, rt.out_dir, state.get("wandb_id")) if d.is_main else NullLogger()
-    bar = tqdm(total=cfg.train.steps, initial=rt.start_step, desc="train", unit="step",
-               disable=not (d.is_main and cfg.log.progress), dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.train.steps,
+        initial=rt.start_step,
+        desc="train",
+        unit="step",
+        disable=not (d.is_main and cfg.log.progress),
+        dynamic_ncols=True,
+    )
     guard = NumericGuard(cfg.train.max_bad_steps, d, can_skip_update=d.strategy not in ("zero2", "zero3"))
     stopped = None
     for step in range(rt.start_step, cfg.train.steps):
@@ -414,8 +459,11 @@ def run_steps(rt: Runtime, preempt: Preemption) -> Exception | None:
             metrics.update(rt.prompts.report.metrics())
         logger.log(step + 1, metrics, sample_rows(rt, batch, cfg.log.sample_rollouts) if d.is_main else [])
         bar.update(1)
-        bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.2f}",
-                        len=f"{metrics['response_length/mean']:.0f}")
+        bar.set_postfix(
+            reward=f"{metrics['reward/mean']:.3f}",
+            acc=f"{metrics['accuracy']:.2f}",
+            len=f"{metrics['response_length/mean']:.0f}",
+        )
         stopped = checkpoint_or_stop(rt, step + 1, preempt, guard, logger.wandb_id)
         if stopped is not None:
             break
@@ -424,8 +472,9 @@ def run_steps(rt: Runtime, preempt: Preemption) -> Exception | None:
     return stopped
 
 
-def checkpoint_or_stop(rt: Runtime, done: int, preempt: Preemption, guard: NumericGuard,
-                       wandb_id: str | None) -> Exception | None:
+def checkpoint_or_stop(
+    rt: Runtime, done: int, preempt: Preemption, guard: NumericGuard, wandb_id: str | None
+) -> Exception | None:
     """Save a checkpoint when one is due or the run must stop; the reason to stop, if any. Every rank
     agrees on the step to stop at; a signal during the last step needs no requeue."""
     cfg, d = rt.cfg, rt.dist

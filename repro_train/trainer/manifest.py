@@ -9,6 +9,7 @@ leaves only a .tmp folder; the manifest also catches what the rename cannot: a f
 overwritten later (a full disk, a copy cut short, a bad sector). Checksumming reads every byte
 once at save and once at resume (about 1 s per GB).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,10 @@ def _files(folder: str) -> list[str]:
 
 def write_manifest(folder: str) -> None:
     """Record every file of `folder` (size, crc32); the manifest itself is written atomically."""
-    files = {rel: {"size": os.path.getsize(os.path.join(folder, rel)), "crc32": _crc32(os.path.join(folder, rel))}
-             for rel in _files(folder)}
+    files = {
+        rel: {"size": os.path.getsize(os.path.join(folder, rel)), "crc32": _crc32(os.path.join(folder, rel))}
+        for rel in _files(folder)
+    }
     tmp = os.path.join(folder, MANIFEST + ".tmp")
     with open(tmp, "w") as fh:
         json.dump({"version": 1, "files": files}, fh, indent=1)

@@ -15,6 +15,7 @@ Metric names (all means over the global batch unless marked):
   time/{generate_s, rollout_s, forward_s, plan_s, probe_s, repro_s, advantage_s, update_s, step_s} (max over
        ranks; probe_s = device time of selection + phase 2; repro_s = plan_s + probe_s + scores/advantages)
 """
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,12 @@ import math
 import os
 
 import torch
-from ..eval.detectors import count_backtracks, count_rechecks
-from ..config_base import to_dict
 
 from ..algos.correction import logprob_gap
+from ..config_base import to_dict
+from ..eval.detectors import count_backtracks, count_rechecks
 from ..rewards.shapers import shaping_metrics
+
 
 class Meter:
     """Named (sum, count) pairs; `reduce` all-reduces them in one call and returns the means."""
@@ -137,17 +139,26 @@ def sample_rows(rt, batch, k: int) -> list[dict]:
     """The first k rollouts of this rank, with their RePro view."""
     rows = []
     for i in range(min(k, batch.mask.shape[0])):
-        row = {"prompt": rt.prompts.prompts[batch.prompt_index[i]], "response": batch.texts[i],
-               "answer": batch.answers[i], "reward": round(batch.rewards[i].item(), 4),
-               "correct": bool(batch.correct[i]), "tokens": int(batch.mask[i].sum())}
+        row = {
+            "prompt": rt.prompts.prompts[batch.prompt_index[i]],
+            "response": batch.texts[i],
+            "answer": batch.answers[i],
+            "reward": round(batch.rewards[i].item(), 4),
+            "correct": bool(batch.correct[i]),
+            "tokens": int(batch.mask[i].sum()),
+        }
         if batch.repro is not None:
             n = int(batch.repro.mask[i].sum())
             jb = batch.repro.J_b[i].item()
-            row.update({"J_b": None if math.isnan(jb) else round(jb, 4),
-                        "J": [round(v, 4) for v in batch.repro.J[i, :n].tolist()],
-                        "cuts": batch.repro.cuts[i, :n].tolist(),
-                        "r": [round(v, 4) for v in batch.repro.r[i, :n].tolist()],
-                        "skipped": batch.plan.skip[i]})
+            row.update(
+                {
+                    "J_b": None if math.isnan(jb) else round(jb, 4),
+                    "J": [round(v, 4) for v in batch.repro.J[i, :n].tolist()],
+                    "cuts": batch.repro.cuts[i, :n].tolist(),
+                    "r": [round(v, 4) for v in batch.repro.r[i, :n].tolist()],
+                    "skipped": batch.plan.skip[i],
+                }
+            )
         rows.append(row)
     return rows
 
@@ -174,14 +185,21 @@ class RunLogger:
         self.wandb_id = None
         if cfg.log.wandb and cfg.log.wandb_mode != "disabled":
             import wandb
+
             mode = cfg.log.wandb_mode
             if mode == "auto":
                 mode = "online" if (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()) else "offline"
             if os.environ.get("WANDB_MODE"):
                 mode = os.environ["WANDB_MODE"]
-            self.run = wandb.init(project=cfg.log.project, name=cfg.log.run_name or os.path.basename(os.path.abspath(out_dir)),
-                                  dir=out_dir, mode=mode, config=to_dict(cfg), id=resume_id,
-                                  resume="allow" if resume_id else None)
+            self.run = wandb.init(
+                project=cfg.log.project,
+                name=cfg.log.run_name or os.path.basename(os.path.abspath(out_dir)),
+                dir=out_dir,
+                mode=mode,
+                config=to_dict(cfg),
+                id=resume_id,
+                resume="allow" if resume_id else None,
+            )
             self.wandb_id = self.run.id
 
     def log(self, step: int, metrics: dict, samples: list[dict]) -> None:
@@ -190,11 +208,14 @@ class RunLogger:
             self.samples_fh.write(json.dumps({"step": step, **s}) + "\n")
         if self.run is not None:
             import wandb
+
             payload = dict(metrics)
             if samples:
                 cols = list(samples[0])
-                payload["samples"] = wandb.Table(columns=cols, data=[[json.dumps(s[c]) if isinstance(s[c], list) else s[c]
-                                                                      for c in cols] for s in samples])
+                payload["samples"] = wandb.Table(
+                    columns=cols,
+                    data=[[json.dumps(s[c]) if isinstance(s[c], list) else s[c] for c in cols] for s in samples],
+                )
             self.run.log(payload, step=step)
 
     def close(self) -> None:
@@ -207,6 +228,7 @@ class RunLogger:
 def _netrc_has_wandb() -> bool:
     try:
         import netrc
+
         return netrc.netrc().authenticators("api.wandb.ai") is not None
     except (OSError, netrc.NetrcParseError):
         return False

@@ -6,12 +6,14 @@ and one forward gives log-probs and values for one backward. `PolicyView` lets t
 and the RePro probe call the wrapped policy as if it were a plain Hugging Face model, so sharded
 weights are gathered by the wrapper as usual.
 """
+
 from __future__ import annotations
 
 import os
 
 import torch
 from torch import nn
+
 from ..config_base import ConfigError
 from ..dist import zero_
 from ..models_zoo import missing_model_hint
@@ -84,10 +86,13 @@ class PolicyView:
 def load_tokenizer(cfg_model):
     """The policy's tokenizer (pad = EOS when it has no pad token)."""
     from transformers import AutoTokenizer
+
     path = model_folder(cfg_model.path)
     if not os.path.exists(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ConfigError(f"'model.path' = {cfg_model.path!r} is not a folder and the hub is offline "
-                          "(HF_HUB_OFFLINE=1); give a local model folder or 'toy'")
+        raise ConfigError(
+            f"'model.path' = {cfg_model.path!r} is not a folder and the hub is offline "
+            "(HF_HUB_OFFLINE=1); give a local model folder or 'toy'"
+        )
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg_model.trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -97,10 +102,15 @@ def load_tokenizer(cfg_model):
 def load_policy(cfg_model, tok):
     """The policy from the recipe's model section, on the CPU."""
     from transformers import AutoModelForCausalLM
+
     path = model_folder(cfg_model.path)
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=getattr(torch, cfg_model.dtype), attn_implementation=cfg_model.attn_implementation,
-        trust_remote_code=cfg_model.trust_remote_code, use_safetensors=True)  # never unpickle weights
+        path,
+        dtype=getattr(torch, cfg_model.dtype),
+        attn_implementation=cfg_model.attn_implementation,
+        trust_remote_code=cfg_model.trust_remote_code,
+        use_safetensors=True,
+    )  # never unpickle weights
     if cfg_model.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False  # training forwards; the probe asks for a cache explicitly
@@ -112,14 +122,20 @@ def load_policy(cfg_model, tok):
 def load_critic(cfg_model, cfg_critic):
     """A token-level value model: the critic path's (or the policy's) weights with a 1-output head."""
     from transformers import AutoConfig, AutoModelForTokenClassification
+
     path = model_folder(cfg_critic.path or cfg_model.path)
     config = AutoConfig.from_pretrained(path, trust_remote_code=cfg_model.trust_remote_code)
     config.num_labels = 1
     config.classifier_dropout = 0.0  # values must not depend on train/eval mode
     critic, info = AutoModelForTokenClassification.from_pretrained(
-        path, config=config, dtype=getattr(torch, cfg_model.dtype), output_loading_info=True,
-        attn_implementation=cfg_model.attn_implementation, trust_remote_code=cfg_model.trust_remote_code,
-        use_safetensors=True)
+        path,
+        config=config,
+        dtype=getattr(torch, cfg_model.dtype),
+        output_loading_info=True,
+        attn_implementation=cfg_model.attn_implementation,
+        trust_remote_code=cfg_model.trust_remote_code,
+        use_safetensors=True,
+    )
     # A value head the checkpoint lacks starts at zero (V = 0 everywhere), not at random: a random
     # draw would depend on the device and strategy (under ZeRO-3 transformers initialises inside
     # DeepSpeed's partitioned init, on the GPU's RNG), so runs would not be comparable.
@@ -134,10 +150,14 @@ def load_critic(cfg_model, cfg_critic):
 def load_reference(cfg_model):
     """A frozen copy of the initial policy (KL penalty)."""
     from transformers import AutoModelForCausalLM
+
     ref = AutoModelForCausalLM.from_pretrained(
-        model_folder(cfg_model.path), dtype=getattr(torch, cfg_model.dtype),
-        attn_implementation=cfg_model.attn_implementation, trust_remote_code=cfg_model.trust_remote_code,
-        use_safetensors=True)
+        model_folder(cfg_model.path),
+        dtype=getattr(torch, cfg_model.dtype),
+        attn_implementation=cfg_model.attn_implementation,
+        trust_remote_code=cfg_model.trust_remote_code,
+        use_safetensors=True,
+    )
     return ref.requires_grad_(False).eval()
 
 

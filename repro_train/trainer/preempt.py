@@ -19,6 +19,7 @@ The exit code is REQUEUE_EXIT (75, EX_TEMPFAIL), and the main rank writes `<outp
 fails, so the marker is what train.sbatch reads to requeue the job; the requeued job resumes with
 train.resume=auto.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,10 @@ class Preempted(Exception):
 
     def __init__(self, step: int, checkpoint: str, signal_name: str):
         self.step, self.checkpoint, self.signal_name = step, checkpoint, signal_name
-        super().__init__(f"stopped by {signal_name} after step {step}; checkpoint {checkpoint}; "
-                         f"resume with train.resume=auto (exit code {REQUEUE_EXIT} = requeue)")
+        super().__init__(
+            f"stopped by {signal_name} after step {step}; checkpoint {checkpoint}; "
+            f"resume with train.resume=auto (exit code {REQUEUE_EXIT} = requeue)"
+        )
 
 
 class Preemption:
@@ -67,8 +70,12 @@ class Preemption:
         if self.received is not None:  # Slurm and torchrun may both pass the same preemption on
             return
         self.received = name
-        print(f"repro-train: got {name}: finishing this step, then writing a checkpoint and exiting "
-              f"(code {REQUEUE_EXIT})", file=sys.stderr, flush=True)
+        print(
+            f"repro-train: got {name}: finishing this step, then writing a checkpoint and exiting "
+            f"(code {REQUEUE_EXIT})",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def agreed(self, dist) -> bool:
         """True on every rank when any rank got a signal (one all-reduce MAX per step)."""

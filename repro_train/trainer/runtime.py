@@ -1,9 +1,10 @@
 """Set-up of a run: everything the loop needs, built once from the resolved config.
 
-    rt = build_runtime(cfg)      # accelerator, models, optimizer, data, rewards, RePro, logger, resume
-    ...
-    rt.close()
+rt = build_runtime(cfg)      # accelerator, models, optimizer, data, rewards, RePro, logger, resume
+...
+rt.close()
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,12 +19,19 @@ from ..config import Config
 from ..config_base import ConfigError, dump_yaml
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
 from ..data.validate import answer_checker
-from ..dist import (Dist, build_accelerator, full_parameters, gather_full_weights_on_save, gathered_for_generation,
-                    prepare_frozen, set_seed)
+from ..dist import (
+    Dist,
+    build_accelerator,
+    full_parameters,
+    gather_full_weights_on_save,
+    gathered_for_generation,
+    prepare_frozen,
+    set_seed,
+)
+from ..modeling import eos_ids
 from ..repro.pipeline import RePro
 from ..repro.probe.kernels import unavailable as triton_unavailable
 from ..rewards import OutcomeReward, RewardSpec
-from ..modeling import eos_ids
 from ..rollout.base import NamedTensors, RolloutEngine
 from ..rollout.hf import HFEngine
 from ..rollout.vllm import VLLMEngine, check_vllm, hf_name
@@ -98,6 +106,7 @@ def lr_lambda(cfg: Config, total_steps: int):
             return 1.0
         frac = min(1.0, (step - warm) / max(1, total_steps - warm))
         return 1.0 - frac if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+
     return f
 
 
@@ -126,6 +135,7 @@ def build_repro(cfg: Config, tok, d: Dist) -> RePro | None:
 def build_rollout_engine(cfg: Config, acc, wrapper, eos: list[int], pad_id: int, longest_prompt: int) -> RolloutEngine:
     """The recipe's rollout engine for this process."""
     if cfg.rollout.engine == "hf":
+
         @contextlib.contextmanager
         def policy_for_generation():
             with gathered_for_generation(wrapper, acc) as ac:
@@ -133,9 +143,15 @@ def build_rollout_engine(cfg: Config, acc, wrapper, eos: list[int], pad_id: int,
 
         return HFEngine(policy_for_generation, cfg.rollout, eos, pad_id, acc.device)
     dtype = cfg.model.dtype if cfg.rollout.vllm.dtype == "auto" else cfg.rollout.vllm.dtype
-    return VLLMEngine(model_folder(cfg.model.path), cfg.rollout, eos,
-                      longest_prompt + cfg.rollout.max_new_tokens, dtype, acc.process_index,
-                      acc.num_processes)
+    return VLLMEngine(
+        model_folder(cfg.model.path),
+        cfg.rollout,
+        eos,
+        longest_prompt + cfg.rollout.max_new_tokens,
+        dtype,
+        acc.process_index,
+        acc.num_processes,
+    )
 
 
 def build_runtime(cfg: Config) -> Runtime:
@@ -153,8 +169,10 @@ def build_runtime(cfg: Config) -> Runtime:
     unwrapped = acc.unwrap_model(engine)
     sampler = PromptSampler(len(prompts), cfg.train.seed, cfg.data.shuffle)
     acc.register_for_checkpointing(sampler)
-    specs = [RewardSpec(name=f.name, weight=f.weight, kwargs=dict(f.kwargs), correctness=f.correctness)
-             for f in cfg.reward.functions]
+    specs = [
+        RewardSpec(name=f.name, weight=f.weight, kwargs=dict(f.kwargs), correctness=f.correctness)
+        for f in cfg.reward.functions
+    ]
     reward = OutcomeReward(specs, num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s)
     out_dir = cfg.train.output_dir
     if d.is_main:
@@ -162,13 +180,28 @@ def build_runtime(cfg: Config) -> Runtime:
         with open(os.path.join(out_dir, "config.yaml"), "w") as fh:
             fh.write(dump_yaml(cfg))
     return Runtime(
-        cfg=cfg, acc=acc, dist=d, tokenizer=tok, engine=engine, policy=PolicyView(engine, unwrapped.policy),
-        ref=ref, has_critic=has_critic, optimizer=optimizer, scheduler=scheduler, prompts=prompts,
-        sampler=sampler, reward=reward, repro=build_repro(cfg, tok, d),
-        rollout=build_rollout_engine(cfg, acc, engine, eos_ids(policy, tok), tok.pad_token_id,
-                                     max(len(p) for p in prompts.prompt_ids)),
-        eos_ids=eos_ids(policy, tok), pad_id=tok.pad_token_id, out_dir=out_dir,
-        extra={"dropped_prompts": prompts.dropped_too_long})
+        cfg=cfg,
+        acc=acc,
+        dist=d,
+        tokenizer=tok,
+        engine=engine,
+        policy=PolicyView(engine, unwrapped.policy),
+        ref=ref,
+        has_critic=has_critic,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        prompts=prompts,
+        sampler=sampler,
+        reward=reward,
+        repro=build_repro(cfg, tok, d),
+        rollout=build_rollout_engine(
+            cfg, acc, engine, eos_ids(policy, tok), tok.pad_token_id, max(len(p) for p in prompts.prompt_ids)
+        ),
+        eos_ids=eos_ids(policy, tok),
+        pad_id=tok.pad_token_id,
+        out_dir=out_dir,
+        extra={"dropped_prompts": prompts.dropped_too_long},
+    )
 
 
 def _build_accelerator(cfg: Config, world: int):
@@ -176,8 +209,14 @@ def _build_accelerator(cfg: Config, world: int):
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-    acc = build_accelerator(cfg.dist.strategy, cfg.dist.mixed_precision, grad_accum_steps(cfg, world),
-                            cfg.algo.micro_batch_size, cfg.optim.grad_clip, cfg.train.device)
+    acc = build_accelerator(
+        cfg.dist.strategy,
+        cfg.dist.mixed_precision,
+        grad_accum_steps(cfg, world),
+        cfg.algo.micro_batch_size,
+        cfg.optim.grad_clip,
+        cfg.train.device,
+    )
     d = Dist(acc)
     d.watchdog = start_watchdog(cfg.dist.collective_timeout_s, d)
     check_probe_attention(cfg, acc.device)
@@ -196,8 +235,9 @@ def _build_models(cfg: Config, policy, acc):
     groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.optim.lr}]
     if critic is not None:
         groups.append({"params": [p for p in critic.parameters() if p.requires_grad], "lr": cfg.critic.lr})
-    optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                                  weight_decay=cfg.optim.weight_decay)
+    optimizer = torch.optim.AdamW(
+        groups, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay
+    )
     total = cfg.train.steps * optimizer_steps_per_rl_step(cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
     engine, optimizer = acc.prepare(model, optimizer)

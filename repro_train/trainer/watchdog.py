@@ -13,6 +13,7 @@ collective (stuck in a data loader, a reward function, a sleep) prints its stack
 usually the one that explains the hang. Every rank then exits with HANG_EXIT. The thread only
 reads a clock and the store; Python runs it while the main thread waits inside C++ code.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,8 +64,10 @@ class Watchdog:
         while not self._stop.wait(self.poll_s):
             what = self._what
             if what is not None and time.monotonic() - self._since > self.timeout_s:
-                self._fire(f"rank {self.rank}: {what} did not finish in {self.timeout_s:g} s "
-                           "(dist.collective_timeout_s)", tell_others=True)
+                self._fire(
+                    f"rank {self.rank}: {what} did not finish in {self.timeout_s:g} s (dist.collective_timeout_s)",
+                    tell_others=True,
+                )
             peer = self._peer_report()
             if peer is not None:
                 self._fire(f"rank {self.rank}: another rank reported a hang ({peer})", tell_others=False)
@@ -88,7 +91,9 @@ class Watchdog:
         if tell_others and self.store is not None:
             try:
                 self.store.set(KEY, reason)
-                time.sleep(3 * max(self.poll_s, 1.0))  # the others poll once a second; the store may live in this process
+                time.sleep(
+                    3 * max(self.poll_s, 1.0)
+                )  # the others poll once a second; the store may live in this process
             except Exception:  # noqa: BLE001 - exit anyway
                 pass
         os._exit(HANG_EXIT)
@@ -101,6 +106,7 @@ def start_watchdog(timeout_s: float, dist) -> Watchdog | None:
     store = None
     try:
         from torch.distributed.distributed_c10d import _get_default_store
+
         store = _get_default_store()
     except Exception:  # noqa: BLE001 - without the store each rank still reports its own hang
         pass

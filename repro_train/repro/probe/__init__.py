@@ -12,6 +12,7 @@ What J is: `naive.py` (the reference, one teacher-forced forward per cut). How i
     kernels.py    Triton kernels' launchers (`Kernels`, `PrefixAttention`); triton_kernels.py the kernels
     graphs.py     phase 2 replayed from CUDA graphs (`GraphCache`)
 """
+
 from .engine import ProbeEngine, ProbePass
 from .settings import ProbeSettings
 

@@ -10,6 +10,7 @@ block sees its own prefix of the cache and, causally, itself. Two back-ends:
   with grouped-query heads folded into the query axis (`folded_sdpa`). It also serves the model's
   own forward (`probe_attention_on`) for architectures the layer-by-layer path does not cover.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,8 +43,9 @@ def folded_sdpa(query, key, value, mask, scale):
     B, H, Lq, D = query.shape
     Hkv = key.shape[1]
     r = H // Hkv
-    out = torch.nn.functional.scaled_dot_product_attention(query.reshape(B, Hkv, r * Lq, D), key, value,
-                                                           attn_mask=mask, scale=scale)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query.reshape(B, Hkv, r * Lq, D), key, value, attn_mask=mask, scale=scale
+    )
     return out.reshape(B, H, Lq, D)  # (a view fails on the memory-efficient kernel's strided output)
 
 
@@ -55,10 +57,12 @@ def _probe_attention(module, query, key, value, attention_mask, dropout=0.0, sca
 def sdpa_attend(cache, mask):
     """`folded_sdpa` in layers.forward's attend signature: the blocks' keys and values are appended
     to the cache (`cache.update`), then the blocks attend to the whole cache under `mask`."""
+
     def attend(i, q, k, v, scale):
         B, L, H, D = q.shape
         keys, values = cache.update(k.transpose(1, 2), v.transpose(1, 2), i)
         return folded_sdpa(q.transpose(1, 2), keys, values, mask, scale).transpose(1, 2).reshape(B, L, H * D)
+
     return attend
 
 
@@ -66,6 +70,7 @@ def sdpa_attend(cache, mask):
 def probe_attention_on(model):
     """Route the model's attention through `_probe_attention` for one forward."""
     from transformers import AttentionInterface
+
     if PROBE_ATTENTION not in AttentionInterface._global_mapping:
         AttentionInterface.register(PROBE_ATTENTION, _probe_attention)
     cfg = unwrap(model).config
@@ -125,8 +130,8 @@ def _probe_cache_class():
             T, n = layer.keys.shape[-2], key_states.shape[-2]
             if layer.keys.data_ptr() != kb.data_ptr() or T + n > kb.shape[1]:
                 return super().update(key_states, value_states, layer_idx, cache_kwargs)
-            kb[:, T:T + n], vb[:, T:T + n] = key_states.transpose(1, 2), value_states.transpose(1, 2)
-            layer.keys, layer.values = kb.transpose(1, 2)[:, :, :T + n], vb.transpose(1, 2)[:, :, :T + n]
+            kb[:, T : T + n], vb[:, T : T + n] = key_states.transpose(1, 2), value_states.transpose(1, 2)
+            layer.keys, layer.values = kb.transpose(1, 2)[:, :, : T + n], vb.transpose(1, 2)[:, :, : T + n]
             return layer.keys, layer.values
 
     return ProbeCache

@@ -21,10 +21,11 @@ Under ZeRO-3 and FSDP every forward is a collective, so phase 2 always runs once
 dummy block when nothing needs scoring) and the naive path pads its number of forwards to
 `sync_calls(n)`, the maximum over ranks, which the caller supplies.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
@@ -59,8 +60,9 @@ class ProbeEngine:
     """Runs the probe with `settings`; `pad_id` pads the naive probe's sequences and `sync_calls`
     (under ZeRO-3/FSDP) agrees the number of its forwards across ranks."""
 
-    def __init__(self, settings: ProbeSettings | None = None, pad_id: int = 0,
-                 sync_calls: Callable[[int], int] | None = None):
+    def __init__(
+        self, settings: ProbeSettings | None = None, pad_id: int = 0, sync_calls: Callable[[int], int] | None = None
+    ):
         self.settings = settings if settings is not None else ProbeSettings()
         self.pad_id = pad_id
         self.sync_calls = sync_calls
@@ -76,8 +78,15 @@ class ProbeEngine:
         """J (B, nb) of `blocks`, one teacher-forced sequence per block (`naive.probe_naive`)."""
         return probe_naive(model, seqs, blocks, self.pad_id, self.settings.batch_size, self.sync_calls)
 
-    def run(self, model, seqs: Sequences, requests: Sequence[ProbeRequest | None], forcing: Sequence[int],
-            top_k: int, temperature: float = 1.0) -> ProbePass:
+    def run(
+        self,
+        model,
+        seqs: Sequences,
+        requests: Sequence[ProbeRequest | None],
+        forcing: Sequence[int],
+        top_k: int,
+        temperature: float = 1.0,
+    ) -> ProbePass:
         """Phase 1 (log-probs, entropies), cut selection and phase 2 (J) for one micro-batch.
 
         requests[b] is the rollout's ProbeRequest, or None (skipped: no J). Selection and the fused
@@ -111,8 +120,11 @@ class ProbeEngine:
         nb = 1 + min(top_k, max([len(r.seg_starts) for r in requests if r is not None] + [1])) + F
         kw = {}
         if s.impl == "fused":  # phase 1 leaves exactly the room phase 2 fills (none for the Triton path)
-            room = 0 if triton_path(model, device, s, self.facts) else \
-                probe_layout(nb, max([len(a) for a in answers] + [1]), len(forcing))[1]
+            room = (
+                0
+                if triton_path(model, device, s, self.facts)
+                else probe_layout(nb, max([len(a) for a in answers] + [1]), len(forcing))[1]
+            )
             kw["past_key_values"] = probe_cache(room)
         span = DeviceSpan(device)
         lp = forward_logprobs(model, seqs, temperature, True, use_cache=s.impl == "fused", **kw)
@@ -121,16 +133,27 @@ class ProbeEngine:
         # over in one pinned copy queued behind it (made before phase 1, they kept the device
         # idle while the host built them; a pageable copy here would wait for phase 1).
         live, starts, ends, seg_valid, A, alen, forcing_t, *forced = _to_device(
-            [torch.tensor([r is not None for r in requests]), *_segment_tensors(requests),
-             padded(answers, max([len(a) for a in answers] + [1]), self.pad_id),
-             torch.tensor([len(a) for a in answers]), torch.tensor(list(forcing), dtype=torch.long),
-             *(_forced_tensors(requests, F) if F else ())], device)
+            [
+                torch.tensor([r is not None for r in requests]),
+                *_segment_tensors(requests),
+                padded(answers, max([len(a) for a in answers] + [1]), self.pad_id),
+                torch.tensor([len(a) for a in answers]),
+                torch.tensor(list(forcing), dtype=torch.long),
+                *(_forced_tensors(requests, F) if F else ()),
+            ],
+            device,
+        )
         H = lp.entropy.gather(1, starts)  # (B, S) fork entropies
         selected, cuts, cut_valid = select_cuts_batched(H, seg_valid, ends, top_k)
         if F:
             cuts, cut_valid = add_forced_cuts(cuts, cut_valid, *forced)
-        blocks = Blocks(torch.cat([torch.zeros_like(cuts[:, :1]), cuts], dim=1),
-                        torch.cat([live.view(-1, 1), cut_valid & live.view(-1, 1)], dim=1), A, alen, forcing_t)
+        blocks = Blocks(
+            torch.cat([torch.zeros_like(cuts[:, :1]), cuts], dim=1),
+            torch.cat([live.view(-1, 1), cut_valid & live.view(-1, 1)], dim=1),
+            A,
+            alen,
+            forcing_t,
+        )
         J = self.fused(model, seqs, lp.cache, blocks) if s.impl == "fused" else self.naive(model, seqs, blocks)
         lp.cache = None
         span.mark()
@@ -147,8 +170,9 @@ def _results(requests, H, selected, cuts, cut_valid, J) -> list[ProbeResult | No
             probes.append(None)
             continue
         n, m = len(req.seg_starts), n_cuts[b]
-        probes.append(ProbeResult(H=H[b, :n], selected=sel[b][:n], cuts=cut[b][:m], J_b=J_b[b],
-                                  J=J[b, 1:1 + m].clone()))
+        probes.append(
+            ProbeResult(H=H[b, :n], selected=sel[b][:n], cuts=cut[b][:m], J_b=J_b[b], J=J[b, 1 : 1 + m].clone())
+        )
     return probes
 
 

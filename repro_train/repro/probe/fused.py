@@ -11,6 +11,7 @@ Three ways to run that forward, chosen by `ProbeSettings` and the model:
 - layer by layer with SDPA under an additive mask (`attention.sdpa_attend`);
 - the model's own forward with the probe attention swapped in (`attention.probe_attention_on`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,8 +44,16 @@ def triton_path(model, device, settings: ProbeSettings, facts: layers.ModelFacts
     return settings.forward == "layers" and facts.unsupported(model) is None and use_triton(settings.attention, device)
 
 
-def probe_fused(model, seqs: Sequences, cache, blocks: Blocks, settings: ProbeSettings, kernels: Kernels,
-                graphs: GraphCache, facts: layers.ModelFacts) -> torch.Tensor:
+def probe_fused(
+    model,
+    seqs: Sequences,
+    cache,
+    blocks: Blocks,
+    settings: ProbeSettings,
+    kernels: Kernels,
+    graphs: GraphCache,
+    facts: layers.ModelFacts,
+) -> torch.Tensor:
     """J at every block in one forward over the phase-1 KV cache: (B, nb) float32 on the device
     (0 where the block is not valid). Nothing here waits for the device.
 
@@ -83,14 +92,33 @@ def probe_fused(model, seqs: Sequences, cache, blocks: Blocks, settings: ProbeSe
         logits = layers.forward(model, ids, pos, sdpa_attend(cache, mask), keep)
     else:
         with probe_attention_on(model):
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                           use_cache=True, logits_to_keep=keep).logits
+            logits = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=keep,
+            ).logits
     J = answer_logprobs(logits.reshape(B * nb, Q, -1), targets, tmask).view(B, nb)
     return torch.where(valid, J, torch.zeros_like(J))
 
 
-def triton_J(model, kernels: Kernels, Lb: int, kv_layout: tuple, kv_aligned: bool, C, valid, ans, alen, forcing,
-             plen, table, last=None) -> torch.Tensor:
+def triton_J(
+    model,
+    kernels: Kernels,
+    Lb: int,
+    kv_layout: tuple,
+    kv_aligned: bool,
+    C,
+    valid,
+    ans,
+    alen,
+    forcing,
+    plen,
+    table,
+    last=None,
+) -> torch.Tensor:
     """Phase 2 on the Triton path, from the blocks to J (B, nb): what a CUDA graph captures. The
     phase-1 cache is `table` with kv_layout and kv_aligned (`kernels.KVTable`), which also holds
     the prompt width."""

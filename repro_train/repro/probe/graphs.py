@@ -19,13 +19,15 @@ used dropped, all in one memory pool: they run one at a time on one stream, and 
 output is copied out before the next replay is issued. A capture that fails turns graphs off
 for that device, with a warning; phase 2 then runs as it is.
 """
+
 from __future__ import annotations
 
 import collections
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+
 
 class _Device:
     """Per-device state: the side stream and memory pool of every capture, the graphs, the keys seen once."""
@@ -98,8 +100,11 @@ def _capture(st: _Device, fn, inputs):
                 graph.capture_end()
     except Exception as e:  # an op the graph cannot hold
         st.broken = f"{type(e).__name__}: {e}"
-        warnings.warn(f"probe phase 2: CUDA graph capture failed ({st.broken[:200]}); phase 2 runs without "
-                      f"graphs on this device", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"probe phase 2: CUDA graph capture failed ({st.broken[:200]}); phase 2 runs without graphs on this device",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return None
     cur.wait_stream(st.stream)
     st.captures += 1

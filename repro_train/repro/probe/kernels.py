@@ -34,6 +34,7 @@ The same kernels run under Triton's interpreter on the CPU (TRITON_INTERPRET=1, 
 is imported; float32 and float16, as the interpreter has no bfloat16), which is how the CPU test
 suite checks them against the reference implementations here.
 """
+
 from __future__ import annotations
 
 import functools
@@ -69,6 +70,7 @@ def _interpret() -> bool:
 def triton_module():
     """The module of Triton kernels, imported on first use (importing triton is slow)."""
     from . import triton_kernels
+
     return triton_kernels
 
 
@@ -111,8 +113,13 @@ class Launcher:
                 self.direct = False
         compiled = kernel[grid](*args, **consts, **opts)
         names = list(getattr(kernel, "arg_names", ()))
-        if key is not None and self.direct and not _interpret() and names[len(args):] == list(consts) \
-                and len(getattr(getattr(compiled, "src", None), "signature", ())) == len(names):
+        if (
+            key is not None
+            and self.direct
+            and not _interpret()
+            and names[len(args) :] == list(consts)
+            and len(getattr(getattr(compiled, "src", None), "signature", ())) == len(names)
+        ):
             if len(self.table) > self.TABLE_SIZE:
                 self.table.clear()
             self.table[key] = (compiled[tuple(grid) + (1,) * (3 - len(grid))], tuple(consts.values()))
@@ -148,8 +155,14 @@ def kv_table(kvs, prompt_width: int = 0) -> KVTable:
     k0, v0 = kvs[0]
     B, Hkv, T, D = k0.shape
     for k, v in kvs:
-        if k.shape != k0.shape or v.shape != k0.shape or k.stride() != k0.stride() or v.stride() != v0.stride() \
-                or k.dtype != k0.dtype or v.dtype != k0.dtype:
+        if (
+            k.shape != k0.shape
+            or v.shape != k0.shape
+            or k.stride() != k0.stride()
+            or v.stride() != v0.stride()
+            or k.dtype != k0.dtype
+            or v.dtype != k0.dtype
+        ):
             raise ValueError("kv_table: every layer's keys and values need the same shape, strides and dtype")
         if k.stride(-1) != 1 or v.stride(-1) != 1:
             raise ValueError("kv_table: the cached keys and values need a contiguous last dimension")
@@ -189,9 +202,18 @@ class PrefixAttention:
     the longest possible prefix, the whole cache, is cut into `splits` slices. Nothing here reads
     the cache's length on the host: the span comes from the table, on the device."""
 
-    def __init__(self, lo: torch.Tensor, hi: torch.Tensor, block_len: int, kv: KVTable | None = None,
-                 splits: int | None = None, num_warps: int | None = None, num_stages: int | None = 3,
-                 block_n: int = BLOCK_N, launcher: Launcher | None = None):
+    def __init__(
+        self,
+        lo: torch.Tensor,
+        hi: torch.Tensor,
+        block_len: int,
+        kv: KVTable | None = None,
+        splits: int | None = None,
+        num_warps: int | None = None,
+        num_stages: int | None = 3,
+        block_n: int = BLOCK_N,
+        launcher: Launcher | None = None,
+    ):
         self.launcher = launcher if launcher is not None else Launcher()
         self.lo = lo.to(torch.int32).contiguous()
         self.hi = hi.to(torch.int32).contiguous()
@@ -200,8 +222,15 @@ class PrefixAttention:
         self._launch_setup = None
         self._one = None
 
-    def __call__(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, own_keys: torch.Tensor,
-                 own_values: torch.Tensor, scale: float) -> torch.Tensor:
+    def __call__(
+        self,
+        q: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        own_keys: torch.Tensor,
+        own_values: torch.Tensor,
+        scale: float,
+    ) -> torch.Tensor:
         """One layer given as tensors: keys/values (B, Hkv, T, D), the phase-1 cache (any strides
         with a contiguous last dim); the rest as in `layer`."""
         src = (keys.data_ptr(), values.data_ptr(), keys.shape, keys.stride(), values.stride(), keys.dtype)
@@ -210,22 +239,37 @@ class PrefixAttention:
             self.kv, self._launch_setup = self._one[1], None  # (the work items follow the cache's length)
         return self.layer(0, q, own_keys, own_values, scale)
 
-    def layer(self, i: int, q: torch.Tensor, own_keys: torch.Tensor, own_values: torch.Tensor,
-              scale: float) -> torch.Tensor:
+    def layer(
+        self, i: int, q: torch.Tensor, own_keys: torch.Tensor, own_values: torch.Tensor, scale: float
+    ) -> torch.Tensor:
         """q (B, L, H, D) and own_keys/own_values (B, L, Hkv, D): the probe tokens' projections
         (L = nb * block_len; block j = tokens [j * block_len, (j + 1) * block_len)), attending
         over layer i of the cache table. Returns (B, L, H * D) in q's dtype."""
         # Every layer of a phase 2 has the same shapes and strides: the launch is set up once.
         kv = self.kv
-        key = (q.shape, q.stride(), own_keys.shape, own_keys.stride(), own_values.stride(), q.dtype, q.device,
-               kv.layout, kv.aligned)
+        key = (
+            q.shape,
+            q.stride(),
+            own_keys.shape,
+            own_keys.stride(),
+            own_values.stride(),
+            q.dtype,
+            q.device,
+            kv.layout,
+            kv.aligned,
+        )
         if self._launch_setup is None or self._launch_setup[0] != key:
             self._launch_setup = (key, *self._prepare(q, own_keys, own_values))
         _, grid, bufs, bufs_aligned, ints, consts, opts = self._launch_setup
         # (the layer index i is not in the key: the kernel does not specialise on it)
-        self.launcher.launch(triton_module().prefix_attention_kernel, grid, (q, kv.table, i, own_keys, own_values, *bufs, *ints,
-                                                           scale * math.log2(math.e)), consts, opts,
-                             (ints, q.device, bufs_aligned, aligned(q, kv.table, own_keys, own_values)))
+        self.launcher.launch(
+            triton_module().prefix_attention_kernel,
+            grid,
+            (q, kv.table, i, own_keys, own_values, *bufs, *ints, scale * math.log2(math.e)),
+            consts,
+            opts,
+            (ints, q.device, bufs_aligned, aligned(q, kv.table, own_keys, own_values)),
+        )
         return bufs[0].view(q.shape[0], q.shape[1], -1)
 
     def _check(self, q, own_keys, own_values) -> None:
@@ -234,11 +278,19 @@ class PrefixAttention:
         kvB, Hkv, kvD, kv_dtype, _ = self.kv.layout
         G, Lb = H // Hkv, self.block_len
         nb = L // Lb
-        if nb * Lb != L or G * Hkv != H or D & (D - 1) or D < 16 or nb != self.hi.shape[1] \
-                or (kvB, kvD, kv_dtype) != (B, D, q.dtype):
-            raise ValueError(f"PrefixAttention: L={L} must be {self.hi.shape[1]} blocks of {Lb}, H={H} a multiple "
-                             f"of Hkv={Hkv}, head_dim={D} a power of two >= 16, the cache's rows, head size and "
-                             f"dtype ({kvB}, {kvD}, {kv_dtype}) those of q ({B}, {D}, {q.dtype})")
+        if (
+            nb * Lb != L
+            or G * Hkv != H
+            or D & (D - 1)
+            or D < 16
+            or nb != self.hi.shape[1]
+            or (kvB, kvD, kv_dtype) != (B, D, q.dtype)
+        ):
+            raise ValueError(
+                f"PrefixAttention: L={L} must be {self.hi.shape[1]} blocks of {Lb}, H={H} a multiple "
+                f"of Hkv={Hkv}, head_dim={D} a power of two >= 16, the cache's rows, head size and "
+                f"dtype ({kvB}, {kvD}, {kv_dtype}) those of q ({B}, {D}, {q.dtype})"
+            )
         if any(x.stride(-1) != 1 for x in (q, own_keys, own_values)):
             raise ValueError("PrefixAttention: every input needs a contiguous last dimension")
 
@@ -262,12 +314,30 @@ class PrefixAttention:
         tickets = torch.zeros(n_prog * Hkv, dtype=torch.int32, device=dev)  # the last slice to merge resets its ticket
         out = torch.empty(B, L, H, D, dtype=q.dtype, device=dev)
         items = work_items(self.lo, self.hi, n_mt, _span(self.kv.table[0], splits, self.block_n), splits, self.block_n)
-        ints = (q.stride(0), q.stride(1), q.stride(2), *kv_strides,
-                own_keys.stride(0), own_keys.stride(2), own_keys.stride(1),
-                own_values.stride(0), own_values.stride(2), own_values.stride(1),
-                out.stride(0), out.stride(1), out.stride(2), nb, n_mt, Lb, splits, n_prog, Hkv)
-        consts = dict(G=G, D=D, BLOCK_M=block_m, BLOCK_N=self.block_n, IEEE=q.dtype == torch.float32,
-                      ALIGNED=self.kv.aligned)
+        ints = (
+            q.stride(0),
+            q.stride(1),
+            q.stride(2),
+            *kv_strides,
+            own_keys.stride(0),
+            own_keys.stride(2),
+            own_keys.stride(1),
+            own_values.stride(0),
+            own_values.stride(2),
+            own_values.stride(1),
+            out.stride(0),
+            out.stride(1),
+            out.stride(2),
+            nb,
+            n_mt,
+            Lb,
+            splits,
+            n_prog,
+            Hkv,
+        )
+        consts = dict(
+            G=G, D=D, BLOCK_M=block_m, BLOCK_N=self.block_n, IEEE=q.dtype == torch.float32, ALIGNED=self.kv.aligned
+        )
         opts = launch_opts(dev, num_warps=self.num_warps or (8 if block_m == 128 else 4), num_stages=self.num_stages)
         bufs = (out, opart, lpart, tickets, self.lo, self.hi, items)
         return (n_prog * splits * Hkv,), bufs, aligned(*bufs), ints, consts, opts
@@ -325,8 +395,9 @@ class Kernels:
         self.launcher = launcher if launcher is not None else Launcher()
         self.fused_rms_norm = fused_rms_norm
 
-    def prefix_attention(self, lo: torch.Tensor, hi: torch.Tensor, block_len: int, kv: KVTable | None = None,
-                         **kw) -> "PrefixAttention":
+    def prefix_attention(
+        self, lo: torch.Tensor, hi: torch.Tensor, block_len: int, kv: KVTable | None = None, **kw
+    ) -> PrefixAttention:
         """`PrefixAttention` launching through this object's launcher."""
         return PrefixAttention(lo, hi, block_len, kv, launcher=self.launcher, **kw)
 
@@ -339,9 +410,14 @@ class Kernels:
             logits = logits.contiguous()
         out = torch.empty(N, dtype=torch.float32, device=logits.device)
         if N:  # once per phase 2: through Triton's launcher
-            self.launcher.launch(triton_module().target_logprob_kernel, (N,),
-                                 (logits, targets.contiguous(), out, logits.stride(0), V),
-                                 dict(BLOCK=2048), launch_opts(logits.device, num_warps=8), None)
+            self.launcher.launch(
+                triton_module().target_logprob_kernel,
+                (N,),
+                (logits, targets.contiguous(), out, logits.stride(0), V),
+                dict(BLOCK=2048),
+                launch_opts(logits.device, num_warps=8),
+                None,
+            )
         return out
 
     def rope_(self, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> bool:
@@ -351,16 +427,29 @@ class Kernels:
         float16, strided rows): the caller's torch code does it then."""
         B, L, H, D = q.shape
         Hkv = k.shape[2]
-        if not (q.dtype == k.dtype == cos.dtype == sin_signed.dtype) or q.dtype not in (torch.bfloat16, torch.float32) \
-                or D & (D - 1) or D < 2 \
-                or q.stride(2) != D or k.stride(2) != D or q.stride(3) != 1 or k.stride(3) != 1 \
-                or q.stride(0) != L * q.stride(1) or k.stride(0) != L * k.stride(1) \
-                or not (cos.is_contiguous() and sin_signed.is_contiguous()):
+        if (
+            not (q.dtype == k.dtype == cos.dtype == sin_signed.dtype)
+            or q.dtype not in (torch.bfloat16, torch.float32)
+            or D & (D - 1)
+            or D < 2
+            or q.stride(2) != D
+            or k.stride(2) != D
+            or q.stride(3) != 1
+            or k.stride(3) != 1
+            or q.stride(0) != L * q.stride(1)
+            or k.stride(0) != L * k.stride(1)
+            or not (cos.is_contiguous() and sin_signed.is_contiguous())
+        ):
             return False
         ints = (q.stride(1), k.stride(1), D, H, Hkv)
-        self.launcher.launch(triton_module().rope_kernel, (B * L,), (q, k, cos, sin_signed, *ints),
-                dict(D=D, HALF=D // 2, HP=1 << (H - 1).bit_length(), KP=1 << (Hkv - 1).bit_length()),
-                launch_opts(q.device, num_warps=4), (ints, q.device, aligned(q, k, cos, sin_signed)))
+        self.launcher.launch(
+            triton_module().rope_kernel,
+            (B * L,),
+            (q, k, cos, sin_signed, *ints),
+            dict(D=D, HALF=D // 2, HP=1 << (H - 1).bit_length(), KP=1 << (Hkv - 1).bit_length()),
+            launch_opts(q.device, num_warps=4),
+            (ints, q.device, aligned(q, k, cos, sin_signed)),
+        )
         return True
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor | None:
@@ -369,7 +458,13 @@ class Kernels:
         last dim over 16384, or rows that are not a view of one (n, N) matrix): the caller's torch
         code does it then."""
         N = x.shape[-1]
-        if not self.fused_rms_norm or x.dtype != weight.dtype or x.dtype not in (torch.bfloat16, torch.float32) or N > 16384 or x.stride(-1) != 1:
+        if (
+            not self.fused_rms_norm
+            or x.dtype != weight.dtype
+            or x.dtype not in (torch.bfloat16, torch.float32)
+            or N > 16384
+            or x.stride(-1) != 1
+        ):
             return None
         try:
             x2 = x.view(-1, N)
@@ -380,9 +475,14 @@ class Kernels:
         block = 1 << (N - 1).bit_length()
         rows = max(1, min(16, 2048 // block))
         if n:
-            self.launcher.launch(triton_module().rms_norm_kernel, (-(-n // rows),), (x2, weight, y, n, N, x2.stride(0), eps),
-                    dict(ROWS=rows, BLOCK=block), launch_opts(x.device, num_warps=4 if block <= 2048 else 8),
-                    (n, N, x2.stride(0), eps, x.device, aligned(x2, weight, y)))
+            self.launcher.launch(
+                triton_module().rms_norm_kernel,
+                (-(-n // rows),),
+                (x2, weight, y, n, N, x2.stride(0), eps),
+                dict(ROWS=rows, BLOCK=block),
+                launch_opts(x.device, num_warps=4 if block <= 2048 else 8),
+                (n, N, x2.stride(0), eps, x.device, aligned(x2, weight, y)),
+            )
         return y
 
     def scale_(self, y: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -390,25 +490,47 @@ class Kernels:
         `weight * y`: RMSNorm's scale after torch's own normalisation, which broadcasts in a slower
         kernel. Returns False, doing nothing, where it does not apply (other or mixed dtypes,
         non-contiguous y)."""
-        if y.dtype != weight.dtype or y.dtype not in (torch.bfloat16, torch.float32) or not y.is_contiguous() \
-                or weight.dim() != 1 or weight.shape[0] != y.shape[-1] or not weight.is_contiguous():
+        if (
+            y.dtype != weight.dtype
+            or y.dtype not in (torch.bfloat16, torch.float32)
+            or not y.is_contiguous()
+            or weight.dim() != 1
+            or weight.shape[0] != y.shape[-1]
+            or not weight.is_contiguous()
+        ):
             return False
         n = y.numel()
         if n:
-            self.launcher.launch(triton_module().scale_kernel, (-(-n // 2048),), (y, weight, n, y.shape[-1]), dict(BLOCK=2048),
-                    launch_opts(y.device, num_warps=8), (n, y.shape[-1], y.device, aligned(y, weight)))
+            self.launcher.launch(
+                triton_module().scale_kernel,
+                (-(-n // 2048),),
+                (y, weight, n, y.shape[-1]),
+                dict(BLOCK=2048),
+                launch_opts(y.device, num_warps=8),
+                (n, y.shape[-1], y.device, aligned(y, weight)),
+            )
         return True
 
     def silu_mul_(self, g: torch.Tensor, u: torch.Tensor) -> bool:
         """g <- silu(g) * u in place, one kernel, rounded as `F.silu(g, inplace=True).mul_(u)`. Returns
         False, doing nothing, where the kernel does not apply (other dtypes, non-contiguous tensors)."""
-        if g.shape != u.shape or g.dtype != u.dtype or g.dtype not in (torch.bfloat16, torch.float32) \
-                or not (g.is_contiguous() and u.is_contiguous()):
+        if (
+            g.shape != u.shape
+            or g.dtype != u.dtype
+            or g.dtype not in (torch.bfloat16, torch.float32)
+            or not (g.is_contiguous() and u.is_contiguous())
+        ):
             return False
         n = g.numel()
         if n:
-            self.launcher.launch(triton_module().silu_mul_kernel, (-(-n // 2048),), (g, u, n), dict(BLOCK=2048),
-                    launch_opts(g.device, num_warps=8), (n, g.device, aligned(g, u)))
+            self.launcher.launch(
+                triton_module().silu_mul_kernel,
+                (-(-n // 2048),),
+                (g, u, n),
+                dict(BLOCK=2048),
+                launch_opts(g.device, num_warps=8),
+                (n, g.device, aligned(g, u)),
+            )
         return True
 
 

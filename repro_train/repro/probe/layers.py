@@ -15,10 +15,12 @@ embedding of q and k and the SiLU gate are one Triton kernel each.
 parameters under ZeRO-3 or FSDP2, sliding-window attention); the probe then runs the model's own
 forward, which gives the same numbers more slowly.
 """
+
 from __future__ import annotations
 
 import weakref
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -54,8 +56,11 @@ class ModelFacts:
         if kind not in SUPPORTED:
             return f"model_type {kind!r} (the layer-by-layer path covers {', '.join(SUPPORTED)})"
         base = getattr(m, "model", None)
-        if base is None or not all(hasattr(base, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")) \
-                or not hasattr(m, "lm_head"):
+        if (
+            base is None
+            or not all(hasattr(base, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb"))
+            or not hasattr(m, "lm_head")
+        ):
             return "not a *ForCausalLM with model.embed_tokens/layers/norm/rotary_emb and lm_head"
         if getattr(cfg, "hidden_act", None) not in ("silu", "swish"):
             return f"hidden_act {getattr(cfg, 'hidden_act', None)!r} (needs silu)"
@@ -93,12 +98,16 @@ class ModelFacts:
         if torch.is_autocast_enabled(w.device.type):
             return None
         walk = self._walks.get(m)
-        if walk is None or walk.fingerprint != (w.dtype, w.device, len(m.model.layers)) \
-                or not all(d.get(n) is c for d, n, c in walk.links):
+        if (
+            walk is None
+            or walk.fingerprint != (w.dtype, w.device, len(m.model.layers))
+            or not all(d.get(n) is c for d, n, c in walk.links)
+        ):
             walk = self._walks[m] = _walk_for_graph(m)
         if walk.fixed is None:
             return None
         return walk.fixed + tuple(d[n].data_ptr() for d, n in walk.tensors)
+
 
 def _rms(x: torch.Tensor, norm, ops=None) -> torch.Tensor:
     """HF's RMSNorm: normalise in float32, cast back to x's dtype, then scale by the weight."""
@@ -113,8 +122,12 @@ def plain(lin, x: torch.Tensor) -> bool:
     """Whether `lin(h)` is exactly `h @ lin.weight.t() (+ bias)` in x's dtype, so its weight can
     go into a GEMM of our own: a plain `nn.Linear` (a subclass such as a LoRA wrapper computes
     more, and its module must run), weights in x's dtype and on its device, no autocast."""
-    return type(lin) is torch.nn.Linear and lin.weight.dtype == x.dtype and lin.weight.device == x.device \
+    return (
+        type(lin) is torch.nn.Linear
+        and lin.weight.dtype == x.dtype
+        and lin.weight.device == x.device
         and not torch.is_autocast_enabled(x.device.type)
+    )
 
 
 def _out_proj(x: torch.Tensor, h: torch.Tensor, lin: torch.nn.Linear) -> torch.Tensor:
@@ -141,19 +154,23 @@ def fused_qkv(layers, x: torch.Tensor, per_layer: bool = False):
     rows = [lin.weight.shape[0] for lin in lins[0]]
     biased = lins[0][0].bias is not None
     for trio in lins:
-        if any(not plain(lin, x) or (lin.bias is not None) != biased for lin in trio) \
-                or [lin.weight.shape[0] for lin in trio] != rows:
+        if (
+            any(not plain(lin, x) or (lin.bias is not None) != biased for lin in trio)
+            or [lin.weight.shape[0] for lin in trio] != rows
+        ):
             return None
     n = 1 if per_layer else len(lins)
     W = x.new_empty(n, sum(rows), lins[0][0].weight.shape[1])
     b = x.new_empty(n, sum(rows)) if biased else None
 
     if per_layer:  # (torch.cat writes a layer in one kernel, faster than a multi-tensor copy of three)
+
         def layer(i):
             torch.cat([lin.weight for lin in lins[i]], out=W[0])
             if biased:
                 torch.cat([lin.bias for lin in lins[i]], out=b[0])
             return W[0], b[0] if biased else None
+
         return layer, rows
     dst = [part for w in W for part in w.split(rows)]
     src = [lin.weight for trio in lins for lin in trio]
@@ -191,8 +208,12 @@ def _walk_for_graph(m) -> _Walk:
 
     for name in ("model", "lm_head"):
         use(m, name, ())
-    emb, rope, norm, layers = (use(base, "embed_tokens"), use(base, "rotary_emb", ()), use(base, "norm"),
-                               use(base, "layers", ()))
+    emb, rope, norm, layers = (
+        use(base, "embed_tokens"),
+        use(base, "rotary_emb", ()),
+        use(base, "norm"),
+        use(base, "layers", ()),
+    )
     if rope._buffers.get("inv_freq") is not None:
         tensors.append((rope._buffers, "inv_freq"))
     fixed = [w.dtype, w.device, norm.variance_epsilon, getattr(rope, "attention_scaling", None)]
@@ -211,13 +232,20 @@ def _walk_for_graph(m) -> _Walk:
     head = m.lm_head
     lins.append(head)
     tensors.append((head._parameters, "weight"))
-    ok = ok and head.bias is None and all(type(lin) is torch.nn.Linear and lin.weight.dtype == w.dtype
-                                          and lin.weight.device == w.device for lin in lins)
+    ok = (
+        ok
+        and head.bias is None
+        and all(
+            type(lin) is torch.nn.Linear and lin.weight.dtype == w.dtype and lin.weight.device == w.device
+            for lin in lins
+        )
+    )
     return _Walk((w.dtype, w.device, len(layers)), links, tuple(fixed) if ok else None, tensors)
 
 
-def forward(model, input_ids: torch.Tensor, position_ids: torch.Tensor, attend: Attend,
-            keep: torch.Tensor, ops=None) -> torch.Tensor:
+def forward(
+    model, input_ids: torch.Tensor, position_ids: torch.Tensor, attend: Attend, keep: torch.Tensor, ops=None
+) -> torch.Tensor:
     """Logits (B, len(keep), V) at positions `keep` of the probe blocks `input_ids` (B, L).
 
     `attend` gets each layer's queries, keys and values (and owns the phase-1 cache). `ops`, if

@@ -10,9 +10,11 @@ it is made fast.
 Under ZeRO-3 and FSDP every forward is a collective, so the number of forwards is padded to
 `sync_calls(n)`, the maximum over ranks, which the caller supplies.
 """
+
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -29,14 +31,20 @@ class _Item(NamedTuple):
     answer: list[int]
 
 
-def probe_naive(model, seqs: Sequences, blocks: Blocks, pad_id: int, batch_size: int = 16,
-                sync_calls: Callable[[int], int] | None = None) -> torch.Tensor:
+def probe_naive(
+    model,
+    seqs: Sequences,
+    blocks: Blocks,
+    pad_id: int,
+    batch_size: int = 16,
+    sync_calls: Callable[[int], int] | None = None,
+) -> torch.Tensor:
     """J at every block (B, nb), from one teacher-forced sequence p + y[:c] + f + q per block
     (sorted by length before batching, so little padding); the same result as `probe_fused`."""
     device = seqs.input_ids.device
     nb = blocks.cuts.shape[1]
     items = _items(seqs, blocks)
-    chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     n_calls = sync_calls(len(chunks)) if sync_calls is not None else len(chunks)
     J = torch.zeros(blocks.cuts.shape[0], nb)
     for i in range(n_calls):
@@ -58,7 +66,7 @@ def _items(seqs: Sequences, blocks: Blocks) -> list[_Item]:
     rows = seqs.input_ids.tolist()
     items = []
     for b, (bl, q) in enumerate(zip(cuts, answers)):
-        p, y = rows[b][P - plen[b]:P], rows[b][P:P + rlen[b]]
+        p, y = rows[b][P - plen[b] : P], rows[b][P : P + rlen[b]]
         for k, c in enumerate(bl):
             items.append(_Item(b, k, p + y[:c] + list(forcing) + list(q), list(q)))
     items.sort(key=lambda it: len(it.ids), reverse=True)
@@ -74,11 +82,16 @@ def _teacher_forced_J(model, chunk: list[_Item], pad_id: int, device) -> torch.T
     targets = torch.zeros((len(chunk), Q), dtype=torch.long)
     tmask = torch.zeros((len(chunk), Q), dtype=torch.bool)
     for j, (_, _, seq, q) in enumerate(chunk):  # (row, block, ids, answer)
-        ids[j, L - len(seq):] = torch.tensor(seq)
-        att[j, L - len(seq):] = 1
-        targets[j, Q - len(q):] = torch.tensor(q)  # kept column Q - |q| + i predicts q_i
-        tmask[j, Q - len(q):] = True
+        ids[j, L - len(seq) :] = torch.tensor(seq)
+        att[j, L - len(seq) :] = 1
+        targets[j, Q - len(q) :] = torch.tensor(q)  # kept column Q - |q| + i predicts q_i
+        tmask[j, Q - len(q) :] = True
     pos = (att.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids.to(device), attention_mask=att.to(device), position_ids=pos.to(device),
-                use_cache=False, logits_to_keep=Q + 1)
+    out = model(
+        input_ids=ids.to(device),
+        attention_mask=att.to(device),
+        position_ids=pos.to(device),
+        use_cache=False,
+        logits_to_keep=Q + 1,
+    )
     return answer_logprobs(out.logits[:, :-1], targets.to(device), tmask.to(device)).float().cpu()

@@ -3,6 +3,7 @@
 These choose how J is computed, never what it is: every combination gives the same numbers (up to
 floating-point rounding), which the tests check against the reference (`naive.py`).
 """
+
 from __future__ import annotations
 
 import typing

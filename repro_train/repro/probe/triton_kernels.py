@@ -1,5 +1,6 @@
 """The Triton kernels behind `kernels.py` (imported on first use: importing repro_train never
 needs triton, and TRITON_INTERPRET must be set before triton is imported)."""
+
 import triton
 import triton.language as tl
 
@@ -39,11 +40,49 @@ def _attend_tile(q, k, vbase, svt, kpos, col_ok, see, d, scale_log2e, m_i, l_i, 
 
 
 @triton.jit(do_not_specialize=["layer"])
-def prefix_attention_kernel(Q, KV, layer, KO, VO, Out, Opart, Lpart, Count, LO, HI, Items,
-                            sqb, sql, sqh, skh, skt, svh, svt, sob, soh, sot, sovb, sovh, sovt,
-                            sxb, sxl, sxh, nb, n_mt, Lb, n_split, n_prog, n_heads_kv, scale_log2e,
-                            G: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            IEEE: tl.constexpr, ALIGNED: tl.constexpr):
+def prefix_attention_kernel(
+    Q,
+    KV,
+    layer,
+    KO,
+    VO,
+    Out,
+    Opart,
+    Lpart,
+    Count,
+    LO,
+    HI,
+    Items,
+    sqb,
+    sql,
+    sqh,
+    skh,
+    skt,
+    svh,
+    svt,
+    sob,
+    soh,
+    sot,
+    sovb,
+    sovh,
+    sovt,
+    sxb,
+    sxl,
+    sxh,
+    nb,
+    n_mt,
+    Lb,
+    n_split,
+    n_prog,
+    n_heads_kv,
+    scale_log2e,
+    G: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    IEEE: tl.constexpr,
+    ALIGNED: tl.constexpr,
+):
     # The phase-1 cache from its table (kernels.KVTable): its length and batch strides, then
     # each layer's key and value addresses. ALIGNED: the batch strides are multiples of 16 elements
     # and the addresses of 16 bytes, what Triton assumes of tensor arguments that are (and needs
@@ -74,8 +113,11 @@ def prefix_attention_kernel(Q, KV, layer, KO, VO, Out, Opart, Lpart, Count, LO, 
         g = rows % G  # query head within the KV head's group
         row_ok = t < Lb
         d = tl.arange(0, D)
-        q = tl.load(Q + b * sqb + (j * Lb + t)[:, None] * sql + (h * G + g)[:, None] * sqh + d[None, :],
-                    mask=row_ok[:, None], other=0.0)
+        q = tl.load(
+            Q + b * sqb + (j * Lb + t)[:, None] * sql + (h * G + g)[:, None] * sqh + d[None, :],
+            mask=row_ok[:, None],
+            other=0.0,
+        )
         m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
         l_i = tl.zeros((BLOCK_M,), tl.float32)
         acc = tl.zeros((BLOCK_M, D), tl.float32)
@@ -92,8 +134,9 @@ def prefix_attention_kernel(Q, KV, layer, KO, VO, Out, Opart, Lpart, Count, LO, 
             kpos = n0 + cols
             col_ok = kpos < k_hi
             k = tl.load(kbase + kpos[None, :] * skt + d[:, None], mask=col_ok[None, :], other=0.0)
-            m_i, l_i, acc = _attend_tile(q, k, vbase, svt, kpos, col_ok, col_ok[None, :], d, scale_log2e,
-                                         m_i, l_i, acc, IEEE)
+            m_i, l_i, acc = _attend_tile(
+                q, k, vbase, svt, kpos, col_ok, col_ok[None, :], d, scale_log2e, m_i, l_i, acc, IEEE
+            )
         # slice 0 also takes the block's own keys (token u of block j is row j * Lb + u of KO/VO), causally
         own_lo = j * Lb
         own_hi = tl.where(s == 0, own_lo + Lb, own_lo)
@@ -104,8 +147,7 @@ def prefix_attention_kernel(Q, KV, layer, KO, VO, Out, Opart, Lpart, Count, LO, 
             col_ok = kpos < own_hi
             k = tl.load(kobase + kpos[None, :] * sot + d[:, None], mask=col_ok[None, :], other=0.0)
             see = col_ok[None, :] & (kpos[None, :] - own_lo <= t[:, None])
-            m_i, l_i, acc = _attend_tile(q, k, vobase, sovt, kpos, col_ok, see, d, scale_log2e, m_i, l_i, acc,
-                                         IEEE)
+            m_i, l_i, acc = _attend_tile(q, k, vobase, sovt, kpos, col_ok, see, d, scale_log2e, m_i, l_i, acc, IEEE)
         has = l_i > 0
         out = acc / tl.where(has, l_i, 1.0)[:, None]
         out_at = Out + b * sxb + (j * Lb + t)[:, None] * sxl + (h * G + g)[:, None] * sxh + d[None, :]
@@ -123,16 +165,18 @@ def prefix_attention_kernel(Q, KV, layer, KO, VO, Out, Opart, Lpart, Count, LO, 
             if ticket == ns - 1:
                 m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
                 for s2 in range(0, ns):
-                    m = tl.maximum(m, tl.load(Lpart + ((s2 * n_prog + pid) * n_heads_kv + h) * BLOCK_M + r,
-                                              cache_modifier=".cg"))
+                    m = tl.maximum(
+                        m, tl.load(Lpart + ((s2 * n_prog + pid) * n_heads_kv + h) * BLOCK_M + r, cache_modifier=".cg")
+                    )
                 w_sum = tl.zeros((BLOCK_M,), tl.float32)
                 merged = tl.zeros((BLOCK_M, D), tl.float32)
                 for s2 in range(0, ns):  # in slice order, whichever slice merges
                     p2 = (s2 * n_prog + pid) * n_heads_kv + h
                     w = tl.exp2(tl.load(Lpart + p2 * BLOCK_M + r, cache_modifier=".cg") - m)
                     w_sum += w
-                    merged += w[:, None] * tl.load(Opart + p2 * BLOCK_M * D + r[:, None] * D + d[None, :],
-                                                   cache_modifier=".cg")
+                    merged += w[:, None] * tl.load(
+                        Opart + p2 * BLOCK_M * D + r[:, None] * D + d[None, :], cache_modifier=".cg"
+                    )
                 tl.store(out_at, (merged / w_sum[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None])
                 tl.store(Count + pid * n_heads_kv + h, 0)  # ready for the next layer's launch
 
@@ -180,8 +224,9 @@ def silu_mul_kernel(G, U, n, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def rope_kernel(Qx, Kx, COS, SIN, sqt, skt, sct, H, HKV, D: tl.constexpr, HALF: tl.constexpr,
-                HP: tl.constexpr, KP: tl.constexpr):
+def rope_kernel(
+    Qx, Kx, COS, SIN, sqt, skt, sct, H, HKV, D: tl.constexpr, HALF: tl.constexpr, HP: tl.constexpr, KP: tl.constexpr
+):
     # one token per program: x <- round(round(x * cos) + round(roll(x, D/2) * sin_signed))
     n = tl.program_id(0)
     d = tl.arange(0, D)
