@@ -49,7 +49,8 @@ class CompareEvalConfig:
     """The held-out evaluation every trained policy gets (repro-train eval's options)."""
 
     data: str = "toy"
-    """'toy' (generated with toy_seed) or a JSONL file with question and answer fields."""
+    """'toy' (generated with toy_seed), a named dataset (`repro-train data list`) or a JSONL file with question and
+    answer fields."""
     n_problems: int = 100
     """Problems evaluated (the first n)."""
     toy_seed: int = 777
@@ -66,6 +67,8 @@ class CompareEvalConfig:
     """Sampling seed: every policy answers problem i with the same seed."""
     base_model: bool = True
     """Also evaluate the base recipe's initial model (a 'base' row)."""
+    system_prompt: str | None = None
+    """System message before each question (an instruct model's format instruction); null = none."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,7 @@ def eval_command(cfg: CompareConfig, label: str, model: str, out: str) -> list[s
         str(e.seed),
         "--k",
         "1",
+        *(["--system-prompt", e.system_prompt] if e.system_prompt else []),
         "--out",
         out,
     ]

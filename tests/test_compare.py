@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 import yaml
-from trainer_utils import make_recipe, run_cli
+from trainer_utils import REPO, make_recipe, run_cli
 
 from repro_train.compare import aggregate, format_markdown, load_compare
 from repro_train.config_base import ConfigError
@@ -112,3 +112,20 @@ def test_compare_end_to_end_on_a_tiny_budget(tmp_path, tiny_model_dir):
     assert "shaping/kimi" in kimi[0] and "shaping/kimi" not in plain[0]
     again = run_cli(["compare", "--config", _compare_file(tmp_path, recipe), "--out", str(out)])
     assert again.returncode == 0 and "0 of 4 job(s) to run" in again.stdout
+
+
+def test_eval_command_passes_the_system_prompt_and_named_data():
+    """The SmolLM2 comparison evaluates a named set with the recipes' system prompt; the toy one has none."""
+    from repro_train.compare import eval_command, load_compare
+
+    smol = load_compare(os.path.join(REPO, "recipes/compare/smollm2.yaml"))
+    cmd = eval_command(smol, "grpo.s0", "runs/x/policy", "out")
+    assert (
+        cmd[cmd.index("--data") + 1].startswith("reasoning-gym:chain_sum?")
+        and "min_terms=3" in cmd[cmd.index("--data") + 1]
+    )
+    assert (
+        cmd[cmd.index("--system-prompt") + 1] == smol.eval.system_prompt and "Final answer" in smol.eval.system_prompt
+    )
+    toy = eval_command(load_compare(os.path.join(REPO, "recipes/compare/toy.yaml")), "grpo.s0", "runs/x/policy", "out")
+    assert "--system-prompt" not in toy
