@@ -28,7 +28,7 @@ from repro_train.rewards import (
     register_reward,
     verify_answer,
 )
-from repro_train.rewards.mathverify import score_item
+from repro_train.rewards.mathverify import check_item
 
 # Costs tens of seconds in sympy; the item timer stops it (measured: 24 s uninterrupted).
 SLOW_PRED = r"\boxed{(x+3)^{3000} - (x+1)^{2999}}"
@@ -412,6 +412,6 @@ def test_math_verify_hung_worker_is_replaced(tmp_path, monkeypatch):
         assert mv([""] * 2, ["x", "y"], ["1", "2"]) == [None, None]
         assert time.monotonic() - t0 < 10  # watchdog: 2 * 0.3 + 1 s without a result
         assert mv._pool is None  # killed; the next call starts a fresh one
-        mv._task = score_item
+        mv._task = check_item
         assert mv([""] * 2, [r"\boxed{42}", r"\boxed{4}"], ["42", "5"]) == [1.0, 0.0]
     sys.modules.pop("mv_stubs", None)

@@ -206,7 +206,7 @@ def generate_responses(
 # ---------------------------------------------------------------- score
 
 
-def score_responses(
+def grade_responses(
     tokenizer,
     reward,
     problems: list[dict],
@@ -286,7 +286,7 @@ def evaluate(
     """(summary, samples) of `model` on `problems` ({"id", "question", "answer"}).
 
     summary: `metrics.summarize` keys (pass@1, maj@k, *_tokens, rates, tokens_after_first_correct,
-    ...) plus frac_finished; samples: one row per response (see score_responses).
+    ...) plus frac_finished; samples: one row per response (see grade_responses).
     """
     check_settings(settings)
     if not problems:
@@ -306,5 +306,5 @@ def evaluate(
         raise EvalError(f"reward: {e}") from None
     with reward:
         responses = generate_responses(model, prompts, settings, eos, pad_id, progress)
-        samples, metric_rows = score_responses(tokenizer, reward, problems, prompts, responses, settings, eos)
+        samples, metric_rows = grade_responses(tokenizer, reward, problems, prompts, responses, settings, eos)
     return summarize_samples(samples, metric_rows, settings.k_values), samples

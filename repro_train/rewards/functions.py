@@ -74,7 +74,7 @@ class ExactMatch:
         self.pattern = compile_answer_pattern(pattern)
         self.normalize = bool(normalize)  # compare normalize_answer() forms
 
-    def score(self, completion: str, answer: str | None) -> float | None:
+    def check(self, completion: str, answer: str | None) -> float | None:
         if answer is None:
             return None
         pred = extract_answer(completion, self.pattern)
@@ -85,7 +85,7 @@ class ExactMatch:
         return float(pred == answer.strip())
 
     def __call__(self, prompts, completions, answers, **columns) -> list[float | None]:
-        return [self.score(c, a) for c, a in zip(completions, answers)]
+        return [self.check(c, a) for c, a in zip(completions, answers)]
 
 
 @register_reward("numeric", correctness=True)
@@ -101,7 +101,7 @@ class Numeric:
         self.abs_tol = _nonnegative("abs_tol", abs_tol)
         self.pattern = compile_answer_pattern(pattern)
 
-    def score(self, completion: str, answer: str | None) -> float | None:
+    def check(self, completion: str, answer: str | None) -> float | None:
         gold = parse_number(answer)
         if gold is None:
             return None
@@ -111,7 +111,7 @@ class Numeric:
         return float(math.isclose(pred, gold, rel_tol=self.rel_tol, abs_tol=self.abs_tol))
 
     def __call__(self, prompts, completions, answers, **columns) -> list[float | None]:
-        return [self.score(c, a) for c, a in zip(completions, answers)]
+        return [self.check(c, a) for c, a in zip(completions, answers)]
 
 
 DEFAULT_FORMAT_PATTERN = r"(?ims)</think>.*^[ \t*]*final answer:[ \t*]*\S"

@@ -79,7 +79,7 @@ def _init_worker() -> None:
     verify_answer("\\boxed{1}", "1")  # import and warm up here, not under the first item's timer
 
 
-def score_item(completion: str, answer: str | None, extract: str, timeout_s: float) -> float | None:
+def check_item(completion: str, answer: str | None, extract: str, timeout_s: float) -> float | None:
     """Pool task: `verify_answer` under a per-item timer; None when the timer runs out."""
     try:
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
@@ -109,7 +109,7 @@ class MathVerify:
         self.extract = extract
         self.num_workers = int(num_workers)
         self.timeout_s = float(timeout_s)
-        self._task = score_item  # what the workers run; a test swaps in a stub
+        self._task = check_item  # what the workers run; a test swaps in a stub
         self._pool: cf.ProcessPoolExecutor | None = None
         self._fresh = True  # no result from this pool yet: watchdog allows STARTUP_S
         self._lock = threading.Lock()

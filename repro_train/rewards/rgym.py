@@ -36,7 +36,7 @@ class ReasoningGym:
             self._scorers[task] = get_score_answer_fn(task)
         return self._scorers[task]
 
-    def score(self, completion: str, answer: str | None, task: str, entry: str | dict | None) -> float | None:
+    def check(self, completion: str, answer: str | None, task: str, entry: str | dict | None) -> float | None:
         if answer is None:
             return None
         pred = extract_answer(completion, self.pattern)
@@ -52,4 +52,4 @@ class ReasoningGym:
                 "data.source: reasoning-gym:TASK?... or a file exported by `repro-train data export`"
             )
         entries = rg_entry if rg_entry is not None else [None] * len(completions)
-        return [self.score(c, a, t, e) for c, a, t, e in zip(completions, answers, rg_dataset, entries)]
+        return [self.check(c, a, t, e) for c, a, t, e in zip(completions, answers, rg_dataset, entries)]

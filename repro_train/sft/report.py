@@ -68,7 +68,7 @@ def generate_responses(
     return out
 
 
-def score_responses(tok, responses: list[list[int]], golds: list[str], group: int) -> dict:
+def grade_responses(tok, responses: list[list[int]], golds: list[str], group: int) -> dict:
     """metrics.summarize over responses; responses[i] belongs to problem i // group."""
     samples = []
     for i, (ids, gold) in enumerate(zip(responses, golds)):
@@ -132,7 +132,7 @@ def evaluate(model, tok, cfg: SFTConfig, train_rows: list[dict]) -> dict:
     out = {
         "n_problems": len(rows),
         "skipped_seen_in_training": skipped,
-        "greedy": score_responses(tok, greedy, golds, 1),
+        "greedy": grade_responses(tok, greedy, golds, 1),
     }
     if e.sampled_problems > 0:
         torch.manual_seed(cfg.train.seed)
@@ -145,7 +145,7 @@ def evaluate(model, tok, cfg: SFTConfig, train_rows: list[dict]) -> dict:
             e.max_new_tokens,
             e.batch_size,
         )
-        out["sampled"] = score_responses(tok, sampled, [g for g in golds[: e.sampled_problems] for _ in range(k)], k)
+        out["sampled"] = grade_responses(tok, sampled, [g for g in golds[: e.sampled_problems] for _ in range(k)], k)
     out["training_data"] = trace_rates([r["response"] for r in train_rows])
     out["eval_s"] = time.time() - start
     return out
