@@ -180,7 +180,7 @@ def prepare(name: str, out: str, check: bool = True, force: bool = False, gguf_p
     if os.path.exists(os.path.join(out, "prepare.json")) and not force:
         raise PrepareError(f"{out} already holds a prepared model; pass --force to rebuild it")
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.time()
     _say(f"[1/5] checking {gguf_path} ({os.path.getsize(gguf_path) / 1e6:.0f} MB)")
@@ -195,23 +195,7 @@ def prepare(name: str, out: str, check: bool = True, force: bool = False, gguf_p
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
     src = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32).eval()
 
-    _say(f"[3/5] copying the weights into a fresh model and saving {m.dtype} safetensors to {out}")
-    config = AutoConfig.from_pretrained(folder, gguf_file=fname)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # else save_pretrained would record the GGUF quantization
-    config.dtype = m.dtype
-    fresh = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, m.dtype))
-    missing, unexpected = fresh.load_state_dict(src.state_dict(), strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
-    if missing or unexpected:
-        raise PrepareError(
-            f"the GGUF's weights do not fit the model built from its config: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    os.makedirs(out, exist_ok=True)
-    fresh.save_pretrained(out)
-    tok.save_pretrained(out)
-    del fresh
+    save_fresh_copy(src, tok, folder, fname, m.dtype, out)
 
     record = {
         "name": name,
@@ -231,6 +215,30 @@ def prepare(name: str, out: str, check: bool = True, force: bool = False, gguf_p
         f"done in {time.time() - t0:.0f} s: {out} ({len(sums)} files; check with `cd {out} && sha256sum -c SHA256SUMS`)"
     )
     return record
+
+
+def save_fresh_copy(src, tok, folder: str, fname: str, dtype: str, out: str) -> None:
+    """`src`'s weights copied into a fresh model built from the GGUF's config (no quantization record),
+    saved in `dtype` safetensors with the tokenizer in `out`."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    _say(f"[3/5] copying the weights into a fresh model and saving {dtype} safetensors to {out}")
+    config = AutoConfig.from_pretrained(folder, gguf_file=fname)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # else save_pretrained would record the GGUF quantization
+    config.dtype = dtype
+    fresh = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    missing, unexpected = fresh.load_state_dict(src.state_dict(), strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise PrepareError(
+            f"the GGUF's weights do not fit the model built from its config: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    os.makedirs(out, exist_ok=True)
+    fresh.save_pretrained(out)
+    tok.save_pretrained(out)
 
 
 def loss_check(src, tok, out: str) -> dict:
