@@ -28,13 +28,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "experiments"))
+from jobs import run_all  # noqa: E402
+
 sys.path.insert(0, REPO)
 EVAL_SETS = {"heldout_2term": 96, "heldout_3term": 96, "gsm8k-100": 256}
 """Evaluation sets (files in --data-dir) and their max new tokens."""
@@ -175,20 +177,6 @@ def job(arm: str, seed: int, a) -> tuple[str, str]:
     ]
     policy = os.path.join(out, f"checkpoint-{a.steps:06d}", "policy")
     return out, " && ".join([f"{q(train)} > '{out}.train.log' 2>&1", *eval_cmds(f"{arm}-s{seed}", policy, out, a)])
-
-
-def run_all(cmds: list[str], parallel: int) -> list[int]:
-    pending, running, codes = list(enumerate(cmds)), {}, [None] * len(cmds)
-    while pending or running:
-        while pending and len(running) < parallel:
-            i, c = pending.pop(0)
-            running[i] = subprocess.Popen(c, shell=True, cwd=REPO)
-        for i, p in list(running.items()):
-            if p.poll() is not None:
-                codes[i] = p.returncode
-                del running[i]
-        time.sleep(1)
-    return codes
 
 
 def mean_std(xs: list[float]) -> dict:
@@ -345,7 +333,7 @@ def main() -> int:
     cmds.append(" && ".join(eval_cmds("base", a.model, base, a)))
     runs["base"] = base
     t0 = time.time()
-    codes = [None] * len(cmds) if a.summarize_only else run_all(cmds, a.parallel)
+    codes = [None] * len(cmds) if a.summarize_only else run_all(cmds, a.parallel, REPO)
     res = summarize(runs, arms)
     trained = {k: v for k, v in runs.items() if k != "base"}
     res["training"], ttable = train_table(trained, arms)

@@ -17,11 +17,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "experiments"))
+from jobs import run_all  # noqa: E402
+
 METRICS = [
     ("pass@1", "accuracy (pass@1)"),
     ("maj@4", "maj@4"),
@@ -84,20 +86,6 @@ def job(arm: str, seed: int, a) -> tuple[str, str]:
     ]
     q = lambda xs: " ".join(f"'{x}'" for x in xs)  # noqa: E731
     return out, f"{q(train)} > '{out}.train.log' 2>&1 && {q(ev)} > '{out}.eval.log' 2>&1"
-
-
-def run_all(cmds: list[str], parallel: int) -> list[int]:
-    pending, running, codes = list(enumerate(cmds)), {}, [None] * len(cmds)
-    while pending or running:
-        while pending and len(running) < parallel:
-            i, c = pending.pop(0)
-            running[i] = subprocess.Popen(c, shell=True, cwd=REPO)
-        for i, p in list(running.items()):
-            if p.poll() is not None:
-                codes[i] = p.returncode
-                del running[i]
-        time.sleep(2)
-    return codes
 
 
 def summarize(a, runs: dict[str, str]) -> dict:
@@ -245,7 +233,7 @@ def main() -> int:
     runs["base"] = base
     os.makedirs(base, exist_ok=True)
     t0 = time.time()
-    codes = [None] * len(cmds) if a.summarize_only else run_all(cmds, a.parallel)
+    codes = [None] * len(cmds) if a.summarize_only else run_all(cmds, a.parallel, REPO)
     res = summarize(a, runs)
     res.update(args=vars(a), codes=dict(zip(list(runs), codes)), elapsed_s=time.time() - t0)
     res["training"], ttable = train_table(a, {k: v for k, v in runs.items() if k != "base"})
