@@ -8,7 +8,8 @@
 
 `distributed_executor_backend="external_launcher"`: each process of the `torchrun`, `accelerate` or
 Slurm launch builds its own engine; with tensor parallelism `tp`, consecutive ranks form one engine
-(they sample the union of their prompts and each keeps its own). The engine starts with dummy
+(they sample the union of their prompts and each keeps its own), and vLLM sees world / tp
+data-parallel engines (`data_parallel_size`; it derives each one's rank from RANK). The engine starts with dummy
 weights (`load_format="dummy"`) and only ever holds weights pushed from the trainer: it never
 reloads from disk, which is how rollouts silently came from the base model in TRL #5312 and verl
 #7434. A sampler that is wrong shows at once in `rollout/logprob_gap`, the trainer's recomputed
@@ -136,6 +137,8 @@ class VLLMEngine:
             load_format="dummy",
             dtype=dtype,
             tensor_parallel_size=self.tp,
+            # external_launcher: vLLM's world is tp x dp, and it infers each engine's dp rank from RANK
+            data_parallel_size=world // self.tp,
             distributed_executor_backend="external_launcher",
             gpu_memory_utilization=v.gpu_memory_utilization,
             max_model_len=max_model_len,
