@@ -345,11 +345,10 @@ def standalone(rts: dict, payload: dict, args, write, sync) -> None:
         return
     eng = rt.rollout
     prompts = [rt.prompts.prompt_ids[i] for i in range(args.prompts)]
-    eng._wake("weights")
-    eng._wake("kv_cache")
+    eng.wake()
     rows = []
     for i in range(args.steps):
-        params = [eng._params(args.group_size, 7919 * i + j) for j in range(len(prompts))]
+        params = [eng.sampling_params(args.group_size, 7919 * i + j) for j in range(len(prompts))]
         sync()
         t0 = time.perf_counter()
         outs = eng.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)

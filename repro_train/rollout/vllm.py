@@ -161,6 +161,11 @@ class VLLMEngine:
         group, _ = dist.new_subgroups_by_enumeration(ranks)
         return group
 
+    def wake(self) -> None:
+        """Everything a sleep released back, weights first (level 1 with no new weights: the kept copy)."""
+        self._wake("weights")
+        self._wake("kv_cache")
+
     def _wake(self, tag: str) -> None:
         if tag in self.asleep:
             self.llm.wake_up(tags=[tag])
@@ -179,21 +184,21 @@ class VLLMEngine:
     def sample(self, prompts: Sequence[Sequence[int]], group_size: int, seeds: Sequence[int] | None) -> Rollouts:
         if self.version is None:
             raise RuntimeError("the vLLM engine holds no trainer weights yet: call push_weights first")
-        self._wake("weights")  # level 1 with no new weights: the kept copy comes back
-        self._wake("kv_cache")
+        self.wake()
         mine = len(prompts)
         if self.tp_group is not None:  # every rank of an engine generates the group's prompts
             prompts, seeds, offset = self._gather_tp(prompts, seeds)
         outs = self.llm.generate(
             [{"prompt_token_ids": list(p)} for p in prompts],
-            [self._params(group_size, None if seeds is None else seeds[i]) for i in range(len(prompts))],
+            [self.sampling_params(group_size, None if seeds is None else seeds[i]) for i in range(len(prompts))],
             use_tqdm=False,
         )
         if self.tp_group is not None:
             outs = outs[offset : offset + mine]
         return self._rollouts(outs)
 
-    def _params(self, n: int, seed: int | None):
+    def sampling_params(self, n: int, seed: int | None):
+        """vLLM's SamplingParams for `n` responses of one prompt, as the recipe's rollout section says."""
         from vllm import SamplingParams
 
         c = self.cfg
