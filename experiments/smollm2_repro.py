@@ -4,10 +4,13 @@
     repro-train prepare-model smollm2-135m-instruct --out models/smollm2-135m-instruct
     python3 experiments/smollm2_repro.py --export-data data/smollm2
     # then, on the GPU machine (needs neither gguf nor reasoning-gym):
-    python3 experiments/smollm2_repro.py --model models/smollm2-135m-instruct --data-dir data/smollm2 --out DIR
+    python3 experiments/smollm2_repro.py --model models/smollm2-135m-instruct --data-dir data/smollm2 --out DIR \
+        --engine vllm
+    # on the lent device: bash bench/vllm_device.sh smollm2 OUTDIR (what to carry: its header)
 
 Every arm is a shipped recipe (recipes/smollm2/<arm>.yaml: same budget, RePro on or off) trained
-with `repro-train train` (the hf rollout engine) from the prepared model, with the training set
+with `repro-train train` (the hf rollout engine, or with --engine vllm an in-process vLLM engine per
+run, --vllm-share of the GPU each, started --stagger seconds apart) from the prepared model, with the training set
 read from DIR/train.jsonl (the recipe's data.source, exported), then evaluated with
 `repro-train eval` on three sets: heldout_2term (the two-term one-digit chain_sum problems the
 training set does not contain), heldout_3term (three terms: harder than training) and gsm8k-100,
@@ -19,7 +22,9 @@ mean ± std over seeds; on-policy training metrics) and DIR/curves.png, and prin
 
 Budget (default): 40 steps of 16 prompts x 8 samples x at most 96 tokens per run, sized for about
 8 minutes on one H200 by estimate, not yet measured (--steps sets it; the time is printed). On a CPU,
-`--device cpu --steps 1 --tiny` is a dry run of the whole pipeline (a few minutes).
+`--device cpu --steps 1 --tiny` is a dry run of the whole pipeline (a few minutes); the CPU pilot of
+docs/results.md (16 steps of 6 prompts x 8 samples x 64 tokens, --parallel 2) took about 80 minutes
+on 2 cores.
 """
 
 from __future__ import annotations
@@ -153,6 +158,13 @@ def eval_cmds(label: str, model: str, out: str, a) -> list[str]:
     return cmds
 
 
+def engine_overrides(a) -> list[str]:
+    """--engine vllm: every run samples with its own in-process vLLM engine, a share of the one GPU each."""
+    if a.engine == "hf":
+        return []
+    return ["rollout.engine=vllm", f"rollout.vllm.gpu_memory_utilization={a.vllm_share}"]
+
+
 def job(arm: str, seed: int, a) -> tuple[str, str]:
     """Shell command that trains one run, then evaluates its final policy; returns (folder, command)."""
     out = os.path.join(a.out, f"{arm}-s{seed}")
@@ -173,6 +185,7 @@ def job(arm: str, seed: int, a) -> tuple[str, str]:
         "log.wandb=false",
         "log.progress=false",
         *(TINY if a.tiny else []),
+        *engine_overrides(a),
         *a.override,
     ]
     policy = os.path.join(out, f"checkpoint-{a.steps:06d}", "policy")
@@ -251,7 +264,11 @@ def train_table(runs: dict[str, str], arms: list[str], k: int = 10) -> tuple[dic
 
 
 def curves(runs: dict[str, str], arms: list[str], path: str, k: int = 5) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the GPU image has none: the figure is drawn later with --summarize-only
+        print(f"matplotlib is not installed: no {path}; draw it with --summarize-only --out DIR where it is")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -285,7 +302,7 @@ def curves(runs: dict[str, str], arms: list[str], path: str, k: int = 5) -> None
     fig.savefig(path, dpi=90)
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--export-data", metavar="DIR", help="write the data sets as JSONL to DIR and stop")
     p.add_argument("--model", help="the folder made by `repro-train prepare-model smollm2-135m-instruct`")
@@ -297,6 +314,11 @@ def main() -> int:
     p.add_argument("--parallel", type=int, default=7, help="processes at once (6 runs + the base evaluation)")
     p.add_argument("--problems", type=int, default=None, help="first N problems of each evaluation set (default: all)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rollout engine of every run")
+    p.add_argument("--vllm-share", type=float, default=0.1, help="--engine vllm: GPU memory share of each run's engine")
+    p.add_argument(
+        "--stagger", type=float, default=None, help="seconds between job starts (default: 45 with vllm, else 0)"
+    )
     p.add_argument(
         "--tiny", action="store_true", help="CPU dry run: 2 prompts x 2 samples x 16 tokens, 16-token evaluation"
     )
@@ -304,10 +326,17 @@ def main() -> int:
     p.add_argument(
         "--summarize-only", action="store_true", help="rebuild results.json, table.md, curves.png from --out"
     )
+    return p
+
+
+def main() -> int:
+    p = parser()
     a = p.parse_args()
     if a.export_data:
         export_data(a.export_data)
         return 0
+    if a.engine == "vllm" and a.device == "cpu":
+        p.error("--engine vllm needs a GPU: use --device cuda (or auto), or --engine hf on a CPU")
     if not (a.model and a.data_dir and a.out):
         p.error("--model, --data-dir and --out are needed (or --export-data DIR)")
     for f in ["train", *EVAL_SETS]:
@@ -333,14 +362,15 @@ def main() -> int:
     cmds.append(" && ".join(eval_cmds("base", a.model, base, a)))
     runs["base"] = base
     t0 = time.time()
-    codes = [None] * len(cmds) if a.summarize_only else run_all(cmds, a.parallel, REPO)
+    stagger = a.stagger if a.stagger is not None else 45.0 if a.engine == "vllm" else 0.0
+    codes = [None] * len(cmds) if a.summarize_only else run_all(cmds, a.parallel, REPO, stagger_s=stagger)
     res = summarize(runs, arms)
     trained = {k: v for k, v in runs.items() if k != "base"}
     res["training"], ttable = train_table(trained, arms)
     res.update(args=vars(a), codes=dict(zip(runs, codes)), elapsed_s=time.time() - t0)
     write_json(res, os.path.join(a.out, "results.json"))
     budget = (
-        f"{a.steps} steps x {len(a.seeds.split(','))} seeds per arm; recipes/smollm2/<arm>.yaml"
+        f"{a.steps} steps x {len(a.seeds.split(','))} seeds per arm; recipes/smollm2/<arm>.yaml, {a.engine} engine"
         + (" with --tiny" if a.tiny else "")
         + (f", overrides {a.override}" if a.override else "")
     )

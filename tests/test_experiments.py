@@ -1,0 +1,74 @@
+"""The experiment scripts' plumbing: the job runner and the SmolLM2 experiment's commands."""
+
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+import jobs  # noqa: E402
+import smollm2_repro  # noqa: E402
+
+
+def test_run_all_returns_exit_codes_in_order(tmp_path):
+    codes = jobs.run_all(["exit 3", "true", "sh -c 'exit 7'"], parallel=2, cwd=str(tmp_path), poll_s=0.01)
+    assert codes == [3, 0, 7]
+
+
+def test_run_all_never_runs_more_than_parallel(tmp_path):
+    # each job appends +1 when it starts and -1 when it ends; the running sum never exceeds 2
+    log = tmp_path / "log"
+    cmd = f"echo 1 >> {log}; sleep 0.2; echo -1 >> {log}"
+    assert jobs.run_all([cmd] * 5, parallel=2, cwd=str(tmp_path), poll_s=0.01) == [0] * 5
+    running, peak = 0, 0
+    for line in log.read_text().split():
+        running += int(line)
+        peak = max(peak, running)
+    assert peak == 2 and running == 0
+
+
+class FakeProcess:
+    returncode = 0
+
+    def poll(self):
+        return 0
+
+
+def test_run_all_spaces_the_starts_by_stagger(monkeypatch):
+    starts = []
+
+    def popen(cmd, shell, cwd):
+        starts.append(jobs.time.monotonic())
+        return FakeProcess()
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", popen)
+    assert jobs.run_all(["a", "b", "c"], parallel=3, cwd=".", poll_s=0.01, stagger_s=0.15) == [0, 0, 0]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert len(gaps) == 2 and min(gaps) >= 0.15
+
+
+def args(*argv):
+    return smollm2_repro.parser().parse_args(["--model", "m", "--data-dir", "d", "--out", "o", *argv])
+
+
+def train_words(a) -> list[str]:
+    _, cmd = smollm2_repro.job("grpo_repro", 1, a)
+    return shlex.split(cmd.split(" > ")[0])
+
+
+def test_the_vllm_engine_reaches_every_run_and_explicit_overrides_come_last():
+    a = args("--engine", "vllm", "--vllm-share", "0.12", "--override", "rollout.vllm.gpu_memory_utilization=0.2")
+    words = train_words(a)
+    assert "rollout.engine=vllm" in words and "train.seed=1" in words
+    shares = [w for w in words if w.startswith("rollout.vllm.gpu_memory_utilization=")]
+    assert shares == ["rollout.vllm.gpu_memory_utilization=0.12", "rollout.vllm.gpu_memory_utilization=0.2"]
+    assert not any(w.startswith("rollout.engine") for w in train_words(args()))  # hf: the recipe's default
+
+
+def test_vllm_on_a_cpu_is_refused(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["smollm2_repro.py", "--engine", "vllm", "--device", "cpu"])
+    with pytest.raises(SystemExit):
+        smollm2_repro.main()
+    assert "--engine vllm needs a GPU" in capsys.readouterr().err
