@@ -297,7 +297,8 @@ def curves(runs: dict[str, str], arms: list[str], path: str, k: int = 5) -> None
                 )
                 labelled.add(arm)
             ax.set_title(f"{key} ({k}-step mean)", fontsize=9)
-    axes.flat[0].legend(fontsize=8)
+    if labelled:
+        axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
@@ -327,6 +328,16 @@ def parser() -> argparse.ArgumentParser:
         "--summarize-only", action="store_true", help="rebuild results.json, table.md, curves.png from --out"
     )
     return p
+
+
+def budget_line(args: dict) -> str:
+    """The run's budget as table.md states it, from its arguments (`results.json`'s "args")."""
+    return (
+        f"{args['steps']} steps x {len(args['seeds'].split(','))} seeds per arm; recipes/smollm2/<arm>.yaml, "
+        f"{args.get('engine', 'hf')} engine"
+        + (" with --tiny" if args.get("tiny") else "")
+        + (f", overrides {args['override']}" if args.get("override") else "")
+    )
 
 
 def main() -> int:
@@ -368,12 +379,12 @@ def main() -> int:
     trained = {k: v for k, v in runs.items() if k != "base"}
     res["training"], ttable = train_table(trained, arms)
     res.update(args=vars(a), codes=dict(zip(runs, codes)), elapsed_s=time.time() - t0)
+    previous = os.path.join(a.out, "results.json")
+    if a.summarize_only and os.path.exists(previous):  # keep the run's own arguments, exit codes and time
+        with open(previous) as fh:
+            res.update({k: v for k, v in json.load(fh).items() if k in ("args", "codes", "elapsed_s")})
     write_json(res, os.path.join(a.out, "results.json"))
-    budget = (
-        f"{a.steps} steps x {len(a.seeds.split(','))} seeds per arm; recipes/smollm2/<arm>.yaml, {a.engine} engine"
-        + (" with --tiny" if a.tiny else "")
-        + (f", overrides {a.override}" if a.override else "")
-    )
+    budget = budget_line(res["args"])
     with open(os.path.join(a.out, "table.md"), "w") as fh:
         fh.write(
             f"SmolLM2-135M-Instruct, {budget}.\n\nHeld-out evaluation, greedy (mean ± std over seeds):\n\n"

@@ -1,5 +1,6 @@
 """The experiment scripts' plumbing: the job runner and the SmolLM2 experiment's commands."""
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -72,3 +73,22 @@ def test_vllm_on_a_cpu_is_refused(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         smollm2_repro.main()
     assert "--engine vllm needs a GPU" in capsys.readouterr().err
+
+
+def test_summarize_only_keeps_the_runs_own_arguments_codes_and_time(tmp_path, monkeypatch):
+    # a results folder as it comes back from the device: results.json from the run, no checkpoints
+    data, model, out = tmp_path / "data", tmp_path / "model", tmp_path / "out"
+    for d in (data, model, out):
+        d.mkdir()
+    for name in ["train", *smollm2_repro.EVAL_SETS]:
+        (data / f"{name}.jsonl").write_text("")
+    (model / "config.json").write_text("{}")
+    run_args = {"steps": 40, "seeds": "0,1,2", "engine": "vllm", "tiny": False, "override": ["optim.lr=2.0e-6"]}
+    smollm2_repro.write_json({"args": run_args, "codes": {"base": 0}, "elapsed_s": 321.0}, str(out / "results.json"))
+    argv = ["x", "--model", str(model), "--data-dir", str(data), "--out", str(out), "--summarize-only"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert smollm2_repro.main() == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["args"] == run_args and res["codes"] == {"base": 0} and res["elapsed_s"] == 321.0
+    head = (out / "table.md").read_text().split("\n")[0]
+    assert "40 steps x 3 seeds" in head and "vllm engine" in head and "optim.lr=2.0e-6" in head
