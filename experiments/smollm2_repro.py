@@ -105,7 +105,8 @@ def write_json(obj, path: str) -> None:
 
 def export_data(folder: str) -> None:
     """train.jsonl (the recipes' data.source), the held-out sets and gsm8k-100, as JSONL (needs reasoning-gym)."""
-    from repro_train.data.named import disjoint, load_named, unique, write_jsonl
+    from repro_train.data.named import disjoint, load_named, unique
+    from repro_train.tasks.arithmetic import write_jsonl
 
     source = read_yaml(recipe("grpo_repro"))["data"]["source"]
     for arm in ("grpo", "grpo_repro"):

@@ -213,11 +213,11 @@ def make_jobs(cfg: CompareConfig, out: str) -> list[Job]:
         folder = os.path.join(out, "base")
         jobs.append(Job("base", "base", None, folder, [eval_command(cfg, "base", model, os.path.join(folder, "eval"))]))
     for arm in cfg.arms:
+        steps = load(base_path(cfg), arm_overrides(cfg, arm)).train.steps
         for seed in cfg.seeds:
             label = f"{arm.name}-s{seed}"
             folder = os.path.join(out, label)
             run_dir = os.path.join(folder, "run")
-            steps = load(base_path(cfg), arm_overrides(cfg, arm)).train.steps
             train = [
                 sys.executable,
                 "-m",
@@ -396,7 +396,7 @@ def report(cfg: CompareConfig, out: str, log=print) -> dict:
                 per_run[lb] = run_metrics(os.path.join(out, lb), lb)
     arms = aggregate(per_run, list(labels.items()))
     n_seeds = {arm: sum(lb in per_run for lb in labels[arm]) for arm in arms}
-    results = {"config": _plain(cfg), "runs": per_run, "arms": arms}
+    results = {"config": to_dict(cfg), "runs": per_run, "arms": arms}
     with open(os.path.join(out, "results.json"), "w") as fh:
         json.dump(results, fh, indent=2)
     table = format_markdown(arms, n_seeds)
@@ -410,10 +410,6 @@ def report(cfg: CompareConfig, out: str, log=print) -> dict:
         + (", accuracy_vs_tokens.png" if drawn else " (no matplotlib here: no plot; run --report-only elsewhere)")
     )
     return results
-
-
-def _plain(cfg) -> dict:
-    return to_dict(cfg)
 
 
 # ---------------------------------------------------------------------------------------------

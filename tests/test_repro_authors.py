@@ -338,9 +338,21 @@ def test_engine_reads_forced_cuts_only_when_given(tiny):
     repro = RePro(ReProConfig(top_k=1), tok)
     resp = tok(TEXT, add_special_tokens=False).input_ids
     plan = repro.plan([resp], ["8"])
-    out = ProbeEngine().run(model, pack([tok("Q").input_ids], [resp], tok.pad_token_id), plan.requests, [], 1)
+    widths = []
+
+    class Recording(ProbeEngine):  # the probe blocks the engine scores: J_b plus one per cut slot
+        def fused(self, model, seqs, cache, blocks):
+            widths.append(blocks.cuts.shape[1])
+            return super().fused(model, seqs, cache, blocks)
+
+        def naive(self, model, seqs, blocks):
+            widths.append(blocks.cuts.shape[1])
+            return super().naive(model, seqs, blocks)
+
+    out = Recording().run(model, pack([tok("Q").input_ids], [resp], tok.pad_token_id), plan.requests, [], 1)
     assert plan.requests[0].forced_cuts == () and len(plan.requests[0].seg_ends) == 2
     assert len(out.probes[0].cuts) == 1 and set(out.probes[0].cuts) <= set(plan.requests[0].seg_ends)
+    assert widths == [1 + 1]  # J_b and top_k = 1 cut: no slot for a forced cut
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ import argparse
 import sys
 
 from ..config_base import ConfigError
+from ..tasks.arithmetic import write_jsonl
 from .jsonl import iter_jsonl
-from .named import NAMED, RG_PREFIX, disjoint, load_named, unique, write_jsonl
+from .named import NAMED, RG_PREFIX, disjoint, load_named, unique
 
 
 def _list(show_all: bool) -> None:

@@ -160,9 +160,3 @@ def unique(rows: list[dict], key: str = "question") -> list[dict]:
     """The first row of each distinct `key`, in order."""
     seen: set = set()
     return [r for r in rows if not (r[key] in seen or seen.add(r[key]))]
-
-
-def write_jsonl(rows: list[dict], path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)

@@ -1,8 +1,8 @@
 """Data checks before any model loads: every bad row is refused (naming the file, the line or row
 and the field) or, with `data.on_bad_row: skip`, skipped and counted.
 
-    rows = read_rows(cfg)                               # [(where, row)], where = "f.jsonl line 7"
     report = DataReport(cfg.source, cfg.on_bad_row)
+    rows = read_json_lines(path, report, cfg.max_row_bytes)   # [(where, row)], where = "f.jsonl line 7"
     for where, row in rows:
         if check_row(row, where, cfg, report, answer_check) ...
     print(report.summary())                             # "data: 1998 rows used; skipped: 2 (null_answer 2)"
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ..config_base import ConfigError
 from ..rewards.extract import parse_number
-from ..rewards.mathverify import as_gold
+from ..rewards.mathverify import parse_gold
 
 
 @dataclass
@@ -64,16 +64,6 @@ class DataReport:
         out = {"data/rows_used": float(self.rows_used), "data/skipped_rows": float(self.skipped)}
         out.update({f"data/skipped/{k}": float(v) for k, v in sorted(self.counts.items())})
         return out
-
-    def to_dict(self) -> dict:
-        return {
-            "source": self.source,
-            "on_bad_row": self.on_bad_row,
-            "rows_read": self.rows_read,
-            "rows_used": self.rows_used,
-            "skipped": dict(sorted(self.counts.items())),
-            "first": self.first,
-        }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,11 +214,9 @@ def answer_checker(reward_cfg):
 def _math_verify_check(answer: str) -> str | None:
     import logging
 
-    from math_verify import parse
-
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     try:
-        ok = bool(parse(as_gold(answer), parsing_timeout=None))
+        ok = bool(parse_gold(answer))
     except Exception:  # noqa: BLE001 - any parser failure means the gold cannot be used
         ok = False
     return None if ok else "reward 'math_verify' cannot parse it"

@@ -49,6 +49,13 @@ def as_gold(answer: str) -> str:
     return "\\boxed{" + answer + "}"
 
 
+def parse_gold(answer: str) -> list:
+    """The gold answer as the reward parses it (empty: math-verify cannot read it)."""
+    from math_verify import parse
+
+    return parse(as_gold(answer), parsing_timeout=None)
+
+
 def verify_answer(completion: str, answer: str | None, extract: str = "auto") -> float | None:
     """1.0 / 0.0 by math-verify; None if there is no gold or it does not parse. No timeout here.
 
@@ -60,7 +67,7 @@ def verify_answer(completion: str, answer: str | None, extract: str = "auto") ->
 
     if answer is None:
         return None
-    gold = parse(as_gold(answer), parsing_timeout=None)
+    gold = parse_gold(answer)
     if not gold:
         return None
     text = completion if extract == "auto" else extract_final_answer(completion)

@@ -67,16 +67,15 @@ class NumericGuard:
         """{where: global count} of non-finite values in the batch (empty when all are finite)."""
         self.update_bad = {}
         counts = torch.tensor(batch_counts(batch), dtype=torch.float64)
-        counts = self.dist.sum(counts) if self.dist.world > 1 else counts
+        counts = self.dist.sum(counts)  # as it is on one process
         return {w: int(c) for w, c in zip(BATCH_CHECKS, counts.tolist()) if c > 0}
 
     def skip_update(self, loss_bad: bool, grad_norm: float) -> bool:
         """At an optimizer step: True (on every rank) when its loss or gradient norm is not finite."""
         if not self.can_skip_update:  # DeepSpeed: stepped inside backward, its norm may be unknown (NaN)
             return False
-        flags = [int(loss_bad), int(not math.isfinite(grad_norm))]
-        if self.dist.world > 1:
-            flags = self.dist.max(torch.tensor(flags, dtype=torch.float64)).long().tolist()
+        local = [int(loss_bad), int(not math.isfinite(grad_norm))]
+        flags = self.dist.max(torch.tensor(local, dtype=torch.float64)).long().tolist()
         for where, f in zip(UPDATE_CHECKS, flags):
             if f:
                 self.update_bad[where] = self.update_bad.get(where, 0) + 1

@@ -179,6 +179,7 @@ def build_runtime(cfg: Config) -> Runtime:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "config.yaml"), "w") as fh:
             fh.write(dump_yaml(cfg))
+    eos = eos_ids(policy, tok)
     return Runtime(
         cfg=cfg,
         acc=acc,
@@ -194,10 +195,8 @@ def build_runtime(cfg: Config) -> Runtime:
         sampler=sampler,
         reward=reward,
         repro=build_repro(cfg, tok, d),
-        rollout=build_rollout_engine(
-            cfg, acc, engine, eos_ids(policy, tok), tok.pad_token_id, max(len(p) for p in prompts.prompt_ids)
-        ),
-        eos_ids=eos_ids(policy, tok),
+        rollout=build_rollout_engine(cfg, acc, engine, eos, tok.pad_token_id, max(len(p) for p in prompts.prompt_ids)),
+        eos_ids=eos,
         pad_id=tok.pad_token_id,
         out_dir=out_dir,
         extra={"dropped_prompts": prompts.dropped_too_long},
