@@ -2,6 +2,7 @@
 
 Commands:
   train     RL training from a YAML recipe (GRPO, PPO, REINFORCE++, REINFORCE++-baseline, RLOO; RePro on or off)
+  signal    a recipe's first steps with no update: mixed groups, lengths, cuts, process vs outcome advantage
   inspect   RePro's view of given chains of thought: segments, cuts, J, scores, rewards, plots
   eval      accuracy, lengths and overthinking metrics of a model on a task
   compare   train arms (GRPO, + RePro, + length shapers) with one budget and seeds; one table and plot
@@ -19,6 +20,7 @@ import sys
 
 COMMANDS = {
     "train": "repro_train.trainer.cli",
+    "signal": "repro_train.trainer.signal",
     "inspect": "repro_train.inspect_cot",
     "eval": "repro_train.eval.cli",
     "compare": "repro_train.compare",

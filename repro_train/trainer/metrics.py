@@ -3,6 +3,8 @@ wandb (offline when no key). Other ranks get a `NullLogger`.
 
 Metric names (all means over the global batch unless marked):
   reward/mean (after the length shapers), reward/<fn>, accuracy, response_length/{mean,max},
+  groups/{zero_std_frac, all_correct_frac, all_wrong_frac} (share of prompt groups whose G rewards are
+       all equal, i.e. no signal for a group-relative estimator; all correct; all wrong)
   response_length/{correct,incorrect} (absent in a step without such responses), truncated_frac,
   unscorable (count), shaping/<method> (each length shaper's mean R' - R, rewards/shapers.py)
   behavior/{rechecks, backtracks} (per response, pattern detectors of docs/toy-task.md, thinking part)
@@ -76,6 +78,9 @@ def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
     for name, vals in batch.reward_parts.items():
         m.mean_of(f"reward/{name}", vals.float())
     m.mean_of("accuracy", batch.correct.float())
+    n_groups, counts = group_counts(batch.rewards, batch.correct, batch.group_ids)
+    for name, n in counts.items():
+        m.add(f"groups/{name}_frac", n, n_groups)
     m.mean_of("response_length/mean", lengths)
     m.max("response_length/max", lengths.max().item() if B else 0)
     ok = batch.correct.bool().to(lengths.device)
@@ -109,6 +114,21 @@ def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
     for k, v in update_stats.items():
         out[k if k.startswith("time/") else ("time/update_s" if k == "update_s" else f"train/{k}")] = v
     return out
+
+
+def group_counts(rewards: torch.Tensor, correct: torch.Tensor, group_ids: torch.Tensor) -> tuple[int, dict[str, int]]:
+    """(number of groups, {"zero_std": ..., "all_correct": ..., "all_wrong": ...}) over the (B,) rows
+    of this rank; a group is the rows sharing a group id. zero_std: every reward of the group equal,
+    so GRPO's, RLOO's and REINFORCE++-baseline's advantages are 0 for all of it."""
+    groups: dict[int, list[tuple[float, bool]]] = {}
+    for g, r, c in zip(group_ids.tolist(), rewards.tolist(), correct.bool().tolist()):
+        groups.setdefault(g, []).append((r, c))
+    counts = {"zero_std": 0, "all_correct": 0, "all_wrong": 0}
+    for rows in groups.values():
+        counts["zero_std"] += all(r == rows[0][0] for r, _ in rows)
+        counts["all_correct"] += all(c for _, c in rows)
+        counts["all_wrong"] += not any(c for _, c in rows)
+    return len(groups), counts
 
 
 def repro_metrics(m: Meter, batch, world: int) -> None:
