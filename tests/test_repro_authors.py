@@ -26,7 +26,7 @@ from repro_train.repro.scores import (
 from repro_train.repro.segment import segment_response, thinking_end_by_id, token_boundary_starts
 from repro_train.repro.select import add_forced_cuts
 from repro_train.repro.types import ProbeResult
-from repro_train.trainer.folds import second_gae
+from repro_train.trainer.folds import dense_rewards, process_advantage, second_gae
 
 D = torch.float64
 AUTHORS = ReProConfig(**{k: v for k, v in AUTHORS_CODE.items()}, **AUTHORS_CODE_FOLDS["grpo"], preset="authors_code")
@@ -199,6 +199,27 @@ def test_reward_at_cut_minus_one_then_return_to_go_is_the_spec_token_advantage()
     rtg = dense.flip(-1).cumsum(-1).flip(-1)
     assert torch.allclose(rtg, token_process_advantages(r_norm, cuts, mask, 12), atol=1e-12)
     check_rows(rtg, EXP_A, atol=2e-6)
+
+
+def test_each_fold_goes_in_one_place_only():
+    """PPO 'dense_reward': alpha * r' on tokens c_j - 1 joins the token rewards, nothing is folded after;
+    'advantage' (and every other estimator): no token rewards, A_tilde is folded after."""
+    from types import SimpleNamespace
+
+    out = SimpleNamespace(
+        r_norm=torch.tensor([[1.0, -2.0], [0.5, 0.0]]),
+        cuts=torch.tensor([[2, 4], [3, 0]]),
+        mask=torch.tensor([[1, 1], [1, 0]], dtype=torch.bool),
+        process_adv=torch.arange(10.0).reshape(2, 5),
+    )
+    dense_cfg = load(None, ["algo.estimator=gae", "repro.ppo_process_reward=dense_reward", "repro.alpha=0.5"])
+    exp = torch.tensor([[0.0, 0.5, 0.0, -1.0, 0.0], [0.0, 0.0, 0.25, 0.0, 0.0]])
+    assert torch.equal(dense_rewards(dense_cfg, out, 5), exp)
+    assert process_advantage(dense_cfg, out, torch.ones(2, 5, dtype=torch.bool), None, lambda x: x) is None
+    for overrides in (["algo.estimator=gae"], ["algo.estimator=grpo"], ["algo.estimator=rloo"]):
+        cfg = load(None, overrides)
+        assert dense_rewards(cfg, out, 5) is None
+        assert process_advantage(cfg, out, torch.ones(2, 5, dtype=torch.bool), None, lambda x: x) is out.process_adv
 
 
 def test_second_gae_is_whitened_return_to_go_with_zero_values():

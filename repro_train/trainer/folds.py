@@ -1,12 +1,14 @@
 """How RePro's process advantage joins an algorithm's advantage (spec 12): the loop's fold hook.
 
-    adv = fold(adv, process_advantage(cfg, repro_out, mask, values, reduce), cfg.repro.alpha)
+    token_rewards += dense_rewards(cfg, repro_out, T)    # before the estimator; PPO 'dense_reward' only
+    adv = fold(adv, process_advantage(cfg, repro_out, mask, values, reduce), cfg.repro.alpha)  # after it
+    (each returns None where it does not apply, and the loop skips that line)
 
 RePro itself (`repro/`) never learns which algorithm runs; the choices that depend on it are the
 options read here. `repro.ppo_process_reward` (PPO, estimator gae):
 - 'advantage' (spec): A_tilde, the return to go of the normalised process rewards, added after GAE;
-- 'dense_reward' (spec): alpha * r' placed on the cut tokens before GAE (the loop adds them to the
-  token rewards; nothing is folded here);
+- 'dense_reward' (spec): alpha * r' placed on the cut tokens before GAE (`dense_rewards`: the loop
+  adds them to the token rewards; nothing is folded after);
 - 'second_gae' (authors' code): r' on the cut tokens (token c_j - 1) runs through its own GAE with
   the critic's values, is whitened over the batch (all ranks), and is added like A_tilde.
 The other estimators' authors' folds (REINFORCE++: whitened over the batch; REINFORCE++-baseline:
@@ -22,11 +24,25 @@ from ..repro.pipeline import ReProOutput
 from ..repro.scores import dense_process_rewards
 
 
+def _ppo(cfg, fold_name: str) -> bool:
+    return cfg.algo.estimator == "gae" and cfg.repro.ppo_process_reward == fold_name
+
+
+def dense_rewards(cfg, out: ReProOutput, T: int) -> torch.Tensor | None:
+    """alpha * r'_j on token c_j - 1 (B, T), for PPO with 'dense_reward'; None for every other fold."""
+    if not _ppo(cfg, "dense_reward"):
+        return None
+    return cfg.repro.alpha * dense_process_rewards(out.r_norm, out.cuts, out.mask, T)
+
+
 def process_advantage(
     cfg, out: ReProOutput, mask: torch.Tensor, values: torch.Tensor | None, reduce: Reduce
-) -> torch.Tensor:
-    """The (B, T) process advantage to fold for `cfg` (a Config): A_tilde, or its second GAE."""
-    if cfg.algo.estimator == "gae" and cfg.repro.ppo_process_reward == "second_gae":
+) -> torch.Tensor | None:
+    """The (B, T) process advantage to fold for `cfg` (a Config): A_tilde, or its second GAE; None
+    with 'dense_reward' (already in the token rewards)."""
+    if _ppo(cfg, "dense_reward"):
+        return None
+    if _ppo(cfg, "second_gae"):
         return second_gae(out.r_norm, out.cuts, out.mask, mask, values, cfg.algo.gamma, cfg.algo.lam, reduce)
     return out.process_adv.to(mask.device)
 

@@ -32,13 +32,13 @@ from ..algos.losses import agg_loss, get_policy_loss, value_loss
 from ..dist import clip_grad_norm
 from ..modeling import Sequences, forward_logprobs, logprob_pass, pack
 from ..repro.pipeline import Plan, ReProOutput
-from ..repro.scores import dense_process_rewards, fold
+from ..repro.scores import fold
 from ..repro.types import ProbeResult
 from ..rewards.shapers import ShapingResult, shape_advantages, shape_rewards
 from ..seeds import mix_seed
 from ..timing import phase_timer
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from .folds import process_advantage
+from .folds import dense_rewards, process_advantage
 from .guard import NumericGuard
 from .metrics import NullLogger, RunLogger, sample_rows, step_metrics
 from .preempt import Preempted, Preemption, clear_marker
@@ -248,14 +248,13 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
         if rt.ref is not None and a.kl_mode == "reward":
             kl = kl_penalty(batch.old_logprobs, batch.ref_logprobs, a.kl_estimator)
             token_rewards = token_rewards - a.kl_coef * kl.masked_fill(~mask, 0.0)
-        dense = a.estimator == "gae" and cfg.repro.ppo_process_reward == "dense_reward"
         if cfg.repro.enabled:
             batch.repro = rt.repro.advantages(batch.plan, batch.probes, batch.group_ids, R, batch_stats=d.sum)
             # RePro's own cost: segmentation, selection + probe (device time), scores and advantages
             batch.timings["repro_s"] = batch.timings["plan_s"] + batch.timings["probe_s"] + elapsed()
-            if dense:
-                r = dense_process_rewards(batch.repro.r_norm, batch.repro.cuts, batch.repro.mask, R)
-                token_rewards = token_rewards + cfg.repro.alpha * r.to(token_rewards)
+            dense = dense_rewards(cfg, batch.repro, R)  # PPO's 'dense_reward' fold (folds.py); None otherwise
+            if dense is not None:
+                token_rewards = token_rewards + dense.to(token_rewards)
         inputs = AdvantageInputs(
             rewards=batch.rewards.to(d.device),
             mask=mask,
@@ -266,9 +265,10 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
         params = AdvantageParams(gamma=a.gamma, lam=a.lam, grpo_std_norm=a.grpo_std_norm, whiten=a.whiten_advantages)
         out = get_estimator(a.estimator)(inputs, params, d.sum)
         adv = shape_advantages(rt, batch, out.advantages)  # GRPO-LEAD's difficulty weights; identity otherwise
-        if cfg.repro.enabled and not dense:
+        if cfg.repro.enabled:
             process_adv = process_advantage(cfg, batch.repro, mask, batch.values, d.sum)  # (folds.py)
-            adv = fold(adv, process_adv.to(adv), cfg.repro.alpha)
+            if process_adv is not None:
+                adv = fold(adv, process_adv.to(adv), cfg.repro.alpha)
         batch.advantages = adv.masked_fill(~mask, 0.0)
         batch.returns = out.returns
 
