@@ -7,6 +7,10 @@
     python3 experiments/smollm2_repro.py --model models/smollm2-135m-instruct --data-dir data/smollm2 --out DIR \
         --engine vllm
     # on the lent device: bash bench/vllm_device.sh smollm2 OUTDIR (what to carry: its header)
+    # another training set (held-out sets still drop its questions), fewer evaluation sets:
+    python3 experiments/smollm2_repro.py --export-data data/smollm2-3term \
+        --train-source 'reasoning-gym:chain_sum?size=100&seed=1&min_terms=3&max_terms=3&min_digits=1&max_digits=1'
+    python3 experiments/smollm2_repro.py ... --data-dir data/smollm2-3term --eval-sets heldout_3term,heldout_2term
 
 Every arm is a shipped recipe (recipes/smollm2/<arm>.yaml: same budget, RePro on or off) trained
 with `repro-train train` (the hf rollout engine, or with --engine vllm an in-process vLLM engine per
@@ -103,14 +107,16 @@ def write_json(obj, path: str) -> None:
         json.dump(obj, fh, indent=1)
 
 
-def export_data(folder: str) -> None:
-    """train.jsonl (the recipes' data.source), the held-out sets and gsm8k-100, as JSONL (needs reasoning-gym)."""
+def export_data(folder: str, source: str | None = None) -> None:
+    """train.jsonl (`source`; default the recipes' data.source), the held-out sets without the training
+    questions, and gsm8k-100, as JSONL (needs reasoning-gym)."""
     from repro_train.data.named import disjoint, load_named, unique
     from repro_train.tasks.arithmetic import write_jsonl
 
-    source = read_yaml(recipe("grpo_repro"))["data"]["source"]
-    for arm in ("grpo", "grpo_repro"):
-        assert read_yaml(recipe(arm))["data"]["source"] == source, f"{arm}.yaml trains on other data"
+    if source is None:
+        source = read_yaml(recipe("grpo_repro"))["data"]["source"]
+        for arm in ("grpo", "grpo_repro"):
+            assert read_yaml(recipe(arm))["data"]["source"] == source, f"{arm}.yaml trains on other data"
     train = load_named(source)
     sets = {
         "train": train,
@@ -131,7 +137,8 @@ def q(xs: list[str]) -> str:
 def eval_cmds(label: str, model: str, out: str, a) -> list[str]:
     system = read_yaml(recipe("grpo_repro"))["data"]["system_prompt"]
     cmds = []
-    for name, tokens in EVAL_SETS.items():
+    for name in a.eval_sets.split(","):
+        tokens = EVAL_SETS[name]
         ev = [
             sys.executable,
             "-m",
@@ -307,6 +314,11 @@ def curves(runs: dict[str, str], arms: list[str], path: str, k: int = 5) -> None
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--export-data", metavar="DIR", help="write the data sets as JSONL to DIR and stop")
+    p.add_argument(
+        "--train-source",
+        metavar="SOURCE",
+        help="--export-data: the training set's data.source (default: the recipes'), e.g. three-term sums",
+    )
     p.add_argument("--model", help="the folder made by `repro-train prepare-model smollm2-135m-instruct`")
     p.add_argument("--data-dir", help="the folder written by --export-data")
     p.add_argument("--out", help="results folder")
@@ -314,6 +326,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--arms", default="grpo,grpo_repro")
     p.add_argument("--parallel", type=int, default=7, help="processes at once (6 runs + the base evaluation)")
+    p.add_argument(
+        "--eval-sets",
+        default=",".join(EVAL_SETS),
+        help=f"evaluation sets, comma-separated (default: {','.join(EVAL_SETS)})",
+    )
     p.add_argument("--problems", type=int, default=None, help="first N problems of each evaluation set (default: all)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rollout engine of every run")
@@ -344,14 +361,19 @@ def budget_line(args: dict) -> str:
 def main() -> int:
     p = parser()
     a = p.parse_args()
+    if a.train_source and not a.export_data:
+        p.error("--train-source goes with --export-data DIR (the run reads DIR/train.jsonl)")
     if a.export_data:
-        export_data(a.export_data)
+        export_data(a.export_data, a.train_source)
         return 0
     if a.engine == "vllm" and a.device == "cpu":
         p.error("--engine vllm needs a GPU: use --device cuda (or auto), or --engine hf on a CPU")
     if not (a.model and a.data_dir and a.out):
         p.error("--model, --data-dir and --out are needed (or --export-data DIR)")
-    for f in ["train", *EVAL_SETS]:
+    unknown = sorted(set(a.eval_sets.split(",")) - set(EVAL_SETS))
+    if unknown:
+        p.error(f"--eval-sets: unknown {unknown}; choices: {','.join(EVAL_SETS)}")
+    for f in ["train", *a.eval_sets.split(",")]:
         if not os.path.exists(os.path.join(a.data_dir, f"{f}.jsonl")):
             p.error(
                 f"{a.data_dir}/{f}.jsonl is missing: run "
