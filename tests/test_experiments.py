@@ -92,3 +92,25 @@ def test_summarize_only_keeps_the_runs_own_arguments_codes_and_time(tmp_path, mo
     assert res["args"] == run_args and res["codes"] == {"base": 0} and res["elapsed_s"] == 321.0
     head = (out / "table.md").read_text().split("\n")[0]
     assert "40 steps x 3 seeds" in head and "vllm engine" in head and "optim.lr=2.0e-6" in head
+
+
+def test_export_with_another_training_set_keeps_the_held_out_sets_disjoint(tmp_path):
+    pytest.importorskip("reasoning_gym")
+    source = "reasoning-gym:chain_sum?size=40&seed=1&min_terms=3&max_terms=3&min_digits=1&max_digits=1"
+    smollm2_repro.export_data(str(tmp_path), source)
+    read = {
+        f: [json.loads(x) for x in (tmp_path / f"{f}.jsonl").read_text().splitlines()]
+        for f in ("train", "heldout_3term")
+    }
+    assert len(read["train"]) == 40
+    assert all(r["question"].count("+") + r["question"].count("-") >= 2 for r in read["train"])  # three terms
+    train_q = {r["question"] for r in read["train"]}
+    assert read["heldout_3term"] and not train_q & {r["question"] for r in read["heldout_3term"]}
+    assert json.loads((tmp_path / "sources.json").read_text())["train"] == source
+
+
+def test_train_source_without_export_is_refused(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["smollm2_repro.py", "--train-source", "gsm8k-100", "--model", "m"])
+    with pytest.raises(SystemExit):
+        smollm2_repro.main()
+    assert "--train-source goes with --export-data" in capsys.readouterr().err
