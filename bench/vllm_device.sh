@@ -9,7 +9,8 @@
 #   bash bench/vllm_device.sh learn OUTDIR       # (c) toy GRPO + RePro, vllm vs hf, 2 seeds, 40 steps each
 #   bash bench/vllm_device.sh bench OUTDIR N     # (d) bench_step --compare engine, N prompts x 8 x 1,024 tokens
 #   bash bench/vllm_device.sh probe_bar OUTDIR   # J / log-prob pass at the bar cell: spec, then authors_code preset
-#   bash bench/vllm_device.sh smollm2 OUTDIR [STEPS]   # SmolLM2 GRPO vs GRPO + RePro, 3 seeds, vllm engine
+#   bash bench/vllm_device.sh smollm2 OUTDIR [STEPS [DATA]]   # SmolLM2 GRPO vs GRPO + RePro, 3 seeds, vllm engine
+#     (DATA: an exported data folder, default data/smollm2; data/smollm2-3term trains on three-term sums)
 #
 # smollm2 needs two things carried besides vLLM: the folder data/smollm2 (`carry`; written here by
 # `python3 experiments/smollm2_repro.py --export-data data/smollm2`) and the bundle `smollm2`
@@ -62,10 +63,11 @@ case $mode in
     [ -f $model/config.json ] || python3 -m repro_train prepare-model smollm2-135m-instruct \
       --gguf "$carried"/SmolLM2-135M-Instruct.Q4_1.gguf --out $model > "$out/prepare.log" 2>&1
     tail -3 "$out/prepare.log"
-    python3 experiments/smollm2_repro.py --model $model --data-dir data/smollm2 --out /tmp/smollm2 --engine vllm \
+    data=${4:-data/smollm2}; run=/tmp/$(basename "$data")
+    python3 experiments/smollm2_repro.py --model $model --data-dir "$data" --out "$run" --engine vllm \
       --device cuda --steps "${3:-40}" > "$out/smollm2.log" 2>&1
     echo "smollm2 exit $?"; tail -30 "$out/smollm2.log"
     # everything but the checkpoints (a 540 MB policy per run) comes back
-    (cd /tmp/smollm2 && find . -name 'checkpoint-*' -prune -o -type f -print | tar cf - -T - | tar xf - -C "$out") ;;
+    (cd "$run" && find . -name 'checkpoint-*' -prune -o -type f -print | tar cf - -T - | tar xf - -C "$out") ;;
 esac
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
