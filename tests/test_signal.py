@@ -66,6 +66,10 @@ def test_advice_speaks_only_where_the_numbers_say_so():
     assert "25% of responses" in notes[1] and "max_new_tokens=64" in notes[1]
     assert "1.70 cuts" in notes[2] and "4% of the advantage (alpha 0.05)" in notes[3]
     assert len(advice(loud, load(None, ["repro.enabled=false"]))) == 2  # no RePro notes with RePro off
+    # PPO's critic and REINFORCE++'s batch baseline still learn from flat groups: only the truncation note
+    for estimator in ("gae", "reinforce_pp"):
+        notes = advice(loud, load(None, ["repro.enabled=false", f"algo.estimator={estimator}"]))
+        assert len(notes) == 1 and "max_new_tokens" in notes[0]
 
 
 def test_first_step_is_trainings_first_step_and_nothing_is_updated(tmp_path, tiny_model_dir, data_path):

@@ -7,7 +7,7 @@ step by step:
 
     acc        accuracy of the samples
     flat       share of prompt groups whose G rewards are all equal: a group-relative estimator
-               (GRPO, Dr. GRPO, RLOO, REINFORCE++-baseline) gets no gradient from them
+               (GRPO, Dr. GRPO, RLOO, REINFORCE++-baseline) cannot tell their samples apart
     right/wrong  share of groups all correct / all wrong
     tokens, trunc  mean response length; share cut at rollout.max_new_tokens
     rechk, backtr  re-checks and backtracks per response (the pattern detectors)
@@ -54,6 +54,8 @@ COLUMNS = (  # (heading, metric, format)
     ("proc", "process", ".3f"),
     ("share", "process_share", ".2f"),
 )
+GROUP_RELATIVE = ("grpo", "rloo", "reinforce_pp_baseline")
+"""Estimators whose advantage is zero (or, after batch whitening, a constant) for a group of equal rewards."""
 REPRO_ONLY = ("repro/segments_per_rollout", "repro/cuts_per_rollout", "process", "process_share")
 
 
@@ -104,11 +106,11 @@ def advice(mean: dict, cfg) -> list[str]:
     """Notes on a mean row (`mean_row` of `with_process` rows) where a run would learn little."""
     notes = []
     flat = mean.get("groups/zero_std_frac", math.nan)
-    if flat >= 0.5:
+    if flat >= 0.5 and cfg.algo.estimator in GROUP_RELATIVE:
         which = "all correct" if mean["groups/all_correct_frac"] >= mean["groups/all_wrong_frac"] else "all wrong"
         notes.append(
             f"{flat:.0%} of prompt groups got the same reward for every sample (mostly {which}): "
-            f"{cfg.algo.estimator} learns nothing from them. Data of a better-suited difficulty, a larger "
+            f"{cfg.algo.estimator} cannot tell their samples apart. Data of a better-suited difficulty, a larger "
             "rollout.group_size or a higher rollout.temperature gives more mixed groups."
         )
     trunc = mean.get("truncated_frac", 0.0)
