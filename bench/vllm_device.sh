@@ -9,8 +9,9 @@
 #   bash bench/vllm_device.sh learn OUTDIR       # (c) toy GRPO + RePro, vllm vs hf, 2 seeds, 40 steps each
 #   bash bench/vllm_device.sh bench OUTDIR N     # (d) bench_step --compare engine, N prompts x 8 x 1,024 tokens
 #   bash bench/vllm_device.sh probe_bar OUTDIR   # J / log-prob pass at the bar cell: spec, then authors_code preset
-#   bash bench/vllm_device.sh smollm2 OUTDIR [STEPS [DATA]]   # SmolLM2 GRPO vs GRPO + RePro, 3 seeds, vllm engine
-#     (DATA: an exported data folder, default data/smollm2; data/smollm2-3term trains on three-term sums)
+#   bash bench/vllm_device.sh smollm2 OUTDIR [STEPS [DATA [ARGS...]]]   # SmolLM2 GRPO vs GRPO + RePro, vllm engine
+#     (DATA: an exported data folder, default data/smollm2; data/smollm2-3term trains on three-term sums;
+#     ARGS go to experiments/smollm2_repro.py, e.g. --seeds 0,1 then --seeds 2 in a second call)
 #
 # smollm2 needs two things carried besides vLLM: the folder data/smollm2 (`carry`; written here by
 # `python3 experiments/smollm2_repro.py --export-data data/smollm2`) and the bundle `smollm2`
@@ -56,7 +57,8 @@ case $mode in
       --out "$out/bar_authors.json" > "$out/bar_authors.log" 2>&1
     echo "bar cell, authors_code: exit $?"; tail -8 "$out/bar_authors.log" ;;
   smollm2)
-    carried=/root/carry/smollm2/.whl-smollm2
+    carried=/root/carry/smollm2/.whl-smollm2  # or in the vllm bundle (device-bundle vllm .whl-vllm .whl-smollm2)
+    [ -d $carried ] || carried=/root/carry/vllm/.whl-smollm2
     # gguf (prepare-model) and math-verify with its two dependencies (the recipes' reward): not in the image
     [ -d /tmp/site/math_verify ] || python3 -m pip install -q --no-index --no-deps --target /tmp/site "$carried"/*.whl
     model=/tmp/models/smollm2-135m-instruct
@@ -64,8 +66,9 @@ case $mode in
       --gguf "$carried"/SmolLM2-135M-Instruct.Q4_1.gguf --out $model > "$out/prepare.log" 2>&1
     tail -3 "$out/prepare.log"
     data=${4:-data/smollm2}; run=/tmp/$(basename "$data")
-    python3 experiments/smollm2_repro.py --model $model --data-dir "$data" --out "$run" --engine vllm \
-      --device cuda --steps "${3:-40}" > "$out/smollm2.log" 2>&1
+    # SMOLLM2_TIMEOUT (default 540 s) stops it inside one call's 600 s, so what finished still comes back
+    timeout "${SMOLLM2_TIMEOUT:-540}" python3 experiments/smollm2_repro.py --model $model --data-dir "$data" \
+      --out "$run" --engine vllm --device cuda --steps "${3:-40}" "${@:5}" >> "$out/smollm2.log" 2>&1
     echo "smollm2 exit $?"; tail -30 "$out/smollm2.log"
     # everything but the checkpoints (a 540 MB policy per run) comes back
     (cd "$run" && find . -name 'checkpoint-*' -prune -o -type f -print | tar cf - -T - | tar xf - -C "$out") ;;
