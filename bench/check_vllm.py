@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout,
 
 from repro_train.config import DataConfig, RolloutConfig, VLLMConfig  # noqa: E402
 from repro_train.data.datasets import load_prompts  # noqa: E402
-from repro_train.modeling import forward_logprobs, pack  # noqa: E402
+from repro_train.modeling import eos_ids, forward_logprobs, pack  # noqa: E402
 from repro_train.rollout.vllm import VLLMEngine  # noqa: E402
-from repro_train.trainer.models import eos_ids, resolve_model_path  # noqa: E402
+from repro_train.tasks.reasoner import resolve_model_path  # noqa: E402
 
 STALE_FACTOR = 10.0
 """(b) passes when the old weights' gap is at least this many times the trained weights' gap."""
