@@ -253,7 +253,8 @@ class RewardFnConfig:
     """One outcome reward function."""
 
     name: str = "math_verify"
-    """A built-in (math_verify, exact_match, numeric, format) or an import path 'pkg.mod:fn' / 'file.py:fn'."""
+    """A built-in (math_verify, exact_match, numeric, last_number, format, reasoning_gym) or an import path
+    'pkg.mod:fn' / 'file.py:fn'."""
     weight: float = 1.0
     """Weight in the total outcome reward."""
     kwargs: dict = field(default_factory=dict)

@@ -16,6 +16,7 @@ from repro_train.rewards import (
     REWARDS,
     ExactMatch,
     Format,
+    LastNumber,
     MathVerify,
     Numeric,
     OutcomeReward,
@@ -23,6 +24,7 @@ from repro_train.rewards import (
     extract_answer,
     extract_boxed,
     extract_final_answer,
+    last_number,
     normalize_answer,
     parse_number,
     register_reward,
@@ -161,6 +163,44 @@ def test_numeric_values():
     assert Numeric(rel_tol="1e-6").rel_tol == 1e-6  # YAML reads 1e-6 as a string
 
 
+def test_last_number_reads_the_answer_line_else_the_last_written_number():
+    assert last_number("3 - 7 - 7 = -11") == "-11"  # the sign touches the digits
+    assert last_number("The final answer is 3 - 7 - 7.") == "7"  # "- 7": an operator and a number
+    assert last_number("5 + 3 = 8\nso 8 apples, then 2 more\nFinal answer: 8 apples") == "8"
+    assert last_number("Final answer: 1,000.") == "1,000"
+    assert last_number("x2 and v1.5") is None  # digits inside words are not numbers
+    assert last_number("Final answer: none\n3") is None  # an answer line without a number: nothing
+    assert last_number("no number") is None
+
+
+def test_last_number_values_and_restated_problems():
+    fn = LastNumber()
+    completions = [
+        "The final answer to the given arithmetic problem is 3 - 7 - 7 = 3.",  # restated, then wrong
+        "The final answer is 3 - 7 - 7.",  # the problem restated: no answer
+        "3 - 7 - 7 = -11",
+        "The answer is 5 + 3 = 9.",
+        "5 + 3 = 8\nFinal answer: 8 apples",
+        "Final answer: 0.7500001",
+        "nothing here",
+        "Final answer: 5",
+    ]
+    answers = ["-11", "-11", "-11", "8", "8", "0.75", "4", "five"]
+    assert fn([""] * 8, completions, answers) == [0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, None]
+    with pytest.raises(ValueError, match="abs_tol must be >= 0"):
+        LastNumber(abs_tol=-1)
+
+
+def test_math_verify_scores_a_restated_problem_right_last_number_does_not():
+    """Why the SmolLM2 recipes use last_number: math-verify reads "The final answer is 3 - 7 - 7 = 3." as the
+    expression 3 - 7 - 7, equal to -11. A three-term GRPO run learned to write exactly that (docs/results.md)."""
+    pytest.importorskip("math_verify")
+    hack = "The final answer to the given arithmetic problem is 3 - 7 - 7 = 3."
+    assert verify_answer(hack, "-11") == 1.0
+    assert verify_answer("The final answer is 5 + 3 = 9.", "8") == 1.0
+    assert LastNumber()([""] * 2, [hack, "The final answer is 5 + 3 = 9."], ["-11", "8"]) == [0.0, 0.0]
+
+
 def test_format_values():
     fn = Format()
     completions = [
@@ -177,8 +217,8 @@ def test_format_values():
 
 
 def test_registry_names_and_duplicates():
-    assert sorted(REWARDS) == ["exact_match", "format", "math_verify", "numeric", "reasoning_gym"]
-    assert [REWARDS[n].correctness for n in sorted(REWARDS)] == [True, False, True, True, True]
+    assert sorted(REWARDS) == ["exact_match", "format", "last_number", "math_verify", "numeric", "reasoning_gym"]
+    assert [REWARDS[n].correctness for n in sorted(REWARDS)] == [True, False, True, True, True, True]
     with pytest.raises(ValueError, match="already registered.*exact_match"):
         register_reward("exact_match", correctness=True)(lambda *a, **k: [])
     assert REWARDS["exact_match"] is ExactMatch
@@ -231,7 +271,7 @@ def test_construction_errors_name_the_spec():
     with pytest.raises(
         ValueError,
         match=r"unknown reward 'math_verfy' \(did you mean 'math_verify'\?\)"
-        r".*exact_match, format, math_verify, numeric",
+        r".*exact_match, format, last_number, math_verify, numeric",
     ):
         OutcomeReward([RewardSpec("math_verfy")])
     with pytest.raises(

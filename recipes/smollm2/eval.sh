@@ -23,8 +23,8 @@ repro-train data export 'reasoning-gym:chain_sum?size=300&seed=1002&min_terms=3&
 models=(); for m in "$@"; do models+=(--model "$m"); done
 for set in heldout_2term heldout_3term; do
   repro-train eval "${models[@]}" --data "$OUT/data/$set.jsonl" --samples 4 --temperature 0.7 \
-    --max-new-tokens 96 --reward math_verify --system-prompt "$SYS" --k 1,4 --out "$OUT/$set" ${EXTRA:-}
+    --max-new-tokens 96 --reward last_number --system-prompt "$SYS" --k 1,4 --out "$OUT/$set" ${EXTRA:-}
 done
 repro-train eval "${models[@]}" --data gsm8k-100 --samples 4 --temperature 0.7 --max-new-tokens 256 \
-  --reward math_verify --system-prompt "Solve the problem step by step, one short step per line. End with a line of the form 'Final answer: <number>'." \
+  --reward last_number --system-prompt "Solve the problem step by step, one short step per line. End with a line of the form 'Final answer: <number>'." \
   --k 1,4 --out "$OUT/gsm8k-100" ${EXTRA:-}

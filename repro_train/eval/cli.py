@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="problems per generate call with --greedy")
     p.add_argument(
         "--reward",
-        choices=["math_verify", "exact_match", "numeric"],
+        choices=["math_verify", "exact_match", "numeric", "last_number"],
         default=None,
         help="correctness check (default: exact_match on toy, math_verify otherwise)",
     )

@@ -59,7 +59,7 @@ class EvalSettings:
     batch_size: int = 64
     """Problems per generate call in greedy mode (sampled mode: one call of n per problem)."""
     reward: str = "math_verify"
-    """Correctness check: math_verify, exact_match, numeric (rewards/), or 'pkg.mod:fn'."""
+    """Correctness check: math_verify, exact_match, numeric, last_number (rewards/), or 'pkg.mod:fn'."""
     seed: int = 0
     """Problem i is sampled after torch.manual_seed(mix_seed(seed, i))."""
     k_values: tuple[int, ...] = (1, 4, 8)

@@ -1,11 +1,11 @@
-"""Outcome rewards: built-in checks (math_verify, exact_match, numeric, format), custom functions
+"""Outcome rewards: built-in checks (math_verify, exact_match, numeric, last_number, format), custom functions
 by import path, and OutcomeReward, their weighted sum over a batch. See docs/rewards.md.
 
 No torch import at module level anywhere in this package: math_verify's spawned workers import it.
 """
 
-from .extract import extract_answer, extract_boxed, extract_final_answer, normalize_answer, parse_number
-from .functions import REWARDS, ExactMatch, Format, Numeric, RewardFn, register_reward
+from .extract import extract_answer, extract_boxed, extract_final_answer, last_number, normalize_answer, parse_number
+from .functions import REWARDS, ExactMatch, Format, LastNumber, Numeric, RewardFn, register_reward
 from .mathverify import MathVerify, verify_answer
 from .outcome import OutcomeReward, RewardResult, RewardSpec
 from .rgym import ReasoningGym  # registers reasoning_gym
@@ -19,6 +19,7 @@ __all__ = [
     "OutcomeReward",
     "ExactMatch",
     "Numeric",
+    "LastNumber",
     "Format",
     "MathVerify",
     "ReasoningGym",
@@ -27,5 +28,6 @@ __all__ = [
     "extract_boxed",
     "extract_final_answer",
     "normalize_answer",
+    "last_number",
     "parse_number",
 ]

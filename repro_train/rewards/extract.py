@@ -5,6 +5,7 @@ Pure string functions, no dependencies:
     extract_final_answer("...</think>\\n\\nFinal answer: 42")   -> "42"
     extract_boxed(r"so \\boxed{\\frac{1}{2}}.")                 -> r"\\frac{1}{2}"
     extract_answer(text)        final answer line, else the last \\boxed{...}, else None
+    last_number("5 + 3 = 9.\\nFinal answer: 8 apples")     -> "8"
     parse_number("1,000") -> 1000.0    parse_number(r"-\\frac{3}{4}") -> -0.75
     normalize_answer(" $1 000$. ") -> "1000"
 """
@@ -23,6 +24,8 @@ _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _FRACTION = re.compile(r"([+-]?\d+)\s*/\s*([+-]?\d+)")
 _LATEX_FRAC = re.compile(r"^([+-]?)\\[dt]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}$")
+_WRITTEN_NUMBER = re.compile(r"(?<![\w.,])[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w])")
+"""A number as written in prose: a sign only when it touches the digits ("= -11"; "7 - 7" is two numbers)."""
 _SPACED_DIGITS = re.compile(r"(?<=\d)(?: |\\,|\\ |,)(?=\d{3}\b)")
 
 
@@ -80,6 +83,18 @@ def extract_answer(text: str, pattern: re.Pattern | None = None) -> str | None:
         return matches[-1].group(1).strip() if matches else None
     answer = extract_final_answer(text)
     return answer if answer is not None else extract_boxed(text)
+
+
+def last_number(text: str) -> str | None:
+    """The last number written in the last "Final answer:" line, or in the whole text when there is none.
+
+    An int or a decimal, with thousands commas and a sign that touches its digits ("-11", not the
+    "- 7" of "3 - 7"). A restated problem reads as its last operand: "5 + 3 = 9" -> "9",
+    "3 - 7 - 7" -> "7". None if no number is written there.
+    """
+    span = extract_final_answer(text)
+    numbers = _WRITTEN_NUMBER.findall(span if span is not None else text)
+    return numbers[-1] if numbers else None
 
 
 def _strip_wrappers(s: str) -> str:

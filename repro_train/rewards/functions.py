@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Callable
 
-from .extract import extract_answer, normalize_answer, parse_number
+from .extract import extract_answer, last_number, normalize_answer, parse_number
 
 RewardFn = Callable[..., list[float | None]]
 """fn(prompts: list[str], completions: list[str], answers: list[str | None], **columns)."""
@@ -106,6 +106,34 @@ class Numeric:
         if gold is None:
             return None
         pred = parse_number(extract_answer(completion, self.pattern))
+        if pred is None:
+            return 0.0
+        return float(math.isclose(pred, gold, rel_tol=self.rel_tol, abs_tol=self.abs_tol))
+
+    def __call__(self, prompts, completions, answers, **columns) -> list[float | None]:
+        return [self.check(c, a) for c, a in zip(completions, answers)]
+
+
+@register_reward("last_number", correctness=True)
+class LastNumber:
+    """1.0 if the last number the completion writes equals the gold number, else 0.0.
+
+    The number is the last one in the last "Final answer:" line, or in the whole completion when
+    there is none (`last_number`), so a model that ignores the answer-line format still gets
+    signal, and a restated problem cannot pass as its own answer: "The final answer is 3 - 7 - 7."
+    reads as 7. math_verify's own extraction reads that sentence as the expression 3 - 7 - 7 and
+    scores it right (docs/rewards.md, "Restated problems"). No number -> 0.0; unparsable or no gold -> None.
+    """
+
+    def __init__(self, rel_tol: float = 1e-6, abs_tol: float = 1e-9):
+        self.rel_tol = _nonnegative("rel_tol", rel_tol)
+        self.abs_tol = _nonnegative("abs_tol", abs_tol)
+
+    def check(self, completion: str, answer: str | None) -> float | None:
+        gold = parse_number(answer)
+        if gold is None:
+            return None
+        pred = parse_number(last_number(completion))
         if pred is None:
             return 0.0
         return float(math.isclose(pred, gold, rel_tol=self.rel_tol, abs_tol=self.abs_tol))
