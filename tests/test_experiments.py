@@ -10,6 +10,7 @@ import pytest
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
 import jobs  # noqa: E402
+import rescore_eval  # noqa: E402
 import smollm2_repro  # noqa: E402
 
 
@@ -114,3 +115,24 @@ def test_train_source_without_export_is_refused(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         smollm2_repro.main()
     assert "--train-source goes with --export-data" in capsys.readouterr().err
+
+
+def test_rescore_eval_counts_restated_problems_as_wrong(tmp_path):
+    """Two seeds of one arm and the base model; the stored verdicts are math_verify's, gamed by restatements."""
+
+    def write(run: str, rows: list[tuple[str, str, bool]]) -> None:
+        d = tmp_path / run / "eval_heldout_3term"
+        d.mkdir(parents=True)
+        lines = [json.dumps({"question": "q", "completion": c, "gold": g, "correct": ok}) for c, g, ok in rows]
+        (d / f"samples_{run}.jsonl").write_text("\n".join(lines) + "\n")
+
+    hack = ("The final answer is 3 - 7 - 7 = 3.", "-11", True)
+    write("grpo-s0", [hack, ("3 - 7 - 7 = -11", "-11", True)])  # last_number: 0, 1
+    write("grpo-s1", [hack, hack, hack, ("Final answer: 4", "5", False)])  # 0, 0, 0, 0
+    write("base", [("The final answer is 3.", "-11", False)])
+    res = rescore_eval.rescore(str(tmp_path), "last_number")
+    assert res["heldout_3term"]["grpo"] == {"stored": [1.0, 0.75], "rescored": [0.5, 0.0], "disagree": [0.5, 0.75]}
+    assert res["heldout_3term"]["base"] == {"stored": [0.0], "rescored": [0.0], "disagree": [0.0]}
+    assert "| heldout_3term | grpo | 2 | 0.875 ± 0.177 | 0.250 ± 0.354 | 0.625 ± 0.177 |" in rescore_eval.table(
+        res, "last_number"
+    )
