@@ -189,6 +189,8 @@ def test_last_number_values_and_restated_problems():
     assert fn([""] * 8, completions, answers) == [0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, None]
     with pytest.raises(ValueError, match="abs_tol must be >= 0"):
         LastNumber(abs_tol=-1)
+    with pytest.raises(TypeError, match="pattern"):  # numeric's answer pattern has no meaning here
+        LastNumber(pattern=r"ANSWER=(\w+)")
 
 
 def test_math_verify_scores_a_restated_problem_right_last_number_does_not():

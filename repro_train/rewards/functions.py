@@ -105,17 +105,21 @@ class Numeric:
         gold = parse_number(answer)
         if gold is None:
             return None
-        pred = parse_number(extract_answer(completion, self.pattern))
+        pred = parse_number(self.answer(completion))
         if pred is None:
             return 0.0
         return float(math.isclose(pred, gold, rel_tol=self.rel_tol, abs_tol=self.abs_tol))
+
+    def answer(self, completion: str) -> str | None:
+        """The answer text the completion gives (exact_match's extraction)."""
+        return extract_answer(completion, self.pattern)
 
     def __call__(self, prompts, completions, answers, **columns) -> list[float | None]:
         return [self.check(c, a) for c, a in zip(completions, answers)]
 
 
 @register_reward("last_number", correctness=True)
-class LastNumber:
+class LastNumber(Numeric):
     """1.0 if the last number the completion writes equals the gold number, else 0.0.
 
     The number is the last one in the last "Final answer:" line, or in the whole completion when
@@ -126,20 +130,10 @@ class LastNumber:
     """
 
     def __init__(self, rel_tol: float = 1e-6, abs_tol: float = 1e-9):
-        self.rel_tol = _nonnegative("rel_tol", rel_tol)
-        self.abs_tol = _nonnegative("abs_tol", abs_tol)
+        super().__init__(rel_tol, abs_tol)
 
-    def check(self, completion: str, answer: str | None) -> float | None:
-        gold = parse_number(answer)
-        if gold is None:
-            return None
-        pred = parse_number(last_number(completion))
-        if pred is None:
-            return 0.0
-        return float(math.isclose(pred, gold, rel_tol=self.rel_tol, abs_tol=self.abs_tol))
-
-    def __call__(self, prompts, completions, answers, **columns) -> list[float | None]:
-        return [self.check(c, a) for c, a in zip(completions, answers)]
+    def answer(self, completion: str) -> str | None:
+        return last_number(completion)
 
 
 DEFAULT_FORMAT_PATTERN = r"(?ims)</think>.*^[ \t*]*final answer:[ \t*]*\S"
