@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 from .config import load
-from .config_base import ConfigError, apply_overrides, build, to_dict
+from .core.typed_config import ConfigError, apply_overrides, build, to_dict
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 

@@ -20,7 +20,7 @@ import yaml
 from .algos.advantages import get_estimator
 from .algos.kl import KL_ESTIMATORS
 from .algos.losses import get_policy_loss
-from .config_base import ConfigError, apply_overrides, build, dump_yaml, to_dict
+from .core.typed_config import ConfigError, apply_overrides, build, dump_yaml, to_dict
 from .presets import resolve_preset
 from .repro.probe import ProbeSettings
 from .rewards.shapers import ShapingConfig, validate_shaping

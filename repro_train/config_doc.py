@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from .config import Config
-from .config_base import describe_type, iter_fields, to_dict
+from .core.typed_config import describe_type, iter_fields, to_dict
 
 MARKER = (
     "<!-- Generated from the docstrings in repro_train/config.py by "

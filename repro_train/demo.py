@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from .config import load
-from .config_base import ConfigError
+from .core.typed_config import ConfigError
 from .eval.cli import format_table, write_outputs
 from .eval.runner import EvalSettings, evaluate, load_problems
 from .tasks.reasoner import resolve_model_path

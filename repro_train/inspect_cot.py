@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 
 from .config import AlgoConfig, ReProConfig, validate_repro
-from .config_base import ConfigError, build, field_docs, to_dict
+from .core.typed_config import ConfigError, build, field_docs, to_dict
 from .data.jsonl import iter_jsonl
 from .data.prompts import RowError, encode_prompt
 from .modeling import pack

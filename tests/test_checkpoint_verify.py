@@ -10,7 +10,7 @@ import sys
 import pytest
 from trainer_utils import REPO, make_recipe, metrics, run_inprocess
 
-from repro_train.config_base import ConfigError
+from repro_train.core.typed_config import ConfigError
 from repro_train.trainer.checkpoint import list_checkpoints, resolve_resume
 from repro_train.trainer.manifest import verify, write_manifest
 

@@ -10,7 +10,7 @@ import yaml
 from trainer_utils import REPO, make_recipe, run_cli
 
 from repro_train.compare import aggregate, format_markdown, load_compare
-from repro_train.config_base import ConfigError
+from repro_train.core.typed_config import ConfigError
 
 
 def row(acc, tok, ok, bad, rc=0.0, bt=0.0):

@@ -7,7 +7,7 @@ import typing
 import pytest
 
 from repro_train.config import Config, dump_yaml, load
-from repro_train.config_base import ConfigError, apply_overrides, field_docs, parse_override
+from repro_train.core.typed_config import ConfigError, apply_overrides, field_docs, parse_override
 
 
 def error(overrides=(), world_size=1) -> str:

@@ -8,7 +8,7 @@ import pytest
 from trainer_utils import make_recipe, metrics, run_inprocess
 
 from repro_train.config import load
-from repro_train.config_base import ConfigError
+from repro_train.core.typed_config import ConfigError
 from repro_train.data.datasets import load_prompts
 from repro_train.data.validate import answer_checker
 

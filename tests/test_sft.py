@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from repro_train.config_base import ConfigError, to_dict
+from repro_train.core.typed_config import ConfigError, to_dict
 from repro_train.sft import report as sft_report
 from repro_train.sft import train as sft
 from repro_train.tasks.arithmetic import TaskConfig, generate

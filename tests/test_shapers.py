@@ -15,7 +15,7 @@ import os
 import pytest
 import torch
 
-from repro_train.config_base import ConfigError
+from repro_train.core.typed_config import ConfigError
 from repro_train.rewards import shapers as S
 
 CORRECT = [1, 1, 0, 0, 0, 0, 1, 1, 1, 1]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .registry import Registry
+from ..core.registry import Registry
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from .registry import Registry
+from ..core.registry import Registry
 
 KLEstimator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 KL_ESTIMATORS: Registry[KLEstimator] = Registry("KL estimator")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from .registry import Registry
+from ..core.registry import Registry
 
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config_base import ConfigError
+from ..core.typed_config import ConfigError
 from ..tasks.arithmetic import write_jsonl
 from .jsonl import iter_jsonl
 from .named import NAMED, RG_PREFIX, disjoint, load_named, unique

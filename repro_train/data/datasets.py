@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..config_base import ConfigError
+from ..core.typed_config import ConfigError
 from ..tasks.arithmetic import generate
 from .named import is_named, load_named
 from .prompts import RowError, encode_prompt

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from ..config_base import ConfigError
+from ..core.typed_config import ConfigError
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets")
 RG_PREFIX = "reasoning-gym:"

@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from ..config_base import ConfigError
+from ..core.typed_config import ConfigError
 from ..rewards.extract import parse_number
 from ..rewards.mathverify import parse_gold
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import RolloutConfig
+from ..core.seeds import mix_seed
 from ..data.jsonl import iter_jsonl
 from ..data.named import is_named, load_named
 from ..data.prompts import RowError, encode_prompt
@@ -29,7 +30,6 @@ from ..repro.segment import TokenizerDecoder, decode_with_offsets
 from ..rewards import OutcomeReward, RewardSpec, extract_answer, normalize_answer
 from ..rewards.functions import compile_answer_pattern
 from ..rollout.hf import sample
-from ..seeds import mix_seed
 from ..tasks.arithmetic import generate
 from .detectors import count_backtracks, count_rechecks
 from .metrics import summarize, tokens_after_first_correct

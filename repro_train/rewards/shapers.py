@@ -32,8 +32,8 @@ from typing import Literal
 
 import torch
 
-from ..algos.registry import Registry
-from ..config_base import ConfigError
+from ..core.registry import Registry
+from ..core.typed_config import ConfigError
 from ..repro.segment import TokenizerDecoder
 
 # ---------------------------------------------------------------------------------------------

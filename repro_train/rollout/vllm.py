@@ -28,7 +28,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 
-from ..config_base import ConfigError
+from ..core.typed_config import ConfigError
 from .base import NamedTensors, Rollouts, trim_at_eos
 
 SUPPORTED_VLLM = ((0, 25, 0), (0, 26, 0))

@@ -11,7 +11,7 @@ from typing import Literal
 
 import yaml
 
-from ..config_base import ConfigError, apply_overrides, build
+from ..core.typed_config import ConfigError, apply_overrides, build
 from ..tasks.arithmetic import TaskConfig
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..config_base import dump_yaml
+from ..core.typed_config import dump_yaml
 from ..eval.detectors import count_backtracks, count_rechecks
 from ..eval.metrics import summarize
 from ..repro.segment import decode_with_offsets

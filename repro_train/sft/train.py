@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from ..config_base import ConfigError, dump_yaml
+from ..core.typed_config import ConfigError, dump_yaml
 from ..tasks.arithmetic import generate
 from ..tasks.reasoner import build_tokenizer, format_prompt
 from .config import SFTConfig, SFTModelConfig, SFTTrainConfig, load

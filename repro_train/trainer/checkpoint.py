@@ -22,7 +22,7 @@ import re
 import shutil
 import sys
 
-from ..config_base import ConfigError, dump_yaml
+from ..core.typed_config import ConfigError, dump_yaml
 from .manifest import newest_valid, verify, write_manifest
 from .models import save_pretrained
 

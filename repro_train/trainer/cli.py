@@ -12,7 +12,7 @@ import os
 import sys
 
 from ..config import load
-from ..config_base import ConfigError
+from ..core.typed_config import ConfigError
 from ..dist import finish
 from .guard import NonFiniteStop
 from .loop import train

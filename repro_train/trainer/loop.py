@@ -29,14 +29,14 @@ from ..algos.advantages import AdvantageInputs, AdvantageParams, get_estimator
 from ..algos.correction import is_weights
 from ..algos.kl import kl_penalty
 from ..algos.losses import agg_loss, get_policy_loss, value_loss
+from ..core.seeds import mix_seed
+from ..core.timing import phase_timer
 from ..dist import clip_grad_norm
 from ..modeling import Sequences, forward_logprobs, logprob_pass, pack
 from ..repro.pipeline import Plan, ReProOutput
 from ..repro.scores import fold
 from ..repro.types import ProbeResult
 from ..rewards.shapers import ShapingResult, shape_advantages, shape_rewards
-from ..seeds import mix_seed
-from ..timing import phase_timer
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .folds import dense_rewards, process_advantage
 from .guard import NumericGuard

@@ -27,7 +27,7 @@ import os
 import torch
 
 from ..algos.correction import logprob_gap
-from ..config_base import to_dict
+from ..core.typed_config import to_dict
 from ..eval.detectors import count_backtracks, count_rechecks
 from ..rewards.shapers import shaping_metrics
 

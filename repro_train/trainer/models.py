@@ -14,7 +14,7 @@ import os
 import torch
 from torch import nn
 
-from ..config_base import ConfigError
+from ..core.typed_config import ConfigError
 from ..dist import zero_
 from ..models_zoo import missing_model_hint
 from ..tasks.reasoner import resolve_model_path

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..config import Config
-from ..config_base import ConfigError, dump_yaml
+from ..core.typed_config import ConfigError, dump_yaml
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
 from ..data.validate import answer_checker
 from ..dist import (

@@ -32,7 +32,7 @@ import sys
 from tqdm import tqdm
 
 from ..config import load
-from ..config_base import ConfigError
+from ..core.typed_config import ConfigError
 from ..dist import finish
 from ..rewards.shapers import shape_rewards
 from .loop import advantage_phase, forward_phase, rollout_phase

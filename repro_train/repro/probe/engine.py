@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ...core.timing import DeviceSpan
 from ...modeling import LogprobOutput, Sequences, forward_logprobs, unwrap
-from ...timing import DeviceSpan
 from ..select import add_forced_cuts, select_cuts_batched
 from ..types import ProbeRequest, ProbeResult
 from .attention import probe_cache

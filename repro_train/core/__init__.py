@@ -1,0 +1,2 @@
+"""Layer 0: typed config machinery, the name registry, text decoding, seeds, timing, redaction. Imports nothing of
+repro_train."""
