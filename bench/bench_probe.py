@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench the checkout, installed or not
-from repro_train.modeling import forward_logprobs, pack  # noqa: E402
+from repro_train.models.forward import forward_logprobs, pack  # noqa: E402
 from repro_train.repro.probe import ProbeEngine, ProbeSettings  # noqa: E402
 from repro_train.repro.probe.attention import probe_cache  # noqa: E402
 from repro_train.repro.probe.blocks import Blocks, probe_layout  # noqa: E402

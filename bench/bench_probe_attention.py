@@ -275,7 +275,7 @@ def main() -> None:
     for S in (1, 2, 3, 4, 6) * survey:
         record(f"cudnn_split_{S}", cudnn_split(S))
 
-    from repro_train.repro.probe.kernels import PrefixAttention
+    from repro_train.repro.probe.triton.attention import PrefixAttention
 
     lo = torch.zeros(B, dtype=torch.int32, device=dev)
 

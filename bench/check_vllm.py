@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout,
 
 from repro_train.config import DataConfig, RolloutConfig, VLLMConfig  # noqa: E402
 from repro_train.data.datasets import load_prompts  # noqa: E402
-from repro_train.modeling import eos_ids, forward_logprobs, pack  # noqa: E402
+from repro_train.models.forward import eos_ids, forward_logprobs, pack  # noqa: E402
 from repro_train.rollout.vllm import VLLMEngine  # noqa: E402
 from repro_train.tasks.reasoner import resolve_model_path  # noqa: E402
 

@@ -26,7 +26,7 @@ COMMANDS = {
     "compare": "repro_train.compare",
     "sft": "repro_train.sft.train",
     "demo": "repro_train.demo",
-    "prepare-model": "repro_train.models_zoo",
+    "prepare-model": "repro_train.models.zoo",
     "data": "repro_train.data.cli",
 }
 

@@ -21,7 +21,7 @@ from .algos.advantages import get_estimator
 from .algos.kl import KL_ESTIMATORS
 from .algos.losses import get_policy_loss
 from .core.typed_config import ConfigError, apply_overrides, build, dump_yaml, to_dict
-from .presets import resolve_preset
+from .repro.presets import resolve_preset
 from .repro.probe import ProbeSettings
 from .rewards.shapers import ShapingConfig, validate_shaping
 from .tasks.arithmetic import TaskConfig

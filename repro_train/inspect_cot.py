@@ -28,9 +28,9 @@ from .config import AlgoConfig, ReProConfig, validate_repro
 from .core.typed_config import ConfigError, build, field_docs, to_dict
 from .data.jsonl import iter_jsonl
 from .data.prompts import RowError, encode_prompt
-from .modeling import pack
-from .presets import resolve_preset
+from .models.forward import pack
 from .repro.pipeline import RePro
+from .repro.presets import resolve_preset
 from .repro.probe import ProbeSettings
 from .tasks.reasoner import resolve_model_path
 

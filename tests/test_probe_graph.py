@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_probe_layers import ANSWERS, ARCHS, BLOCKS, FORCING, PROMPTS, RESPONSES, build
 
-from repro_train.modeling import forward_logprobs, pack
+from repro_train.models.forward import forward_logprobs, pack
 from repro_train.repro.probe import ProbeEngine, ProbeSettings
 from repro_train.repro.probe.attention import probe_cache
 from repro_train.repro.probe.blocks import Blocks

@@ -13,17 +13,18 @@ import sys
 
 import pytest
 import torch
+from helpers.references import prefix_attention_reference
 
-from repro_train.modeling import pack
-from repro_train.repro.probe import kernels as probe_kernels
+from repro_train.models.forward import pack
 from repro_train.repro.probe.attention import folded_sdpa, probe_mask
+from repro_train.repro.probe.triton import attention, launch, ops
 
 if platform.system() != "Linux":  # triton ships Linux wheels only; on Linux it is a test dependency
     pytest.importorskip("triton")
 
 from test_probe_layers import ARCHS, BLOCKS, FORCING, build, fused_J  # noqa: E402
 
-KERNELS = probe_kernels.Kernels()
+KERNELS = ops.Kernels()
 
 
 INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
@@ -83,8 +84,8 @@ SHAPES = [  # B, nb, Lb, H, Hkv, D, T0
 def attention_pair(shape, dtype, device="cpu", **kw):
     q, k, v, ok, ov, lo, hi = case(*shape, dtype, device=device)
     Lb, D = shape[2], shape[5]
-    out = probe_kernels.PrefixAttention(lo, hi, Lb, **kw)(q, k, v, ok, ov, D**-0.5)
-    ref = probe_kernels.prefix_attention_reference(q, k, v, ok, ov, lo, hi, Lb, D**-0.5)
+    out = attention.PrefixAttention(lo, hi, Lb, **kw)(q, k, v, ok, ov, D**-0.5)
+    ref = prefix_attention_reference(q, k, v, ok, ov, lo, hi, Lb, D**-0.5)
     return out, ref
 
 
@@ -100,10 +101,10 @@ def test_interp_prefix_attention_matches_masked_attention(shape, splits):
 @interp
 def test_interp_prefix_attention_float16_and_reused_buffers():
     q, k, v, ok, ov, lo, hi = case(2, 2, 20, 12, 2, 16, 130, torch.float16)
-    attn = probe_kernels.PrefixAttention(lo, hi, 20, splits=3)  # the merge tickets must reset between layers
+    attn = attention.PrefixAttention(lo, hi, 20, splits=3)  # the merge tickets must reset between layers
     first = attn(q, k, v, ok, ov, 0.25).clone()
     again = attn(q * 2, k, v, ok, ov, 0.25)  # a second layer reuses the work buffers
-    ref = probe_kernels.prefix_attention_reference(q * 2, k, v, ok, ov, lo, hi, 20, 0.25)
+    ref = prefix_attention_reference(q * 2, k, v, ok, ov, lo, hi, 20, 0.25)
     assert again.dtype == torch.float16 and (again.float() - ref.float()).abs().max() < 2e-3
     assert not torch.equal(first, again)
 
@@ -113,11 +114,11 @@ def test_work_items_largest_first():
     nothing in block 0 (hi < lo) and 64 columns in block 1. Slices of 64 columns, at most 4; a
     slice's size counts key tiles, and slice 0 one more for the block's own keys."""
     lo, hi = torch.tensor([0, 10]), torch.tensor([[0, 200], [5, 74]])
-    items = probe_kernels.work_items(lo, hi, n_mt=1, span=64, splits=4, block_n=64)
+    items = attention.work_items(lo, hi, n_mt=1, span=64, splits=4, block_n=64)
     # sizes per (tile, slice): t0 [1, -, -, -], t1 [2, 1, 1, 1], t2 [1, -, -, -], t3 [2, -, -, -]
     assert items.tolist() == [4, 12, 0, 5, 6, 7, 8] + [-1] * 9 and items.dtype == torch.int32
     # two row tiles per block: every tile of a block has that block's slices
-    two = probe_kernels.work_items(lo, hi, n_mt=2, span=128, splits=2, block_n=64)
+    two = attention.work_items(lo, hi, n_mt=2, span=128, splits=2, block_n=64)
     # sizes: tiles 0, 1 [1, -]; tiles 2, 3 [3, 2] (128 + 72 columns); tiles 4, 5 [1, -]; tiles 6, 7 [2, -]
     assert two.tolist() == [4, 6, 5, 7, 12, 14, 0, 2, 8, 10] + [-1] * 6
 
@@ -162,7 +163,7 @@ def gate_reference(g, u):
 
 @pytest.fixture
 def fused_rms():
-    return probe_kernels.Kernels(fused_rms_norm=True)
+    return ops.Kernels(fused_rms_norm=True)
 
 
 @pytest.mark.parametrize("rows, width", [(7, 1536), (300, 32), (3, 3000)])  # one row, 16 rows, a partial block
@@ -232,7 +233,7 @@ def test_reference_is_the_probe_mask():
     kv = torch.randn(2, B, Hkv, Kc + L, D, generator=g)  # the cache with the blocks appended
     mask = probe_mask(_Stub(H, Hkv), seqs, _KeysOf(kv[0]), limit, Lb, L)
     sdpa = folded_sdpa(q.transpose(1, 2), kv[0], kv[1], mask, D**-0.5).transpose(1, 2).reshape(B, L, H * D)
-    ref = probe_kernels.prefix_attention_reference(
+    ref = prefix_attention_reference(
         q,
         kv[0, :, :, :Kc],
         kv[1, :, :, :Kc],
@@ -272,7 +273,7 @@ def test_interp_probe_triton_matches_sdpa(kind, forcing):
 
 def test_triton_where_it_cannot_run(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # (in the child too)
-    assert "CUDA" in probe_kernels.unavailable("cpu")
+    assert "CUDA" in launch.unavailable("cpu")
     with pytest.raises(ValueError, match="probe.attention 'triton' cannot run here"):
         fused_J(build("qwen2"), FORCING, "layers", attention="triton")
     auto, _ = fused_J(build("qwen2"), FORCING, "layers", attention="auto")  # auto falls back to SDPA
@@ -314,7 +315,7 @@ def test_rope_bit_exact_on_gpu():
 def test_direct_launches_match_tritons_launcher_on_gpu():
     """After its first launch a kernel is called without Triton's launcher (`Launcher.launch`): the
     same results, bit for bit, for every layer-like call after the first."""
-    kernels = probe_kernels.Kernels()
+    kernels = ops.Kernels()
 
     def run():
         q, k, v, ok, ov, lo, hi = case(4, 11, 20, 12, 2, 128, 4352, torch.bfloat16, device="cuda")
@@ -349,8 +350,8 @@ def within_one_step(got, want):
 
 
 def test_rms_norm_kernel_is_off_unless_asked_for():
-    assert probe_kernels.Kernels().fused_rms_norm is False
-    assert probe_kernels.Kernels().rms_norm(torch.randn(4, 8), torch.ones(8), 1e-6) is None
+    assert ops.Kernels().fused_rms_norm is False
+    assert ops.Kernels().rms_norm(torch.randn(4, 8), torch.ones(8), 1e-6) is None
 
 
 @pytest.mark.gpu
@@ -411,7 +412,7 @@ def test_interp_policy_pass_triton_keeps_phase1_cache_and_matches_sdpa():
 
 
 def test_probe_cache_without_room_keeps_phase1_tensors():
-    from repro_train.modeling import forward_logprobs
+    from repro_train.models.forward import forward_logprobs
     from repro_train.repro.probe.attention import probe_cache
 
     model = build("qwen2")

@@ -4,7 +4,7 @@ every architecture it covers (random tiny configs with GQA, biases and Qwen3's h
 import pytest
 import torch
 
-from repro_train.modeling import forward_logprobs, pack
+from repro_train.models.forward import forward_logprobs, pack
 from repro_train.repro.probe import ProbeEngine, ProbeSettings
 from repro_train.repro.probe import layers as probe_layers
 from repro_train.repro.probe.attention import probe_cache

@@ -8,9 +8,9 @@ import torch
 
 from repro_train.config import ReProConfig, load
 from repro_train.core.typed_config import ConfigError, dump_yaml
-from repro_train.modeling import pack
-from repro_train.presets import AUTHORS_CODE, AUTHORS_CODE_FOLDS, GOVERNED
+from repro_train.models.forward import pack
 from repro_train.repro.pipeline import Plan, RePro
+from repro_train.repro.presets import AUTHORS_CODE, AUTHORS_CODE_FOLDS, GOVERNED
 from repro_train.repro.probe import ProbeEngine, ProbeSettings
 from repro_train.repro.scores import (
     dense_process_rewards,
@@ -26,7 +26,7 @@ from repro_train.repro.scores import (
 from repro_train.repro.segment import segment_response, thinking_end_by_id, token_boundary_starts
 from repro_train.repro.select import add_forced_cuts
 from repro_train.repro.types import ProbeResult
-from repro_train.trainer.folds import dense_rewards, process_advantage, second_gae
+from repro_train.trainer.process_fold import dense_rewards, process_advantage, second_gae
 
 D = torch.float64
 AUTHORS = ReProConfig(**{k: v for k, v in AUTHORS_CODE.items()}, **AUTHORS_CODE_FOLDS["grpo"], preset="authors_code")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from repro_train.modeling import forward_logprobs, logprob_pass, pack
+from repro_train.models.forward import forward_logprobs, logprob_pass, pack
 from repro_train.repro.probe import ProbeEngine, ProbeSettings
 from repro_train.repro.probe.blocks import Blocks
 from repro_train.repro.segment import TokenizerDecoder

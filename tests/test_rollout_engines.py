@@ -205,7 +205,7 @@ class ShiftedEngine:
             self.pushes.append((version, {n for n, _ in params()}))
 
     def sample(self, prompts, group_size, seeds):
-        from repro_train.modeling import forward_logprobs, pack
+        from repro_train.models.forward import forward_logprobs, pack
 
         out = self.inner.sample(prompts, group_size, seeds)
         rows = [r for g in out.token_ids for r in g]

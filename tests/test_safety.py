@@ -62,7 +62,7 @@ def test_every_model_load_in_the_package_is_safetensors_only_and_remote_code_off
     for where, call in calls:
         kw = {k.arg: k.value for k in call.keywords}
         if "gguf_file" in kw:  # prepare-model's GGUF source: no pickle in that format, and its sha256 is checked
-            assert where.startswith("repro_train/models_zoo.py"), where
+            assert where.startswith("repro_train/models/zoo.py"), where
             continue
         assert isinstance(kw.get("use_safetensors"), ast.Constant) and kw["use_safetensors"].value is True, where
         trust = kw.get("trust_remote_code")  # absent (transformers' default: off) or the recipe's value

@@ -2,7 +2,7 @@
 
 They run on the GPU machine or by hand, so a renamed function breaks them silently until then:
 bench/check_vllm.py imported `eos_ids` from repro_train.trainer.models after it had moved to
-repro_train.modeling, and failed only on the device. Every `from repro_train... import name` in
+repro_train.models.forward, and failed only on the device. Every `from repro_train... import name` in
 them, at module top or inside a function, must resolve here.
 """
 
@@ -42,11 +42,11 @@ def scripts() -> list[str]:
 def test_the_scan_finds_what_it_should(tmp_path):
     f = tmp_path / "s.py"
     f.write_text(
-        "import os\nfrom repro_train.modeling import eos_ids, pack\ndef g():\n    from repro_train import cli\n"
+        "import os\nfrom repro_train.models.forward import eos_ids, pack\ndef g():\n    from repro_train import cli\n"
     )
     assert repro_imports(str(f)) == [
-        (2, "repro_train.modeling", "eos_ids"),
-        (2, "repro_train.modeling", "pack"),
+        (2, "repro_train.models.forward", "eos_ids"),
+        (2, "repro_train.models.forward", "pack"),
         (4, "repro_train", "cli"),
     ]
     assert "bench/check_vllm.py" in scripts() and "experiments/smollm2_repro.py" in scripts()

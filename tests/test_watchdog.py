@@ -12,7 +12,7 @@ from repro_train.trainer.watchdog import HANG_EXIT, Watchdog
 
 SCRIPT = """
 import sys, time, torch
-from repro_train.dist import Dist, build_accelerator
+from repro_train.trainer.dist import Dist, build_accelerator
 from repro_train.trainer.watchdog import start_watchdog
 d = Dist(build_accelerator("auto", "no", 1, 1, 1.0, "cpu"))
 d.watchdog = start_watchdog(float(sys.argv[1]), d)

@@ -25,7 +25,7 @@ from ..core.seeds import mix_seed
 from ..data.jsonl import iter_jsonl
 from ..data.named import is_named, load_named
 from ..data.prompts import RowError, encode_prompt
-from ..modeling import eos_ids
+from ..models.forward import eos_ids
 from ..repro.segment import TokenizerDecoder, decode_with_offsets
 from ..rewards import OutcomeReward, RewardSpec, extract_answer, normalize_answer
 from ..rewards.functions import compile_answer_pattern

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..modeling import Sequences
+from ..models.forward import Sequences
 from .probe import ProbeEngine, ProbePass
 from .scores import (
     magnitude,

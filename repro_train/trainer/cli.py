@@ -13,7 +13,7 @@ import sys
 
 from ..config import load
 from ..core.typed_config import ConfigError
-from ..dist import finish
+from .dist import finish
 from .guard import NonFiniteStop
 from .loop import train
 from .preempt import REQUEUE_EXIT, Preempted

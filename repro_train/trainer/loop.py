@@ -31,17 +31,17 @@ from ..algos.kl import kl_penalty
 from ..algos.losses import agg_loss, get_policy_loss, value_loss
 from ..core.seeds import mix_seed
 from ..core.timing import phase_timer
-from ..dist import clip_grad_norm
-from ..modeling import Sequences, forward_logprobs, logprob_pass, pack
+from ..models.forward import Sequences, forward_logprobs, logprob_pass, pack
 from ..repro.pipeline import Plan, ReProOutput
 from ..repro.scores import fold
 from ..repro.types import ProbeResult
 from ..rewards.shapers import ShapingResult, shape_advantages, shape_rewards
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
-from .folds import dense_rewards, process_advantage
+from .dist import clip_grad_norm
 from .guard import NumericGuard
 from .metrics import NullLogger, RunLogger, sample_rows, step_metrics
 from .preempt import Preempted, Preemption, clear_marker
+from .process_fold import dense_rewards, process_advantage
 from .runtime import Runtime, build_runtime
 
 

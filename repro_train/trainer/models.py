@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from ..core.typed_config import ConfigError
-from ..dist import zero_
-from ..models_zoo import missing_model_hint
+from ..models.zoo import missing_model_hint
 from ..tasks.reasoner import resolve_model_path
+from .dist import zero_
 
 
 def model_folder(path: str) -> str:

@@ -19,7 +19,14 @@ from ..config import Config
 from ..core.typed_config import ConfigError, dump_yaml
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
 from ..data.validate import answer_checker
-from ..dist import (
+from ..models.forward import eos_ids
+from ..repro.pipeline import RePro
+from ..repro.probe.triton.launch import unavailable as triton_unavailable
+from ..rewards import OutcomeReward, RewardSpec
+from ..rollout.base import NamedTensors, RolloutEngine
+from ..rollout.hf import HFEngine
+from ..rollout.vllm import VLLMEngine, check_vllm, hf_name
+from .dist import (
     Dist,
     build_accelerator,
     full_parameters,
@@ -28,13 +35,6 @@ from ..dist import (
     prepare_frozen,
     set_seed,
 )
-from ..modeling import eos_ids
-from ..repro.pipeline import RePro
-from ..repro.probe.kernels import unavailable as triton_unavailable
-from ..rewards import OutcomeReward, RewardSpec
-from ..rollout.base import NamedTensors, RolloutEngine
-from ..rollout.hf import HFEngine
-from ..rollout.vllm import VLLMEngine, check_vllm, hf_name
 from .models import ActorCritic, PolicyView, load_critic, load_policy, load_reference, load_tokenizer, model_folder
 from .watchdog import start_watchdog
 

@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from ..config import load
 from ..core.typed_config import ConfigError
-from ..dist import finish
 from ..rewards.shapers import shape_rewards
+from .dist import finish
 from .loop import advantage_phase, forward_phase, rollout_phase
 from .metrics import step_metrics
 from .runtime import build_runtime

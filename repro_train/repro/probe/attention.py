@@ -18,7 +18,7 @@ import functools
 
 import torch
 
-from ...modeling import Sequences, unwrap
+from ...models.forward import Sequences, unwrap
 
 
 def _compute_dtype(cache, model) -> torch.dtype:

@@ -30,17 +30,17 @@ from dataclasses import dataclass, field
 import torch
 
 from ...core.timing import DeviceSpan
-from ...modeling import LogprobOutput, Sequences, forward_logprobs, unwrap
+from ...models.forward import LogprobOutput, Sequences, forward_logprobs, unwrap
 from ..select import add_forced_cuts, select_cuts_batched
 from ..types import ProbeRequest, ProbeResult
 from .attention import probe_cache
 from .blocks import Blocks, padded, probe_layout
 from .fused import probe_fused, triton_path
 from .graphs import GraphCache
-from .kernels import Kernels
 from .layers import ModelFacts
 from .naive import probe_naive
 from .settings import ProbeSettings
+from .triton.ops import Kernels
 
 
 @dataclass

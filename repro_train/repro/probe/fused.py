@@ -18,13 +18,15 @@ import functools
 
 import torch
 
-from ...modeling import Sequences
+from ...models.forward import Sequences
 from . import layers
 from .attention import probe_attention_on, probe_mask, sdpa_attend
 from .blocks import Blocks, answer_logprobs, block_inputs, probe_layout
 from .graphs import GraphCache
-from .kernels import Kernels, KVTable, kv_table, unavailable
 from .settings import ATTENTIONS, ProbeSettings
+from .triton.attention import KVTable, kv_table
+from .triton.launch import unavailable
+from .triton.ops import Kernels
 
 
 def use_triton(attention: str, device) -> bool:

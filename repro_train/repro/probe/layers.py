@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ...modeling import unwrap
+from ...models.forward import unwrap
 
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import torch
 
-from ...modeling import Sequences
+from ...models.forward import Sequences
 from .blocks import Blocks, answer_logprobs
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .core.typed_config import ConfigError
+from ..core.typed_config import ConfigError
 
 
 def _zero_stage(accelerator) -> int | None:

@@ -1,0 +1,1 @@
+"""Shared test fixtures and slow references (no test imports another test)."""
