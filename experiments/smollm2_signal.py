@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--only", nargs="*", choices=sorted(CANDIDATES), help="a subset of the candidates")
     args = p.parse_args(argv)
+    from repro_train.commands.signal import COLUMNS, advice, mean_row
     from repro_train.config import load
-    from repro_train.trainer.signal import COLUMNS, advice, mean_row
 
     os.makedirs(args.out, exist_ok=True)
     common = [

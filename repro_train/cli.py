@@ -19,15 +19,15 @@ import importlib
 import sys
 
 COMMANDS = {
-    "train": "repro_train.trainer.cli",
-    "signal": "repro_train.trainer.signal",
-    "inspect": "repro_train.inspect_cot",
-    "eval": "repro_train.eval.cli",
-    "compare": "repro_train.compare",
-    "sft": "repro_train.sft.train",
-    "demo": "repro_train.demo",
-    "prepare-model": "repro_train.models.zoo",
-    "data": "repro_train.data.cli",
+    "train": "repro_train.commands.train",
+    "signal": "repro_train.commands.signal",
+    "inspect": "repro_train.commands.inspect",
+    "eval": "repro_train.commands.eval",
+    "compare": "repro_train.commands.compare",
+    "sft": "repro_train.commands.sft.train",
+    "demo": "repro_train.commands.demo",
+    "prepare-model": "repro_train.commands.prepare_model",
+    "data": "repro_train.commands.data",
 }
 
 

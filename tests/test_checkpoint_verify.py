@@ -79,7 +79,7 @@ def killing(module, state_dict, path, tokenizer=None):
         os.kill(os.getpid(), signal.SIGKILL)
     return orig(module, state_dict, path, tokenizer)
 checkpoint.save_pretrained = killing
-from repro_train.trainer.cli import main
+from repro_train.commands.train import main
 sys.exit(main(["--config", sys.argv[1]]))
 """
 

@@ -3,7 +3,7 @@
 import json
 import os
 
-from repro_train.demo import main
+from repro_train.commands.demo import main
 
 
 def test_demo_runs_and_reports(tmp_path, capsys):

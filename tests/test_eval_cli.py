@@ -5,8 +5,8 @@ import json
 
 import pytest
 
+from repro_train.commands.eval import main
 from repro_train.eval import runner
-from repro_train.eval.cli import main
 from repro_train.eval.runner import EvalError, EvalSettings, evaluate, load_problems
 
 # ---------------------------------------------------------------- CLI end to end (tiny random Llama)

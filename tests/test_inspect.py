@@ -5,7 +5,7 @@ import json
 import pytest
 
 from repro_train.cli import main as cli_main
-from repro_train.inspect_cot import main
+from repro_train.commands.inspect import main
 
 GOOD = {
     "prompt": "Q: 3+4+1?",
@@ -107,7 +107,7 @@ def test_inspect_toy_model_with_the_authors_preset(tmp_path, capsys):
     res = json.loads(out.read_text())
     printed = capsys.readouterr().out
     T = res["thinking_end"]
-    from repro_train.inspect_cot import load_model
+    from repro_train.commands.inspect import load_model
 
     _, tok = load_model("toy", "cpu", "float32")
     assert res["response_ids"][T] == tok("</think>", add_special_tokens=False).input_ids[0]

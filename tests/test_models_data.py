@@ -148,7 +148,7 @@ def test_data_cli_export_list_and_heldout(tmp_path, capsys):
 
 
 def test_missing_package_says_how_to_install(monkeypatch):
-    from repro_train import models_zoo
+    from repro_train.models import zoo as models_zoo
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -242,7 +242,7 @@ def test_one_grpo_repro_step_on_smollm2(smol_dir, tmp_path):
 
 @needs_smol
 def test_inspect_on_smollm2(smol_dir, tmp_path):
-    from repro_train.inspect_cot import main
+    from repro_train.commands.inspect import main
 
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     row = {

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from repro_train.commands.config_doc import MARKER, recipe_markdown
 from repro_train.config import load
-from repro_train.config_doc import MARKER, recipe_markdown
 from repro_train.core.typed_config import to_dict
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ TRAIN_RECIPES = [
 """`repro-train train` recipes; recipes/toy/sft.yaml is `repro-train sft`'s (tests/test_sft.py)."""
 SFT_RECIPES = ["recipes/toy/sft.yaml"]
 COMPARE_FILES = ["recipes/compare/toy.yaml", "recipes/compare/smollm2.yaml"]
-"""`repro-train compare` files (repro_train/compare.py), not recipes themselves."""
+"""`repro-train compare` files (repro_train/commands/compare.py), not recipes themselves."""
 # The comparable toy recipes (one budget); demo.yaml is the shorter, hotter run of `make demo`.
 TOY = [r for r in TRAIN_RECIPES if r.startswith("recipes/toy/") and r != "recipes/toy/demo.yaml"]
 
@@ -64,7 +64,7 @@ def test_every_recipe_file_is_covered():
 @pytest.mark.parametrize("path", COMPARE_FILES)
 def test_comparison_files_load_with_every_arm(path):
     """load_compare builds and validates every arm's recipe; the arms share the base budget."""
-    from repro_train.compare import arm_overrides, base_path, load_compare
+    from repro_train.commands.compare import arm_overrides, base_path, load_compare
 
     cfg = load_compare(str(REPO / path))
     arms = {a.name: load(base_path(cfg), arm_overrides(cfg, a)) for a in cfg.arms}
@@ -92,7 +92,7 @@ def test_recipe_loads_for_its_world_sizes(recipe):
 
 
 def test_sft_recipe_loads():
-    from repro_train.sft import config as sft
+    from repro_train.commands.sft import config as sft
 
     for recipe in SFT_RECIPES:
         if (REPO / recipe).exists():
@@ -145,9 +145,9 @@ def test_docs_end_with_the_generated_key_tables():
     doc = DOC.read_text()
     assert doc.count(MARKER) == 1, "docs/recipes.md lost its generated part"
     assert doc[doc.index(MARKER) :] == recipe_markdown(), (
-        "docs/recipes.md is stale: run `python -m repro_train.config_doc --write docs/recipes.md`"
+        "docs/recipes.md is stale: run `python -m repro_train.commands.config_doc --write docs/recipes.md`"
     )
-    assert "python -m repro_train.config_doc --write docs/recipes.md" in doc[: doc.index(MARKER)]
+    assert "python -m repro_train.commands.config_doc --write docs/recipes.md" in doc[: doc.index(MARKER)]
 
 
 def test_reference_has_a_row_per_key():

@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
+from repro_train.commands.sft import report as sft_report
+from repro_train.commands.sft import train as sft
 from repro_train.core.typed_config import ConfigError, to_dict
-from repro_train.sft import report as sft_report
-from repro_train.sft import train as sft
 from repro_train.tasks.arithmetic import TaskConfig, generate
 from repro_train.tasks.reasoner import TOY_PROBE_PREFIX, build_tokenizer, format_prompt, reasoner_path
 

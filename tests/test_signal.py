@@ -7,10 +7,10 @@ import pytest
 import torch
 from trainer_utils import make_recipe, metrics, reset_accelerate, run_inprocess
 
+from repro_train.commands.signal import advice, format_table, main, mean_row, signal_steps, with_process
 from repro_train.config import load
 from repro_train.tasks.arithmetic import generate, write_jsonl
 from repro_train.trainer.metrics import group_counts
-from repro_train.trainer.signal import advice, format_table, main, mean_row, signal_steps, with_process
 
 
 @pytest.fixture(scope="module")

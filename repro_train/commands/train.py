@@ -13,10 +13,10 @@ import sys
 
 from ..config import load
 from ..core.typed_config import ConfigError
-from .dist import finish
-from .guard import NonFiniteStop
-from .loop import train
-from .preempt import REQUEUE_EXIT, Preempted
+from ..trainer.dist import finish
+from ..trainer.guard import NonFiniteStop
+from ..trainer.loop import train
+from ..trainer.preempt import REQUEUE_EXIT, Preempted
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,8 @@ from typing import Literal
 
 import yaml
 
-from ..core.typed_config import ConfigError, apply_overrides, build
-from ..tasks.arithmetic import TaskConfig
+from ...core.typed_config import ConfigError, apply_overrides, build
+from ...tasks.arithmetic import TaskConfig
 
 
 @dataclass(frozen=True)

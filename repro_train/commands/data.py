@@ -16,9 +16,9 @@ import argparse
 import sys
 
 from ..core.typed_config import ConfigError
+from ..data.jsonl import iter_jsonl
+from ..data.named import NAMED, RG_PREFIX, disjoint, load_named, unique
 from ..tasks.arithmetic import write_jsonl
-from .jsonl import iter_jsonl
-from .named import NAMED, RG_PREFIX, disjoint, load_named, unique
 
 
 def _list(show_all: bool) -> None:

@@ -28,8 +28,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .config import load
-from .core.typed_config import ConfigError, apply_overrides, build, to_dict
+from ..config import load
+from ..core.typed_config import ConfigError, apply_overrides, build, to_dict
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -87,7 +87,7 @@ class CompareConfig:
     """The held-out evaluation."""
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLUMNS = [
     ("accuracy", "accuracy (pass@1)", 3),
     ("mean_tokens", "mean tokens", 1),

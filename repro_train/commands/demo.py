@@ -21,14 +21,14 @@ import sys
 import time
 from pathlib import Path
 
-from .config import load
-from .core.typed_config import ConfigError
-from .eval.cli import format_table, write_outputs
-from .eval.runner import EvalSettings, evaluate, load_problems
-from .tasks.reasoner import resolve_model_path
-from .trainer.loop import train
+from ..config import load
+from ..core.typed_config import ConfigError
+from ..eval.runner import EvalSettings, evaluate, load_problems
+from ..tasks.reasoner import resolve_model_path
+from ..trainer.loop import train
+from .eval import format_table, write_outputs
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_RECIPE = os.path.join(REPO, "recipes", "toy", "demo.yaml")
 
 

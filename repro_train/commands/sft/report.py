@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from ..core.typed_config import dump_yaml
-from ..eval.detectors import count_backtracks, count_rechecks
-from ..eval.metrics import summarize
-from ..repro.segment import decode_with_offsets
-from ..rewards.extract import extract_final_answer
-from ..tasks.arithmetic import generate
-from ..tasks.reasoner import format_prompt
+from ...core.typed_config import dump_yaml
+from ...eval.detectors import count_backtracks, count_rechecks
+from ...eval.metrics import summarize
+from ...repro.segment import decode_with_offsets
+from ...rewards.extract import extract_final_answer
+from ...tasks.arithmetic import generate
+from ...tasks.reasoner import format_prompt
 from .config import SFTConfig
 
 # ----------------------------------------------------------------------------- evaluate
@@ -177,7 +177,7 @@ def record_markdown(cfg: SFTConfig, argv: list[str], stats: dict, result: dict |
     lines = [
         "# tiny-reasoner: build record",
         "",
-        "Written by `repro-train sft` (repro_train/sft/train.py); see docs/tiny-reasoner.md.",
+        "Written by `repro-train sft` (repro_train/commands/sft/train.py); see docs/tiny-reasoner.md.",
         "",
         "## Command",
         "",

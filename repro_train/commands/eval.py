@@ -20,9 +20,9 @@ import re
 import sys
 from pathlib import Path
 
+from ..eval.plots import plot_accuracy_vs_length, plot_length_histograms
+from ..eval.runner import EvalError, EvalSettings, default_reward, evaluate, load_problems
 from ..tasks.reasoner import resolve_model_path
-from .plots import plot_accuracy_vs_length, plot_length_histograms
-from .runner import EvalError, EvalSettings, default_reward, evaluate, load_problems
 
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")

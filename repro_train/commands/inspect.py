@@ -24,15 +24,15 @@ from typing import Literal
 
 import torch
 
-from .config import AlgoConfig, ReProConfig, validate_repro
-from .core.typed_config import ConfigError, build, field_docs, to_dict
-from .data.jsonl import iter_jsonl
-from .data.prompts import RowError, encode_prompt
-from .models.forward import pack
-from .repro.pipeline import RePro
-from .repro.presets import resolve_preset
-from .repro.probe import ProbeSettings
-from .tasks.reasoner import resolve_model_path
+from ..config import AlgoConfig, ReProConfig, validate_repro
+from ..core.typed_config import ConfigError, build, field_docs, to_dict
+from ..data.jsonl import iter_jsonl
+from ..data.prompts import RowError, encode_prompt
+from ..models.forward import pack
+from ..repro.pipeline import RePro
+from ..repro.presets import resolve_preset
+from ..repro.probe import ProbeSettings
+from ..tasks.reasoner import resolve_model_path
 
 # RePro fields that change nothing `inspect` reports (they act in the trainer).
 TRAINER_ONLY = {"enabled", "alpha", "apply_to", "ppo_process_reward"}

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 
-from ..core.typed_config import ConfigError, dump_yaml
-from ..tasks.arithmetic import generate
-from ..tasks.reasoner import build_tokenizer, format_prompt
+from ...core.typed_config import ConfigError, dump_yaml
+from ...tasks.arithmetic import generate
+from ...tasks.reasoner import build_tokenizer, format_prompt
 from .config import SFTConfig, SFTModelConfig, SFTTrainConfig, load
 from .report import evaluate, record_markdown, save
 

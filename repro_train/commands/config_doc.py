@@ -2,8 +2,8 @@
 docstrings in `repro_train/config.py` (the `repro.probe` section's in
 `repro_train/repro/probe/settings.py`). docs/recipes.md ends with it, and a test keeps the two equal.
 
-    python -m repro_train.config_doc                          # print the tables
-    python -m repro_train.config_doc --write docs/recipes.md  # replace the generated part of the page
+    python -m repro_train.commands.config_doc                          # print the tables
+    python -m repro_train.commands.config_doc --write docs/recipes.md  # replace the generated part of the page
 
 Each row is (dotted key, type, default, meaning). Keys are written as they are typed on the command
 line (`repro.alpha=0.2`), defaults as they are written in YAML. A list of sub-sections (like
@@ -21,12 +21,12 @@ from pathlib import Path
 
 import yaml
 
-from .config import Config
-from .core.typed_config import describe_type, iter_fields, to_dict
+from ..config import Config
+from ..core.typed_config import describe_type, iter_fields, to_dict
 
 MARKER = (
     "<!-- Generated from the docstrings in repro_train/config.py by "
-    "`python -m repro_train.config_doc --write docs/recipes.md`: edit those, not this part. -->"
+    "`python -m repro_train.commands.config_doc --write docs/recipes.md`: edit those, not this part. -->"
 )
 """First line of the generated part; --write replaces everything from here to the end of the page."""
 
@@ -84,7 +84,7 @@ def write(path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m repro_train.config_doc",
+        prog="python -m repro_train.commands.config_doc",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

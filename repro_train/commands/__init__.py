@@ -1,0 +1,1 @@
+"""The console commands, one module each (`repro-train <command>`, see cli.py). Nothing in the package imports them."""
