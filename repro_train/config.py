@@ -23,7 +23,7 @@ from .algos.losses import get_policy_loss
 from .core.typed_config import ConfigError, apply_overrides, build, dump_yaml, to_dict
 from .repro.presets import resolve_preset
 from .repro.probe import ProbeSettings
-from .rewards.shapers import ShapingConfig, validate_shaping
+from .shaping import ShapingConfig, validate_shaping
 from .tasks.arithmetic import TaskConfig
 
 

@@ -1,4 +1,4 @@
-"""Length-control shapers (repro_train/rewards/shapers.py) against hand-computed values.
+"""Length-control shapers (repro_train/shaping/) against hand-computed values.
 
 One batch covers the edge cases every shaper must handle (R = c, lengths in tokens):
 
@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from repro_train.core.typed_config import ConfigError
-from repro_train.rewards import shapers as S
+from repro_train.shaping import methods as S
+from repro_train.trainer.shaping import thinking_lengths
 
 CORRECT = [1, 1, 0, 0, 0, 0, 1, 1, 1, 1]
 LENGTHS = [10, 20, 30, 40, 5, 15, 8, 12, 12, 12]
@@ -318,7 +319,7 @@ def test_thinking_lengths_count_the_tokens_before_the_marker(tiny):
     ids = tok.encode("12 + 3 = 15\n\n</think>\n\nFinal answer: 15", add_special_tokens=False)
     plain = tok.encode("12 + 3 = 15", add_special_tokens=False)
     eos = tok.eos_token_id
-    T = S.thinking_lengths(tok, [ids, plain, plain + [eos]], "</think>", [eos]).tolist()
+    T = thinking_lengths(tok, [ids, plain, plain + [eos]], "</think>", [eos]).tolist()
     head = tok.decode(ids[: int(T[0])])
     assert "</think>" not in head and "</think>" in tok.decode(ids[: int(T[0]) + 8])
     assert head.startswith("12 + 3 = 15") and 0 < T[0] < len(ids)

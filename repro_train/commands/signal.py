@@ -33,11 +33,11 @@ from tqdm import tqdm
 
 from ..config import load
 from ..core.typed_config import ConfigError
-from ..rewards.shapers import shape_rewards
 from ..trainer.dist import finish
 from ..trainer.loop import advantage_phase, forward_phase, rollout_phase
 from ..trainer.metrics import step_metrics
 from ..trainer.runtime import build_runtime
+from ..trainer.shaping import shape_rewards
 
 COLUMNS = (  # (heading, metric, format)
     ("acc", "accuracy", ".3f"),

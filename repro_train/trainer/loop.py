@@ -35,7 +35,7 @@ from ..models.forward import Sequences, forward_logprobs, logprob_pass, pack
 from ..repro.pipeline import Plan, ReProOutput
 from ..repro.scores import fold
 from ..repro.types import ProbeResult
-from ..rewards.shapers import ShapingResult, shape_advantages, shape_rewards
+from ..shaping import ShapingResult
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .dist import clip_grad_norm
 from .guard import NumericGuard
@@ -43,6 +43,7 @@ from .metrics import NullLogger, RunLogger, sample_rows, step_metrics
 from .preempt import Preempted, Preemption, clear_marker
 from .process_fold import dense_rewards, process_advantage
 from .runtime import Runtime, build_runtime
+from .shaping import shape_advantages, shape_rewards
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Batch:
     correct: torch.Tensor | None = None  # (B,) bool (rollout_phase)
     reward_parts: dict[str, torch.Tensor] = field(default_factory=dict)  # (B,) per reward function
     unscorable: int = 0  # rollouts no reward function could check
-    shaping: ShapingResult | None = None  # what the length shapers added (rewards/shapers.py)
+    shaping: ShapingResult | None = None  # what the length shapers added (shaping/)
     old_logprobs: torch.Tensor | None = None  # (B, R) (forward_phase)
     entropy: torch.Tensor | None = None  # (B, R) (forward_phase)
     ref_logprobs: torch.Tensor | None = None  # (B, R), with a reference model (forward_phase)

@@ -6,7 +6,7 @@ Metric names (all means over the global batch unless marked):
   groups/{zero_std_frac, all_correct_frac, all_wrong_frac} (share of prompt groups whose G rewards are
        all equal, i.e. no signal for a group-relative estimator; all correct; all wrong)
   response_length/{correct,incorrect} (absent in a step without such responses), truncated_frac,
-  unscorable (count), shaping/<method> (each length shaper's mean R' - R, rewards/shapers.py)
+  unscorable (count), shaping/<method> (each length shaper's mean R' - R, shaping/)
   behavior/{rechecks, backtracks} (per response, pattern detectors of docs/toy-task.md, thinking part)
   policy/entropy (old pass), policy/kl_ref, values/mean, adv/abs_mean
   train/{pg_loss, clipfrac, approx_kl, ratio_mean, grad_norm, lr, kl, entropy_bonus, value_loss, vf_clipfrac}
@@ -29,7 +29,7 @@ import torch
 from ..algos.correction import logprob_gap
 from ..core.typed_config import to_dict
 from ..eval.detectors import count_backtracks, count_rechecks
-from ..rewards.shapers import shaping_metrics
+from .shaping import shaping_metrics
 
 
 class Meter:
