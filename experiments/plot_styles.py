@@ -29,8 +29,8 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     from repro_train.commands.inspect import load_model, repro_rows
-    from repro_train.config import ReProConfig
     from repro_train.data.prompts import encode_prompt
+    from repro_train.repro.config import ReProConfig
     from repro_train.tasks.arithmetic import TaskConfig, make_problem, make_trace
     from repro_train.tasks.reasoner import TOY_PROBE_PREFIX
 

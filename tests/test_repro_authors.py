@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-from repro_train.config import ReProConfig, load
+from repro_train.config import load
 from repro_train.core.typed_config import ConfigError, dump_yaml
 from repro_train.models.forward import pack
+from repro_train.repro.config import ReProConfig
 from repro_train.repro.pipeline import Plan, RePro
 from repro_train.repro.presets import AUTHORS_CODE, AUTHORS_CODE_FOLDS, GOVERNED
 from repro_train.repro.probe import ProbeEngine, ProbeSettings

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from repro_train.config import ReProConfig
 from repro_train.models.forward import pack
+from repro_train.repro.config import ReProConfig
 from repro_train.repro.pipeline import RePro
 from repro_train.repro.probe import ProbeSettings
 from repro_train.repro.scores import empty_prefix_score

@@ -24,11 +24,12 @@ from typing import Literal
 
 import torch
 
-from ..config import AlgoConfig, ReProConfig, validate_repro
+from ..config import AlgoConfig
 from ..core.typed_config import ConfigError, build, field_docs, to_dict
 from ..data.jsonl import iter_jsonl
 from ..data.prompts import RowError, encode_prompt
 from ..models.forward import pack
+from ..repro.config import ReProConfig, validate_repro
 from ..repro.pipeline import RePro
 from ..repro.presets import resolve_preset
 from ..repro.probe import ProbeSettings
