@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout,
 from repro_train.config import DataConfig, RolloutConfig, VLLMConfig  # noqa: E402
 from repro_train.data.datasets import load_prompts  # noqa: E402
 from repro_train.models.forward import eos_ids, forward_logprobs, pack  # noqa: E402
+from repro_train.models.loading import load_for_inference, model_folder  # noqa: E402
 from repro_train.rollout.vllm import VLLMEngine  # noqa: E402
-from repro_train.tasks.reasoner import resolve_model_path  # noqa: E402
 
 STALE_FACTOR = 10.0
 """(b) passes when the old weights' gap is at least this many times the trained weights' gap."""
@@ -74,11 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--eager", action="store_true", help="no CUDA graphs")
     p.add_argument("--out", default="check_vllm.json")
     args = p.parse_args(argv)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model_path(args.model)
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).cuda().eval()
+    path = model_folder(args.model)
+    model, tok = load_for_inference(args.model, "float32", "cuda")
     data = load_prompts(DataConfig(source="toy", toy_size=max(64, args.prompts)), tok)
     prompts = data.prompt_ids[: args.prompts]
     seeds = list(range(1000, 1000 + len(prompts)))

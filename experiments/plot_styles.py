@@ -28,8 +28,9 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from repro_train.commands.inspect import load_model, repro_rows
+    from repro_train.commands.inspect import repro_rows
     from repro_train.data.prompts import encode_prompt
+    from repro_train.models.loading import load_for_inference
     from repro_train.repro.config import ReProConfig
     from repro_train.tasks.arithmetic import TaskConfig, make_problem, make_trace
     from repro_train.tasks.reasoner import TOY_PROBE_PREFIX
@@ -38,7 +39,7 @@ def main() -> None:
     problem = make_problem(rng, TaskConfig())
     while len(problem.ops) != 3:
         problem = make_problem(rng, TaskConfig())
-    model, tok = load_model("toy", "cpu", "float32")
+    model, tok = load_for_inference("toy")
     styles = ["direct", "recheck", "backtrack"]
     rows = [
         {

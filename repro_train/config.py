@@ -40,6 +40,9 @@ class ModelConfig:
     """Recompute activations in the backward pass (saves memory on long responses)."""
     trust_remote_code: bool = False
     """Allow model code from the model folder."""
+    think_end: str = "</think>"
+    """The end-of-thinking marker of the model's responses: where RePro's thinking span ends (spec 1), what the shapers'
+    thinking length and the overthinking metrics count up to. Empty: no marker (the whole response is thinking)."""
 
 
 @dataclass(frozen=True)
@@ -475,7 +478,7 @@ def load(path: str | None = None, overrides: list[str] = (), world_size: int = 1
     return cfg
 
 
-MOVED = {f"repro.probe_{k}": f"repro.probe.{k}" for k in ("impl", "batch_size", "forward", "attention", "cuda_graph")}
+MOVED = {"repro.think_end": "model.think_end", "shaping.think_end": "model.think_end"}
 """Keys that moved (old -> new): a recipe that still uses one is told the new name."""
 
 
@@ -485,8 +488,8 @@ def _check_moved(raw: dict) -> None:
             new = MOVED.get(f"{section}.{key}")
             if new is not None:
                 raise ConfigError(
-                    f"'{section}.{key}' moved to '{new}' (the probe engine's settings are a "
-                    f"section of their own: repro: {{probe: {{{new.rpartition('.')[2]}: ...}}}})"
+                    f"'{section}.{key}' moved to '{new}' (one end-of-thinking marker for RePro, the shapers and "
+                    f"the metrics): write {new.partition('.')[0]}: {{{new.partition('.')[2]}: ...}}"
                 )
 
 

@@ -323,13 +323,9 @@ def test_every_field_has_a_docstring():
     assert covered == total and total >= 95, (covered, total)
 
 
-@pytest.mark.parametrize(
-    "old, new",
-    [("repro.probe_impl=naive", "repro.probe.impl"), ("repro.probe_cuda_graph=false", "repro.probe.cuda_graph")],
-)
-def test_moved_keys_name_their_new_place(old, new):
-    with pytest.raises(ConfigError, match=f"'{old.split('=')[0]}' moved to '{new}'"):
+@pytest.mark.parametrize("old", ["repro.think_end=Final", "shaping.think_end=Final"])
+def test_moved_keys_name_their_new_place(old):
+    """One end-of-thinking marker (model.think_end) for RePro, the shapers and the metrics."""
+    with pytest.raises(ConfigError, match=f"'{old.split('=')[0]}' moved to 'model.think_end'"):
         load(None, [old])
-    assert load(None, [f"{new}={old.split('=')[1]}"]).repro.probe == dataclasses.replace(
-        Config().repro.probe, **{new.rpartition(".")[2]: {"naive": "naive", "false": False}[old.split("=")[1]]}
-    )
+    assert load(None, ["model.think_end=Final"]).model.think_end == "Final"

@@ -107,9 +107,9 @@ def test_inspect_toy_model_with_the_authors_preset(tmp_path, capsys):
     res = json.loads(out.read_text())
     printed = capsys.readouterr().out
     T = res["thinking_end"]
-    from repro_train.commands.inspect import load_model
+    from repro_train.models.loading import load_for_inference
 
-    _, tok = load_model("toy", "cpu", "float32")
+    _, tok = load_for_inference("toy")
     assert res["response_ids"][T] == tok("</think>", add_special_tokens=False).input_ids[0]
     forks = [s["start"] for s in res["segments"]]
     first = {tok(s, add_special_tokens=False).input_ids[0] for s in (".\n", "?\n", "\n\n")}

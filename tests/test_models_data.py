@@ -163,7 +163,7 @@ def test_missing_package_says_how_to_install(monkeypatch):
 
 
 def test_missing_model_folder_names_the_prepare_command(tmp_path):
-    from repro_train.trainer.models import model_folder
+    from repro_train.models.loading import model_folder
 
     path = str(tmp_path / "models" / "smollm2-135m-instruct")
     with pytest.raises(ConfigError, match=re.escape(f"repro-train prepare-model smollm2-135m-instruct --out {path}")):

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from helpers.repro import fmt
 
 from repro_train.config import load
 from repro_train.core.typed_config import ConfigError, dump_yaml
@@ -82,7 +83,7 @@ def test_authors_worked_example_by_hand():
 def test_authors_worked_example_through_repro(tiny):
     """The same numbers from RePro.advantages under the resolved authors_code config."""
     _, tok = tiny
-    repro = RePro(AUTHORS, tok)
+    repro = RePro(AUTHORS, tok, fmt(tok))
     probes = [
         ProbeResult(H=torch.zeros(3), selected=[True] * 3, cuts=CUTS[0], J_b=J_B[0], J=torch.tensor(J[0])),
         ProbeResult(H=torch.zeros(1), selected=[True], cuts=CUTS[1], J_b=J_B[1], J=torch.tensor(J[1])),
@@ -246,7 +247,7 @@ TEXT = "Add 3 + 4 = 7.\n\nThen 7 + 1 = 8.\nIs it 8?\nSo 8.\n</think>\n\nFinal an
 
 
 def plan_one(tok, cfg, text=TEXT):
-    repro = RePro(cfg, tok)
+    repro = RePro(cfg, tok, fmt(tok))
     resp = tok(text, add_special_tokens=False).input_ids + [tok.eos_token_id]
     return repro, resp, repro.plan([resp], ["8"])
 
@@ -293,17 +294,17 @@ class BosTokenizer:
 
 def test_probe_text_scored_whole_with_special_tokens(tiny):
     _, tok = tiny
-    spec = RePro(ReProConfig(), tok)
-    whole = RePro(ReProConfig(probe_scored="all"), tok)
+    spec = RePro(ReProConfig(), tok, fmt(tok))
+    whole = RePro(ReProConfig(probe_scored="all"), tok, fmt(tok))
     assert spec.forcing_ids == tuple(tok("\n\nFinal answer: ", add_special_tokens=False).input_ids)
     assert spec.answer_ids("8") == tuple(tok("8", add_special_tokens=False).input_ids)
     assert whole.forcing_ids == ()
     assert whole.answer_ids("8") == tuple(tok("\n\nFinal answer: 8", add_special_tokens=False).input_ids)
-    auth = RePro(AUTHORS, tok)
+    auth = RePro(AUTHORS, tok, fmt(tok))
     assert auth.forcing_ids == () and tok.decode(list(auth.answer_ids(" 8 "))) == "\\boxed{8}"
-    bos = RePro(AUTHORS, BosTokenizer(tok))
+    bos = RePro(AUTHORS, BosTokenizer(tok), fmt(tok))
     assert bos.answer_ids("8")[0] == 1 and bos.answer_ids("8")[1:] == auth.answer_ids("8")
-    assert RePro(ReProConfig(probe_special_tokens=False), BosTokenizer(tok)).answer_ids("8")[0] != 1
+    assert RePro(ReProConfig(probe_special_tokens=False), BosTokenizer(tok), fmt(tok)).answer_ids("8")[0] != 1
 
 
 def reference_J(model, prompt, response, cut, probe):
@@ -319,7 +320,9 @@ def reference_J(model, prompt, response, cut, probe):
 def test_fork_and_forced_cuts_fused_equals_naive_and_reference(tiny, impl):
     model, tok = tiny
     texts = [TEXT, "First 12 + 5 = 17.\nthen 17?\nok.\n\ndone.\nnext 2 + 2 = 4.", "no boundary"]
-    repro = RePro(ReProConfig(**{**AUTHORS_CODE, "top_k": 3}, probe=ProbeSettings(impl=impl, batch_size=2)), tok)
+    repro = RePro(
+        ReProConfig(**{**AUTHORS_CODE, "top_k": 3}, probe=ProbeSettings(impl=impl, batch_size=2)), tok, fmt(tok)
+    )
     prompts = [tok(p).input_ids for p in ("Q: 3+4+1?", "Q: twelve plus five", "hi")]
     resp = [tok(t, add_special_tokens=False).input_ids + [tok.eos_token_id] for t in texts]
     plan = repro.plan(resp, ["8", "17 and 4", "3"])
@@ -347,7 +350,7 @@ def test_fused_equals_naive_for_fork_cuts_through_repro(tiny):
     seqs = pack(prompts, resp, tok.pad_token_id)
     Js = []
     for impl in ("fused", "naive"):
-        repro = RePro(ReProConfig(**AUTHORS_CODE, probe=ProbeSettings(impl=impl)), tok)
+        repro = RePro(ReProConfig(**AUTHORS_CODE, probe=ProbeSettings(impl=impl)), tok, fmt(tok))
         plan = repro.plan(resp, ["8", "8"])
         out = repro.policy_pass(model, seqs, plan.requests)
         Js.append(torch.cat([torch.cat([torch.tensor([p.J_b]), p.J]) for p in out.probes]))
@@ -357,7 +360,7 @@ def test_fused_equals_naive_for_fork_cuts_through_repro(tiny):
 def test_engine_reads_forced_cuts_only_when_given(tiny):
     """A request without forced cuts keeps the spec's block count (no extra probe block)."""
     model, tok = tiny
-    repro = RePro(ReProConfig(top_k=1), tok)
+    repro = RePro(ReProConfig(top_k=1), tok, fmt(tok))
     resp = tok(TEXT, add_special_tokens=False).input_ids
     plan = repro.plan([resp], ["8"])
     widths = []

@@ -9,8 +9,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from repro_train.core.text import decode_with_offsets
 from repro_train.repro import scores
-from repro_train.repro.segment import decode_with_offsets, segment_response
+from repro_train.repro.segment import segment_response
 from repro_train.repro.select import select_cuts_batched
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)

@@ -5,7 +5,10 @@ import math
 
 import pytest
 import torch
+from helpers.repro import fmt
 
+from repro_train.config import ModelConfig
+from repro_train.core.text import ResponseFormat
 from repro_train.models.forward import pack
 from repro_train.repro.config import ReProConfig
 from repro_train.repro.pipeline import RePro
@@ -21,9 +24,9 @@ RESPONSES = [
 ]
 
 
-def run(tiny, cfg, answers=("8", "8", "8", "8"), correct=None, groups=(0, 0, 0, 0)):
+def run(tiny, cfg, answers=("8", "8", "8", "8"), correct=None, groups=(0, 0, 0, 0), think_end="</think>"):
     model, tok = tiny
-    repro = RePro(cfg, tok)
+    repro = RePro(cfg, tok, fmt(tok, think_end))
     prompt = tok("Q: 3 + 4 + 1?").input_ids
     resp = [tok(t, add_special_tokens=False).input_ids + [tok.eos_token_id] for t in RESPONSES]
     plan = repro.plan(resp, list(answers), correct)
@@ -75,7 +78,7 @@ def test_answer_that_tokenizes_to_nothing_and_zero_baseline(tiny):
         def decode(self, ids, **kw):
             return tok.decode(ids, **kw)
 
-    repro = RePro(ReProConfig(), NoTokens())
+    repro = RePro(ReProConfig(), NoTokens(), ResponseFormat((0,)))
     resp = [tok("a\n\nb", add_special_tokens=False).input_ids] * 2
     plan = repro.plan(resp, ["EMPTY", "3"])
     assert plan.skip == ["empty_answer_tokens", None]
@@ -95,7 +98,7 @@ def test_delimiter_and_think_end_options(tiny):
     assert [len(s.starts) if s else 0 for s in plan.segmentations] == [3, 5, 1, 0]
     plan, _, _ = run(tiny, ReProConfig(segment_delimiter=r"\+"))
     assert len(plan.segmentations[0].starts) == 3  # "+" twice, split after " + "... and '\n\n' not
-    plan, _, _ = run(tiny, ReProConfig(think_end="Final"))
+    plan, _, _ = run(tiny, ReProConfig(), think_end="Final")
     # the span now runs past </think> up to "Final", so row 0 gains a segment; row 3 gets one too
     assert len(plan.segmentations[0].starts) == 4
     assert plan.skip[3] is None
@@ -111,7 +114,7 @@ def test_probe_text_options_change_J(tiny):
 
 def test_answer_format_keeps_literal_braces(tiny):
     _, tok = tiny
-    repro = RePro(ReProConfig(probe_answer_format="\\boxed{{answer}}$"), tok)
+    repro = RePro(ReProConfig(probe_answer_format="\\boxed{{answer}}$"), tok, fmt(tok))
     assert tok.decode(list(repro.answer_ids("42"))) == "\\boxed{42}$"
 
 
@@ -163,7 +166,8 @@ def test_config_is_frozen_and_complete():
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.alpha = 1.0
     # every spec option is a field with the spec's default
-    assert (cfg.alpha, cfg.top_k, cfg.w, cfg.think_end, cfg.segment_delimiter) == (0.1, 10, 0.2, "</think>", r"\n\n")
+    assert (cfg.alpha, cfg.top_k, cfg.w, cfg.segment_delimiter) == (0.1, 10, 0.2, r"\n\n")
+    assert ModelConfig().think_end == "</think>"  # the marker is the model's (spec 1)
     assert (cfg.probe_prefix, cfg.probe_answer_format) == ("\n\nFinal answer: ", "{answer}")
     assert (cfg.stability_ema, cfg.first_step_baseline, cfg.process_norm) == (0.0, "score", "group")
     assert (cfg.apply_to, cfg.ppo_process_reward, cfg.magnitude_eps, cfg.norm_eps) == ("all", "advantage", 1e-6, 1e-6)

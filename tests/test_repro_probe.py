@@ -3,10 +3,11 @@
 import pytest
 import torch
 
+from repro_train.core.text import TokenizerDecoder
 from repro_train.models.forward import forward_logprobs, logprob_pass, pack
 from repro_train.repro.probe import ProbeEngine, ProbeSettings
 from repro_train.repro.probe.blocks import Blocks
-from repro_train.repro.segment import TokenizerDecoder
+from repro_train.repro.segment import segment_response
 from repro_train.repro.types import ProbeRequest
 
 TEXTS = [
@@ -36,7 +37,7 @@ def batch(tiny):
     answers = [tok(a, add_special_tokens=False).input_ids for a in ANSWERS]
     rows = []
     for r, a in zip(resp, answers):
-        s = dec.segment(r, "</think>", r"\n\n", [tok.eos_token_id])
+        s = segment_response(r, dec.decode, "</think>", r"\n\n", [tok.eos_token_id], dec.piece)
         rows.append(ProbeRequest(s.starts, s.ends, tuple(a)))
     return model, tok, prompts, resp, answers, rows
 

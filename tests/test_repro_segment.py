@@ -2,10 +2,9 @@
 
 import pytest
 
+from repro_train.core.text import TokenizerDecoder, decode_with_offsets
 from repro_train.repro.segment import (
-    TokenizerDecoder,
     boundary_runs,
-    decode_with_offsets,
     segment_response,
     thinking_end,
     token_at_char,
@@ -156,7 +155,7 @@ def test_real_tokenizer_segments(tiny):
     dec = TokenizerDecoder(tok)
     text = "Let me add 3 + 4 = 7.\n\nWait 7 + 1 = 8.\n\n\nso answer is 8\n\n</think>\n\nFinal answer: 8"
     ids = tok(text, add_special_tokens=False).input_ids + [tok.eos_token_id]
-    s = dec.segment(ids, "</think>", r"\n\n", [tok.eos_token_id])
+    s = segment_response(ids, dec.decode, "</think>", r"\n\n", [tok.eos_token_id], dec.piece)
     pieces = [dec.decode(ids[a:b]) for a, b in zip(s.starts, s.ends)]
     # each segment starts right after a whitespace run, and the span stops before </think>
     assert "".join(pieces) + dec.decode(ids[s.T :]) == text + "<|eos|>"

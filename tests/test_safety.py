@@ -12,7 +12,8 @@ from trainer_utils import REPO, make_recipe, run_cli
 
 from repro_train.config import ModelConfig
 from repro_train.core.redact import REDACTED, redact
-from repro_train.trainer.models import load_critic, load_policy, load_reference
+from repro_train.models.loading import load_policy, load_reference
+from repro_train.trainer.models import load_critic
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import os
 import pytest
 import torch
 
+from repro_train.core.text import ResponseFormat
 from repro_train.core.typed_config import ConfigError
 from repro_train.shaping import methods as S
 from repro_train.trainer.shaping import thinking_lengths
@@ -319,7 +320,7 @@ def test_thinking_lengths_count_the_tokens_before_the_marker(tiny):
     ids = tok.encode("12 + 3 = 15\n\n</think>\n\nFinal answer: 15", add_special_tokens=False)
     plain = tok.encode("12 + 3 = 15", add_special_tokens=False)
     eos = tok.eos_token_id
-    T = thinking_lengths(tok, [ids, plain, plain + [eos]], "</think>", [eos]).tolist()
+    T = thinking_lengths(tok, [ids, plain, plain + [eos]], ResponseFormat((eos,), "</think>")).tolist()
     head = tok.decode(ids[: int(T[0])])
     assert "</think>" not in head and "</think>" in tok.decode(ids[: int(T[0]) + 8])
     assert head.startswith("12 + 3 = 15") and 0 < T[0] < len(ids)

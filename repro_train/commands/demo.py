@@ -24,7 +24,7 @@ from pathlib import Path
 from ..config import load
 from ..core.typed_config import ConfigError
 from ..eval.runner import EvalSettings, evaluate, load_problems
-from ..tasks.reasoner import resolve_model_path
+from ..models.loading import load_for_inference
 from ..trainer.loop import train
 from .eval import format_table, write_outputs
 
@@ -78,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     os.environ.setdefault("WANDB_SILENT", "true")  # wandb logs offline into the run folder, quietly
-    import torch
 
     t0 = time.perf_counter()
     shutil.rmtree(args.out, ignore_errors=True)
@@ -87,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         f"  recipe {os.path.relpath(args.recipe)}; run folder {args.out}\n",
         flush=True,
     )
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     problems = load_problems("toy", args.problems, toy_seed=777)  # never in the training set (seed 1234)
     settings = EvalSettings(
@@ -101,11 +99,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def run_eval(path: str, label: str) -> tuple[dict, list]:
         print(f"[{label}] evaluating {len(problems)} held-out problems x {args.samples} samples ...", flush=True)
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True).eval()
+        model, tok = load_for_inference(path)
         return evaluate(model, tok, problems, settings)
 
-    before, before_samples = run_eval(resolve_model_path("toy"), "before")
+    before, before_samples = run_eval("toy", "before")
     print(f"[train] GRPO + RePro (alpha {cfg.repro.alpha}, top_k {cfg.repro.top_k}, w {cfg.repro.w}) ...", flush=True)
     run = train(cfg)
     final = os.path.join(run, f"checkpoint-{cfg.train.steps:06d}", "policy")

@@ -20,9 +20,10 @@ import re
 import sys
 from pathlib import Path
 
+from ..core.typed_config import ConfigError
 from ..eval.plots import plot_accuracy_vs_length, plot_length_histograms
 from ..eval.runner import EvalError, EvalSettings, default_reward, evaluate, load_problems
-from ..tasks.reasoner import resolve_model_path
+from ..models.loading import load_for_inference, model_folder
 
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="correctness check (default: exact_match on toy, math_verify otherwise)",
     )
     p.add_argument("--system-prompt", default=None, help="system message before each question")
+    p.add_argument(
+        "--think-end", default=d.think_end, help="the model's end-of-thinking marker (a recipe's model.think_end)"
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="problem i is sampled from seed (seed, i)")
     p.add_argument("--k", default=",".join(map(str, d.k_values)), help="maj@k values, comma-separated (default 1,4,8)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -97,8 +101,8 @@ def parse_models(specs: list[str]) -> dict[str, str]:
         if label in models:
             raise EvalError(f"--model {spec!r}: label {label!r} is used twice; name them with LABEL=PATH")
         try:
-            resolved = resolve_model_path(path)
-        except FileNotFoundError as e:
+            resolved = model_folder(path)
+        except (FileNotFoundError, ConfigError) as e:
             raise EvalError(f"--model {spec!r}: {e}") from None
         online = os.environ.get("HF_HUB_OFFLINE") != "1"
         if not os.path.isdir(resolved) and not (online and _HUB_NAME.match(path)):
@@ -132,20 +136,8 @@ def settings_from_args(args) -> EvalSettings:
         seed=args.seed,
         k_values=parse_k(args.k),
         system_prompt=args.system_prompt,
+        think_end=args.think_end,
     )
-
-
-def load_model(path: str, device: str, dtype: str):
-    """(model in eval mode on `device`, tokenizer with a pad token)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model_path(path)
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), use_safetensors=True)
-    return model.to(device).eval(), tok
 
 
 def format_table(summaries: dict[str, dict]) -> str:
@@ -176,7 +168,7 @@ def format_table(summaries: dict[str, dict]) -> str:
 
 def _evaluate_one(path: str, problems: list[dict], settings: EvalSettings, device: str, dtype: str):
     """Load, evaluate and release one model (only one is in memory at a time)."""
-    model, tok = load_model(path, device, dtype)
+    model, tok = load_for_inference(path, dtype, device)
     return evaluate(model, tok, problems, settings)
 
 

@@ -25,15 +25,16 @@ from typing import Literal
 import torch
 
 from ..config import AlgoConfig
+from ..core.text import response_format
 from ..core.typed_config import ConfigError, build, field_docs, to_dict
 from ..data.jsonl import iter_jsonl
 from ..data.prompts import RowError, encode_prompt
 from ..models.forward import pack
+from ..models.loading import load_for_inference
 from ..repro.config import ReProConfig, validate_repro
 from ..repro.pipeline import RePro
 from ..repro.presets import resolve_preset
 from ..repro.probe import ProbeSettings
-from ..tasks.reasoner import resolve_model_path
 
 # RePro fields that change nothing `inspect` reports (they act in the trainer).
 TRAINER_ONLY = {"enabled", "alpha", "apply_to", "ppo_process_reward"}
@@ -82,6 +83,9 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
         "--temperature", type=float, default=1.0, help="sampling temperature for the fork entropies (default 1.0)"
     )
     p.add_argument("--system-prompt", default=None, help="system message for rows given as 'question'")
+    p.add_argument(
+        "--think-end", default="</think>", help="the model's end-of-thinking marker (a recipe's model.think_end)"
+    )
     p.add_argument("--batch-size", type=int, default=8, help="rows per forward pass")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -148,9 +152,11 @@ def _num(x) -> float | None:
     return None if math.isnan(x) else round(x, 6)
 
 
-def repro_rows(model, tokenizer, cfg: ReProConfig, rows: list[dict], temperature: float) -> list[dict]:
+def repro_rows(
+    model, tokenizer, cfg: ReProConfig, rows: list[dict], temperature: float, think_end: str = "</think>"
+) -> list[dict]:
     """RePro's view of each row (one batch)."""
-    repro = RePro(cfg, tokenizer, temperature)
+    repro = RePro(cfg, tokenizer, response_format(model, tokenizer, think_end), temperature)
     plan = repro.plan([r["response_ids"] for r in rows], [r["answer"] for r in rows])
     device = next(model.parameters()).device
     seqs = pack([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows], repro.engine.pad_id, device)
@@ -247,17 +253,6 @@ def plot_row(res: dict, path: str, title: str) -> None:
     plt.close(fig)
 
 
-def load_model(path: str, device: str, dtype: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model_path(path)
-    tok = AutoTokenizer.from_pretrained(path)
-    model = (
-        AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), use_safetensors=True).to(device).eval()
-    )
-    return model, tok
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -269,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.exists(args.input):
         print(f"error: --input {args.input} does not exist", file=sys.stderr)
         return 2
-    model, tok = load_model(args.model, args.device, args.dtype)
+    model, tok = load_for_inference(args.model, args.dtype, args.device)
     parsed = list(read_rows(args.input, tok, args.system_prompt))
     errors = [(i, e) for i, _, e in parsed if e is not None]
     for _, e in errors:
@@ -281,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=len(good), desc="inspect", unit="row", disable=None)
     for s in range(0, len(good), args.batch_size):
         chunk = good[s : s + args.batch_size]
-        for (i, _), res in zip(chunk, repro_rows(model, tok, cfg, [r for _, r in chunk], args.temperature)):
+        for (i, _), res in zip(
+            chunk, repro_rows(model, tok, cfg, [r for _, r in chunk], args.temperature, args.think_end)
+        ):
             results[i] = {"row": i, **res}
         bar.update(len(chunk))
     bar.close()

@@ -22,11 +22,10 @@ from pathlib import Path
 
 from ..config import RolloutConfig
 from ..core.seeds import mix_seed
+from ..core.text import ResponseFormat, TokenizerDecoder, response_format
 from ..data.jsonl import iter_jsonl
 from ..data.named import is_named, load_named
 from ..data.prompts import RowError, encode_prompt
-from ..models.forward import eos_ids
-from ..repro.segment import TokenizerDecoder, decode_with_offsets
 from ..rewards import OutcomeReward, RewardSpec, extract_answer, normalize_answer
 from ..rewards.functions import compile_answer_pattern
 from ..rollout.hf import sample
@@ -67,7 +66,7 @@ class EvalSettings:
     system_prompt: str | None = None
     """System message before each question (chat template)."""
     think_end: str = "</think>"
-    """The detectors read the response before this marker (all of it when absent)."""
+    """The model's end-of-thinking marker (a recipe's model.think_end): the detectors read the response before it."""
 
 
 def check_settings(s: EvalSettings) -> None:
@@ -212,8 +211,7 @@ def grade_responses(
     problems: list[dict],
     prompts: list[list[int]],
     responses: list[list[list[int]]],
-    settings: EvalSettings,
-    eos: list[int],
+    fmt: ResponseFormat,
 ) -> tuple[list[dict], list[dict]]:
     """(samples, metric rows): one public row per response, and `summarize`'s input rows.
 
@@ -227,11 +225,11 @@ def grade_responses(
     prompt_text = [tokenizer.decode(prompt, skip_special_tokens=False) for _, prompt, _ in flat]
     correct = reward(prompt_text, completions, [p["answer"] for p, _, _ in flat]).correct.tolist()
     dec = TokenizerDecoder(tokenizer)
-    eos_set = set(eos)
+    eos_set = set(fmt.eos_ids)
     samples, metric_rows = [], []
     for (p, _, ids), completion, ok in zip(flat, completions, correct):
-        text, offsets = decode_with_offsets(ids, dec.decode, dec.piece)  # special tokens kept
-        thinking = completion.split(settings.think_end, 1)[0] if settings.think_end else completion
+        text, offsets = dec.offsets(ids)  # special tokens kept
+        thinking = fmt.thinking(completion)
         answer = extract_answer(completion)
         samples.append(
             {
@@ -298,7 +296,8 @@ def evaluate(
         ]
     except RowError as e:
         raise EvalError(str(e)) from None
-    eos = eos_ids(model, tokenizer)
+    fmt = response_format(model, tokenizer, settings.think_end)
+    eos = list(fmt.eos_ids)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     try:  # built before generating, so a bad reward name fails at once
         reward = OutcomeReward([RewardSpec(settings.reward, correctness=True)])
@@ -306,5 +305,5 @@ def evaluate(
         raise EvalError(f"reward: {e}") from None
     with reward:
         responses = generate_responses(model, prompts, settings, eos, pad_id, progress)
-        samples, metric_rows = grade_responses(tokenizer, reward, problems, prompts, responses, settings, eos)
+        samples, metric_rows = grade_responses(tokenizer, reward, problems, prompts, responses, fmt)
     return summarize_samples(samples, metric_rows, settings.k_values), samples

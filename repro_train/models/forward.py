@@ -182,16 +182,3 @@ def logprob_pass(model, seqs: Sequences, temperature: float = 1.0, with_entropy:
     finally:
         if was_training:
             model.train()
-
-
-def eos_ids(model, tokenizer) -> list[int]:
-    """Every id that ends a response: the tokenizer's EOS and the generation config's."""
-    ids = set()
-    for src in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-        if isinstance(src, int):
-            ids.add(src)
-        elif isinstance(src, (list, tuple)):
-            ids.update(int(i) for i in src)
-    if not ids:
-        raise ValueError("the tokenizer has no EOS token; set one (tokenizer.eos_token) so responses can end")
-    return sorted(ids)

@@ -27,15 +27,12 @@ class ReProConfig:
     """Keep the top_k segments with the highest fork entropy (ties: earlier first); all if fewer (spec 4)."""
     w: float = 0.2
     """Process score S = (1 - w) * S_magn + w * S_stab; the paper finds smaller w better (spec 8)."""
-    think_end: str = "</think>"
-    """End-of-thinking marker; the thinking span stops at the token where its first occurrence begins. Empty: no marker
-    (spec 1)."""
     segment_delimiter: str = r"\n\n"
     """Regex for segment boundaries inside the thinking span; a whitespace run containing a match is one boundary (spec
     2)."""
     think_end_match: Literal["text", "first_token"] = "text"
-    """How the thinking span ends (spec 1). 'text': at the token where the first occurrence of think_end begins in the
-    decoded text; 'first_token' (authors' code): before the first token equal to the first token id of think_end."""
+    """How the thinking span ends (spec 1). 'text': at the token where the first occurrence of model.think_end begins
+    in the decoded text; 'first_token' (authors' code): before the first token equal to its first token id."""
     boundary: Literal["regex", "token_ids"] = "regex"
     """Segment boundaries (spec 2). 'regex': segment_delimiter on the decoded text; 'token_ids' (authors' code): a
     position is a boundary when the token before it is the first token id of one of boundary_tokens."""

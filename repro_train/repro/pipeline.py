@@ -1,7 +1,7 @@
 """RePro for one batch of rollouts: plan (segments, answers) -> policy pass with the J probe ->
 process advantages.
 
-    repro = RePro(cfg.repro, tokenizer, temperature=cfg.rollout.temperature)
+    repro = RePro(cfg.repro, tokenizer, fmt, temperature=cfg.rollout.temperature)   # fmt: core.text.ResponseFormat
     plan = repro.plan(response_ids, answers, correct)          # CPU: segmentation, skip reasons
     out = repro.policy_pass(model, seqs, plan.requests)         # per micro-batch: log-probs and J
     adv = repro.advantages(plan, out.probes, group_ids, R)      # (N, R) A_tilde and every score
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..core.text import ResponseFormat, TokenizerDecoder
 from ..models.forward import Sequences
 from .probe import ProbeEngine, ProbePass
 from .scores import (
@@ -32,7 +33,7 @@ from .scores import (
     stability,
     token_process_advantages,
 )
-from .segment import Segmentation, TokenizerDecoder
+from .segment import Segmentation, segment_response
 from .types import ProbeRequest, ProbeResult
 
 SKIP_REASONS = ("no_answer", "empty_answer_tokens", "no_segment", "zero_baseline", "apply_to")
@@ -81,13 +82,22 @@ def first_token_id(tokenizer, text: str) -> int | None:
 
 
 class RePro:
-    """The RePro plug-in for one tokenizer; `cfg` is a `config.ReProConfig`. `temperature` is the
+    """The RePro plug-in for one tokenizer; `cfg` is a `repro.config.ReProConfig`, `fmt` the model's EOS ids and
+    end-of-thinking marker (`core.text.ResponseFormat`). `temperature` is the
     sampling temperature of phase 1's log-probs; `sync_calls` agrees the naive probe's number of
     forwards across ranks under ZeRO-3/FSDP (`ProbeEngine`)."""
 
-    def __init__(self, cfg, tokenizer, temperature: float = 1.0, sync_calls: Callable[[int], int] | None = None):
+    def __init__(
+        self,
+        cfg,
+        tokenizer,
+        fmt: ResponseFormat,
+        temperature: float = 1.0,
+        sync_calls: Callable[[int], int] | None = None,
+    ):
         self.cfg = cfg
         self.tokenizer = tokenizer
+        self.fmt = fmt
         self.temperature = temperature
         pad_id = getattr(tokenizer, "pad_token_id", None)
         pad_id = pad_id if pad_id is not None else 0
@@ -97,9 +107,7 @@ class RePro:
         self.forcing_ids = (
             () if cfg.probe_scored == "all" else tuple(tokenizer(cfg.probe_prefix, add_special_tokens=False).input_ids)
         )
-        eos = tokenizer.eos_token_id
-        self.eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else ((eos,) if eos is not None else ())
-        self.think_end_id = first_token_id(tokenizer, cfg.think_end) if cfg.think_end_match == "first_token" else None
+        self.think_end_id = first_token_id(tokenizer, fmt.think_end) if cfg.think_end_match == "first_token" else None
         self.boundary_ids = (
             None
             if cfg.boundary == "regex"
@@ -148,11 +156,13 @@ class RePro:
                 elif len(q) == 0:
                     reason = "empty_answer_tokens"
                 else:
-                    seg = self.decoder.segment(
+                    seg = segment_response(
                         list(y),
-                        self.cfg.think_end,
+                        self.decoder.decode,
+                        self.fmt.think_end,
                         self.cfg.segment_delimiter,
-                        self.eos_ids,
+                        self.fmt.eos_ids,
+                        self.decoder.piece,
                         self.think_end_id,
                         self.boundary_ids,
                     )

@@ -33,40 +33,7 @@ import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-REPLACEMENT = "\ufffd"
-
-
-def decode_with_offsets(
-    ids: Sequence[int], decode: Callable[[list[int]], str], piece: Callable[[int], str] | None = None
-) -> tuple[str, list[int]]:
-    """Decoded text of `ids` and, for each token, the character offset at which it begins.
-
-    A token whose bytes only complete a character together with later tokens (byte-level BPE
-    splitting a multi-byte character) begins where that character begins. Fast path: when the
-    per-token pieces concatenate to the full decode, offsets are their cumulative lengths.
-    Otherwise decode incrementally with a two-token context window (as streaming detokenisers do),
-    which also keeps SentencePiece's leading spaces: O(len) short decodes.
-    """
-    ids = list(ids)
-    full = decode(ids)
-    if piece is not None:
-        pieces = [piece(i) for i in ids]
-        if "".join(pieces) == full and REPLACEMENT not in full:
-            starts, pos = [], 0
-            for p in pieces:
-                starts.append(pos)
-                pos += len(p)
-            return full, starts
-    text, starts = "", []
-    prefix_off = read_off = 0
-    for i in range(len(ids)):
-        starts.append(len(text))
-        old = decode(ids[prefix_off:read_off]) if read_off > prefix_off else ""
-        new = decode(ids[prefix_off : i + 1])
-        if len(new) > len(old) and not new.endswith(REPLACEMENT):
-            text += new[len(old) :]
-            prefix_off, read_off = read_off, i + 1
-    return text, starts
+from ..core.text import decode_with_offsets
 
 
 def token_at_char(starts: Sequence[int], pos: int) -> int:
@@ -198,32 +165,3 @@ def segment_response(
         else segment_starts(text, starts, T, delimiter)
     )
     return Segmentation(T=T, starts=tuple(seg), text=text, think_end_cut=cut)
-
-
-class TokenizerDecoder:
-    """`decode` and a cached per-id `piece` for a Hugging Face tokenizer (special tokens kept,
-    no clean-up of spaces), so that offsets line up with the ids one to one."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self._pieces: dict[int, str] = {}
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    def piece(self, i: int) -> str:
-        p = self._pieces.get(i)
-        if p is None:
-            p = self._pieces[i] = self.decode([i])
-        return p
-
-    def segment(
-        self,
-        ids: Sequence[int],
-        think_end: str,
-        delimiter: str | re.Pattern,
-        eos_ids: Sequence[int] = (),
-        think_end_id: int | None = None,
-        boundary_ids: Collection[int] | None = None,
-    ) -> Segmentation:
-        return segment_response(ids, self.decode, think_end, delimiter, eos_ids, self.piece, think_end_id, boundary_ids)

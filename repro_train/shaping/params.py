@@ -144,10 +144,8 @@ class ShapingConfig:
     """Shapers applied in this order after the outcome reward, before the estimator: dapo_overlong, kimi, l1_exact,
     l1_max, shorter_better, cosine, efficiency, grpo_lead, thinkprune, laser, gated_bonus; [] = none."""
     length: Literal["response", "thinking"] = "response"
-    """Length the group-relative methods compare: the whole response, or the tokens before think_end (dapo_overlong and
-    thinkprune always use the response, whose limit they enforce)."""
-    think_end: str = "</think>"
-    """End-of-thinking marker for length = thinking (no marker: the whole response but EOS)."""
+    """Length the group-relative methods compare: the whole response, or the tokens before model.think_end
+    (dapo_overlong and thinkprune always use the response, whose limit they enforce)."""
     dapo_overlong: DapoOverlongParams = field(default_factory=DapoOverlongParams)
     """DAPO soft overlong punishment."""
     kimi: KimiParams = field(default_factory=KimiParams)

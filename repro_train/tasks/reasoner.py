@@ -94,8 +94,3 @@ def reasoner_path() -> str:
 def format_prompt(tok, question: str) -> str:
     """`<|bos|>Question: {question}\\n<think>\\n` (the tokenizer's chat template)."""
     return tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
-
-
-def resolve_model_path(path: str) -> str:
-    """A model folder or hub name as given; 'toy' is the shipped tiny reasoner's folder."""
-    return reasoner_path() if path == "toy" else path

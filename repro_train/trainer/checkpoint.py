@@ -23,8 +23,8 @@ import shutil
 import sys
 
 from ..core.typed_config import ConfigError, dump_yaml
+from ..models.loading import save_pretrained
 from .manifest import newest_valid, verify, write_manifest
-from .models import save_pretrained
 
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
 

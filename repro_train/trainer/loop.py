@@ -124,7 +124,7 @@ def _generate(rt: Runtime, step: int) -> Batch:
     row_prompts = [p for p in prompts for _ in range(G)]
     responses = [r for g in out.token_ids for r in g]
     seqs = pack(row_prompts, responses, rt.pad_id, d.device)
-    eos = set(rt.eos_ids)
+    eos = set(rt.response_format.eos_ids)
     batch = Batch(
         seqs=seqs,
         group_ids=torch.tensor([s for s in slots for _ in range(G)]),

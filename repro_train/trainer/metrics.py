@@ -88,7 +88,7 @@ def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
     m.add("response_length/incorrect", lengths[~ok].sum().item(), (~ok).sum().item())
     shaping_metrics(m, batch)
     m.mean_of("truncated_frac", batch.truncated.float())
-    thinking = [t.split("</think>", 1)[0] for t in batch.texts]  # overthinking is counted in the thinking part
+    thinking = [rt.response_format.thinking(t) for t in batch.texts]  # overthinking is counted in the thinking part
     m.add("behavior/rechecks", sum(count_rechecks(t) for t in thinking), len(thinking))
     m.add("behavior/backtracks", sum(count_backtracks(t) for t in thinking), len(thinking))
     m.add("unscorable", batch.unscorable, 1.0 / rt.dist.world)  # a count: sum over ranks

@@ -9,24 +9,11 @@ weights are gathered by the wrapper as usual.
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
-from ..core.typed_config import ConfigError
-from ..models.zoo import missing_model_hint
-from ..tasks.reasoner import resolve_model_path
+from ..models.loading import model_folder
 from .dist import zero_
-
-
-def model_folder(path: str) -> str:
-    """The folder of a recipe's model path ('toy': the shipped tiny reasoner). A missing folder that
-    `repro-train prepare-model` makes stops at start-up with the command to run (models_zoo.py)."""
-    hint = missing_model_hint(path)
-    if hint is not None:
-        raise ConfigError(hint)
-    return resolve_model_path(path)
 
 
 class ActorCritic(nn.Module):
@@ -83,42 +70,6 @@ class PolicyView:
         return self
 
 
-def load_tokenizer(cfg_model):
-    """The policy's tokenizer (pad = EOS when it has no pad token)."""
-    from transformers import AutoTokenizer
-
-    path = model_folder(cfg_model.path)
-    if not os.path.exists(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ConfigError(
-            f"'model.path' = {cfg_model.path!r} is not a folder and the hub is offline "
-            "(HF_HUB_OFFLINE=1); give a local model folder or 'toy'"
-        )
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg_model.trust_remote_code)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-def load_policy(cfg_model, tok):
-    """The policy from the recipe's model section, on the CPU."""
-    from transformers import AutoModelForCausalLM
-
-    path = model_folder(cfg_model.path)
-    model = AutoModelForCausalLM.from_pretrained(
-        path,
-        dtype=getattr(torch, cfg_model.dtype),
-        attn_implementation=cfg_model.attn_implementation,
-        trust_remote_code=cfg_model.trust_remote_code,
-        use_safetensors=True,
-    )  # never unpickle weights
-    if cfg_model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.config.use_cache = False  # training forwards; the probe asks for a cache explicitly
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tok.pad_token_id
-    return model
-
-
 def load_critic(cfg_model, cfg_critic):
     """A token-level value model: the critic path's (or the policy's) weights with a 1-output head."""
     from transformers import AutoConfig, AutoModelForTokenClassification
@@ -145,25 +96,3 @@ def load_critic(cfg_model, cfg_critic):
     if cfg_model.gradient_checkpointing:
         critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return critic
-
-
-def load_reference(cfg_model):
-    """A frozen copy of the initial policy (KL penalty)."""
-    from transformers import AutoModelForCausalLM
-
-    ref = AutoModelForCausalLM.from_pretrained(
-        model_folder(cfg_model.path),
-        dtype=getattr(torch, cfg_model.dtype),
-        attn_implementation=cfg_model.attn_implementation,
-        trust_remote_code=cfg_model.trust_remote_code,
-        use_safetensors=True,
-    )
-    return ref.requires_grad_(False).eval()
-
-
-def save_pretrained(module: nn.Module, state_dict: dict, path: str, tokenizer=None) -> None:
-    """Hugging Face folder for `module` with the given (gathered, unprefixed) weights."""
-    os.makedirs(path, exist_ok=True)
-    module.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(path)

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..config import Config
+from ..core.text import ResponseFormat, response_format
 from ..core.typed_config import ConfigError, dump_yaml
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
 from ..data.validate import answer_checker
-from ..models.forward import eos_ids
+from ..models.loading import load_policy, load_reference, load_tokenizer, model_folder
 from ..repro.pipeline import RePro
 from ..repro.probe.triton.launch import unavailable as triton_unavailable
 from ..rewards import OutcomeReward, RewardSpec
@@ -35,7 +36,7 @@ from .dist import (
     prepare_frozen,
     set_seed,
 )
-from .models import ActorCritic, PolicyView, load_critic, load_policy, load_reference, load_tokenizer, model_folder
+from .models import ActorCritic, PolicyView, load_critic
 from .watchdog import start_watchdog
 
 if TYPE_CHECKING:  # heavy third-party libraries, imported where they are used
@@ -67,7 +68,8 @@ class Runtime:
     """The RePro hook, None when RePro is off."""
     rollout: RolloutEngine
     """The sampler (rollout.engine), behind the seam of rollout/base.py."""
-    eos_ids: list[int]
+    response_format: ResponseFormat
+    """EOS ids and the end-of-thinking marker (model.think_end): one source for every phase."""
     pad_id: int
     out_dir: str
     start_step: int = 0
@@ -125,11 +127,11 @@ def check_probe_attention(cfg: Config, device) -> None:
             raise ConfigError(f"'repro.probe.attention' = 'triton' cannot run here: {why}; use 'auto' or 'sdpa'")
 
 
-def build_repro(cfg: Config, tok, d: Dist) -> RePro | None:
+def build_repro(cfg: Config, tok, fmt: ResponseFormat, d: Dist) -> RePro | None:
     """The RePro hook with its settings bound once (None when RePro is off)."""
     if not cfg.repro.enabled:
         return None
-    return RePro(cfg.repro, tok, cfg.rollout.temperature, sync_calls=d.max_int if d.sharded else None)
+    return RePro(cfg.repro, tok, fmt, cfg.rollout.temperature, sync_calls=d.max_int if d.sharded else None)
 
 
 def build_rollout_engine(cfg: Config, acc, wrapper, eos: list[int], pad_id: int, longest_prompt: int) -> RolloutEngine:
@@ -179,7 +181,7 @@ def build_runtime(cfg: Config) -> Runtime:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "config.yaml"), "w") as fh:
             fh.write(dump_yaml(cfg))
-    eos = eos_ids(policy, tok)
+    fmt = response_format(policy, tok, cfg.model.think_end)
     return Runtime(
         cfg=cfg,
         acc=acc,
@@ -194,9 +196,11 @@ def build_runtime(cfg: Config) -> Runtime:
         prompts=prompts,
         sampler=sampler,
         reward=reward,
-        repro=build_repro(cfg, tok, d),
-        rollout=build_rollout_engine(cfg, acc, engine, eos, tok.pad_token_id, max(len(p) for p in prompts.prompt_ids)),
-        eos_ids=eos,
+        repro=build_repro(cfg, tok, fmt, d),
+        rollout=build_rollout_engine(
+            cfg, acc, engine, list(fmt.eos_ids), tok.pad_token_id, max(len(p) for p in prompts.prompt_ids)
+        ),
+        response_format=fmt,
         pad_id=tok.pad_token_id,
         out_dir=out_dir,
         extra={"dropped_prompts": prompts.dropped_too_long},

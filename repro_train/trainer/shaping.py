@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import torch
 
-from ..repro.segment import TokenizerDecoder
+from ..core.text import ResponseFormat, TokenizerDecoder
+from ..repro.segment import segment_response
 from ..shaping import ShapeInputs, apply_advantage_shapers, apply_reward_shapers
 
 
-def thinking_lengths(tokenizer, response_ids: list[list[int]], think_end: str, eos_ids) -> torch.Tensor:
-    """Tokens before the first think_end of each response (spec 1's thinking span, as RePro cuts it). (B,)"""
+def thinking_lengths(tokenizer, response_ids: list[list[int]], fmt: ResponseFormat) -> torch.Tensor:
+    """Tokens before the first end-of-thinking marker of each response (spec 1's thinking span). (B,)"""
     dec = TokenizerDecoder(tokenizer)
-    return torch.tensor([dec.segment(ids, think_end, r"\n\n", eos_ids).T for ids in response_ids], dtype=torch.float64)
+    T = [segment_response(ids, dec.decode, fmt.think_end, r"\n\n", fmt.eos_ids, dec.piece).T for ids in response_ids]
+    return torch.tensor(T, dtype=torch.float64)
 
 
 def shape_rewards(rt, batch, step: int) -> None:
@@ -24,7 +26,7 @@ def shape_rewards(rt, batch, step: int) -> None:
     think = None
     if s.length == "thinking":
         ids = [row[:n] for row, n in zip(batch.seqs.response_ids.tolist(), lengths.tolist())]
-        think = thinking_lengths(rt.tokenizer, ids, s.think_end, rt.eos_ids)
+        think = thinking_lengths(rt.tokenizer, ids, rt.response_format)
     inp = ShapeInputs(
         batch.rewards.cpu().float(),
         batch.correct.cpu().bool(),

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
+from ...core.text import decode_with_offsets
 from ...core.typed_config import dump_yaml
 from ...eval.detectors import count_backtracks, count_rechecks
 from ...eval.metrics import summarize
-from ...repro.segment import decode_with_offsets
 from ...rewards.extract import extract_final_answer
 from ...tasks.arithmetic import generate
 from ...tasks.reasoner import format_prompt

@@ -1,0 +1,119 @@
+"""Finding and loading models: one resolver of model paths (`model_folder`: 'toy' is the shipped tiny reasoner; a
+missing folder that `repro-train prepare-model` makes stops with the command to run; a missing local path never
+reaches the hub) and the loaders every command uses: the trainer's (`load_tokenizer`, `load_policy`,
+`load_reference`) and inference's (`load_for_inference`). Weights load from safetensors only."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from ..core.typed_config import ConfigError
+from ..tasks.reasoner import reasoner_path
+from .zoo import missing_model_hint
+
+
+def model_folder(path: str) -> str:
+    """The folder of a recipe's model path ('toy': the shipped tiny reasoner). A missing folder that
+    `repro-train prepare-model` makes stops at start-up with the command to run (models/zoo.py)."""
+    if path == "toy":
+        return reasoner_path()
+    hint = missing_model_hint(path)
+    if hint is not None:
+        raise ConfigError(hint)
+    return path
+
+
+def looks_local(path: str) -> bool:
+    """A path that cannot be a hub name ('org/name'): absolute, relative with ./ or ../ or ~, or deeper than one
+    slash."""
+    p = path.replace(os.sep, "/")
+    return p.startswith(("/", ".", "~")) or p.count("/") > 1 or p.endswith("/")
+
+
+def check_exists(path: str, what: str) -> None:
+    """A model path that is not a folder stops here, before any hub lookup: a local-looking one always, a hub name
+    when the hub is offline (HF_HUB_OFFLINE=1)."""
+    if os.path.exists(path):
+        return
+    if looks_local(path):
+        raise ConfigError(f"{what} = {path!r} does not exist (a local path); give a model folder or 'toy'")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ConfigError(
+            f"{what} = {path!r} is not a folder and the hub is offline (HF_HUB_OFFLINE=1); give a local model folder "
+            "or 'toy'"
+        )
+
+
+def load_tokenizer_at(path: str, trust_remote_code: bool = False, what: str = "'model.path'"):
+    """The tokenizer of the model at `path` (pad = EOS when it has no pad token)."""
+    from transformers import AutoTokenizer
+
+    folder = model_folder(path)
+    check_exists(folder, what)
+    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_tokenizer(cfg_model):
+    """The policy's tokenizer (pad = EOS when it has no pad token)."""
+    return load_tokenizer_at(cfg_model.path, cfg_model.trust_remote_code)
+
+
+def load_policy(cfg_model, tok):
+    """The policy from the recipe's model section, on the CPU."""
+    from transformers import AutoModelForCausalLM
+
+    path = model_folder(cfg_model.path)
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        dtype=getattr(torch, cfg_model.dtype),
+        attn_implementation=cfg_model.attn_implementation,
+        trust_remote_code=cfg_model.trust_remote_code,
+        use_safetensors=True,
+    )  # never unpickle weights
+    if cfg_model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False  # training forwards; the probe asks for a cache explicitly
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    return model
+
+
+def load_reference(cfg_model):
+    """A frozen copy of the initial policy (KL penalty)."""
+    from transformers import AutoModelForCausalLM
+
+    ref = AutoModelForCausalLM.from_pretrained(
+        model_folder(cfg_model.path),
+        dtype=getattr(torch, cfg_model.dtype),
+        attn_implementation=cfg_model.attn_implementation,
+        trust_remote_code=cfg_model.trust_remote_code,
+        use_safetensors=True,
+    )
+    return ref.requires_grad_(False).eval()
+
+
+def load_for_inference(
+    path: str, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False, what: str = "--model"
+):
+    """(model in eval mode on `device`, tokenizer with a pad token) for evaluation and inspection."""
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer_at(path, trust_remote_code, what)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_folder(path), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, use_safetensors=True
+    )
+    return model.to(device).eval(), tok
+
+
+def save_pretrained(module: nn.Module, state_dict: dict, path: str, tokenizer=None) -> None:
+    """Hugging Face folder for `module` with the given (gathered, unprefixed) weights."""
+    os.makedirs(path, exist_ok=True)
+    module.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
