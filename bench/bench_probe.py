@@ -46,21 +46,21 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench the checkout, installed or not
 from repro_train.models.forward import forward_logprobs, pack  # noqa: E402
-from repro_train.repro.probe import ProbeEngine, ProbeSettings  # noqa: E402
+from repro_train.repro.probe import ProbeRunner, ProbeSettings  # noqa: E402
 from repro_train.repro.probe.attention import probe_cache  # noqa: E402
 from repro_train.repro.probe.blocks import Blocks, probe_layout  # noqa: E402
 from repro_train.repro.probe.fused import triton_path  # noqa: E402
 from repro_train.repro.types import ProbeRequest  # noqa: E402
 
-_ENGINES: dict[ProbeSettings, ProbeEngine] = {}
+_ENGINES: dict[ProbeSettings, ProbeRunner] = {}
 
 
-def engine(**settings) -> ProbeEngine:
-    """One probe engine per settings for the whole run, so CUDA graphs and launch tables persist
+def engine(**settings) -> ProbeRunner:
+    """One probe runner per settings for the whole run, so CUDA graphs and launch tables persist
     between timed calls as they do between a trainer's micro-batches."""
     key = ProbeSettings(**settings)
     if key not in _ENGINES:
-        _ENGINES[key] = ProbeEngine(key, pad_id=PAD_ID)
+        _ENGINES[key] = ProbeRunner(key, pad_id=PAD_ID)
     return _ENGINES[key]
 
 

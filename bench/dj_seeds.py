@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.bench_probe import MODELS, BenchOptions, build_model, make_blocks, make_inputs  # noqa: E402
-from repro_train.repro.probe import ProbeEngine, ProbeSettings  # noqa: E402
+from repro_train.repro.probe import ProbeRunner, ProbeSettings  # noqa: E402
 from repro_train.repro.probe.attention import probe_cache  # noqa: E402
 from repro_train.repro.probe.blocks import Blocks  # noqa: E402
 
@@ -63,12 +63,12 @@ def main(argv=None) -> None:
                         logits_to_keep=1,
                     ).past_key_values
 
-                J32 = ProbeEngine().fused(ref, sq, phase1(ref), blocks)
-                naive = ProbeEngine(ProbeSettings(impl="naive", batch_size=8)).naive(model, sq, blocks)
+                J32 = ProbeRunner().fused(ref, sq, phase1(ref), blocks)
+                naive = ProbeRunner(ProbeSettings(impl="naive", batch_size=8)).naive(model, sq, blocks)
                 cache = phase1(model)
                 row = {"naive": ((naive - J32).abs().max().item(), 0.0)}
                 for name, fused_rms in paths.items():
-                    engine = ProbeEngine()
+                    engine = ProbeRunner()
                     engine.kernels.fused_rms_norm = fused_rms
                     J = engine.fused(model, sq, cache, blocks)
                     row[name] = ((J - J32).abs().max().item(), (J - naive).abs().max().item())

@@ -19,12 +19,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.bench_probe import BenchOptions, build_model, kernel_ms, make_blocks, make_inputs, one_cell_args  # noqa: E402
 from repro_train.models.forward import forward_logprobs  # noqa: E402
-from repro_train.repro.probe import ProbeEngine  # noqa: E402
+from repro_train.repro.probe import ProbeRunner  # noqa: E402
 from repro_train.repro.probe.attention import probe_cache  # noqa: E402
 from repro_train.repro.probe.blocks import Blocks, probe_layout  # noqa: E402
 from repro_train.repro.types import ProbeRequest  # noqa: E402
 
-ENGINE = ProbeEngine()  # one engine for the run: graphs and launch tables persist between calls
+ENGINE = ProbeRunner()  # one engine for the run: graphs and launch tables persist between calls
 
 
 def main() -> None:

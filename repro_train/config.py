@@ -16,7 +16,7 @@ from typing import Literal
 
 import yaml
 
-from .algos.advantages import get_estimator
+from .algos.advantages import ESTIMATORS, estimator_facts, get_estimator
 from .algos.kl import KL_ESTIMATORS
 from .algos.losses import get_policy_loss
 from .core.typed_config import ConfigError, apply_overrides, build, dump_yaml, to_dict
@@ -327,66 +327,66 @@ def validate(cfg: Config, world_size: int = 1) -> None:
 
 def _validate_rollout(cfg: Config) -> None:
     """Counts >= 1 and the sampling settings."""
-    r, a = cfg.rollout, cfg.algo
+    ro, algo = cfg.rollout, cfg.algo
     for key, val in [
-        ("rollout.prompts_per_step", r.prompts_per_step),
-        ("rollout.group_size", r.group_size),
-        ("rollout.max_new_tokens", r.max_new_tokens),
-        ("rollout.generation_batch_size", r.generation_batch_size),
-        ("algo.micro_batch_size", a.micro_batch_size),
-        ("algo.update_epochs", a.update_epochs),
+        ("rollout.prompts_per_step", ro.prompts_per_step),
+        ("rollout.group_size", ro.group_size),
+        ("rollout.max_new_tokens", ro.max_new_tokens),
+        ("rollout.generation_batch_size", ro.generation_batch_size),
+        ("algo.micro_batch_size", algo.micro_batch_size),
+        ("algo.update_epochs", algo.update_epochs),
         ("train.steps", cfg.train.steps),
         ("data.max_prompt_tokens", cfg.data.max_prompt_tokens),
         ("reward.num_workers", cfg.reward.num_workers),
     ]:
         if val < 1:
             raise ConfigError(f"'{key}' must be >= 1, got {val}")
-    if not 0 <= r.min_new_tokens <= r.max_new_tokens:
+    if not 0 <= ro.min_new_tokens <= ro.max_new_tokens:
         raise ConfigError(
-            f"'rollout.min_new_tokens' must be in [0, rollout.max_new_tokens = {r.max_new_tokens}], "
-            f"got {r.min_new_tokens}"
+            f"'rollout.min_new_tokens' must be in [0, rollout.max_new_tokens = {ro.max_new_tokens}], "
+            f"got {ro.min_new_tokens}"
         )
-    if r.temperature <= 0:
-        raise ConfigError(f"'rollout.temperature' must be > 0, got {r.temperature}")
-    if not 0 < r.top_p <= 1:
-        raise ConfigError(f"'rollout.top_p' must be in (0, 1], got {r.top_p}")
-    if r.is_cap <= 1.0:
-        raise ConfigError(f"'rollout.is_cap' must be > 1 (a cap on importance weights), got {r.is_cap}")
+    if ro.temperature <= 0:
+        raise ConfigError(f"'rollout.temperature' must be > 0, got {ro.temperature}")
+    if not 0 < ro.top_p <= 1:
+        raise ConfigError(f"'rollout.top_p' must be in (0, 1], got {ro.top_p}")
+    if ro.is_cap <= 1.0:
+        raise ConfigError(f"'rollout.is_cap' must be > 1 (a cap on importance weights), got {ro.is_cap}")
     for key, val in [
-        ("rollout.vllm.tensor_parallel_size", r.vllm.tensor_parallel_size),
-        ("rollout.vllm.max_num_seqs", r.vllm.max_num_seqs),
-        ("rollout.vllm.max_num_batched_tokens", r.vllm.max_num_batched_tokens),
+        ("rollout.vllm.tensor_parallel_size", ro.vllm.tensor_parallel_size),
+        ("rollout.vllm.max_num_seqs", ro.vllm.max_num_seqs),
+        ("rollout.vllm.max_num_batched_tokens", ro.vllm.max_num_batched_tokens),
     ]:
         if val < 1:
             raise ConfigError(f"'{key}' must be >= 1, got {val}")
-    if a.estimator in ("grpo", "rloo", "reinforce_pp_baseline") and r.group_size < 2:
+    if algo.estimator in ESTIMATORS and estimator_facts(algo.estimator).group_relative and ro.group_size < 2:
         raise ConfigError(
-            f"'rollout.group_size' must be >= 2 for algo.estimator = {a.estimator} "
-            f"(it compares rollouts of one prompt), got {r.group_size}"
+            f"'rollout.group_size' must be >= 2 for algo.estimator = {algo.estimator} "
+            f"(it compares rollouts of one prompt), got {ro.group_size}"
         )
 
 
 def _validate_batch_split(cfg: Config, world_size: int) -> None:
     """The step's batch splits into ranks (whole prompt groups), mini-batches and micro-batches."""
-    r, a = cfg.rollout, cfg.algo
-    if r.prompts_per_step % world_size:
+    ro, algo = cfg.rollout, cfg.algo
+    if ro.prompts_per_step % world_size:
         ok = [n for n in range(world_size, 4 * world_size + 1, world_size)]
         raise ConfigError(
-            f"'rollout.prompts_per_step' = {r.prompts_per_step} is not divisible by the {world_size} "
+            f"'rollout.prompts_per_step' = {ro.prompts_per_step} is not divisible by the {world_size} "
             f"ranks (a prompt's group stays on one rank); use a multiple of {world_size}, e.g. {ok}"
         )
-    batch = r.prompts_per_step * r.group_size
-    mini = a.mini_batch_size if a.mini_batch_size is not None else batch
+    batch = ro.prompts_per_step * ro.group_size
+    mini = algo.mini_batch_size if algo.mini_batch_size is not None else batch
     if mini < 1 or batch % mini:
-        divisors = [d for d in range(r.group_size, batch + 1, r.group_size) if batch % d == 0]
+        divisors = [d for d in range(ro.group_size, batch + 1, ro.group_size) if batch % d == 0]
         raise ConfigError(
             f"'algo.mini_batch_size' = {mini} must divide the batch of rollout.prompts_per_step * "
             f"rollout.group_size = {batch} rollouts; valid values include {divisors}"
         )
-    if mini % (world_size * a.micro_batch_size):
+    if mini % (world_size * algo.micro_batch_size):
         what = (
             f"'algo.mini_batch_size' = {mini} rollouts"
-            if a.mini_batch_size is not None
+            if algo.mini_batch_size is not None
             else f"the batch of rollout.prompts_per_step * rollout.group_size = {mini} rollouts "
             "(algo.mini_batch_size is null)"
         )
@@ -396,34 +396,38 @@ def _validate_batch_split(cfg: Config, world_size: int) -> None:
             else []
         )
         raise ConfigError(
-            f"{what} must split evenly into {world_size} rank(s) x 'algo.micro_batch_size' = {a.micro_batch_size}; "
+            f"{what} must split evenly into {world_size} rank(s) x 'algo.micro_batch_size' = {algo.micro_batch_size}; "
             f"set algo.micro_batch_size to one of {divisors or 'the divisors of its per-rank share'} "
-            f"or make the (mini-)batch a multiple of {world_size * a.micro_batch_size}"
+            f"or make the (mini-)batch a multiple of {world_size * algo.micro_batch_size}"
         )
 
 
 def _validate_algo(cfg: Config) -> None:
     """Registered names and the loss's coefficients."""
-    a = cfg.algo
+    algo = cfg.algo
     try:
-        get_estimator(a.estimator)
-        get_policy_loss(a.policy_loss)
+        get_estimator(algo.estimator)
+        get_policy_loss(algo.policy_loss)
     except (ValueError, KeyError) as e:
-        key = "algo.estimator" if a.estimator in str(e) else "algo.policy_loss"
+        key = "algo.estimator" if algo.estimator in str(e) else "algo.policy_loss"
         raise ConfigError(f"'{key}': {e}") from None
-    if a.kl_estimator not in KL_ESTIMATORS:
-        raise ConfigError(f"'algo.kl_estimator' must be one of {', '.join(KL_ESTIMATORS)}, got {a.kl_estimator!r}")
-    if a.kl_coef < 0 or a.entropy_coef < 0:
+    if algo.kl_estimator not in KL_ESTIMATORS:
+        raise ConfigError(f"'algo.kl_estimator' must be one of {', '.join(KL_ESTIMATORS)}, got {algo.kl_estimator!r}")
+    if algo.kl_coef < 0 or algo.entropy_coef < 0:
         raise ConfigError("'algo.kl_coef' and 'algo.entropy_coef' must be >= 0")
-    if not 0 <= a.clip_low < 1 or a.clip_high < 0:
+    if not 0 <= algo.clip_low < 1 or algo.clip_high < 0:
         raise ConfigError(
-            f"'algo.clip_low' must be in [0, 1) and 'algo.clip_high' >= 0, got {a.clip_low}, {a.clip_high}"
+            f"'algo.clip_low' must be in [0, 1) and 'algo.clip_high' >= 0, got {algo.clip_low}, {algo.clip_high}"
         )
-    if a.dual_clip is not None and a.dual_clip <= 1:
-        raise ConfigError(f"'algo.dual_clip' must be > 1 (or null), got {a.dual_clip}")
-    if not (0 <= a.gamma <= 1 and 0 <= a.lam <= 1):
+    if algo.dual_clip is not None and algo.dual_clip <= 1:
+        raise ConfigError(f"'algo.dual_clip' must be > 1 (or null), got {algo.dual_clip}")
+    if not (0 <= algo.gamma <= 1 and 0 <= algo.lam <= 1):
         raise ConfigError("'algo.gamma' and 'algo.lam' must be in [0, 1]")
-    if a.estimator != "gae" and cfg.repro.ppo_process_reward != "advantage" and cfg.repro.enabled:
+    if (
+        not estimator_facts(algo.estimator).needs_critic
+        and cfg.repro.ppo_process_reward != "advantage"
+        and cfg.repro.enabled
+    ):
         raise ConfigError(
             f"'repro.ppo_process_reward' = {cfg.repro.ppo_process_reward} needs algo.estimator = gae "
             "(PPO); "

@@ -39,7 +39,7 @@ def whole_partitioned(params) -> int:
 
 def main(recipe: str, out: str) -> None:
     rt = runtime.build_runtime(load(recipe, ["algo.estimator=gae", f"train.output_dir={out}/run"]))
-    params = list(rt.engine.parameters())
+    params = list(rt.model.parameters())
     got, most = {}, 0
     for name, t in rt.policy_weights():
         most = max(most, whole_partitioned(params))

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / "repro_train"
 LAYERS = (
     # 0 foundations: typed config machinery and its secret redaction, the log-prob forward, seeds, timing
     ("config_base", "redact", "modeling", "seeds", "timing"),
-    # 1 pure pieces: estimators and losses, the RePro method and its probe engine, outcome checks,
+    # 1 pure pieces: estimators and losses, the RePro method and its probe runner, outcome checks,
     #   the toy task and tiny reasoner, overthinking detectors and eval metrics
     ("algos", "repro", "rewards", "tasks", "eval.detectors", "eval.metrics"),
     # 2 plumbing: datasets, generation, distributed, models made offline (prepare-model)

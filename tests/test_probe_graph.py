@@ -12,7 +12,7 @@ import torch
 from test_probe_layers import ANSWERS, ARCHS, BLOCKS, FORCING, PROMPTS, RESPONSES, build
 
 from repro_train.models.forward import forward_logprobs, pack
-from repro_train.repro.probe import ProbeEngine, ProbeSettings
+from repro_train.repro.probe import ProbeRunner, ProbeSettings
 from repro_train.repro.probe.attention import probe_cache
 from repro_train.repro.probe.blocks import Blocks
 from repro_train.repro.probe.graphs import GraphCache
@@ -61,14 +61,14 @@ def phase1(model, responses, device="cuda"):
         return seqs, forward_logprobs(model, seqs, use_cache=True, past_key_values=probe_cache(0)).cache
 
 
-ENGINES: dict[bool, ProbeEngine] = {}
+ENGINES: dict[bool, ProbeRunner] = {}
 
 
 def fresh(keep: int = 4) -> None:
     """New engines, nothing remembered: [True] replays phase 2 from graphs (at most `keep` kept),
     [False] issues it kernel by kernel."""
     for graph in (False, True):
-        ENGINES[graph] = ProbeEngine(ProbeSettings(attention="triton", cuda_graph=graph))
+        ENGINES[graph] = ProbeRunner(ProbeSettings(attention="triton", cuda_graph=graph))
     ENGINES[True].graphs = GraphCache(keep)
 
 

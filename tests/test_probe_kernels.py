@@ -398,14 +398,14 @@ def test_interp_policy_pass_triton_keeps_phase1_cache_and_matches_sdpa():
     """The trainer's pass: with Triton, phase 1 keeps its own keys (room 0) and J equals SDPA's."""
     from test_probe_layers import ANSWERS, PROMPTS, RESPONSES
 
-    from repro_train.repro.probe import ProbeEngine, ProbeSettings
+    from repro_train.repro.probe import ProbeRunner, ProbeSettings
     from repro_train.repro.types import ProbeRequest
 
     model = build("qwen2")
     rows = [ProbeRequest((0, 3, 9), (3, 9, len(r)), tuple(a)) for r, a in zip(RESPONSES, ANSWERS)]
     seqs = pack(PROMPTS, RESPONSES, 0)
     out = {
-        a: ProbeEngine(ProbeSettings(attention=a)).run(model, seqs, rows, FORCING, top_k=2) for a in ("triton", "sdpa")
+        a: ProbeRunner(ProbeSettings(attention=a)).run(model, seqs, rows, FORCING, top_k=2) for a in ("triton", "sdpa")
     }
     for pt, ps in zip(out["triton"].probes, out["sdpa"].probes):
         assert pt.cuts == ps.cuts and abs(pt.J_b - ps.J_b) < 1e-5 and torch.allclose(pt.J, ps.J, atol=1e-5)

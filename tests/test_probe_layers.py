@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from repro_train.models.forward import forward_logprobs, pack
-from repro_train.repro.probe import ProbeEngine, ProbeSettings
+from repro_train.repro.probe import ProbeRunner, ProbeSettings
 from repro_train.repro.probe import layers as probe_layers
 from repro_train.repro.probe.attention import probe_cache
 from repro_train.repro.probe.blocks import Blocks, probe_layout
@@ -53,7 +53,7 @@ def fused_J(model, forcing, forward, autocast=None, attention="auto", device="cp
     ctx = torch.autocast(device, dtype=autocast) if autocast else torch.autocast(device, enabled=False)
     with torch.no_grad(), ctx:
         lp = forward_logprobs(model, seqs, use_cache=True, past_key_values=probe_cache(room))
-        engine = ProbeEngine(ProbeSettings(forward=forward, attention=attention))
+        engine = ProbeRunner(ProbeSettings(forward=forward, attention=attention))
         engine.kernels.fused_rms_norm = fused_rms_norm
         return engine.fused(model, seqs, lp.cache, blocks), blocks
 
@@ -70,7 +70,7 @@ def test_layers_match_model_forward_and_naive(kind, forcing, monkeypatch):
     own, _ = fused_J(model, forcing, "model")
     assert calls == [1]  # the layer path ran for "layers", and only there
     with torch.no_grad():
-        naive = ProbeEngine(ProbeSettings(batch_size=3)).naive(model, pack(PROMPTS, RESPONSES, 0), blocks)
+        naive = ProbeRunner(ProbeSettings(batch_size=3)).naive(model, pack(PROMPTS, RESPONSES, 0), blocks)
     assert torch.allclose(layers, own, atol=1e-5), (layers - own).abs().max()
     assert torch.allclose(layers, naive, atol=1e-5), (layers - naive).abs().max()
     assert layers[1, 2:].eq(0).all() and layers.lt(0).sum() == 10  # 10 valid blocks, each J < 0
@@ -108,7 +108,7 @@ def test_unsupported_models_say_why_and_fall_back(monkeypatch):
 
 def test_bad_forward_name():
     with pytest.raises(ValueError, match="layers"):
-        ProbeEngine(ProbeSettings(forward="fast")).run(
+        ProbeRunner(ProbeSettings(forward="fast")).run(
             build("qwen2"), pack(PROMPTS, RESPONSES, 0), [None] * 3, [], top_k=2
         )
 

@@ -13,7 +13,7 @@ from repro_train.models.forward import pack
 from repro_train.repro.config import ReProConfig
 from repro_train.repro.pipeline import Plan, RePro
 from repro_train.repro.presets import AUTHORS_CODE, AUTHORS_CODE_FOLDS, GOVERNED
-from repro_train.repro.probe import ProbeEngine, ProbeSettings
+from repro_train.repro.probe import ProbeRunner, ProbeSettings
 from repro_train.repro.scores import (
     dense_process_rewards,
     empty_prefix_score,
@@ -365,7 +365,7 @@ def test_engine_reads_forced_cuts_only_when_given(tiny):
     plan = repro.plan([resp], ["8"])
     widths = []
 
-    class Recording(ProbeEngine):  # the probe blocks the engine scores: J_b plus one per cut slot
+    class Recording(ProbeRunner):  # the probe blocks the engine scores: J_b plus one per cut slot
         def fused(self, model, seqs, cache, blocks):
             widths.append(blocks.cuts.shape[1])
             return super().fused(model, seqs, cache, blocks)

@@ -5,7 +5,7 @@ import torch
 
 from repro_train.core.text import TokenizerDecoder
 from repro_train.models.forward import forward_logprobs, logprob_pass, pack
-from repro_train.repro.probe import ProbeEngine, ProbeSettings
+from repro_train.repro.probe import ProbeRunner, ProbeSettings
 from repro_train.repro.probe.blocks import Blocks
 from repro_train.repro.segment import segment_response
 from repro_train.repro.types import ProbeRequest
@@ -48,7 +48,7 @@ def test_probe_matches_per_cut_forwards(batch, impl, prefix):
     model, tok, prompts, resp, answers, rows = batch
     forcing = tok(prefix, add_special_tokens=False).input_ids if prefix else []
     seqs = pack(prompts, resp, tok.pad_token_id)
-    engine = ProbeEngine(ProbeSettings(impl=impl, batch_size=2), pad_id=tok.pad_token_id)
+    engine = ProbeRunner(ProbeSettings(impl=impl, batch_size=2), pad_id=tok.pad_token_id)
     out = engine.run(model, seqs, rows, forcing, top_k=3)
     n_checked = 0
     for b, probe in enumerate(out.probes):
@@ -71,8 +71,8 @@ def test_fused_equals_naive_with_skipped_and_ragged_rows(batch):
     ans = [answers[0], None, answers[2]]
     bl = Blocks.from_lists(blocks, ans, forcing, tok.pad_token_id)
     with torch.no_grad():
-        fused = ProbeEngine().fused(model, seqs, lp.cache, bl)
-        naive = ProbeEngine(ProbeSettings(batch_size=4), tok.pad_token_id, sync_calls=lambda n: n + 2).naive(
+        fused = ProbeRunner().fused(model, seqs, lp.cache, bl)
+        naive = ProbeRunner(ProbeSettings(batch_size=4), tok.pad_token_id, sync_calls=lambda n: n + 2).naive(
             model, seqs, bl
         )  # padded dummy forwards change nothing
     assert fused.shape == naive.shape == (3, 3)
@@ -89,7 +89,7 @@ def test_logprobs_and_entropy_match_plain_forward(batch):
     model, tok, prompts, resp, _, rows = batch
     seqs = pack(prompts, resp, tok.pad_token_id)
     T = 0.7
-    out = ProbeEngine(pad_id=tok.pad_token_id).run(model, seqs, rows, [5], top_k=2, temperature=T)
+    out = ProbeRunner(pad_id=tok.pad_token_id).run(model, seqs, rows, [5], top_k=2, temperature=T)
     for b in range(len(prompts)):
         with torch.no_grad():
             logits = model(torch.tensor([prompts[b] + resp[b]])).logits[0].float() / T
@@ -109,7 +109,7 @@ def test_logprobs_and_entropy_match_plain_forward(batch):
 def test_plain_pass_and_probe_pass_restore_train_mode(batch):
     model, tok, prompts, resp, _, rows = batch
     seqs = pack(prompts, resp, tok.pad_token_id)
-    engine = ProbeEngine(pad_id=tok.pad_token_id)
+    engine = ProbeRunner(pad_id=tok.pad_token_id)
     model.train()
     try:
         a = logprob_pass(model, seqs)  # RePro off: phase 1 only
@@ -127,7 +127,7 @@ def test_plain_pass_and_probe_pass_restore_train_mode(batch):
 def test_bad_impl_name(batch):
     model, tok, prompts, resp, _, rows = batch
     with pytest.raises(ValueError, match="fused"):
-        ProbeEngine(ProbeSettings(impl="fast")).run(model, pack(prompts, resp, 0), rows, [5], top_k=2)
+        ProbeRunner(ProbeSettings(impl="fast")).run(model, pack(prompts, resp, 0), rows, [5], top_k=2)
 
 
 def test_probe_cache_writes_blocks_in_place(batch):
@@ -144,7 +144,7 @@ def test_probe_cache_writes_blocks_in_place(batch):
     with torch.no_grad():
         lp = forward_logprobs(model, seqs, use_cache=True, past_key_values=cache)
         T = cache.layers[0].keys.shape[-2]
-        fused = ProbeEngine().fused(
+        fused = ProbeRunner().fused(
             model, seqs, lp.cache, Blocks.from_lists(blocks, answers, forcing, tok.pad_token_id)
         )
     kb = cache.buffers[0][0]

@@ -262,7 +262,7 @@ def test_runtime_pushes_the_trained_weights(tmp_path, tiny_model_dir, data_path)
     reset_accelerate()
     rt = build_runtime(load(make_recipe(tmp_path, tiny_model_dir, data_path)))
     try:
-        policy = rt.acc.unwrap_model(rt.engine).policy
+        policy = rt.acc.unwrap_model(rt.model).policy
         with torch.no_grad():
             policy.model.norm.weight.add_(1.0)
         pushed = dict(rt.policy_weights())

@@ -79,9 +79,9 @@ def test_first_step_is_trainings_first_step_and_nothing_is_updated(tmp_path, tin
     reset_accelerate()
     try:
         rt = build_runtime(load(recipe, [f"train.output_dir={tmp_path / 'sig'}"]))
-        before = {k: v.clone() for k, v in rt.engine.state_dict().items()}
+        before = {k: v.clone() for k, v in rt.model.state_dict().items()}
         rows = signal_steps(rt, 2, progress=False)
-        after = rt.engine.state_dict()
+        after = rt.model.state_dict()
         rt.close()
     finally:
         reset_accelerate()

@@ -90,10 +90,28 @@ class AdvantageOutput:
 
 Estimator = Callable[[AdvantageInputs, AdvantageParams, Reduce], AdvantageOutput]
 ESTIMATORS: Registry[Estimator] = Registry("advantage estimator")
-register_estimator = ESTIMATORS.register
-"""Decorator adding a advantage estimator under a name; a name already taken raises ValueError."""
 get_estimator = ESTIMATORS.get
 """The advantage estimator registered under a name; an unknown name raises ValueError listing the choices."""
+
+
+@dataclass(frozen=True)
+class EstimatorFacts:
+    """What the trainer and the checks need to know about an estimator, recorded where it is registered."""
+
+    needs_critic: bool
+    """It reads critic values (AdvantageInputs.values): the trainer builds a value model (PPO)."""
+    group_relative: bool
+    """Its advantage compares the rollouts of one prompt: a group of equal rewards gets 0, and a group needs >= 2."""
+
+
+def register_estimator(name: str, *, needs_critic: bool = False, group_relative: bool = False):
+    """Decorator adding an advantage estimator under a name, with its facts; a name already taken raises ValueError."""
+    return ESTIMATORS.register(name, facts=EstimatorFacts(needs_critic, group_relative))
+
+
+def estimator_facts(name: str) -> EstimatorFacts:
+    """The facts of the estimator registered under `name` (an unknown name raises ValueError listing the choices)."""
+    return ESTIMATORS.facts(name)["facts"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,7 +201,7 @@ def _broadcast(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-@register_estimator("grpo")
+@register_estimator("grpo", group_relative=True)
 @torch.no_grad()
 def grpo(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> AdvantageOutput:
     """GRPO (arXiv:2402.03300) and Dr. GRPO (arXiv:2503.20783, grpo_std_norm=False)."""
@@ -196,7 +214,7 @@ def grpo(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) ->
     return AdvantageOutput(_broadcast(adv, inp.mask), returns)
 
 
-@register_estimator("rloo")
+@register_estimator("rloo", group_relative=True)
 @torch.no_grad()
 def rloo(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> AdvantageOutput:
     """RLOO (arXiv:2402.14740): leave-one-out baseline; a group of one gets 0."""
@@ -217,7 +235,7 @@ def reinforce_pp(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = iden
     return AdvantageOutput(adv, returns)
 
 
-@register_estimator("reinforce_pp_baseline")
+@register_estimator("reinforce_pp_baseline", group_relative=True)
 @torch.no_grad()
 def reinforce_pp_baseline(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> AdvantageOutput:
     """REINFORCE++-baseline (arXiv:2501.03262): group-mean baseline, then global whitening."""
@@ -229,7 +247,7 @@ def reinforce_pp_baseline(inp: AdvantageInputs, p: AdvantageParams, reduce: Redu
     return AdvantageOutput(adv, returns)
 
 
-@register_estimator("gae")
+@register_estimator("gae", needs_critic=True)
 @torch.no_grad()
 def gae(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> AdvantageOutput:
     """PPO's Generalized Advantage Estimation (arXiv:1506.02438) over response tokens."""

@@ -159,7 +159,7 @@ def repro_rows(
     repro = RePro(cfg, tokenizer, response_format(model, tokenizer, think_end), temperature)
     plan = repro.plan([r["response_ids"] for r in rows], [r["answer"] for r in rows])
     device = next(model.parameters()).device
-    seqs = pack([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows], repro.engine.pad_id, device)
+    seqs = pack([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows], repro.probe.pad_id, device)
     scored = repro.policy_pass(model, seqs, plan.requests)
     names = {g: k for k, g in enumerate(dict.fromkeys(r["group"] for r in rows))}
     groups = torch.tensor([names[r["group"]] for r in rows])

@@ -31,6 +31,7 @@ import sys
 
 from tqdm import tqdm
 
+from ..algos.advantages import estimator_facts
 from ..config import load
 from ..core.typed_config import ConfigError
 from ..trainer.dist import finish
@@ -54,8 +55,6 @@ COLUMNS = (  # (heading, metric, format)
     ("proc", "process", ".3f"),
     ("share", "process_share", ".2f"),
 )
-GROUP_RELATIVE = ("grpo", "rloo", "reinforce_pp_baseline")
-"""Estimators whose advantage is zero (or, after batch whitening, a constant) for a group of equal rewards."""
 REPRO_ONLY = ("repro/segments_per_rollout", "repro/cuts_per_rollout", "process", "process_share")
 
 
@@ -106,7 +105,7 @@ def advice(mean: dict, cfg) -> list[str]:
     """Notes on a mean row (`mean_row` of `with_process` rows) where a run would learn little."""
     notes = []
     flat = mean.get("groups/zero_std_frac", math.nan)
-    if flat >= 0.5 and cfg.algo.estimator in GROUP_RELATIVE:
+    if flat >= 0.5 and estimator_facts(cfg.algo.estimator).group_relative:
         which = "all correct" if mean["groups/all_correct_frac"] >= mean["groups/all_wrong_frac"] else "all wrong"
         notes.append(
             f"{flat:.0%} of prompt groups got the same reward for every sample (mostly {which}): "

@@ -9,6 +9,6 @@ The method, in the order a step runs it (read these to learn RePro):
     scores.py     S_magn, S_stab, S, r, r', the token process advantage, the fold (spec 6-12)
     pipeline.py   RePro: plan -> policy_pass -> advantages for a batch; the trainer's hook
 
-The engine (`probe/`, `ProbeEngine` set by `repro.probe.*`) computes the same J fast; nothing in
+The probe runner (`probe/`, `ProbeRunner` set by `repro.probe.*`) computes the same J fast; nothing in
 the method depends on how.
 """

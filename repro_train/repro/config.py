@@ -88,7 +88,7 @@ class ReProConfig:
     before GAE (spec 12); 'second_gae' (authors' code): r' on the cut tokens (token c_j - 1) runs through its own GAE
     with the critic's values (algo.gamma, algo.lam), is whitened over the batch, and alpha times it is added."""
     probe: ProbeSettings = field(default_factory=ProbeSettings)
-    """How the J probe runs: the `repro.probe.*` keys below (engine settings; every choice gives the same numbers)."""
+    """How the J probe runs: the `repro.probe.*` keys below (runner settings; every choice gives the same numbers)."""
 
 
 def validate_repro(c: ReProConfig, prefix: str = "repro.") -> None:

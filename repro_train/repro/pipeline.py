@@ -23,7 +23,7 @@ import torch
 
 from ..core.text import ResponseFormat, TokenizerDecoder
 from ..models.forward import Sequences
-from .probe import ProbeEngine, ProbePass
+from .probe import ProbePass, ProbeRunner
 from .scores import (
     magnitude,
     normalize_rewards,
@@ -85,7 +85,7 @@ class RePro:
     """The RePro plug-in for one tokenizer; `cfg` is a `repro.config.ReProConfig`, `fmt` the model's EOS ids and
     end-of-thinking marker (`core.text.ResponseFormat`). `temperature` is the
     sampling temperature of phase 1's log-probs; `sync_calls` agrees the naive probe's number of
-    forwards across ranks under ZeRO-3/FSDP (`ProbeEngine`)."""
+    forwards across ranks under ZeRO-3/FSDP (`ProbeRunner`)."""
 
     def __init__(
         self,
@@ -101,7 +101,7 @@ class RePro:
         self.temperature = temperature
         pad_id = getattr(tokenizer, "pad_token_id", None)
         pad_id = pad_id if pad_id is not None else 0
-        self.engine = ProbeEngine(cfg.probe, pad_id, sync_calls)
+        self.probe = ProbeRunner(cfg.probe, pad_id, sync_calls)
         self.decoder = TokenizerDecoder(tokenizer)
         # probe_scored 'all': the forcing text is scored too, tokenized with the answer as one string
         self.forcing_ids = (
@@ -176,7 +176,7 @@ class RePro:
 
     def policy_pass(self, model, seqs: Sequences, requests: Sequence[ProbeRequest | None]) -> ProbePass:
         """The policy pass of one micro-batch with J at the selected cuts of each requested rollout."""
-        return self.engine.run(model, seqs, requests, self.forcing_ids, self.cfg.top_k, self.temperature)
+        return self.probe.run(model, seqs, requests, self.forcing_ids, self.cfg.top_k, self.temperature)
 
     def advantages(
         self,

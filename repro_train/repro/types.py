@@ -1,7 +1,7 @@
 """The method's data types: what the probe needs of a rollout and what it returns for it.
 
 `ProbeRequest` is built by `RePro.plan` (pipeline.py) before any forward; `ProbeResult` comes back
-from the probe engine (`probe/`) and feeds `RePro.advantages`.
+from the probe runner (`probe/`) and feeds `RePro.advantages`.
 """
 
 from __future__ import annotations

@@ -75,9 +75,9 @@ def save_checkpoint(rt, step: int, wandb_id: str | None = None) -> str:
         os.makedirs(os.path.join(tmp, "state"))  # before any rank writes its shard into it
     d.barrier()
     rt.acc.save_state(os.path.join(tmp, "state"), safe_serialization=False)
-    full = rt.acc.get_state_dict(rt.engine)  # gathered on the main rank under ZeRO-3 / FSDP2
+    full = rt.acc.get_state_dict(rt.model)  # gathered on the main rank under ZeRO-3 / FSDP2
     if d.is_main:
-        unwrapped = rt.acc.unwrap_model(rt.engine)
+        unwrapped = rt.acc.unwrap_model(rt.model)
         for name, module, tok in (("policy", unwrapped.policy, rt.tokenizer), ("critic", unwrapped.critic, None)):
             if module is None:
                 continue

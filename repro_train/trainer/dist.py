@@ -119,14 +119,14 @@ def set_seed(seed: int) -> None:
     accelerate_set_seed(seed)
 
 
-def clip_grad_norm(accelerator, engine, strategy: str, clip: float) -> float:
+def clip_grad_norm(accelerator, model, strategy: str, clip: float) -> float:
     """The gradient norm of this optimizer step, gradients clipped to `clip` (0: no clipping).
     DeepSpeed clips inside its own step (its config's gradient_clipping) and reports the norm
     itself; the other strategies clip through accelerate."""
     if strategy in ("zero2", "zero3"):
-        n = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
+        n = model.get_global_grad_norm() if hasattr(model, "get_global_grad_norm") else None
         return float(n) if n is not None else float("nan")
-    return float(accelerator.clip_grad_norm_(engine.parameters(), clip if clip > 0 else float("inf")))
+    return float(accelerator.clip_grad_norm_(model.parameters(), clip if clip > 0 else float("inf")))
 
 
 def gather_full_weights_on_save(accelerator) -> None:

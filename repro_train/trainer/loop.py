@@ -219,11 +219,11 @@ def value_pass(rt: Runtime, batch: Batch) -> None:
     """Critic values V(s_t) before each response token (PPO)."""
     B, R = batch.mask.shape
     batch.values = torch.zeros(B, R, device=rt.dist.device)
-    rt.engine.eval()
+    rt.model.eval()
     with torch.no_grad():
         for rows in micro_batches(B, rt.cfg.algo.micro_batch_size):
             seqs = batch.seqs.select(rows)
-            v = rt.engine(
+            v = rt.model(
                 input_ids=seqs.input_ids,
                 attention_mask=seqs.attention_mask,
                 position_ids=seqs.position_ids,
@@ -231,7 +231,7 @@ def value_pass(rt: Runtime, batch: Batch) -> None:
             )
             v = v[:, seqs.prompt_width - 1 : -1].float().masked_fill(~seqs.response_mask, 0.0)
             scatter_rows(batch.values, rows, v)
-    rt.engine.train()
+    rt.model.train()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,14 +241,14 @@ def value_pass(rt: Runtime, batch: Batch) -> None:
 
 def advantage_phase(rt: Runtime, batch: Batch) -> None:
     """Outcome advantage from the registered estimator, then A_hat = A + alpha * A_tilde."""
-    cfg, d, a = rt.cfg, rt.dist, rt.cfg.algo
+    cfg, d, algo = rt.cfg, rt.dist, rt.cfg.algo
     with phase_timer(batch.timings, "advantage_s", d.device) as elapsed:
         mask = batch.mask
         R = mask.shape[1]
         token_rewards = torch.zeros(mask.shape, device=d.device)
-        if rt.ref is not None and a.kl_mode == "reward":
-            kl = kl_penalty(batch.old_logprobs, batch.ref_logprobs, a.kl_estimator)
-            token_rewards = token_rewards - a.kl_coef * kl.masked_fill(~mask, 0.0)
+        if rt.ref is not None and algo.kl_mode == "reward":
+            kl = kl_penalty(batch.old_logprobs, batch.ref_logprobs, algo.kl_estimator)
+            token_rewards = token_rewards - algo.kl_coef * kl.masked_fill(~mask, 0.0)
         if cfg.repro.enabled:
             batch.repro = rt.repro.advantages(batch.plan, batch.probes, batch.group_ids, R, batch_stats=d.sum)
             # RePro's own cost: segmentation, selection + probe (device time), scores and advantages
@@ -263,8 +263,10 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
             token_rewards=token_rewards,
             values=batch.values,
         )
-        params = AdvantageParams(gamma=a.gamma, lam=a.lam, grpo_std_norm=a.grpo_std_norm, whiten=a.whiten_advantages)
-        out = get_estimator(a.estimator)(inputs, params, d.sum)
+        params = AdvantageParams(
+            gamma=algo.gamma, lam=algo.lam, grpo_std_norm=algo.grpo_std_norm, whiten=algo.whiten_advantages
+        )
+        out = get_estimator(algo.estimator)(inputs, params, d.sum)
         adv = shape_advantages(rt, batch, out.advantages)  # GRPO-LEAD's difficulty weights; identity otherwise
         if cfg.repro.enabled:
             process_adv = process_advantage(cfg, batch.repro, mask, batch.values, d.sum)  # (folds.py)
@@ -282,16 +284,16 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
 def update_phase(rt: Runtime, batch: Batch, guard=None) -> dict:
     """algo.update_epochs passes; each mini-batch is one optimizer step accumulated over micro-batches.
     `guard` (trainer/guard.py) skips an optimizer step whose loss or gradient norm is not finite."""
-    cfg, d, a = rt.cfg, rt.dist, rt.cfg.algo
+    cfg, d, algo = rt.cfg, rt.dist, rt.cfg.algo
     timings: dict[str, float] = {}
     with phase_timer(timings, "update_s", d.device):
         B = batch.mask.shape[0]
-        mini = (a.mini_batch_size or cfg.rollout.prompts_per_step * cfg.rollout.group_size) // d.world
+        mini = (algo.mini_batch_size or cfg.rollout.prompts_per_step * cfg.rollout.group_size) // d.world
         sums: dict[str, float] = {}  # loss terms: shares of the global mean, summed over micro-batches
         means: dict[str, list[float]] = {}  # per-micro-batch means (clip fractions, ratios, ...)
         n_steps = 0
-        rt.engine.train()
-        for _ in range(a.update_epochs):
+        rt.model.train()
+        for _ in range(algo.update_epochs):
             for m0 in range(0, B, mini):
                 optimizer_step(rt, batch, list(range(m0, m0 + mini)), sums, means, guard)
                 n_steps += 1
@@ -306,17 +308,17 @@ def optimizer_step(
     """One optimizer step on the mini-batch `rows_m`, gradients accumulated over its micro-batches;
     adds the loss terms to `sums` and the other statistics to `means`. The step is not applied when
     `guard` finds its loss or gradient norm not finite."""
-    cfg, d, a = rt.cfg, rt.dist, rt.cfg.algo
+    cfg, d, algo = rt.cfg, rt.dist, rt.cfg.algo
     m = batch.mask[rows_m]
     norms = dict(
         global_tokens=float(d.sum(m.sum().float())),
         global_seqs=float(d.sum((m.sum(-1) > 0).sum().float())),
         max_len=cfg.rollout.max_new_tokens,
     )
-    micro = [rows_m[i : i + a.micro_batch_size] for i in range(0, len(rows_m), a.micro_batch_size)]
+    micro = [rows_m[i : i + algo.micro_batch_size] for i in range(0, len(rows_m), algo.micro_batch_size)]
     loss_bad, applied = False, True
     for rows in micro:
-        with rt.acc.accumulate(rt.engine):
+        with rt.acc.accumulate(rt.model):
             loss, mstats = micro_loss(rt, batch, rows, norms)
             # The loss is already a share of the global mean; the wrappers average over
             # ranks and accelerate divides by the accumulation steps, so undo both.
@@ -324,7 +326,7 @@ def optimizer_step(
                 rt.acc.backward(loss * d.world * len(micro))
             loss_bad = loss_bad or not torch.isfinite(loss.detach()).item()
             if rt.acc.sync_gradients:
-                mstats["grad_norm"] = clip_grad_norm(rt.acc, rt.engine, d.strategy, cfg.optim.grad_clip)
+                mstats["grad_norm"] = clip_grad_norm(rt.acc, rt.model, d.strategy, cfg.optim.grad_clip)
                 mstats["lr"] = rt.scheduler.get_last_lr()[0]
                 applied = guard is None or not guard.skip_update(loss_bad, mstats["grad_norm"])
             if applied:
@@ -346,12 +348,12 @@ LOSS_TERMS = ("pg_loss", "kl", "entropy_bonus", "value_loss")
 
 def micro_loss(rt: Runtime, batch: Batch, rows: list[int], norms: dict) -> tuple[torch.Tensor, dict]:
     """Policy loss (+ KL loss, - entropy bonus, + value loss) of one micro-batch."""
-    cfg, a = rt.cfg, rt.cfg.algo
+    cfg, algo = rt.cfg, rt.cfg.algo
     seqs = batch.seqs.select(rows)
     Rm = seqs.response_mask.shape[1]
     sl = lambda t: t[rows, :Rm]  # noqa: E731 - this micro-batch's rows, trimmed like seqs
     mask = seqs.response_mask
-    want_entropy = a.entropy_coef > 0
+    want_entropy = algo.entropy_coef > 0
     out = forward_logprobs(
         rt.policy,
         seqs,
@@ -359,35 +361,35 @@ def micro_loss(rt: Runtime, batch: Batch, rows: list[int], norms: dict) -> tuple
         with_entropy=want_entropy,
         **({"with_values": True} if rt.has_critic else {}),
     )
-    pg, m = get_policy_loss(a.policy_loss)(
+    pg, m = get_policy_loss(algo.policy_loss)(
         out.logprobs,
         sl(batch.old_logprobs),
         sl(batch.advantages),
         mask,
-        clip_low=a.clip_low,
-        clip_high=a.clip_high,
-        dual_clip=a.dual_clip,
-        agg=a.loss_agg,
+        clip_low=algo.clip_low,
+        clip_high=algo.clip_high,
+        dual_clip=algo.dual_clip,
+        agg=algo.loss_agg,
         is_weights=None if batch.is_weights is None else sl(batch.is_weights),
         **norms,
     )
     loss = pg
     stats = {"pg_loss": pg.item(), **{k: float(v) for k, v in m.items()}}
     if rt.ref is not None:
-        kl = kl_penalty(out.logprobs, sl(batch.ref_logprobs), a.kl_estimator)
-        kl_term = agg_loss(kl, mask, a.loss_agg, **norms)
+        kl = kl_penalty(out.logprobs, sl(batch.ref_logprobs), algo.kl_estimator)
+        kl_term = agg_loss(kl, mask, algo.loss_agg, **norms)
         stats["kl"] = kl_term.item()
-        if a.kl_mode == "loss":
-            loss = loss + a.kl_coef * kl_term
+        if algo.kl_mode == "loss":
+            loss = loss + algo.kl_coef * kl_term
     if want_entropy:
-        ent = agg_loss(out.entropy, mask, a.loss_agg, **norms)
-        loss = loss - a.entropy_coef * ent
+        ent = agg_loss(out.entropy, mask, algo.loss_agg, **norms)
+        loss = loss - algo.entropy_coef * ent
         stats["entropy_bonus"] = ent.item()
     if rt.has_critic:
         vl, vm = value_loss(
-            out.values, sl(batch.values), sl(batch.returns), mask, clip=a.value_clip, agg=a.loss_agg, **norms
+            out.values, sl(batch.values), sl(batch.returns), mask, clip=algo.value_clip, agg=algo.loss_agg, **norms
         )
-        loss = loss + a.vf_coef * vl
+        loss = loss + algo.vf_coef * vl
         stats["value_loss"] = vl.item()
         stats.update({k: float(v) for k, v in vm.items()})
     return loss, stats

@@ -132,26 +132,26 @@ def group_counts(rewards: torch.Tensor, correct: torch.Tensor, group_ids: torch.
 
 
 def repro_metrics(m: Meter, batch, world: int) -> None:
-    r = batch.repro
-    valid = r.mask
-    scored = r.scored
-    jb = r.J_b[~torch.isnan(r.J_b)]
+    rep = batch.repro
+    valid = rep.mask
+    scored = rep.scored
+    jb = rep.J_b[~torch.isnan(rep.J_b)]
     m.mean_of("repro/J_b", jb)
     if scored.any():
         last = valid.sum(-1)[scored] - 1
         rows = scored.nonzero(as_tuple=True)[0]
-        J_last = r.J[rows, last]
+        J_last = rep.J[rows, last]
         m.mean_of("repro/J_last", J_last)
-        m.mean_of("repro/J_gain", J_last - r.J_b[rows])
-        m.mean_of("repro/J_monotone_frac", (r.S_stab[rows, last] == 1.0).double())
-    for name, t in (("S_magn", r.S_magn), ("S_stab", r.S_stab), ("S", r.S), ("r", r.r)):
+        m.mean_of("repro/J_gain", J_last - rep.J_b[rows])
+        m.mean_of("repro/J_monotone_frac", (rep.S_stab[rows, last] == 1.0).double())
+    for name, t in (("S_magn", rep.S_magn), ("S_stab", rep.S_stab), ("S", rep.S), ("r", rep.r)):
         m.mean_of(f"repro/{name}", t[valid])
-    m.mean_of("repro/r_pos_frac", (r.r[valid] > 0).double())
-    m.add("repro/process_adv_abs", (r.process_adv.abs() * batch.mask.cpu()).sum().item(), batch.mask.sum().item())
-    m.mean_of("repro/segments_per_rollout", torch.tensor(r.n_segments, dtype=torch.float64))
+    m.mean_of("repro/r_pos_frac", (rep.r[valid] > 0).double())
+    m.add("repro/process_adv_abs", (rep.process_adv.abs() * batch.mask.cpu()).sum().item(), batch.mask.sum().item())
+    m.mean_of("repro/segments_per_rollout", torch.tensor(rep.n_segments, dtype=torch.float64))
     m.mean_of("repro/cuts_per_rollout", valid.sum(-1).double())
     m.mean_of("repro/scored_frac", scored.double())
-    for reason, n in r.skipped.items():
+    for reason, n in rep.skipped.items():
         m.add(f"repro/skipped/{reason}", n, 1.0 / world)
 
 

@@ -46,12 +46,12 @@ class ActorCritic(nn.Module):
 class PolicyView:
     """The policy behind a distributed wrapper of ActorCritic, usable where a HF model is expected."""
 
-    def __init__(self, engine, policy: nn.Module):
-        self.engine = engine
+    def __init__(self, wrapped, policy: nn.Module):
+        self.wrapped = wrapped
         self.module = policy
 
     def __call__(self, **kw):
-        return self.engine(**kw)
+        return self.wrapped(**kw)
 
     @property
     def config(self):
@@ -62,11 +62,11 @@ class PolicyView:
         return self.module.training
 
     def eval(self):
-        self.engine.eval()
+        self.wrapped.eval()
         return self
 
     def train(self, mode: bool = True):
-        self.engine.train(mode)
+        self.wrapped.train(mode)
         return self
 
 

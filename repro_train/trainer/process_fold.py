@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import torch
 
-from ..algos.advantages import AdvantageInputs, AdvantageParams, Reduce, gae
+from ..algos.advantages import AdvantageInputs, AdvantageParams, Reduce, estimator_facts, gae
 from ..repro.pipeline import ReProOutput
 from ..repro.scores import dense_process_rewards
 
 
 def _ppo(cfg, fold_name: str) -> bool:
-    return cfg.algo.estimator == "gae" and cfg.repro.ppo_process_reward == fold_name
+    return estimator_facts(cfg.algo.estimator).needs_critic and cfg.repro.ppo_process_reward == fold_name
 
 
 def dense_rewards(cfg, out: ReProOutput, T: int) -> torch.Tensor | None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..algos.advantages import estimator_facts
 from ..config import Config
 from ..core.text import ResponseFormat, response_format
 from ..core.typed_config import ConfigError, dump_yaml
@@ -52,8 +53,8 @@ class Runtime:
     acc: Accelerator
     dist: Dist
     tokenizer: PreTrainedTokenizerBase
-    engine: torch.nn.Module
-    """The distributed wrapper around ActorCritic (DDP, DeepSpeed engine, FSDP2 module)."""
+    model: torch.nn.Module
+    """The distributed wrapper around ActorCritic (DDP, DeepSpeed's engine, FSDP2 module): what the update trains."""
     policy: PolicyView
     ref: torch.nn.Module | None
     """The frozen reference model (KL), None when algo.kl_coef = 0."""
@@ -85,7 +86,7 @@ class Runtime:
 
     def policy_weights(self) -> NamedTensors:
         """The policy's parameters under their Hugging Face names, whole, one at a time (critic left out)."""
-        for name, t in full_parameters(self.engine, self.dist.strategy):
+        for name, t in full_parameters(self.model, self.dist.strategy):
             hf = hf_name(name)
             if hf is not None:
                 yield hf, t
@@ -120,8 +121,8 @@ def optimizer_steps_per_rl_step(cfg: Config) -> int:
 def check_probe_attention(cfg: Config, device) -> None:
     """'repro.probe.attention: triton' on a machine that cannot run it fails at start-up, not at the
     first policy pass."""
-    r = cfg.repro
-    if r.enabled and r.probe.impl == "fused" and r.probe.attention == "triton":
+    rc = cfg.repro
+    if rc.enabled and rc.probe.impl == "fused" and rc.probe.attention == "triton":
         why = triton_unavailable(device)
         if why is not None:
             raise ConfigError(f"'repro.probe.attention' = 'triton' cannot run here: {why}; use 'auto' or 'sdpa'")
@@ -164,11 +165,11 @@ def build_runtime(cfg: Config) -> Runtime:
     prompts = load_prompts(cfg.data, tok, answer_checker(cfg.reward))
     acc, d = _build_accelerator(cfg, world)
     policy = load_policy(cfg.model, tok)
-    engine, optimizer, scheduler, has_critic = _build_models(cfg, policy, acc)
+    wrapped, optimizer, scheduler, has_critic = _build_models(cfg, policy, acc)
     ref = None
     if cfg.algo.kl_coef > 0:
         ref = prepare_frozen(load_reference(cfg.model), acc)
-    unwrapped = acc.unwrap_model(engine)
+    unwrapped = acc.unwrap_model(wrapped)
     sampler = PromptSampler(len(prompts), cfg.train.seed, cfg.data.shuffle)
     acc.register_for_checkpointing(sampler)
     specs = [
@@ -187,8 +188,8 @@ def build_runtime(cfg: Config) -> Runtime:
         acc=acc,
         dist=d,
         tokenizer=tok,
-        engine=engine,
-        policy=PolicyView(engine, unwrapped.policy),
+        model=wrapped,
+        policy=PolicyView(wrapped, unwrapped.policy),
         ref=ref,
         has_critic=has_critic,
         optimizer=optimizer,
@@ -198,7 +199,7 @@ def build_runtime(cfg: Config) -> Runtime:
         reward=reward,
         repro=build_repro(cfg, tok, fmt, d),
         rollout=build_rollout_engine(
-            cfg, acc, engine, list(fmt.eos_ids), tok.pad_token_id, max(len(p) for p in prompts.prompt_ids)
+            cfg, acc, wrapped, list(fmt.eos_ids), tok.pad_token_id, max(len(p) for p in prompts.prompt_ids)
         ),
         response_format=fmt,
         pad_id=tok.pad_token_id,
@@ -232,7 +233,7 @@ def _build_accelerator(cfg: Config, world: int):
 def _build_models(cfg: Config, policy, acc):
     """(the wrapped ActorCritic, optimizer, scheduler, has_critic): one optimizer with a parameter
     group per model, prepared by the accelerator; the scheduler is checkpointed with it."""
-    has_critic = cfg.algo.estimator == "gae"
+    has_critic = estimator_facts(cfg.algo.estimator).needs_critic
     critic = load_critic(cfg.model, cfg.critic) if has_critic else None
     model = ActorCritic(policy, critic)
     groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.optim.lr}]
@@ -243,6 +244,6 @@ def _build_models(cfg: Config, policy, acc):
     )
     total = cfg.train.steps * optimizer_steps_per_rl_step(cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total))
-    engine, optimizer = acc.prepare(model, optimizer)
+    wrapped, optimizer = acc.prepare(model, optimizer)
     acc.register_for_checkpointing(scheduler)
-    return engine, optimizer, scheduler, has_critic
+    return wrapped, optimizer, scheduler, has_critic

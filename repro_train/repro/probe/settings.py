@@ -1,4 +1,4 @@
-"""The probe engine's settings: the `repro.probe:` section of a recipe.
+"""The probe runner's settings: the `repro.probe:` section of a recipe.
 
 These choose how J is computed, never what it is: every combination gives the same numbers (up to
 floating-point rounding), which the tests check against the reference (`naive.py`).
@@ -18,7 +18,7 @@ IMPLS, FORWARDS, ATTENTIONS = typing.get_args(Impl), typing.get_args(Forward), t
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """How the J probe runs (same numbers whatever is chosen; the engine behind `repro`)."""
+    """How the J probe runs (same numbers whatever is chosen; the runner behind `repro`)."""
 
     impl: Impl = "fused"
     """'fused': score all cut points in one extra forward over the log-prob pass's KV cache; 'naive': one

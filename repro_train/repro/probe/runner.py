@@ -1,7 +1,7 @@
-"""The probe engine: the policy pass of a micro-batch with J at every selected cut (spec 3-5).
+"""The probe runner: the policy pass of a micro-batch with J at every selected cut (spec 3-5).
 
-    engine = ProbeEngine(ProbeSettings(), pad_id=0)
-    out = engine.run(model, seqs, requests, forcing_ids, top_k, temperature)   # a ProbePass
+    runner = ProbeRunner(ProbeSettings(), pad_id=0)
+    out = runner.run(model, seqs, requests, forcing_ids, top_k, temperature)   # a ProbePass
 
 `run` is the two-phase pass the trainer (through `RePro.policy_pass`) and `repro-train inspect`
 make per micro-batch:
@@ -13,9 +13,9 @@ make per micro-batch:
     phase 2  J at c = 0 and at every cut: "fused" (`fused.py`, one extra forward over probe blocks
              only) or "naive" (`naive.py`, one teacher-forced sequence per cut: the reference).
 
-The engine owns what it remembers between passes: the Triton launch table (`kernels.Launcher`),
+The runner owns what it remembers between passes: the Triton launch table (`kernels.Launcher`),
 the CUDA graphs (`graphs.GraphCache`) and what it learnt of each model (`layers.ModelFacts`).
-A new engine starts with none of it.
+A new runner starts with none of it.
 
 Under ZeRO-3 and FSDP every forward is a collective, so phase 2 always runs once per call (with a
 dummy block when nothing needs scoring) and the naive path pads its number of forwards to
@@ -56,7 +56,7 @@ class ProbePass:
     (selection + probe), measured with CUDA events so that no extra sync is needed."""
 
 
-class ProbeEngine:
+class ProbeRunner:
     """Runs the probe with `settings`; `pad_id` pads the naive probe's sequences and `sync_calls`
     (under ZeRO-3/FSDP) agrees the number of its forwards across ranks."""
 
