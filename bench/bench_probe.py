@@ -1,4 +1,4 @@
-"""Cost of RePro's J probe next to the log-prob forward it rides on (issue 5, spec "Cost").
+"""Cost of RePro's J probe next to the log-prob forward it rides on (spec "Cost").
 
     python bench/bench_probe.py                          # Qwen2 1.5B and 7B, 2k-16k tokens, 10/20/30 cuts
     python bench/bench_probe.py --models 1.5b --lengths 4096 --cuts 10   # the bar cell only

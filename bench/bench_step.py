@@ -6,8 +6,8 @@
     python bench/bench_step.py --model-size tiny --device cpu --steps 1 --warmup 0 --new-tokens 16   # smoke (a test)
 
 One step is exactly what `trainer.loop.train` runs, minus logging and checkpoints:
-rollout_phase -> forward_phase -> advantage_phase -> update_phase, on a runtime from `build_runtime`
-and a recipe loaded by `config.load`. The bars: median step time with RePro on is at most 1.03x
+`make_experience` (rollout, shapers, forwards, advantages) then `update_phase`, on a runtime from
+`build_runtime` and a recipe loaded by `config.load`. The bars: median step time with RePro on is at most 1.03x
 the median with it off; with `--compare engine`, the vllm step is at most 0.45x the hf step and
 the rollout phase's tokens/s inside the trainer (weight push and wake/sleep included) is at least
 0.9x vLLM's standalone tokens/s, measured after the steps by `LLM.generate` alone on the same
@@ -226,20 +226,23 @@ def build(recipe: str, tokenizer_check: Callable):
 
 def run_step(rt, step: int, sync: Callable[[], None]) -> dict:
     """One training step through the trainer's phases, the device synchronised around each."""
-    from repro_train.trainer.loop import advantage_phase, forward_phase, rollout_phase, update_phase
+    from repro_train.trainer.experience import make_experience
+    from repro_train.trainer.loop import update_phase
 
-    def timed(fn):
-        sync()
-        t0 = time.perf_counter()
-        out = fn()
-        sync()
-        return time.perf_counter() - t0, out
-
-    wall = {}
-    wall["rollout"], batch = timed(lambda: rollout_phase(rt, step))
-    wall["forward"], _ = timed(lambda: forward_phase(rt, batch))
-    wall["advantage"], _ = timed(lambda: advantage_phase(rt, batch))
-    wall["update"], upd = timed(lambda: update_phase(rt, batch))
+    sync()
+    t0 = time.perf_counter()
+    batch = make_experience(rt, step)  # the trainer's own phases, shapers included; each phase timed inside
+    sync()
+    t1 = time.perf_counter()
+    upd = update_phase(rt, batch)
+    sync()
+    wall = {
+        "rollout": batch.timings["rollout_s"],
+        "forward": batch.timings["forward_s"],
+        "advantage": batch.timings["advantage_s"],
+        "update": time.perf_counter() - t1,
+    }
+    wall["shaping"] = t1 - t0 - wall["rollout"] - wall["forward"] - wall["advantage"]  # shapers, between the phases
     wall["step"] = sum(wall.values())
     lengths = batch.mask.sum(-1)
     row = dict(

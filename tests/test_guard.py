@@ -10,7 +10,7 @@ import pytest
 import torch
 from trainer_utils import last_checkpoint, make_recipe, metrics, policy_weights, run_inprocess
 
-from repro_train.trainer import loop
+from repro_train.trainer import experience, loop
 from repro_train.trainer.guard import NonFiniteStop
 
 
@@ -58,7 +58,7 @@ def inject(monkeypatch, where: str, steps: set[int]):
     if where in ("log-probs", "J", "advantages"):
         phase = "forward_phase" if where == "log-probs" else "advantage_phase"
         poison = {"log-probs": poison_logprobs, "J": poison_J, "advantages": poison_advantages}[where]
-        orig = getattr(loop, phase)
+        orig = getattr(experience, phase)
 
         def wrapped(rt, batch):
             orig(rt, batch)
@@ -66,9 +66,9 @@ def inject(monkeypatch, where: str, steps: set[int]):
             if calls["n"] in steps:
                 poison(batch)
 
-        monkeypatch.setattr(loop, phase, wrapped)
+        monkeypatch.setattr(experience, phase, wrapped)
     else:  # loss / grad_norm: per micro-batch; the step index comes from the rollout phase
-        orig_roll, orig_loss = loop.rollout_phase, loop.micro_loss
+        orig_roll, orig_loss = experience.rollout_phase, loop.micro_loss
 
         def roll(rt, step):
             calls["n"] = step
@@ -80,7 +80,7 @@ def inject(monkeypatch, where: str, steps: set[int]):
                 loss = loss * float("nan") if where == "loss" else NanGrad.apply(loss)
             return loss, stats
 
-        monkeypatch.setattr(loop, "rollout_phase", roll)
+        monkeypatch.setattr(experience, "rollout_phase", roll)
         monkeypatch.setattr(loop, "micro_loss", micro)
 
 

@@ -156,19 +156,19 @@ def test_signal_inside_a_step_in_process(tmp_path, tiny_model_dir, monkeypatch, 
     from trainer_utils import run_inprocess
 
     from repro_train.tasks.arithmetic import generate, write_jsonl
-    from repro_train.trainer import loop
+    from repro_train.trainer import experience
     from repro_train.trainer.preempt import Preempted
 
     data = tmp_path / "d.jsonl"
     write_jsonl(generate(8, seed=3, with_traces=False), str(data))
-    orig = loop.rollout_phase
+    orig = experience.rollout_phase
 
     def rollout(rt, step):
         if step + 1 == at_step:
             os.kill(os.getpid(), signal.SIGTERM)
         return orig(rt, step)
 
-    monkeypatch.setattr(loop, "rollout_phase", rollout)
+    monkeypatch.setattr(experience, "rollout_phase", rollout)
     recipe = make_recipe(tmp_path, tiny_model_dir, str(data), train={"steps": steps})
     run_dir = str(tmp_path / "run")
     if at_step < steps:

@@ -35,10 +35,9 @@ from ..algos.advantages import estimator_facts
 from ..config import load
 from ..core.typed_config import ConfigError
 from ..trainer.dist import finish
-from ..trainer.loop import advantage_phase, forward_phase, rollout_phase
+from ..trainer.experience import make_experience
 from ..trainer.metrics import step_metrics
 from ..trainer.runtime import build_runtime
-from ..trainer.shaping import shape_rewards
 
 COLUMNS = (  # (heading, metric, format)
     ("acc", "accuracy", ".3f"),
@@ -62,10 +61,7 @@ def signal_steps(rt, steps: int, progress: bool = True) -> list[dict]:
     """Metrics of `steps` steps of rollout -> shapers -> forwards -> advantages with no update."""
     rows = []
     for step in tqdm(range(steps), desc="signal", unit="step", disable=not (progress and rt.dist.is_main)):
-        batch = rollout_phase(rt, step)
-        shape_rewards(rt, batch, step)
-        forward_phase(rt, batch)
-        advantage_phase(rt, batch)
+        batch = make_experience(rt, step)
         rows.append(step_metrics(rt, batch, {}))
     return rows
 
