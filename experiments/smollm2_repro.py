@@ -44,7 +44,7 @@ import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "experiments"))
-from jobs import run_all  # noqa: E402
+from repro_train.core.jobs import run_all  # noqa: E402
 
 sys.path.insert(0, REPO)
 EVAL_SETS = {"heldout_2term": 96, "heldout_3term": 96, "gsm8k-100": 256}

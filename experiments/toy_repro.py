@@ -22,7 +22,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "experiments"))
-from jobs import run_all  # noqa: E402
+from repro_train.core.jobs import run_all  # noqa: E402
 
 METRICS = [
     ("pass@1", "accuracy (pass@1)"),

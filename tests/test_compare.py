@@ -9,7 +9,8 @@ import pytest
 import yaml
 from trainer_utils import REPO, make_recipe, run_cli
 
-from repro_train.commands.compare import aggregate, format_markdown, load_compare
+from repro_train.commands.compare.config import load_compare
+from repro_train.commands.compare.report import aggregate, format_markdown
 from repro_train.core.typed_config import ConfigError
 
 
@@ -116,7 +117,8 @@ def test_compare_end_to_end_on_a_tiny_budget(tmp_path, tiny_model_dir):
 
 def test_eval_command_passes_the_system_prompt_and_named_data():
     """The SmolLM2 comparison evaluates a named set with the recipes' system prompt; the toy one has none."""
-    from repro_train.commands.compare import eval_command, load_compare
+    from repro_train.commands.compare.config import load_compare
+    from repro_train.commands.compare.jobs import eval_command
 
     smol = load_compare(os.path.join(REPO, "recipes/compare/smollm2.yaml"))
     cmd = eval_command(smol, "grpo.s0", "runs/x/policy", "out")

@@ -1,4 +1,4 @@
-"""The experiment scripts' plumbing: the job runner and the SmolLM2 experiment's commands."""
+"""The experiment scripts' plumbing: the job runner (core/jobs.py) and the SmolLM2 experiment's commands."""
 
 import json
 import shlex
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from repro_train.core import jobs
+
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
-import jobs  # noqa: E402
 import rescore_eval  # noqa: E402
 import smollm2_repro  # noqa: E402
 
@@ -41,7 +42,7 @@ class FakeProcess:
 def test_run_all_spaces_the_starts_by_stagger(monkeypatch):
     starts = []
 
-    def popen(cmd, shell, cwd):
+    def popen(cmd, shell, cwd, env):
         starts.append(jobs.time.monotonic())
         return FakeProcess()
 

@@ -64,7 +64,7 @@ def test_every_recipe_file_is_covered():
 @pytest.mark.parametrize("path", COMPARE_FILES)
 def test_comparison_files_load_with_every_arm(path):
     """load_compare builds and validates every arm's recipe; the arms share the base budget."""
-    from repro_train.commands.compare import arm_overrides, base_path, load_compare
+    from repro_train.commands.compare.config import arm_overrides, base_path, load_compare
 
     cfg = load_compare(str(REPO / path))
     arms = {a.name: load(base_path(cfg), arm_overrides(cfg, a)) for a in cfg.arms}

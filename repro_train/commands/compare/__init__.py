@@ -1,0 +1,89 @@
+"""`repro-train compare`: train a set of arms with one budget and seeds, evaluate every trained
+policy on one held-out set, and write one table and one accuracy-vs-tokens plot.
+
+    repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --parallel 4
+    repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --seeds 0 --arms grpo,grpo_kimi
+    repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --report-only   # table + plot again
+
+The comparison file (CompareConfig below) names a base recipe, overrides shared by every arm (the
+budget), the arms (each a name and its own overrides) and the held-out evaluation. Every arm's
+recipe is loaded and validated before anything runs. Each (arm, seed) is one job: `repro-train
+train` with train.seed = seed, then `repro-train eval` of its final policy on the same problems
+with the same sampling seeds; `--parallel N` runs N jobs at once (one process each, one CPU
+thread each). A job whose eval/summary.json exists is not run again, so an interrupted comparison
+resumes. Writes OUT/<arm>-s<seed>/ (run folder, train.log, eval.log, eval/), OUT/results.json,
+OUT/table.md, OUT/table.csv and OUT/accuracy_vs_tokens.png. Columns: docs/evaluation.md.
+config.py reads the comparison file, jobs.py runs the jobs, report.py writes the table and plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ...core.typed_config import ConfigError
+from .config import CompareConfig, load_compare
+from .jobs import make_jobs, run_jobs
+from .report import report
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="repro-train compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config", required=True, help="comparison file (recipes/compare/*.yaml)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--parallel", type=int, default=1, help="jobs at once, one process each (default 1)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds instead of the file's")
+    p.add_argument("--arms", default=None, help="comma-separated arm names: run only these")
+    p.add_argument("--report-only", action="store_true", help="run nothing; write the table and plot of finished runs")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the comparison file, e.g. eval.n_problems=20")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    over = list(args.overrides)
+    if args.seeds:
+        over.append(f"seeds=[{args.seeds}]")
+    try:
+        cfg = load_compare(args.config, over)
+        if args.arms:
+            keep = args.arms.split(",")
+            unknown = [a for a in keep if a not in {x.name for x in cfg.arms}]
+            if unknown:
+                raise ConfigError(f"--arms: unknown arm(s) {unknown}; the file has {[a.name for a in cfg.arms]}")
+            cfg = CompareConfig(
+                cfg.base, cfg.overrides, cfg.seeds, tuple(a for a in cfg.arms if a.name in keep), cfg.eval
+            )
+        if args.parallel < 1:
+            raise ConfigError(f"--parallel must be >= 1, got {args.parallel}")
+    except ConfigError as e:
+        print(f"repro-train compare: error: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    if not args.report_only:
+        jobs = make_jobs(cfg, args.out)
+        todo = [j for j in jobs if not os.path.exists(j.summary)]
+        print(
+            f"[compare] {len(cfg.arms)} arm(s) x {len(cfg.seeds)} seed(s) from {cfg.base}; {len(todo)} of "
+            f"{len(jobs)} job(s) to run, {args.parallel} at a time; output {args.out}",
+            flush=True,
+        )
+        codes = run_jobs(todo, args.parallel)
+        failed = [lb for lb, c in codes.items() if c != 0]
+        if failed:
+            print(f"[compare] {len(failed)} job(s) failed: {', '.join(failed)}", file=sys.stderr)
+    else:
+        failed = []
+    report(cfg, args.out)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
