@@ -2,6 +2,7 @@
 
     python bench/bench_logprobs.py --out bench/results/logprobs.json       # one H100/H200: about a minute
     python bench/bench_logprobs.py --device cpu --tiny                     # seconds: shapes and imports only
+    TRITON_INTERPRET=1 python bench/bench_logprobs.py --device cpu --tiny  # the same with the kernels interpreted
 
 Qwen2-1.5B's head (H 1536, V 151936, bf16 random weights, no model) at N = 4 x 1024, 4 x 4096 and
 1 x 8192 response tokens, temperature 0.7, log-probs and entropies, a per-token upstream gradient
@@ -35,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from repro_train.modeling import logprobs_from_logits  # noqa: E402
+from repro_train.models import logprobs  # noqa: E402
 from repro_train.models.logprobs import token_logprobs  # noqa: E402
 
 FULL = dict(H=1536, V=151936, shapes=[(4, 1024), (4, 4096), (1, 8192)])
@@ -42,14 +44,14 @@ TINY = dict(H=32, V=1000, shapes=[(2, 16), (1, 40)])
 TEMPERATURE = 0.7
 
 
-def today(hidden, weight, targets, with_grad):
+def today(hidden, weight, targets):
     """forward_logprobs as it is: the model's LM head over R + 1 positions, the last one dropped."""
     logits = torch.nn.functional.linear(hidden, weight)[:, :-1]  # (B, R, V) in the weights' dtype
     return logprobs_from_logits(logits, targets, TEMPERATURE, True, chunk=1024)
 
 
 def chunked(impl, chunk):
-    def fn(hidden, weight, targets, with_grad):
+    def fn(hidden, weight, targets):
         return token_logprobs(hidden[:, :-1], weight, targets, TEMPERATURE, True, impl=impl, chunk_tokens=chunk)
 
     return fn
@@ -67,9 +69,9 @@ def inputs(B, R, H, V, dtype, device, seed=0):
 def run_once(fn, hidden, weight, targets, g1, g2, with_grad):
     if not with_grad:
         with torch.no_grad():
-            return fn(hidden, weight, targets, False)
+            return fn(hidden, weight, targets)
     h, w = hidden.detach().requires_grad_(), weight.detach().requires_grad_()
-    lp, ent = fn(h, w, targets, True)
+    lp, ent = fn(h, w, targets)
     return torch.autograd.grad((lp * g1 + ent * g2).sum(), (h, w))
 
 
@@ -108,11 +110,11 @@ def max_diff(a, b):
 def bench_case(B, R, H, V, variants, dtype, device, repeats):
     args = inputs(B, R, H, V, dtype, device)
     with torch.no_grad():
-        ref = today(*args[:3], False)
+        ref = today(*args[:3])
     row = dict(B=B, R=R, N=B * R, H=H, V=V, dtype=str(dtype).removeprefix("torch."), variants={})
     for name, fn in variants.items():
         with torch.no_grad():
-            lp, ent = fn(*args[:3], False)
+            lp, ent = fn(*args[:3])
         fwd_ms, fwd_mb = measure(fn, args, False, device, repeats)
         bwd_ms, bwd_mb = measure(fn, args, True, device, repeats)
         row["variants"][name] = dict(
@@ -164,11 +166,14 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true", help="H 32, V 1000, a few dozen tokens (CPU smoke)")
     p.add_argument("--chunk", type=int, default=1024, help="chunk_tokens of the chunked variants")
+    p.add_argument("--block", type=int, default=logprobs.BLOCK, help="the kernels' vocabulary tile (power of 2)")
+    p.add_argument("--warps", type=int, default=logprobs.NUM_WARPS, help="the kernels' num_warps")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--variants", default="today,torch,triton")
     p.add_argument("--out", default=None, help="JSON results path")
     a = p.parse_args(argv)
     device = torch.device(a.device)
+    logprobs.BLOCK, logprobs.NUM_WARPS = a.block, a.warps  # read at each launch
     dims = TINY if a.tiny else FULL
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     every = dict(today=today, torch=chunked("torch", a.chunk), triton=chunked("triton", a.chunk))
@@ -184,6 +189,8 @@ def main(argv=None) -> dict:
         triton=_version("triton"),
         temperature=TEMPERATURE,
         chunk_tokens=a.chunk,
+        block=a.block,
+        num_warps=a.warps,
         repeats=a.repeats,
         rows=rows,
     )
