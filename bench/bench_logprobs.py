@@ -35,8 +35,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from repro_train.modeling import logprobs_from_logits  # noqa: E402
 from repro_train.models import logprobs  # noqa: E402
+from repro_train.models.forward import logprobs_from_logits  # noqa: E402
 from repro_train.models.logprobs import token_logprobs  # noqa: E402
 
 FULL = dict(H=1536, V=151936, shapes=[(4, 1024), (4, 4096), (1, 8192)])

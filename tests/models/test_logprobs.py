@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repro_train.modeling import logprobs_from_logits
+from repro_train.models.forward import logprobs_from_logits
 from repro_train.models.logprobs import BLOCK, resolve_impl, token_logprobs
 
 REPO = Path(__file__).resolve().parents[2]
