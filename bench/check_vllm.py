@@ -27,8 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, installed or not
 
 from repro_train.config import DataConfig, RolloutConfig, VLLMConfig  # noqa: E402
+from repro_train.core.text import eos_ids  # noqa: E402
 from repro_train.data.datasets import load_prompts  # noqa: E402
-from repro_train.models.forward import eos_ids, forward_logprobs, pack  # noqa: E402
+from repro_train.models.forward import forward_logprobs, pack  # noqa: E402
 from repro_train.models.loading import load_for_inference, model_folder  # noqa: E402
 from repro_train.rollout.vllm import VLLMEngine  # noqa: E402
 

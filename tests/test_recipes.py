@@ -10,7 +10,7 @@ from repro_train.commands.config_doc import MARKER, recipe_markdown
 from repro_train.config import load
 from repro_train.core.typed_config import to_dict
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "recipes.md"
 TRAIN_RECIPES = [
     "recipes/math/qwen3_1.7b_grpo_repro.yaml",
@@ -34,7 +34,7 @@ TRAIN_RECIPES = [
     "recipes/toy/rloo_authors.yaml",
     "recipes/toy/rloo_repro.yaml",
 ]
-"""`repro-train train` recipes; recipes/toy/sft.yaml is `repro-train sft`'s (tests/test_sft.py)."""
+"""`repro-train train` recipes; recipes/toy/sft.yaml is `repro-train sft`'s (tests/commands/test_sft.py)."""
 SFT_RECIPES = ["recipes/toy/sft.yaml"]
 COMPARE_FILES = ["recipes/compare/toy.yaml", "recipes/compare/smollm2.yaml"]
 """`repro-train compare` files (repro_train/commands/compare.py), not recipes themselves."""

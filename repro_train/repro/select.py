@@ -26,7 +26,7 @@ def select_cuts_batched(
     H, seg_ends (B, S) with seg_valid (B, S) marking real segments. Returns the selected flags
     (B, S), the cut points (B, k) in trace order (k = min(top_k, S)) and their validity (B, k).
     Ties go to the earlier segment (stable descending sort); a row with fewer than k segments
-    keeps them all. `tests/test_repro_scores.py` checks it against a per-rollout reference."""
+    keeps them all. `tests/repro/test_scores.py` checks it against a per-rollout reference."""
     B, S = H.shape
     k = min(top_k, S)
     key = torch.where(seg_valid, H.float(), torch.full_like(H, float("-inf"), dtype=torch.float32))

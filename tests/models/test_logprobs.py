@@ -20,7 +20,7 @@ import torch
 from repro_train.models.forward import logprobs_from_logits
 from repro_train.models.logprobs import BLOCK, resolve_impl, token_logprobs
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]  # the checkout
 INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
 interp = pytest.mark.skipif(not INTERPRETER, reason="runs in the child pytest of test_kernels_under_the_interpreter")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
