@@ -98,16 +98,12 @@ def load_reference(cfg_model):
     return ref.requires_grad_(False).eval()
 
 
-def load_for_inference(
-    path: str, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False, what: str = "--model"
-):
-    """(model in eval mode on `device`, tokenizer with a pad token) for evaluation and inspection."""
+def load_for_inference(path: str, dtype: str = "float32", device: str = "cpu", what: str = "--model"):
+    """(model in eval mode on `device`, tokenizer with a pad token) for evaluation and inspection (no remote code)."""
     from transformers import AutoModelForCausalLM
 
-    tok = load_tokenizer_at(path, trust_remote_code, what)
-    model = AutoModelForCausalLM.from_pretrained(
-        model_folder(path), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, use_safetensors=True
-    )
+    tok = load_tokenizer_at(path, False, what)
+    model = AutoModelForCausalLM.from_pretrained(model_folder(path), dtype=getattr(torch, dtype), use_safetensors=True)
     return model.to(device).eval(), tok
 
 

@@ -1,9 +1,9 @@
 """The rollout engine seam: what the loop asks of whatever samples the responses.
 
-    engine = build_engine(cfg, ...)                   # 'hf' (transformers generate) or 'vllm'
+    engine = build_rollout_engine(cfg, ...)           # trainer/runtime.py: 'hf' (transformers generate) or 'vllm'
     engine.push_weights(version, params)              # before sampling: the policy's weights at `version`
     out = engine.sample(prompt_ids, group_size, seeds)  # token ids in, token ids (+ log-probs) out
-    engine.release()                                  # before scoring and updating: free memory
+    engine.release()                                  # before the forward and update phases: free memory
     engine.close()
 
 The loop calls only these four methods and never asks which engine runs. Token ids travel both
@@ -49,7 +49,7 @@ class RolloutEngine(Protocol):
         """`group_size` responses per prompt; `seeds` one per prompt (None: the global torch seed)."""
 
     def release(self) -> None:
-        """Free the engine's memory for the score and update phases (a no-op where nothing is held)."""
+        """Free the engine's memory for the forward and update phases (a no-op where nothing is held)."""
 
     def close(self) -> None:
         """Free everything; the engine is not used again."""

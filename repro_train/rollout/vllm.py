@@ -4,7 +4,7 @@
     engine = VLLMEngine(model_dir, cfg.rollout, eos_ids, max_model_len, dtype, rank, world)
     engine.push_weights(version, params)         # the policy's weights in, one tensor at a time
     out = engine.sample(prompt_ids, G, seeds)    # token ids and the sampled tokens' log-probs
-    engine.release()                             # sleep (level 1/2) for the score and update phases
+    engine.release()                             # sleep (level 1/2) for the forward and update phases
 
 `distributed_executor_backend="external_launcher"`: each process of the `torchrun`, `accelerate` or
 Slurm launch builds its own engine; with tensor parallelism `tp`, consecutive ranks form one engine
@@ -240,7 +240,7 @@ class VLLMEngine:
         return all_prompts, all_seeds, offset
 
     def release(self) -> None:
-        """Sleep for the score and update phases: level 1 keeps the weights in CPU memory, level 2
+        """Sleep for the forward and update phases: level 1 keeps the weights in CPU memory, level 2
         drops them (the next push then loads every tensor again)."""
         if self.sleep_level == 0 or self.asleep:
             return

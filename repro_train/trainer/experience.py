@@ -115,7 +115,7 @@ def _generate(rt: Runtime, step: int) -> Batch:
         torch.manual_seed(mix_seed(cfg.train.seed, step, d.rank, 7))
     rt.rollout.push_weights(rt.optimizer_steps, rt.policy_weights)  # a no-op when the engine has them
     out = rt.rollout.sample(prompts, cfg.rollout.group_size, seeds)
-    rt.rollout.release()  # the engine's memory goes to the score and update phases
+    rt.rollout.release()  # the engine's memory goes to the forward and update phases
     G = cfg.rollout.group_size
     row_prompts = [p for p in prompts for _ in range(G)]
     responses = [r for g in out.token_ids for r in g]

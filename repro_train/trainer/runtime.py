@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -75,8 +75,6 @@ class Runtime:
     out_dir: str
     start_step: int = 0
     optimizer_steps: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
-    """Counters for the logs (prompts dropped as too long)."""
 
     def close(self) -> None:
         self.reward.close()
@@ -204,7 +202,6 @@ def build_runtime(cfg: Config) -> Runtime:
         response_format=fmt,
         pad_id=tok.pad_token_id,
         out_dir=out_dir,
-        extra={"dropped_prompts": prompts.dropped_too_long},
     )
 
 

@@ -59,7 +59,7 @@ def model_loads(path: Path):
 
 def test_every_model_load_in_the_package_is_safetensors_only_and_remote_code_off():
     calls = list(model_loads(Path(REPO) / "repro_train"))
-    assert len(calls) >= 6  # trainer (policy, critic, reference), eval, inspect, demo
+    assert len(calls) >= 6  # policy, critic, reference, inference (eval, inspect, demo), prepare-model
     for where, call in calls:
         kw = {k.arg: k.value for k in call.keywords}
         if "gguf_file" in kw:  # prepare-model's GGUF source: no pickle in that format, and its sha256 is checked
