@@ -6,8 +6,10 @@ A response is split into paragraphs at blank lines; each paragraph gets at most 
 
 A paragraph that matches any BACKTRACK pattern is a backtrack (a re-check that finds an error is a
 backtrack); otherwise one that matches any RECHECK pattern is a recheck. Matching is
-case-insensitive. The patterns cover the toy task's templates (repro_train/tasks/arithmetic.py)
-and common phrasings of real models; on free text they are a heuristic, not a parser.
+case-insensitive. The patterns cover the templates of the toy task (repro_train/tasks/arithmetic.py)
+and of the thinking traces (repro_train/tasks/thinking.py: hesitations that ask "Wait, is ... really
+...?", "Alternatively, ..." second solutions, "just to be sure", "I miscalculated", ...) and common
+phrasings of real models; on free text they are a heuristic, not a parser.
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ RECHECK_PATTERNS = (
     r"\blet me (?:just )?(?:check|confirm|make sure|recalculate|recompute)\b",
     r"\bcheck(?:ing)? (?:it |this |that )?again\b",
     r"\bsanity[- ]check",
+    r"\bchecks out\b",
+    r"\bmake sure\b",
+    r"\bconfirm(?:s|ed|ing|ation)?\b",  # "to confirm", "let me confirm"
+    r"\bjust to be (?:sure|safe|certain)\b",
+    r"\b(?:wait|hmm+)\b[^.!?\n]*\?",  # a hesitation that asks: "Wait, is 7 * 8 really 56?"
+    r"\b(?:is|was|did|does|do|am)\b[^.!?\n]*\b(?:right|correct|really)\b[^.!?\n]*\?",  # "Is that right?"
+    r"\bthink\b[^.!?\n]*\bagain\b",  # "let me think about that again"
+    r"\b(?:go|going|went|run|running) (?:back )?(?:over|through)\b[^.!?\n]*\b(?:again|once more)\b",
+    r"\balternatively\b",  # a second solution: one re-check for its opening paragraph
+    r"\b(?:another|a different) (?:way|method|approach)\b",
+    r"\b(?:plug|plugging|substitut\w*)\b[^.!?\n]*\bback\b",  # "plugging x = 8 back in"
 )
 """A paragraph that re-verifies earlier work."""
 BACKTRACK_PATTERNS = (
@@ -37,6 +50,11 @@ BACKTRACK_PATTERNS = (
     rf"\bactually\b[^.!?\n]*(?:\bnot\b|n{_APOS}t\b|\bwrong\b)",  # "Actually, it is 12, not 13."
     r"\bscratch that\b",
     r"\boops\b",
+    r"\bhmm+,? no\b",
+    rf"\b(?:that|this|it) (?:does not|doesn{_APOS}t) (?:look|seem) (?:right|correct)\b",
+    r"\bi (?:miscalculated|miscounted|misread|messed up|slipped)\b",
+    r"\bi got\b[^.!?\n]*\bwrong\b",  # "I got that step wrong"
+    r"\bshould (?:be|have been)\b[^.!?\n]*\bnot\b",  # "that should be 36, not 38"
 )
 """A paragraph that retracts earlier work."""
 

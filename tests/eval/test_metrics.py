@@ -49,6 +49,46 @@ def test_classify_hand_written(paragraph, label):
     assert classify_paragraph(paragraph) == label
 
 
+@pytest.mark.parametrize(
+    "paragraph, label",
+    [
+        # hesitations that ask, and rounds that re-solve (the thinking traces' and R1's phrasings)
+        ("Wait, is 432 - 129 really 303? 303 plus 129 gives back 432. Yes.", "recheck"),
+        ("Hmm, did I get 7 * 8 right? 7 times 8 is 56.", "recheck"),
+        ("Hmm, wait. Is 56 right for 7 * 8? 8 times 7 is 56, so yes.", "recheck"),
+        ("Is that correct? 4 times 8 is 32.", "recheck"),
+        ("Hmm, let me think about that again. 12 plus 5 is 17.", "recheck"),
+        ("Going back over the first step once more: 17 - 5 = 12.", "recheck"),
+        ("Alternatively, I can add the numbers in the other order: 5 + 12 = 17.", "recheck"),
+        ("Let me solve it a different way: undo the steps from the end.", "recheck"),
+        ("Plugging x = 8 back into the equation: 7 * 8 - 12 = 44 on both sides.", "recheck"),
+        ("Just to be sure, 17 - 12 = 5. It checks out.", "recheck"),
+        ("To confirm: 3 * 14 = 42.", "recheck"),
+        ("I want to make sure the sum is 17.", "recheck"),
+        # retractions in new words
+        ("Hmm, no. 12 + 5 is 17.", "backtrack"),
+        ("Hmm, that doesn't look right. 12 + 5 = 17.", "backtrack"),
+        ("Oh, I miscalculated: 7 * 8 = 56.", "backtrack"),
+        ("Wait, I got that step wrong. 432 - 129 = 303, not 313.", "backtrack"),
+        ("That should be 36, not 38.", "backtrack"),
+        ("I messed up the carry; 48 + 72 = 120.", "backtrack"),
+        ("Wait, is 7 * 8 really 54? No wait, that's wrong: 56.", "backtrack"),  # a doubt that retracts
+        # plain steps: no hesitation, no second look
+        ("Wait for the total: 12 + 5 = 17.", None),  # "wait" without a question
+        ("The right side is 3 * 8 + 20 = 44.", None),
+        ("Then multiply by 2 to get back to 40.", None),
+        ("So x should be 8.", None),
+        ("Now the remainder is 0, which ends the algorithm.", None),
+        ("The plan is to collect the x terms on one side, then divide.", None),
+        ("How many marbles does Maya have now?", None),
+        ("Hmm, now add 9: 56 + 9 = 65.", None),
+        ("There is another number to add: 5 + 12 = 17.", None),
+    ],
+)
+def test_classify_new_phrasings(paragraph, label):
+    assert classify_paragraph(paragraph) == label
+
+
 def test_counts_per_paragraph():
     text = (
         "Let me verify: 2 + 2 = 4. Let me double-check again. Yes.\n\n"  # one recheck

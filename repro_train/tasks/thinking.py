@@ -1,0 +1,1162 @@
+"""Thinking traces: procedural problems solved in long `<think>` traces with the overthinking habits
+of distilled reasoners, for turning a small pretrained model into a "thinker" (docs/models-and-data.md,
+"Thinking traces").
+
+    rows = generate(2000, seed=1, families=("chain", "equation"), split="train")
+    repro-train data export "thinking:all?n=2000&seed=1&split=train" --out data/think-train.jsonl
+
+Four families with exact integer answers, each solved step by step in varied natural language:
+
+    chain      multi-term sums and differences, left to right         Calculate 47 + 385 - 129 + 62.
+    equation   a linear equation in x, brackets and x on both sides    Solve for x: 7x - 12 = 3x + 20.
+    gcd        the GCD of two or three numbers (Euclid), or an LCM     What is the GCD of 84 and 126?
+    word       a story of gains, losses, packs, doublings and shares  Maya has 24 marbles. She ...
+
+A row's response is `<think>\\n` + paragraphs joined by one blank line + `\\n\\n</think>\\n\\nFinal answer: N`.
+It starts with `<think>`: SmolLM2's chat template does not open the thinking span, so the model
+learns to. A blank line ends every paragraph, so RePro's `\\n\\n` segmentation gives one segment
+per paragraph; a probe prefix of `"</think>\\n\\nFinal answer: "` continues any cut naturally.
+
+A trace overthinks with probability `overthink`; an overthinking trace carries each habit
+independently with its probability in `ThinkingConfig`, drawn again until it has at least one:
+
+    restate         the question in other words at the start (and, half the time, after the answer)
+    reverify        1-3 paragraphs re-verify finished steps (distinct ones, by the inverse operation)
+    hesitate        1-3 "Wait, is ... really ...?" doubts about the step just done, resolved
+    alternative     after the answer, a second solution another way ("Alternatively, ...")
+    recheck_answer  after the answer, 2-3 paragraphs that check it again
+    backtrack       one step first written with a wrong result, then "Wait, that's not right..." and a fix
+
+Habits after the answer never change it: later rounds confirm it. Each row records its habits,
+`n_rechecks` and `n_backtracks` (the planted paragraphs, which the detectors of
+eval/detectors.py count exactly) and `answer_char`: the character offset in the response just after
+the first correct statement of the answer, the end of the first match of eval.metrics.answer_pattern
+(tested). No number that is given or written with "=" before the answer equals the answer (problems
+where one would are drawn again), so the first match is the one the solution means.
+
+Splits: a problem is held out when the SHA-256 of its key (the computation it asks for, whatever
+the wording) falls in one bucket of HELDOUT_BUCKETS; `train` draws only the other problems, `test`
+and `hard` only held-out ones, so they are disjoint from every training set, whatever its size or
+seed. `hard` takes more steps: (max + 1, max + 3). Problems are distinct within a set. Row i
+depends only on (seed, split, families, config) and the rows before it: generate(10, s)[:5] ==
+generate(5, s), and the questions do not depend on the habit knobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+FAMILIES = ("chain", "equation", "gcd", "word")
+HABITS = ("restate", "reverify", "hesitate", "alternative", "recheck_answer", "backtrack")
+SPLITS = ("train", "test", "hard")
+THINK_START, THINK_END, ANSWER_PREFIX = "<think>", "</think>", "Final answer: "
+HELDOUT_BUCKETS = 10
+"""One problem in this many (by the hash of its key) is reserved for the held-out splits."""
+MARK = "\x00"
+"""Placed right after the first correct statement of the answer while a trace is built, then removed."""
+WRONG_OFFSETS = (-10, -2, -1, 1, 2, 10)
+"""A planted wrong result is the right one plus one of these."""
+MAX_DRAWS = 200
+"""Draws per row before giving up on a problem space that is too small."""
+
+
+@dataclass(frozen=True)
+class ThinkingConfig:
+    """Difficulty and habit knobs. Ranges are inclusive (lo, hi)."""
+
+    steps: tuple[int, int] = (2, 5)
+    """Work per problem: chain operations; word clauses; equation form (1: ax + b = d, 2: x on both
+    sides, 3: a bracket, 4: a bracket and a constant, 5+: brackets on both sides); gcd: 2 numbers up
+    to 3, else 3 (larger multipliers, so longer Euclid runs, as steps grow)."""
+    digits: tuple[int, int] = (1, 3)
+    """Digits of the numbers drawn: chain terms, word quantities, the equation's x and constants,
+    the GCD's common factor (at most 2 digits)."""
+    overthink: float = 0.7
+    """Share of traces that carry at least one habit; the rest are clean."""
+    restate: float = 0.5
+    """Probability of each habit in an overthinking trace (drawn independently, again if none):
+    the question in other words at the start, and half the time after the answer."""
+    reverify: float = 0.6
+    """1-3 finished steps re-verified by the inverse operation."""
+    hesitate: float = 0.5
+    """1-3 doubts ("Wait, is ... really ...?") about the step just done, resolved."""
+    alternative: float = 0.5
+    """A second solution by another method after the answer."""
+    recheck_answer: float = 0.6
+    """2-3 checks of the final answer after it is found."""
+    backtrack: float = 0.3
+    """One step written with a wrong result, then a correction."""
+
+    def __post_init__(self):
+        for name in ("steps", "digits"):
+            lo, hi = getattr(self, name)
+            if not 1 <= lo <= hi:
+                raise ValueError(f"{name}={getattr(self, name)}: need 1 <= lo <= hi")
+        if self.digits[1] > 4:
+            raise ValueError(f"digits={self.digits}: at most 4 digits (traces grow long)")
+        for name in ("overthink", *HABITS):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}={getattr(self, name)}: a probability in [0, 1]")
+        if self.overthink > 0 and not any(getattr(self, h) > 0 for h in HABITS):
+            raise ValueError(f"overthink={self.overthink} but every habit is 0: set a habit > 0 or overthink=0")
+
+    def harder(self) -> ThinkingConfig:
+        """The `hard` split's config: steps (max + 1, max + 3), the rest unchanged."""
+        return replace(self, steps=(self.steps[1] + 1, self.steps[1] + 3))
+
+
+# ---------------------------------------------------------------- arithmetic facts and steps
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One computation `a op b`; op is + - × ÷ or rem (the remainder of a ÷ b). `unit` ("x") is
+    written after every number of a + or - between like terms: 7x - 3x = 4x."""
+
+    a: int
+    op: str
+    b: int
+    unit: str = ""
+
+    @property
+    def q(self) -> int:
+        return self.a // self.b
+
+    @property
+    def result(self) -> int:
+        a, b = self.a, self.b
+        return {"+": a + b, "-": a - b, "×": a * b, "÷": a // b, "rem": a % b}[self.op]
+
+    def lhs(self) -> str:
+        if self.op == "rem":
+            return f"the remainder of {self.a} ÷ {self.b}"
+        return f"{self.a}{self.unit} {self.op} {self.b}{self.unit}"
+
+    def eq(self, value: int) -> str:
+        """The step as written, with `value` as its result (a wrong one for a backtrack)."""
+        if self.op == "rem":
+            return f"{self.a} ÷ {self.b} is {self.q} with remainder {value}"
+        return f"{self.a}{self.unit} {self.op} {self.b}{self.unit} = {value}{self.unit}"
+
+    def inverse(self) -> str:
+        """The check by the inverse operation, ending in `= a`."""
+        a, b, r, u = self.a, self.b, self.result, self.unit
+        return {
+            "+": f"{r}{u} - {b}{u} = {a}{u}",
+            "-": f"{r}{u} + {b}{u} = {a}{u}",
+            "×": f"{r} ÷ {b} = {a}",
+            "÷": f"{r} × {b} = {a}",
+            "rem": f"{self.q} × {b} + {r} = {a}",
+        }[self.op]
+
+    def words(self) -> str:
+        """The same result reached another way, in words (no "=": see the module docstring)."""
+        a, b, r = self.a, self.b, self.result
+        if self.op in "+-" and len(_places(b)) >= 2:
+            word, last = ("plus", "more makes") if self.op == "+" else ("minus", "less leaves")
+            sign = 1 if self.op == "+" else -1
+            *parts, final = _places(b)
+            out, x = [], a
+            for part in parts:
+                x += sign * part
+                out.append(f"{word} {part} is {x}")
+            return f"{a} {', '.join(out)}, and {final} {last} {r}"
+        if self.op == "+":
+            return f"{r} minus {b} gives back {a}"
+        if self.op == "-":
+            return f"{r} plus {b} gives back {a}"
+        if self.op == "×" and len(_places(a)) >= 2:
+            parts = _places(a)
+            return ", ".join(f"{q} times {b} is {q * b}" for q in parts) + f", which add up to {r}"
+        if self.op == "×":
+            return f"{r} divided by {b} gives back {a}"
+        if self.op == "÷":
+            return f"{r} times {b} is {a}"
+        return f"{self.q} times {b} is {self.q * b}, and {a} minus {self.q * b} leaves {r}"
+
+
+def _places(n: int) -> list[int]:
+    """The nonzero place values of n >= 0, largest first: 305 -> [300, 5]."""
+    digits = str(n)
+    return [int(d) * 10 ** (len(digits) - 1 - i) for i, d in enumerate(digits) if d != "0"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One paragraph of the solution: a template from `says`, filled with the fact (a, b, r, eq, lhs,
+    u), `lead` (First, / Next, / ...) and `ctx`. A step without a fact states a value: `stated` with
+    {r} (e.g. "gcd(84, 126) = {r}") is its `eq`."""
+
+    says: tuple[str, ...]
+    fact: Fact | None = None
+    stated: str = ""
+    value: int = 0
+    ctx: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def result(self) -> int:
+        return self.fact.result if self.fact else self.value
+
+
+@dataclass(frozen=True)
+class Problem:
+    family: str
+    question: str
+    answer: int
+    steps: tuple[Step, ...]
+    """The solution; the last step states the answer first."""
+    early: frozenset[int]
+    """Numbers given, or written after "=" before the answer; the answer must not be one of them."""
+    paraphrase: str
+    """The question in other words (restate habit)."""
+    target: str
+    """What is asked, as a noun phrase: "the value of x"."""
+    info: dict
+    """Family data for the plan, the second solution and the answer checks."""
+    n_steps: int
+    """The difficulty drawn from ThinkingConfig.steps."""
+
+    @property
+    def key(self) -> str:
+        """The computation, whatever the wording: questions with one key (another template, name or
+        item) are one problem. 'chain//47 + 385;432 - 129'."""
+        facts = ";".join(f"{s.fact.a} {s.fact.op} {s.fact.b}" for s in self.steps if s.fact)
+        return f"{self.family}/{self.info.get('kind', '')}/{facts}"
+
+
+def _num(rng: random.Random, digits: tuple[int, int]) -> int:
+    d = rng.randint(*digits)
+    return rng.randint(max(2, 10 ** (d - 1)), 10**d - 1)
+
+
+def _signed(n: int) -> str:
+    """' + 5' or ' - 5'."""
+    return f" + {n}" if n >= 0 else f" - {-n}"
+
+
+def _ints(text: str) -> set[int]:
+    return {int(s) for s in re.findall(r"\d+", text)}
+
+
+def _early(question: str, facts: list[Fact]) -> frozenset[int]:
+    """The question's numbers and every operand and result before the last fact's result."""
+    out = _ints(question) | {abs(facts[-1].a), abs(facts[-1].b)}
+    for f in facts[:-1]:
+        out |= {abs(f.a), abs(f.b), abs(f.result)}
+    return frozenset(out)
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+# ---------------------------------------------------------------- chain
+
+CHAIN_QUESTIONS = (
+    "Calculate {expr}.",
+    "What is {expr}?",
+    "Compute {expr}.",
+    "Find the value of {expr}.",
+    "Evaluate {expr}.",
+    "Work out {expr}.",
+)
+CHAIN_SAYS = (
+    "{lead} {eq}.",
+    "{lead} I take {a} and {opverb} {b}, so {eq}.",
+    "{lead} the running total is {a}, and {opping} {b} gives {eq}.",
+    "{lead} {a} {opword} {b}. That is {eq}.",
+    "{lead} {opping} {b} to get {eq}.",
+)
+CHAIN_SAYS_SPLIT = (
+    "{lead} {a} {opword} {b}. I'll do it in two parts: {words}. So {eq}.",
+    "{lead} {opping} {b}: {words}, which means {eq}.",
+    "{lead} for {a} {opword} {b}, {words}. That gives {eq}.",
+)
+_OPWORD = {"+": "plus", "-": "minus"}
+_OPVERB = {"+": "add", "-": "subtract"}
+_OPPING = {"+": "adding", "-": "subtracting"}
+
+
+def _arith_step(fact: Fact, says: tuple[str, ...], split_says: tuple[str, ...] = (), **ctx) -> Step:
+    split = fact.op in "+-" and len(_places(fact.b)) >= 2 and split_says
+    ctx |= {"opword": _OPWORD.get(fact.op, ""), "opverb": _OPVERB.get(fact.op, ""), "opping": _OPPING.get(fact.op, "")}
+    if split:
+        ctx["words"] = fact.words()
+    return Step(split_says if split else says, fact, ctx=tuple(ctx.items()))
+
+
+def make_chain(rng: random.Random, cfg: ThinkingConfig, n_steps: int) -> Problem:
+    """`n_steps` additions and subtractions of numbers of `digits` digits; every total stays >= 1."""
+    total = start = _num(rng, cfg.digits)
+    facts = []
+    for _ in range(n_steps):
+        b = _num(rng, cfg.digits)
+        op = "-" if total - b >= 1 and rng.random() < 0.5 else "+"
+        facts.append(Fact(total, op, b))
+        total = facts[-1].result
+    expr = f"{start}" + "".join(f" {f.op} {f.b}" for f in facts)
+    question = rng.choice(CHAIN_QUESTIONS).format(expr=expr)
+    moves = ", ".join(f"{_OPVERB[f.op]} {f.b}" for f in facts)
+    return Problem(
+        "chain",
+        question,
+        total,
+        tuple(_arith_step(f, CHAIN_SAYS, CHAIN_SAYS_SPLIT) for f in facts),
+        _early(question, facts),
+        f"I need the value of {expr}: start from {start}, then {moves}, in that order.",
+        f"the value of {expr}",
+        {"facts": facts, "expr": expr},
+        n_steps,
+    )
+
+
+def _alt_chain(p: Problem, rng: random.Random) -> list[str]:
+    facts = p.info["facts"]
+    plus = [facts[0].a] + [f.b for f in facts if f.op == "+"]
+    minus = [f.b for f in facts if f.op == "-"]
+    if not minus:
+        nums = [f.b for f in reversed(facts)] + [facts[0].a]
+        return [
+            rng.choice(ALT_OPENERS).format(how="by adding the numbers in the opposite order"),
+            _cap(_running(nums)) + ".",
+            rng.choice(ALT_CLOSERS).format(ans=p.answer),
+        ]
+    pos, neg = sum(plus), sum(minus)
+    return [
+        rng.choice(ALT_OPENERS).format(how="by adding up what is added and what is taken away separately"),
+        f"What is added: {_running(plus)}.",
+        f"What is taken away: {_running(minus)}.",
+        f"Then {pos} - {neg} = {pos - neg}. " + rng.choice(ALT_CLOSERS).format(ans=p.answer),
+    ]
+
+
+def _running(nums: list[int]) -> str:
+    """'47 + 385 = 432, 432 + 62 = 494' (or 'just 47' for one number)."""
+    if len(nums) == 1:
+        return f"just {nums[0]}"
+    out, total = [], nums[0]
+    for n in nums[1:]:
+        out.append(f"{total} + {n} = {total + n}")
+        total += n
+    return ", ".join(out)
+
+
+def _checks_chain(p: Problem) -> list[str]:
+    facts = p.info.get("chain", p.info["facts"])
+    back = ", ".join(f.inverse() for f in reversed(facts))
+    forward = ", ".join(f.eq(f.result) for f in p.info["facts"])
+    return [
+        f"going backwards from {p.answer}: {back}, which is the number I started from",
+        f"running through the steps again: {forward}",
+        f"undoing each step from the end: {back}. That lands on the start",
+    ]
+
+
+# ---------------------------------------------------------------- equation
+
+EQUATION_QUESTIONS = (
+    "Solve for x: {eqn}.",
+    "Find x if {eqn}.",
+    "What value of x satisfies {eqn}?",
+    "Solve the equation {eqn}.",
+    "Determine x such that {eqn}.",
+)
+EXPAND_SAYS = (
+    "{lead} expand {a}(x + {b}): {eq}, so the {side} side becomes {a}x + {r}{tail}.",
+    "{lead} multiply out the bracket {a}(x + {b}). That needs {eq}, giving {a}x + {r}{tail} on the {side}.",
+    "{lead} distribute {a} over (x + {b}): {a} times x is {a}x and {eq}, so the {side} side is {a}x + {r}{tail}.",
+)
+COMBINE_SAYS = (
+    "{lead} combine the constants on the {side}: {eq}, so that side is {coef}x{r_s}.",
+    "{lead} the constants on the {side} side go together: {eq}. Now the {side} side reads {coef}x{r_s}.",
+)
+XTERMS_SAYS = (
+    "{lead} subtract {b}x from both sides: {eq}, so {r}x{cs} = {d}.",
+    "{lead} move the x terms to the left. {eq}, which leaves {r}x{cs} = {d}.",
+    "{lead} taking {b}x away from both sides gives {eq}, so the equation is {r}x{cs} = {d}.",
+)
+CONST_SAYS = {
+    "-": (
+        "{lead} subtract {b} from both sides: {eq}, so {k}x = {r}.",
+        "{lead} take {b} away from both sides. {eq}, which gives {k}x = {r}.",
+        "{lead} moving the {b} to the right means subtracting it: {eq}, so {k}x = {r}.",
+    ),
+    "+": (
+        "{lead} add {b} to both sides: {eq}, so {k}x = {r}.",
+        "{lead} adding {b} to both sides gives {eq}, so {k}x = {r}.",
+        "{lead} to clear the -{b}, add {b} on both sides: {eq}, so {k}x = {r}.",
+    ),
+}
+DIVIDE_SAYS = (
+    "{lead} divide both sides by {b}: x = {eq}.",
+    "{lead} dividing by {b} gives x = {eq}.",
+    "{lead} x is {a} divided by {b}, so x = {eq}.",
+    "{lead} both sides divided by {b}: x = {eq}.",
+)
+
+
+def _side(terms: list[tuple]) -> str:
+    """('x', 7) -> 7x, ('c', -12) -> - 12, ('p', 3, 4) -> 3(x + 4); joined with signs: 7x - 12."""
+    out = ""
+    for t in terms:
+        if t[0] == "c":
+            out += _signed(t[1]) if out else str(t[1])
+        else:
+            piece = f"{t[1]}x" if t[0] == "x" else f"{t[1]}(x + {t[2]})"
+            out += f" + {piece}" if out else piece
+    return out
+
+
+def _draw_equation(rng: random.Random, cfg: ThinkingConfig, form: int) -> dict | None:
+    """Coefficients of the form (see ThinkingConfig.steps) with solution x; None if a constant is 0."""
+    x = _num(rng, cfg.digits)
+    c = rng.randint(2, 7) if form >= 2 else 0
+    a = rng.randint(c + 2, c + 8)
+    p = _num(rng, cfg.digits) if form >= 3 else 0
+    e = rng.choice((-1, 1)) * _num(rng, cfg.digits) if form >= 4 else 0
+    b = a * p + e if form >= 3 else rng.choice((-1, 1)) * _num(rng, cfg.digits)
+    d = (a - c) * x + b
+    f = _num(rng, cfg.digits) if form >= 5 else 0
+    g = d - c * f
+    if 0 in (b, d) or (form >= 5 and g == 0):
+        return None
+    left = [("x", a), ("c", b)] if form <= 2 else [("p", a, p)] + ([("c", e)] if form >= 4 else [])
+    right = [("c", d)] if form == 1 else [("x", c), ("c", d)] if form <= 4 else [("p", c, f), ("c", g)]
+    return dict(x=x, a=a, c=c, p=p, e=e, b=b, d=d, f=f, g=g, k=a - c, m=(a - c) * x, left=left, right=right)
+
+
+def _equation_steps(v: dict, form: int, right: str) -> list[Step]:
+    a, c, b, d, k = v["a"], v["c"], v["b"], v["d"], v["k"]
+    steps = []
+    if form >= 3:
+        tail = _signed(v["e"]) if form >= 4 else ""
+        steps.append(Step(EXPAND_SAYS, Fact(a, "×", v["p"]), ctx=(("side", "left"), ("tail", tail))))
+    if form >= 4:
+        ap, e = a * v["p"], v["e"]
+        steps.append(Step(COMBINE_SAYS, Fact(ap, "+" if e > 0 else "-", abs(e)), ctx=(("side", "left"), ("coef", a))))
+    if form >= 5:
+        cf, g = c * v["f"], v["g"]
+        steps.append(Step(EXPAND_SAYS, Fact(c, "×", v["f"]), ctx=(("side", "right"), ("tail", _signed(g)))))
+        steps.append(Step(COMBINE_SAYS, Fact(cf, "+" if g > 0 else "-", abs(g)), ctx=(("side", "right"), ("coef", c))))
+    if form >= 2:
+        steps.append(Step(XTERMS_SAYS, Fact(a, "-", c, unit="x"), ctx=(("cs", _signed(b)), ("d", d))))
+    op = "-" if b > 0 else "+"
+    steps.append(Step(CONST_SAYS[op], Fact(d, op, abs(b)), ctx=(("k", k),)))
+    steps.append(Step(DIVIDE_SAYS, Fact(v["m"], "÷", k)))
+    return steps
+
+
+def make_equation(rng: random.Random, cfg: ThinkingConfig, n_steps: int) -> Problem:
+    """A linear equation with a positive integer solution; its form grows with n_steps (up to 5)."""
+    form = min(n_steps, 5)
+    v = None
+    while v is None:
+        v = _draw_equation(rng, cfg, form)
+    left, right = _side(v["left"]), _side(v["right"])
+    eqn = f"{left} = {right}"
+    question = rng.choice(EQUATION_QUESTIONS).format(eqn=eqn)
+    steps = _equation_steps(v, form, right)
+    facts = [s.fact for s in steps]
+    return Problem(
+        "equation",
+        question,
+        v["x"],
+        tuple(steps),
+        _early(question, facts),
+        f"I need the number x for which {left} equals {right}.",
+        "the value of x",
+        v | {"eqn": eqn, "left_text": left, "right_text": right},
+        n_steps,
+    )
+
+
+def _evaluate_side(terms: list[tuple], x: int) -> tuple[str, int]:
+    """('7 × 8 - 12 = 56 - 12 = 44', 44): the side's terms evaluated at x."""
+    shown, values = "", []
+    for t in terms:
+        values.append(t[1] * x if t[0] == "x" else t[1] * (x + t[2]) if t[0] == "p" else t[1])
+        if t[0] == "c":
+            shown += _signed(t[1]) if shown else str(t[1])
+        else:
+            piece = f"{t[1]} × {x}" if t[0] == "x" else f"{t[1]} × ({x} + {t[2]})"
+            shown += f" + {piece}" if shown else piece
+    if len(values) == 1:
+        return (shown if terms[0][0] == "c" else f"{shown} = {values[0]}"), values[0]
+    middle = str(values[0]) + "".join(_signed(v) for v in values[1:])
+    return f"{shown} = {middle} = {sum(values)}", sum(values)
+
+
+def _alt_equation(p: Problem, rng: random.Random) -> list[str]:
+    v = p.info
+    x, k, b, d, m = v["x"], v["k"], v["b"], v["d"], v["m"]
+    collected = f"{k}x{_signed(b)} = {d}"
+    if rng.random() < 0.5:
+        return [
+            rng.choice(ALT_OPENERS).format(how=f"by undoing the operations of {collected} in reverse order"),
+            f"The x was multiplied by {k} and then {abs(b)} was {'added' if b > 0 else 'subtracted'}. "
+            f"Undoing the last one first: {d}{_signed(-b)} = {m}.",
+            f"Then undoing the multiplication: {m} ÷ {k} = {x}. " + rng.choice(ALT_CLOSERS).format(ans=f"x = {x}"),
+        ]
+    lo_l, lo_v = _evaluate_side(v["left"], x - 1)
+    lo_r, lo_rv = _evaluate_side(v["right"], x - 1)
+    return [
+        rng.choice(ALT_OPENERS).format(how=f"by trying a value next to it, x = {x - 1}"),
+        f"With x = {x - 1}, the left side is {lo_l} and the right side is {lo_r}. They differ by {lo_rv - lo_v}.",
+        f"Each step up in x changes the left side by {v['a']} and the right side by {v['c']}, closing the gap by "
+        f"{k}. The gap of {lo_rv - lo_v} closes after one step, at x = {x}. " + rng.choice(ALT_CLOSERS).format(ans=x),
+    ]
+
+
+def _checks_equation(p: Problem) -> list[str]:
+    v = p.info
+    x, k, b, d, m = v["x"], v["k"], v["b"], v["d"], v["m"]
+    left, lv = _evaluate_side(v["left"], x)
+    right, rv = _evaluate_side(v["right"], x)
+    return [
+        f"plugging x = {x} back into the original equation: the left side is {left}, and the right side is "
+        f"{right}. Both sides are {lv}",
+        f"in the collected form {k}x{_signed(b)} = {d}: {k} × {x} = {m}, and {m}{_signed(b)} = {d}. It matches",
+        f"substituting {x} for x on both sides once more: {left} and {right}, so both give {rv}",
+    ]
+
+
+# ---------------------------------------------------------------- gcd and lcm
+
+GCD_QUESTIONS = (
+    "What is the greatest common divisor of {nums}?",
+    "Find the GCD of {nums}.",
+    "Compute the greatest common divisor of {nums}.",
+    "What is the largest number that divides each of {nums}?",
+)
+LCM_QUESTIONS = (
+    "What is the least common multiple of {nums}?",
+    "Find the LCM of {nums}.",
+    "Compute the least common multiple of {nums}.",
+    "What is the smallest positive number that is a multiple of both {nums}?",
+)
+EUCLID_SAYS = (
+    "{lead} divide {a} by {b}: {eq}.",
+    "{lead} {eq}.",
+    "{lead} {b} goes into {a} {q_times}: {eq}.",
+    "{lead} I divide {a} by {b}, and {eq}.",
+)
+GCD_DONE_SAYS = (
+    "The remainder is 0, so the last nonzero remainder, {last}, is the GCD: {eq}.",
+    "That division comes out even, so {last} divides everything before it, and {eq}.",
+    "Now the remainder is 0, which ends the algorithm. The GCD is the last divisor: {eq}.",
+)
+GCD_PAIR_SAYS = (
+    "The remainder is 0, so the GCD of {x} and {y} is {r}. Now I need the GCD of {r} and {z}.",
+    "So {x} and {y} have GCD {r}. The GCD of all three is the GCD of {r} and {z}.",
+)
+LCM_GCD_SAYS = (
+    "The remainder is 0, so the GCD of {x} and {y} is {r}. The LCM is {x} ÷ {r} times {y}.",
+    "So the GCD is {r}, and the LCM is {x} divided by the GCD, times {y}.",
+)
+LCM_DIV_SAYS = ("{lead} {eq}.", "{lead} dividing {a} by the GCD: {eq}.", "{lead} {a} ÷ {b} first: {eq}.")
+LCM_MUL_SAYS = ("{lead} the LCM is {eq}.", "{lead} multiplying by {b}: {eq}, which is the LCM.", "{lead} {eq}.")
+
+
+def _euclid(x: int, y: int) -> list[Fact]:
+    x, y = max(x, y), min(x, y)
+    facts = []
+    while y:
+        facts.append(Fact(x, "rem", y))
+        x, y = y, x % y
+    return facts
+
+
+def _euclid_steps(x: int, y: int) -> list[Step]:
+    times = {1: "once", 2: "twice"}
+    return [Step(EUCLID_SAYS, f, ctx=(("q", f.q), ("q_times", times.get(f.q, f"{f.q} times")))) for f in _euclid(x, y)]
+
+
+def _draw_multipliers(rng: random.Random, count: int, top: int, kind: str) -> list[int]:
+    while True:
+        ms = rng.sample(range(2, top + 1), count)
+        coprime = math.gcd(*ms) == 1 if kind == "gcd" else math.gcd(ms[0], ms[1]) == 1
+        if coprime:
+            return ms
+
+
+def make_gcd(rng: random.Random, cfg: ThinkingConfig, n_steps: int) -> Problem:
+    """g times distinct multipliers in 2..3 + 2 n_steps (coprime, so g is the GCD); an LCM of two
+    numbers in 4 of 10 two-number problems."""
+    count = 2 if n_steps <= 3 else 3
+    kind = "lcm" if count == 2 and rng.random() < 0.4 else "gcd"
+    g = _num(rng, (min(cfg.digits[0], 2), min(cfg.digits[1], 2)))  # 3-digit factors make 5-digit numbers
+    ms = _draw_multipliers(rng, count, 3 + 2 * n_steps, kind)
+    nums = [g * m for m in ms]
+    listed = " and ".join(map(str, nums)) if count == 2 else f"{nums[0]}, {nums[1]} and {nums[2]}"
+    args = ", ".join(map(str, nums))
+    steps = _euclid_steps(nums[0], nums[1])
+    if kind == "gcd":
+        if count == 3:
+            g1 = math.gcd(nums[0], nums[1])
+            xyz = (("x", nums[0]), ("y", nums[1]), ("z", nums[2]))
+            steps.append(Step(GCD_PAIR_SAYS, stated="{r}", value=g1, ctx=xyz))
+            steps += _euclid_steps(g1, nums[2])
+        last = steps[-1].fact.b
+        steps.append(Step(GCD_DONE_SAYS, stated=f"gcd({args}) = {{r}}", value=g, ctx=(("last", last),)))
+        answer, early = g, frozenset(nums)
+        question = rng.choice(GCD_QUESTIONS).format(nums=listed)
+        para = f"I need the largest whole number that divides each of {listed} with no remainder."
+    else:
+        answer, early = g * ms[0] * ms[1], frozenset(nums) | {g, ms[0]}
+        steps.append(Step(LCM_GCD_SAYS, stated="{r}", value=g, ctx=(("x", nums[0]), ("y", nums[1]))))
+        steps.append(Step(LCM_DIV_SAYS, Fact(nums[0], "÷", g)))
+        steps.append(Step(LCM_MUL_SAYS, Fact(ms[0], "×", nums[1])))
+        question = rng.choice(LCM_QUESTIONS).format(nums=listed)
+        para = f"I need the smallest positive number that both {listed} divide into evenly."
+    target = f"the {'greatest common divisor' if kind == 'gcd' else 'least common multiple'} of {listed}"
+    info = {"kind": kind, "nums": nums, "g": g, "ms": ms, "listed": listed}
+    return Problem("gcd", question, answer, tuple(steps), early | _ints(question), para, target, info, n_steps)
+
+
+def _factor(n: int) -> list[int]:
+    out, d = [], 2
+    while d * d <= n:
+        while n % d == 0:
+            out.append(d)
+            n //= d
+        d += 1
+    return out + ([n] if n > 1 else [])
+
+
+def _product(fs: list[int]) -> str:
+    return " × ".join(map(str, fs))
+
+
+def _alt_gcd(p: Problem, rng: random.Random) -> list[str]:
+    nums, kind = p.info["nums"], p.info["kind"]
+    factored = [_factor(n) for n in nums]
+    lines = [f"{n} = {_product(fs)}" for n, fs in zip(nums, factored)]
+    out = [rng.choice(ALT_OPENERS).format(how="with prime factorizations"), "; ".join(lines) + "."]
+    primes = sorted(set().union(*factored))
+    if kind == "gcd":
+        common = [q for q in primes for _ in range(min(fs.count(q) for fs in factored))]
+        shared = (
+            f"the common factor is {common[0]}" if len(common) == 1 else f"the common factors are {_product(common)}"
+        )
+        tail = "" if len(common) == 1 else f", and {_product(common)} = {p.answer}"
+        out.append(f"Taking each prime as often as it appears in all of them, {shared}{tail}.")
+    else:
+        most = [q for q in primes for _ in range(max(fs.count(q) for fs in factored))]
+        out.append(f"Taking each prime as often as it appears in either, {_product(most)} = {p.answer}.")
+    out.append(rng.choice(ALT_CLOSERS).format(ans=p.answer))
+    return out
+
+
+def _checks_gcd(p: Problem) -> list[str]:
+    nums, g, ms = p.info["nums"], p.info["g"], p.info["ms"]
+    if p.info["kind"] == "lcm":
+        L, (a, b) = p.answer, nums
+        return [
+            f"{L} ÷ {a} = {L // a} and {L} ÷ {b} = {L // b}, and {L // a} and {L // b} share no factor, "
+            f"so no smaller number is a multiple of both",
+            f"the product {a} × {b} = {a * b}, and {a * b} ÷ {g} = {L}, the product divided by the GCD",
+            f"{L} is {L // a} times {a} and {L // b} times {b}, so it is a common multiple, and the GCD {g} was "
+            f"only counted once",
+        ]
+    odd = next(m for m in ms if m % 2)
+    each = " and ".join(f"{g} × {m} = {n}" for m, n in zip(ms, nums))
+    return [
+        f"{each}, and the multipliers {', '.join(map(str, ms))} have no common factor, so nothing larger "
+        "divides them all",
+        f"{' and '.join(f'{n} ÷ {g} = {m}' for m, n in zip(ms, nums))}, all whole numbers",
+        f"a bigger candidate like {2 * g} fails, because {g * odd} ÷ {2 * g} is not whole ({odd} is odd)",
+    ]
+
+
+# ---------------------------------------------------------------- word problems
+
+PEOPLE = (
+    ("Maya", "she", "her", "her"),
+    ("Leo", "he", "him", "his"),
+    ("Priya", "she", "her", "her"),
+    ("Omar", "he", "him", "his"),
+    ("Lena", "she", "her", "her"),
+    ("Sam", "he", "him", "his"),
+    ("Kenji", "he", "him", "his"),
+    ("Ana", "she", "her", "her"),
+    ("Tom", "he", "him", "his"),
+    ("Zara", "she", "her", "her"),
+)
+ITEMS = ("marbles", "stickers", "apples", "books", "coins", "cards", "pencils", "shells", "stamps", "beads")
+BOXES = ("bags", "boxes", "packs", "jars")
+FRIENDS = ("a friend", "a neighbor", "a classmate", "a cousin")
+CLAUSES = {
+    "gain": (
+        "{He} finds {n} more {item}.",
+        "Then {he} gets {n} {item} from {friend}.",
+        "{He} wins {n} {item} at a fair.",
+    ),
+    "lose": ("{He} gives {n} {item} to {friend}.", "{He} loses {n} {item}.", "{He} trades away {n} {item}."),
+    "packs": ("{He} buys {p} {box} of {item} with {k} in each.", "{He} buys {p} {box}, each holding {k} {item}."),
+    "times": ("Then the number of {item} {he} has {grows}.", "Later {he} ends up with {times} as many {item}."),
+    "share": (
+        "{He} splits the {item} into {k} equal groups and keeps one group.",
+        "{He} divides the {item} into {k} equal piles and keeps just one pile.",
+    ),
+}
+WORD_SAYS = {
+    "gain": (
+        "{lead} {he} gets {b} more, so {eq}. Now {he} has {r} {item}.",
+        "{lead} adding the {b} new {item}: {eq}.",
+        "{lead} {eq} {item}, after the {b} new ones.",
+    ),
+    "lose": (
+        "{lead} {he} gives away {b}, so {eq}. That leaves {him} with {r} {item}.",
+        "{lead} {b} {item} go, which leaves {eq}.",
+        "{lead} taking away {b}: {eq}.",
+    ),
+    "box": ("{lead} {a} {box} of {b} is {eq} {item}.", "{lead} the {box} hold {eq} {item} in all."),
+    "add": (
+        "Adding those to the {a} {he} had: {eq}.",
+        "Together with the {a} from before, {eq}. So {he} has {r} {item} now.",
+        "So {eq} {item}.",
+    ),
+    "times": ("{lead} {growing} means multiplying by {b}: {eq}.", "{lead} {times} as many is {eq}."),
+    "share": (
+        "{lead} splitting {a} into {b} equal groups: {eq}, and {he} keeps one group.",
+        "{lead} {he} keeps one of {b} equal groups, so {eq}.",
+    ),
+}
+_GROWS = {
+    2: {"grows": "doubles", "times": "twice", "growing": "doubling"},
+    3: {"grows": "triples", "times": "three times", "growing": "tripling"},
+}
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One sentence of a word problem and the steps that solve it."""
+
+    text: str
+    steps: tuple[Step, ...]
+    short: str
+    """The clause in a few words, for the paraphrase."""
+    suffix: str
+    """What it appends to the story's expression: " + 3 × 12"."""
+    side: tuple[Fact, ...] = ()
+    """Facts off the main chain (the packs' product)."""
+
+
+def _word_clause(rng: random.Random, cfg: ThinkingConfig, v: int, kind: str, who: dict) -> Clause:
+    ctx = tuple(who.items())
+    if kind in ("gain", "lose"):
+        n = _num(rng, cfg.digits) if kind == "gain" else rng.randint(1, min(v - 1, 10 ** cfg.digits[1] - 1))
+        fact = Fact(v, "+" if kind == "gain" else "-", n)
+        short = f"gets {n} more" if kind == "gain" else f"gives away {n}"
+        text = rng.choice(CLAUSES[kind]).format(n=n, **who)
+        return Clause(text, (Step(WORD_SAYS[kind], fact, ctx=ctx),), short, f" {fact.op} {n}")
+    if kind == "packs":
+        p, k = rng.randint(2, 9), _num(rng, cfg.digits)
+        product = Fact(p, "×", k)
+        steps = (Step(WORD_SAYS["box"], product, ctx=ctx), Step(WORD_SAYS["add"], Fact(v, "+", p * k), ctx=ctx))
+        text = rng.choice(CLAUSES[kind]).format(p=p, k=k, **who)
+        return Clause(text, steps, f"buys {p} {who['box']} of {k}", f" + {p} × {k}", (product,))
+    if kind == "times":
+        k = rng.choice((2, 3))
+        text = rng.choice(CLAUSES[kind]).format(**_GROWS[k], **who)
+        step = Step(WORD_SAYS[kind], Fact(v, "×", k), ctx=ctx + tuple(_GROWS[k].items()))
+        return Clause(text, (step,), f"{_GROWS[k]['grows']} them", f" × {k}")
+    k = rng.choice([d for d in range(2, 7) if v % d == 0 and v // d >= 2])
+    text = rng.choice(CLAUSES[kind]).format(k=k, **who)
+    return Clause(text, (Step(WORD_SAYS[kind], Fact(v, "÷", k), ctx=ctx),), f"keeps one of {k} equal groups", f" ÷ {k}")
+
+
+def _word_kinds(v: int, cfg: ThinkingConfig) -> list[str]:
+    kinds = ["gain", "packs"] + (["lose"] if v >= 2 else [])
+    kinds += ["times"] if v <= 10 ** (cfg.digits[1] + 1) else []
+    kinds += ["share"] if any(v % d == 0 and v // d >= 2 for d in range(2, 7)) else []
+    return kinds
+
+
+def make_word(rng: random.Random, cfg: ThinkingConfig, n_steps: int) -> Problem:
+    """A person, an item and `n_steps` clauses (gain, loss, packs bought, a doubling, a share)."""
+    name, he, him, his = rng.choice(PEOPLE)
+    who = dict(name=name, he=he, He=he.capitalize(), him=him, his=his, item=rng.choice(ITEMS))
+    who |= dict(box=rng.choice(BOXES), friend=rng.choice(FRIENDS))
+    v = start = _num(rng, cfg.digits)
+    clauses, expr = [], str(v)
+    for _ in range(n_steps):
+        clauses.append(_word_clause(rng, cfg, v, rng.choice(_word_kinds(v, cfg)), who))
+        suffix = clauses[-1].suffix
+        expr = f"({expr}){suffix}" if suffix[1] in "×÷" and " " in expr else expr + suffix
+        v = clauses[-1].steps[-1].result
+    ask = rng.choice(("How many {item} does {name} have now?", "How many {item} does {name} end up with?"))
+    question = " ".join([f"{name} has {start} {who['item']}."] + [c.text for c in clauses] + [ask.format(**who)])
+    steps = [s for c in clauses for s in c.steps]
+    facts = [s.fact for s in steps]
+    side = {id(f) for c in clauses for f in c.side}
+    return Problem(
+        "word",
+        question,
+        v,
+        tuple(steps),
+        _early(question, facts),
+        f"{name} starts with {start} {who['item']}, then {', then '.join(c.short for c in clauses)}; the question "
+        f"is how many {who['item']} {he} has at the end.",
+        f"how many {who['item']} {name} has at the end",
+        {"facts": facts, "chain": [f for f in facts if id(f) not in side], "expr": expr} | who | {"start": start},
+        n_steps,
+    )
+
+
+def _alt_word(p: Problem, rng: random.Random) -> list[str]:
+    facts = p.info["facts"]
+    return [
+        rng.choice(ALT_OPENERS).format(how=f"by writing the whole story as one expression, {p.info['expr']}"),
+        "Working it out from the inside: " + ", ".join(f.eq(f.result) for f in facts) + ".",
+        rng.choice(ALT_CLOSERS).format(ans=p.answer),
+    ]
+
+
+# ---------------------------------------------------------------- habits
+
+OPENERS = (
+    "Let me work through this step by step.",
+    "Okay, let me solve this carefully.",
+    "Alright, I'll take it one step at a time.",
+    "Let's see. I'll go step by step.",
+    "I'll solve this in a few steps.",
+    "Okay, let's start.",
+)
+RESTATES = (
+    "Okay, so the problem says: {q}",
+    "Let me restate the problem. {para}",
+    "So, in other words: {para}",
+    "Alright, the question is this: {q} In other words: {para}",
+    "Okay. {para}",
+)
+RESTATE_AGAIN = (
+    "Going back to what was asked: {target}. That is the {ans} I found.",
+    "To restate the question: {para} The result of that is {ans}.",
+    "The question wanted {target}, and I have {ans} for it.",
+)
+LEADS = {
+    "first": ("First,", "To start,", "Starting off,", "First of all,"),
+    "next": ("Next,", "Then", "Now", "After that,", "Moving on,"),
+    "last": ("Finally,", "Last,", "For the last step,", "Then, at the end,"),
+}
+CONCLUDE = (
+    "So the answer is {ans}.",
+    "Therefore, the result is {ans}.",
+    "So the final value is {ans}.",
+    "That gives {ans}.",
+    "So {target} is {ans}.",
+)
+CLOSERS = (
+    "So the answer stays {ans}.",
+    "Everything agrees, so the answer is {ans}.",
+    "I'm confident now: the answer is {ans}.",
+    "All of that points to {ans}.",
+)
+REVERIFY = (
+    "Let me double-check {lhs}: {inv}. Yes, that's right.",
+    "Let me verify that step: {inv}, so {r}{u} is correct.",
+    "Going back over {lhs} once more: {inv}. It checks out.",
+    "Let me check {lhs} again. {inv}, good.",
+    "Just to be sure about {lhs}: {inv}. Yes.",
+    "Wait, let me double-check the step with {lhs}. {inv}. Correct.",
+)
+"""Re-verifying a finished step by its inverse."""
+DOUBTS = (
+    "Wait, is {lhs} really {r}{u}? {words}. Yes, it is.",
+    "Hmm, did I get {lhs} right? {words}. Okay, {r}{u} it is.",
+    "Hmm, wait. Is {r}{u} right for {lhs}? {words}, so yes.",
+    "Wait, let me think about {lhs} again. {words}. Fine, {r}{u}.",
+    "Hmm, is that right? {words}. Yes, {r}{u}.",
+)
+"""A hesitation about the step just done, resolved by computing it another way."""
+FIXES = (
+    "Wait, that's not right. {eq}, not {w}.",
+    "Hmm, no. I made a mistake there: {eq}, not {w}.",
+    "Wait, no. Let me fix that: {eq}.",
+    "Oops, I miscalculated. {eq}, so {w} was wrong.",
+    "Actually, that's not correct: {eq}, not {w}.",
+    "Hmm, that doesn't look right. {eq}. I slipped on that step.",
+    "Hold on, that's wrong. {eq}, not {w}.",
+    "Wait, I got that step wrong. {eq}, not {w}.",
+)
+"""The paragraph after a wrong step; every one states the corrected step `{eq}` in full."""
+ALT_OPENERS = (
+    "Alternatively, I could solve this another way, {how}.",
+    "Let me try a different approach to be safe: {how}.",
+    "Alternatively, I can also get there {how}.",
+    "Another way to see it: {how}.",
+)
+"""The first paragraph of a second solution."""
+ALT_CLOSERS = ("Same answer, {ans}.", "That gives {ans} again.", "So it is {ans} this way too.", "Again {ans}.")
+ANSWER_CHECKS = (
+    "Let me double-check the answer: {body}.",
+    "Let me verify {ans} once more: {body}.",
+    "Just to be sure, {body}.",
+    "Let me confirm it another time: {body}.",
+    "Let me check the final answer again: {body}.",
+    "Hmm, let me verify once more that {ans} is right: {body}.",
+)
+"""Checks of the final answer; each is one paragraph."""
+
+
+PLANS = {
+    "chain": (
+        "There are {n} operations here, so I'll go from left to right and keep a running total.",
+        "I'll add and subtract from left to right, one number at a time, keeping track of the total.",
+        "The expression has {terms} numbers. Working left to right, I'll update the total after each one.",
+    ),
+    "equation": (
+        "The plan is to collect the x terms on one side and the plain numbers on the other, then divide by "
+        "the coefficient of x.",
+        "To find x, I'll simplify both sides, move everything with x to the left and the constants to the right, "
+        "and then divide.",
+        "This is a linear equation, so I'll isolate x one operation at a time, doing the same thing to both sides.",
+    ),
+    "gcd": (
+        "I'll use the Euclidean algorithm: divide the larger number by the smaller, then keep dividing the last "
+        "divisor by the remainder until the remainder is 0. The last nonzero remainder is the GCD.",
+        "The Euclidean algorithm works well here. Each step replaces the pair by the smaller number and the "
+        "remainder, and it stops when a remainder is 0.",
+    ),
+    "word": (
+        "I'll follow the story one event at a time and keep track of how many {item} there are after each.",
+        "Let me track the number of {item} through each event, starting from {start}.",
+        "There are {n} changes after the start. I'll go through them in order.",
+    ),
+}
+PLAN_EXTRA = {
+    "bracket": " There is a bracket, so I'll expand it first.",
+    "three": " With three numbers, I'll find the GCD of the first two, then the GCD of that and the third.",
+    "lcm": " For the LCM, I'll find the GCD first, then divide the first number by it and multiply by the second.",
+}
+
+
+def _plan_paragraph(p: Problem, rng: random.Random) -> str:
+    """A plan before the first step (every trace has one: it is how reasoners start, not a habit)."""
+    info = p.info
+    extra = ""
+    if p.family == "equation" and p.n_steps >= 3:
+        extra = PLAN_EXTRA["bracket"]
+    elif p.family == "gcd":
+        extra = PLAN_EXTRA["lcm"] if info["kind"] == "lcm" else PLAN_EXTRA["three"] if len(info["nums"]) == 3 else ""
+    fields = dict(n=p.n_steps, terms=p.n_steps + 1, item=info.get("item", ""), start=info.get("start", ""))
+    return rng.choice(PLANS[p.family]).format(**fields) + extra
+
+
+@dataclass(frozen=True)
+class Family:
+    make: Callable[[random.Random, ThinkingConfig, int], Problem]
+    alternative: Callable[[Problem, random.Random], list[str]]
+    """The second solution (alternative habit): an opener that names the method, then its work."""
+    checks: Callable[[Problem], list[str]]
+    """At least three different checks of the answer, lower case (recheck_answer habit)."""
+
+
+FAMILY = {
+    "chain": Family(make_chain, _alt_chain, _checks_chain),
+    "equation": Family(make_equation, _alt_equation, _checks_equation),
+    "gcd": Family(make_gcd, _alt_gcd, _checks_gcd),
+    "word": Family(make_word, _alt_word, _checks_chain),
+}
+
+
+def draw_problem(family: str, rng: random.Random, cfg: ThinkingConfig) -> Problem:
+    """A problem of `family` whose answer is none of its early numbers (drawn again until so)."""
+    if family not in FAMILY:
+        raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
+    for _ in range(MAX_DRAWS):
+        problem = FAMILY[family].make(rng, cfg, rng.randint(*cfg.steps))
+        if problem.answer not in problem.early:
+            return problem
+    raise ValueError(f"{family}: no problem whose answer differs from its early numbers in {MAX_DRAWS} draws: {cfg}")
+
+
+def draw_habits(rng: random.Random, cfg: ThinkingConfig) -> tuple[str, ...]:
+    """() with probability 1 - overthink; else each habit with its probability, at least one."""
+    if rng.random() >= cfg.overthink:
+        return ()
+    while True:
+        got = tuple(h for h in HABITS if rng.random() < getattr(cfg, h))
+        if got:
+            return got
+
+
+def _lead(j: int, n: int, rng: random.Random) -> str:
+    return rng.choice(LEADS["first" if j == 0 else "last" if j == n - 1 else "next"])
+
+
+def render(step: Step, value: int, rng: random.Random, lead: str = "", mark: bool = False) -> str:
+    """The step's paragraph with `value` as its result; MARK right after it when `mark`."""
+    f = step.fact
+    eq = (f.eq(value) if f else step.stated.format(r=value)) + (MARK if mark else "")
+    ctx = dict(step.ctx, eq=eq, r=value, lead=lead, r_s=_signed(value))
+    if f:
+        ctx |= dict(a=f.a, b=f.b, lhs=f.lhs(), u=f.unit)
+    return _cap(rng.choice(step.says).format(**ctx).strip())
+
+
+def _wrong(fact: Fact, answer: int, rng: random.Random) -> int:
+    r = fact.result
+    offsets = (-2, -1, 1, 2) if fact.op in ("rem", "÷") else WRONG_OFFSETS
+    ok = [r + d for d in offsets if r + d != answer and (r + d > 0 or r <= 0)]
+    ok = [w for w in ok if fact.op != "rem" or w < fact.b] or [r + 1]
+    return rng.choice(ok)
+
+
+def _check_paragraph(fact: Fact, rng: random.Random) -> str:
+    return rng.choice(REVERIFY).format(lhs=fact.lhs(), inv=fact.inverse(), r=fact.result, u=fact.unit)
+
+
+def _doubt_paragraph(fact: Fact, rng: random.Random) -> str:
+    return rng.choice(DOUBTS).format(lhs=fact.lhs(), words=_cap(fact.words()), r=fact.result, u=fact.unit)
+
+
+def _place_habits(p: Problem, habits: tuple[str, ...], rng: random.Random) -> tuple[int | None, dict, list[Fact]]:
+    """Where the habits before the answer go: (backtracked step or None, {j: paragraphs after step j},
+    facts to re-verify after the answer)."""
+    n = len(p.steps)
+    with_fact = [i for i, s in enumerate(p.steps) if s.fact]
+    wrong_at = rng.choice(with_fact) if "backtrack" in habits else None
+    after: dict[int, list[str]] = {j: [] for j in range(n)}
+    if "hesitate" in habits:
+        for j in sorted(rng.sample(with_fact, min(len(with_fact), rng.randint(1, 3)))):
+            after[j].append(_doubt_paragraph(p.steps[j].fact, rng))
+    late = []
+    if "reverify" in habits:
+        for i in sorted(rng.sample(with_fact, min(len(with_fact), rng.randint(1, 3)))):
+            j = rng.randint(i, n)  # re-verified after step j; j == n: after the answer
+            if j == n:
+                late.append(p.steps[i].fact)
+            else:
+                after[j].append(_check_paragraph(p.steps[i].fact, rng))
+    return wrong_at, after, late
+
+
+def _solution(p: Problem, wrong_at: int | None, after: dict, rng: random.Random) -> list[str]:
+    """The steps in order, the planted wrong step and its fix, and the paragraphs planned after each."""
+    out, n = [], len(p.steps)
+    for j, step in enumerate(p.steps):
+        last = j == n - 1
+        lead = _lead(j, n, rng)
+        if j == wrong_at:
+            w = _wrong(step.fact, p.answer, rng)
+            out.append(render(step, w, rng, lead))
+            fix_eq = step.fact.eq(step.result) + (MARK if last else "")
+            out.append(_cap(rng.choice(FIXES).format(eq=fix_eq, w=w)))
+        else:
+            out.append(render(step, step.result, rng, lead, mark=last))
+        out += after[j]
+    return out
+
+
+def _after_answer(p: Problem, habits: tuple[str, ...], late: list[Fact], rng: random.Random) -> tuple[list[str], int]:
+    """The habits after the answer, as blocks in random order, then a closing line ([] if none); and
+    how many of the paragraphs are rechecks (the re-verifications, the alternative's opener, the
+    answer checks)."""
+    blocks = [[_check_paragraph(f, rng)] for f in late]
+    n_rechecks = len(late)
+    if "restate" in habits and rng.random() < 0.5:
+        blocks.append([rng.choice(RESTATE_AGAIN).format(target=p.target, ans=p.answer, para=p.paraphrase)])
+    if "alternative" in habits:
+        blocks.append(FAMILY[p.family].alternative(p, rng))
+        n_rechecks += 1
+    if "recheck_answer" in habits:
+        bodies = FAMILY[p.family].checks(p)
+        picked = rng.sample(bodies, rng.randint(2, min(3, len(bodies))))
+        intros = rng.sample(ANSWER_CHECKS, len(picked))
+        blocks.append([_cap(t.format(ans=p.answer, body=b)) for t, b in zip(intros, picked)])
+        n_rechecks += len(picked)
+    if not blocks:
+        return [], 0
+    rng.shuffle(blocks)
+    return [para for block in blocks for para in block] + [rng.choice(CLOSERS).format(ans=p.answer)], n_rechecks
+
+
+def make_trace(p: Problem, habits: tuple[str, ...], rng: random.Random) -> tuple[str, int, int, int]:
+    """(response, answer_char, n_rechecks, n_backtracks) for problem `p` with `habits`.
+
+    The response is `<think>\\n` + paragraphs joined by blank lines + `\\n\\n</think>\\n\\nFinal answer: N`;
+    answer_char is where the first correct statement of the answer ends."""
+    unknown = set(habits) - set(HABITS)
+    if unknown:
+        raise ValueError(f"unknown habits {sorted(unknown)}; choose from {HABITS}")
+    if "restate" in habits:
+        paras = [rng.choice(RESTATES).format(q=p.question, para=p.paraphrase)]
+    else:
+        paras = [rng.choice(OPENERS)]
+    paras.append(_plan_paragraph(p, rng))
+    wrong_at, after, late = _place_habits(p, habits, rng)
+    paras += _solution(p, wrong_at, after, rng)
+    paras.append(rng.choice(CONCLUDE).format(ans=p.answer, target=p.target))
+    tail, n_late = _after_answer(p, habits, late, rng)
+    text = f"{THINK_START}\n" + "\n\n".join(paras + tail) + f"\n\n{THINK_END}\n\n{ANSWER_PREFIX}{p.answer}"
+    answer_char = text.index(MARK)
+    n_rechecks = sum(len(v) for v in after.values()) + n_late
+    return text.replace(MARK, ""), answer_char, n_rechecks, int(wrong_at is not None)
+
+
+# ---------------------------------------------------------------- data sets
+
+
+def is_heldout(key: str) -> bool:
+    """Whether a problem (its `Problem.key`) belongs to the held-out splits: a stable hash, not the seed."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % HELDOUT_BUCKETS == 0
+
+
+def generate(
+    n: int,
+    seed: int = 0,
+    families: tuple[str, ...] = FAMILIES,
+    cfg: ThinkingConfig = ThinkingConfig(),
+    split: str = "train",
+) -> list[dict]:
+    """`n` rows of distinct problems (by `Problem.key`); row i is of family families[i % len(families)].
+
+    Columns: question, answer, response, family, split, steps, habits, n_rechecks, n_backtracks,
+    answer_char, key. Deterministic in (n, seed, families, cfg, split)."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}; choose from {SPLITS}")
+    bad = [f for f in families if f not in FAMILY]
+    if bad or not families:
+        raise ValueError(f"families={families}: choose one or more of {FAMILIES}")
+    problem_cfg = cfg.harder() if split == "hard" else cfg
+    rows, seen, draw = [], set(), 0
+    while len(rows) < n:
+        family = families[len(rows) % len(families)]
+        for _ in range(MAX_DRAWS):
+            draw += 1
+            p = draw_problem(family, random.Random(f"thinking/{seed}/{split}/{draw}/problem"), problem_cfg)
+            if p.key not in seen and is_heldout(p.key) == (split != "train"):
+                break
+        else:
+            raise ValueError(
+                f"{family}: found only {len(rows)} distinct {split} problems before giving up; the problem "
+                f"space of {problem_cfg} is too small for n={n}: raise steps or digits, or lower n"
+            )
+        seen.add(p.key)
+        rows.append(_row(p, split, random.Random(f"thinking/{seed}/{split}/{draw}/trace"), cfg))
+    return rows
+
+
+def _row(p: Problem, split: str, rng: random.Random, cfg: ThinkingConfig) -> dict:
+    habits = draw_habits(rng, cfg)
+    response, answer_char, n_rechecks, n_backtracks = make_trace(p, habits, rng)
+    return {
+        "question": p.question,
+        "answer": str(p.answer),
+        "response": response,
+        "family": p.family,
+        "split": split,
+        "steps": p.n_steps,
+        "habits": list(habits),
+        "n_rechecks": n_rechecks,
+        "n_backtracks": n_backtracks,
+        "answer_char": answer_char,
+        "key": p.key,
+    }
