@@ -7,6 +7,7 @@ built-in with hypothesis: arbitrary text and perturbed gold answers give a value
 an exception. reasoning-gym (0.1.25) and math-verify are the installed packages, not fakes.
 """
 
+import inspect
 import json
 import math
 from fractions import Fraction
@@ -33,7 +34,7 @@ from repro_train.rewards.outcome import correct_threshold
 
 rg = pytest.importorskip("reasoning_gym")
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 IN_PROCESS = {"exact_match": ExactMatch(), "numeric": Numeric(), "last_number": LastNumber(), "format": Format()}
 
 
@@ -43,8 +44,13 @@ def item(task: str, seed: int, index: int) -> dict:
 
 
 def rgym(fn: ReasoningGym, completion: str, entry: dict) -> float | None:
-    return fn([""], [completion], [str(entry["answer"])], rg_dataset=[entry["metadata"]["source_dataset"]],
-              rg_entry=[json.dumps(entry["metadata"], default=str)])[0]  # fmt: skip
+    return fn(
+        [""],
+        [completion],
+        [str(entry["answer"])],
+        rg_dataset=[entry["metadata"]["source_dataset"]],
+        rg_entry=[json.dumps(entry["metadata"], default=str)],
+    )[0]
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +279,7 @@ def test_strict_refusal_leaves_symbolic_answers_alone(span, gold):
 
 def test_strict_is_an_option_of_every_grading_builtin():
     for name in ("exact_match", "numeric", "last_number", "math_verify", "reasoning_gym"):
-        assert "strict" in REWARDS[name].__init__.__code__.co_varnames, name
+        assert inspect.signature(REWARDS[name]).parameters["strict"].default is True, name
     res = OutcomeReward([RewardSpec("last_number", kwargs={"strict": False})])(["q"], ["What is 0 + 4?"], ["4"])
     assert res.per_fn["last_number"].tolist() == [1.0]
 
@@ -281,15 +287,15 @@ def test_strict_is_an_option_of_every_grading_builtin():
 # ---------------------------------------------------------------- fuzz: any string gives a value
 
 GOLDS = ["42", "-11", "0.75", "3/4", r"\frac{1}{2}", "1,000", "38095785", "x^2+1", "(1, 2)", "Paris", "3 × 41"]
-PIECES = [" ", "\n", "or", "not", "=", "+", "-", "*", "/", "^", "(", ")", "{", "}", "\\boxed{", "\\frac{",
-          "$", "Final answer: ", "</think>", ".", ",", "9", "0", "1e999", "\\neq", "\\sqrt{", "\\left(", "x",
-          "_"]  # fmt: skip
+PIECES = [" ", "\n", "Final answer: ", "\\boxed{", "\\frac{", "\\neq", "\\sqrt{", "\\left("]
+PIECES += "or not = + - * / ^ ( ) { } $ </think> . , 9 0 1e999 x _".split()
 
 
 def perturbed(draw_gold, pieces):
     """A gold answer with random pieces inserted, dropped or wrapped around it."""
-    return st.tuples(draw_gold, st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40), st.sampled_from(pieces)),
-                                         max_size=6)).map(_perturb)  # fmt: skip
+    return st.tuples(
+        draw_gold, st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40), st.sampled_from(pieces)), max_size=6)
+    ).map(_perturb)
 
 
 def _perturb(args):
@@ -308,7 +314,7 @@ def _perturb(args):
     return text
 
 
-TEXT = st.one_of(st.text(max_size=120), st.text(alphabet="".join(set("".join(PIECES))), max_size=120))
+TEXT = st.one_of(st.text(max_size=120), st.text(alphabet="".join(sorted(set("".join(PIECES)))), max_size=120))
 COMPLETIONS = st.one_of(TEXT, perturbed(st.sampled_from(GOLDS), PIECES), st.lists(st.sampled_from(PIECES)).map("".join))
 GOLD_TEXT = st.one_of(st.sampled_from(GOLDS), perturbed(st.sampled_from(GOLDS), PIECES), st.text(max_size=30))
 
@@ -334,8 +340,16 @@ def test_fuzz_strict_never_raises_with_spans_of_the_completion(completion, gold)
     assert isinstance(strict_refusal(completion, completion[cut:], gold, tail=completion[:cut]), (str, type(None)))
 
 
-RG_FAMILIES = ["prime_factorization", "simple_equations", "gsm_symbolic", "chain_sum", "basic_arithmetic",
-               "fraction_simplification", "decimal_arithmetic", "word_sorting"]  # fmt: skip
+RG_FAMILIES = [
+    "prime_factorization",
+    "simple_equations",
+    "gsm_symbolic",
+    "chain_sum",
+    "basic_arithmetic",
+    "fraction_simplification",
+    "decimal_arithmetic",
+    "word_sorting",
+]
 RG_ITEMS = [item(task, 0, i) for task in RG_FAMILIES for i in range(3)]
 
 
