@@ -26,7 +26,14 @@ import threading
 from concurrent.futures.process import BrokenProcessPool
 from typing import Literal
 
-from .extract import extract_final_answer
+from .extract import (
+    answer_sentence,
+    extract_answer,
+    extract_final_answer,
+    normalize_answer,
+    run_start,
+    strict_refusal,
+)
 from .functions import register_reward
 
 STARTUP_S = 60.0
@@ -56,25 +63,58 @@ def parse_gold(answer: str) -> list:
     return parse(as_gold(answer), parsing_timeout=None)
 
 
-def verify_answer(completion: str, answer: str | None, extract: str = "auto") -> float | None:
+def verify_answer(completion: str, answer: str | None, extract: str = "auto", strict: bool = True) -> float | None:
     """1.0 / 0.0 by math-verify; None if there is no gold or it does not parse. No timeout here.
 
-    extract="auto": math-verify's own extraction from the whole completion (last \boxed{}, else
+    extract="auto": math-verify's own extraction from the whole completion (last \\boxed{}, else
     the last LaTeX expression or number); "final_answer": only the text after the last
-    "Final answer:" (none -> 0.0).
+    "Final answer:" (none -> 0.0). strict: an answer the strict rule refuses (`strict_span`) -> 0.0.
+    An exception inside math-verify on the completion's side scores 0.0 (the answer is unreadable).
     """
     from math_verify import parse, verify
 
     if answer is None:
         return None
-    gold = parse_gold(answer)
+    try:
+        gold = parse_gold(answer)
+    except Exception:  # math-verify cannot read the gold: the row cannot be scored
+        return None
     if not gold:
         return None
     text = completion if extract == "auto" else extract_final_answer(completion)
     if text is None:
         return 0.0
-    pred = parse(text, parsing_timeout=None)
-    return float(verify(gold, pred, timeout_seconds=None))
+    try:
+        pred = parse(text, parsing_timeout=None)
+        if strict:
+            span, tail = strict_span(completion, text, pred, extract)
+            # the value is read as math-verify reads digits: "1 000" is one number
+            if strict_refusal(completion, span, answer, tail=normalize_answer(tail)):
+                return 0.0
+        return float(verify(gold, pred, timeout_seconds=None))
+    except Exception:  # math-verify catches its own errors; anything left is an unreadable answer
+        return 0.0
+
+
+def strict_span(completion: str, text: str, pred: list, extract: str) -> tuple[str, str]:
+    """(span, tail) that the strict rule reads for math_verify.
+
+    "final_answer": the answer line. "auto": the "Final answer:" line or last box if there is one
+    (extract_answer); else the sentence where math-verify found its answer (the string it returns),
+    with the value read from the arithmetic run that holds it on: "The final answer is 0 + 4." ->
+    "0 + 4.". If that string is not in the completion verbatim, the string itself.
+    """
+    if extract != "auto":
+        return text, text
+    span = extract_answer(completion)
+    if span is not None:
+        return span, span
+    found = next((p for p in reversed(pred) if isinstance(p, str)), "")
+    at = completion.rfind(found) if found else -1
+    if at < 0:
+        return found, found
+    start, end = answer_sentence(completion, at, at + len(found))
+    return completion[start:end], completion[max(start, run_start(completion, at)) : end]
 
 
 def _init_worker() -> None:
@@ -86,12 +126,14 @@ def _init_worker() -> None:
     verify_answer("\\boxed{1}", "1")  # import and warm up here, not under the first item's timer
 
 
-def check_item(completion: str, answer: str | None, extract: str, timeout_s: float) -> float | None:
+def check_item(
+    completion: str, answer: str | None, extract: str, timeout_s: float, strict: bool = True
+) -> float | None:
     """Pool task: `verify_answer` under a per-item timer; None when the timer runs out."""
     try:
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
         try:
-            return verify_answer(completion, answer, extract)
+            return verify_answer(completion, answer, extract, strict)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
     except _ItemTimeout:  # also caught when it fires between the return and the timer reset
@@ -102,18 +144,25 @@ def check_item(completion: str, answer: str | None, extract: str, timeout_s: flo
 class MathVerify:
     """1.0 if math-verify finds the completion's answer equal to the gold answer, else 0.0.
 
-    Unparsable or missing gold -> None; an item past `timeout_s` -> None. Thread-safe; close() (or
-    `with`) stops the workers. OutcomeReward passes its own num_workers and timeout_s.
+    Unparsable or missing gold -> None; an item past `timeout_s` -> None; an answer the strict rule
+    refuses -> 0.0 (`strict`). Thread-safe; close() (or `with`) stops the workers. OutcomeReward
+    passes its own num_workers and timeout_s.
     """
 
     def __init__(
-        self, extract: Literal["auto", "final_answer"] = "auto", *, num_workers: int = 2, timeout_s: float = 5.0
+        self,
+        extract: Literal["auto", "final_answer"] = "auto",
+        strict: bool = True,
+        *,
+        num_workers: int = 2,
+        timeout_s: float = 5.0,
     ):
         if extract not in ("auto", "final_answer"):
             raise ValueError(f"extract must be 'auto' or 'final_answer', got {extract!r}")
         if int(num_workers) < 1 or not float(timeout_s) > 0:
             raise ValueError(f"need num_workers >= 1 and timeout_s > 0, got {num_workers}, {timeout_s}")
         self.extract = extract
+        self.strict = bool(strict)
         self.num_workers = int(num_workers)
         self.timeout_s = float(timeout_s)
         self._task = check_item  # what the workers run; a test swaps in a stub
@@ -125,7 +174,7 @@ class MathVerify:
         if not completions:
             return []
         with self._lock:
-            return self._map([(c, a, self.extract, self.timeout_s) for c, a in zip(completions, answers)])
+            return self._map([(c, a, self.extract, self.timeout_s, self.strict) for c, a in zip(completions, answers)])
 
     def _map(self, items: list[tuple]) -> list[float | None]:
         """Run `self._task(*item)` for every item in the pool, under the watchdog."""

@@ -5,7 +5,7 @@
         res = reward(prompts, completions, answers, columns={"level": levels})
     res.total      # (B,) float32   1.0 * math_verify + 0.1 * format  (None counts as 0)
     res.per_fn     # {"math_verify": (B,), "format": (B,)}
-    res.correct    # (B,) bool      math_verify >= 0.5 (the first correctness function)
+    res.correct    # (B,) bool      math_verify >= its threshold, 1 (the first correctness function)
     res.unscorable # int            values that were None or timed out
 
 Everything is checked at construction (names, import paths, kwargs, signatures), so a bad recipe
@@ -34,6 +34,10 @@ if TYPE_CHECKING:  # torch is imported in __call__: worker processes import this
     import torch
 
 EXPECTED_SIGNATURE = "fn(prompts, completions, answers, **columns) -> list[float | None]"
+CORRECT_THRESHOLD = 1.0
+"""A rollout is correct when its correctness function scores at least this: a full score. A partial
+score is not a correct answer (reasoning-gym gives "-54" 0.667 for 54); a function with a
+`threshold` attribute (reasoning_gym's kwarg) sets its own."""
 _POOL_KWARGS = ("num_workers", "timeout_s")
 """OutcomeReward arguments handed to any built-in whose constructor takes them (math_verify)."""
 
@@ -59,7 +63,7 @@ class RewardResult:
     per_fn: dict[str, torch.Tensor]
     """(B,) float32 value of each function (None -> 0), keyed by spec name; repeats get "#2", "#3"."""
     correct: torch.Tensor
-    """(B,) bool: the first correctness function's value >= 0.5 (all False if there is none)."""
+    """(B,) bool: the first correctness function's value >= its `correct_threshold` (all False if there is none)."""
     unscorable: int
     """How many (function, rollout) values were None (no gold, unparsable gold, timeout)."""
 
@@ -109,7 +113,8 @@ class OutcomeReward:
             total = [t + r.spec.weight * v for t, v in zip(total, raw)]
             per_fn[r.key] = torch.tensor(raw, dtype=torch.float32)  # (B,)
             if r.correctness and correct is None:
-                correct = per_fn[r.key] >= 0.5  # (B,)
+                threshold = correct_threshold(r.fn)  # compared in float64, before the float32 tensor
+                correct = torch.tensor([v is not None and v >= threshold for v in values], dtype=torch.bool)  # (B,)
         if correct is None:
             correct = torch.zeros(B, dtype=torch.bool)
         return RewardResult(torch.tensor(total, dtype=torch.float32), per_fn, correct, unscorable)
@@ -125,6 +130,13 @@ class OutcomeReward:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def correct_threshold(fn: Callable) -> float:
+    """The value from which `fn` counts a rollout correct: its `threshold` attribute (looked up on a
+    functools.partial's function too), else CORRECT_THRESHOLD."""
+    threshold = getattr(fn, "threshold", getattr(getattr(fn, "func", None), "threshold", None))
+    return CORRECT_THRESHOLD if threshold is None else float(threshold)
 
 
 # ---------------------------------------------------------------- construction

@@ -1,28 +1,50 @@
 """`reasoning_gym`: a reasoning-gym generator's own answer checker as an outcome reward.
 
     reward: {functions: [{name: reasoning_gym}]}      # with data.source: reasoning-gym:TASK?... (or its export)
+    reward: {functions: [{name: reasoning_gym, kwargs: {partial_credit: true, threshold: 0.5}}]}
 
 The answer is extracted as by exact_match (group 1 of the last `pattern` match, else the last
 "Final answer:" line, else the last \\boxed{}); then reasoning-gym's `score_answer` for the row's
 task (column `rg_dataset`) scores it against the row's entry (gold answer + column `rg_entry`,
-the generator's metadata as JSON). Scores are in [0, 1] (some tasks give partial credit).
-No answer -> 0.0; no gold -> None. Needs the reasoning-gym package (imported on first call).
+the generator's metadata as JSON). Its raw score is in [0, 1], and some tasks give partial credit
+to wrong answers (simple_equations: "-54" for 54 scores 0.667), so by default the reward is 1.0
+when the raw score reaches `threshold` (1) and 0.0 below; `partial_credit=True` keeps the raw
+score. The rollout counts as correct when the raw score reaches `threshold` either way.
+
+Before reasoning-gym is asked (strict=True): the strict answer rule (extract.strict_refusal), and
+where the gold is one number, the answer's number must equal it as `numeric` compares
+(gsm_symbolic's checker reads "-65" as 65). A checker that raises on the answer ("3 x 41" for
+prime_factorization) scores 0.0, the documented "unparseable" 0; one that raises on the gold
+itself, or metadata that is not JSON, scores None (the row cannot be scored). A trailing period
+is dropped before the checker sees the answer, unless the gold ends with one. No answer -> 0.0;
+no gold -> None. Needs the reasoning-gym package (imported on first call).
 """
 
 from __future__ import annotations
 
 import json
+import math
 
-from .extract import extract_answer
-from .functions import compile_answer_pattern, register_reward
+from .extract import answer_number, extract_answer, parse_exact, strict_refusal
+from .functions import compile_answer_pattern, numbers_match, register_reward
+
+REL_TOL, ABS_TOL = 1e-6, 1e-9
+"""The tolerances of `numeric`'s defaults, for a gold number that is not written as an integer."""
 
 
 @register_reward("reasoning_gym", correctness=True)
 class ReasoningGym:
     """reasoning-gym's checker for the row's task; needs the columns rg_dataset and rg_entry."""
 
-    def __init__(self, pattern: str | None = None):
+    def __init__(
+        self, pattern: str | None = None, partial_credit: bool = False, threshold: float = 1.0, strict: bool = True
+    ):
         self.pattern = compile_answer_pattern(pattern)
+        self.partial_credit = bool(partial_credit)
+        self.threshold = float(threshold)  # outcome.py: correct = value >= threshold
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1] (a reasoning-gym score), got {threshold}")
+        self.strict = bool(strict)
         self._scorers: dict = {}
 
     def _scorer(self, task: str):
@@ -36,14 +58,42 @@ class ReasoningGym:
             self._scorers[task] = get_score_answer_fn(task)
         return self._scorers[task]
 
+    def raw_score(self, pred: str, answer: str, task: str, meta: dict) -> float | None:
+        """reasoning-gym's score in [0, 1]; 0.0 where its checker raises on `pred`, None where it
+        raises on the gold too (the row, not the answer, is broken). An unknown task raises."""
+        scorer, entry = self._scorer(task), {"answer": answer, "metadata": meta}
+        try:
+            score = float(scorer(pred, entry))
+        except Exception:  # checkers call int() etc. on the answer unguarded (prime_factorization)
+            try:
+                scorer(answer, entry)
+            except Exception:
+                return None
+            return 0.0
+        return min(max(score, 0.0), 1.0) if math.isfinite(score) else 0.0
+
     def check(self, completion: str, answer: str | None, task: str, entry: str | dict | None) -> float | None:
         if answer is None:
             return None
         pred = extract_answer(completion, self.pattern)
         if pred is None:
             return 0.0
-        meta = json.loads(entry) if isinstance(entry, str) else (entry or {})
-        return float(self._scorer(task)(pred, {"answer": answer, "metadata": meta}))
+        try:
+            meta = json.loads(entry) if isinstance(entry, str) else dict(entry or {})
+        except (TypeError, ValueError):
+            return None
+        if self.strict:
+            if strict_refusal(completion, pred, answer, pattern=self.pattern):
+                return 0.0
+            gold, value = parse_exact(answer), answer_number(pred)
+            if gold is not None and value is not None and not numbers_match(value, gold, answer, REL_TOL, ABS_TOL):
+                return 0.0
+        if pred.endswith(".") and not pred.endswith("..") and not answer.rstrip().endswith("."):
+            pred = pred[:-1].rstrip()  # "Final answer: 739." ends a sentence; prime_factorization's int() would raise
+        raw = self.raw_score(pred, answer, task, meta)
+        if raw is None or self.partial_credit:
+            return raw
+        return float(raw >= self.threshold)
 
     def __call__(self, prompts, completions, answers, rg_dataset=None, rg_entry=None, **columns) -> list[float | None]:
         if rg_dataset is None:

@@ -140,10 +140,10 @@ def test_exact_match_values():
     answers = ["1000", "42", "42", "paris", None]
     assert fn([""] * 5, completions, answers) == [1.0, 0.0, 0.0, 1.0, None]
     assert ExactMatch(normalize=False)([""], ["Final answer: $1 000$."], ["1000"]) == [0.0]
-    assert ExactMatch(pattern=r"ANSWER=(\w+)")([""] * 2, ["ANSWER=7 ANSWER=8", "Final answer: 8"], ["8", "8"]) == [
-        1.0,
-        0.0,
-    ]
+    assert ExactMatch(pattern=r"ANSWER=(\w+)")([""] * 2, ["ANSWER=8", "Final answer: 8"], ["8", "8"]) == [1.0, 0.0]
+    # the last match is the answer; the strict rule (on by default) refuses two different answers
+    assert ExactMatch(pattern=r"ANSWER=(\w+)", strict=False)([""], ["ANSWER=7 ANSWER=8"], ["8"]) == [1.0]
+    assert ExactMatch(pattern=r"ANSWER=(\w+)")([""], ["ANSWER=7 ANSWER=8"], ["8"]) == [0.0]
 
 
 def test_numeric_values():
@@ -195,11 +195,14 @@ def test_last_number_values_and_restated_problems():
 
 def test_math_verify_scores_a_restated_problem_right_last_number_does_not():
     """Why the SmolLM2 recipes use last_number: math-verify reads "The final answer is 3 - 7 - 7 = 3." as the
-    expression 3 - 7 - 7, equal to -11. A three-term GRPO run learned to write exactly that (docs/results.md)."""
+    expression 3 - 7 - 7, equal to -11. A three-term GRPO run learned to write exactly that (docs/results.md).
+    The strict answer rule (on by default) refuses it: 3 - 7 - 7 is not 3."""
     pytest.importorskip("math_verify")
     hack = "The final answer to the given arithmetic problem is 3 - 7 - 7 = 3."
-    assert verify_answer(hack, "-11") == 1.0
-    assert verify_answer("The final answer is 5 + 3 = 9.", "8") == 1.0
+    assert verify_answer(hack, "-11", strict=False) == 1.0
+    assert verify_answer("The final answer is 5 + 3 = 9.", "8", strict=False) == 1.0
+    assert verify_answer(hack, "-11") == 0.0
+    assert verify_answer("The final answer is 5 + 3 = 9.", "8") == 0.0
     assert LastNumber()([""] * 2, [hack, "The final answer is 5 + 3 = 9."], ["-11", "8"]) == [0.0, 0.0]
 
 
@@ -279,7 +282,7 @@ def test_construction_errors_name_the_spec():
     with pytest.raises(
         ValueError,
         match=r"reward 'exact_match': bad kwargs \{'foo': 1\}.*"
-        r"accepts: \['pattern', 'normalize'\]",
+        r"accepts: \['pattern', 'normalize', 'strict'\]",
     ):
         OutcomeReward([RewardSpec("exact_match", kwargs={"foo": 1})])
     with pytest.raises(ValueError, match="reward 'numeric': bad kwargs.*exactly one group"):
@@ -432,10 +435,10 @@ def test_math_verify_item_timeout_then_next_call_works(mv_reward):
 STUBS = """
 import signal, sys, time
 
-def torch_loaded(completion, answer, extract, timeout_s):
+def torch_loaded(completion, answer, extract, timeout_s, strict):
     return float("torch" in sys.modules)
 
-def hang(completion, answer, extract, timeout_s):
+def hang(completion, answer, extract, timeout_s, strict):
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # like C code the timer cannot stop
     time.sleep(60)
 """

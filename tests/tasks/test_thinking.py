@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from repro_train.core.typed_config import ConfigError
 from repro_train.commands.data import main as data_main
+from repro_train.core.typed_config import ConfigError
 from repro_train.data.jsonl import iter_jsonl
 from repro_train.data.named import is_named, load_named
 from repro_train.eval.detectors import classify_paragraph, count_backtracks, count_rechecks
