@@ -48,6 +48,11 @@ THINKING_DEFAULTS = {"n": 1000, "seed": 0, "split": "train"}
 THINKING_KEYS = ("n", "seed", "split", "min_steps", "max_steps", "min_digits", "max_digits", "overthink", *HABITS)
 
 
+def _json_default(obj):
+    """reasoning-gym metadata holds sets, tuples and Fractions: lists, and exact strings ('3/4')."""
+    return list(obj) if isinstance(obj, (set, frozenset, tuple)) else str(obj)
+
+
 @dataclass(frozen=True)
 class NamedDataset:
     description: str
@@ -117,7 +122,7 @@ def _reasoning_gym(task: str, params: dict) -> list[dict]:
             "question": e["question"],
             "answer": str(e["answer"]),
             "rg_dataset": task,
-            "rg_entry": json.dumps(e.get("metadata", {}), default=list),
+            "rg_entry": json.dumps(e.get("metadata", {}), default=_json_default),
         }
         for e in ds
     ]

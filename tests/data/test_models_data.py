@@ -297,3 +297,11 @@ def test_smollm2_recipes_share_one_budget_and_eval_holds_out_their_data():
     with open(os.path.join(root, "recipes", "smollm2", "eval.sh")) as fh:
         assert f"TRAIN='{source}'" in fh.read()
     assert cfgs["grpo"]["model"]["path"] == "models/smollm2-135m-instruct"
+
+
+def test_reasoning_gym_metadata_with_fractions_exports():
+    """gsm_symbolic's metadata holds Fractions; json.dumps(default=list) raised TypeError on them."""
+    from repro_train.data.named import load_named
+
+    rows = load_named("reasoning-gym:gsm_symbolic?size=3&seed=1")
+    assert len(rows) == 3 and all(json.loads(r["rg_entry"]) for r in rows)
