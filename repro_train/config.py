@@ -202,7 +202,21 @@ class AlgoConfig:
     mini_batch_size: int | None = None
     """Rollouts per optimizer step, over all ranks; null = the whole batch (one step per epoch)."""
     micro_batch_size: int = 8
-    """Rollouts per forward/backward on each rank (gradient accumulation)."""
+    """Rollouts per forward/backward on each rank (gradient accumulation), when max_tokens_per_micro_batch is null."""
+    max_tokens_per_micro_batch: int | None = None
+    """Micro-batches by a token budget instead of micro_batch_size: rows sorted by length and packed so that rows x
+    (longest prompt + longest response) stays within it (a longer row goes alone). Less padding, and long responses
+    fit. Null = micro_batch_size rows. Not with DeepSpeed (dist.strategy zero2/zero3 fix gradient accumulation at
+    start-up)."""
+    logprob_head: Literal["auto", "fused", "logits"] = "auto"
+    """How log-probs and entropies are computed: 'fused' from the LM head's input a chunk of positions at a time,
+    never keeping the logits (models/logprobs.py); 'logits' through the model's own head and a float32 log-softmax
+    (the reference); 'auto' = fused where the head's weight is whole while the model runs (not ZeRO-3) and the head
+    is a plain linear layer."""
+    old_logprobs: Literal["auto", "recompute"] = "auto"
+    """'auto': when the step is on-policy (update_epochs 1, one mini-batch, KL not in the reward), the old log-probs
+    are the update's own detached ones and no separate pass computes them (RePro's pass keeps only its KV cache and
+    fork entropies); 'recompute': always a separate no-grad pass first."""
     value_clip: float | None = 0.2
     """PPO value-loss clip; null = unclipped."""
     vf_coef: float = 1.0
@@ -334,6 +348,10 @@ def _validate_rollout(cfg: Config) -> None:
         ("rollout.max_new_tokens", ro.max_new_tokens),
         ("rollout.generation_batch_size", ro.generation_batch_size),
         ("algo.micro_batch_size", algo.micro_batch_size),
+        (
+            "algo.max_tokens_per_micro_batch",
+            1 if algo.max_tokens_per_micro_batch is None else algo.max_tokens_per_micro_batch,
+        ),
         ("algo.update_epochs", algo.update_epochs),
         ("train.steps", cfg.train.steps),
         ("data.max_prompt_tokens", cfg.data.max_prompt_tokens),

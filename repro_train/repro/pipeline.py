@@ -174,9 +174,17 @@ class RePro:
             skip.append(reason)
         return Plan(rows, segs, skip)
 
-    def policy_pass(self, model, seqs: Sequences, requests: Sequence[ProbeRequest | None]) -> ProbePass:
-        """The policy pass of one micro-batch with J at the selected cuts of each requested rollout."""
-        return self.probe.run(model, seqs, requests, self.forcing_ids, self.cfg.top_k, self.temperature)
+    def policy_pass(
+        self,
+        model,
+        seqs: Sequences,
+        requests: Sequence[ProbeRequest | None],
+        head: str = "logits",
+        logprobs: bool = True,
+    ) -> ProbePass:
+        """The policy pass of one micro-batch with J at the selected cuts of each requested rollout; `head` and
+        `logprobs` as `ProbeRunner.run` takes them (logprobs False: only what selecting the cuts needs)."""
+        return self.probe.run(model, seqs, requests, self.forcing_ids, self.cfg.top_k, self.temperature, head, logprobs)
 
     def advantages(
         self,

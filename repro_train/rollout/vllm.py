@@ -116,6 +116,21 @@ def _launcher_env() -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine core in this process
 
 
+def sampled_logprobs(logprobs, row: Sequence[int]) -> list[float]:
+    """The log-prob of each sampled token of `row` from vLLM's per-position log-probs: `FlatLogprobs` (flat lists
+    with each position's [start, end) range; `flat_logprobs=True`) or a list of {token id: Logprob}."""
+    if hasattr(logprobs, "start_indices"):
+        ids, vals, start, end = logprobs.token_ids, logprobs.logprobs, logprobs.start_indices, logprobs.end_indices
+        out = []
+        for t, tok in enumerate(row):
+            j = start[t]
+            while ids[j] != tok and j + 1 < end[t]:  # logprobs=0: the sampled token is the only entry
+                j += 1
+            out.append(vals[j])
+        return out
+    return [logprobs[t][tok].logprob for t, tok in enumerate(row)]
+
+
 class VLLMEngine:
     """The `vllm` engine of one training process (see the module docstring)."""
 
@@ -211,6 +226,7 @@ class VLLMEngine:
             max_tokens=c.max_new_tokens,
             stop_token_ids=self.eos_ids,
             logprobs=0,
+            flat_logprobs=True,  # primitive lists, not a dict per token: far less for Python and its GC to walk
             detokenize=False,
             skip_special_tokens=False,
             seed=seed,
@@ -224,7 +240,7 @@ class VLLMEngine:
             for c in sorted(o.outputs, key=lambda c: c.index):
                 row = trim_at_eos(list(c.token_ids), eos)
                 ids[-1].append(row)
-                lps[-1].append([c.logprobs[t][tok].logprob for t, tok in enumerate(row)])
+                lps[-1].append(sampled_logprobs(c.logprobs, row))
         return Rollouts(token_ids=ids, logprobs=lps)
 
     def _gather_tp(self, prompts, seeds):

@@ -119,14 +119,15 @@ def set_seed(seed: int) -> None:
     accelerate_set_seed(seed)
 
 
-def clip_grad_norm(accelerator, model, strategy: str, clip: float) -> float:
-    """The gradient norm of this optimizer step, gradients clipped to `clip` (0: no clipping).
-    DeepSpeed clips inside its own step (its config's gradient_clipping) and reports the norm
-    itself; the other strategies clip through accelerate."""
+def clip_grad_norm(accelerator, model, strategy: str, clip: float) -> torch.Tensor:
+    """The gradient norm of this optimizer step (a 0-d tensor, left on the device: no host sync here), gradients
+    clipped to `clip` (0: no clipping). DeepSpeed clips inside its own step (its config's gradient_clipping) and
+    reports the norm itself; the other strategies clip through accelerate."""
     if strategy in ("zero2", "zero3"):
         n = model.get_global_grad_norm() if hasattr(model, "get_global_grad_norm") else None
-        return float(n) if n is not None else float("nan")
-    return float(accelerator.clip_grad_norm_(model.parameters(), clip if clip > 0 else float("inf")))
+        return torch.as_tensor(float(n) if n is not None else float("nan"), dtype=torch.float64)
+    norm = accelerator.clip_grad_norm_(model.parameters(), clip if clip > 0 else float("inf"))
+    return torch.as_tensor(norm).detach()
 
 
 def gather_full_weights_on_save(accelerator) -> None:

@@ -23,11 +23,12 @@ from ..algos.correction import is_weights
 from ..algos.kl import kl_penalty
 from ..core.seeds import mix_seed
 from ..core.timing import phase_timer
-from ..models.forward import Sequences, forward_logprobs, logprob_pass, pack
+from ..models.forward import Sequences, forward_logprobs, index_on, logprob_pass, pack
 from ..repro.pipeline import Plan, ReProOutput
 from ..repro.scores import fold
 from ..repro.types import ProbeResult
 from ..shaping import ShapingResult
+from .batching import plan_micro_batches
 from .process_fold import dense_rewards, process_advantage
 from .runtime import Runtime
 from .shaping import shape_advantages, shape_rewards
@@ -47,6 +48,7 @@ class Batch:
     """One rank's rollouts of a step and everything computed from them (rows = B on this rank)."""
 
     seqs: Sequences
+    response_ids: list[list[int]]  # each row's response token ids, on the host (EOS included)
     group_ids: torch.Tensor  # (B,)
     prompt_index: list[int]  # dataset index of each row's prompt
     texts: list[str]  # decoded responses
@@ -77,12 +79,17 @@ class Batch:
         return self.seqs.response_mask
 
 
-def micro_batches(n_rows: int, size: int) -> list[list[int]]:
-    return [list(range(s, min(s + size, n_rows))) for s in range(0, n_rows, size)]
+def micro_batch_plan(rt: Runtime, batch: Batch) -> list[list[int]]:
+    """The micro-batches of this step's forwards and updates (`batching.plan_micro_batches`); ranks agree on their
+    number."""
+    algo = rt.cfg.algo
+    plens, rlens = batch.seqs.host_lengths()
+    agree = rt.dist.max_int if rt.dist.world > 1 else None
+    return plan_micro_batches(plens, rlens, algo.micro_batch_size, algo.max_tokens_per_micro_batch, agree)
 
 
-def scatter_rows(dst: torch.Tensor, rows: list[int], src: torch.Tensor) -> None:
-    """dst[rows, :src.shape[1]] = src (a micro-batch's trimmed columns back into the batch)."""
+def scatter_rows(dst: torch.Tensor, rows: torch.Tensor, src: torch.Tensor) -> None:
+    """dst[rows, :src.shape[1]] = src (a micro-batch's trimmed columns back into the batch); `rows` on dst's device."""
     dst[rows, : src.shape[1]] = src.to(dst.device, dst.dtype)
 
 
@@ -123,6 +130,7 @@ def _generate(rt: Runtime, step: int) -> Batch:
     eos = set(rt.response_format.eos_ids)
     batch = Batch(
         seqs=seqs,
+        response_ids=responses,
         group_ids=torch.tensor([s for s in slots for _ in range(G)]),
         prompt_index=[i for i in mine for _ in range(G)],
         texts=rt.tokenizer.batch_decode(responses, skip_special_tokens=True),
@@ -157,67 +165,81 @@ def outcome_rewards(rt: Runtime, batch: Batch) -> None:
 
 
 def forward_phase(rt: Runtime, batch: Batch) -> None:
-    """The step's no-grad forwards over the rollouts, a micro-batch at a time."""
+    """The step's no-grad forwards over the rollouts, a micro-batch at a time, the model in eval mode throughout.
+    On an on-policy step (`Runtime.on_policy`) the policy pass runs only for RePro (its KV cache and fork entropies):
+    the old log-probs, entropies and importance weights come from the update's own pass (loop.py)."""
+    plan = micro_batch_plan(rt, batch)
     with phase_timer(batch.timings, "forward_s", rt.dist.device):
-        if rt.repro is not None:
-            with phase_timer(batch.timings, "plan_s"):
-                responses = [row[:n] for row, n in zip(batch.seqs.response_ids.tolist(), batch.mask.sum(-1).tolist())]
-                batch.plan = rt.repro.plan(responses, batch.answers, batch.correct.tolist())
-        policy_pass(rt, batch)
-        if batch.engine_logprobs is not None:  # the sampler's mismatch with the trainer (algos/correction.py)
-            batch.is_weights, batch.is_stats = is_weights(
-                batch.old_logprobs,
-                batch.engine_logprobs,
-                batch.mask,
-                rt.cfg.rollout.is_correction,
-                rt.cfg.rollout.is_cap,
-            )
-        if rt.ref is not None:
-            reference_pass(rt, batch)
-        if rt.has_critic:
-            value_pass(rt, batch)
+        rt.model.eval()  # once for the phase (eval() walks every module)
+        try:
+            if rt.repro is not None:
+                with phase_timer(batch.timings, "plan_s"):
+                    batch.plan = rt.repro.plan(batch.response_ids, batch.answers, batch.correct.tolist())
+            if rt.repro is not None or not rt.on_policy:
+                policy_pass(rt, batch, plan)
+            if batch.engine_logprobs is not None and not rt.on_policy:  # the sampler's mismatch (algos/correction.py)
+                batch.is_weights, batch.is_stats = is_weights(
+                    batch.old_logprobs,
+                    batch.engine_logprobs,
+                    batch.mask,
+                    rt.cfg.rollout.is_correction,
+                    rt.cfg.rollout.is_cap,
+                )
+            if rt.ref is not None:
+                reference_pass(rt, batch, plan)
+            if rt.has_critic:
+                value_pass(rt, batch, plan)
+        finally:
+            rt.model.train()
 
 
-def policy_pass(rt: Runtime, batch: Batch) -> None:
-    """Old log-probs and entropies: a plain pass with RePro off; RePro's pass (J at the selected
+def policy_pass(rt: Runtime, batch: Batch, plan: list[list[int]]) -> None:
+    """Old log-probs and entropies (unless on-policy): a plain pass with RePro off; RePro's pass (J at the selected
     cuts as well) with it on."""
     cfg, d = rt.cfg, rt.dist
     B, R = batch.mask.shape
-    batch.old_logprobs = torch.zeros(B, R, device=d.device)
-    batch.entropy = torch.zeros(B, R, device=d.device)
+    keep = not rt.on_policy
+    if keep:
+        batch.old_logprobs = torch.zeros(B, R, device=d.device)
+        batch.entropy = torch.zeros(B, R, device=d.device)
+    if rt.repro is not None:
+        batch.probes = [None] * B
     probe_s = 0.0
-    for rows in micro_batches(B, cfg.algo.micro_batch_size):
+    for rows in plan:
         seqs = batch.seqs.select(rows)
         with rt.acc.autocast():  # what the wrapped forward applies, for the probe's layer-by-layer path too
             if rt.repro is None:
-                lp = logprob_pass(rt.policy, seqs, cfg.rollout.temperature)
+                lp = logprob_pass(rt.policy, seqs, cfg.rollout.temperature, head=rt.head)
             else:
-                out = rt.repro.policy_pass(rt.policy, seqs, [batch.plan.requests[i] for i in rows])
+                requests = [batch.plan.requests[i] for i in rows]
+                out = rt.repro.policy_pass(rt.policy, seqs, requests, head=rt.head, logprobs=keep)
                 lp, probe_s = out.lp, probe_s + out.probe_s
-                batch.probes += out.probes
-        scatter_rows(batch.old_logprobs, rows, lp.logprobs)
-        scatter_rows(batch.entropy, rows, lp.entropy)
+                for i, p in zip(rows, out.probes):
+                    batch.probes[i] = p
+        if keep:
+            idx = index_on(rows, d.device)
+            scatter_rows(batch.old_logprobs, idx, lp.logprobs)
+            scatter_rows(batch.entropy, idx, lp.entropy)
     batch.timings["probe_s"] = probe_s  # RePro's device time in the pass (0 with RePro off)
 
 
-def reference_pass(rt: Runtime, batch: Batch) -> None:
+def reference_pass(rt: Runtime, batch: Batch, plan: list[list[int]]) -> None:
     """Log-probs of the responses under the frozen reference model (for the KL term)."""
     B, R = batch.mask.shape
     batch.ref_logprobs = torch.zeros(B, R, device=rt.dist.device)
     with torch.no_grad():
-        for rows in micro_batches(B, rt.cfg.algo.micro_batch_size):
+        for rows in plan:
             seqs = batch.seqs.select(rows)
-            lp = forward_logprobs(rt.ref, seqs, rt.cfg.rollout.temperature, with_entropy=False)
-            scatter_rows(batch.ref_logprobs, rows, lp.logprobs)
+            lp = forward_logprobs(rt.ref, seqs, rt.cfg.rollout.temperature, with_entropy=False, head=rt.head)
+            scatter_rows(batch.ref_logprobs, index_on(rows, rt.dist.device), lp.logprobs)
 
 
-def value_pass(rt: Runtime, batch: Batch) -> None:
+def value_pass(rt: Runtime, batch: Batch, plan: list[list[int]]) -> None:
     """Critic values V(s_t) before each response token (PPO)."""
     B, R = batch.mask.shape
     batch.values = torch.zeros(B, R, device=rt.dist.device)
-    rt.model.eval()
     with torch.no_grad():
-        for rows in micro_batches(B, rt.cfg.algo.micro_batch_size):
+        for rows in plan:
             seqs = batch.seqs.select(rows)
             v = rt.model(
                 input_ids=seqs.input_ids,
@@ -226,8 +248,7 @@ def value_pass(rt: Runtime, batch: Batch) -> None:
                 values_only=True,
             )
             v = v[:, seqs.prompt_width - 1 : -1].float().masked_fill(~seqs.response_mask, 0.0)
-            scatter_rows(batch.values, rows, v)
-    rt.model.train()
+            scatter_rows(batch.values, index_on(rows, rt.dist.device), v)
 
 
 # ----------------------------------------------------------------------------------------------

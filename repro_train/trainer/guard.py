@@ -19,7 +19,6 @@ NonFiniteStop, which names the steps and where the values appeared.
 
 from __future__ import annotations
 
-import math
 import sys
 
 import torch
@@ -70,12 +69,15 @@ class NumericGuard:
         counts = self.dist.sum(counts)  # as it is on one process
         return {w: int(c) for w, c in zip(BATCH_CHECKS, counts.tolist()) if c > 0}
 
-    def skip_update(self, loss_bad: bool, grad_norm: float) -> bool:
-        """At an optimizer step: True (on every rank) when its loss or gradient norm is not finite."""
+    def skip_update(self, loss_bad: torch.Tensor | bool, grad_norm: torch.Tensor | float) -> bool:
+        """At an optimizer step: True (on every rank) when its loss or gradient norm is not finite. Both may be
+        device tensors: this is the update's one read of the device per optimizer step."""
         if not self.can_skip_update:  # DeepSpeed: stepped inside backward, its norm may be unknown (NaN)
             return False
-        local = [int(loss_bad), int(not math.isfinite(grad_norm))]
-        flags = self.dist.max(torch.tensor(local, dtype=torch.float64)).long().tolist()
+        dev = self.dist.device
+        norm = torch.as_tensor(grad_norm, dtype=torch.float64).to(dev)
+        local = torch.stack([torch.as_tensor(loss_bad).to(dev).double(), (~torch.isfinite(norm)).double()])
+        flags = self.dist.max(local).long().tolist()
         for where, f in zip(UPDATE_CHECKS, flags):
             if f:
                 self.update_bad[where] = self.update_bad.get(where, 0) + 1

@@ -15,13 +15,15 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
+from ..algos.correction import is_weights
 from ..algos.kl import kl_penalty
 from ..algos.losses import agg_loss, get_policy_loss, value_loss
 from ..core.timing import phase_timer
-from ..models.forward import forward_logprobs
+from ..models.forward import forward_logprobs, index_on
+from .batching import plan_micro_batches
 from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .dist import clip_grad_norm
-from .experience import Batch, make_experience
+from .experience import Batch, make_experience, scatter_rows
 from .guard import NumericGuard
 from .metrics import NullLogger, RunLogger, sample_rows, step_metrics
 from .preempt import Preempted, Preemption, clear_marker
@@ -34,40 +36,80 @@ from .runtime import Runtime, build_runtime
 
 def update_phase(rt: Runtime, batch: Batch, guard=None) -> dict:
     """algo.update_epochs passes; each mini-batch is one optimizer step accumulated over micro-batches.
-    `guard` (trainer/guard.py) skips an optimizer step whose loss or gradient norm is not finite."""
+    `guard` (trainer/guard.py) skips an optimizer step whose loss or gradient norm is not finite. Statistics stay
+    on the device until the end of the phase (one read). On an on-policy step the update's own detached log-probs
+    and entropies become batch.old_logprobs / batch.entropy (metrics), and the engine-mismatch weights are computed
+    here, a micro-batch at a time."""
     cfg, d, algo = rt.cfg, rt.dist, rt.cfg.algo
     timings: dict[str, float] = {}
     with phase_timer(timings, "update_s", d.device):
-        B = batch.mask.shape[0]
+        B, R = batch.mask.shape
         mini = (algo.mini_batch_size or cfg.rollout.prompts_per_step * cfg.rollout.group_size) // d.world
-        sums: dict[str, float] = {}  # loss terms: shares of the global mean, summed over micro-batches
-        means: dict[str, list[float]] = {}  # per-micro-batch means (clip fractions, ratios, ...)
+        if rt.on_policy:
+            batch.old_logprobs = torch.zeros(B, R, device=d.device)
+            batch.entropy = torch.zeros(B, R, device=d.device)
+        stats = UpdateStats()
         n_steps = 0
         rt.model.train()
         for _ in range(algo.update_epochs):
             for m0 in range(0, B, mini):
-                optimizer_step(rt, batch, list(range(m0, m0 + mini)), sums, means, guard)
+                optimizer_step(rt, batch, list(range(m0, m0 + mini)), stats, guard)
                 n_steps += 1
-        out = {k: d.sum(torch.tensor(v / n_steps, dtype=torch.float64)).item() for k, v in sorted(sums.items())}
-        out.update({k: sum(v) / len(v) for k, v in means.items()})  # this rank's mean
+        out = stats.result(d, n_steps)
+        if rt.on_policy and batch.engine_logprobs is not None:
+            batch.is_stats = {k[3:]: torch.tensor(out.pop(k)) for k in list(out) if k.startswith("is/")}
     return {**out, **timings}
 
 
-def optimizer_step(
-    rt: Runtime, batch: Batch, rows_m: list[int], sums: dict[str, float], means: dict[str, list[float]], guard=None
-) -> None:
-    """One optimizer step on the mini-batch `rows_m`, gradients accumulated over its micro-batches;
-    adds the loss terms to `sums` and the other statistics to `means`. The step is not applied when
-    `guard` finds its loss or gradient norm not finite."""
+class UpdateStats:
+    """The update's statistics, accumulated on the device: loss terms summed (each is a micro-batch's share of the
+    global mean), the others averaged over micro-batches on this rank; host values (the learning rate) kept apart."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.means: dict[str, list[torch.Tensor]] = {}
+        self.host: dict[str, list[float]] = {}
+
+    def add(self, stats: dict) -> None:
+        for k, v in stats.items():
+            if not isinstance(v, torch.Tensor):
+                self.host.setdefault(k, []).append(float(v))
+            elif k in LOSS_TERMS:
+                self.sums[k] = self.sums.get(k, 0) + v.detach().double()
+            else:
+                self.means.setdefault(k, []).append(v.detach().double().reshape(()))
+
+    def result(self, d, n_steps: int) -> dict[str, float]:
+        """Loss terms: the global mean per optimizer step; the rest: this rank's mean. One read of the device."""
+        out = {k: sum(v) / len(v) for k, v in self.host.items()}
+        s_keys, m_keys = sorted(self.sums), sorted(self.means)
+        if s_keys:
+            sums = d.sum(torch.stack([self.sums[k] for k in s_keys]) / n_steps)
+            out.update(zip(s_keys, sums.tolist()))
+        if m_keys:
+            means = torch.stack([torch.stack(self.means[k]).mean() for k in m_keys])
+            out.update(zip(m_keys, means.tolist()))
+        return out
+
+
+def optimizer_step(rt: Runtime, batch: Batch, rows_m: list[int], stats: UpdateStats, guard=None) -> None:
+    """One optimizer step on the mini-batch `rows_m`, gradients accumulated over its micro-batches
+    (`batching.plan_micro_batches`); its statistics go to `stats`. The step is not applied when `guard` finds its
+    loss or gradient norm not finite."""
     cfg, d, algo = rt.cfg, rt.dist, rt.cfg.algo
-    m = batch.mask[rows_m]
-    norms = dict(
-        global_tokens=float(d.sum(m.sum().float())),
-        global_seqs=float(d.sum((m.sum(-1) > 0).sum().float())),
-        max_len=cfg.rollout.max_new_tokens,
+    plens, rlens = batch.seqs.host_lengths()
+    tokens = [rlens[i] for i in rows_m]
+    counts = d.sum(torch.tensor([float(sum(tokens)), float(sum(n > 0 for n in tokens))], dtype=torch.float64))
+    norms = dict(global_tokens=counts[0].item(), global_seqs=counts[1].item(), max_len=cfg.rollout.max_new_tokens)
+    agree = d.max_int if d.world > 1 else None
+    plan = plan_micro_batches(
+        [plens[i] for i in rows_m], tokens, algo.micro_batch_size, algo.max_tokens_per_micro_batch, agree
     )
-    micro = [rows_m[i : i + algo.micro_batch_size] for i in range(0, len(rows_m), algo.micro_batch_size)]
-    loss_bad, applied = False, True
+    micro = [[rows_m[j] for j in group] for group in plan]
+    rt.acc.gradient_accumulation_steps = len(micro)  # this step's micro-batches (their number may vary by step)
+    rt.acc.step = 0
+    bad = torch.zeros((), dtype=torch.bool, device=d.device)
+    applied = True
     for rows in micro:
         with rt.acc.accumulate(rt.model):
             loss, mstats = micro_loss(rt, batch, rows, norms)
@@ -75,19 +117,15 @@ def optimizer_step(
             # ranks and accelerate divides by the accumulation steps, so undo both.
             with d.timed("backward (gradient all-reduce)"):
                 rt.acc.backward(loss * d.world * len(micro))
-            loss_bad = loss_bad or not torch.isfinite(loss.detach()).item()
+            bad = bad | ~torch.isfinite(loss.detach())
             if rt.acc.sync_gradients:
                 mstats["grad_norm"] = clip_grad_norm(rt.acc, rt.model, d.strategy, cfg.optim.grad_clip)
                 mstats["lr"] = rt.scheduler.get_last_lr()[0]
-                applied = guard is None or not guard.skip_update(loss_bad, mstats["grad_norm"])
+                applied = guard is None or not guard.skip_update(bad, mstats["grad_norm"])
             if applied:
                 rt.optimizer.step()
             rt.optimizer.zero_grad(set_to_none=True)
-        for k, v in mstats.items():
-            if k in LOSS_TERMS:
-                sums[k] = sums.get(k, 0.0) + float(v)
-            else:
-                means.setdefault(k, []).append(float(v))
+        stats.add(mstats)
     if applied:
         rt.scheduler.step()
         rt.optimizer_steps += 1  # also the weights' version the rollout engine follows
@@ -98,52 +136,73 @@ LOSS_TERMS = ("pg_loss", "kl", "entropy_bonus", "value_loss")
 
 
 def micro_loss(rt: Runtime, batch: Batch, rows: list[int], norms: dict) -> tuple[torch.Tensor, dict]:
-    """Policy loss (+ KL loss, - entropy bonus, + value loss) of one micro-batch."""
+    """Policy loss (+ KL loss, - entropy bonus, + value loss) of one micro-batch; its statistics as device
+    tensors."""
     cfg, algo = rt.cfg, rt.cfg.algo
     seqs = batch.seqs.select(rows)
     Rm = seqs.response_mask.shape[1]
-    sl = lambda t: t[rows, :Rm]  # noqa: E731 - this micro-batch's rows, trimmed like seqs
+    idx = index_on(rows, rt.dist.device)
+    sl = lambda t: t[idx, :Rm]  # noqa: E731 - this micro-batch's rows, trimmed like seqs
     mask = seqs.response_mask
     want_entropy = algo.entropy_coef > 0
     out = forward_logprobs(
         rt.policy,
         seqs,
         cfg.rollout.temperature,
-        with_entropy=want_entropy,
+        with_entropy=want_entropy or rt.on_policy,
+        entropy_grad=want_entropy,
+        head=rt.head,
         **({"with_values": True} if rt.has_critic else {}),
     )
+    old, isw, stats = old_logprobs_of(rt, batch, idx, out, mask, sl)
     pg, m = get_policy_loss(algo.policy_loss)(
         out.logprobs,
-        sl(batch.old_logprobs),
+        old,
         sl(batch.advantages),
         mask,
         clip_low=algo.clip_low,
         clip_high=algo.clip_high,
         dual_clip=algo.dual_clip,
         agg=algo.loss_agg,
-        is_weights=None if batch.is_weights is None else sl(batch.is_weights),
+        is_weights=isw,
         **norms,
     )
     loss = pg
-    stats = {"pg_loss": pg.item(), **{k: float(v) for k, v in m.items()}}
+    stats.update({"pg_loss": pg.detach(), **m})
     if rt.ref is not None:
         kl = kl_penalty(out.logprobs, sl(batch.ref_logprobs), algo.kl_estimator)
         kl_term = agg_loss(kl, mask, algo.loss_agg, **norms)
-        stats["kl"] = kl_term.item()
+        stats["kl"] = kl_term.detach()
         if algo.kl_mode == "loss":
             loss = loss + algo.kl_coef * kl_term
     if want_entropy:
         ent = agg_loss(out.entropy, mask, algo.loss_agg, **norms)
         loss = loss - algo.entropy_coef * ent
-        stats["entropy_bonus"] = ent.item()
+        stats["entropy_bonus"] = ent.detach()
     if rt.has_critic:
         vl, vm = value_loss(
             out.values, sl(batch.values), sl(batch.returns), mask, clip=algo.value_clip, agg=algo.loss_agg, **norms
         )
         loss = loss + algo.vf_coef * vl
-        stats["value_loss"] = vl.item()
-        stats.update({k: float(v) for k, v in vm.items()})
+        stats["value_loss"] = vl.detach()
+        stats.update(vm)
     return loss, stats
+
+
+def old_logprobs_of(rt: Runtime, batch: Batch, idx: torch.Tensor, out, mask, sl) -> tuple:
+    """(old log-probs, importance weights or None, their statistics) of a micro-batch. On-policy: the update's own
+    detached log-probs, also written to batch.old_logprobs / batch.entropy for the metrics, and the engine-mismatch
+    weights computed from them (algos/correction.py); otherwise the forward phase's."""
+    if not rt.on_policy:
+        return sl(batch.old_logprobs), (None if batch.is_weights is None else sl(batch.is_weights)), {}
+    old = out.logprobs.detach()
+    scatter_rows(batch.old_logprobs, idx, old)
+    scatter_rows(batch.entropy, idx, out.entropy.detach())
+    if batch.engine_logprobs is None:
+        return old, None, {}
+    ro = rt.cfg.rollout
+    w, st = is_weights(old, sl(batch.engine_logprobs), mask, ro.is_correction, ro.is_cap)
+    return old, w, {f"is/{k}": v for k, v in st.items()}
 
 
 # ----------------------------------------------------------------------------------------------

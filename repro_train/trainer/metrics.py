@@ -93,18 +93,11 @@ def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
     m.add("behavior/backtracks", sum(count_backtracks(t) for t in thinking), len(thinking))
     m.add("unscorable", batch.unscorable, 1.0 / rt.dist.world)  # a count: sum over ranks
     tokens = mask.sum().item()
-    m.add("policy/entropy", (batch.entropy * mask).sum().item(), tokens)
     m.add("adv/abs_mean", (batch.advantages.abs() * mask).sum().item(), tokens)
-    if batch.ref_logprobs is not None:
-        m.add("policy/kl_ref", ((batch.old_logprobs - batch.ref_logprobs) * mask).sum().item(), tokens)
     if batch.values is not None:
         m.add("values/mean", (batch.values * mask).sum().item(), tokens)
-    if batch.engine_logprobs is not None:
-        gap_sum, gap_max = logprob_gap(batch.old_logprobs, batch.engine_logprobs, mask)
-        m.add("rollout/logprob_gap/mean", gap_sum.item(), tokens)
-        m.max("rollout/logprob_gap/max", gap_max.item())
-        for k, v in batch.is_stats.items():
-            m.mean_of(f"rollout/is_{k}", v.reshape(1))
+    if batch.old_logprobs is not None:  # (absent when an on-policy step's update was not run: trainer/guard.py)
+        old_logprob_metrics(m, batch, tokens)
     if batch.repro is not None:
         repro_metrics(m, batch, rt.dist.world)
     for k, v in batch.timings.items():
@@ -114,6 +107,20 @@ def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
     for k, v in update_stats.items():
         out[k if k.startswith("time/") else ("time/update_s" if k == "update_s" else f"train/{k}")] = v
     return out
+
+
+def old_logprob_metrics(m: Meter, batch, tokens: float) -> None:
+    """The metrics of the old log-probs: entropy, KL to the reference, the engine's log-prob gap and IS weights."""
+    mask = batch.mask
+    m.add("policy/entropy", (batch.entropy * mask).sum().item(), tokens)
+    if batch.ref_logprobs is not None:
+        m.add("policy/kl_ref", ((batch.old_logprobs - batch.ref_logprobs) * mask).sum().item(), tokens)
+    if batch.engine_logprobs is not None:
+        gap_sum, gap_max = logprob_gap(batch.old_logprobs, batch.engine_logprobs, mask)
+        m.add("rollout/logprob_gap/mean", gap_sum.item(), tokens)
+        m.max("rollout/logprob_gap/max", gap_max.item())
+        for k, v in batch.is_stats.items():
+            m.mean_of(f"rollout/is_{k}", v.reshape(1))
 
 
 def group_counts(rewards: torch.Tensor, correct: torch.Tensor, group_ids: torch.Tensor) -> tuple[int, dict[str, int]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..models.forward import HeadRequest, run_head
 from ..models.loading import model_folder
 from .dist import zero_
 
@@ -28,10 +29,12 @@ class ActorCritic(nn.Module):
         names += [n for n in (getattr(critic, "_no_split_modules", None) or []) if n not in names]
         self._no_split_modules = names
 
-    def forward(self, with_values: bool = False, values_only: bool = False, **kw):
+    def forward(self, with_values: bool = False, values_only: bool = False, head: HeadRequest | None = None, **kw):
+        """`head` given: the decoder and the fused log-prob head (`models.forward.run_head`), inside this forward so
+        that a sharded wrapper (FSDP2) has the LM head's weight whole while it runs."""
         if values_only:
             return self._values(kw)
-        out = self.policy(**kw)
+        out = run_head(self.policy, head, **kw) if head is not None else self.policy(**kw)
         if with_values:
             out["state_values"] = self._values(kw)  # not "values": that would shadow the dict method
         return out
@@ -45,6 +48,9 @@ class ActorCritic(nn.Module):
 
 class PolicyView:
     """The policy behind a distributed wrapper of ActorCritic, usable where a HF model is expected."""
+
+    runs_head = True
+    """forward_logprobs(head="fused") passes its request through the wrapper (ActorCritic.forward)."""
 
     def __init__(self, wrapped, policy: nn.Module):
         self.wrapped = wrapped

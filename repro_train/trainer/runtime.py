@@ -8,6 +8,7 @@ rt.close()
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ..core.text import ResponseFormat, response_format
 from ..core.typed_config import ConfigError, dump_yaml
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
 from ..data.validate import answer_checker
+from ..models.forward import fused_head_supported
 from ..models.loading import load_policy, load_reference, load_tokenizer, model_folder
 from ..repro.pipeline import RePro
 from ..repro.probe.triton.launch import unavailable as triton_unavailable
@@ -71,6 +73,10 @@ class Runtime:
     """The sampler (rollout.engine), behind the seam of rollout/base.py."""
     response_format: ResponseFormat
     """EOS ids and the end-of-thinking marker (model.think_end): one source for every phase."""
+    head: str
+    """'fused' or 'logits': how log-probs are computed (algo.logprob_head resolved, `resolve_head`)."""
+    on_policy: bool
+    """The update's own detached log-probs are the old ones (algo.old_logprobs resolved, `is_on_policy`)."""
     pad_id: int
     out_dir: str
     start_step: int = 0
@@ -114,6 +120,30 @@ def lr_lambda(cfg: Config, total_steps: int):
 def optimizer_steps_per_rl_step(cfg: Config) -> int:
     batch = cfg.rollout.prompts_per_step * cfg.rollout.group_size
     return cfg.algo.update_epochs * (batch // (cfg.algo.mini_batch_size or batch))
+
+
+def resolve_head(cfg: Config, strategy: str, policy) -> str:
+    """algo.logprob_head for this run: 'auto' = fused unless ZeRO-3 (the head's weight is sharded outside its own
+    module's forward) or a head that is not a plain linear layer (logit soft-capping or scaling)."""
+    want = cfg.algo.logprob_head
+    if want == "logits":
+        return want
+    why = "dist.strategy zero3 shards the LM head outside its forward" if strategy == "zero3" else None
+    if why is None and not fused_head_supported(policy):
+        why = f"{type(policy).__name__}'s LM head is not a plain linear layer"
+    if why is not None and want == "fused":
+        raise ConfigError(f"'algo.logprob_head' = 'fused' cannot run here: {why}; use 'auto' or 'logits'")
+    return "logits" if why is not None else "fused"
+
+
+def is_on_policy(cfg: Config) -> bool:
+    """One update epoch over one mini-batch, KL not in the reward: the update's first (and only) pass sees the
+    weights that sampled, so its detached log-probs are the old ones."""
+    a = cfg.algo
+    batch = cfg.rollout.prompts_per_step * cfg.rollout.group_size
+    one_step = a.update_epochs == 1 and (a.mini_batch_size or batch) == batch
+    kl_in_reward = a.kl_coef > 0 and a.kl_mode == "reward"
+    return a.old_logprobs == "auto" and one_step and not kl_in_reward
 
 
 def check_probe_attention(cfg: Config, device) -> None:
@@ -181,7 +211,7 @@ def build_runtime(cfg: Config) -> Runtime:
         with open(os.path.join(out_dir, "config.yaml"), "w") as fh:
             fh.write(dump_yaml(cfg))
     fmt = response_format(policy, tok, cfg.model.think_end)
-    return Runtime(
+    rt = Runtime(
         cfg=cfg,
         acc=acc,
         dist=d,
@@ -200,9 +230,16 @@ def build_runtime(cfg: Config) -> Runtime:
             cfg, acc, wrapped, list(fmt.eos_ids), tok.pad_token_id, max(len(p) for p in prompts.prompt_ids)
         ),
         response_format=fmt,
+        head=resolve_head(cfg, d.strategy, policy),
+        on_policy=is_on_policy(cfg),
         pad_id=tok.pad_token_id,
         out_dir=out_dir,
     )
+    # Everything built so far lives as long as the run: keep it out of every garbage collection (the rollout
+    # engine shares this Python thread, and full collections over the models' objects stall it).
+    gc.collect()
+    gc.freeze()
+    return rt
 
 
 def _build_accelerator(cfg: Config, world: int):
@@ -219,6 +256,11 @@ def _build_accelerator(cfg: Config, world: int):
         cfg.train.device,
     )
     d = Dist(acc)
+    if cfg.algo.max_tokens_per_micro_batch is not None and d.strategy in ("zero2", "zero3"):
+        raise ConfigError(
+            f"'algo.max_tokens_per_micro_batch' cannot run under DeepSpeed ({d.strategy}: its gradient accumulation "
+            "is fixed at start-up); use algo.micro_batch_size, or dist.strategy ddp / fsdp2"
+        )
     d.watchdog = start_watchdog(cfg.dist.collective_timeout_s, d)
     check_probe_attention(cfg, acc.device)
     set_seed(cfg.train.seed)

@@ -166,3 +166,26 @@ def test_each_rank_is_a_data_parallel_engine(fake_vllm):
     VLLMEngine("/models/m", cfg, [2], max_model_len=160, dtype="auto", rank=3, world=4)
     kw = fake_vllm[0].kwargs
     assert (kw["tensor_parallel_size"], kw["data_parallel_size"], kw["seed"]) == (1, 4, 3)
+
+
+@dataclass
+class FakeFlat:
+    """vLLM's FlatLogprobs: each position's entries in [start, end) of flat lists."""
+
+    start_indices: list[int]
+    end_indices: list[int]
+    token_ids: list[int]
+    logprobs: list[float]
+
+
+def test_sampled_logprobs_read_flat_and_dict_logprobs(fake_vllm):
+    from repro_train.rollout.vllm import sampled_logprobs
+
+    eng = engine()
+    eng.push_weights(0, lambda: [("w", 1.0)])
+    eng.sample([[1, 5]], 1, [7])
+    assert fake_vllm[0].params[0].flat_logprobs is True  # asked of vLLM: no dict per token
+    # position 1 holds two entries (a top-k run); the sampled token 8 is the second
+    flat = FakeFlat([0, 1, 3], [1, 3, 4], [5, 9, 8, 2], [-0.5, -0.1, -0.7, -0.2])
+    assert sampled_logprobs(flat, [5, 8, 2]) == [-0.5, -0.7, -0.2]
+    assert sampled_logprobs([{5: FakeLogprob(-0.5)}, {8: FakeLogprob(-0.7)}], [5, 8]) == [-0.5, -0.7]

@@ -90,8 +90,10 @@ WHERE = ["log-probs", "J", "advantages", "loss", "grad_norm"]
 @pytest.mark.parametrize("where", WHERE)
 def test_a_bad_step_is_not_applied_and_logged(tmp_path, tiny_model_dir, data_path, monkeypatch, capsys, where):
     inject(monkeypatch, where, steps={0})
+    # old log-probs exist before the update only when recomputed (an on-policy step takes the update's own)
+    algo = {"old_logprobs": "recompute"} if where == "log-probs" else {}
     recipe = make_recipe(
-        tmp_path, tiny_model_dir, data_path, train={"steps": 2}, repro={"probe_prefix": "\n\nFinal answer: "}
+        tmp_path, tiny_model_dir, data_path, train={"steps": 2}, repro={"probe_prefix": "\n\nFinal answer: "}, algo=algo
     )
     run = run_inprocess(recipe)
     rows = metrics(run)

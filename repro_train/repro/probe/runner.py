@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ...core.timing import DeviceSpan
-from ...models.forward import LogprobOutput, Sequences, forward_logprobs, unwrap
+from ...models.forward import LogprobOutput, Sequences, forward_logprobs, index_on, unwrap
 from ..select import add_forced_cuts, select_cuts_batched
 from ..types import ProbeRequest, ProbeResult
 from .attention import probe_cache
@@ -48,7 +48,7 @@ class ProbePass:
     """What one policy pass with the probe returns."""
 
     lp: LogprobOutput
-    """Phase 1: old log-probs and entropies of the response tokens."""
+    """Phase 1: old log-probs and entropies of the response tokens (both None when not asked for)."""
     probes: list[ProbeResult | None] = field(default_factory=list)
     """Per rollout: selection and J, None where the rollout was skipped."""
     probe_s: float = 0.0
@@ -86,8 +86,14 @@ class ProbeRunner:
         forcing: Sequence[int],
         top_k: int,
         temperature: float = 1.0,
+        head: str = "logits",
+        logprobs: bool = True,
     ) -> ProbePass:
         """Phase 1 (log-probs, entropies), cut selection and phase 2 (J) for one micro-batch.
+
+        `head`: how phase 1 computes log-probs and entropies (`models.forward.forward_logprobs`). `logprobs` False:
+        phase 1 computes the fork entropies only (the segment starts' entropies; the trainer's on-policy step takes
+        its old log-probs from the update), so `lp` holds no log-probs; J is the same either way.
 
         requests[b] is the rollout's ProbeRequest, or None (skipped: no J). Selection and the fused
         probe run on the device without waiting for it, so the host queues phase 2 while phase 1 is
@@ -98,7 +104,9 @@ class ProbeRunner:
             model.eval()
         try:
             with torch.no_grad():
-                lp, on_device, probe_s = self._on_device(model, seqs, requests, forcing, top_k, temperature)
+                lp, on_device, probe_s = self._on_device(
+                    model, seqs, requests, forcing, top_k, temperature, head, logprobs
+                )
                 if was_training:  # back to train mode while the device still computes, not after the sync
                     model.train()
                     was_training = False
@@ -110,7 +118,19 @@ class ProbeRunner:
                 model.train()
         return ProbePass(lp, _results(requests, H, selected, cuts, cut_valid, J), probe_s)
 
-    def _on_device(self, model, seqs, requests, forcing, top_k, temperature):
+    def _phase1(self, model, seqs, answers, nb, n_forcing, temperature, head, at) -> LogprobOutput:
+        """Phase 1: log-probs and entropies of the response (or, with `at`, the entropies at the segment starts),
+        keeping a KV cache with exactly the room phase 2 fills when impl = "fused" (none for the Triton path)."""
+        s, kw = self.settings, {}
+        if s.impl == "fused":
+            triton = triton_path(model, seqs.input_ids.device, s, self.facts)
+            kw["past_key_values"] = probe_cache(
+                0 if triton else probe_layout(nb, max([len(a) for a in answers] + [1]), n_forcing)[1]
+            )
+        at2 = None if at is None else at[:2]
+        return forward_logprobs(model, seqs, temperature, True, use_cache=s.impl == "fused", head=head, at=at2, **kw)
+
+    def _on_device(self, model, seqs, requests, forcing, top_k, temperature, head="logits", logprobs=True):
         """Phase 1, selection and phase 2 queued on the device: (phase 1's output, the device
         tensors (H, selected, cuts, cut_valid, J), the span of selection + phase 2)."""
         s = self.settings
@@ -118,16 +138,9 @@ class ProbeRunner:
         answers = [r.answer_ids if r is not None else () for r in requests]
         F = max([len(r.forced_cuts) for r in requests if r is not None] + [0])  # forced cuts per row
         nb = 1 + min(top_k, max([len(r.seg_starts) for r in requests if r is not None] + [1])) + F
-        kw = {}
-        if s.impl == "fused":  # phase 1 leaves exactly the room phase 2 fills (none for the Triton path)
-            room = (
-                0
-                if triton_path(model, device, s, self.facts)
-                else probe_layout(nb, max([len(a) for a in answers] + [1]), len(forcing))[1]
-            )
-            kw["past_key_values"] = probe_cache(room)
         span = DeviceSpan(device)
-        lp = forward_logprobs(model, seqs, temperature, True, use_cache=s.impl == "fused", **kw)
+        at = None if logprobs else _start_positions(requests)  # only the fork entropies
+        lp = self._phase1(model, seqs, answers, nb, len(forcing), temperature, head, at)
         span.mark()
         # Phase 1 is queued; the probe's inputs are built while the device computes it, and go
         # over in one pinned copy queued behind it (made before phase 1, they kept the device
@@ -143,7 +156,13 @@ class ProbeRunner:
             ],
             device,
         )
-        H = lp.entropy.gather(1, starts)  # (B, S) fork entropies
+        if at is None:
+            H = lp.entropy.gather(1, starts)  # (B, S) fork entropies
+        else:  # (N,) entropies at the valid starts, back to (B, S)
+            H = lp.entropy.new_zeros(starts.shape).index_put(
+                (index_on(at[0], device), index_on(at[2], device)), lp.entropy
+            )
+            lp = LogprobOutput(None, None, lp.cache)
         selected, cuts, cut_valid = select_cuts_batched(H, seg_valid, ends, top_k)
         if F:
             cuts, cut_valid = add_forced_cuts(cuts, cut_valid, *forced)
@@ -158,6 +177,16 @@ class ProbeRunner:
         lp.cache = None
         span.mark()
         return lp, [H.float(), selected, cuts, cut_valid, J.float()], span
+
+
+def _start_positions(requests: Sequence[ProbeRequest | None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, response indices, segment slots) of every requested rollout's segment starts: where the fork
+    entropies are read. Host long tensors."""
+    rows, idx, slot = [], [], []
+    for b, r in enumerate(requests):
+        for s, start in enumerate(r.seg_starts if r is not None else ()):
+            rows.append(b), idx.append(start), slot.append(s)
+    return tuple(torch.tensor(x, dtype=torch.long) for x in (rows, idx, slot))
 
 
 def _results(requests, H, selected, cuts, cut_valid, J) -> list[ProbeResult | None]:
