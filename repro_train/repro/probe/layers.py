@@ -245,7 +245,7 @@ def forward(
     `attend` gets each layer's queries, keys and values (and owns the phase-1 cache). `ops`, if
     given, is a namespace with `rms_norm(x, weight, eps) -> Tensor | None`, and, each in place,
     `scale_(y, weight) -> bool`, `rope_(q, k, cos, sin_signed) -> bool` and `silu_mul_(g, u) -> bool`
-    (`kernels.Kernels`), each with the same rounding as the code below and None/False where it
+    (`triton.ops.Kernels`), each with the same rounding as the code below and None/False where it
     does not apply."""
     m = unwrap(model)
     base = m.model
