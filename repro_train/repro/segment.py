@@ -1,29 +1,15 @@
-"""Segment a chain of thought in token space (spec sections 1 and 2).
+"""Segment a chain of thought in token space (spec sections 1 and 2; docs/repro.md, steps 1-2).
 
-A response `y` (token ids, up to and including EOS) is decoded once, each token gets the character
-offset at which it begins, and the thinking span `y[0:T]` is split into segments at the delimiter:
-
-    text, starts = decode_with_offsets(ids, decode)
+    text, starts = decode_with_offsets(ids, decode)                  # core/text.py
     T = thinking_end(text, starts, len(ids), think_end, ends_with_eos)
-    seg_starts = segment_starts(text, starts, T, delimiter)      # s_0 = 0 < s_1 < ...
+    seg_starts = segment_starts(text, starts, T, delimiter)        # s_0 = 0 < s_1 < ...
     seg_ends = seg_starts[1:] + [T]
 
-Rules (spec 1-2): T is the token in which the first occurrence of the end-of-thinking marker begins
-(no marker: the whole response except a trailing EOS). A maximal run of whitespace that contains a
-delimiter match is one boundary; whitespace at the very start of the response is not; after a
-boundary the next segment starts at the first token that begins at or after the end of the run, if
-that token lies inside the thinking span. So segments are never empty. For a delimiter that matches
-non-whitespace (a user regex such as `Step \\d+:`), the boundary is the match plus the whitespace
-around it.
-
-The authors' code's variant (`repro.think_end_match: first_token`, `repro.boundary: token_ids`)
-works on ids alone: T = the positions before the first token equal to the marker's first token id
-(`thinking_end_by_id`), and a segment starts after every token equal to the first token id of a
-boundary string (`token_boundary_starts`). `Segmentation.think_end_cut` is the prefix that holds
-the marker, where `repro.force_think_end_cut` scores.
-
-Everything here is pure Python over strings and ints; the tokenizer enters only as a `decode`
-callable.
+T is the token in which the first end-of-thinking marker begins (no marker: the whole response but a trailing EOS). A
+maximal whitespace run holding a delimiter match is one boundary (a match of non-whitespace, such as `Step \\d+:`, with
+the whitespace around it), and the next segment starts at the first token that begins at or after its end: segments
+are never empty. The authors' variant works on ids alone (`thinking_end_by_id`, `token_boundary_starts`).
+`segment_response` does it all for one response. Pure Python; the tokenizer enters only as a `decode` callable.
 """
 
 from __future__ import annotations

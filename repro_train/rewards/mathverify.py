@@ -1,18 +1,12 @@
-"""`math_verify`: symbolic answer checking with math-verify, run in a pool of worker processes.
+"""`math_verify`: symbolic answer checking with math-verify, run in a pool of worker processes (docs/rewards.md,
+"math_verify: workers and timeouts").
 
-Why a pool. math-verify's own timeouts use SIGALRM, which works only in a main thread, and sympy
-can spend minutes on an adversarial answer. So each item runs in a worker process's main thread
-under our own per-item timer (`signal.setitimer`; math-verify's timeouts are off), and the parent
-keeps a watchdog for what the timer cannot stop (a hang inside C code, a dead worker):
-
-    item timer      an item running past timeout_s scores None (unscorable); the worker lives on
-    watchdog        no result at all for 2 * timeout_s + 1 s -> kill the workers, score the items
-                    still pending None, and start a fresh pool on the next call
-
-Workers are started with `spawn` (never fork a process that holds CUDA or threads). They import
-this package's pure modules and math-verify only, never torch (outcome.py imports torch lazily for
-this reason), and run with one OMP/BLAS thread. With `spawn` Python also re-imports the main
-script, so entry points should keep heavy imports inside their main().
+math-verify's own timeouts need SIGALRM, which works only in a main thread, and sympy can spend minutes on an
+adversarial answer. So each item runs in a worker process's main thread under our own timer (`signal.setitimer`; past
+timeout_s it scores None and the worker goes on), and the parent keeps a watchdog for what the timer cannot stop (a
+hang inside C code, a dead worker): no result for 2 * timeout_s + 1 s kills the workers, scores the pending items None,
+and the next call starts a fresh pool. Workers are started with `spawn`, import this package's pure modules and
+math-verify only (never torch) and run with one OMP/BLAS thread.
 """
 
 from __future__ import annotations

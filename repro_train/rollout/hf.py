@@ -1,20 +1,15 @@
 """Sampling responses with transformers `generate`: the `hf` rollout engine (the default; runs on a CPU).
 
-    engine = HFEngine(lambda: gathered_for_generation(wrapper, accelerator), cfg.rollout, eos_ids, pad_id, device)
+    engine = HFEngine(model_ctx, cfg.rollout, eos_ids, pad_id, device)   # model_ctx(): the policy, full weights
     out = engine.sample(prompts, group_size, seeds)    # base.Rollouts (no engine log-probs)
-
     responses = sample(model, prompts, group_size, cfg.rollout, eos_ids, pad_id, device, seeds)
-    # responses[i][g]: token ids of sample g of prompt i, up to and including the first EOS
-    # (no EOS when max_new_tokens was hit)
+    # responses[i][g]: sample g of prompt i, up to and including its first EOS (none when max_new_tokens is hit)
 
-The model must hold full weights (see dist.gathered_for_generation). A fresh GenerationConfig is
-built from the recipe and made the model's own for the call: transformers fills any setting a
-passed config leaves unset from the model's generation_config.json (top_k=50, top_p=0.8,
-repetition penalties, ...), which would make RL sample from a truncated distribution while the
-log-probs assume the full one. Every sampling setting is explicit for the same reason: a `None`
-is filled from transformers' global defaults, and those include top_k=50. With `seeds` (one per
-prompt), each prompt's group is sampled in its own call after seeding, so rollouts do not depend on
-batch composition or ranks.
+The model must hold full weights (trainer/dist.py `gathered_for_generation`). Every sampling setting is explicit in a
+fresh GenerationConfig made the model's own for the call: transformers would fill an unset one from the model's
+generation_config.json (top_k=50, top_p=0.8, ...) or from its global defaults, and RL would sample from a truncated
+distribution while its log-probs assume the full one. With `seeds` (one per prompt) each prompt's group is sampled in
+its own call after seeding, so rollouts do not depend on the batch or the ranks (docs/evaluation.md, detail 1).
 """
 
 from __future__ import annotations

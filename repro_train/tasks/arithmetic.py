@@ -1,22 +1,13 @@
 """Synthetic multi-step arithmetic: a toy task where overthinking is real (docs/toy-task.md).
 
-A problem is a left-to-right chain: a start value, then 2-4 operations (+ N, - N, * N). Every
-intermediate value is an integer in [0, 999]; subtraction never reaches 0 (so a chain that starts
-above 0 stays above 0: `0 * n` would make the rest trivial); multiplication is by a small factor.
-Each row carries a chain-of-thought response in one of three styles, mixed at set ratios:
-
-    direct     the steps, one per paragraph
-    recheck    the steps plus 1-2 paragraphs that re-verify a step already done
-    backtrack  one step first written with a wrong result, then a paragraph that fixes it
-
-The formats below are a contract: the tokenizer, the RePro probe (`"\\n\\nFinal answer: "`) and
-the outcome reward parse them. Run:
-
     python -m repro_train.tasks.arithmetic --n 1000 --seed 0 --out data/arith.jsonl
+    rows = generate(n, seed, TaskConfig())     # question, answer and a chain-of-thought response per row
 
-Determinism: row i is built from its own `random.Random(f"{seed}/{i}/...")` streams (string seeds
-are hashed with SHA-512, so they do not depend on PYTHONHASHSEED). So prefixes are stable, and the
-questions do not depend on `with_traces` or on the style ratios.
+A problem is a left-to-right chain of 2-4 operations (+ N, - N, * N) on integers in [0, 999]. Each response is in one
+of three styles, mixed at set ratios: direct (the steps, one per paragraph), recheck (plus 1-2 paragraphs that
+re-verify a step) or backtrack (one step first written wrong, then fixed). The formats below are a contract: the tiny
+reasoner's tokenizer, the RePro probe (`"\\n\\nFinal answer: "`) and the outcome reward parse them. Row i comes from
+its own string-seeded `random.Random` streams, so prefixes are stable and the questions do not depend on the traces.
 """
 
 from __future__ import annotations

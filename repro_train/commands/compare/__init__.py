@@ -1,19 +1,13 @@
-"""`repro-train compare`: train a set of arms with one budget and seeds, evaluate every trained
-policy on one held-out set, and write one table and one accuracy-vs-tokens plot.
+"""`repro-train compare`: train a set of arms with one budget and seeds, evaluate every trained policy on one held-out
+set, and write one table and one accuracy-vs-tokens plot (docs/evaluation.md, "Comparisons").
 
     repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --parallel 4
     repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --seeds 0 --arms grpo,grpo_kimi
     repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --report-only   # table + plot again
 
-The comparison file (CompareConfig below) names a base recipe, overrides shared by every arm (the
-budget), the arms (each a name and its own overrides) and the held-out evaluation. Every arm's
-recipe is loaded and validated before anything runs. Each (arm, seed) is one job: `repro-train
-train` with train.seed = seed, then `repro-train eval` of its final policy on the same problems
-with the same sampling seeds; `--parallel N` runs N jobs at once (one process each, one CPU
-thread each). A job whose eval/summary.json exists is not run again, so an interrupted comparison
-resumes. Writes OUT/<arm>-s<seed>/ (run folder, train.log, eval.log, eval/), OUT/results.json,
-OUT/table.md, OUT/table.csv and OUT/accuracy_vs_tokens.png. Columns: docs/evaluation.md.
-config.py reads the comparison file, jobs.py runs the jobs, report.py writes the table and plot.
+Each (arm, seed) is one job: `repro-train train`, then `repro-train eval` of its final policy. A job whose
+eval/summary.json exists is not run again, so an interrupted comparison resumes. config.py reads the comparison file
+(CompareConfig), jobs.py runs the jobs, report.py writes OUT/results.json, table.md, table.csv and the plot.
 """
 
 from __future__ import annotations

@@ -1,23 +1,14 @@
-"""Phase 2 of the Triton path replayed from a CUDA graph.
+"""Phase 2 of the Triton path replayed from a CUDA graph: its few hundred small kernels in one launch, so the device no
+longer waits on the host to issue them (docs/performance.md, item 7 of the design; numbers in sections 3 and 4).
 
-Phase 2 is a few hundred small kernels (about ten per layer). Issued one by one from Python,
-each costs the host about as much time as the device needs to run it, so the device waits on the
-host (docs/performance.md, section 4). A CUDA graph issues them all in one launch.
-
-`GraphCache.run(fn, key, inputs)` returns fn(*inputs). The first call under a key runs fn as it is (which
-compiles the kernels and warms cuBLAS); the second captures fn over copies of the inputs the
-graph owns and replays it; later calls copy their inputs into those (one multi-tensor copy) and
-replay. The key must hold everything fn bakes in: the inputs' shapes and dtypes, and the address
-of every weight fn reads (`layers.ModelFacts.graph_key`). Weights are read where they lie, so an
-optimizer step that updates them in place is seen by the next replay. The phase-1 cache is an
-input only through its table (`kernels.KVTable`: length, strides, addresses), so a cache of
-another length or place needs no new graph.
-
-The capture runs on a side stream without waiting for the device (phase 1 may still be
-computing: the capture issues nothing). Up to `keep` graphs are kept per device, least recently
-used dropped, all in one memory pool: they run one at a time on one stream, and each replay's
-output is copied out before the next replay is issued. A capture that fails turns graphs off
-for that device, with a warning; phase 2 then runs as it is.
+`GraphCache.run(fn, key, inputs)` returns fn(*inputs). The first call under a key runs fn as it is (which compiles the
+kernels and warms cuBLAS); the second captures fn over copies of the inputs that the graph owns, on a side stream and
+with no host sync, and replays it; later calls copy their inputs into those (one multi-tensor copy) and replay. The key
+holds all that fn bakes in: the inputs' shapes and dtypes and the address of every weight fn reads
+(`layers.ModelFacts.graph_key`). Weights are read where they lie, so an in-place optimizer step is seen; the phase-1
+cache enters only through its table (`triton/attention.py` `KVTable`). Up to `keep` graphs per device share one memory
+pool (least recently used dropped): they replay one at a time on one stream, each output copied out before the next.
+A capture that fails turns graphs off for that device, with a warning.
 """
 
 from __future__ import annotations

@@ -1,19 +1,13 @@
-"""Phase 2's forward written out layer by layer for Llama-family decoders (Llama, Mistral, Qwen2,
-Qwen3), with the same weights and the same arithmetic as the model's own forward.
+"""Phase 2's forward written out layer by layer for Llama-family decoders (Llama, Mistral, Qwen2, Qwen3): the same
+weights and arithmetic as the model's own forward in fewer kernels (docs/performance.md, item 4 of the design).
 
-Phase 2 pushes only a few hundred probe tokens through every layer, so the stock forward is
-bound by its small kernels: RMSNorm's float32 round trip, rotary embeddings built from slices and
-concatenations, separate residual adds, three small projection GEMMs. Here RMSNorm is one
-`F.rms_norm`, the rotary rotation is a `roll`, two products and one in-place add, q, k and v come
-from one GEMM (`fused_qkv`), the residual adds ride in the output projections' GEMMs (`addmm_`
-into the residual stream, so not even a copy), the SiLU gate runs in place, and the final norm and
-LM head see only the positions that predict answer tokens. Attention is the caller's
-`attend(layer, q, k, v, scale)`. With `ops` (`kernels.Kernels` on a GPU) RMSNorm's scale, the rotary
-embedding of q and k and the SiLU gate are one Triton kernel each.
-
-`ModelFacts.unsupported(model)` says why a model cannot take this path (another architecture, sharded
-parameters under ZeRO-3 or FSDP2, sliding-window attention); the probe then runs the model's own
-forward, which gives the same numbers more slowly.
+A few hundred probe tokens leave the stock forward bound by its small kernels. Here RMSNorm is one `F.rms_norm`, the
+rotary rotation a `roll`, two products and one in-place add, q, k and v one GEMM (`fused_qkv`), the residual adds ride
+in the output projections' GEMMs (`addmm_`), the SiLU gate runs in place, and the final norm and LM head see only the
+positions that predict answer tokens. Attention is the caller's `attend(layer, q, k, v, scale)`; with `ops`
+(`triton/ops.py` `Kernels`, on a GPU) RMSNorm's scale, the rotary embedding and the SiLU gate are one Triton kernel
+each. `ModelFacts.unsupported(model)` says why a model cannot take this path (another architecture, parameters sharded
+under ZeRO-3 or FSDP2, sliding-window attention); the probe then runs the model's own forward: the same J, more slowly.
 """
 
 from __future__ import annotations
@@ -251,7 +245,7 @@ def forward(
     `attend` gets each layer's queries, keys and values (and owns the phase-1 cache). `ops`, if
     given, is a namespace with `rms_norm(x, weight, eps) -> Tensor | None`, and, each in place,
     `scale_(y, weight) -> bool`, `rope_(q, k, cos, sin_signed) -> bool` and `silu_mul_(g, u) -> bool`
-    (`kernels.Kernels`), each with the same rounding as the code below and None/False where it
+    (`triton.ops.Kernels`), each with the same rounding as the code below and None/False where it
     does not apply."""
     m = unwrap(model)
     base = m.model

@@ -1,25 +1,15 @@
-"""The probe runner: the policy pass of a micro-batch with J at every selected cut (spec 3-5).
+"""The probe runner: the policy pass of a micro-batch with J at every selected cut (spec 3-5; docs/repro.md, step 5).
 
     runner = ProbeRunner(ProbeSettings(), pad_id=0)
     out = runner.run(model, seqs, requests, forcing_ids, top_k, temperature)   # a ProbePass
 
-`run` is the two-phase pass the trainer (through `RePro.policy_pass`) and `repro-train inspect`
-make per micro-batch:
-
-    phase 1  one forward over prompt + response -> log-probs and entropies of every response token
-             (the old log-probs of the RL step), keeping the KV cache when impl = "fused";
-    select   fork entropies at segment starts -> top-k segments -> cut points, plus any forced
-             cuts (select.py);
-    phase 2  J at c = 0 and at every cut: "fused" (`fused.py`, one extra forward over probe blocks
-             only) or "naive" (`naive.py`, one teacher-forced sequence per cut: the reference).
-
-The runner owns what it remembers between passes: the Triton launch table (`kernels.Launcher`),
-the CUDA graphs (`graphs.GraphCache`) and what it learnt of each model (`layers.ModelFacts`).
-A new runner starts with none of it.
-
-Under ZeRO-3 and FSDP every forward is a collective, so phase 2 always runs once per call (with a
-dummy block when nothing needs scoring) and the naive path pads its number of forwards to
-`sync_calls(n)`, the maximum over ranks, which the caller supplies.
+`run` is the pass that the trainer (through `RePro.policy_pass`) and `repro-train inspect` make per micro-batch:
+phase 1, one forward over prompt + response (old log-probs and entropies, keeping the KV cache when impl = "fused");
+selection, fork entropies -> top-k cut points plus forced cuts (select.py); phase 2, J at c = 0 and every cut, "fused"
+(fused.py, one forward over the probe blocks) or "naive" (naive.py, the reference). The runner owns what it learns
+between passes (the Triton launch table, the CUDA graphs, `layers.ModelFacts`); a new one starts with none. Under
+ZeRO-3 and FSDP every forward is a collective: phase 2 runs once per call (a dummy block when nothing needs scoring),
+and the naive path pads its forwards to `sync_calls(n)`, the maximum over ranks, which the caller supplies.
 """
 
 from __future__ import annotations
