@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import warnings
 
 import torch
 
@@ -91,12 +92,13 @@ def token_logprobs(
 
 
 def resolve_impl(impl: str, device: torch.device | str) -> str:
-    """ "auto" -> "triton" on CUDA with triton installed, else "torch"; "triton" where it cannot run
-    raises. On the CPU "triton" runs under Triton's interpreter (TRITON_INTERPRET=1 set before
-    triton is imported), which is how the CPU tests check the kernels; "auto" never picks that."""
+    """ "auto" -> the Triton kernels on CUDA with triton installed (falling back to torch, warned once, where they
+    fail to compile or launch: `_auto`), else "torch"; "triton" where it cannot run raises. On the CPU "triton" runs
+    under Triton's interpreter (TRITON_INTERPRET=1 set before triton is imported), which is how the CPU tests check
+    the kernels; "auto" never picks that."""
     device = torch.device(device)
     if impl == "auto":
-        return "triton" if device.type == "cuda" and _triton_installed() else "torch"
+        return "auto" if device.type == "cuda" and _triton_installed() else "torch"
     if impl == "triton":
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError(
@@ -285,5 +287,27 @@ def triton_row_grad(x, targets, temperature, lse, s_ent, g_lp, g_ent) -> None:
         )
 
 
-ROW_STATS = {"torch": torch_row_stats, "triton": triton_row_stats}
-ROW_GRAD = {"torch": torch_row_grad, "triton": triton_row_grad}
+_TRITON_FAILED: list[str] = []
+"""Why the Triton kernels failed here (once per process); "auto" then uses the torch row pass."""
+
+
+def _auto(kernel, fallback):
+    """impl "auto" on CUDA: the Triton kernel, and the torch row pass (warned once) where it cannot compile or
+    launch here (an older or newer Triton than tested); impl "triton" raises instead."""
+
+    def run(*args) -> None:
+        if not _TRITON_FAILED:
+            try:
+                return kernel(*args)
+            except Exception as e:  # compilation or launch: nothing was written yet
+                _TRITON_FAILED.append(f"{type(e).__name__}: {e}")
+                warnings.warn(
+                    f"the log-prob head's Triton kernel failed ({_TRITON_FAILED[0][:300]}); using torch", stacklevel=3
+                )
+        return fallback(*args)
+
+    return run
+
+
+ROW_STATS = {"torch": torch_row_stats, "triton": triton_row_stats, "auto": _auto(triton_row_stats, torch_row_stats)}
+ROW_GRAD = {"torch": torch_row_grad, "triton": triton_row_grad, "auto": _auto(triton_row_grad, torch_row_grad)}

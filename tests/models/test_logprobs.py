@@ -412,3 +412,24 @@ def test_gpu_the_whole_logits_never_exist():
     bound = chunk * V * 2 + V * H * (4 + 2) + N * H * 2 + 64 * 2**20
     assert peak < bound < N * V * 2, (peak, bound)
     assert torch.isfinite(dh).all() and torch.isfinite(dw).all()
+
+
+def test_auto_falls_back_to_torch_where_the_kernel_fails(monkeypatch):
+    """impl "auto" on a GPU whose Triton cannot build the kernel: a warning, then the torch row pass."""
+    from repro_train.models import logprobs as L
+
+    def broken(*args):
+        raise RuntimeError("no such triton builtin")
+
+    monkeypatch.setattr(L, "_TRITON_FAILED", [])
+    stats = L._auto(broken, L.torch_row_stats)
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    lp, lse, ent = torch.empty(1), torch.empty(1), torch.empty(1)
+    with pytest.warns(UserWarning, match="no such triton builtin"):
+        stats(x, torch.tensor([2]), 1.0, lp, lse, ent)
+    ref_lp, ref_lse, ref_ent = torch.empty(1), torch.empty(1), torch.empty(1)
+    L.torch_row_stats(x, torch.tensor([2]), 1.0, ref_lp, ref_lse, ref_ent)
+    assert torch.equal(lp, ref_lp) and torch.equal(ent, ref_ent) and L._TRITON_FAILED
+    calls = []
+    L._auto(lambda *a: calls.append(a), L.torch_row_stats)(x, torch.tensor([2]), 1.0, lp, lse, ent)
+    assert not calls  # once failed, the kernel is not tried again in this process
