@@ -185,8 +185,9 @@ class AlgoConfig:
     """PPO ratio clip: lower bound 1 - clip_low."""
     clip_high: float = 0.2
     """PPO ratio clip: upper bound 1 + clip_high (0.28 = DAPO's clip-higher)."""
-    dual_clip: float | None = None
-    """Dual-clip constant (> 1) for negative advantages; null = off."""
+    dual_clip: float | None = 3.0
+    """Dual-clip constant c (> 1): a token with a negative advantage loses at most -c * A (verl's clip_ratio_c,
+    always on); null = off (TRL, OpenRLHF). Inert while ratios stay below c."""
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
     """How per-token losses become one number (seq-mean-token-sum-norm = Dr. GRPO)."""
     kl_coef: float = 0.0
