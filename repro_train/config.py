@@ -93,7 +93,8 @@ class VLLMConfig:
     """0 = keep the engine's memory during scoring and updates; 1 = weights to CPU, KV cache freed; 2 = both freed
     (weights pushed again)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """The engine's weights' dtype ('auto' = model.dtype)."""
+    """The engine's weights' dtype: 'auto' = the precision the trainer's forward runs in, i.e. the autocast dtype
+    under dist.mixed_precision (bf16 -> bfloat16, fp16 -> float16), else model.dtype."""
     cuda_graphs: bool = True
     """Capture CUDA graphs for decoding (false = eager, starts faster, decodes slower)."""
     max_num_seqs: int = 256
