@@ -108,7 +108,8 @@ class EstimatorFacts:
     needs_critic: bool
     """It reads critic values (AdvantageInputs.values): the trainer builds a value model (PPO)."""
     group_relative: bool
-    """Its advantage compares the rollouts of one prompt: a group of equal rewards gets 0, and a group needs >= 2."""
+    """Its advantage compares the rollouts of one prompt: a group of equal rewards gets exactly 0 (before any batch
+    whitening), and a group needs >= 2."""
 
 
 def register_estimator(name: str, *, needs_critic: bool = False, group_relative: bool = False):
