@@ -56,7 +56,7 @@ class PoolMoments:
 
 def _per_row(t: torch.Tensor) -> torch.Tensor:
     """Sum of each row of a (B,) or (B, K) tensor. (B,)"""
-    return t.reshape(t.shape[0], -1).sum(-1)
+    return t.flatten(1).sum(-1) if t.dim() > 1 else t
 
 
 def pool_moments(

@@ -126,3 +126,16 @@ def test_pool_moments_equal_a_per_pool_loop(batch, ddof):
     assert sums[0].item() == c
     torch.testing.assert_close(centred, torch.where(valid, x - mean, 0.0), atol=1e-9, rtol=0)
     assert var.item() == pytest.approx(v, rel=1e-9, abs=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(0,), (0, 0), (0, 3), (2, 0)])
+def test_empty_inputs(shape):
+    """No rows, or rows without values (a batch where RePro scored nothing): empty or zero results, no error."""
+    x = torch.zeros(shape)
+    pools = torch.zeros(shape[0], dtype=torch.long)
+    pm = pool_moments(x, pools, 1 if shape[0] else 0, torch.zeros(shape, dtype=torch.bool))
+    assert pm.centred.shape == shape and (pm.count == 0).all() and (pm.mean == 0).all()
+    centred, var = centre_by_sums(
+        x, torch.zeros(shape, dtype=torch.bool), moment_sums(x, torch.zeros(shape, dtype=torch.bool))
+    )
+    assert centred.shape == shape and var.item() == 0
