@@ -1,7 +1,7 @@
 """Whole GRPO step time, two settings side by side through the real trainer phases: RePro on vs off
 (`--compare repro`, the default) or the vllm vs the hf rollout engine (`--compare engine`).
 
-    python bench/bench_step.py                  # Qwen2 1.5B, bf16, 4 prompts x G=8 x 1,024 tokens: ~4-5 min on an H100
+    python bench/bench_step.py                  # Qwen2 1.5B, 4 prompts x G=8 x 1,024 tokens: ~4-5 min on an H100
     python bench/bench_step.py --compare engine --prompts 32   # vllm vs hf, GRPO + RePro, 32 x 8 x 1,024 tokens
     python bench/bench_step.py --model-size tiny --device cpu --steps 1 --warmup 0 --new-tokens 16   # smoke (a test)
 
@@ -12,6 +12,14 @@ the median with it off; with `--compare engine`, the vllm step is at most 0.45x 
 the rollout phase's tokens/s inside the trainer (weight push and wake/sleep included) is at least
 0.9x vLLM's standalone tokens/s, measured after the steps by `LLM.generate` alone on the same
 engine, prompts and sampling settings.
+
+Precision: by default what the math recipes run, float32 master weights (model.dtype) with bf16
+autocast (dist.mixed_precision), so the optimizer step moves the weights at lr 1e-6 and the vllm
+engine samples in bf16 (rollout.vllm.dtype auto). `--dtype bfloat16 --mixed-precision no` runs pure
+bf16 weights, the setting of the tables measured before issue 25 (at lr 1e-6 most bf16 weights do
+not change: the timings hold, the training does not). The summary's first line names the setting.
+Two float32 runtimes hold about 2 x 24 GB for the 1.5B model (weights, gradients, AdamW): with
+`--compare engine` on an 80 GB card add `--schedule sequential` or lower `--vllm-memory`.
 
 Departures from a real run, all bench-only (no repro_train file is changed):
 - The model folder is written here: Qwen2 dimensions from bench_probe.MODELS with random seeded
@@ -172,6 +180,7 @@ def write_recipe(work: str, setting: str, args) -> str:
     n_steps = args.warmup + args.steps
     recipe = {
         "model": {"path": str(Path(work) / "model"), "dtype": args.dtype, "attn_implementation": "sdpa"},
+        "dist": {"mixed_precision": args.mixed_precision},
         "data": {"source": "toy", "toy_size": max(64, args.prompts * n_steps)},
         "rollout": {
             "prompts_per_step": args.prompts,
@@ -279,13 +288,10 @@ def run(args, payload: dict, write: Callable[[], None]) -> None:
     Path(work).mkdir(parents=True, exist_ok=True)
     try:
         t0 = time.monotonic()
+        # random weights: saved in bf16 on a GPU (half the bytes to write), loaded as model.dtype
+        folder_dtype = torch.bfloat16 if device.type == "cuda" else getattr(torch, args.dtype)
         build_model_dir(
-            str(Path(work) / "model"),
-            args.model_size,
-            getattr(torch, args.dtype),
-            device,
-            args.paragraph_every,
-            args.seed,
+            str(Path(work) / "model"), args.model_size, folder_dtype, device, args.paragraph_every, args.seed
         )
         gc.collect()
         if device.type == "cuda":
@@ -377,6 +383,13 @@ def record(payload: dict, setting: str, i: int, row: dict, args, write) -> None:
         + (f", cuts/rollout {row['cuts_per_rollout']:.1f}" if "cuts_per_rollout" in row else "")
     )
     write()
+
+
+def precision(args) -> str:
+    """The setting in words, e.g. 'float32 weights + bf16 autocast (the math recipes)'."""
+    words = f"{args.dtype} weights" + ("" if args.mixed_precision == "no" else f" + {args.mixed_precision} autocast")
+    recipes = args.dtype == "float32" and args.mixed_precision == "bf16"
+    return words + (" (the math recipes)" if recipes else "")
 
 
 def memory_note() -> str:
@@ -474,7 +487,8 @@ def print_summary(payload: dict, args) -> None:
     s, m = payload["summary"], payload["machine"]
     log(
         f"\n## bench_step: {m.get('gpu', 'cpu')}, torch {m['torch']}, transformers {m['transformers']}, "
-        f"{args.model_size} {args.dtype}, {args.prompts} prompts x G={args.group_size} x {args.new_tokens} tokens, "
+        f"{args.model_size} {precision(args)}, {args.prompts} prompts x G={args.group_size} x "
+        f"{args.new_tokens} tokens, "
         f"micro-batch {args.micro_batch}, {args.schedule}, medians of {args.steps} steps after {args.warmup} warm-up"
     )
     log(table(s, args.settings))
@@ -514,7 +528,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vllm-memory", type=float, default=0.3, help="rollout.vllm.gpu_memory_utilization")
     p.add_argument("--model-size", default="1.5b", choices=sorted(MODELS), help="Qwen2 dimensions (bench_probe.MODELS)")
     p.add_argument("--device", default="cuda")
-    p.add_argument("--dtype", help="model dtype (default bfloat16 on cuda, float32 on cpu)")
+    p.add_argument("--dtype", default="float32", help="model.dtype: the trained (master) weights' dtype")
+    p.add_argument(
+        "--mixed-precision",
+        choices=["no", "bf16", "fp16"],
+        help="dist.mixed_precision: the forward passes' autocast (default bf16 on cuda, as the math recipes; cpu: no)",
+    )
     p.add_argument("--prompts", type=int, default=4, help="rollout.prompts_per_step")
     p.add_argument("--group-size", type=int, default=8, help="rollout.group_size (G)")
     p.add_argument("--new-tokens", type=int, default=1024, help="response length (every response is this long)")
@@ -539,8 +558,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
     p.add_argument("--out", default="bench_step.json", help="JSON results")
     args = p.parse_args(argv)
-    if args.dtype is None:
-        args.dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
+    if args.mixed_precision is None:
+        args.mixed_precision = "bf16" if args.device.startswith("cuda") else "no"
     if not isinstance(getattr(torch, args.dtype, None), torch.dtype):
         p.error(f"unknown dtype {args.dtype!r}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -573,7 +592,7 @@ def main(argv=None) -> dict:
     m = payload["machine"]
     log(
         f"bench_step: {m.get('gpu', 'cpu')} | torch {m['torch']} | transformers {m['transformers']} | "
-        f"{args.model_size} {args.dtype} | {args.prompts} x G={args.group_size} x {args.new_tokens} tokens"
+        f"{args.model_size} {precision(args)} | {args.prompts} x G={args.group_size} x {args.new_tokens} tokens"
     )
 
     def write():

@@ -93,7 +93,8 @@ class VLLMConfig:
     """0 = keep the engine's memory during scoring and updates; 1 = weights to CPU, KV cache freed; 2 = both freed
     (weights pushed again)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """The engine's weights' dtype ('auto' = model.dtype)."""
+    """The engine's weights' dtype: 'auto' = the precision the trainer's forward runs in, i.e. the autocast dtype
+    under dist.mixed_precision (bf16 -> bfloat16, fp16 -> float16), else model.dtype."""
     cuda_graphs: bool = True
     """Capture CUDA graphs for decoding (false = eager, starts faster, decodes slower)."""
     max_num_seqs: int = 256
@@ -185,8 +186,9 @@ class AlgoConfig:
     """PPO ratio clip: lower bound 1 - clip_low."""
     clip_high: float = 0.2
     """PPO ratio clip: upper bound 1 + clip_high (0.28 = DAPO's clip-higher)."""
-    dual_clip: float | None = None
-    """Dual-clip constant (> 1) for negative advantages; null = off."""
+    dual_clip: float | None = 3.0
+    """Dual-clip constant c (> 1): a token with a negative advantage loses at most -c * A (verl's clip_ratio_c,
+    always on); null = off (TRL, OpenRLHF). Inert while ratios stay below c."""
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
     """How per-token losses become one number (seq-mean-token-sum-norm = Dr. GRPO)."""
     kl_coef: float = 0.0

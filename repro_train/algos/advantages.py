@@ -13,9 +13,11 @@ Notation (shapes): B rollouts on this rank, T = response length (right-padded).
 
 `reduce` is an all-reduce SUM across data-parallel ranks (identity on one process). Estimators
 that whiten over the batch (reinforce_pp, reinforce_pp_baseline, gae with whiten=True) call it
-exactly once, on the (count, sum, sumsq) of their valid tokens, so the statistics are global;
+exactly once, on the float64 `moment_sums` of their valid tokens, so the statistics are global;
 grpo and rloo never call it, because groups never span ranks. Inputs on masked tokens
-(token_rewards, values) are never read. Semantics follow verl `verl/trainer/ppo/core_algos.py`;
+(token_rewards, values) are never read. Sums, statistics and recursions are float64 and the
+outputs float32, whatever the inputs' dtype; a group (or batch) of equal total rewards gets
+exactly 0 (algos/moments.py). Semantics follow verl `verl/trainer/ppo/core_algos.py`;
 docs/algorithms.md lists the implementation details.
 """
 
@@ -27,6 +29,11 @@ from dataclasses import dataclass
 import torch
 
 from ..core.registry import Registry
+from .moments import centre_by_sums, divide_keep_zero, moment_sums, pool_index, pool_moments
+
+WORK = torch.float64
+"""Sums, statistics and recursions run in float64; every estimator returns float32 (OUT)."""
+OUT = torch.float32
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
@@ -101,7 +108,8 @@ class EstimatorFacts:
     needs_critic: bool
     """It reads critic values (AdvantageInputs.values): the trainer builds a value model (PPO)."""
     group_relative: bool
-    """Its advantage compares the rollouts of one prompt: a group of equal rewards gets 0, and a group needs >= 2."""
+    """Its advantage compares the rollouts of one prompt: a group of equal rewards gets exactly 0 (before any batch
+    whitening), and a group needs >= 2."""
 
 
 def register_estimator(name: str, *, needs_critic: bool = False, group_relative: bool = False):
@@ -120,42 +128,35 @@ def estimator_facts(name: str) -> EstimatorFacts:
 
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor, reduce: Reduce = identity, eps: float = 1e-8) -> torch.Tensor:
-    """(x - mean) / sqrt(var + eps) over the valid tokens of ALL ranks; 0 on masked tokens. (B, T)
+    """(x - mean) / sqrt(var + eps) over the valid tokens of ALL ranks; 0 on masked tokens. (B, T), x's dtype
 
-    n, S1, S2 = reduce(count, sum, sum of squares of the valid x)
+    sums = reduce(moment_sums(x, mask))          (count, sum of float32 parts, sum of the rest, sum of squares)
     mean = S1 / n,  var = (S2 - S1 * mean) / (n - 1)        (unbiased, as verl masked_var)
-    The stats are float64: S2 - S1 * mean cancels badly in float32 when |mean| >> std.
+    float64 throughout, and the mean taken part by part (algos/moments.py), so that a batch whose
+    valid x are all equal whitens to exactly 0 whatever their value and dtype.
     """
-    xv = torch.where(mask, x, 0).double()  # (B, T)
-    stats = torch.stack([mask.sum().double(), xv.sum(), (xv * xv).sum()])  # (3,)
-    n, s1, s2 = reduce(stats).unbind()
-    mean = s1 / n.clamp(min=1)
-    var = ((s2 - s1 * mean) / (n - 1).clamp(min=1)).clamp(min=0)
-    return torch.where(mask, (xv - mean) * torch.rsqrt(var + eps), 0).to(x.dtype)
-
-
-def _float_dtype(inp: AdvantageInputs) -> torch.dtype:
-    return inp.rewards.dtype if inp.rewards.is_floating_point() else torch.float32
+    centred, var = centre_by_sums(x, mask, reduce(moment_sums(x, mask)))
+    return torch.where(mask, divide_keep_zero(centred, torch.sqrt(var + eps)), 0.0).to(x.dtype)
 
 
 def _total_rewards(inp: AdvantageInputs) -> torch.Tensor:
-    """s_i = rewards_i + sum_t token_rewards_i,t over valid tokens: the total reward. (B,)"""
-    total = inp.rewards.to(_float_dtype(inp))
+    """s_i = rewards_i + sum_t token_rewards_i,t over valid tokens: the total reward. (B,) float64"""
+    total = inp.rewards.to(WORK)
     if inp.token_rewards is not None:
-        total = total + torch.where(inp.mask, inp.token_rewards, 0).sum(-1).to(total.dtype)
+        total = total + torch.where(inp.mask, inp.token_rewards.to(WORK), 0.0).sum(-1)
     return total
 
 
 def _token_rewards(inp: AdvantageInputs) -> torch.Tensor:
-    """r_t = token_rewards_t + rewards * [t == last valid token]; 0 on masked tokens. (B, T)"""
-    mask, dtype = inp.mask, _float_dtype(inp)
+    """r_t = token_rewards_t + rewards * [t == last valid token]; 0 on masked tokens. (B, T) float64"""
+    mask = inp.mask
     if inp.token_rewards is None:
-        r = torch.zeros(mask.shape, dtype=dtype, device=mask.device)  # (B, T)
+        r = torch.zeros(mask.shape, dtype=WORK, device=mask.device)  # (B, T)
     else:
-        r = torch.where(mask, inp.token_rewards, 0).to(dtype)
+        r = torch.where(mask, inp.token_rewards.to(WORK), 0.0)
     T = mask.shape[1]
     last = T - 1 - mask.flip(-1).int().argmax(-1)  # (B,) last True per row
-    outcome = torch.where(mask.any(-1), inp.rewards.to(dtype), 0)  # a row with no tokens drops it
+    outcome = torch.where(mask.any(-1), inp.rewards.to(WORK), 0.0)  # a row with no tokens drops it
     return r.scatter_add(1, last.unsqueeze(1), outcome.unsqueeze(1))
 
 
@@ -174,21 +175,18 @@ def _return_to_go(r: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Te
 
 
 def _group_stats(total: torch.Tensor, group_ids: torch.Tensor):
-    """Per rollout: its group's size G, mean and unbiased std, each (B,).
+    """Per rollout: its group's size G, its deviation s_i - mean_g and the group's unbiased std, each (B,) float64.
 
-    A group of one gets mean 0 and std 1, as verl (its advantage is then its own total reward).
+    The deviation is exactly 0 in a group of equal totals (algos/moments.py). A group of one gets
+    mean 0 and std 1, as verl (its deviation is then its own total reward).
     """
-    _, inv = torch.unique(group_ids, return_inverse=True)  # (B,) group index 0..n_groups-1
-    n_groups = int(inv.max()) + 1 if inv.numel() else 0
-    zeros = total.new_zeros(n_groups)
-    count = zeros.index_add(0, inv, torch.ones_like(total))  # G_g
-    mean = zeros.index_add(0, inv, total) / count  # mean_g = sum_{i in g} s_i / G_g
-    sq_dev = zeros.index_add(0, inv, (total - mean[inv]) ** 2)
-    std = torch.sqrt(sq_dev / (count - 1).clamp(min=1))  # std_g = sqrt(sum (s_i - mean_g)^2 / (G_g - 1))
+    inv, n_groups = pool_index(group_ids)
+    pm = pool_moments(total, inv, n_groups, ddof=1.0)  # mean_g, sum (s_i - mean_g)^2 / (G_g - 1)
+    count = pm.count[inv]
     single = count == 1
-    mean = torch.where(single, 0.0, mean)
-    std = torch.where(single, 1.0, std)
-    return count[inv], mean[inv], std[inv]
+    dev = torch.where(single, total.to(WORK), pm.centred)
+    std = torch.where(single, 1.0, pm.var.sqrt()[inv])
+    return count, dev, std
 
 
 def _broadcast(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -206,12 +204,11 @@ def _broadcast(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def grpo(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> AdvantageOutput:
     """GRPO (arXiv:2402.03300) and Dr. GRPO (arXiv:2503.20783, grpo_std_norm=False)."""
     total = _total_rewards(inp)  # (B,)
-    _, mean, std = _group_stats(total, inp.group_ids)
-    adv = total - mean  # Dr. GRPO: A_i = s_i - mean_g
+    _, adv, std = _group_stats(total, inp.group_ids)  # Dr. GRPO: A_i = s_i - mean_g
     if p.grpo_std_norm:
-        adv = adv / (std + p.eps)  # GRPO: A_i = (s_i - mean_g) / (std_g + eps)
+        adv = divide_keep_zero(adv, std + p.eps)  # GRPO: A_i = (s_i - mean_g) / (std_g + eps)
     returns = _return_to_go(_token_rewards(inp), inp.mask, p.gamma)
-    return AdvantageOutput(_broadcast(adv, inp.mask), returns)
+    return AdvantageOutput(_broadcast(adv, inp.mask).to(OUT), returns.to(OUT))
 
 
 @register_estimator("rloo", group_relative=True)
@@ -219,11 +216,11 @@ def grpo(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) ->
 def rloo(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> AdvantageOutput:
     """RLOO (arXiv:2402.14740): leave-one-out baseline; a group of one gets 0."""
     total = _total_rewards(inp)  # (B,)
-    count, mean, _ = _group_stats(total, inp.group_ids)
+    count, dev, _ = _group_stats(total, inp.group_ids)
     # A_i = s_i - mean_{j != i} s_j = G / (G - 1) * (s_i - mean_g)
-    adv = torch.where(count > 1, count / (count - 1).clamp(min=1) * (total - mean), 0.0)
+    adv = torch.where(count > 1, count / (count - 1).clamp(min=1) * dev, 0.0)
     returns = _return_to_go(_token_rewards(inp), inp.mask, p.gamma)
-    return AdvantageOutput(_broadcast(adv, inp.mask), returns)
+    return AdvantageOutput(_broadcast(adv, inp.mask).to(OUT), returns.to(OUT))
 
 
 @register_estimator("reinforce_pp")
@@ -232,7 +229,7 @@ def reinforce_pp(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = iden
     """REINFORCE++ (arXiv:2501.03262): whitened discounted return-to-go, no critic, no groups."""
     returns = _return_to_go(_token_rewards(inp), inp.mask, p.gamma)  # G_t = sum_{s>=t} gamma^(s-t) r_s
     adv = masked_whiten(returns, inp.mask, reduce)  # A_t = (G_t - mean(G)) / std(G), global batch
-    return AdvantageOutput(adv, returns)
+    return AdvantageOutput(adv.to(OUT), returns.to(OUT))
 
 
 @register_estimator("reinforce_pp_baseline", group_relative=True)
@@ -240,11 +237,11 @@ def reinforce_pp(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = iden
 def reinforce_pp_baseline(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> AdvantageOutput:
     """REINFORCE++-baseline (arXiv:2501.03262): group-mean baseline, then global whitening."""
     total = _total_rewards(inp)  # (B,)
-    _, mean, _ = _group_stats(total, inp.group_ids)
-    adv = _broadcast(total - mean, inp.mask)  # A_i,t = s_i - mean_g on valid tokens
+    _, dev, _ = _group_stats(total, inp.group_ids)
+    adv = _broadcast(dev, inp.mask)  # A_i,t = s_i - mean_g on valid tokens
     adv = masked_whiten(adv, inp.mask, reduce)  # then (A - mean(A)) / std(A) over the global batch
     returns = _return_to_go(_token_rewards(inp), inp.mask, p.gamma)
-    return AdvantageOutput(adv, returns)
+    return AdvantageOutput(adv.to(OUT), returns.to(OUT))
 
 
 @register_estimator("gae", needs_critic=True)
@@ -255,7 +252,7 @@ def gae(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> 
         raise ValueError("the 'gae' estimator needs critic values: AdvantageInputs(values=...) of shape (B, T)")
     mask = inp.mask
     r = _token_rewards(inp)  # (B, T)
-    V = torch.where(mask, inp.values, 0).to(r.dtype)  # (B, T)
+    V = torch.where(mask, inp.values.to(WORK), 0.0)  # (B, T)
     adv = torch.zeros_like(r)  # (B, T)
     next_v = torch.zeros_like(r[:, 0])  # V beyond the last valid token = 0
     next_a = torch.zeros_like(r[:, 0])
@@ -270,4 +267,4 @@ def gae(inp: AdvantageInputs, p: AdvantageParams, reduce: Reduce = identity) -> 
     returns = torch.where(mask, adv + V, 0)  # value targets R_t = A_t + V_t, before whitening
     if p.whiten:
         adv = masked_whiten(adv, mask, reduce)
-    return AdvantageOutput(adv, returns)
+    return AdvantageOutput(adv.to(OUT), returns.to(OUT))

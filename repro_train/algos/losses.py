@@ -84,7 +84,7 @@ def ppo_clip_loss(
     *,
     clip_low: float = 0.2,
     clip_high: float = 0.2,
-    dual_clip: float | None = None,
+    dual_clip: float | None = 3.0,
     agg: str = "token-mean",
     global_tokens: float | None = None,
     global_seqs: float | None = None,
@@ -92,7 +92,8 @@ def ppo_clip_loss(
     is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Token-level clipped surrogate (PPO, arXiv:1707.06347), asymmetric clip (DAPO "clip-higher",
-    arXiv:2503.14476) and optional dual clip (arXiv:1912.09729), as verl `compute_policy_loss_vanilla`.
+    arXiv:2503.14476) and dual clip (arXiv:1912.09729; on at c = 3 as in verl, None turns it off),
+    as verl `compute_policy_loss_vanilla`.
 
     `is_weights` (B, T), when given, multiplies each token's loss (detached): the correction for a
     rollout engine that samples from a slightly different distribution (algos/correction.py).
@@ -145,14 +146,17 @@ def value_loss(
     """Clipped value loss (verl `compute_value_loss`); clip=None gives the plain squared error.
 
     loss_t = 0.5 * max((v_t - R_t)^2, (clip(v_t, old_t - c, old_t + c) - R_t)^2)
-    Returns (loss, {"vf_clipfrac": fraction of valid tokens where the clipped term is larger}).
+    Returns (loss, {"vf_clipfrac": fraction of valid tokens where the clipped term is strictly
+    larger, i.e. the clip bound v and took the token's gradient away: verl's and TRL's event}).
     """
     mask = mask.bool()
     loss = (values - returns) ** 2  # (B, T)
     if clip is None:
         clipped = torch.zeros_like(mask)
     else:
-        v_clipped = old_values + (values - old_values).clamp(-clip, clip)  # clip(v, old - c, old + c)
+        # clamp(v, lo, hi) is v itself inside the range; old + (v - old).clamp(-c, c) is v only up to
+        # rounding, which made the clipped term "larger" by one unit on tokens the clip never touched.
+        v_clipped = torch.clamp(values, old_values - clip, old_values + clip)
         loss_clipped = (v_clipped - returns) ** 2
         clipped = loss_clipped > loss
         loss = torch.maximum(loss, loss_clipped)

@@ -24,6 +24,8 @@ import math
 
 import torch
 
+from ..algos.moments import centre_by_sums, divide_keep_zero, moment_sums, pool_index, pool_moments
+
 # S_magn of a prefix that does no better than no reasoning (J = J_b): 1 - tanh(1).
 NO_PROGRESS_MAGNITUDE = 1.0 - math.tanh(1.0)
 
@@ -108,11 +110,11 @@ def process_rewards(
 
 
 def pool_stats(r: torch.Tensor, mask: torch.Tensor, extra_zero: bool = False) -> torch.Tensor:
-    """(count, sum, sum of squares) of the valid rewards: what ranks all-reduce for a batch pool.
+    """The valid rewards' float64 `moment_sums` (count, sum of float32 parts, sum of the rest, sum
+    of squares) (4,): what ranks all-reduce (SUM) for a batch pool (algos/moments.py).
     `extra_zero`: each scored rollout adds one zero reward (counted, nothing summed)."""
-    m = mask.to(r.dtype)
-    count = m.sum() + (mask.any(-1).to(r.dtype).sum() if extra_zero else 0.0)
-    return torch.stack([count, (r * m).sum(), (r * r * m).sum()])
+    extra = mask.any(-1).sum().to(torch.float64) if extra_zero else 0.0
+    return moment_sums(r, mask, extra)
 
 
 def normalize_rewards(
@@ -125,46 +127,39 @@ def normalize_rewards(
     std: str = "population",
     extra_zero: bool = False,
 ) -> torch.Tensor:
-    """r' = (r - mean) / (std + eps) over a pool (spec 10). (N, M)
+    """r' = (r - mean) / (std + eps) over a pool (spec 10). (N, M), r's dtype
 
     mode 'group': pool = the valid rewards of all rollouts sharing a group id; 'batch': all valid
     rewards (pass `batch_stats` = the all-reduced `pool_stats` when the batch spans ranks);
     'group_mean': r - the group's mean, no std (the authors' REINFORCE++-baseline fold); 'none': r
     unchanged. std 'population' divides the squares by n, 'unbiased' by n - 1 (authors' code); a
     pool of one element gives 0. `extra_zero` (the authors' code's quirk): every scored rollout
-    puts one more zero into its pool, which moves mean and std; no output position holds it."""
+    puts one more zero into its pool, which moves mean and std; no output position holds it.
+    A pool whose members are all equal (the extra zeros included) gives exactly 0, whatever their
+    value: the statistics are float64 and centred exactly (algos/moments.py)."""
     zero = torch.zeros_like(r)
     if mode == "none":
         return torch.where(mask, r, zero)
     if std not in ("population", "unbiased"):
         raise ValueError(f"norm_std must be 'population' or 'unbiased', got {std!r}")
     ddof = 1.0 if std == "unbiased" else 0.0
-    m = mask.to(r.dtype)
     if mode == "batch":
-        count, s1, s2 = (batch_stats if batch_stats is not None else pool_stats(r, mask, extra_zero)).unbind()
-        mean = s1 / count.clamp(min=1.0)
-        var = (s2 - s1 * mean).clamp(min=0.0) / (count - ddof).clamp(min=1.0)
-        sd = torch.where(count > 1, var.sqrt(), torch.zeros_like(var))
+        sums = batch_stats if batch_stats is not None else pool_stats(r, mask, extra_zero)
+        centred, var = centre_by_sums(r, mask, sums, ddof)
+        sd = torch.where(sums[0] > 1, var.sqrt(), torch.zeros_like(var))
     elif mode in ("group", "group_mean"):
         if group_ids is None:
             raise ValueError(f"process_norm='{mode}' needs group_ids")
-        _, inv = torch.unique(group_ids, return_inverse=True)
-        G = int(inv.max()) + 1 if inv.numel() else 0
-        extra = mask.any(-1).to(r.dtype) if extra_zero else r.new_zeros(r.shape[0])  # (N,) zeros added
-        n_extra = torch.zeros(G, dtype=r.dtype, device=r.device).index_add_(0, inv, extra)
-        count = torch.zeros(G, dtype=r.dtype, device=r.device).index_add_(0, inv, m.sum(-1)) + n_extra
-        s1 = torch.zeros_like(count).index_add_(0, inv, (r * m).sum(-1))
-        mean_g = s1 / count.clamp(min=1.0)
-        mean = mean_g[inv].unsqueeze(-1)  # (N, 1)
+        inv, G = pool_index(group_ids)
+        extra = mask.any(-1) if extra_zero else None  # (N,) zeros added to each rollout's pool
+        pm = pool_moments(r, inv, G, mask, ddof, extra)
+        centred = pm.centred
         if mode == "group_mean":
-            return torch.where(mask, r - mean, zero)
-        # Two-pass variance: exact for a pool of one (std 0 -> r' = 0); each extra zero adds mean^2.
-        s2 = torch.zeros_like(count).index_add_(0, inv, (((r - mean) ** 2) * m).sum(-1)) + n_extra * mean_g**2
-        var_g = s2 / (count - ddof).clamp(min=1.0)
-        sd = torch.where(count > 1, var_g.sqrt(), torch.zeros_like(var_g))[inv].unsqueeze(-1)
+            return torch.where(mask, centred, 0.0).to(r.dtype)
+        sd = torch.where(pm.count > 1, pm.var.sqrt(), torch.zeros_like(pm.var))[inv].unsqueeze(-1)  # (N, 1)
     else:
         raise ValueError(f"process_norm must be 'group', 'batch', 'group_mean' or 'none', got {mode!r}")
-    return torch.where(mask, (r - mean) / (sd + eps), zero)
+    return torch.where(mask, divide_keep_zero(centred, sd + eps), 0.0).to(r.dtype)
 
 
 def token_process_advantages(r_norm: torch.Tensor, cuts: torch.Tensor, mask: torch.Tensor, T: int) -> torch.Tensor:

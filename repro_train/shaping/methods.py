@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..algos.moments import pool_index, pool_moments
 from ..core.registry import Registry
 from ..core.typed_config import ConfigError
 from .params import (
@@ -113,8 +114,7 @@ def register_shaper(name: str, advantage: AdvantageFn | None = None):
 
 def _groups(group_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(inverse (B,) with values in [0, n), n groups)."""
-    _, inv = torch.unique(group_ids, return_inverse=True)
-    return inv, int(inv.max()) + 1 if inv.numel() else 0
+    return pool_index(group_ids)
 
 
 def group_sum(x: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
@@ -134,12 +134,16 @@ def group_reduce(x: torch.Tensor, where: torch.Tensor, group_ids: torch.Tensor, 
 
 
 def group_mean_std(x: torch.Tensor, where: torch.Tensor, group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, population std) of x over each group's rows where `where`; nan where none. (B,), (B,)"""
-    w = where.to(x.dtype)
-    n = group_sum(w, group_ids)
-    mean = group_sum(x * w, group_ids) / n  # nan (0/0) for a group with no such row
-    var = group_sum(((x - mean.nan_to_num()) ** 2) * w, group_ids) / n
-    return mean, var.clamp(min=0).sqrt()
+    """(mean, population std) of x over each group's rows where `where`; nan where none. (B,), (B,)
+
+    Through algos/moments.py: when those rows' x are all equal, the mean is exactly that value and
+    the std exactly 0, so the terms built on x - mean (efficiency, GRPO-LEAD, gated_bonus) are 0."""
+    inv, n = _groups(group_ids)
+    pm = pool_moments(x, inv, n, where.bool(), ddof=0.0)
+    none = pm.count == 0
+    mean = torch.where(none, torch.nan, pm.mean)[inv]
+    std = torch.where(none, torch.nan, pm.var.sqrt())[inv]
+    return mean.to(x.dtype), std.to(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------

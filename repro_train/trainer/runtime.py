@@ -163,6 +163,20 @@ def build_repro(cfg: Config, tok, fmt: ResponseFormat, d: Dist) -> RePro | None:
     return RePro(cfg.repro, tok, fmt, cfg.rollout.temperature, sync_calls=d.max_int if d.sharded else None)
 
 
+AUTOCAST_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+"""dist.mixed_precision -> the dtype the trainer's forward passes run in."""
+
+
+def engine_dtype(cfg: Config) -> str:
+    """The vllm engine's dtype: rollout.vllm.dtype, where 'auto' is the precision the trainer's forward
+    runs in (the autocast dtype under dist.mixed_precision, else model.dtype). float32 master weights
+    with bf16 autocast therefore sample in bf16, as verl, TRL and OpenRLHF do; the log-prob gap metric
+    and rollout.is_correction absorb the rounding difference (docs/algorithms.md)."""
+    if cfg.rollout.vllm.dtype != "auto":
+        return cfg.rollout.vllm.dtype
+    return AUTOCAST_DTYPES.get(cfg.dist.mixed_precision, cfg.model.dtype)
+
+
 def build_rollout_engine(cfg: Config, acc, wrapper, eos: list[int], pad_id: int, longest_prompt: int) -> RolloutEngine:
     """The recipe's rollout engine for this process."""
     if cfg.rollout.engine == "hf":
@@ -173,7 +187,13 @@ def build_rollout_engine(cfg: Config, acc, wrapper, eos: list[int], pad_id: int,
                 yield ac.policy
 
         return HFEngine(policy_for_generation, cfg.rollout, eos, pad_id, acc.device)
-    dtype = cfg.model.dtype if cfg.rollout.vllm.dtype == "auto" else cfg.rollout.vllm.dtype
+    dtype = engine_dtype(cfg)
+    if acc.is_main_process:
+        print(
+            f"repro-train: rollout engine vllm samples in {dtype} (rollout.vllm.dtype {cfg.rollout.vllm.dtype}; "
+            f"trainer weights {cfg.model.dtype}, dist.mixed_precision {cfg.dist.mixed_precision})",
+            flush=True,
+        )
     return VLLMEngine(
         model_folder(cfg.model.path),
         cfg.rollout,

@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from repro_train.algos.advantages import (
     ESTIMATORS,
@@ -284,3 +286,133 @@ def test_bad_shapes_raise():
         AdvantageInputs(REWARDS, MASK.float(), GROUPS)
     with pytest.raises(ValueError, match="values"):
         AdvantageInputs(REWARDS, MASK, GROUPS, values=torch.zeros(4, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Flat groups and invariances (issue 25): statistics in float64 with exact centring (algos/moments.py)
+# ---------------------------------------------------------------------------------------------
+
+PROPS = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+FLAT_CASES = [("grpo", {}), ("grpo", {"eps": 0.0}), ("grpo", {"grpo_std_norm": False}), ("rloo", {})]
+FLAT_CASES += [("reinforce_pp_baseline", {}), ("reinforce_pp", {})]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n, value", [(7, 0.1), (64, 2.1)])
+def test_flat_group_gets_exactly_zero(n, value, dtype):
+    """n equal rewards get A = 0, as verl (float64) and this file's docs say. The former float32
+    group statistics gave 7 x 0.1 -> -0.0074 each and 64 x 2.1 -> +0.32 each (bf16 inputs: -0.93
+    and +0.99): the mean is off by a rounding unit and the std is that rounding noise."""
+    inp = AdvantageInputs(
+        torch.full((n,), value, dtype=dtype), torch.ones(n, 3, dtype=torch.bool), torch.zeros(n, dtype=torch.long)
+    )
+    for name, params in FLAT_CASES:
+        out = _run(name, inp, **params)
+        assert out.advantages.dtype == out.returns.dtype == torch.float32, name
+        assert torch.equal(out.advantages, torch.zeros(n, 3)), (name, params, out.advantages[0, 0].item())
+
+
+def test_flat_group_beside_other_groups():
+    # Group 0: three rewards of 0.1 -> A = 0. Group 1: (1, 0) -> GRPO +-1/sqrt2 (eps 0), RLOO +-1.
+    inp = AdvantageInputs(torch.tensor([0.1, 0.1, 0.1, 1.0, 0.0]), _mask([[1, 1]] * 5), torch.tensor([4, 4, 4, 2, 2]))
+    g, r = _run("grpo", inp, eps=0.0), _run("rloo", inp)
+    assert torch.equal(g.advantages[:3], torch.zeros(3, 2)) and torch.equal(r.advantages[:3], torch.zeros(3, 2))
+    _close(g.advantages[3:, 0], [2**-0.5, -(2**-0.5)], tol=1e-7)
+    _close(r.advantages[3:, 0], [1.0, -1.0], tol=0)
+
+
+def test_outputs_are_float32_for_any_input_dtype():
+    for dtype in (torch.bfloat16, torch.float64):
+        inp = _random_batch()
+        inp = AdvantageInputs(inp.rewards.to(dtype), inp.mask, inp.group_ids, inp.token_rewards.to(dtype), inp.values)
+        for name in ESTIMATORS:
+            out = get_estimator(name)(inp, PARAMS)
+            assert out.advantages.dtype == out.returns.dtype == torch.float32, (name, dtype)
+
+
+GRID = 64
+"""Rewards and shifts are multiples of 1/64 below 2^10: exact in float32, so r + c rounds nowhere and
+any difference is the estimator's."""
+
+
+@st.composite
+def grouped_batches(draw):
+    """AdvantageInputs with 1-4 groups of 2-6 rollouts (rows interleaved), grid rewards and token rewards."""
+    sizes = draw(st.lists(st.integers(2, 6), min_size=1, max_size=4))
+    B, T = sum(sizes), draw(st.integers(1, 4))
+    perm = torch.tensor(draw(st.permutations(range(B))))
+    groups = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))[perm]
+    lens = torch.tensor(draw(st.lists(st.integers(1, T), min_size=B, max_size=B)))
+    rewards = torch.tensor(draw(st.lists(st.integers(-8 * GRID, 8 * GRID), min_size=B, max_size=B))) / GRID
+    tok = torch.tensor(draw(st.lists(st.integers(-GRID, GRID), min_size=B * T, max_size=B * T))).view(B, T) / GRID
+    return AdvantageInputs(
+        rewards, torch.arange(T)[None, :] < lens[:, None], groups, tok if draw(st.booleans()) else None
+    )
+
+
+def _with_rewards(inp, rewards):
+    return AdvantageInputs(rewards, inp.mask, inp.group_ids, inp.token_rewards)
+
+
+@PROPS
+@given(
+    inp=grouped_batches(),
+    shift=st.integers(-64 * GRID, 64 * GRID),
+    case=st.sampled_from(
+        [
+            ("grpo", {}),
+            ("grpo", {"eps": 0.0}),
+            ("grpo", {"grpo_std_norm": False}),
+            ("rloo", {}),
+            ("reinforce_pp_baseline", {}),
+        ]
+    ),
+)
+def test_shift_invariance(inp, shift, case):
+    """Adding c to every reward leaves GRPO, Dr. GRPO, RLOO and REINFORCE++-baseline unchanged (groups of >= 2;
+    a group of one takes its raw reward, as verl)."""
+    name, params = case
+    a = _run(name, inp, **params).advantages
+    b = _run(name, _with_rewards(inp, inp.rewards + shift / GRID), **params).advantages
+    torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
+
+
+@PROPS
+@given(inp=grouped_batches(), power=st.integers(-6, 6))
+def test_scale_invariance_of_grpo_and_equivariance_of_the_others(inp, power):
+    """k = 2^power (exact): GRPO with eps = 0 is unchanged; Dr. GRPO and RLOO scale by k. With token rewards
+    scaled too, since they enter the total."""
+    k = 2.0**power
+    tok = None if inp.token_rewards is None else inp.token_rewards * k
+    scaled = AdvantageInputs(inp.rewards * k, inp.mask, inp.group_ids, tok)
+    torch.testing.assert_close(
+        _run("grpo", scaled, eps=0.0).advantages, _run("grpo", inp, eps=0.0).advantages, atol=1e-6, rtol=0
+    )
+    for name, params in (("grpo", {"grpo_std_norm": False}), ("rloo", {})):
+        a, b = _run(name, inp, **params).advantages, _run(name, scaled, **params).advantages
+        torch.testing.assert_close(b, a * k, atol=1e-6 * k, rtol=0)
+
+
+@PROPS
+@given(inp=grouped_batches(), shift=st.integers(-64 * GRID, 64 * GRID), power=st.integers(-6, 6))
+def test_masked_whiten_is_shift_and_scale_invariant(inp, shift, power):
+    """The batch whitening of REINFORCE++(-baseline) and GAE: (k x + c) whitens like x (eps = 0)."""
+    x, m = inp.token_rewards if inp.token_rewards is not None else inp.rewards[:, None].expand(inp.mask.shape), inp.mask
+    moved = x * 2.0**power + shift / GRID
+    torch.testing.assert_close(masked_whiten(moved, m, eps=0.0), masked_whiten(x, m, eps=0.0), atol=1e-6, rtol=0)
+
+
+@PROPS
+@given(
+    inp=grouped_batches(),
+    value=st.floats(-1e4, 1e4, width=32),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float64]),
+    case=st.sampled_from(FLAT_CASES),
+)
+def test_flat_group_property(inp, value, dtype, case):
+    """Every group flat at one value (so the whole batch is flat): every estimator gives exactly 0."""
+    name, params = case
+    out = _run(
+        name, AdvantageInputs(torch.full_like(inp.rewards, value, dtype=dtype), inp.mask, inp.group_ids), **params
+    )
+    assert torch.equal(out.advantages, torch.zeros(inp.mask.shape))

@@ -14,6 +14,7 @@ from repro_train.algos.losses import (
     register_policy_loss,
     value_loss,
 )
+from repro_train.config import AlgoConfig
 
 GARBAGE = 1e6
 
@@ -76,12 +77,16 @@ def test_agg_two_halves_sum_to_whole(mode):
 #   t3 r=0.5 A=+1: max(-0.5, -0.8) = -0.5   unclipped (the min picks rA)
 #   t4 r=0.5 A=-1: max( 0.5,  0.8) =  0.8   clipped
 #   t5 r=1.5 A=-1: max( 1.5,  1.2) =  1.5   unclipped
-#   t6 r=4.0 A=-1: max( 4.0,  1.2) =  4.0   unclipped; dual clip 3 caps it at 3
-# Layout: row 0 = (t1, t2, pad, pad), row 1 = (t3, t4, t5, t6).
+#   t6 r=4.0 A=-1: max( 4.0,  1.2) =  4.0   unclipped; dual clip 3 (the default) caps it at 3
+# Layout: row 0 = (t1, t2, pad, pad), row 1 = (t3, t4, t5, t6). The hand tests turn the dual clip off
+# (NO_DUAL) so that t6 shows the plain clipped surrogate; test_ppo_clip_dual_clip checks the default.
 RATIO = torch.tensor([[1.1, 1.5, 1.0, 1.0], [0.5, 0.5, 1.5, 4.0]])
 ADV = torch.tensor([[1.0, 1.0, GARBAGE, -GARBAGE], [1.0, -1.0, -1.0, -1.0]])
 PM = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
 OLD = torch.tensor([[-1.0, -2.0, -0.5, -3.0], [-1.5, -0.7, -2.2, -1.1]])
+
+
+NO_DUAL = dict(dual_clip=None)
 
 
 def _logprobs():
@@ -92,7 +97,7 @@ def _logprobs():
 
 def test_ppo_clip_hand_token_mean_and_metrics():
     lp = _logprobs()
-    loss, metrics = ppo_clip_loss(lp, OLD, ADV, PM)
+    loss, metrics = ppo_clip_loss(lp, OLD, ADV, PM, **NO_DUAL)
     # (-1.1 - 1.2 - 0.5 + 0.8 + 1.5 + 4.0) / 6 = 3.5 / 6
     _close(loss, 3.5 / 6)
     _close(metrics["clipfrac"], 2 / 6)  # t2, t4
@@ -113,6 +118,13 @@ def test_ppo_clip_dual_clip():
     _close(metrics["dual_clipfrac"], 1 / 6)
     loss.backward()
     assert lp.grad[1, 3] == 0  # the capped token passes no gradient
+    # on by default at c = 3 (verl's clip_ratio_c), in the function and in the recipes
+    default, dm = ppo_clip_loss(_logprobs(), OLD, ADV, PM)
+    _close(default, 2.5 / 6)
+    _close(dm["dual_clipfrac"], 1 / 6)
+    assert AlgoConfig().dual_clip == 3.0
+    # c = 5 is above every ratio here: nothing capped, the loss of the hand test without the dual clip
+    _close(ppo_clip_loss(_logprobs(), OLD, ADV, PM, dual_clip=5.0)[0], 3.5 / 6)
     with pytest.raises(ValueError, match="dual_clip"):
         ppo_clip_loss(lp, OLD, ADV, PM, dual_clip=1.0)
 
@@ -121,16 +133,16 @@ def test_ppo_clip_asymmetric():
     # clip_high 0.28: t2 -> max(-1.5, -1.28) = -1.28; t5 unchanged (1.5 > 1.28).
     # clip_low 0.3:   t4 -> max(0.5, 0.7) = 0.7.
     # Sum: -1.1 - 1.28 - 0.5 + 0.7 + 1.5 + 4.0 = 3.32
-    loss, _ = ppo_clip_loss(_logprobs(), OLD, ADV, PM, clip_low=0.3, clip_high=0.28)
+    loss, _ = ppo_clip_loss(_logprobs(), OLD, ADV, PM, clip_low=0.3, clip_high=0.28, **NO_DUAL)
     _close(loss, 3.32 / 6, tol=1e-5)
 
 
 def test_ppo_clip_agg_modes_hand():
     # Row sums: row 0 = -1.1 - 1.2 = -2.3 (2 tokens); row 1 = -0.5 + 0.8 + 1.5 + 4.0 = 5.8 (4 tokens).
     lp = _logprobs()
-    _close(ppo_clip_loss(lp, OLD, ADV, PM, agg="seq-mean-token-mean")[0], (-2.3 / 2 + 5.8 / 4) / 2)  # 0.15
-    _close(ppo_clip_loss(lp, OLD, ADV, PM, agg="seq-mean-token-sum-norm")[0], (-2.3 + 5.8) / 4 / 2)  # 0.4375
-    _close(ppo_clip_loss(lp, OLD, ADV, PM, agg="seq-mean-token-sum-norm", max_len=10)[0], 3.5 / 20)
+    _close(ppo_clip_loss(lp, OLD, ADV, PM, agg="seq-mean-token-mean", **NO_DUAL)[0], (-2.3 / 2 + 5.8 / 4) / 2)  # 0.15
+    _close(ppo_clip_loss(lp, OLD, ADV, PM, agg="seq-mean-token-sum-norm", **NO_DUAL)[0], (-2.3 + 5.8) / 4 / 2)
+    _close(ppo_clip_loss(lp, OLD, ADV, PM, agg="seq-mean-token-sum-norm", max_len=10, **NO_DUAL)[0], 3.5 / 20)
 
 
 def test_ppo_clip_two_ranks_equal_whole():
@@ -179,3 +191,25 @@ def test_value_loss_unclipped_hand():
     loss, metrics = value_loss(V, V_OLD, R, VM, clip=None)
     _close(loss, 0.5 * (0.04 + 0.36 + 0.0 + 1.0) / 4)  # 0.175
     _close(metrics["vf_clipfrac"], 0.0)
+
+
+def test_vf_clipfrac_counts_only_tokens_the_clip_bound():
+    """verl's and TRL's event: the clipped term strictly larger. v = 0.01, old = 0.05, R = 0, clip 0.2:
+    v is inside [old - 0.2, old + 0.2], so clip(v) = v and both terms are 0.01^2 = 1e-4: not clipped.
+    (old + (v - old).clamp(-c, c) rounds to 0.010000001 in float32, whose square is larger by one
+    unit: the former formula counted this token as clipped.)"""
+    v, old, R, m = (torch.tensor([[x]]) for x in (0.01, 0.05, 0.0, True))
+    loss, metrics = value_loss(v, old, R, m, clip=0.2)
+    _close(metrics["vf_clipfrac"], 0.0, tol=0)
+    _close(loss, 0.5 * 0.01**2)
+    # Independent old and new values (as a critic's across an update), clip 0.2: a token counts only
+    # when |v - old| > 0.2 and the bound value old +- 0.2 is farther from R than v (reference in
+    # float64 from that definition). The former formula also counted ~2% of the tokens inside.
+    g = torch.Generator().manual_seed(0)
+    old, v, R = 0.1 * torch.randn(3, 4000, 1, generator=g)
+    m = torch.ones_like(v, dtype=torch.bool)
+    o64, v64, r64 = old.double(), v.double(), R.double()
+    bound = o64 + 0.2 * torch.sign(v64 - o64)
+    want = (((v64 - o64).abs() > 0.2) & ((bound - r64) ** 2 > (v64 - r64) ** 2)).double().mean()
+    assert 0 < want < 0.2  # both kinds of token occur
+    _close(value_loss(v, old, R, m, clip=0.2)[1]["vf_clipfrac"], want.item(), tol=0)

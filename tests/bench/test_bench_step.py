@@ -159,3 +159,19 @@ def test_engine_summary_ratio_and_standalone_bar(bench):
     assert s["ratio"] == pytest.approx(5.0 / 13.0) and s["bar"] == "PASS"
     assert s["standalone_tok_s"] == pytest.approx(5000.0)
     assert s["in_trainer_over_standalone"] == pytest.approx(0.8) and s["bar_standalone"] == "FAIL"
+
+
+def test_precision_is_the_recipes_and_named(bench, tmp_path):
+    """--dtype / --mixed-precision become model.dtype / dist.mixed_precision of the written recipe, and the
+    summary names the setting (issue 25: the bench ran pure bf16 weights, the recipes float32 + bf16 autocast)."""
+    import yaml
+
+    cpu = ["--device", "cpu", "--model-size", "tiny"]
+    args = bench.parse_args(cpu)
+    assert (args.dtype, args.mixed_precision) == ("float32", "no") and bench.precision(args) == "float32 weights"
+    args = bench.parse_args([*cpu, "--mixed-precision", "bf16"])
+    assert bench.precision(args) == "float32 weights + bf16 autocast (the math recipes)"
+    recipe = yaml.safe_load(Path(bench.write_recipe(str(tmp_path), "on", args)).read_text())
+    assert recipe["model"]["dtype"] == "float32" and recipe["dist"]["mixed_precision"] == "bf16"
+    old = bench.parse_args([*cpu, "--dtype", "bfloat16", "--mixed-precision", "no"])  # the tables before issue 25
+    assert bench.precision(old) == "bfloat16 weights"

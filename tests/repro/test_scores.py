@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
 
 from repro_train.repro.scores import (
     empty_prefix_score,
@@ -233,3 +235,91 @@ def test_batched_selection_equals_per_rollout_selection():
             ref_sel, ref_cuts = select_cuts(st, en, H, k)
             assert sel[b, : len(st)].tolist() == ref_sel and not sel[b, len(st) :].any()
             assert cuts[b][cut_valid[b]].tolist() == ref_cuts
+
+
+# ---------------------------------------------------------------------------------------------
+# Flat pools (issue 25): a pool of equal process rewards normalises to exactly 0
+# ---------------------------------------------------------------------------------------------
+
+PROPS = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+
+
+@hs.composite
+def flat_pools(draw):
+    """(r (N, M), mask, group_ids, cuts): every group's valid rewards equal (one value per group)."""
+    N, M = draw(hs.integers(1, 8)), draw(hs.integers(1, 5))
+    groups = torch.tensor(draw(hs.lists(hs.integers(0, 2), min_size=N, max_size=N)))
+    values = torch.tensor(draw(hs.lists(hs.floats(-2, 2), min_size=3, max_size=3)), dtype=D)
+    n = torch.tensor(draw(hs.lists(hs.integers(0, M), min_size=N, max_size=N)))
+    mask = torch.arange(M)[None, :] < n[:, None]
+    r = torch.where(mask, values[groups][:, None].expand(N, M), 0.0)
+    return r, mask, groups, (torch.arange(1, M + 1) * 2)[None, :].expand(N, M)
+
+
+@PROPS
+@given(
+    pools=flat_pools(),
+    mode=hs.sampled_from(["group", "group_mean"]),
+    std=hs.sampled_from(["population", "unbiased"]),
+    eps=hs.sampled_from([0.0, 1e-6]),
+    dtype=hs.sampled_from([D, torch.float32]),
+)
+def test_flat_group_pool_gives_exactly_zero_process_advantage(pools, mode, std, eps, dtype):
+    r, mask, groups, cuts = pools
+    r_norm = normalize_rewards(r.to(dtype), mask, groups, mode, eps, std=std)
+    assert r_norm.dtype == dtype and torch.equal(r_norm, torch.zeros_like(r_norm))
+    A = token_process_advantages(r_norm, cuts, mask, 2 * r.shape[1] + 1)
+    assert torch.equal(A, torch.zeros_like(A))
+
+
+@PROPS
+@given(
+    pools=flat_pools(),
+    std=hs.sampled_from(["population", "unbiased"]),
+    eps=hs.sampled_from([0.0, 1e-6]),
+    dtype=hs.sampled_from([D, torch.float32]),
+    split=hs.integers(0, 8),
+)
+def test_flat_batch_pool_split_across_ranks_gives_exactly_zero(pools, std, eps, dtype, split):
+    """One value everywhere; the batch spread over two ranks (pool_stats summed, as the all-reduce)."""
+    r, mask, _, cuts = pools
+    r = torch.where(mask, r[mask][:1].sum(), 0.0).to(dtype)  # the first valid value everywhere
+    k = min(split, r.shape[0])
+    stats = pool_stats(r[:k], mask[:k]) + pool_stats(r[k:], mask[k:])
+    for a, b in ((0, k), (k, r.shape[0])):
+        part = normalize_rewards(r[a:b], mask[a:b], None, "batch", eps, stats, std)
+        assert torch.equal(part, torch.zeros_like(part))
+    assert torch.equal(normalize_rewards(r, mask, None, "batch", eps, std=std), torch.zeros_like(r))
+
+
+@pytest.mark.parametrize("mode", ["group", "batch", "group_mean"])
+def test_flat_pool_with_the_authors_extra_zero(mode):
+    """With norm_extra_zero every scored rollout adds a zero to its pool: a pool of zeros stays exactly 0
+    (no 0/0 with eps = 0), while rewards of 0.1 are no longer flat: (0.1, 0.1, 0.1 | 0, 0) has mean
+    0.06, so group_mean gives 0.04 and the unbiased std sqrt((3 * 0.04^2 + 2 * 0.06^2) / 4) = sqrt(0.003)."""
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    g = torch.tensor([5, 5])
+    zeros = torch.zeros(2, 3, dtype=D)
+    out = normalize_rewards(zeros, mask, g, mode, 0.0, std="unbiased", extra_zero=True)
+    assert torch.equal(out, zeros)
+    r = torch.where(mask, 0.1, 0.0).to(D)
+    out = normalize_rewards(r, mask, g, mode, 0.0, std="unbiased", extra_zero=True)
+    want = 0.04 if mode == "group_mean" else 0.04 / math.sqrt(0.003)
+    assert torch.allclose(out, torch.where(mask, want, 0.0).to(D), atol=1e-12)
+
+
+@PROPS
+@given(
+    pools=flat_pools(),
+    seed=hs.integers(0, 2**16),
+    shift=hs.integers(-256, 256),
+    power=hs.integers(-4, 4),
+    mode=hs.sampled_from(["group", "batch"]),
+)
+def test_normalisation_is_shift_and_scale_invariant(pools, seed, shift, power, mode):
+    """(k r + c) normalises like r (eps = 0); grid values (multiples of 1/64), so k r + c is exact."""
+    _, mask, groups, _ = pools
+    r = torch.randint(-64, 65, mask.shape, generator=torch.Generator().manual_seed(seed)).to(D) / 64
+    moved = r * 2.0**power + shift / 64
+    a = normalize_rewards(r, mask, groups, mode, 0.0)
+    torch.testing.assert_close(normalize_rewards(moved, mask, groups, mode, 0.0), a, atol=1e-9, rtol=0)

@@ -14,6 +14,8 @@ import os
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from repro_train.core.text import ResponseFormat
 from repro_train.core.typed_config import ConfigError
@@ -201,6 +203,33 @@ def test_gated_bonus():
     # single and equal-length groups: L = mean -> 0
     close(run("gated_bonus"), [4 / 3, 1, 0, 0, 0, 0, 1, 1, 1, 1])
     close(run("gated_bonus", batch([2.0, 2.0], [1, 1], [10, 30], [0, 0], [0, 0]), max_bonus=0.25), [2.5, 2.0])
+
+
+def test_group_mean_std_hand():
+    # group 0 over the rows where `where`: (1, 2) -> mean 1.5, population std 0.5 (the 3 is left out);
+    # group 1: (7, 7) -> mean 7, std exactly 0; group 2: no such row -> nan
+    x = torch.tensor([1.0, 2.0, 3.0, 7.0, 7.0, 4.0], dtype=torch.float64)
+    where = torch.tensor([1, 1, 0, 1, 1, 0], dtype=torch.bool)
+    mean, std = S.group_mean_std(x, where, torch.tensor([0, 0, 0, 1, 1, 2]))
+    assert mean[:5].tolist() == [1.5, 1.5, 1.5, 7.0, 7.0] and std[:5].tolist() == [0.5, 0.5, 0.5, 0.0, 0.0]
+    assert math.isnan(mean[5]) and math.isnan(std[5])
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(value=st.floats(1.0, 1e4), n=st.integers(2, 40), others=st.lists(st.floats(1.0, 1e4), max_size=5))
+def test_flat_group_terms_are_exactly_neutral(value, n, others):
+    """n correct responses of one measured length `value` (plus wrong ones of other lengths) in one
+    group: the group's mean is exactly that length and its std exactly 0 (issue 25), so
+    efficiency's sigmoid((L - mu) / (sigma + eps)) is exactly 1/2, GRPO-LEAD's exp(-alpha z) exactly
+    1 and gated_bonus's bonus exactly 0."""
+    lengths = [value] * n + others
+    c = [1] * n + [0] * len(others)
+    inp = batch(None, c, [1] * len(c), [0] * len(c), [3] * len(c), thinking=lengths)
+    mean, std = S.group_mean_std(inp.measured, inp.correct, inp.group_ids)
+    assert (mean == value).all() and (std == 0).all()
+    assert run("efficiency", inp, alpha=0.2)[:n] == [1 - 0.2 * 0.5] * n
+    assert run("grpo_lead", inp)[:n] == [1.0] * n
+    assert run("gated_bonus", inp)[:n] == [1.0] * n
 
 
 def test_thinking_lengths_replace_the_response_length():
