@@ -54,9 +54,11 @@ sys.path.insert(0, str(HERE.parent))  # bench the checkout, installed or not
 sys.path.insert(0, str(HERE))
 from bench_probe import COMMON, MODELS, machine_info, write_json  # noqa: E402  (one source of truth)
 
-COMPARES = {"repro": ("on", "off"), "engine": ("vllm", "hf")}
-"""The two settings of each comparison: (measured, baseline)."""
-BAR_RATIO = {"repro": 1.03, "engine": 0.45}
+COMPARES = {"repro": ("on", "off"), "engine": ("vllm", "hf"), "path": ("new", "today")}
+"""The two settings of each comparison: (measured, baseline). path: the training phases as they run now (fused
+log-prob head, token-budget micro-batches, on-policy old log-probs) against the path of 2026-12-07 (the model's
+logits and a float32 log-softmax, a separate old-log-prob pass, rows of --micro-batch), both with the vllm engine."""
+BAR_RATIO = {"repro": 1.03, "engine": 0.45, "path": 0.6}
 """Step time measured / baseline must be at most this."""
 BAR_STANDALONE = 0.9
 """--compare engine: rollout tokens/s inside the trainer / standalone vLLM tokens/s, at least."""
@@ -179,7 +181,12 @@ def write_recipe(work: str, setting: str, args) -> str:
     reward.write_text(COIN_REWARD)
     n_steps = args.warmup + args.steps
     recipe = {
-        "model": {"path": str(Path(work) / "model"), "dtype": args.dtype, "attn_implementation": "sdpa"},
+        "model": {
+            "path": str(Path(work) / "model"),
+            "dtype": args.dtype,
+            "attn_implementation": "sdpa",
+            "gradient_checkpointing": args.grad_ckpt,
+        },
         "dist": {"mixed_precision": args.mixed_precision},
         "data": {"source": "toy", "toy_size": max(64, args.prompts * n_steps)},
         "rollout": {
@@ -188,12 +195,12 @@ def write_recipe(work: str, setting: str, args) -> str:
             "max_new_tokens": args.new_tokens,
             "min_new_tokens": args.new_tokens,
             "generation_batch_size": args.prompts * args.group_size,
-            "engine": setting if args.compare == "engine" else "hf",
-            "per_prompt_seed": setting == "vllm",
+            "engine": engine_of(setting, args),
+            "per_prompt_seed": engine_of(setting, args) == "vllm",
             "vllm": {"sleep_level": args.sleep_level, "gpu_memory_utilization": args.vllm_memory},
         },
         "reward": {"functions": [{"name": f"{reward}:coin", "correctness": True}], "num_workers": 1},
-        "algo": {"estimator": "grpo", "micro_batch_size": args.micro_batch},
+        "algo": {"estimator": "grpo", "micro_batch_size": args.micro_batch, **path_algo(setting, args)},
         "optim": {"lr": args.lr},
         "repro": {"enabled": setting == "on" if args.compare == "repro" else args.repro == "on"},
         "train": {
@@ -210,6 +217,21 @@ def write_recipe(work: str, setting: str, args) -> str:
     return str(path)
 
 
+def engine_of(setting: str, args) -> str:
+    """The rollout engine of a setting: --compare engine's own; vllm for --compare path (hf on a CPU smoke run);
+    hf otherwise."""
+    if args.compare == "engine":
+        return setting
+    return "vllm" if args.compare == "path" and args.device.startswith("cuda") else "hf"
+
+
+def path_algo(setting: str, args) -> dict:
+    """algo keys of --compare path's settings ('new' also takes --max-tokens in every comparison)."""
+    if setting == "today":
+        return {"logprob_head": "logits", "old_logprobs": "recompute"}
+    return {"max_tokens_per_micro_batch": args.max_tokens} if args.max_tokens else {}
+
+
 def reset_accelerate() -> None:
     """accelerate keeps process-wide singletons; clear them so this run starts clean (tests)."""
     from accelerate.state import AcceleratorState, GradientState
@@ -218,14 +240,38 @@ def reset_accelerate() -> None:
     GradientState._reset_state()
 
 
-def build(recipe: str, tokenizer_check: Callable):
-    """The trainer's runtime for one recipe."""
+def build(recipe: str, tokenizer_check: Callable, vary_lengths: bool = False):
+    """The trainer's runtime for one recipe (rollouts cut to varied lengths with `vary_lengths`)."""
     from repro_train.config import load
     from repro_train.trainer.runtime import build_runtime
 
     rt = build_runtime(load(recipe))
     tokenizer_check(rt.tokenizer)
+    if vary_lengths:
+        rt.rollout.sample = varied_lengths(rt.rollout.sample, rt.cfg.rollout.max_new_tokens, rt.response_format)
     return rt
+
+
+def varied_lengths(sample: Callable, max_new: int, fmt) -> Callable:
+    """A rollout engine's `sample` whose responses are cut at seeded lengths drawn uniformly in [max_new / 8,
+    max_new], ending in EOS, as a real run's varied lengths. Bench-only: generation still produced max_new tokens
+    (the rollout phase's time is the fixed length's); the forwards, updates and padding see the varied lengths."""
+    import random
+
+    rng = random.Random(1234)
+    eos = fmt.eos_ids[0]
+
+    def cut(prompts, group_size, seeds):
+        out = sample(prompts, group_size, seeds)
+        for g, group in enumerate(out.token_ids):
+            for i, row in enumerate(group):
+                n = rng.randint(max(1, max_new // 8), max_new)
+                group[i] = row[: n - 1] + [eos]
+                if out.logprobs is not None:
+                    out.logprobs[g][i] = out.logprobs[g][i][:n]
+        return out
+
+    return cut
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +284,8 @@ def run_step(rt, step: int, sync: Callable[[], None]) -> dict:
     from repro_train.trainer.experience import make_experience
     from repro_train.trainer.loop import update_phase
 
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # each step's own peak (what stays resident included)
     sync()
     t0 = time.perf_counter()
     batch = make_experience(rt, step)  # the trainer's own phases, shapers included; each phase timed inside
@@ -265,6 +313,7 @@ def run_step(rt, step: int, sync: Callable[[], None]) -> dict:
         tokens=int(lengths.sum()),
         truncated_frac=batch.truncated.float().mean().item(),
         pg_loss=upd.get("pg_loss"),
+        **work_of(rt, batch),
     )
     if batch.repro is not None:
         row.update(
@@ -273,6 +322,24 @@ def run_step(rt, step: int, sync: Callable[[], None]) -> dict:
             skipped=batch.repro.skipped,
         )
     return row
+
+
+def work_of(rt, batch) -> dict:
+    """The step's work: real and padded tokens of its micro-batches (the padding share), and the model FLOPs of one
+    forward over the real tokens (decoder matmuls and causal attention, the LM head on the response tokens)."""
+    from repro_train.trainer.batching import padded_tokens
+    from repro_train.trainer.experience import micro_batch_plan
+
+    plens, rlens = batch.seqs.host_lengths()
+    real = sum(plens) + sum(rlens)
+    padded = padded_tokens(plens, rlens, micro_batch_plan(rt, batch))
+    c = rt.policy.config
+    H, L, I, V = c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.vocab_size
+    kv = H // c.num_attention_heads * c.num_key_value_heads
+    per_token = 2 * L * (H * (H + 2 * kv) + H * H + 3 * H * I)  # q, k, v, o and the gated MLP
+    attention = sum(2 * L * H * (p + r) ** 2 for p, r in zip(plens, rlens))  # QK and AV, causal: half of 4 L^2 H
+    head = 2 * H * V * sum(rlens)
+    return dict(real_tokens=real, padded_tokens=padded, forward_flops=per_token * real + attention + head)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +372,8 @@ def run(args, payload: dict, write: Callable[[], None]) -> None:
             run_alternate(recipes, args, payload, write, check, sync)
         else:
             run_sequential(recipes, args, payload, write, check, sync)
+        if args.fresh_engine:
+            fresh_engine(recipes, payload, args, write)
     finally:
         reset_accelerate()
         if not args.keep and not args.workdir:
@@ -316,7 +385,7 @@ def run_alternate(recipes: dict, args, payload: dict, write, check, sync) -> Non
     rts = {}
     for s in args.settings:
         t0 = time.monotonic()
-        rts[s] = build(recipes[s], check)
+        rts[s] = build(recipes[s], check, args.vary_lengths)
         log(f"[{s}] runtime built in {time.monotonic() - t0:.1f} s{memory_note()}")
     try:
         for i in range(args.warmup + args.steps):
@@ -332,7 +401,7 @@ def run_sequential(recipes: dict, args, payload: dict, write, check, sync) -> No
     """One runtime at a time (freed before the next is built): the first setting's steps, then the other's."""
     for s in args.settings:
         t0 = time.monotonic()
-        rt = build(recipes[s], check)
+        rt = build(recipes[s], check, args.vary_lengths)
         log(f"[{s}] runtime built in {time.monotonic() - t0:.1f} s{memory_note()}")
         try:
             for i in range(args.warmup + args.steps):
@@ -349,9 +418,10 @@ def run_sequential(recipes: dict, args, payload: dict, write, check, sync) -> No
 def standalone(rts: dict, payload: dict, args, write, sync) -> None:
     """vLLM alone: `LLM.generate` on the engine the trainer used, with the prompts, seeds and sampling
     settings of its last step, timed `args.steps` times (no weight push, no wake or sleep)."""
-    rt = rts.get("vllm")
-    if rt is None:
+    setting = next((s for s in rts if engine_of(s, args) == "vllm"), None)
+    if setting is None or "standalone_vllm" in payload:  # once, on the first vllm setting
         return
+    rt = rts[setting]
     eng = rt.rollout
     prompts = [rt.prompts.prompt_ids[i] for i in range(args.prompts)]
     eng.wake()
@@ -367,6 +437,26 @@ def standalone(rts: dict, payload: dict, args, write, sync) -> None:
         rows.append(dict(wall_s=dt, tokens=tokens))
         log(f"[vllm standalone] {tokens} tokens in {dt:.2f} s = {tokens / dt:,.0f} tok/s")
     payload["standalone_vllm"] = rows
+    payload["standalone_setting"] = setting
+    write()
+
+
+def fresh_engine(recipes: dict, payload: dict, args, write) -> None:
+    """A fresh vLLM process (bench/vllm_alone.py) with the first vllm setting's options, prompts and sampling,
+    after every runtime here is closed: the in-trainer engine's rollout tok/s against it."""
+    import json
+    import subprocess
+
+    setting = next((s for s in args.settings if engine_of(s, args) == "vllm"), None)
+    if setting is None:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    cmd = [sys.executable, str(HERE / "vllm_alone.py"), recipes[setting], "--repeats", str(max(1, args.steps))]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    last = [ln for ln in run.stdout.splitlines() if ln.startswith("{")]
+    payload["fresh_vllm"] = json.loads(last[-1]) if run.returncode == 0 and last else {"error": run.stderr[-2000:]}
+    log(f"[fresh vllm] {payload['fresh_vllm']}")
     write()
 
 
@@ -422,8 +512,17 @@ def summarize(payload: dict) -> dict:
             response_len_min=min(r["response_len_min"] for r in rows),
             response_len_max=max(r["response_len_max"] for r in rows),
         )
-        # repro_s = plan_s + probe_s + scores/advantages (loop.advantage_phase)
+        # repro_s = plan_s + probe_s + scores/advantages (experience.advantage_phase)
         m["repro_share"] = m["repro_s"] / m["step_s"]
+        if "forward_flops" in rows[0]:
+            peak = payload.get("args", {}).get("peak_tflops", 989.0) * 1e12
+            flops = med([r["forward_flops"] for r in rows])
+            m["update_mfu"] = 3 * flops / m["update_s"] / peak  # forward + backward, recomputation not counted
+            m["forward_mfu"] = flops / m["forward_s"] / peak if m["forward_s"] > 0 else float("nan")
+            m["padding_share"] = 1 - med([r["real_tokens"] / r["padded_tokens"] for r in rows])
+            m["tokens_per_s"] = med([r["real_tokens"] / r["wall_s"]["step"] for r in rows])
+        if rows[0].get("peak_gib") is not None:
+            m["peak_gib"] = max(r["peak_gib"] for r in rows)
         if "cuts_per_rollout" in rows[0]:
             m["cuts_per_rollout"] = statistics.mean(r["cuts_per_rollout"] for r in rows)
         out[s] = m
@@ -439,10 +538,15 @@ def summarize(payload: dict) -> dict:
         )
         out["extra_s"] = {p: out[x][f"{p}_s"] - out[base][f"{p}_s"] for p in PHASES}
         out["bar"] = "PASS" if out["ratio"] <= BAR_RATIO[compare] else "FAIL"
-    alone = payload.get("standalone_vllm")
-    if alone and "vllm" in out:
+    alone, where = payload.get("standalone_vllm"), payload.get("standalone_setting", "vllm")
+    if alone and where in out:
         out["standalone_tok_s"] = statistics.median(r["tokens"] / r["wall_s"] for r in alone)
-        out["in_trainer_over_standalone"] = out["vllm"]["rollout_tok_s"] / out["standalone_tok_s"]
+        out["in_trainer_over_standalone"] = out[where]["rollout_tok_s"] / out["standalone_tok_s"]
+        out["standalone_setting"] = where
+    fresh = payload.get("fresh_vllm")
+    if fresh and where in out and fresh.get("tok_s"):
+        out["fresh_tok_s"] = fresh["tok_s"]
+        out["in_trainer_over_fresh"] = out[where]["rollout_tok_s"] / fresh["tok_s"]
         out["bar_standalone"] = "PASS" if out["in_trainer_over_standalone"] >= BAR_STANDALONE else "FAIL"
     return out
 
@@ -450,7 +554,7 @@ def summarize(payload: dict) -> dict:
 def table(summary: dict, settings: tuple[str, str]) -> str:
     head = (
         "| setting | step s | rollout s | (generate s) | rollout tok/s | forward s | advantage s | update s | probe s "
-        "| repro s | plan s | RePro share | resp. len | cuts/rollout |"
+        "| repro s | plan s | RePro share | resp. len | cuts/rollout | update MFU | forward MFU | padding | peak GiB |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for s in settings:
@@ -477,6 +581,10 @@ def table(summary: dict, settings: tuple[str, str]) -> str:
             f"{100 * m['repro_share']:.2f}%",
             lens,
             f"{m['cuts_per_rollout']:.1f}" if "cuts_per_rollout" in m else "-",
+            f"{100 * m['update_mfu']:.0f}%" if "update_mfu" in m else "-",
+            f"{100 * m['forward_mfu']:.0f}%" if "forward_mfu" in m else "-",
+            f"{100 * m['padding_share']:.0f}%" if "padding_share" in m else "-",
+            f"{m['peak_gib']:.1f}" if "peak_gib" in m else "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -489,10 +597,14 @@ def print_summary(payload: dict, args) -> None:
         f"\n## bench_step: {m.get('gpu', 'cpu')}, torch {m['torch']}, transformers {m['transformers']}, "
         f"{args.model_size} {precision(args)}, {args.prompts} prompts x G={args.group_size} x "
         f"{args.new_tokens} tokens, "
-        f"micro-batch {args.micro_batch}, {args.schedule}, medians of {args.steps} steps after {args.warmup} warm-up"
+        f"micro-batch {args.micro_batch}"
+        + (f" (new: {args.max_tokens} tokens)" if args.max_tokens else "")
+        + (", gradient checkpointing" if args.grad_ckpt else "")
+        + (", varied lengths" if args.vary_lengths else "")
+        + f", {args.schedule}, medians of {args.steps} steps after {args.warmup} warm-up"
     )
     log(table(s, args.settings))
-    x, base = args.settings
+    x, base = (args.settings + (None,))[:2]
     if "ratio" in s:
         log(f"\nextra s/step of {x} over {base}: " + ", ".join(f"{p} {v:+.3f}" for p, v in s["extra_s"].items()))
         log(
@@ -503,9 +615,15 @@ def print_summary(payload: dict, args) -> None:
         log(f"bar: step time {what} = {s['ratio']:.4f} <= {BAR_RATIO[args.compare]} {s['bar']}")
     if "standalone_tok_s" in s:
         log(
-            f"bar: rollout tok/s in the trainer {s['vllm']['rollout_tok_s']:,.0f} / standalone vLLM "
+            f"bar: rollout tok/s in the trainer {s[s['standalone_setting']]['rollout_tok_s']:,.0f} / standalone vLLM "
             f"{s['standalone_tok_s']:,.0f} = {s['in_trainer_over_standalone']:.3f} >= {BAR_STANDALONE} "
             f"{s['bar_standalone']}"
+        )
+    if "fresh_tok_s" in s:
+        log(
+            f"bar: rollout tok/s in the trainer / a fresh vLLM process with the same options "
+            f"{s['fresh_tok_s']:,.0f} = {s['in_trainer_over_fresh']:.3f} >= {BAR_STANDALONE} "
+            f"{'PASS' if s['in_trainer_over_fresh'] >= BAR_STANDALONE else 'FAIL'}"
         )
     log(f"elapsed {payload['elapsed_s']} s; JSON: {args.out}")
 
@@ -538,6 +656,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--group-size", type=int, default=8, help="rollout.group_size (G)")
     p.add_argument("--new-tokens", type=int, default=1024, help="response length (every response is this long)")
     p.add_argument("--micro-batch", type=int, default=4, help="algo.micro_batch_size")
+    p.add_argument(
+        "--max-tokens", type=int, default=None, help="algo.max_tokens_per_micro_batch of the 'new' (and other) settings"
+    )
+    p.add_argument("--grad-ckpt", action="store_true", help="model.gradient_checkpointing (long responses)")
+    p.add_argument("--vary-lengths", action="store_true", help="cut responses to varied lengths (see varied_lengths)")
+    p.add_argument("--only", default=None, help="run one setting of the comparison (e.g. --compare path --only new)")
+    p.add_argument("--fresh-engine", action="store_true", help="also time a fresh vLLM process (bench/vllm_alone.py)")
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak for MFU (H100/H200 SXM: 989)")
     p.add_argument("--lr", type=float, default=1e-6)
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per setting")
     p.add_argument("--steps", type=int, default=3, help="timed steps per setting")
@@ -565,6 +691,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("CUDA is not available here: use --device cpu (with --model-size tiny)")
     args.settings = COMPARES[args.compare]
+    if args.only is not None:
+        if args.only not in args.settings:
+            p.error(f"--only {args.only}: --compare {args.compare} has the settings {args.settings}")
+        args.settings = (args.only,)
     if args.steps < 1 or args.warmup < 0 or args.paragraph_every < 1:
         p.error("--steps must be >= 1, --warmup >= 0, --paragraph-every >= 1")
     return args
