@@ -1,9 +1,12 @@
 """Monte-Carlo values of cuts (eval/mc_values.py): a stub engine with known continuation outcomes gives V by hand;
 seeds fix V; the hf engine on the tiny model equals sampling each prefix by hand; `inspect --mc-values` adds V."""
 
+import importlib.util
 import json
 import math
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -224,3 +227,30 @@ def test_inspect_mc_values_flag(tiny_model_dir, tmp_path):
     out2 = tmp_path / "out2.jsonl"
     assert inspect_main(args[:4] + ["--output", str(out2), "--top-k", "2"] + mc) == 0
     assert json.loads(out2.read_text().splitlines()[0])["V"] == first["V"]
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: the same values through vLLM (bash bench/vllm_device.sh tests OUT runs it)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or importlib.util.find_spec("vllm") is None, reason="needs a CUDA GPU and vLLM"
+)
+def test_vllm_engine_values_are_shares_and_repeat_under_seeds(tmp_path):
+    """experiments/mc_vs_j.py on the toy with the vllm engine, twice in fresh processes (one engine each): every V
+    is a share of K, and the same seeds give the same values."""
+    from tests.helpers import REPO
+
+    def run(out):
+        cmd = [sys.executable, f"{REPO}/experiments/mc_vs_j.py", "--recipe", f"{REPO}/recipes/toy/grpo_repro.yaml"]
+        cmd += ["--out", str(out), "--problems", "6", "--rollouts", "4", "--k", "8", "--device", "cuda"]
+        cmd += ["--override", "rollout.engine=vllm", "rollout.vllm.gpu_memory_utilization=0.2"]
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        return [json.loads(x) for x in (out / "steps.jsonl").read_text().splitlines()]
+
+    a, b = run(tmp_path / "a"), run(tmp_path / "b")
+    assert a and all(round(r["V"] * 8) == r["V"] * 8 and 0 <= r["V"] <= 1 for r in a)
+    assert [(r["rollout"], r["cut"], r["V"]) for r in a] == [(r["rollout"], r["cut"], r["V"]) for r in b]
