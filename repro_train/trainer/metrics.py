@@ -17,7 +17,8 @@ Metric names (all means over the global batch unless marked):
   rollout/logprob_gap/{mean, max} (|trainer - engine| log-prob per response token; engines that report
        log-probs), rollout/is_{weight_mean, clipped_frac, dropped_seq_frac} (rollout.is_correction)
   time/{generate_s, rollout_s, forward_s, plan_s, probe_s, repro_s, advantage_s, update_s, step_s} (max over
-       ranks; probe_s = device time of selection + phase 2; repro_s = plan_s + probe_s + scores/advantages)
+       ranks; probe_s = device time of selection + phase 2; repro_s = plan_s + probe_s + scores/advantages),
+       time/mc_s (process.source mc_value: sampling and grading the continuations, inside repro_s)
 """
 
 from __future__ import annotations
