@@ -1,12 +1,24 @@
 """process.source: mc_value in the trainer (CPU, tiny model): the recipe checks, and a short run whose process
 rewards are Monte-Carlo value increments: finite, logged, and a different update from J's."""
 
+import os
+import sys
+
 import pytest
 import torch
 
 from repro_train.config import ConfigError, load
 from repro_train.tasks.arithmetic import generate, write_jsonl
-from tests.helpers.trainer_utils import all_finite, last_checkpoint, make_recipe, metrics, policy_weights, run_inprocess
+from tests.helpers.trainer_utils import (
+    all_finite,
+    last_checkpoint,
+    make_recipe,
+    max_abs_diff,
+    metrics,
+    policy_weights,
+    run_cli,
+    run_inprocess,
+)
 
 ODD = "def odd_length(prompts, completions, answers, **columns):\n    return [float(len(t) % 2) for t in completions]\n"
 """A correctness reward a random tiny model passes about half the time, continuation by continuation."""
@@ -71,3 +83,33 @@ def test_two_steps_with_mc_values_are_finite_and_change_the_update(tmp_path, tin
     a, b = policy_weights(last_checkpoint(j_run)), policy_weights(last_checkpoint(mc_run))
     assert all(torch.isfinite(b[k]).all() for k in b)
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.distributed
+def test_two_ranks_equal_one_process(tmp_path, tiny_model_dir, data_path):
+    """torchrun, 2 ranks (gloo DDP) against 1 process, process_norm batch (the pool's stats are all-reduced): the
+    same values (seeds from the prompt's slot and the rollout's place, not the rank) and the same first update."""
+    sections = dict(
+        rollout={"prompts_per_step": 4, "per_prompt_seed": True},
+        algo={"micro_batch_size": 2},
+        train={"steps": 1, "device": "cpu"},
+    )
+    path = recipe(tmp_path, tiny_model_dir, data_path, "mc_value", **sections)
+    one = run_inprocess(path, "repro.process_norm=batch", f"train.output_dir={tmp_path / 'one'}")
+    two = tmp_path / "two"
+    res = run_cli(
+        ["train", "--config", path, "repro.process_norm=batch", f"train.output_dir={two}"],
+        launcher=[
+            f"{os.path.dirname(sys.executable)}/torchrun",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "repro_train",
+        ],
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = metrics(one)[0], metrics(str(two))[0]
+    for key in ("reward/mean", "repro/mc/V_b", "repro/mc/V_last", "repro/mc/prefixes", "repro/r"):
+        assert b[key] == pytest.approx(a[key], abs=1e-9), key
+    assert max_abs_diff(policy_weights(last_checkpoint(one)), policy_weights(last_checkpoint(str(two)))) < 1e-4
