@@ -200,8 +200,8 @@ class RePro:
         return self.normalise(out, out.r, group_ids, n_tokens, batch_stats)
 
     def rewards(self, plan: Plan, probes: Sequence[ProbeResult | None]) -> ReProOutput:
-        """Scores and process rewards r of the batch (spec 6-9); r_norm and process_adv are left zero
-        (`normalise` fills them). Every quantity of a rollout that is not scored is zero (mask False)."""
+        """Scores and process rewards r of the batch (spec 6-9); r_norm is zero and process_adv empty, (N, 0),
+        until `normalise` fills them. Every quantity of a rollout that is not scored is zero (mask False)."""
         c = self.cfg
         N = len(probes)
         skip = list(plan.skip)
