@@ -10,6 +10,9 @@
 #   bash bench/vllm_device.sh bench OUTDIR N     # (d) bench_step --compare engine, N prompts x 8 x 1,024 tokens
 #   bash bench/vllm_device.sh probe_bar OUTDIR   # J / log-prob pass at the bar cell: spec, then authors_code preset
 #   bash bench/vllm_device.sh smollm2 OUTDIR [STEPS [DATA [ARGS...]]]   # SmolLM2 GRPO vs GRPO + RePro, vllm engine
+#   bash bench/vllm_device.sh mc_vs_j OUTDIR [PROBLEMS [K [ENGINES [ARGS...]]]]   # J vs Monte-Carlo step values, toy
+#     (docs/results.md section 9; defaults 200 problems x 8 rollouts, K = 32, engines "vllm"; ARGS go to
+#     experiments/mc_vs_j.py, e.g. --recipe RECIPE --override model.path=THINKER --data DATA --group-by family)
 #     (DATA: an exported data folder, default data/smollm2; data/smollm2-3term trains on three-term sums;
 #     ARGS go to experiments/smollm2_repro.py, e.g. --seeds 0,1 then --seeds 2 in a second call)
 #
@@ -72,5 +75,12 @@ case $mode in
     echo "smollm2 exit $?"; tail -30 "$out/smollm2.log"
     # everything but the checkpoints (a 540 MB policy per run) comes back
     (cd "$run" && find . -name 'checkpoint-*' -prune -o -type f -print | tar cf - -T - | tar xf - -C "$out") ;;
+  mc_vs_j)
+    for e in ${5:-vllm}; do
+      python3 experiments/mc_vs_j.py --recipe recipes/toy/grpo_repro.yaml --problems "${3:-200}" --rollouts 8 \
+        --k "${4:-32}" --device cuda --out "$out/mc_vs_j_$e" "${@:6}" \
+        --override rollout.engine=$e rollout.vllm.gpu_memory_utilization=0.3 > "$out/mc_vs_j_$e.log" 2>&1
+      echo "mc_vs_j $e: exit $?"; tail -12 "$out/mc_vs_j_$e.log"
+    done ;;
 esac
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader

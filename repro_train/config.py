@@ -314,6 +314,22 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class ProcessConfig:
+    """Where the process reward of a step comes from; RePro's cuts, pools, alpha and fold serve either source
+    (docs/repro.md, "Monte-Carlo step values")."""
+
+    source: Literal["repro", "mc_value"] = "repro"
+    """'repro': RePro's score increments from J, one forward (spec 6-9). 'mc_value': the increment of the
+    Monte-Carlo value V(c) = share of process.mc_continuations continuations from the cut's prefix that the outcome
+    reward marks correct (rStar-Math, Math-Shepherd), sampled with the rollout engine at each of RePro's cuts and at
+    the prompt; then normalised and folded as RePro's (repro.process_norm, repro.alpha, repro.ppo_process_reward).
+    Needs repro.enabled."""
+    mc_continuations: int = 8
+    """K: continuations sampled from each distinct prefix (process.source: mc_value), with the rollout section's
+    sampling settings, each cut to the rollout's own budget (rollout.max_new_tokens minus the prefix)."""
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole recipe."""
 
@@ -325,6 +341,7 @@ class Config:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     repro: ReProConfig = field(default_factory=ReProConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -339,6 +356,7 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     _validate_algo(cfg)
     _validate_optim_reward_train(cfg)
     validate_shaping(cfg.shaping, cfg.rollout.max_new_tokens)
+    _validate_process(cfg)
 
 
 def _validate_rollout(cfg: Config) -> None:
@@ -477,6 +495,25 @@ def _validate_optim_reward_train(cfg: Config) -> None:
         raise ConfigError(
             f"'data.toy_size' = {cfg.data.toy_size} is smaller than "
             f"rollout.prompts_per_step = {cfg.rollout.prompts_per_step}"
+        )
+
+
+def _validate_process(cfg: Config) -> None:
+    """process.source = mc_value samples from RePro's cuts with the rollouts' own sampling settings."""
+    p = cfg.process
+    if p.source != "mc_value":
+        return
+    if not cfg.repro.enabled:
+        raise ConfigError(
+            "'process.source' = mc_value needs repro.enabled: true (its values are taken at RePro's cuts); "
+            "set repro.enabled: true, or process.source: repro"
+        )
+    if p.mc_continuations < 1:
+        raise ConfigError(f"'process.mc_continuations' must be >= 1, got {p.mc_continuations}")
+    if cfg.rollout.min_new_tokens:
+        raise ConfigError(
+            f"'process.source' = mc_value needs rollout.min_new_tokens = 0, got {cfg.rollout.min_new_tokens}: the "
+            "engine would hold every continuation to that length, longer than the rollouts it continues"
         )
 
 

@@ -22,7 +22,10 @@ def error(overrides=(), world_size=1) -> str:
 def test_unknown_top_level_key_names_nearest_and_lists_sections():
     msg = error(["modle.path=x"])
     assert "unknown key 'modle': did you mean 'model'?" in msg
-    assert "valid keys here: model, data, rollout, reward, shaping, algo, critic, repro, optim, dist, train, log" in msg
+    assert (
+        "valid keys here: model, data, rollout, reward, shaping, algo, critic, repro, process, optim, dist, train, log"
+        in msg
+    )
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ from ..repro.config import ReProConfig, validate_repro
 from ..repro.pipeline import RePro
 from ..repro.presets import resolve_preset
 from ..repro.probe import ProbeSettings
+from .inspect_mc import add_mc_flags, inspect_mc
 
 # RePro fields that change nothing `inspect` reports (they act in the trainer).
 TRAINER_ONLY = {"enabled", "alpha", "apply_to", "ppo_process_reward"}
@@ -94,6 +95,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     )
     add_dataclass_flags(p, ReProConfig, skip=TRAINER_ONLY | {"probe"})
     add_dataclass_flags(p, ProbeSettings, prefix=PROBE_FLAGS)
+    add_mc_flags(p)
     return p
 
 
@@ -282,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             results[i] = {"row": i, **res}
         bar.update(len(chunk))
     bar.close()
+    if args.mc_values:
+        inspect_mc(model, tok, list(results.values()), args)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as fh:
         for i, _, e in parsed:

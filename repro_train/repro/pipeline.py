@@ -5,6 +5,10 @@ process advantages.
     plan = repro.plan(response_ids, answers, correct)          # CPU: segmentation, skip reasons
     out = repro.policy_pass(model, seqs, plan.requests)         # per micro-batch: log-probs and J
     adv = repro.advantages(plan, out.probes, group_ids, R)      # (N, R) A_tilde and every score
+    # the same as: s = repro.rewards(plan, out.probes); adv = repro.normalise(s, s.r, group_ids, R)
+
+`rewards` (scores -> r, spec 6-9) and `normalise` (r -> r' -> A_tilde, spec 10-11) are the two halves of
+`advantages`; repro/mc.py puts Monte-Carlo value increments through the second half on the same cuts.
 
 Nothing here knows which RL algorithm runs: the trainer folds `alpha * out.process_adv` into its
 estimator's advantage (`scores.fold`). Degenerate rollouts (no answer, an answer that tokenizes to
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -34,7 +38,7 @@ from .scores import (
     token_process_advantages,
 )
 from .segment import Segmentation, segment_response
-from .types import ProbeRequest, ProbeResult
+from .types import MCValues, ProbeRequest, ProbeResult
 
 SKIP_REASONS = ("no_answer", "empty_answer_tokens", "no_segment", "zero_baseline", "apply_to")
 
@@ -67,6 +71,9 @@ class ReProOutput:
     r_norm: torch.Tensor
     skipped: dict[str, int] = field(default_factory=dict)
     n_segments: list[int] = field(default_factory=list)
+    mc: MCValues | None = None
+    """Monte-Carlo values at the same cuts when the step rewards r are their increments (process.source: mc_value;
+    repro/mc.py); None for J's rewards."""
 
     @property
     def scored(self) -> torch.Tensor:
@@ -197,6 +204,12 @@ class RePro:
         """Scores, rewards, normalisation and token process advantages for the batch (spec 6-11).
 
         `batch_stats` all-reduces `pool_stats` across ranks when process_norm = 'batch'."""
+        out = self.rewards(plan, probes)
+        return self.normalise(out, out.r, group_ids, n_tokens, batch_stats)
+
+    def rewards(self, plan: Plan, probes: Sequence[ProbeResult | None]) -> ReProOutput:
+        """Scores and process rewards r of the batch (spec 6-9); r_norm is zero and process_adv empty, (N, 0),
+        until `normalise` fills them. Every quantity of a rollout that is not scored is zero (mask False)."""
         c = self.cfg
         N = len(probes)
         skip = list(plan.skip)
@@ -222,16 +235,9 @@ class RePro:
         S_stab = stability(J, J_b_safe, c.stability_ema) * mask
         S = process_score(S_magn, S_stab, c.w, c.stability) * mask
         r = process_rewards(S, mask, c.w, c.first_step_baseline, c.stability)
-        stats = None
-        if c.process_norm == "batch":
-            stats = pool_stats(r, mask, c.norm_extra_zero)
-            if batch_stats is not None:
-                stats = batch_stats(stats)
-        r_norm = normalize_rewards(r, mask, group_ids, c.process_norm, c.norm_eps, stats, c.norm_std, c.norm_extra_zero)
-        adv = token_process_advantages(r_norm, cuts, mask, n_tokens).float()
         counts = Counter(s for s in skip if s is not None)
         return ReProOutput(
-            process_adv=adv,
+            process_adv=torch.zeros(N, 0),
             J_b=J_b,
             J=J,
             cuts=cuts,
@@ -240,7 +246,31 @@ class RePro:
             S_stab=S_stab,
             S=S,
             r=r,
-            r_norm=r_norm,
+            r_norm=torch.zeros_like(r),
             skipped={k: counts.get(k, 0) for k in SKIP_REASONS},
             n_segments=[len(s.starts) if s is not None else 0 for s in plan.segmentations],
         )
+
+    def normalise(
+        self,
+        out: ReProOutput,
+        r: torch.Tensor,
+        group_ids: torch.Tensor | None,
+        n_tokens: int,
+        batch_stats: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> ReProOutput:
+        """`out` with its per-step process rewards set to `r` (N, M) and normalised over RePro's pools into r'
+        and A_tilde (spec 10-11): one path for J's rewards and for any other source of step rewards on the same
+        cuts (repro/mc.py). `batch_stats` all-reduces `pool_stats` across ranks when process_norm = 'batch'."""
+        c = self.cfg
+        r = torch.where(out.mask, r, torch.zeros_like(r))
+        stats = None
+        if c.process_norm == "batch":
+            stats = pool_stats(r, out.mask, c.norm_extra_zero)
+            if batch_stats is not None:
+                stats = batch_stats(stats)
+        r_norm = normalize_rewards(
+            r, out.mask, group_ids, c.process_norm, c.norm_eps, stats, c.norm_std, c.norm_extra_zero
+        )
+        adv = token_process_advantages(r_norm, out.cuts, out.mask, n_tokens).float()
+        return replace(out, r=r, r_norm=r_norm, process_adv=adv)

@@ -1,7 +1,8 @@
 """The method's data types: what the probe needs of a rollout and what it returns for it.
 
 `ProbeRequest` is built by `RePro.plan` (pipeline.py) before any forward; `ProbeResult` comes back
-from the probe runner (`probe/`) and feeds `RePro.advantages`.
+from the probe runner (`probe/`) and feeds `RePro.advantages`. `MCValues` holds the Monte-Carlo values
+of the same cuts (repro/mc.py, eval/mc_values.py), when `process.source` is `mc_value`.
 """
 
 from __future__ import annotations
@@ -37,3 +38,24 @@ class ProbeResult:
     J_b: float
     J: torch.Tensor
     """(m,) J at each cut, float32 on the CPU."""
+
+
+@dataclass
+class MCValues:
+    """Monte-Carlo values of a batch's cut prefixes: V(c) = share of K continuations from prompt + y[:c] that the
+    outcome reward marks correct, with its standard error (repro/mc.py). Shapes follow `ReProOutput`."""
+
+    V_b: torch.Tensor
+    """(N,) float64 V of the empty prefix (the prompt alone); NaN for rollouts with no cut."""
+    V: torch.Tensor
+    """(N, M) float64 V(c_j) at RePro's cuts; 0 where the cut mask is False."""
+    V_b_se: torch.Tensor
+    """(N,) standard error of V_b (NaN where V_b is, or K = 1)."""
+    V_se: torch.Tensor
+    """(N, M) standard error of V (0 where masked; NaN for K = 1)."""
+    K: int
+    """Continuations per prefix."""
+    prefixes: int = 0
+    """Distinct prefixes sampled (identical prefixes share one estimate)."""
+    tokens: int = 0
+    """Continuation tokens sampled (what the estimate cost the engine)."""

@@ -29,7 +29,7 @@ from ..repro.scores import fold
 from ..repro.types import ProbeResult
 from ..shaping import ShapingResult
 from .batching import plan_micro_batches
-from .process_fold import dense_rewards, process_advantage
+from .process_fold import dense_rewards, mc_advantages, process_advantage
 from .runtime import Runtime
 from .shaping import shape_advantages, shape_rewards
 
@@ -267,7 +267,11 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
             kl = kl_penalty(batch.old_logprobs, batch.ref_logprobs, algo.kl_estimator)
             token_rewards = token_rewards - algo.kl_coef * kl.masked_fill(~mask, 0.0)
         if cfg.repro.enabled:
-            batch.repro = rt.repro.advantages(batch.plan, batch.probes, batch.group_ids, R, batch_stats=d.sum)
+            batch.repro = (
+                mc_advantages(rt, batch, d.sum)  # process.source mc_value: MC value increments on RePro's cuts
+                if cfg.process.source == "mc_value"
+                else rt.repro.advantages(batch.plan, batch.probes, batch.group_ids, R, batch_stats=d.sum)
+            )
             # RePro's own cost: segmentation, selection + probe (device time), scores and advantages
             batch.timings["repro_s"] = batch.timings["plan_s"] + batch.timings["probe_s"] + elapsed()
             dense = dense_rewards(cfg, batch.repro, R)  # PPO's 'dense_reward' fold (folds.py); None otherwise

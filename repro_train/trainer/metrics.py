@@ -12,10 +12,13 @@ Metric names (all means over the global batch unless marked):
   train/{pg_loss, clipfrac, approx_kl, ratio_mean, grad_norm, lr, kl, entropy_bonus, value_loss, vf_clipfrac}
   repro/{J_b, J_last, J_gain, S_magn, S_stab, S, r, r_pos_frac, J_monotone_frac, process_adv_abs,
          segments_per_rollout, cuts_per_rollout, scored_frac}, repro/skipped/<reason> (count),
+  repro/mc/{V_b, V_last, prefixes, tokens} (process.source mc_value; r is then V's increment: repro/mc.py;
+         prefixes and tokens per scored rollout)
   rollout/logprob_gap/{mean, max} (|trainer - engine| log-prob per response token; engines that report
        log-probs), rollout/is_{weight_mean, clipped_frac, dropped_seq_frac} (rollout.is_correction)
   time/{generate_s, rollout_s, forward_s, plan_s, probe_s, repro_s, advantage_s, update_s, step_s} (max over
-       ranks; probe_s = device time of selection + phase 2; repro_s = plan_s + probe_s + scores/advantages)
+       ranks; probe_s = device time of selection + phase 2; repro_s = plan_s + probe_s + scores/advantages),
+       time/mc_s (process.source mc_value: sampling and grading the continuations, inside repro_s)
 """
 
 from __future__ import annotations
@@ -160,6 +163,18 @@ def repro_metrics(m: Meter, batch, world: int) -> None:
     m.mean_of("repro/scored_frac", scored.double())
     for reason, n in rep.skipped.items():
         m.add(f"repro/skipped/{reason}", n, 1.0 / world)
+    if rep.mc is not None:
+        mc_metrics(m, rep)
+
+
+def mc_metrics(m: Meter, rep) -> None:
+    """The Monte-Carlo values behind the step rewards (process.source: mc_value) and what they cost."""
+    scored = rep.scored  # the same names on every rank, whatever it scored (the reduce is one tensor)
+    rows = scored.nonzero(as_tuple=True)[0]
+    m.mean_of("repro/mc/V_b", rep.mc.V_b[scored])
+    m.mean_of("repro/mc/V_last", rep.mc.V[rows, rep.mask.sum(-1)[scored] - 1])
+    m.add("repro/mc/prefixes", rep.mc.prefixes, scored.sum().item())
+    m.add("repro/mc/tokens", rep.mc.tokens, scored.sum().item())
 
 
 def sample_rows(rt, batch, k: int) -> list[dict]:
@@ -186,6 +201,8 @@ def sample_rows(rt, batch, k: int) -> list[dict]:
                     "skipped": batch.plan.skip[i],
                 }
             )
+            if batch.repro.mc is not None:  # process.source mc_value: r above is V's increment
+                row["V"] = [round(v, 4) for v in batch.repro.mc.V[i, :n].tolist()]
         rows.append(row)
     return rows
 

@@ -13,6 +13,9 @@ options read here. `repro.ppo_process_reward` (PPO, estimator gae):
   the critic's values, is whitened over the batch (all ranks), and is added like A_tilde.
 The other estimators' authors' folds (REINFORCE++: whitened over the batch; REINFORCE++-baseline:
 group mean only) are normalisation choices (`repro.process_norm`), which the preset sets.
+
+With `process.source: mc_value`, `mc_advantages` gives the same output with the Monte-Carlo value increments of
+RePro's cuts as the step rewards (repro/mc.py, eval/mc_values.py); everything above folds them unchanged.
 """
 
 from __future__ import annotations
@@ -20,8 +23,15 @@ from __future__ import annotations
 import torch
 
 from ..algos.advantages import AdvantageInputs, AdvantageParams, Reduce, estimator_facts, gae
+from ..core.seeds import mix_seed
+from ..core.timing import phase_timer
+from ..eval.mc_values import cut_values
+from ..repro.mc import mc_process_output
 from ..repro.pipeline import ReProOutput
 from ..repro.scores import dense_process_rewards
+
+MC_SEED_TAG = 31
+"""Ends the seeds of the Monte-Carlo continuations, so they never equal a rollout's (train.seed, step, slot)."""
 
 
 def _ppo(cfg, fold_name: str) -> bool:
@@ -65,3 +75,45 @@ def second_gae(
         rewards=zeros, mask=mask, group_ids=zeros.long(), token_rewards=dense, values=values.to(dense.dtype)
     )
     return gae(inp, AdvantageParams(gamma=gamma, lam=lam, whiten=True), reduce).advantages
+
+
+def mc_advantages(rt, batch, batch_stats: Reduce) -> ReProOutput:
+    """RePro's cuts and scores of the batch with the Monte-Carlo value increments as the step rewards
+    (process.source: mc_value), normalised like J's. Continuations are sampled from the policy that sampled the
+    rollouts (the weights are not updated yet); seeds come from (train.seed, the weights' version, the prompt's slot,
+    the rollout in its group, the cut): the prompt alone is its group's, so a group shares V_b. Time: time/mc_s."""
+    cfg, G = rt.cfg, rt.cfg.rollout.group_size
+    out = rt.repro.rewards(batch.plan, batch.probes)
+    lengths = batch.mask.sum(-1).tolist()
+    responses = [row[:n] for row, n in zip(batch.seqs.response_ids.tolist(), lengths)]
+    prompts = [rt.prompts.prompt_ids[i] for i in batch.prompt_index]
+    slots = batch.group_ids.tolist()
+
+    def seed_of(i: int, c: int) -> int:  # rows of a rank are whole groups of G in order: i % G is the rollout's place
+        return mix_seed(cfg.train.seed, rt.optimizer_steps, slots[i], -1 if c == 0 else i % G, c, MC_SEED_TAG)
+
+    def grade(rows: list[int], texts: list[str]) -> list[bool]:  # as rollout_phase grades the rollouts
+        idx = [batch.prompt_index[i] for i in rows]
+        columns = {k: [v[j] for j in idx] for k, v in rt.prompts.columns.items()}
+        res = rt.reward([rt.prompts.prompts[j] for j in idx], texts, [batch.answers[i] for i in rows], columns)
+        return res.correct.tolist()
+
+    def decode(ids: list[list[int]]) -> list[str]:
+        return rt.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    with phase_timer(batch.timings, "mc_s"):
+        rt.rollout.push_weights(rt.optimizer_steps, rt.policy_weights)  # a no-op unless the engine dropped them
+        mc = cut_values(
+            rt.rollout,
+            grade,
+            decode,
+            prompts,
+            responses,
+            out.cuts,
+            out.mask,
+            cfg.process.mc_continuations,
+            cfg.rollout.max_new_tokens,
+            seed_of,
+        )
+        rt.rollout.release()
+    return mc_process_output(rt.repro, out, mc, batch.group_ids, batch.mask.shape[1], batch_stats)
