@@ -100,6 +100,10 @@ class VLLMConfig:
     """Most sequences decoded at once."""
     max_num_batched_tokens: int = 8192
     """Most tokens per engine step (prefill chunks)."""
+    kv_cache_gb: float | None = None
+    """A fixed KV cache of this many GiB instead of the share of memory left after a start-up measurement (null).
+    Several engines starting on one GPU at once measure each other's allocations; a fixed size does not (vLLM's
+    kv_cache_memory_bytes; gpu_memory_utilization must still be free at start)."""
 
 
 @dataclass(frozen=True)
