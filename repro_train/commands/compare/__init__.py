@@ -4,8 +4,8 @@ policy on one held-out set, and write one table and one accuracy-vs-tokens plot.
     repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --parallel 4
     repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --seeds 0 --arms grpo,grpo_kimi
     repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --report-only   # table + plot again
-    repro-train compare --config recipes/compare/thinker.yaml --out runs/compare/thinker --parallel 10 --stagger 5 \
-        --time-limit 380                                         # one GPU, vLLM engines: docs/results.md, "The thinker"
+    repro-train compare --config recipes/compare/thinker.yaml --out runs/compare/thinker --parallel 10 --stagger 2 \
+        --time-limit 300                                         # one GPU, vLLM engines: docs/results.md, "The thinker"
 
 The comparison file (CompareConfig below) names a base recipe, overrides shared by every arm (the
 budget), the arms (each a name and its own overrides) and the held-out evaluation. Every arm's
@@ -14,10 +14,11 @@ train` with train.seed = seed, then `repro-train eval` of its final policy on th
 with the same sampling seeds; `--parallel N` runs N jobs at once (one process each, one CPU
 thread each). A job whose eval/summary.json exists is not run again, so an interrupted comparison
 resumes. `--stagger S` spaces the job starts (vLLM engines starting together on one GPU); `--time-limit S` stops
-each training job S seconds after it starts, at the end of a step with a checkpoint (SIGUSR1), and evaluates that
-checkpoint (a lent machine's time limit; the table then says how many steps each run made). Several held-out sets
-(eval.sets) give one table each. Writes OUT/<arm>-s<seed>/ (run folder, train.log, eval.log, eval/), OUT/results.json,
-OUT/table.md, OUT/table.csv and OUT/accuracy_vs_tokens.png. Columns: docs/evaluation.md.
+each training run after the first step that ends S seconds after its start, with a checkpoint (train.time_limit_s),
+and evaluates that checkpoint (a lent machine's time limit; the curves show the steps each run made). Several
+held-out sets (eval.sets) give one table each. Writes OUT/<arm>-s<seed>/ (run folder, train.log, eval.log, eval/),
+OUT/results.json, OUT/table.md, OUT/table.csv, OUT/accuracy_vs_tokens.png and OUT/training_curves.png (with several
+sets: table_<set>.csv and accuracy_vs_tokens_<set>.png). Columns: docs/evaluation.md.
 config.py reads the comparison file, jobs.py runs the jobs, report.py writes the table and plot.
 """
 

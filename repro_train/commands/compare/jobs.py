@@ -31,8 +31,8 @@ class Job:
     first_set: str = ""
     """The first held-out set's name ("" = the one set, whose files are in eval/ itself)."""
     time_limit_s: float = 0.0
-    """Stop training this many seconds after it starts (SIGUSR1: a checkpoint at the step's end) and evaluate that
-    checkpoint; 0 = none."""
+    """train.time_limit_s of the training run (a checkpoint at the end of the step that passes it), whose checkpoint
+    is then evaluated; 0 = none."""
 
     @property
     def summary(self) -> str:
@@ -110,6 +110,7 @@ def make_jobs(cfg: CompareConfig, out: str, time_limit_s: float = 0.0) -> list[J
                 "train.resume=null",
                 "log.wandb=false",
                 "log.progress=false",
+                *([f"train.time_limit_s={time_limit_s:g}"] if time_limit_s > 0 else []),
             ]
             evaluate = eval_command(cfg, label, run_dir, os.path.join(folder, "eval"), recipe.model.think_end)
             jobs.append(Job(label, arm.name, seed, folder, [train, evaluate], first, time_limit_s))
@@ -117,16 +118,14 @@ def make_jobs(cfg: CompareConfig, out: str, time_limit_s: float = 0.0) -> list[J
 
 
 def job_script(job: Job) -> str:
-    """One shell line: the job's commands in order, each logged, stopping at the first failure. With a time limit,
-    training gets SIGUSR1 when it runs out (trainer/preempt.py: it ends the step, writes a checkpoint and exits 75),
-    and the evaluation of that checkpoint follows."""
+    """One shell line: the job's commands in order, each logged, stopping at the first failure; a training run that
+    stopped at its time limit (exit 75, a checkpoint written) goes on to its evaluation."""
     logs = ["train.log", "eval.log"] if len(job.commands) == 2 else ["eval.log"]
     lines = [
         f"{shlex.join(c)} > {shlex.quote(os.path.join(job.folder, log))} 2>&1" for c, log in zip(job.commands, logs)
     ]
     if len(lines) == 2 and job.time_limit_s > 0:
-        limit = f"timeout --foreground --preserve-status -s USR1 -k 600 {job.time_limit_s:g}"
-        lines[0] = f"{{ {limit} {lines[0]}; rc=$?; [ $rc -eq 0 ] || [ $rc -eq {REQUEUE_EXIT} ]; }}"
+        lines[0] = f"{{ {lines[0]}; rc=$?; [ $rc -eq 0 ] || [ $rc -eq {REQUEUE_EXIT} ]; }}"
     return " && ".join(lines)
 
 
