@@ -21,6 +21,8 @@
 # samples, the check's metrics). B: B.md, compare.log, B.tar.gz (results.json, table.md, table_*.csv, every run's
 # config, metrics, logs, evaluation summaries and samples; no checkpoints). Each phase has its own timeout, so a slow
 # phase costs its own results only. The budgets (A_*, B_*) fit one 540 s call by estimate; set them in the environment.
+# A_RL_ARGS: more overrides for A's two-step check; B_ARGS: more arguments for B's compare (word-split), e.g.
+#   B_ARGS="overrides=[rollout.engine=vllm,dist.mixed_precision=\"no\"]" if the check shows bf16 autocast failing.
 set -uo pipefail
 mode=${1:?mode A or B}; out=$(mkdir -p "${2:?OUTDIR}" && cd "$2" && pwd)
 T0=$(date +%s)
@@ -82,7 +84,7 @@ case $mode in
     # two GRPO + RePro steps from the thinker on the vLLM engine: call B's path, checked before B spends its call
     if [ "$(left)" -gt 100 ]; then
       timeout $(($(left) - 25)) $PY train --config recipes/thinker/grpo_repro.yaml train.steps=2 \
-        train.output_dir="$ROOT/rl_check" train.resume=null log.wandb=false log.progress=false "${RL_X[@]}" \
+        train.output_dir="$ROOT/rl_check" train.resume=null log.wandb=false log.progress=false "${RL_X[@]}" ${A_RL_ARGS:-} \
         > "$out/rl_check.log" 2>&1
       say "rl check (2 steps): exit $?; $(grep -c '"step"' "$ROOT/rl_check/metrics.jsonl" 2>/dev/null) steps logged"
     else
@@ -104,10 +106,10 @@ case $mode in
     # step that ends B_LIMIT s after it started (train.time_limit_s, loading included), with a checkpoint, and its
     # evaluation follows
     timeout "${B_COMPARE:-490}" $PY compare --config recipes/compare/thinker.yaml --out "$ROOT/cmp" --parallel $PAR \
-      --stagger 2 --time-limit "${B_LIMIT:-300}" "${CMP_X[@]}" > "$out/compare.log" 2>&1
+      --stagger 2 --time-limit "${B_LIMIT:-300}" "${CMP_X[@]}" ${B_ARGS:-} > "$out/compare.log" 2>&1
     say "compare: exit $?"
     [ -f "$ROOT/cmp/results.json" ] || $PY compare --config recipes/compare/thinker.yaml --out "$ROOT/cmp" \
-      --report-only "${CMP_X[@]}" >> "$out/compare.log" 2>&1
+      --report-only "${CMP_X[@]}" ${B_ARGS:-} >> "$out/compare.log" 2>&1
     python3 bench/thinker_summary.py compare "$ROOT/cmp" --out "$out/B.md" > /dev/null
     pack "$out/B.tar.gz" "$ROOT/cmp"
     ;;
