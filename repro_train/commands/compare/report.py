@@ -73,7 +73,7 @@ def aggregate(per_run: dict[str, dict], arms: list[tuple[str, list[str]]]) -> di
             continue
         out[arm] = {}
         for key, _, _ in COLUMNS:
-            xs = [r[key] for r in rows if r[key] is not None]
+            xs = [r[key] for r in rows if r.get(key) is not None]  # a key older results lack counts as missing
             out[arm][key] = {
                 "mean": statistics.mean(xs) if xs else None,
                 "std": statistics.stdev(xs) if len(xs) > 1 else 0.0,
