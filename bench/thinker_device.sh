@@ -106,7 +106,7 @@ case $mode in
     # step that ends B_LIMIT s after it started (train.time_limit_s, loading included), with a checkpoint, and its
     # evaluation follows
     timeout "${B_COMPARE:-490}" $PY compare --config recipes/compare/thinker.yaml --out "$ROOT/cmp" --parallel $PAR \
-      --stagger 2 --time-limit "${B_LIMIT:-300}" "${CMP_X[@]}" ${B_ARGS:-} > "$out/compare.log" 2>&1
+      --stagger 2 --time-limit "${B_LIMIT:-270}" "${CMP_X[@]}" ${B_ARGS:-} > "$out/compare.log" 2>&1
     say "compare: exit $?"
     [ -f "$ROOT/cmp/results.json" ] || $PY compare --config recipes/compare/thinker.yaml --out "$ROOT/cmp" \
       --report-only "${CMP_X[@]}" ${B_ARGS:-} >> "$out/compare.log" 2>&1

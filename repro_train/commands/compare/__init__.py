@@ -5,7 +5,7 @@ policy on one held-out set, and write one table and one accuracy-vs-tokens plot.
     repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --seeds 0 --arms grpo,grpo_kimi
     repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --report-only   # table + plot again
     repro-train compare --config recipes/compare/thinker.yaml --out runs/compare/thinker --parallel 10 --stagger 2 \
-        --time-limit 300                                         # one GPU, vLLM engines: docs/results.md, "The thinker"
+        --time-limit 270                                         # one GPU, vLLM engines: docs/results.md, "The thinker"
 
 The comparison file (CompareConfig below) names a base recipe, overrides shared by every arm (the
 budget), the arms (each a name and its own overrides) and the held-out evaluation. Every arm's
