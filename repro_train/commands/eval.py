@@ -287,10 +287,28 @@ def write_outputs(out: Path, summaries: dict[str, dict], samples: dict[str, list
     )
 
 
+def write_sets(args, models: dict, sources: dict, sets: dict, settings: EvalSettings, summaries, samples) -> None:
+    """Each set's files (OUT/, or OUT/<set>/ when there are several) and table; settings recorded per label."""
+    for name, src in sources.items():
+        run = {"data": src, "n_problems": len(sets[name]), "device": args.device, "dtype": args.dtype}
+        run.update({"toy_seed": args.toy_seed} if src == "toy" else {}, **dataclasses.asdict(settings))
+        for label in summaries[name]:
+            model = f"reference:{args.reference}" if label == "reference" else models[label]
+            summaries[name][label] = {**summaries[name][label], "settings": {"model": model, **run}}
+        out = Path(args.out) if len(sets) == 1 else Path(args.out) / name
+        write_outputs(out, summaries[name], samples[name])
+        print(("" if len(sets) == 1 else f"[{name}]\n") + format_table(summaries[name]))
+        print(f"wrote {out}/summary.json, samples_<label>.jsonl, accuracy_vs_length.png, length_hist.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         models = parse_models(args.model)
+        if args.reference and "reference" in models:
+            raise EvalError(
+                "--reference scores the data's responses as the label 'reference': label the model otherwise"
+            )
         sources = parse_data(args.data)
         settings = settings_from_args(args, next(iter(sources.values())))
         sets = {
@@ -330,14 +348,5 @@ def main(argv: list[str] | None = None) -> int:
             summaries[name][label], samples[name][label] = summary, rows
     for name, refs in state.get("reference", {}).items():
         summaries[name]["reference"], samples[name]["reference"] = refs
-    for name, src in sources.items():
-        run = {"data": src, "n_problems": len(sets[name]), "device": args.device, "dtype": args.dtype}
-        run.update({"toy_seed": args.toy_seed} if src == "toy" else {}, **dataclasses.asdict(settings))
-        for label in summaries[name]:
-            model = f"reference:{args.reference}" if label == "reference" and label not in models else models[label]
-            summaries[name][label] = {**summaries[name][label], "settings": {"model": model, **run}}
-        out = Path(args.out) if len(sets) == 1 else Path(args.out) / name
-        write_outputs(out, summaries[name], samples[name])
-        print(("" if len(sets) == 1 else f"[{name}]\n") + format_table(summaries[name]))
-        print(f"wrote {out}/summary.json, samples_<label>.jsonl, accuracy_vs_length.png, length_hist.png")
+    write_sets(args, models, sources, sets, settings, summaries, samples)
     return 0

@@ -192,49 +192,65 @@ def heldout_loss(model, examples, t: FTTrainConfig, pad_id, device, autocast) ->
     return total / count
 
 
+def apply_update(model, opt, sched, t: FTTrainConfig) -> float:
+    """Clip the gradient (train.grad_clip > 0), step AdamW and the schedule; the gradient's norm before clipping."""
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    sched.step()
+    return float(norm)
+
+
+def log_line(log, row: dict, echo: bool) -> None:
+    """One JSON line in sft_log.jsonl; also printed when there is no progress bar (a batch job's log)."""
+    log.write(json.dumps(row) + "\n")
+    log.flush()
+    if echo:
+        print(f"sft {json.dumps(row)}", flush=True)
+
+
 def train_loop(model, train_ex, eval_ex, pad_id, t: FTTrainConfig, device, bf16: bool, log_path: Path) -> dict:
-    """The fine-tuning loop; one JSON line per log_every steps and per held-out evaluation."""
+    """The fine-tuning loop: a line per train.log_every steps and per held-out evaluation. Stops after the last step,
+    or after the first one past train.time_limit_s."""
     from tqdm import tqdm
 
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
     opt = make_optimizer(model, t)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t))
-    gen = torch.Generator().manual_seed(t.seed)
-    lengths = [len(ids) for ids, _ in train_ex]
+    batches = batch_indices(
+        [len(ids) for ids, _ in train_ex], t.batch_size, t.steps, t.bucket, torch.Generator().manual_seed(t.seed)
+    )
     model.train()
     start, recent, tokens, stats = time.time(), [], 0, {"stopped_early_at": None}
     with log_path.open("w") as log, tqdm(total=t.steps, disable=not t.progress, desc="sft", unit="step") as bar:
-        for step, idx in enumerate(batch_indices(lengths, t.batch_size, t.steps, t.bucket, gen)):
-            loss, n_tok, padded = step_loss(model, [train_ex[i] for i in idx], t, pad_id, device, autocast)
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-            recent.append(loss)
-            tokens += padded
-            done, elapsed = step + 1, time.time() - start
+        for done, idx in enumerate(batches, start=1):
+            loss, _, padded = step_loss(model, [train_ex[i] for i in idx], t, pad_id, device, autocast)
+            norm = apply_update(model, opt, sched, t)
+            recent, tokens, elapsed = recent + [loss], tokens + padded, time.time() - start
             last = done == t.steps or (t.time_limit_s > 0 and elapsed > t.time_limit_s)
             if done % t.log_every == 0 or last:
-                row = {"step": done, "loss": round(sum(recent) / len(recent), 5), "lr": sched.get_last_lr()[0]}
-                row.update(
-                    grad_norm=round(float(norm), 4), tokens_per_s=round(tokens / elapsed), elapsed_s=round(elapsed, 1)
+                stats["final_loss"] = round(sum(recent) / len(recent), 5)
+                row = {
+                    "step": done,
+                    "loss": stats["final_loss"],
+                    "lr": sched.get_last_lr()[0],
+                    "grad_norm": round(norm, 4),
+                }
+                log_line(
+                    log,
+                    {**row, "tokens_per_s": round(tokens / elapsed), "elapsed_s": round(elapsed, 1)},
+                    not t.progress,
                 )
-                log.write(json.dumps(row) + "\n")
-                bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=row["tokens_per_s"])
-                if not t.progress:  # a log line instead of the bar (a batch job's log)
-                    print(f"sft {json.dumps(row)}", flush=True)
-                stats["final_loss"], recent = row["loss"], []
+                bar.set_postfix(loss=f"{stats['final_loss']:.4f}", tok_s=round(tokens / elapsed))
+                recent = []
             if (t.eval_every and done % t.eval_every == 0) or last:
                 stats["eval_loss"] = heldout_loss(model, eval_ex, t, pad_id, device, autocast)
-                line = json.dumps({"step": done, "eval_loss": round(stats["eval_loss"], 5)})
-                log.write(line + "\n")
-                print(f"sft {line}", flush=True)
-            log.flush()
+                log_line(log, {"step": done, "eval_loss": round(stats["eval_loss"], 5)}, True)
             bar.update(1)
             if last:
-                stats["stopped_early_at"] = done if done < t.steps else None
                 break
-    stats.update(steps=done, train_s=time.time() - start, padded_tokens=tokens)
+    stats.update(steps=done, stopped_early_at=done if done < t.steps else None)
+    stats.update(train_s=time.time() - start, padded_tokens=tokens)
     return stats
 
 
