@@ -356,3 +356,30 @@ def test_cli_several_sets_with_reference(tiny_model_dir, tmp_path):
         assert summary["m"]["settings"]["data"].startswith(f"thinking:chain?n=2&split={name}")
         assert (out / name / "samples_reference.jsonl").exists()
     assert main(["--model", tiny_model_dir, *data, "--reference", "nope", "--out", str(out)]) == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available() or __import__("importlib").util.find_spec("vllm") is None,
+    reason="needs a CUDA GPU and vLLM",
+)
+def test_vllm_engine_answers_like_hf_greedy_on_a_gpu(tmp_path):
+    """`--engine vllm` on the shipped tiny reasoner (float32, eager): greedy responses agree with transformers'
+    generate on nearly every problem (argmax ties and kernels may differ on a few) and so does the accuracy."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    rows = {}
+    for engine in ("hf", "vllm"):
+        out = tmp_path / engine
+        cmd = [sys.executable, "-m", "repro_train", "eval", "--model", "toy", "--data", "toy", "--n-problems", "32"]
+        cmd += ["--greedy", "--max-new-tokens", "128", "--engine", engine, "--vllm-eager", "--device", "cuda"]
+        p = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        rows[engine] = [json.loads(x) for x in (out / "samples_toy.jsonl").read_text().splitlines()]
+    same = sum(a["completion"] == b["completion"] for a, b in zip(rows["hf"], rows["vllm"]))
+    assert same >= 28, f"only {same} of 32 greedy responses agree"
+    acc = {e: sum(r["correct"] for r in rs) for e, rs in rows.items()}
+    assert abs(acc["hf"] - acc["vllm"]) <= 4, acc
