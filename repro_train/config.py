@@ -101,6 +101,10 @@ class VLLMConfig:
     """Most sequences decoded at once."""
     max_num_batched_tokens: int = 8192
     """Most tokens per engine step (prefill chunks)."""
+    kv_cache_gb: float | None = None
+    """A fixed KV cache of this many GiB instead of the share of memory left after a start-up measurement (null).
+    Several engines starting on one GPU at once measure each other's allocations; a fixed size does not (vLLM's
+    kv_cache_memory_bytes; gpu_memory_utilization must still be free at start)."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +289,9 @@ class TrainConfig:
     """Checkpoints kept (older ones are deleted)."""
     resume: str | None = None
     """'auto' = the latest checkpoint in output_dir, a checkpoint folder, or null = start fresh."""
+    time_limit_s: float = 0.0
+    """Stop after the first step that ends this many seconds after the run started (loading included), with a
+    checkpoint, as SIGUSR1 would (exit code 75, resumable); 0 = no limit. A lent machine's time limit."""
     max_bad_steps: int = 3
     """A step whose rewards, log-probs, J, advantages, loss or gradient norm are not finite is not applied (logged as
     guard/nonfinite/<where>); after this many such steps in a row the run writes a checkpoint (the last good
@@ -384,6 +391,8 @@ def _validate_rollout(cfg: Config) -> None:
             f"'rollout.min_new_tokens' must be in [0, rollout.max_new_tokens = {ro.max_new_tokens}], "
             f"got {ro.min_new_tokens}"
         )
+    if cfg.train.time_limit_s < 0:
+        raise ConfigError(f"'train.time_limit_s' must be >= 0 (0 = no limit), got {cfg.train.time_limit_s}")
     if ro.temperature <= 0:
         raise ConfigError(f"'rollout.temperature' must be > 0, got {ro.temperature}")
     if not 0 < ro.top_p <= 1:

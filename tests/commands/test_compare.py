@@ -131,3 +131,52 @@ def test_eval_command_passes_the_system_prompt_and_named_data():
     )
     toy = eval_command(load_compare(os.path.join(REPO, "recipes/compare/toy.yaml")), "grpo.s0", "runs/x/policy", "out")
     assert "--system-prompt" not in toy
+
+
+def test_time_limit_checkpoints_and_evaluates_what_ran_on_several_sets(tmp_path, tiny_model_dir):
+    """--time-limit: each run stops after the first step past it (train.time_limit_s; here at once: after step 1)
+    with a checkpoint, exits 75, and the job goes on to evaluate that checkpoint through the run folder; eval.sets
+    gives one table and one summary folder per set; the curves come from the run's metrics."""
+    from repro_train.tasks.arithmetic import generate, write_jsonl
+
+    data = tmp_path / "d.jsonl"
+    write_jsonl(generate(8, seed=3, with_traces=False), str(data))
+    recipe = make_recipe(tmp_path, tiny_model_dir, str(data))
+    path = _compare_file(
+        tmp_path,
+        recipe,
+        overrides=["train.steps=5"],
+        seeds=[0],
+        arms=[{"name": "grpo"}],
+        eval={
+            "sets": {"easy": "toy", "other": "gsm8k-100"},
+            "n_problems": 2,
+            "samples": 1,
+            "max_new_tokens": 4,
+            "base_model": False,
+        },
+    )
+    out = tmp_path / "out"
+    res = run_cli(["compare", "--config", path, "--out", str(out), "--time-limit", "1e-6", "--stagger", "1"])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run = out / "grpo-s0" / "run"
+    assert sorted(os.listdir(run / "checkpoint-000001")) and not (run / "checkpoint-000005").exists()
+    assert json.loads((run / "PREEMPTED").read_text())["step"] == 1
+    for name in ("easy", "other"):
+        s = json.loads((out / "grpo-s0" / "eval" / name / "summary.json").read_text())["grpo-s0"]
+        assert s["settings"]["model"] == str(run / "checkpoint-000001" / "policy") and s["n_problems"] == 2
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["sets"]) == {"easy", "other"} and results["runs"] == results["sets"]["easy"]["runs"]
+    assert [p[0] for p in results["curves"]["grpo"]["response_length/mean"]] == [1]
+    table = (out / "table.md").read_text()
+    assert "## easy: toy" in table and "## other: gsm8k-100" in table and "tokens after first correct" in table
+    assert (out / "table_easy.csv").exists() and (out / "table_other.csv").exists()
+
+
+def test_sets_and_data_are_exclusive_and_names_checked(tmp_path, tiny_model_dir):
+    recipe = make_recipe(tmp_path, tiny_model_dir, str(tmp_path / "d.jsonl"))
+    (tmp_path / "d.jsonl").write_text('{"question": "1+1", "answer": "2"}\n')
+    with pytest.raises(ConfigError, match="either 'eval.data'"):
+        load_compare(_compare_file(tmp_path, recipe, eval={"data": "gsm8k-100", "sets": {"a": "toy"}}))
+    with pytest.raises(ConfigError, match="'eval.sets' entry 'a b'"):
+        load_compare(_compare_file(tmp_path, recipe, eval={"sets": {"a b": "toy"}}))

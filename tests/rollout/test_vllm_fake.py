@@ -42,7 +42,7 @@ class FakeLLM:
 
         class Model:
             def load_weights(_, weights):
-                self.model_weights.update({n: float(t) for n, t in weights})
+                self.model_weights.update({n: float(t) if isinstance(t, float) else t for n, t in weights})
 
         return [fn(Model())]
 
@@ -189,3 +189,41 @@ def test_sampled_logprobs_read_flat_and_dict_logprobs(fake_vllm):
     flat = FakeFlat([0, 1, 3], [1, 3, 4], [5, 9, 8, 2], [-0.5, -0.1, -0.7, -0.2])
     assert sampled_logprobs(flat, [5, 8, 2]) == [-0.5, -0.7, -0.2]
     assert sampled_logprobs([{5: FakeLogprob(-0.5)}, {8: FakeLogprob(-0.7)}], [5, 8]) == [-0.5, -0.7]
+
+
+def test_kv_cache_gb_fixes_the_cache_size(fake_vllm):
+    from repro_train.rollout.vllm import VLLMEngine, check_vllm
+
+    VLLMEngine("/m", RolloutConfig(engine="vllm", vllm=VLLMConfig(kv_cache_gb=1.5)), [2], 160, "auto", 0, 1)
+    assert fake_vllm[0].kwargs["kv_cache_memory_bytes"] == 3 * 2**29
+    assert "kv_cache_memory_bytes" not in engine().llm.kwargs  # unset: vLLM measures it at start
+    with pytest.raises(ValueError, match="'rollout.vllm.kv_cache_gb' must be > 0"):
+        check_vllm(RolloutConfig(engine="vllm", vllm=VLLMConfig(kv_cache_gb=0.0)), 1, True, version="0.25.1")
+
+
+def test_eval_builds_one_engine_and_pushes_each_models_weights(fake_vllm, monkeypatch, tiny_model_dir, tmp_path):
+    """`repro-train eval --engine vllm`: one engine for the run (dummy weights, eager, a fixed KV cache), every
+    model's weights pushed to it under their Hugging Face names, problem i sampled from seed mix_seed(seed, i), and
+    the responses graded as the hf engine's are (here the fake's tokens, cut after the tiny model's EOS, id 2)."""
+    import json
+
+    from repro_train.commands.eval import main
+    from repro_train.core.seeds import mix_seed
+    from repro_train.eval import runner
+
+    monkeypatch.setattr(runner, "check_vllm", lambda *a, **k: None)  # no vLLM package, no GPU here
+    argv = ["--model", f"a={tiny_model_dir}", "--model", f"b={tiny_model_dir}", "--data", "toy", "--n-problems", "3"]
+    argv += ["--samples", "2", "--engine", "vllm", "--vllm-eager", "--vllm-kv-gb", "0.5", "--vllm-memory", "0.2"]
+    assert main([*argv, "--max-new-tokens", "40", "--out", str(tmp_path)]) == 0
+    assert len(fake_vllm) == 1
+    llm = fake_vllm[0]
+    kw = llm.kwargs
+    assert kw["load_format"] == "dummy" and kw["enforce_eager"] is True and kw["gpu_memory_utilization"] == 0.2
+    assert kw["kv_cache_memory_bytes"] == 2**29 and 40 < kw["max_model_len"] <= 1024
+    assert llm.calls.count("load_weights") == 2 and llm.calls.count("generate") == 2
+    assert "model.embed_tokens.weight" in llm.model_weights and "lm_head.weight" in llm.model_weights
+    assert [p.seed for p in llm.params] == [mix_seed(0, i) for i in range(3)] and {p.n for p in llm.params} == {2}
+    assert {(p.max_tokens, p.temperature, p.top_k) for p in llm.params} == {(40, 1.0, 0)}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["a"]["n_samples"] == 6 and summary["a"]["mean_tokens"] == 3.0  # [10 + g, 11 + g, EOS]
+    assert summary["b"]["settings"]["engine"] == "vllm" and summary["b"]["frac_finished"] == 1.0

@@ -4,10 +4,14 @@ set, and write one table and one accuracy-vs-tokens plot (docs/evaluation.md, "C
     repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --parallel 4
     repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --seeds 0 --arms grpo,grpo_kimi
     repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --report-only   # table + plot again
+    repro-train compare --config recipes/compare/thinker.yaml --out runs/compare/thinker --parallel 10 --stagger 2 \
+        --time-limit 270                                         # one GPU, vLLM engines: docs/results.md, "The thinker"
 
 Each (arm, seed) is one job: `repro-train train`, then `repro-train eval` of its final policy. A job whose
-eval/summary.json exists is not run again, so an interrupted comparison resumes. config.py reads the comparison file
-(CompareConfig), jobs.py runs the jobs, report.py writes OUT/results.json, table.md, table.csv and the plot.
+eval/summary.json exists is not run again, so an interrupted comparison resumes. `--stagger S` spaces the job starts
+(vLLM engines on one GPU), `--time-limit S` stops each training run at a step boundary after S seconds, with a
+checkpoint (train.time_limit_s). config.py reads the comparison file (CompareConfig), jobs.py runs the jobs,
+report.py writes OUT/results.json, the tables, the accuracy-vs-tokens plot and the training curves (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -36,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="comma-separated seeds instead of the file's")
     p.add_argument("--arms", default=None, help="comma-separated arm names: run only these")
     p.add_argument("--report-only", action="store_true", help="run nothing; write the table and plot of finished runs")
+    p.add_argument("--stagger", type=float, default=0.0, help="seconds between job starts (default 0)")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=0.0,
+        help="stop each training job this many seconds after its start, with a checkpoint, and evaluate that (0: none)",
+    )
     p.add_argument("overrides", nargs="*", help="dotted overrides of the comparison file, e.g. eval.n_problems=20")
     return p
 
@@ -55,21 +66,21 @@ def main(argv: list[str] | None = None) -> int:
             cfg = CompareConfig(
                 cfg.base, cfg.overrides, cfg.seeds, tuple(a for a in cfg.arms if a.name in keep), cfg.eval
             )
-        if args.parallel < 1:
-            raise ConfigError(f"--parallel must be >= 1, got {args.parallel}")
+        if args.parallel < 1 or args.stagger < 0 or args.time_limit < 0:
+            raise ConfigError("--parallel must be >= 1, --stagger and --time-limit >= 0")
     except ConfigError as e:
         print(f"repro-train compare: error: {e}", file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
     if not args.report_only:
-        jobs = make_jobs(cfg, args.out)
+        jobs = make_jobs(cfg, args.out, args.time_limit)
         todo = [j for j in jobs if not os.path.exists(j.summary)]
         print(
             f"[compare] {len(cfg.arms)} arm(s) x {len(cfg.seeds)} seed(s) from {cfg.base}; {len(todo)} of "
             f"{len(jobs)} job(s) to run, {args.parallel} at a time; output {args.out}",
             flush=True,
         )
-        codes = run_jobs(todo, args.parallel)
+        codes = run_jobs(todo, args.parallel, stagger_s=args.stagger)
         failed = [lb for lb, c in codes.items() if c != 0]
         if failed:
             print(f"[compare] {len(failed)} job(s) failed: {', '.join(failed)}", file=sys.stderr)

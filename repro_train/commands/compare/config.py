@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ...config import load
 from ...core.typed_config import ConfigError, apply_overrides, build
@@ -48,6 +49,19 @@ class CompareEvalConfig:
     """Also evaluate the base recipe's initial model (a 'base' row)."""
     system_prompt: str | None = None
     """System message before each question (an instruct model's format instruction); null = none."""
+    sets: dict = field(default_factory=dict)
+    """Several held-out sets instead of `data`, name -> source (e.g. {test: "thinking:all?split=test",
+    hard: "thinking:all?split=hard"}), each with its own table; {} = the one `data` set."""
+    engine: Literal["hf", "vllm"] = "hf"
+    """Sampler of the evaluation: transformers generate, or the vLLM engine (GPU; one per job, every set)."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Dtype the evaluated models run in."""
+    vllm_memory: float = 0.3
+    """engine = vllm: share of the GPU's memory each job's engine may take (all jobs may evaluate at once)."""
+    vllm_kv_cache_gb: float | None = None
+    """engine = vllm: a fixed KV cache size in GiB (engines that start together do not measure each other)."""
+    vllm_cuda_graphs: bool = True
+    """engine = vllm: compile and capture CUDA graphs (false: eager, starts in seconds, decodes slower)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,11 @@ def arm_overrides(cfg: CompareConfig, arm: ArmConfig) -> list[str]:
     return [*cfg.overrides, *arm.overrides]
 
 
+def eval_sets(cfg: CompareConfig) -> dict[str, str]:
+    """{name: source} of the held-out sets: eval.sets, or {"": eval.data} for the one set (files in eval/ itself)."""
+    return dict(cfg.eval.sets) or {"": cfg.eval.data}
+
+
 def check_compare(cfg: CompareConfig) -> None:
     """Raise ConfigError naming the field; loads each arm's recipe (so a bad override fails now)."""
     if not cfg.arms:
@@ -112,6 +131,13 @@ def check_compare(cfg: CompareConfig) -> None:
     e = cfg.eval
     if e.n_problems < 1 or e.samples < 1 or e.max_new_tokens < 1:
         raise ConfigError("'eval.n_problems', 'eval.samples' and 'eval.max_new_tokens' must be >= 1")
+    for name, source in e.sets.items():
+        if not isinstance(name, str) or not _NAME.match(name) or not isinstance(source, str) or not source:
+            raise ConfigError(
+                f"'eval.sets' entry {name!r}: {source!r}: a name (letters, digits, '_', '.', '-') and a source"
+            )
+    if e.sets and e.data != CompareEvalConfig.data:
+        raise ConfigError(f"give either 'eval.data' ({e.data!r}) or 'eval.sets', not both")
     for i, arm in enumerate(cfg.arms):
         try:
             load(base_path(cfg), arm_overrides(cfg, arm))

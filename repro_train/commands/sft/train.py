@@ -1,6 +1,8 @@
-"""Supervised training from scratch of the tiny reasoner on the toy task's trace mix.
+"""`repro-train sft`: supervised training from scratch of the tiny reasoner on the toy task's trace mix (this module),
+or, for a recipe whose `model.path` names a pretrained model, fine-tuning of that model (finetune.py).
 
     repro-train sft --config recipes/toy/sft.yaml [key=value ...]
+    repro-train sft --config recipes/thinker/sft.yaml                       # SmolLM2-135M-Instruct into a thinker
     repro-train sft --config recipes/toy/sft.yaml output_dir=/tmp/tr train.steps=50 eval.n_problems=20
 
 Builds the model shipped in `repro_train/assets/tiny-reasoner/` (docs/tiny-reasoner.md):
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,10 @@ import torch
 from ...core.typed_config import ConfigError, dump_yaml
 from ...tasks.arithmetic import generate
 from ...tasks.reasoner import build_tokenizer, format_prompt
+from .batches import batch_indices, lr_factor
 from .config import SFTConfig, SFTModelConfig, SFTTrainConfig, load
+from .finetune import run_finetune
+from .finetune_config import is_finetune, load_finetune, raw_recipe
 from .report import evaluate, record_markdown, save
 
 # ----------------------------------------------------------------------------- data
@@ -68,28 +72,6 @@ def collate(examples: list[tuple[list[int], int]], pad_id: int) -> dict[str, tor
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def batch_indices(lengths: list[int], batch_size: int, steps: int, bucket: int, generator: torch.Generator):
-    """Yield `steps` index lists over range(len(lengths)), epoch after reshuffled epoch.
-
-    Length bucketing: each epoch's permutation is cut into windows of `bucket` batches, each
-    window is sorted by length and cut into batches, and the batches are shuffled; so a batch
-    holds similar lengths and pads little (bucket = 1: plain shuffled batches). A batch never
-    spans two epochs; each epoch drops its last len(lengths) % batch_size indices.
-    """
-    batches: list[list[int]] = []
-    for _ in range(steps):
-        if not batches:
-            order = torch.randperm(len(lengths), generator=generator).tolist()
-            window = bucket * batch_size
-            for w in range(0, len(order), window):
-                chunk = sorted(order[w : w + window], key=lengths.__getitem__)
-                batches += [
-                    chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size) if b + batch_size <= len(chunk)
-                ]
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
-        yield batches.pop()
-
-
 # ----------------------------------------------------------------------------- model
 
 
@@ -110,14 +92,6 @@ def build_model(m: SFTModelConfig, tok):
         eos_token_id=tok.eos_token_id,
     )
     return LlamaForCausalLM(config)
-
-
-def lr_factor(step: int, t: SFTTrainConfig) -> float:
-    """Multiplier of t.lr at `step` (0-based): linear warmup, then cosine to t.min_lr_ratio."""
-    if step < t.warmup_steps:
-        return (step + 1) / t.warmup_steps
-    progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
-    return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def make_optimizer(model, t: SFTTrainConfig) -> torch.optim.AdamW:
@@ -233,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="dotted key=value, e.g. train.steps=100")
     args = p.parse_args(argv)
     try:
+        raw = raw_recipe(args.config, args.overrides)
+        if is_finetune(raw):  # a pretrained model's recipe (recipes/thinker/sft.yaml): finetune.py
+            return finetune_main(load_finetune(raw))
         cfg = load(args.config, args.overrides)
     except ConfigError as e:
         print(f"repro-train sft: {e}", file=sys.stderr)
@@ -249,6 +226,22 @@ def main(argv: list[str] | None = None) -> int:
                 f"{s['recheck_rate']:.3f}, backtrack rate {s['backtrack_rate']:.3f}"
             )
         print(line)
+    return 0
+
+
+def finetune_main(cfg) -> int:
+    """Fine-tune a pretrained model (finetune.py) and print what it measured."""
+    print(dump_yaml(cfg))
+    result = run_finetune(cfg)
+    line = f"sft: {result['steps']} steps in {result['train_s']:.0f} s, final loss {result['final_loss']:.4f}"
+    line += f", held-out loss {result['eval_loss']:.4f} -> {result['model']}"
+    if "generation" in result:
+        g = result["generation"]
+        line += (
+            f"\nheld-out greedy: accuracy {g['pass@1']:.3f}, mean tokens {g['mean_tokens']:.1f}, re-checks "
+            f"{g['recheck_rate']:.3f}, backtracks {g['backtrack_rate']:.3f} per response"
+        )
+    print(line)
     return 0
 
 
