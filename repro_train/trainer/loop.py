@@ -60,10 +60,10 @@ def optimizer_step(
     adds the loss terms to `sums` and the other statistics to `means`. The step is not applied when
     `guard` finds its loss or gradient norm not finite."""
     cfg, d, algo = rt.cfg, rt.dist, rt.cfg.algo
-    m = batch.mask[rows_m]
+    m = batch.loss_mask[rows_m]  # algo.mask_truncated's excluded rows count in no normaliser (1: none left)
     norms = dict(
-        global_tokens=float(d.sum(m.sum().float())),
-        global_seqs=float(d.sum((m.sum(-1) > 0).sum().float())),
+        global_tokens=max(float(d.sum(m.sum().float())), 1.0),
+        global_seqs=max(float(d.sum((m.sum(-1) > 0).sum().float())), 1.0),
         max_len=cfg.rollout.max_new_tokens,
     )
     micro = [rows_m[i : i + algo.micro_batch_size] for i in range(0, len(rows_m), algo.micro_batch_size)]
@@ -103,7 +103,7 @@ def micro_loss(rt: Runtime, batch: Batch, rows: list[int], norms: dict) -> tuple
     seqs = batch.seqs.select(rows)
     Rm = seqs.response_mask.shape[1]
     sl = lambda t: t[rows, :Rm]  # noqa: E731 - this micro-batch's rows, trimmed like seqs
-    mask = seqs.response_mask
+    mask = sl(batch.loss_mask)
     want_entropy = algo.entropy_coef > 0
     out = forward_logprobs(
         rt.policy,
