@@ -29,7 +29,7 @@ import os
 import torch
 
 from ..algos.correction import logprob_gap
-from ..core.typed_config import to_dict
+from ..core.typed_config import ConfigError, to_dict
 from ..eval.detectors import count_backtracks, count_rechecks
 from .shaping import shaping_metrics
 
@@ -260,8 +260,13 @@ class RunLogger:
 
 def tensorboard_writer(out_dir: str):
     """A TensorBoard SummaryWriter on <out_dir>/tensorboard (the `tensorboard` package, a dependency)."""
-    from torch.utils.tensorboard import SummaryWriter
-
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ConfigError(
+            f"'log.tensorboard' needs the tensorboard package ({e}): pip install tensorboard, "
+            "or set log.tensorboard=false"
+        ) from None
     return SummaryWriter(log_dir=os.path.join(out_dir, "tensorboard"))
 
 
