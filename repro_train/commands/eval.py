@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=d.seed, help="problem i is sampled from seed (seed, i)")
     p.add_argument("--k", default=",".join(map(str, d.k_values)), help="maj@k values, comma-separated (default 1,4,8)")
+    p.add_argument(
+        "--pass-k",
+        default=None,
+        help="pass@k values (unbiased estimator, docs/evaluation.md), comma-separated (default: the --k values)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--out", default="runs/eval", help="output folder (default runs/eval)")
@@ -111,13 +116,13 @@ def parse_models(specs: list[str]) -> dict[str, str]:
     return models
 
 
-def parse_k(text: str) -> tuple[int, ...]:
+def parse_k(text: str, flag: str = "--k") -> tuple[int, ...]:
     try:
         ks = tuple(int(k) for k in text.split(",") if k.strip())
     except ValueError:
-        raise EvalError(f"--k {text!r}: expected comma-separated integers such as 1,4,8") from None
+        raise EvalError(f"{flag} {text!r}: expected comma-separated integers such as 1,4,8") from None
     if not ks or min(ks) < 1:
-        raise EvalError(f"--k {text!r}: values must be >= 1")
+        raise EvalError(f"{flag} {text!r}: values must be >= 1")
     return ks
 
 
@@ -135,15 +140,17 @@ def settings_from_args(args) -> EvalSettings:
         reward=args.reward or default_reward(args.data),
         seed=args.seed,
         k_values=parse_k(args.k),
+        pass_k=parse_k(args.pass_k if args.pass_k is not None else args.k, "--pass-k"),
         system_prompt=args.system_prompt,
         think_end=args.think_end,
     )
 
 
 def format_table(summaries: dict[str, dict]) -> str:
-    """One line per label: pass@1, each maj@k, mean/median tokens, rates, tokens after correct."""
-    majs = sorted({k for s in summaries.values() for k in s if k.startswith("maj@")}, key=lambda k: int(k[4:]))
-    head = ["model", "pass@1", *majs, "mean_tok", "median_tok", "recheck", "backtrack", "after_correct"]
+    """One line per label: pass@1, each pass@k and maj@k, mean/median tokens, rates, tokens after correct."""
+    passes = sorted({k for s in summaries.values() for k in s if k.startswith("pass@") and k != "pass@1"}, key=_k)
+    majs = sorted({k for s in summaries.values() for k in s if k.startswith("maj@")}, key=_k)
+    head = ["model", "pass@1", *passes, *majs, "mean_tok", "median_tok", "recheck", "backtrack", "after_correct"]
     rows = []
     for label, s in summaries.items():
         after = s["tokens_after_first_correct"]
@@ -151,7 +158,7 @@ def format_table(summaries: dict[str, dict]) -> str:
             [
                 label,
                 f"{s['pass@1']:.3f}",
-                *(f"{s[m]:.3f}" if m in s else "-" for m in majs),
+                *(f"{s[m]:.3f}" if m in s else "-" for m in passes + majs),
                 f"{s['mean_tokens']:.1f}",
                 f"{s['median_tokens']:.1f}",
                 f"{s['recheck_rate']:.3f}",
@@ -164,6 +171,11 @@ def format_table(summaries: dict[str, dict]) -> str:
         "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
         for r in [head, *rows]
     )
+
+
+def _k(name: str) -> int:
+    """The k of 'pass@k' / 'maj@k'."""
+    return int(name.partition("@")[2])
 
 
 def _evaluate_one(path: str, problems: list[dict], settings: EvalSettings, device: str, dtype: str):

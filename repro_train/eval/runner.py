@@ -63,6 +63,8 @@ class EvalSettings:
     """Problem i is sampled after torch.manual_seed(mix_seed(seed, i))."""
     k_values: tuple[int, ...] = (1, 4, 8)
     """maj@k reported for each k <= samples."""
+    pass_k: tuple[int, ...] = (1, 4, 8)
+    """pass@k (the unbiased estimator, docs/evaluation.md) reported for each k <= samples."""
     system_prompt: str | None = None
     """System message before each question (chat template)."""
     think_end: str = "</think>"
@@ -83,6 +85,8 @@ def check_settings(s: EvalSettings) -> None:
         raise EvalError(f"max_new_tokens and batch_size must be >= 1, got {s.max_new_tokens}, {s.batch_size}")
     if not s.k_values or any(k < 1 for k in s.k_values):
         raise EvalError(f"k values must be >= 1, got {list(s.k_values)}")
+    if not s.pass_k or any(k < 1 for k in s.pass_k):
+        raise EvalError(f"pass@k values must be >= 1, got {list(s.pass_k)}")
 
 
 def default_reward(source: str) -> str:
@@ -261,9 +265,11 @@ def grade_responses(
     return samples, metric_rows
 
 
-def summarize_samples(samples: list[dict], metric_rows: list[dict], k_values: Sequence[int]) -> dict:
+def summarize_samples(
+    samples: list[dict], metric_rows: list[dict], k_values: Sequence[int], pass_k: Sequence[int] = (1,)
+) -> dict:
     """`metrics.summarize`, with the detector rates taken over the thinking part only."""
-    out = summarize(metric_rows, k_values)
+    out = summarize(metric_rows, k_values, pass_k)
     # summarize() runs the detectors on "text", the whole response (which must stay whole for
     # tokens_after_first_correct); the rates reported count paragraphs before the think marker.
     n = len(samples)
@@ -283,7 +289,7 @@ def evaluate(
 ) -> tuple[dict, list[dict]]:
     """(summary, samples) of `model` on `problems` ({"id", "question", "answer"}).
 
-    summary: `metrics.summarize` keys (pass@1, maj@k, *_tokens, rates, tokens_after_first_correct,
+    summary: `metrics.summarize` keys (pass@1, pass@k, maj@k, *_tokens, rates, tokens_after_first_correct,
     ...) plus frac_finished; samples: one row per response (see grade_responses).
     """
     check_settings(settings)
@@ -306,4 +312,4 @@ def evaluate(
     with reward:
         responses = generate_responses(model, prompts, settings, eos, pad_id, progress)
         samples, metric_rows = grade_responses(tokenizer, reward, problems, prompts, responses, fmt)
-    return summarize_samples(samples, metric_rows, settings.k_values), samples
+    return summarize_samples(samples, metric_rows, settings.k_values, settings.pass_k), samples
