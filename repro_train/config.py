@@ -306,8 +306,8 @@ class LogConfig:
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = False
-    """Also write every step's scalars as TensorBoard events to <output_dir>/tensorboard (open with `tensorboard
-    --logdir <output_dir>/tensorboard`)."""
+    """Also write every step's scalars (those wandb gets) as TensorBoard events in the run folder's `tensorboard/`;
+    open them with `tensorboard --logdir RUN_FOLDER/tensorboard`."""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,11 @@ TRAIN_RECIPES = [
 ]
 """`repro-train train` recipes; recipes/toy/sft.yaml is `repro-train sft`'s (tests/commands/test_sft.py)."""
 SFT_RECIPES = ["recipes/toy/sft.yaml"]
-COMPARE_FILES = ["recipes/compare/toy.yaml", "recipes/compare/smollm2.yaml"]
+COMPARE_FILES = [
+    "recipes/compare/toy.yaml",
+    "recipes/compare/smollm2.yaml",
+    "recipes/compare/dynamic-sampling-toy.yaml",
+]
 """`repro-train compare` files (repro_train/commands/compare.py), not recipes themselves."""
 # The comparable toy recipes (one budget); demo.yaml is the shorter, hotter run of `make demo`.
 TOY = [r for r in TRAIN_RECIPES if r.startswith("recipes/toy/") and r != "recipes/toy/demo.yaml"]
