@@ -21,8 +21,8 @@ The refill of one step (docs/algorithms.md, "Dynamic sampling"):
      nothing to the gradient but keeps the batch's shape (sampling/unfilled counts them).
   5. The batch is put together in slot order; the advantage phase then runs once on it, with global statistics.
 A slot's history depends only on the step, the slot and the draws, so N ranks keep the same groups as one process
-(with rollout.per_prompt_seed). Under ZeRO-3 and FSDP2 generation and forwards are collectives: a rank with fewer
-slots to refill than the busiest one samples copies of prompt 0 to match it, and drops them.
+(with rollout.per_prompt_seed). Where generation or forwards are collectives (ZeRO-3, FSDP2, tensor-parallel vLLM)
+a rank with fewer slots to refill than the busiest one samples copies of prompt 0 to match it, and drops them.
 Metrics: sampling/{dropped (groups found without signal, every round), rounds, prompts (drawn this step), unfilled}.
 """
 
@@ -155,12 +155,12 @@ def _judge(rt, batch, slots: list[int]) -> dict[int, bool]:
 
 
 def _round_draw(rt, step: int, rnd: int, assign: dict[int, int], refilling: list[int]) -> Draw:
-    """This rank's prompts of refill round `rnd`; under ZeRO-3/FSDP2 padded with copies of prompt 0 (negative
-    slots) to the busiest rank's count, since every rank must run as many generate and forward calls."""
+    """This rank's prompts of refill round `rnd`; padded with copies of prompt 0 (negative slots) to the busiest
+    rank's count where generation or forwards are collectives (`lockstep`)."""
     cfg, d = rt.cfg, rt.dist
     slots = sorted(assign)
     idx = [assign[s] for s in slots]
-    if d.sharded:
+    if lockstep(rt):
         per_rank = cfg.rollout.prompts_per_step // d.world
         busiest = max(sum(refilling[r * per_rank : (r + 1) * per_rank]) for r in range(d.world))
         pad = list(range(-1, -1 - (busiest - len(slots)), -1))
@@ -169,6 +169,14 @@ def _round_draw(rt, step: int, rnd: int, assign: dict[int, int], refilling: list
     if seeds is None:
         torch.manual_seed(mix_seed(cfg.train.seed, step, d.rank, 7, rnd))
     return idx, slots, seeds
+
+
+def lockstep(rt) -> bool:
+    """Every rank must make as many generate and forward calls: ZeRO-3 and FSDP2 gather weights in each, and a
+    tensor-parallel vLLM engine gathers its ranks' prompts. (Under DDP and ZeRO-2 a no-grad forward and the `hf`
+    engine's generate talk to no other rank.)"""
+    ro = rt.cfg.rollout
+    return rt.dist.sharded or (ro.engine == "vllm" and ro.vllm.tensor_parallel_size > 1)
 
 
 def _rows_of(batch, slot: int) -> list[int]:

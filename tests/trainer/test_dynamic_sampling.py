@@ -305,10 +305,11 @@ def test_resume_mid_refill_is_exact(tmp_path, tiny_model_dir, data_path):
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("launcher", ["ddp", "zero3"])
+@pytest.mark.parametrize("launcher", ["ddp", "zero2", "zero3"])
 def test_two_ranks_keep_the_groups_of_one(tmp_path, tiny_model_dir, data_path, launcher):
-    """2 ranks (torchrun DDP; ZeRO-3, where the rank with fewer slots to refill pads its rounds) refill the same
-    slots with the same prompts as 1 process: same rewards, counts and loss, and the same weights after step 1."""
+    """2 ranks (torchrun DDP and ZeRO-2, where rank 1 sits out the rounds it has nothing to refill; ZeRO-3, where it
+    pads them) refill the same slots with the same prompts as 1 process: same rewards, counts and loss, and the
+    same weights after step 1."""
     rec = recipe(tmp_path, tiny_model_dir, data_path, data="ranks.jsonl", train={"steps": 1, "save_every": 1})
     reference = run_inprocess(rec, f"train.output_dir={tmp_path / 'single'}")
     out = tmp_path / launcher
@@ -316,7 +317,7 @@ def test_two_ranks_keep_the_groups_of_one(tmp_path, tiny_model_dir, data_path, l
         cmd = [f"{BIN}/torchrun", "--standalone", "--nproc_per_node", "2", "-m", "repro_train"]
         extra = []
     else:
-        cfg = f"{REPO}/launch/accelerate/zero3.yaml"
+        cfg = f"{REPO}/launch/accelerate/{launcher}.yaml"
         cmd = [f"{BIN}/accelerate", "launch", "--config_file", cfg, "--num_processes", "2", "-m", "repro_train"]
         extra = ["train.device=auto"]
     res = run_cli(["train", "--config", rec, f"train.output_dir={out}", *extra], launcher=cmd)
