@@ -144,8 +144,9 @@ def refill(rt, batch: B, step: int, more: Callable[[Any, int, Draw], B]) -> B:
 
 
 def _judge(rt, batch, slots: list[int]) -> dict[int, bool]:
-    """{slot: has signal} for `slots` of `batch`; the process advantage is this rank's alone (no collective), which
-    decides nothing differently: under process_norm 'batch' a scored rollout's A_tilde is 0 only by coincidence."""
+    """{slot: has signal} for `slots` of `batch`. The process advantage is computed on this batch alone (no
+    collective): with process_norm 'group' (the default), 'group_mean' or 'none' it is the group's A_tilde in the
+    final batch; with 'batch' the pool differs, and a scored rollout's A_tilde is 0 only by coincidence in either."""
     mode = rt.cfg.rollout.dynamic_sampling
     process = None
     if mode == "signal" and rt.cfg.repro.alpha != 0:
