@@ -141,6 +141,13 @@ class RolloutConfig:
     per_prompt_seed: bool = False
     """Seed each prompt's sampling from (train.seed, step, prompt index): rollouts then do not depend on the number of
     ranks (slower: one generate call per prompt)."""
+    dynamic_sampling: Literal["off", "outcome", "signal"] = "off"
+    """Replace prompt groups that carry no learning signal with fresh prompts (DAPO's dynamic sampling;
+    docs/algorithms.md): 'outcome' drops a group whose G outcome rewards are all equal; 'signal' drops it only when
+    RePro's process advantage is zero on all its tokens as well (RePro on). Group-relative estimators only."""
+    refill_rounds: int = 3
+    """dynamic_sampling: most extra generation rounds per step; groups still without signal after them stay in the
+    batch (they add nothing to the gradient)."""
 
 
 @dataclass(frozen=True)
@@ -227,6 +234,9 @@ class AlgoConfig:
     """PPO value-loss clip; null = unclipped."""
     vf_coef: float = 1.0
     """Weight of the value loss (PPO)."""
+    mask_truncated: bool = False
+    """Leave responses cut at rollout.max_new_tokens (no EOS) out of the loss and its normalisers, and out of RePro's
+    pools (DAPO's overlong filtering; counted as loss/excluded). Their rewards still enter their group's baseline."""
 
 
 @dataclass(frozen=True)
@@ -318,6 +328,9 @@ class LogConfig:
     """Rollouts per step written to the samples table."""
     progress: bool = True
     """Show a progress bar."""
+    tensorboard: bool = False
+    """Also write every step's scalars (those wandb gets) as TensorBoard events in the run folder's `tensorboard/`;
+    open them with `tensorboard --logdir RUN_FOLDER/tensorboard`."""
 
 
 @dataclass(frozen=True)
@@ -406,10 +419,31 @@ def _validate_rollout(cfg: Config) -> None:
     ]:
         if val < 1:
             raise ConfigError(f"'{key}' must be >= 1, got {val}")
+    _validate_dynamic_sampling(cfg)
     if algo.estimator in ESTIMATORS and estimator_facts(algo.estimator).group_relative and ro.group_size < 2:
         raise ConfigError(
             f"'rollout.group_size' must be >= 2 for algo.estimator = {algo.estimator} "
             f"(it compares rollouts of one prompt), got {ro.group_size}"
+        )
+
+
+def _validate_dynamic_sampling(cfg: Config) -> None:
+    """Dynamic sampling judges a group by its own rewards: a group-relative estimator (and RePro for 'signal')."""
+    ro = cfg.rollout
+    if ro.refill_rounds < 0:
+        raise ConfigError(f"'rollout.refill_rounds' must be >= 0, got {ro.refill_rounds}")
+    if ro.dynamic_sampling == "off":
+        return
+    if cfg.algo.estimator in ESTIMATORS and not estimator_facts(cfg.algo.estimator).group_relative:
+        group = [n for n in ESTIMATORS if estimator_facts(n).group_relative]
+        raise ConfigError(
+            f"'rollout.dynamic_sampling' = {ro.dynamic_sampling} needs a group-relative algo.estimator (one of "
+            f"{', '.join(group)}), got {cfg.algo.estimator}: set rollout.dynamic_sampling=off"
+        )
+    if ro.dynamic_sampling == "signal" and not cfg.repro.enabled:
+        raise ConfigError(
+            "'rollout.dynamic_sampling' = signal reads RePro's process advantage: set repro.enabled=true, "
+            "or use rollout.dynamic_sampling=outcome"
         )
 
 

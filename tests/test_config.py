@@ -208,6 +208,18 @@ def test_dense_process_reward_needs_gae():
     load(None, ["repro.ppo_process_reward=dense_reward", "repro.enabled=false"])  # unused when RePro is off
 
 
+def test_dynamic_sampling_needs_groups_and_signal_needs_repro():
+    msg = error(["rollout.dynamic_sampling=outcome", "algo.estimator=gae"])
+    assert "'rollout.dynamic_sampling' = outcome needs a group-relative algo.estimator" in msg
+    assert "grpo" in msg and "rloo" in msg and "reinforce_pp_baseline" in msg
+    msg = error(["rollout.dynamic_sampling=signal", "repro.enabled=false"])
+    assert "set repro.enabled=true, or use rollout.dynamic_sampling=outcome" in msg
+    assert "'rollout.refill_rounds' must be >= 0" in error(["rollout.refill_rounds=-1"])
+    assert "'rollout.dynamic_sampling' must be one of off, outcome, signal" in error(["rollout.dynamic_sampling=dapo"])
+    load(None, ["rollout.dynamic_sampling=outcome", "repro.enabled=false", "algo.estimator=rloo"])
+    load(None, ["rollout.dynamic_sampling=signal", "rollout.refill_rounds=0"])
+
+
 @pytest.mark.parametrize(
     "override, expected",
     [

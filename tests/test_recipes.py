@@ -44,6 +44,7 @@ COMPARE_FILES = [
     "recipes/compare/smollm2.yaml",
     "recipes/compare/toy_mc_value.yaml",
     "recipes/compare/thinker.yaml",
+    "recipes/compare/dynamic-sampling-toy.yaml",
 ]
 """`repro-train compare` files (repro_train/commands/compare.py), not recipes themselves."""
 # The comparable toy recipes (one budget); demo.yaml is the shorter, hotter run of `make demo`.

@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=d.seed, help="problem i is sampled from seed (seed, i)")
     p.add_argument("--k", default=",".join(map(str, d.k_values)), help="maj@k values, comma-separated (default 1,4,8)")
+    p.add_argument(
+        "--pass-k",
+        default=None,
+        help="pass@k values (unbiased estimator, docs/evaluation.md), comma-separated (default: the --k values)",
+    )
     add_source_options(p, d)
     p.add_argument("--out", default="runs/eval", help="output folder (default runs/eval)")
     return p
@@ -163,14 +168,19 @@ def run_policy(path: str) -> str | None:
     return os.path.join(found[-1], "policy") if found else None
 
 
-def parse_k(text: str) -> tuple[int, ...]:
+def parse_k(text: str, flag: str = "--k") -> tuple[int, ...]:
     try:
         ks = tuple(int(k) for k in text.split(",") if k.strip())
     except ValueError:
-        raise EvalError(f"--k {text!r}: expected comma-separated integers such as 1,4,8") from None
+        raise EvalError(f"{flag} {text!r}: expected comma-separated integers such as 1,4,8") from None
     if not ks or min(ks) < 1:
-        raise EvalError(f"--k {text!r}: values must be >= 1")
+        raise EvalError(f"{flag} {text!r}: values must be >= 1")
     return ks
+
+
+def _k(name: str) -> int:
+    """The k of 'pass@k' / 'maj@k'."""
+    return int(name.partition("@")[2])
 
 
 def settings_from_args(args, source: str) -> EvalSettings:
@@ -188,6 +198,7 @@ def settings_from_args(args, source: str) -> EvalSettings:
         reward=args.reward or default_reward(source),
         seed=args.seed,
         k_values=parse_k(args.k),
+        pass_k=parse_k(args.pass_k if args.pass_k is not None else args.k, "--pass-k"),
         system_prompt=args.system_prompt,
         think_end=args.think_end,
         engine=args.engine,
@@ -198,9 +209,10 @@ def settings_from_args(args, source: str) -> EvalSettings:
 
 
 def format_table(summaries: dict[str, dict]) -> str:
-    """One line per label: pass@1, each maj@k, mean/median tokens, rates, tokens after correct."""
-    majs = sorted({k for s in summaries.values() for k in s if k.startswith("maj@")}, key=lambda k: int(k[4:]))
-    head = ["model", "pass@1", *majs, "mean_tok", "median_tok", "recheck", "backtrack", "after_correct"]
+    """One line per label: pass@1, each pass@k and maj@k, mean/median tokens, rates, tokens after correct."""
+    passes = sorted({k for s in summaries.values() for k in s if k.startswith("pass@") and k != "pass@1"}, key=_k)
+    majs = sorted({k for s in summaries.values() for k in s if k.startswith("maj@")}, key=_k)
+    head = ["model", "pass@1", *passes, *majs, "mean_tok", "median_tok", "recheck", "backtrack", "after_correct"]
     rows = []
     for label, s in summaries.items():
         after = s["tokens_after_first_correct"]
@@ -208,7 +220,7 @@ def format_table(summaries: dict[str, dict]) -> str:
             [
                 label,
                 f"{s['pass@1']:.3f}",
-                *(f"{s[m]:.3f}" if m in s else "-" for m in majs),
+                *(f"{s[m]:.3f}" if m in s else "-" for m in passes + majs),
                 f"{s['mean_tokens']:.1f}",
                 f"{s['median_tokens']:.1f}",
                 f"{s['recheck_rate']:.3f}",

@@ -26,6 +26,27 @@ def pass_at_1(correct: list[list[bool]]) -> float:
     return sum(sum(c) / len(c) for c in correct) / len(correct)
 
 
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem from n samples of which c are correct (Chen et al. 2021, arXiv:2107.03374):
+
+        pass@k = 1 - C(n - c, k) / C(n, k)
+
+    the chance that k of the n samples, drawn without replacement, hold at least one correct one. Exact integer
+    binomials (Python ints), one rounding at the division. Needs 0 <= c <= n and 1 <= k <= n."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:  # every draw of k holds a correct sample
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def mean_pass_at_k(correct: list[list[bool]], k: int) -> float:
+    """pass@k averaged over problems (each weighs the same); every problem needs at least k samples."""
+    if not correct or any(len(c) < k for c in correct):
+        raise ValueError(f"pass@{k} needs at least one problem and k samples for each")
+    return sum(pass_at_k(len(c), sum(map(bool, c)), k) for c in correct) / len(correct)
+
+
 def majority_vote(answers: Sequence[str | None]) -> str | None:
     """Most frequent non-None answer; ties go to the answer seen first; None if all are None."""
     counts = Counter(a for a in answers if a is not None)
@@ -87,15 +108,15 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def summarize(samples: list[dict], k_values: Sequence[int] = (1, 4, 8)) -> dict:
+def summarize(samples: list[dict], k_values: Sequence[int] = (1, 4, 8), pass_k: Sequence[int] = (1, 4, 8)) -> dict:
     """Metrics over sampled responses.
 
     samples: rows {"problem_id", "correct": bool, "answer": str | None (extracted), "gold": str,
     "n_tokens": int, "text": str, "token_offsets": list[int]}; a problem's samples keep their
     order (maj@k votes over the first k).
-    Returns: n_problems, n_samples, pass@1, maj@k for each k in k_values that every problem has
-    enough samples for, mean/median/p90/max_tokens, recheck_rate and backtrack_rate (mean
-    paragraphs per response), frac_with_recheck, frac_with_backtrack,
+    Returns: n_problems, n_samples, pass@1, pass@k (unbiased, `pass_at_k`) for each k > 1 in pass_k and
+    maj@k for each k in k_values that every problem has enough samples for, mean/median/p90/max_tokens,
+    recheck_rate and backtrack_rate (mean paragraphs per response), frac_with_recheck, frac_with_backtrack,
     tokens_after_first_correct (mean over the responses where the gold value appears; None if
     none) and frac_answer_appears (the fraction of responses where it does).
     """
@@ -116,6 +137,9 @@ def summarize(samples: list[dict], k_values: Sequence[int] = (1, 4, 8)) -> dict:
         "n_samples": len(samples),
         "pass@1": pass_at_1([[bool(r["correct"]) for r in rows] for rows in groups.values()]),
     }
+    for k in pass_k:
+        if 1 < k <= fewest:  # pass@1 is the mean fraction correct, the estimator's value at k = 1
+            out[f"pass@{k}"] = mean_pass_at_k([[bool(r["correct"]) for r in rows] for rows in groups.values()], k)
     for k in k_values:
         if k <= fewest:
             out[f"maj@{k}"] = maj_at_k(answers, golds, k)

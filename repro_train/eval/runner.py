@@ -65,6 +65,8 @@ class EvalSettings:
     """Problem i is sampled after torch.manual_seed(mix_seed(seed, i))."""
     k_values: tuple[int, ...] = (1, 4, 8)
     """maj@k reported for each k <= samples."""
+    pass_k: tuple[int, ...] = (1, 4, 8)
+    """pass@k (the unbiased estimator, docs/evaluation.md) reported for each k <= samples."""
     system_prompt: str | None = None
     """System message before each question (chat template)."""
     think_end: str = "</think>"
@@ -83,6 +85,8 @@ def check_settings(s: EvalSettings) -> None:
     """Raise EvalError naming the setting; never fixes values."""
     if s.samples < 1:
         raise EvalError(f"samples must be >= 1, got {s.samples}")
+    if not s.pass_k or any(k < 1 for k in s.pass_k):
+        raise EvalError(f"pass@k values must be >= 1, got {list(s.pass_k)}")
     if s.greedy and s.samples != 1:
         raise EvalError(f"greedy decoding gives one response per problem; got samples = {s.samples}")
     if not s.temperature > 0:
@@ -311,9 +315,11 @@ def grade_responses(
     return samples, metric_rows
 
 
-def summarize_samples(samples: list[dict], metric_rows: list[dict], k_values: Sequence[int]) -> dict:
+def summarize_samples(
+    samples: list[dict], metric_rows: list[dict], k_values: Sequence[int], pass_k: Sequence[int] = (1,)
+) -> dict:
     """`metrics.summarize`, with the detector rates taken over the thinking part only."""
-    out = summarize(metric_rows, k_values)
+    out = summarize(metric_rows, k_values, pass_k)
     # summarize() runs the detectors on "text", the whole response (which must stay whole for
     # tokens_after_first_correct); the rates reported count paragraphs before the think marker.
     n = len(samples)
@@ -378,7 +384,7 @@ def evaluate(
         else:
             responses = engine_responses(engine, version, model, prompts, settings)
         samples, metric_rows = grade_responses(tokenizer, reward, problems, prompts, responses, fmt)
-    return summarize_samples(samples, metric_rows, settings.k_values), samples
+    return summarize_samples(samples, metric_rows, settings.k_values, settings.pass_k), samples
 
 
 def evaluate_references(tokenizer, problems: list[dict], settings: EvalSettings, eos_ids: list[int]):

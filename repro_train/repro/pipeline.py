@@ -12,9 +12,10 @@ process advantages.
 
 Nothing here knows which RL algorithm runs: the trainer folds `alpha * out.process_adv` into its
 estimator's advantage (`scores.fold`). Degenerate rollouts (no answer, an answer that tokenizes to
-nothing, no segment, J_b exactly 0, excluded by `apply_to`) get zero process advantage and are
-counted in `out.skipped` by reason ("no_segment" also covers a rollout with no candidate and no
-forced cut).
+nothing, no segment, J_b exactly 0, excluded by `apply_to`, or left out by the trainer as `excluded`:
+truncated responses under algo.mask_truncated) get zero process advantage, stay out of the
+normalisation pools and are counted in `out.skipped` by reason ("no_segment" also covers a rollout
+with no candidate and no forced cut).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from .scores import (
 from .segment import Segmentation, segment_response
 from .types import MCValues, ProbeRequest, ProbeResult
 
-SKIP_REASONS = ("no_answer", "empty_answer_tokens", "no_segment", "zero_baseline", "apply_to")
+SKIP_REASONS = ("no_answer", "empty_answer_tokens", "no_segment", "zero_baseline", "apply_to", "truncated")
 
 
 @dataclass
@@ -145,12 +146,20 @@ class RePro:
         return ProbeRequest(starts, ends, q, forced)
 
     def plan(
-        self, responses: Sequence[Sequence[int]], answers: Sequence[object], correct: Sequence[bool] | None = None
+        self,
+        responses: Sequence[Sequence[int]],
+        answers: Sequence[object],
+        correct: Sequence[bool] | None = None,
+        excluded: Sequence[bool] | None = None,
     ) -> Plan:
+        """Segments and probe requests per rollout; `excluded` rollouts (the trainer's truncated ones under
+        algo.mask_truncated) are skipped as 'truncated'."""
         rows, segs, skip = [], [], []
         for i, (y, a) in enumerate(zip(responses, answers)):
             reason, row, seg = None, None, None
-            if (
+            if excluded is not None and excluded[i]:
+                reason = "truncated"
+            elif (
                 self.cfg.apply_to != "all"
                 and correct is not None
                 and bool(correct[i]) != (self.cfg.apply_to == "correct")

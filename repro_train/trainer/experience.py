@@ -5,6 +5,8 @@
         shape_rewards     the length shapers (trainer/shaping.py; none by default)
         forward_phase     no-grad forwards: old log-probs and entropies (with RePro on, J at the cuts),
                           reference log-probs (KL), values (PPO)
+        refill            rollout.dynamic_sampling: groups with no signal replaced by fresh prompts, which
+                          go through the phases above (dynamic_sampling.py; the batch as it is when off)
         advantage_phase   the registered estimator's advantage, then A_hat = A + alpha * A_tilde
 
 The loop (loop.py), `repro-train signal` and bench/bench_step.py all call `make_experience`. Batch layout: every rank
@@ -29,6 +31,7 @@ from ..repro.scores import fold
 from ..repro.types import ProbeResult
 from ..shaping import ShapingResult
 from .batching import plan_micro_batches
+from .dynamic_sampling import Draw, refill
 from .process_fold import dense_rewards, mc_advantages, process_advantage
 from .runtime import Runtime
 from .shaping import shape_advantages, shape_rewards
@@ -39,7 +42,16 @@ def make_experience(rt: Runtime, step: int) -> Batch:
     batch = rollout_phase(rt, step)
     shape_rewards(rt, batch, step)
     forward_phase(rt, batch)
+    batch = refill(rt, batch, step, more_experience)
     advantage_phase(rt, batch)
+    return batch
+
+
+def more_experience(rt: Runtime, step: int, draw: Draw) -> Batch:
+    """The refill's extra groups (dynamic_sampling.py) through the phases before the advantages."""
+    batch = rollout_phase(rt, step, draw)
+    shape_rewards(rt, batch, step)
+    forward_phase(rt, batch)
     return batch
 
 
@@ -54,6 +66,7 @@ class Batch:
     texts: list[str]  # decoded responses
     answers: list[str | None]
     truncated: torch.Tensor  # (B,) bool: no EOS
+    mask_truncated: bool = False  # algo.mask_truncated: truncated rows leave the loss and RePro's pools
     engine_logprobs: torch.Tensor | None = None  # (B, R) the rollout engine's log-probs (None: not reported)
     # Filled by the phases in order; None until the phase that computes it has run.
     rewards: torch.Tensor | None = None  # (B,) outcome reward, length shapers included (rollout_phase)
@@ -73,10 +86,21 @@ class Batch:
     is_weights: torch.Tensor | None = None  # (B, R) weights for the engine mismatch (forward_phase)
     is_stats: dict[str, torch.Tensor] = field(default_factory=dict)  # their metrics (algos/correction.py)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (`timing.phase_timer`)
+    sampling: dict[str, float] = field(default_factory=dict)  # dynamic sampling's counts (dynamic_sampling.py)
 
     @property
     def mask(self) -> torch.Tensor:
         return self.seqs.response_mask
+
+    @property
+    def excluded(self) -> torch.Tensor:
+        """(B,) bool: rows left out of the loss and of RePro's pools (truncated ones, with algo.mask_truncated)."""
+        return self.truncated.bool() & self.mask_truncated
+
+    @property
+    def loss_mask(self) -> torch.Tensor:
+        """(B, R) the tokens the update's losses and normalisers count: the response mask less excluded rows."""
+        return self.mask & ~self.excluded.to(self.mask.device)[:, None]
 
 
 def micro_batch_plan(rt: Runtime, batch: Batch) -> list[list[int]]:
@@ -98,28 +122,37 @@ def scatter_rows(dst: torch.Tensor, rows: torch.Tensor, src: torch.Tensor) -> No
 # ----------------------------------------------------------------------------------------------
 
 
-def rollout_phase(rt: Runtime, step: int) -> Batch:
-    """Sample G responses for this rank's prompts and check their outcome."""
+def rollout_phase(rt: Runtime, step: int, draw: Draw | None = None) -> Batch:
+    """Sample G responses for this rank's prompts (or the refill's `draw`) and check their outcome."""
     timings: dict[str, float] = {}
     with phase_timer(timings, "rollout_s"):
         with phase_timer(timings, "generate_s"):
-            batch = _generate(rt, step)
+            batch = _generate(rt, step, draw)
         batch.timings = timings
         outcome_rewards(rt, batch)
     return batch
 
 
-def _generate(rt: Runtime, step: int) -> Batch:
-    """This rank's prompts of the step, G sampled responses each, packed and decoded."""
+def _draw(rt: Runtime, step: int) -> Draw:
+    """This rank's share of the step's prompts: dataset indices, slots (positions in the step's prompt list, the
+    group ids) and per-prompt seeds (None: the rank's generator is seeded here)."""
     cfg, d = rt.cfg, rt.dist
     per_rank = cfg.rollout.prompts_per_step // d.world
     global_idx = rt.sampler.take(cfg.rollout.prompts_per_step)  # same on every rank
     mine = global_idx[d.rank * per_rank : (d.rank + 1) * per_rank]
-    prompts = [rt.prompts.prompt_ids[i] for i in mine]
     slots = list(range(d.rank * per_rank, (d.rank + 1) * per_rank))  # position in the step's prompt list
     seeds = [mix_seed(cfg.train.seed, step, s) for s in slots] if cfg.rollout.per_prompt_seed else None
     if seeds is None:
         torch.manual_seed(mix_seed(cfg.train.seed, step, d.rank, 7))
+    return mine, slots, seeds
+
+
+def _generate(rt: Runtime, step: int, draw: Draw | None = None) -> Batch:
+    """G sampled responses for each prompt of the draw (default: this rank's prompts of the step), packed and
+    decoded."""
+    cfg, d = rt.cfg, rt.dist
+    mine, slots, seeds = draw if draw is not None else _draw(rt, step)
+    prompts = [rt.prompts.prompt_ids[i] for i in mine]
     rt.rollout.push_weights(rt.optimizer_steps, rt.policy_weights)  # a no-op when the engine has them
     out = rt.rollout.sample(prompts, cfg.rollout.group_size, seeds)
     rt.rollout.release()  # the engine's memory goes to the forward and update phases
@@ -136,6 +169,7 @@ def _generate(rt: Runtime, step: int) -> Batch:
         texts=rt.tokenizer.batch_decode(responses, skip_special_tokens=True),
         answers=[rt.prompts.answers[i] for i in mine for _ in range(G)],
         truncated=torch.tensor([not (len(r) and r[-1] in eos) for r in responses]),
+        mask_truncated=cfg.algo.mask_truncated,
     )
     if out.logprobs is not None:
         batch.engine_logprobs = pad_rows([lp for g in out.logprobs for lp in g], seqs.response_mask.shape[1], d.device)
@@ -174,7 +208,9 @@ def forward_phase(rt: Runtime, batch: Batch) -> None:
         try:
             if rt.repro is not None:
                 with phase_timer(batch.timings, "plan_s"):
-                    batch.plan = rt.repro.plan(batch.response_ids, batch.answers, batch.correct.tolist())
+                    batch.plan = rt.repro.plan(
+                        batch.response_ids, batch.answers, batch.correct.tolist(), batch.excluded.tolist()
+                    )
             if rt.repro is not None or not rt.on_policy:
                 policy_pass(rt, batch, plan)
             if batch.engine_logprobs is not None and not rt.on_policy:  # the sampler's mismatch (algos/correction.py)

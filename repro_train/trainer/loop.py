@@ -98,12 +98,21 @@ def optimizer_step(rt: Runtime, batch: Batch, rows_m: list[int], stats: UpdateSt
     loss or gradient norm not finite."""
     cfg, d, algo = rt.cfg, rt.dist, rt.cfg.algo
     plens, rlens = batch.seqs.host_lengths()
-    tokens = [rlens[i] for i in rows_m]
+    excluded = batch.excluded.tolist()  # algo.mask_truncated's excluded rows count in no normaliser
+    tokens = [0 if excluded[i] else rlens[i] for i in rows_m]
     counts = d.sum(torch.tensor([float(sum(tokens)), float(sum(n > 0 for n in tokens))], dtype=torch.float64))
-    norms = dict(global_tokens=counts[0].item(), global_seqs=counts[1].item(), max_len=cfg.rollout.max_new_tokens)
+    norms = dict(
+        global_tokens=max(counts[0].item(), 1.0),  # (1: no row left, the loss is 0)
+        global_seqs=max(counts[1].item(), 1.0),
+        max_len=cfg.rollout.max_new_tokens,
+    )
     agree = d.max_int if d.world > 1 else None
     plan = plan_micro_batches(
-        [plens[i] for i in rows_m], tokens, algo.micro_batch_size, algo.max_tokens_per_micro_batch, agree
+        [plens[i] for i in rows_m],
+        [rlens[i] for i in rows_m],
+        algo.micro_batch_size,
+        algo.max_tokens_per_micro_batch,
+        agree,
     )
     micro = [[rows_m[j] for j in group] for group in plan]
     rt.acc.gradient_accumulation_steps = len(micro)  # this step's micro-batches (their number may vary by step)
@@ -143,7 +152,7 @@ def micro_loss(rt: Runtime, batch: Batch, rows: list[int], norms: dict) -> tuple
     Rm = seqs.response_mask.shape[1]
     idx = index_on(rows, rt.dist.device)
     sl = lambda t: t[idx, :Rm]  # noqa: E731 - this micro-batch's rows, trimmed like seqs
-    mask = seqs.response_mask
+    mask = sl(batch.loss_mask) if batch.mask_truncated else seqs.response_mask
     want_entropy = algo.entropy_coef > 0
     out = forward_logprobs(
         rt.policy,

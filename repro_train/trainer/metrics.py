@@ -1,5 +1,5 @@
 """Step metrics (reduced over ranks) and where they go: a progress bar, metrics.jsonl, samples.jsonl,
-wandb (offline when no key). Other ranks get a `NullLogger`.
+wandb (offline when no key), TensorBoard (log.tensorboard). Other ranks get a `NullLogger`.
 
 Metric names (all means over the global batch unless marked):
   reward/mean (after the length shapers), reward/<fn>, accuracy, response_length/{mean,max},
@@ -7,6 +7,8 @@ Metric names (all means over the global batch unless marked):
        all equal, i.e. no signal for a group-relative estimator; all correct; all wrong)
   response_length/{correct,incorrect} (absent in a step without such responses), truncated_frac,
   unscorable (count), shaping/<method> (each length shaper's mean R' - R, shaping/)
+  loss/excluded (count of rollouts left out of the loss: truncated ones, with algo.mask_truncated)
+  sampling/{dropped, rounds, prompts, unfilled} (rollout.dynamic_sampling, trainer/dynamic_sampling.py)
   behavior/{rechecks, backtracks} (per response, pattern detectors of docs/toy-task.md, thinking part)
   policy/entropy (old pass), policy/kl_ref, values/mean, adv/abs_mean
   train/{pg_loss, clipfrac, approx_kl, ratio_mean, grad_norm, lr, kl, entropy_bonus, value_loss, vf_clipfrac}
@@ -30,7 +32,7 @@ import os
 import torch
 
 from ..algos.correction import logprob_gap
-from ..core.typed_config import to_dict
+from ..core.typed_config import ConfigError, to_dict
 from ..eval.detectors import count_backtracks, count_rechecks
 from .shaping import shaping_metrics
 
@@ -95,6 +97,10 @@ def step_metrics(rt, batch, update_stats: dict) -> dict[str, float]:
     m.add("behavior/rechecks", sum(count_rechecks(t) for t in thinking), len(thinking))
     m.add("behavior/backtracks", sum(count_backtracks(t) for t in thinking), len(thinking))
     m.add("unscorable", batch.unscorable, 1.0 / rt.dist.world)  # a count: sum over ranks
+    if batch.mask_truncated:
+        m.add("loss/excluded", batch.excluded.sum().item(), 1.0 / rt.dist.world)
+    for k, v in batch.sampling.items():  # the same on every rank
+        m.add(f"sampling/{k}", v, 1.0)
     tokens = mask.sum().item()
     m.add("adv/abs_mean", (batch.advantages.abs() * mask).sum().item(), tokens)
     if batch.values is not None:
@@ -220,13 +226,15 @@ class NullLogger:
 
 
 class RunLogger:
-    """metrics.jsonl and samples.jsonl in the run folder, and wandb (offline without a key)."""
+    """metrics.jsonl and samples.jsonl in the run folder, wandb (offline without a key), and with log.tensorboard
+    the same scalars as TensorBoard events in <run folder>/tensorboard."""
 
     def __init__(self, cfg, out_dir: str, resume_id: str | None = None):
         self.metrics_fh = open(os.path.join(out_dir, "metrics.jsonl"), "a", buffering=1)
         self.samples_fh = open(os.path.join(out_dir, "samples.jsonl"), "a", buffering=1)
         self.run = None
         self.wandb_id = None
+        self.tensorboard = tensorboard_writer(out_dir) if cfg.log.tensorboard else None
         if cfg.log.wandb and cfg.log.wandb_mode != "disabled":
             import wandb
 
@@ -248,6 +256,9 @@ class RunLogger:
 
     def log(self, step: int, metrics: dict, samples: list[dict]) -> None:
         self.metrics_fh.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.tensorboard is not None:
+            for k, v in metrics.items():
+                self.tensorboard.add_scalar(k, v, step)
         for s in samples:
             self.samples_fh.write(json.dumps({"step": step, **s}) + "\n")
         if self.run is not None:
@@ -265,8 +276,22 @@ class RunLogger:
     def close(self) -> None:
         self.metrics_fh.close()
         self.samples_fh.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         if self.run is not None:
             self.run.finish()
+
+
+def tensorboard_writer(out_dir: str):
+    """A TensorBoard SummaryWriter on <out_dir>/tensorboard (the `tensorboard` package, a dependency)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ConfigError(
+            f"'log.tensorboard' needs the tensorboard package ({e}): pip install tensorboard, "
+            "or set log.tensorboard=false"
+        ) from None
+    return SummaryWriter(log_dir=os.path.join(out_dir, "tensorboard"))
 
 
 def _netrc_has_wandb() -> bool:

@@ -40,12 +40,13 @@ def _run(tmp_path, name, models, *extra):
 def test_cli_end_to_end_and_reproducible(tiny_model_dir, tmp_path, capsys):
     out = _run(tmp_path, "one", [f"a={tiny_model_dir}", f"b={tiny_model_dir}"])
     table = capsys.readouterr().out
-    assert "pass@1" in table and "maj@2" in table
+    assert "pass@1" in table and "pass@2" in table and "maj@2" in table  # --pass-k defaults to --k
 
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"a", "b"}
     for key in (
         "pass@1",
+        "pass@2",
         "maj@1",
         "maj@2",
         "mean_tokens",
@@ -189,7 +190,7 @@ def test_evaluate_wiring_hand_computed(monkeypatch):
         return [[tok.encode(t) + ([2] if finished.get(t, True) else []) for t in group] for group in (P0, P1)]
 
     monkeypatch.setattr(runner, "generate_responses", fake_generate)
-    settings = EvalSettings(samples=3, reward="numeric", k_values=(1, 3, 8))
+    settings = EvalSettings(samples=3, reward="numeric", k_values=(1, 3, 8), pass_k=(2, 8))
     summary, samples = evaluate(StubModel(), tok, problems, settings, progress=False)
 
     # Lengths: characters + 1 EOS; the cut-off response has none.
@@ -199,6 +200,8 @@ def test_evaluate_wiring_hand_computed(monkeypatch):
     assert [s["correct"] for s in samples] == [False, True, True, False, False, False]
     assert [s["answer"] for s in samples] == ["64", "63.0", "63", "8", "8", None]
     assert summary["pass@1"] == pytest.approx((2 / 3 + 0 / 3) / 2)
+    # pass@2: problem 0 has 2 of 3 right -> 1 - C(1,2)/C(3,2) = 1; problem 1 none -> 0
+    assert summary["pass@2"] == 0.5 and "pass@8" not in summary
     # maj@1: first answers 64 and 8, both wrong. maj@3: problem 0 votes 64, 63, 63 -> right (with
     # "63.0" voting as itself it would be a 3-way tie won by "64"); problem 1 votes 8, 8 -> wrong.
     assert summary["maj@1"] == 0.0
@@ -280,6 +283,8 @@ def test_cli_errors(tmp_path, tiny_model_dir, capsys):
     assert "used twice" in capsys.readouterr().err
     assert main(["--model", tiny_model_dir, "--data", str(tmp_path / "missing.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
+    assert main(["--model", tiny_model_dir, "--data", "toy", "--pass-k", "1,0"]) == 2
+    assert "--pass-k '1,0': values must be >= 1" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- several sets, reference responses

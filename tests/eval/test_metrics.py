@@ -1,11 +1,20 @@
 """Detectors, metrics and plots: planted traces, hand-written prose, hand-computed numbers."""
 
+import itertools
 import re
 
 import pytest
 
 from repro_train.eval.detectors import classify_paragraph, count_backtracks, count_rechecks
-from repro_train.eval.metrics import length_stats, maj_at_k, pass_at_1, summarize, tokens_after_first_correct
+from repro_train.eval.metrics import (
+    length_stats,
+    maj_at_k,
+    mean_pass_at_k,
+    pass_at_1,
+    pass_at_k,
+    summarize,
+    tokens_after_first_correct,
+)
 from repro_train.eval.plots import plot_accuracy_vs_length, plot_length_histograms
 from repro_train.tasks.arithmetic import generate
 
@@ -212,6 +221,50 @@ RESPONSES = [  # (problem_id, gold, tokens, extracted answer, correct)
 ]
 
 
+@pytest.mark.parametrize(
+    "n, c, k, want",
+    [
+        (5, 2, 2, 1 - 3 / 10),  # 1 - C(3,2)/C(5,2)
+        (4, 1, 2, 1 - 3 / 6),  # 1 - C(3,2)/C(4,2)
+        (10, 3, 5, 1 - 21 / 252),  # 1 - C(7,5)/C(10,5) = 11/12
+        (5, 2, 1, 2 / 5),  # k = 1: the fraction correct
+        (4, 0, 3, 0.0),  # nothing correct
+        (4, 3, 2, 1.0),  # n - c = 1 < k: every pair holds a correct one
+        (6, 1, 6, 1.0),  # k = n: any correct sample
+    ],
+)
+def test_pass_at_k_closed_form_by_hand(n, c, k, want):
+    assert pass_at_k(n, c, k) == pytest.approx(want, abs=1e-12)
+
+
+def test_pass_at_k_equals_counting_the_subsets():
+    """The definition: the share of the C(n, k) subsets of k samples that hold a correct one (samples 0..c-1)."""
+    for n in range(1, 8):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                subsets = list(itertools.combinations(range(n), k))
+                want = sum(any(i < c for i in s) for s in subsets) / len(subsets)
+                assert pass_at_k(n, c, k) == pytest.approx(want, abs=1e-12), (n, c, k)
+
+
+def test_pass_at_k_large_n_matches_the_product_form():
+    # Chen et al.'s numerically stable form: 1 - prod_{i = n-c+1}^{n} (1 - k / i)
+    n, c, k = 200, 3, 100
+    prod = (1 - 100 / 198) * (1 - 100 / 199) * (1 - 100 / 200)
+    assert pass_at_k(n, c, k) == pytest.approx(1 - prod, abs=1e-12)
+
+
+def test_mean_pass_at_k_and_errors():
+    # problem 0: 1 of 4 -> 1 - C(3,2)/C(4,2) = 1/2; problem 1: 2 of 4 -> 1 - C(2,2)/C(4,2) = 5/6
+    assert mean_pass_at_k([[True, False, False, False], [True, True, False, False]], 2) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="1 <= k <= n"):
+        pass_at_k(3, 1, 4)
+    with pytest.raises(ValueError, match="0 <= c <= n"):
+        pass_at_k(3, 4, 1)
+    with pytest.raises(ValueError, match="k samples for each"):
+        mean_pass_at_k([[True, False], [True]], 2)
+
+
 def test_summarize_hand_computed():
     samples = [
         {
@@ -225,9 +278,11 @@ def test_summarize_hand_computed():
         }
         for pid, gold, toks, ans, ok in RESPONSES
     ]
-    s = summarize(samples, k_values=(1, 3, 4))
+    s = summarize(samples, k_values=(1, 3, 4), pass_k=(1, 2, 4))
     assert s["n_problems"] == 2 and s["n_samples"] == 6
     assert s["pass@1"] == pytest.approx(2 / 3)  # (2/3 + 2/3) / 2
+    assert s["pass@2"] == 1.0  # 2 of 3 correct in each: 1 - C(1,2)/C(3,2) = 1
+    assert "pass@4" not in s  # only 3 samples per problem
     assert s["maj@1"] == pytest.approx(0.5)  # p0 "63" right, p1 "100" wrong
     assert s["maj@3"] == pytest.approx(1.0)  # "63" 2-1, "10" 2-1
     assert "maj@4" not in s  # only 3 samples per problem

@@ -24,12 +24,14 @@ RESPONSES = [
 ]
 
 
-def run(tiny, cfg, answers=("8", "8", "8", "8"), correct=None, groups=(0, 0, 0, 0), think_end="</think>"):
+def run(
+    tiny, cfg, answers=("8", "8", "8", "8"), correct=None, groups=(0, 0, 0, 0), think_end="</think>", excluded=None
+):
     model, tok = tiny
     repro = RePro(cfg, tok, fmt(tok, think_end))
     prompt = tok("Q: 3 + 4 + 1?").input_ids
     resp = [tok(t, add_special_tokens=False).input_ids + [tok.eos_token_id] for t in RESPONSES]
-    plan = repro.plan(resp, list(answers), correct)
+    plan = repro.plan(resp, list(answers), correct, excluded)
     seqs = pack([prompt] * len(resp), resp, tok.pad_token_id)
     scored = repro.policy_pass(model, seqs, plan.requests)
     out = repro.advantages(plan, scored.probes, torch.tensor(groups), seqs.response_mask.shape[1])
@@ -57,7 +59,14 @@ def test_defaults_shapes_and_skips(tiny):
 
 def test_skip_reasons_are_counted(tiny):
     _, _, out = run(tiny, ReProConfig(), answers=("8", None, "  ", "8"))
-    assert out.skipped == {"no_answer": 2, "empty_answer_tokens": 0, "no_segment": 1, "zero_baseline": 0, "apply_to": 0}
+    assert out.skipped == {
+        "no_answer": 2,
+        "empty_answer_tokens": 0,
+        "no_segment": 1,
+        "zero_baseline": 0,
+        "apply_to": 0,
+        "truncated": 0,
+    }
     assert torch.all(out.process_adv[1:] == 0) and out.mask[0].any()
     assert math.isnan(out.J_b[1].item()) and not math.isnan(out.J_b[0].item())
 
@@ -159,6 +168,23 @@ def test_apply_to(tiny):
     assert torch.all(out.process_adv[1] == 0) and out.skipped["apply_to"] == 1
     plan, _, _ = run(tiny, ReProConfig(apply_to="incorrect"), correct=correct)
     assert plan.skip == ["apply_to", None, "apply_to", "apply_to"]
+
+
+def test_excluded_rollouts_leave_the_pools(tiny):
+    """algo.mask_truncated's exclusion: row 1 is not probed, gets no process advantage and is counted
+    as 'truncated'; the group pool is then rows 0 and 2 only, exactly as if row 1 were absent."""
+    plan, scored, out = run(tiny, ReProConfig(), excluded=[False, True, False, False])
+    assert plan.skip == [None, "truncated", None, "no_segment"] and plan.requests[1] is None
+    assert scored.probes[1] is None and out.skipped["truncated"] == 1
+    assert torch.all(out.process_adv[1] == 0) and not out.mask[1].any()
+    # the pool: 3 rewards of row 0 and 1 of row 2 -> mean 0 and population std 1 over those 4
+    vals = out.r_norm[out.mask]
+    assert vals.numel() == 4
+    assert vals.mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert vals.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+    # against the full pool (9 rewards), row 0's normalised rewards move
+    _, _, full = run(tiny, ReProConfig())
+    assert not torch.allclose(full.r_norm[0, :3], out.r_norm[0, :3])
 
 
 def test_config_is_frozen_and_complete():
