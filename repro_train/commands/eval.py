@@ -99,18 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=d.seed, help="problem i is sampled from seed (seed, i)")
     p.add_argument("--k", default=",".join(map(str, d.k_values)), help="maj@k values, comma-separated (default 1,4,8)")
-    p.add_argument(
-        "--pass-k",
-        default=None,
-        help="pass@k values (unbiased estimator, docs/evaluation.md), comma-separated (default: the --k values)",
-    )
     add_source_options(p, d)
     p.add_argument("--out", default="runs/eval", help="output folder (default runs/eval)")
     return p
 
 
 def add_source_options(p: argparse.ArgumentParser, d: EvalSettings) -> None:
-    """--reference, the device and dtype, and the sampler (--engine and its vLLM options)."""
+    """--pass-k, --reference, the device and dtype, and the sampler (--engine and its vLLM options)."""
+    p.add_argument(
+        "--pass-k",
+        default=None,
+        help="pass@k values (unbiased estimator, docs/evaluation.md), comma-separated (default: the --k values)",
+    )
     p.add_argument(
         "--reference",
         default=None,

@@ -8,7 +8,8 @@ the rows are sorted by length, longest first, and packed so that a micro-batch's
 and padding is small. Losses are normalised by global counts, so the grouping changes the gradient only by float
 rounding (tests/trainer/test_batching.py). Ranks must run the same number of micro-batches where every forward is a
 collective (FSDP2, ZeRO-3): `agree` returns the largest count over ranks, and a rank with fewer splits its biggest
-groups until it has as many.
+groups until it has as many. Under DDP and ZeRO-2 the counts may differ (a no-grad forward talks to no other rank, and
+each rank syncs its gradients once, at its own last micro-batch), so the trainer agrees only when sharded.
 """
 
 from __future__ import annotations

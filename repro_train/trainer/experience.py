@@ -108,7 +108,7 @@ def micro_batch_plan(rt: Runtime, batch: Batch) -> list[list[int]]:
     number."""
     algo = rt.cfg.algo
     plens, rlens = batch.seqs.host_lengths()
-    agree = rt.dist.max_int if rt.dist.world > 1 else None
+    agree = rt.dist.max_int if rt.dist.sharded else None  # forwards are collectives only under ZeRO-3 and FSDP2
     return plan_micro_batches(plens, rlens, algo.micro_batch_size, algo.max_tokens_per_micro_batch, agree)
 
 

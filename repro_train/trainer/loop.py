@@ -106,7 +106,7 @@ def optimizer_step(rt: Runtime, batch: Batch, rows_m: list[int], stats: UpdateSt
         global_seqs=max(counts[1].item(), 1.0),
         max_len=cfg.rollout.max_new_tokens,
     )
-    agree = d.max_int if d.world > 1 else None
+    agree = d.max_int if d.sharded else None  # (DDP: each rank syncs at its own last micro-batch)
     plan = plan_micro_batches(
         [plens[i] for i in rows_m],
         [rlens[i] for i in rows_m],

@@ -153,6 +153,7 @@ def small_batch(prompts, responses, slot0, tag):
     val = torch.arange(n, dtype=torch.float32) + 100 * tag
     return Batch(
         seqs=seqs,
+        response_ids=[list(r) for r in responses],
         group_ids=torch.arange(slot0, slot0 + n),
         prompt_index=[100 * tag + i for i in range(n)],
         texts=[f"{tag}-{i}" for i in range(n)],

@@ -23,6 +23,7 @@ def batch_of(rows, truncated, mask_truncated, adv, old):
     R = seqs.response_mask.shape[1]
     return Batch(
         seqs=seqs,
+        response_ids=[RESPONSES[i] for i in rows],
         group_ids=torch.zeros(len(rows), dtype=torch.long),
         prompt_index=list(rows),
         texts=[""] * len(rows),
@@ -49,7 +50,16 @@ def test_excluded_rows_give_the_loss_of_the_batch_without_them(tiny, agg):
     on `loss_mask` as optimizer_step does, equals micro_loss over rows 0, 2, 3 alone."""
     model, _ = tiny
     cfg = load(None, [f"algo.loss_agg={agg}", "algo.entropy_coef=0.01", "rollout.max_new_tokens=5"])
-    rt = SimpleNamespace(cfg=cfg, policy=model, ref=None, has_critic=False)
+    # old log-probs from the forward phase (not on-policy: they differ from the current ones), the reference head
+    rt = SimpleNamespace(
+        cfg=cfg,
+        policy=model,
+        ref=None,
+        has_critic=False,
+        on_policy=False,
+        head="logits",
+        dist=SimpleNamespace(device="cpu"),
+    )
     g = torch.Generator().manual_seed(0)
     adv = torch.randn(4, 5, generator=g)
     with torch.no_grad():  # old log-probs near the current ones, so the ratio is not clipped everywhere
