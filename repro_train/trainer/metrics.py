@@ -29,6 +29,7 @@ import torch
 from ..algos.correction import logprob_gap
 from ..core.typed_config import to_dict
 from ..eval.detectors import count_backtracks, count_rechecks
+from .checkpoint import WriteFailed
 from .shaping import shaping_metrics
 
 
@@ -199,8 +200,8 @@ class RunLogger:
     """metrics.jsonl and samples.jsonl in the run folder, and wandb (offline without a key)."""
 
     def __init__(self, cfg, out_dir: str, resume_id: str | None = None):
-        self.metrics_fh = open(os.path.join(out_dir, "metrics.jsonl"), "a", buffering=1)
-        self.samples_fh = open(os.path.join(out_dir, "samples.jsonl"), "a", buffering=1)
+        self.metrics_fh = _open_log(os.path.join(out_dir, "metrics.jsonl"))
+        self.samples_fh = _open_log(os.path.join(out_dir, "samples.jsonl"))
         self.run = None
         self.wandb_id = None
         if cfg.log.wandb and cfg.log.wandb_mode != "disabled":
@@ -223,9 +224,8 @@ class RunLogger:
             self.wandb_id = self.run.id
 
     def log(self, step: int, metrics: dict, samples: list[dict]) -> None:
-        self.metrics_fh.write(json.dumps({"step": step, **metrics}) + "\n")
-        for s in samples:
-            self.samples_fh.write(json.dumps({"step": step, **s}) + "\n")
+        _write_log(self.metrics_fh, step, json.dumps({"step": step, **metrics}) + "\n")
+        _write_log(self.samples_fh, step, "".join(json.dumps({"step": step, **s}) + "\n" for s in samples))
         if self.run is not None:
             import wandb
 
@@ -243,6 +243,25 @@ class RunLogger:
         self.samples_fh.close()
         if self.run is not None:
             self.run.finish()
+
+
+def _open_log(path: str):
+    try:
+        return open(path, "a", buffering=1)
+    except OSError as e:
+        raise WriteFailed(f"could not open {path} to log the run: {e.strerror or e}") from None
+
+
+def _write_log(fh, step: int, text: str) -> None:
+    """Append (line-buffered: flushed at each newline); a failure names the file and why (WriteFailed)."""
+    try:
+        fh.write(text)
+        fh.flush()
+    except OSError as e:
+        raise WriteFailed(
+            f"could not write step {step} to {fh.name}: {e.strerror or e}. The run stopped; a resume cuts the file "
+            "back to the checkpoint's step"
+        ) from None
 
 
 def _netrc_has_wandb() -> bool:
