@@ -58,9 +58,20 @@ def check_model_files(folder: str, what: str = "'model.path'") -> None:
         raise ConfigError(f"{what} = {folder} is missing {', '.join(missing)}; {PREPARE_HINT}")
 
 
+def _config_eos(folder: str) -> bool:
+    """generation_config.json or config.json names an EOS id (what generation stops at besides the tokenizer's)."""
+    for name in ("generation_config.json", "config.json"):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path) as fh:
+                if json.load(fh).get("eos_token_id") not in (None, []):
+                    return True
+    return False
+
+
 def check_tokenizer(tok, folder: str) -> None:
-    """The tokenizer has an EOS token (a response could never end without one)."""
-    if tok.eos_token_id is None:
+    """The tokenizer, or the model's generation config, names an EOS token (a response could never end without)."""
+    if tok.eos_token_id is None and not (os.path.isdir(folder) and _config_eos(folder)):
         raise ConfigError(
             f'the tokenizer in {folder} has no EOS token, so a response could never end; set "eos_token" in '
             f"{os.path.join(folder, 'tokenizer_config.json')} (e.g. the token the model ends its answers with)"

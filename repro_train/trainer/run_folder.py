@@ -273,6 +273,17 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _same(a, b) -> bool:
+    """Equal, where a redacted secret (on either side, at any depth) matches any value."""
+    if REDACTED in (a, b):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 def changed_settings(saved: dict, now: dict) -> dict[str, tuple]:
     """{key: (saved value, value now)} of the settings that change what is trained (both configs as config.yaml
     holds them; keys only one of them has, and redacted secrets, are not compared)."""
@@ -283,7 +294,7 @@ def changed_settings(saved: dict, now: dict) -> dict[str, tuple]:
         free = any(k == f or (f.endswith(".") and k.startswith(f)) for f in FREE_KEYS)
         if k == "train.steps":
             free = constant_lr
-        if a[k] != b[k] and not free and REDACTED not in (a[k], b[k]):
+        if not free and not _same(a[k], b[k]):
             out[k] = (a[k], b[k])
     return out
 
