@@ -8,8 +8,9 @@ it continues and refuses what it would silently change.
     folder.close()                  # the lock released
 
 Decisions (all before anything in the folder is written or removed):
-  train.resume null   a folder with another run's files (run_files) is refused unless train.overwrite, which
-                      removes those files, and only those, once the models have loaded
+  train.resume null   a folder holding another run (a checkpoint or a logged step) is refused unless
+                      train.overwrite, which removes that run's files (run_files), and only those, once the
+                      models have loaded
   train.resume auto   the newest resumable checkpoint (none: start at step 1)
   train.resume DIR    that checkpoint; from inside the folder, newer valid checkpoints (another history) are
                       refused unless train.overwrite; from elsewhere, into a folder holding another run: same
@@ -69,6 +70,16 @@ def run_files(folder: str) -> list[str]:
         if is_ckpt or name in RUN_FILES:
             out.append(name)
     return out
+
+
+def holds_run(folder: str) -> bool:
+    """The folder holds a run that trained: a checkpoint (or one being written), or a logged step. An attempt that
+    stopped before its first step (config.yaml, empty logs) does not count: a new run may start there."""
+    for name in run_files(folder):
+        path = os.path.join(folder, name)
+        if name.startswith("checkpoint-") or (name in LOGS and os.path.getsize(path) > 0):
+            return True
+    return False
 
 
 def remove_run_files(folder: str, also: tuple[str, ...] = ()) -> list[str]:
@@ -478,9 +489,9 @@ def _decide(folder: RunFolder, cfg) -> None:
     t, path = cfg.train, folder.path
     found = run_files(path)
     if t.resume is None:
-        if found and not t.overwrite:
+        if holds_run(path) and not t.overwrite:
             raise ConfigError(_occupied(path, found))
-        folder.remove = found
+        folder.remove = found if t.overwrite else []
         return
     resume = resolve_resume(t.resume, path)
     if resume is None:
@@ -495,7 +506,7 @@ def _decide(folder: RunFolder, cfg) -> None:
                 "train.overwrite=true to remove the newer checkpoints"
             )
         folder.remove = newer
-    elif found:
+    elif holds_run(path):
         if not t.overwrite:
             raise ConfigError(_occupied(path, found))
         folder.remove = found
