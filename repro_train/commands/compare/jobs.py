@@ -95,6 +95,7 @@ def make_jobs(cfg: CompareConfig, out: str) -> list[Job]:
                 f"train.output_dir={run_dir}",
                 "train.save_every=0",
                 "train.resume=null",
+                "train.overwrite=true",  # an interrupted job starts its arm again, replacing its partial run
                 "log.wandb=false",
                 "log.progress=false",
             ]
