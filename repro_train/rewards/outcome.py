@@ -216,7 +216,7 @@ class OutcomeReward:
                 values.append(self._fault("errors", self._raised_text(r, one, e)))
             else:
                 values += self._values(r, one, out)
-        if self.on_error == "error":
+        if self.on_error == "error":  # no row failed alone (a row's fault raises under "error")
             raise RewardFailed(
                 f"reward {r.key!r} raised {_exc(batch_error)} at {_user_frame(batch_error.__traceback__)} on a batch "
                 f"of {len(rows)} completions, but scores every row alone: it fails on the batch as a whole "
@@ -236,7 +236,8 @@ class OutcomeReward:
         for i, v in enumerate(out):
             f = _as_float(v)
             if f is not None and not math.isfinite(f):
-                why = f"reward {r.key!r} returned {v!r} at index {i} ({self._row(rows, i)}); expected a finite float or None"
+                why = f"reward {r.key!r} returned {v!r} at index {i} ({self._row(rows, i)}); expected a finite float "
+                why += "or None"
                 f = self._fault("errors", why)
             values.append(f)
         return values

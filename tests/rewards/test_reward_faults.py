@@ -11,7 +11,7 @@ import pytest
 
 from repro_train.rewards.outcome import OutcomeReward, RewardFailed, RewardInterrupted, RewardSpec
 
-FAULTY = '''
+FAULTY = """
 import time
 
 def recip(prompts, completions, answers, **columns):
@@ -41,7 +41,7 @@ def swallows(prompts, completions, answers, **columns):
     except Exception:  # a function's own blanket handler must not swallow the deadline
         pass
     return [1.0] * len(completions)
-'''
+"""
 
 PROMPTS = ["p0", "p1", "p2", "p3"]
 COMPLETIONS = ["four", "fives", "abc", "sixsix"]  # "abc" (row 2) makes recip divide by zero

@@ -148,6 +148,7 @@ def gate(prompts, completions, answers, **columns):
 """
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_folder(tmp_path, tiny_model_dir, data_path):
     """A second run on a folder a live run uses is refused (before it reads anything else); the first is
     unaffected."""
