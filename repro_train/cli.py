@@ -9,6 +9,7 @@ Commands:
   sft       supervised training (used to build the shipped tiny reasoner)
   demo      the main job on the embedded default (what `make demo` runs)
   prepare-model  a pretrained model as a Hugging Face folder, offline (e.g. smollm2-135m-instruct)
+  export    your model out of a run: a checkpoint's policy as a Hugging Face folder (optionally cast)
   data      named datasets: list, export to JSONL
 Run `repro-train <command> --help` for each command's options.
 """
@@ -27,6 +28,7 @@ COMMANDS = {
     "sft": "repro_train.commands.sft.train",
     "demo": "repro_train.commands.demo",
     "prepare-model": "repro_train.commands.prepare_model",
+    "export": "repro_train.commands.export",
     "data": "repro_train.commands.data",
 }
 

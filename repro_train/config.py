@@ -174,7 +174,13 @@ class RewardConfig:
     num_workers: int = 2
     """Worker processes for answer checking."""
     timeout_s: float = 5.0
-    """Per-batch timeout of answer checking; timed-out answers score 0 and are counted."""
+    """Deadline in seconds: math_verify's per answer (a timed-out answer scores None, counted as unscorable); every
+    other function's per call (one call scores this rank's batch): a call still running is stopped, a fault that
+    reward.on_error handles."""
+    on_error: Literal["error", "skip"] = "error"
+    """A reward function that raises, returns a value that is not a finite number or None, or runs past timeout_s:
+    'error' = stop the run naming the function, the row (file and line, prompt and response excerpts) and where it
+    was; 'skip' = score those rows None (0) and count them (logged as reward/errors, reward/timeouts)."""
 
 
 @dataclass(frozen=True)
@@ -298,7 +304,19 @@ class TrainConfig:
     keep_last: int = 2
     """Checkpoints kept (older ones are deleted)."""
     resume: str | None = None
-    """'auto' = the latest checkpoint in output_dir, a checkpoint folder, or null = start fresh."""
+    """'auto' = the latest checkpoint in output_dir (none yet: start at step 1), a checkpoint folder, or null = a new
+    run (refused when output_dir holds another run's files, unless train.overwrite)."""
+    resume_changes: Literal["refuse", "allow"] = "refuse"
+    """A resume whose settings differ from the checkpoint's in what they train (optimizer, batch shape, algorithm,
+    model, data, rewards, RePro): 'refuse' names each changed key and stops; 'allow' applies them from the next step,
+    printed and recorded in <output_dir>/resumes.jsonl."""
+    overwrite: bool = False
+    """A new run (train.resume null) into an output_dir that holds another run: remove that run's files first
+    (checkpoints, metrics, samples, config.yaml, wandb; nothing else). False = refuse and say how to proceed."""
+    keep_optimizer_state_last: int = 1
+    """Checkpoints that keep the trainer state resume needs (optimizer moments, full-precision weights, RNG) in
+    state/: the newest N; older kept ones hold only policy/ (the model). 2 keeps a resumable fallback in case the
+    newest is damaged."""
     time_limit_s: float = 0.0
     """Stop after the first step that ends this many seconds after the run started (loading included), with a
     checkpoint, as SIGUSR1 would (exit code 75, resumable); 0 = no limit. A lent machine's time limit."""
@@ -530,6 +548,11 @@ def _validate_optim_reward_train(cfg: Config) -> None:
         raise ConfigError("'train.resume' must be 'auto', a checkpoint folder, or null")
     if cfg.dist.collective_timeout_s < 0:
         raise ConfigError(f"'dist.collective_timeout_s' must be >= 0 (0 = off), got {cfg.dist.collective_timeout_s}")
+    if cfg.train.keep_optimizer_state_last < 1:
+        raise ConfigError(
+            f"'train.keep_optimizer_state_last' must be >= 1 (a resume needs the newest checkpoint's state), got "
+            f"{cfg.train.keep_optimizer_state_last}"
+        )
     if cfg.train.max_bad_steps < 0:
         raise ConfigError(f"'train.max_bad_steps' must be >= 0 (0 = never stop), got {cfg.train.max_bad_steps}")
     if cfg.data.max_row_bytes < 1:

@@ -1,12 +1,14 @@
 """Prompts with ground-truth answers, and the order they are visited in.
 
-    prompts = load_prompts(cfg.data, tokenizer)       # PromptSet: token ids, answers, other columns
+    prompts = load_prompts(cfg.data, tokenizer, room=room)  # PromptSet: token ids, answers, other columns
     sampler = PromptSampler(len(prompts), seed, shuffle)
     idx = sampler.take(prompts_per_step)              # crosses epoch boundaries; state_dict() resumes exactly
 
 Sources: 'toy' (the embedded arithmetic task), a named dataset (data/named.py: 'gsm8k-100',
 'reasoning-gym:TASK?size=..&seed=..'), a local .jsonl/.json/.parquet/.csv file, or a
-`datasets` hub name. Missing columns are reported at start-up with the columns that exist.
+`datasets` hub name. Missing columns are reported at start-up with the columns that exist. A prompt
+longer than data.max_prompt_tokens, or than `room` (the model's maximum positions minus
+rollout.max_new_tokens), is dropped and counted with its reason in the data report.
 """
 
 from __future__ import annotations
@@ -33,12 +35,23 @@ class PromptSet:
     answers: list[str]
     columns: dict[str, list] = field(default_factory=dict)
     """Every other column, for custom reward functions."""
-    dropped_too_long: int = 0
     report: DataReport | None = None
     """Rows read, used and skipped per reason (data/validate.py)."""
+    where: list[str] = field(default_factory=list)
+    """Each prompt's source row ('d.jsonl line 7'), for messages about it."""
+    _index: dict[str, int] = field(default_factory=dict, repr=False)
+    """Prompt text -> its first index (built by `label` on first use)."""
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
+
+    def label(self, prompt: str) -> str | None:
+        """'d.jsonl line 7 (prompt 5)' for a prompt text of this set (None when it is not one)."""
+        if not self._index:
+            for i, p in enumerate(self.prompts):
+                self._index.setdefault(p, i)
+        i = self._index.get(prompt)
+        return None if i is None else f"{self.where[i]} (prompt {i})"
 
 
 def _load_rows(cfg, report: DataReport) -> list[tuple[str, dict]]:
@@ -79,9 +92,11 @@ def _load_rows(cfg, report: DataReport) -> list[tuple[str, dict]]:
     return [(f"{cfg.source} row {i}", r) for i, r in enumerate(ds.to_list())]
 
 
-def load_prompts(cfg, tokenizer, answer_check=None) -> PromptSet:
+def load_prompts(cfg, tokenizer, answer_check=None, room: int | None = None, max_new_tokens: int = 0) -> PromptSet:
     """Read, check and tokenize the prompts of `cfg` (a DataConfig); bad rows raise or are skipped
-    per cfg.on_bad_row (data/validate.py). `answer_check(answer) -> why | None` vets gold answers."""
+    per cfg.on_bad_row (data/validate.py). `answer_check(answer) -> why | None` vets gold answers.
+    `room`: the most tokens a prompt may have with the model's positions (its maximum minus
+    `max_new_tokens`); longer prompts are dropped and counted (too_long_for_model)."""
     report = DataReport(cfg.source, cfg.on_bad_row)
     rows = _load_rows(cfg, report)
     if not rows and not report.rows_read:
@@ -113,22 +128,38 @@ def load_prompts(cfg, tokenizer, answer_check=None) -> PromptSet:
         except RowError as e:
             report.bad("unusable_prompt", where, str(e).removeprefix(where + ": "))
             continue
-        if len(ids) > cfg.max_prompt_tokens:
-            out.dropped_too_long += 1
+        if not _fits(ids, where, cfg, report, room, max_new_tokens):
             continue
         out.prompt_ids.append(ids)
+        out.where.append(where)
         out.prompts.append(tokenizer.decode(ids, skip_special_tokens=False))
         out.answers.append(str(row[cfg.answer_field]))
         for k in out.columns:
             out.columns[k].append(row.get(k))
     report.rows_used = len(out.prompt_ids)
     if not out.prompt_ids:
-        if report.skipped:
-            raise ConfigError(f"no usable row in {cfg.source!r}: {report.summary()}")
-        raise ConfigError(
-            f"every prompt of {cfg.source!r} is longer than 'data.max_prompt_tokens' = {cfg.max_prompt_tokens}"
-        )
+        raise ConfigError(f"no usable row in {cfg.source!r}: {report.summary()}")
     return out
+
+
+def _fits(ids: list[int], where: str, cfg, report: DataReport, room: int | None, max_new_tokens: int) -> bool:
+    """True when the prompt is within data.max_prompt_tokens and the model's room; else dropped and counted."""
+    if len(ids) > cfg.max_prompt_tokens:
+        report.drop(
+            "too_long",
+            where,
+            f"the prompt has {len(ids)} tokens, over data.max_prompt_tokens = {cfg.max_prompt_tokens}",
+        )
+        return False
+    if room is not None and len(ids) > room:
+        report.drop(
+            "too_long_for_model",
+            where,
+            f"the prompt has {len(ids)} tokens; with rollout.max_new_tokens = {max_new_tokens} that is over the "
+            f"model's {room + max_new_tokens} positions",
+        )
+        return False
+    return True
 
 
 class PromptSampler:
@@ -161,7 +192,7 @@ class PromptSampler:
 
     def load_state_dict(self, state: dict) -> None:
         if state["n"] != self.n or state["seed"] != self.seed:
-            raise ValueError(
+            raise ConfigError(
                 f"checkpoint's data order was for {state['n']} prompts with seed {state['seed']}, "
                 f"this run has {self.n} prompts with seed {self.seed}: resume with the same data and train.seed"
             )

@@ -15,6 +15,8 @@ What is checked, and the reason each problem is counted under:
           question_field), missing_answer, null_answer, answer_not_text, empty_answer,
           unparsable_answer (a correctness reward cannot read the gold answer), unusable_prompt
           (the tokenizer cannot encode it, e.g. no chat template)
+  length  too_long (over data.max_prompt_tokens), too_long_for_model (the prompt plus rollout.max_new_tokens is
+          over the model's maximum positions): dropped and counted whatever data.on_bad_row says
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class DataReport:
     rows_used: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     first: dict[str, str] = field(default_factory=dict)
+    drops: dict[str, int] = field(default_factory=dict)
+    """Good rows left out by a length limit, per reason (too_long, too_long_for_model): always dropped, never an
+    error."""
 
     def bad(self, reason: str, where: str, what: str) -> None:
         """Record a bad row; raises ConfigError when data.on_bad_row = 'error'."""
@@ -47,22 +52,38 @@ class DataReport:
         self.counts[reason] = self.counts.get(reason, 0) + 1
         self.first.setdefault(reason, msg)
 
+    def drop(self, reason: str, where: str, what: str) -> None:
+        """Record a row left out by a length limit (whatever data.on_bad_row says)."""
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+        self.first.setdefault(reason, f"{where}: {what}")
+
     @property
     def skipped(self) -> int:
         return sum(self.counts.values())
 
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
+
     def summary(self) -> str:
-        parts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
         line = f"data: {self.rows_used} of {self.rows_read} rows of {self.source} used"
         if self.counts:
-            line += f"; skipped {self.skipped} bad row(s): {parts}"
-            line += "".join(f"\n  first {k}: {m}" for k, m in sorted(self.first.items()))
+            line += (
+                f"; skipped {self.skipped} bad row(s): {', '.join(f'{k} {v}' for k, v in sorted(self.counts.items()))}"
+            )
+        if self.drops:
+            parts = ", ".join(f"{k} {v}" for k, v in sorted(self.drops.items()))
+            line += f"; dropped {self.dropped} row(s) over a length limit: {parts}"
+        line += "".join(f"\n  first {k}: {m}" for k, m in sorted(self.first.items()))
         return line
 
     def metrics(self) -> dict[str, float]:
-        """What the first logged step records: data/rows_used, data/skipped/<reason>."""
+        """What the first logged step records: data/rows_used, data/skipped/<reason>, data/dropped/<reason>."""
         out = {"data/rows_used": float(self.rows_used), "data/skipped_rows": float(self.skipped)}
         out.update({f"data/skipped/{k}": float(v) for k, v in sorted(self.counts.items())})
+        if self.drops:
+            out["data/dropped_rows"] = float(self.dropped)
+            out.update({f"data/dropped/{k}": float(v) for k, v in sorted(self.drops.items())})
         return out
 
 

@@ -114,3 +114,13 @@ class NumericGuard:
             f"{checkpoint} holds the weights after step {first - 1}. Look at the logged "
             "guard/nonfinite/* metrics; lower optim.lr, or check the reward functions and data"
         )
+
+
+def reward_fault_metrics(rt) -> dict[str, float]:
+    """reward/errors and reward/timeouts of this step, summed over ranks: rows a reward function failed on and
+    that reward.on_error=skip scored None (under 'error' such a fault stops the run, so there is nothing to log)."""
+    if rt.cfg.reward.on_error != "skip":
+        return {}
+    faults = rt.reward.take_faults()
+    counts = rt.dist.sum(torch.tensor([faults["errors"], faults["timeouts"]], dtype=torch.float64))
+    return {"reward/errors": float(counts[0]), "reward/timeouts": float(counts[1])}

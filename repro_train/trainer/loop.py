@@ -20,13 +20,15 @@ from ..algos.kl import kl_penalty
 from ..algos.losses import agg_loss, get_policy_loss, value_loss
 from ..core.timing import phase_timer
 from ..models.forward import forward_logprobs, index_on
+from ..rewards.outcome import RewardInterrupted
 from .batching import plan_micro_batches
-from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from .checkpoint import save_checkpoint
 from .dist import clip_grad_norm
 from .experience import Batch, make_experience, scatter_rows
-from .guard import NumericGuard
+from .guard import NumericGuard, reward_fault_metrics
 from .metrics import NullLogger, RunLogger, sample_rows, step_metrics
-from .preempt import Preempted, Preemption, clear_marker
+from .preempt import Preempted, Preemption, abandoned_step
+from .run_folder import RunFolder, open_run_folder
 from .runtime import Runtime, build_runtime
 
 # ----------------------------------------------------------------------------------------------
@@ -222,14 +224,20 @@ def old_logprobs_of(rt: Runtime, batch: Batch, idx: torch.Tensor, out, mask, sl)
 def train(cfg) -> str:
     """Run RL training for `cfg` (a resolved Config); returns the run folder.
 
-    SIGTERM / SIGUSR1 (trainer/preempt.py) and train.time_limit_s end the run after the current step with a
-    checkpoint and raise Preempted; too many non-finite steps in a row (trainer/guard.py) raise NonFiniteStop."""
+    SIGTERM / SIGUSR1 / SIGINT (trainer/preempt.py) and train.time_limit_s end the run after the current step with
+    a checkpoint and raise Preempted; too many non-finite steps in a row (trainer/guard.py) raise NonFiniteStop. The
+    run folder's lock is held throughout (trainer/run_folder.py)."""
     preempt = Preemption(time_limit_s=cfg.train.time_limit_s).install()  # a signal while loading: stop after step 1
+    folder = None
     try:
+        folder = open_run_folder(cfg)  # before any model loads: the lock, another run's folder, a refused resume
         rt = build_runtime(cfg)
     except BaseException:
         preempt.restore()
+        if folder is not None:
+            folder.close()
         raise
+    rt.reward.should_stop = preempt.requested  # a reward function still running when a stop is asked ends
     d = rt.dist
     if d.is_main:
         print(
@@ -238,22 +246,21 @@ def train(cfg) -> str:
             flush=True,
         )
         print(rt.prompts.report.summary(), flush=True)
-        clear_marker(rt.out_dir)
     try:
-        stopped = run_steps(rt, preempt)
+        stopped = run_steps(rt, preempt, folder)
     finally:
         preempt.restore()
         rt.close()
+        folder.close()
     if stopped is not None:
         raise stopped
     return rt.out_dir
 
 
-def run_steps(rt: Runtime, preempt: Preemption) -> Exception | None:
+def run_steps(rt: Runtime, preempt: Preemption, folder: RunFolder) -> Exception | None:
     """The steps from the resume point on; returns the exception that ends the run early, if any."""
     cfg, d = rt.cfg, rt.dist
-    resume = resolve_resume(cfg.train.resume, cfg.train.output_dir, d)
-    state = load_checkpoint(rt, resume) if resume else {}
+    state = folder.load(rt)  # the checkpoint restored; the folder prepared (logs cut back to its step)
     logger = RunLogger(cfg, rt.out_dir, state.get("wandb_id")) if d.is_main else NullLogger()
     bar = tqdm(
         total=cfg.train.steps,
@@ -268,7 +275,11 @@ def run_steps(rt: Runtime, preempt: Preemption) -> Exception | None:
     for step in range(rt.start_step, cfg.train.steps):
         step_timing: dict[str, float] = {}
         with phase_timer(step_timing, "step_s"):
-            batch = make_experience(rt, step)
+            try:
+                batch = make_experience(rt, step)
+            except RewardInterrupted as e:  # a stop while a reward function ran: the step is abandoned
+                stopped = abandoned_step(rt, step, preempt, e)
+                break
             bad = guard.check_batch(batch)  # non-finite log-probs, J, advantages, ...: the step is not applied
             upd = update_phase(rt, batch, guard) if not bad else {}
         batch.timings.update(step_timing)
@@ -276,6 +287,7 @@ def run_steps(rt: Runtime, preempt: Preemption) -> Exception | None:
         metrics.update(guard.end_step(step + 1, bad))
         if step == rt.start_step:  # the data check's counts, once per process
             metrics.update(rt.prompts.report.metrics())
+        metrics.update(reward_fault_metrics(rt))  # rows scored None by reward.on_error=skip
         logger.log(step + 1, metrics, sample_rows(rt, batch, cfg.log.sample_rollouts) if d.is_main else [])
         bar.update(1)
         bar.set_postfix(
@@ -305,6 +317,6 @@ def checkpoint_or_stop(
         return None
     if guard.stop:
         return guard.stop_error(path)
-    if d.is_main:
+    if d.is_main and preempt.requeue:  # Ctrl-C asks for no requeue
         preempt.mark(rt.out_dir, done, path)
     return Preempted(done, path, preempt.name)

@@ -3,6 +3,7 @@
     write_manifest(tmp_folder)          # after every rank's files are in it, before the rename
     problem = verify(folder)            # None, or why it cannot be used ("state/optimizer.bin: 120 of 4096 bytes")
     path, skipped = newest_valid(paths) # the latest checkpoint that verifies, and the ones passed over
+    drop_from_manifest(folder, "state/")  # before those files are removed (an old checkpoint keeps only its model)
 
 A checkpoint folder is written as checkpoint-N.tmp and renamed when complete, so a killed run
 leaves only a .tmp folder; the manifest also catches what the rename cannot: a file truncated or
@@ -43,12 +44,32 @@ def write_manifest(folder: str) -> None:
         rel: {"size": os.path.getsize(os.path.join(folder, rel)), "crc32": _crc32(os.path.join(folder, rel))}
         for rel in _files(folder)
     }
+    _write(folder, files)
+
+
+def _write(folder: str, files: dict) -> None:
     tmp = os.path.join(folder, MANIFEST + ".tmp")
     with open(tmp, "w") as fh:
         json.dump({"version": 1, "files": files}, fh, indent=1)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, os.path.join(folder, MANIFEST))
+
+
+def listed(folder: str) -> list[str]:
+    """The files the manifest records (empty when there is no readable manifest)."""
+    try:
+        with open(os.path.join(folder, MANIFEST)) as fh:
+            return list(json.load(fh)["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def drop_from_manifest(folder: str, prefix: str) -> None:
+    """Forget the files under `prefix` (atomically), before they are deleted."""
+    with open(os.path.join(folder, MANIFEST)) as fh:
+        files = json.load(fh)["files"]
+    _write(folder, {rel: v for rel, v in files.items() if not rel.startswith(prefix)})
 
 
 def verify(folder: str) -> str | None:
@@ -73,11 +94,12 @@ def verify(folder: str) -> str | None:
     return None
 
 
-def newest_valid(paths: list[str]) -> tuple[str | None, list[tuple[str, str]]]:
-    """The last of `paths` (oldest first) that verifies, and [(path, problem)] of newer ones that did not."""
+def newest_valid(paths: list[str], check=verify) -> tuple[str | None, list[tuple[str, str]]]:
+    """The last of `paths` (oldest first) that passes `check` (path -> problem or None; default: it verifies), and
+    [(path, problem)] of newer ones that did not."""
     skipped = []
     for p in reversed(paths):
-        problem = verify(p)
+        problem = check(p)
         if problem is None:
             return p, skipped
         skipped.append((p, problem))

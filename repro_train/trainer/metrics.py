@@ -34,6 +34,7 @@ import torch
 from ..algos.correction import logprob_gap
 from ..core.typed_config import ConfigError, to_dict
 from ..eval.detectors import count_backtracks, count_rechecks
+from .checkpoint import WriteFailed
 from .shaping import shaping_metrics
 
 
@@ -230,8 +231,8 @@ class RunLogger:
     the same scalars as TensorBoard events in <run folder>/tensorboard."""
 
     def __init__(self, cfg, out_dir: str, resume_id: str | None = None):
-        self.metrics_fh = open(os.path.join(out_dir, "metrics.jsonl"), "a", buffering=1)
-        self.samples_fh = open(os.path.join(out_dir, "samples.jsonl"), "a", buffering=1)
+        self.metrics_fh = _open_log(os.path.join(out_dir, "metrics.jsonl"))
+        self.samples_fh = _open_log(os.path.join(out_dir, "samples.jsonl"))
         self.run = None
         self.wandb_id = None
         self.tensorboard = tensorboard_writer(out_dir) if cfg.log.tensorboard else None
@@ -255,12 +256,11 @@ class RunLogger:
             self.wandb_id = self.run.id
 
     def log(self, step: int, metrics: dict, samples: list[dict]) -> None:
-        self.metrics_fh.write(json.dumps({"step": step, **metrics}) + "\n")
+        _write_log(self.metrics_fh, step, json.dumps({"step": step, **metrics}) + "\n")
         if self.tensorboard is not None:
             for k, v in metrics.items():
                 self.tensorboard.add_scalar(k, v, step)
-        for s in samples:
-            self.samples_fh.write(json.dumps({"step": step, **s}) + "\n")
+        _write_log(self.samples_fh, step, "".join(json.dumps({"step": step, **s}) + "\n" for s in samples))
         if self.run is not None:
             import wandb
 
@@ -292,6 +292,25 @@ def tensorboard_writer(out_dir: str):
             "or set log.tensorboard=false"
         ) from None
     return SummaryWriter(log_dir=os.path.join(out_dir, "tensorboard"))
+
+
+def _open_log(path: str):
+    try:
+        return open(path, "a", buffering=1)
+    except OSError as e:
+        raise WriteFailed(f"could not open {path} to log the run: {e.strerror or e}") from None
+
+
+def _write_log(fh, step: int, text: str) -> None:
+    """Append (line-buffered: flushed at each newline); a failure names the file and why (WriteFailed)."""
+    try:
+        fh.write(text)
+        fh.flush()
+    except OSError as e:
+        raise WriteFailed(
+            f"could not write step {step} to {fh.name}: {e.strerror or e}. The run stopped; a resume cuts the file "
+            "back to the checkpoint's step"
+        ) from None
 
 
 def _netrc_has_wandb() -> bool:

@@ -1,5 +1,6 @@
-"""Preemption: SIGTERM or SIGUSR1 ends the run at a step boundary with a checkpoint, and an exit
-code that asks for a requeue.
+"""Preemption and Ctrl-C: SIGTERM or SIGUSR1 ends the run at a step boundary with a checkpoint, and
+an exit code that asks for a requeue; SIGINT (Ctrl-C) does the same with INTERRUPT_EXIT and no
+requeue marker, and a second Ctrl-C stops at once (KeyboardInterrupt, no checkpoint).
 
     stop = Preemption().install()       # at the start of train(); restore() at its end
     ...                                  # each step, after the update:
@@ -9,9 +10,11 @@ code that asks for a requeue.
 Slurm sends SIGTERM before it preempts a job or kills it at its time limit (and SIGUSR1 when
 asked to with `#SBATCH --signal=B:USR1@<seconds>`, which launch/slurm/train.sbatch forwards);
 torchrun passes SIGTERM on to its workers. The step in progress is finished, not cut short, so the
-checkpoint is an ordinary one; the signal handler only sets a flag. Repeats are ignored (under
-Slurm a rank may get SIGTERM both from slurmstepd and from torchrun); SIGINT and SIGKILL still end
-the process at once. torchrun waits TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds (30 by default; the
+checkpoint is an ordinary one; the signal handler only sets a flag. Repeats of SIGTERM/SIGUSR1 are
+ignored (under Slurm a rank may get SIGTERM both from slurmstepd and from torchrun); a SIGINT after
+any signal raises KeyboardInterrupt. A reward function still running when the flag is set is ended
+(rewards/outcome.py should_stop): that step is abandoned, and the run stops with the last checkpoint
+(`abandoned_step`). torchrun waits TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds (30 by default; the
 sbatch template sets 280) for its workers before it kills them.
 
 The exit code is REQUEUE_EXIT (75, EX_TEMPFAIL), and the main rank writes `<output_dir>/PREEMPTED`
@@ -29,21 +32,28 @@ import sys
 import threading
 import time
 
+from .checkpoint import list_checkpoints, resume_hint
+
 REQUEUE_EXIT = 75
 """Exit code of a preempted run: checkpoint written, resume with train.resume=auto."""
+INTERRUPT_EXIT = 130
+"""Exit code of a run stopped by Ctrl-C (128 + SIGINT), gracefully or at once."""
 MARKER = "PREEMPTED"
 """File in the run folder written after the preemption checkpoint (removed by the next start)."""
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class Preempted(Exception):
-    """The run stopped on a signal after writing a checkpoint."""
+    """The run stopped on a signal after writing a checkpoint (or, with `detail`, after abandoning a step)."""
 
-    def __init__(self, step: int, checkpoint: str, signal_name: str):
+    def __init__(self, step: int, checkpoint: str | None, signal_name: str, detail: str | None = None):
         self.step, self.checkpoint, self.signal_name = step, checkpoint, signal_name
+        self.exit_code = INTERRUPT_EXIT if signal_name == "SIGINT" else REQUEUE_EXIT
+        what = "requeue" if self.exit_code == REQUEUE_EXIT else "Ctrl-C"
         super().__init__(
-            f"stopped by {signal_name} after step {step}; checkpoint {checkpoint}; "
-            f"resume with train.resume=auto (exit code {REQUEUE_EXIT} = requeue)"
+            detail
+            or f"stopped by {signal_name} after step {step}; checkpoint {checkpoint}; "
+            f"resume with train.resume=auto (exit code {self.exit_code} = {what})"
         )
 
 
@@ -70,15 +80,34 @@ class Preemption:
 
     def _handler(self, signum, frame) -> None:
         name = signal.Signals(signum).name
-        if self.received is not None:  # Slurm and torchrun may both pass the same preemption on
-            return
+        if self.received is not None:
+            if name == "SIGINT":  # Ctrl-C again: the user does not want to wait for the step
+                raise KeyboardInterrupt
+            return  # Slurm and torchrun may both pass the same preemption on
         self.received = name
+        if name == "SIGINT":
+            print(
+                f"repro-train: got Ctrl-C (SIGINT): finishing this step, then writing a checkpoint and exiting "
+                f"(code {INTERRUPT_EXIT}); press Ctrl-C again to stop at once, without a checkpoint",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
         print(
             f"repro-train: got {name}: finishing this step, then writing a checkpoint and exiting "
             f"(code {REQUEUE_EXIT})",
             file=sys.stderr,
             flush=True,
         )
+
+    def requested(self) -> bool:
+        """A stop was asked for on this rank (what a running reward function polls)."""
+        return self.received is not None
+
+    @property
+    def requeue(self) -> bool:
+        """The stop asks for a requeue (SIGTERM/SIGUSR1, or a signal on another rank), not Ctrl-C."""
+        return self.received != "SIGINT"
 
     def agreed(self, dist) -> bool:
         """True on every rank when any rank got a signal or ran out of time (one all-reduce MAX per step)."""
@@ -95,6 +124,25 @@ class Preemption:
         """Write the PREEMPTED marker (main rank, after the checkpoint is complete)."""
         with open(os.path.join(out_dir, MARKER), "w") as fh:
             json.dump({"step": step, "signal": self.name, "checkpoint": checkpoint}, fh)
+
+
+def abandoned_step(rt, step: int, preempt: Preemption, why: Exception) -> Preempted:
+    """A stop came while a reward function was still running in step `step` (0-based): that step is not
+    finished, so no checkpoint is written for it; the run stops with the last one (the marker asks for a
+    requeue as usual)."""
+    found = list_checkpoints(rt.out_dir)
+    path = found[-1] if found else None
+    if rt.dist.is_main and preempt.requeue:
+        preempt.mark(rt.out_dir, step, path)
+    exit_code = INTERRUPT_EXIT if preempt.received == "SIGINT" else REQUEUE_EXIT
+    return Preempted(
+        step,
+        path,
+        preempt.name,
+        f"stopped by {preempt.name} during step {step + 1}: {why}; that step was abandoned and "
+        f"{resume_hint(rt.out_dir)} "
+        f"(exit code {exit_code})",
+    )
 
 
 def clear_marker(out_dir: str) -> None:

@@ -19,7 +19,7 @@ import torch
 from ..algos.advantages import estimator_facts
 from ..config import Config
 from ..core.text import ResponseFormat, response_format
-from ..core.typed_config import ConfigError, dump_yaml
+from ..core.typed_config import ConfigError
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
 from ..data.validate import answer_checker
 from ..models.forward import fused_head_supported
@@ -39,6 +39,7 @@ from .dist import (
     prepare_frozen,
     set_seed,
 )
+from .inputs import check_finite_weights, check_model_files, check_tokenizer, prompt_room
 from .models import ActorCritic, PolicyView, load_critic
 from .watchdog import start_watchdog
 
@@ -209,10 +210,13 @@ def build_runtime(cfg: Config) -> Runtime:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     check_vllm(cfg.rollout, world, torch.cuda.is_available() and cfg.train.device != "cpu")  # before any model loads
     tok = load_tokenizer(cfg.model)
+    check_tokenizer(tok, model_folder(cfg.model.path))
     # data errors (bad rows, missing columns, gold answers the reward cannot read) surface before any model loads
-    prompts = load_prompts(cfg.data, tok, answer_checker(cfg.reward))
+    prompts = load_prompts(cfg.data, tok, answer_checker(cfg.reward), prompt_room(cfg), cfg.rollout.max_new_tokens)
+    check_model_files(model_folder(cfg.model.path))
     acc, d = _build_accelerator(cfg, world)
     policy = load_policy(cfg.model, tok)
+    check_finite_weights(policy, model_folder(cfg.model.path))
     wrapped, optimizer, scheduler, has_critic = _build_models(cfg, policy, acc)
     ref = None
     if cfg.algo.kl_coef > 0:
@@ -224,12 +228,12 @@ def build_runtime(cfg: Config) -> Runtime:
         RewardSpec(name=f.name, weight=f.weight, kwargs=dict(f.kwargs), correctness=f.correctness)
         for f in cfg.reward.functions
     ]
-    reward = OutcomeReward(specs, num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s)
-    out_dir = cfg.train.output_dir
+    reward = OutcomeReward(
+        specs, cfg.reward.num_workers, cfg.reward.timeout_s, cfg.reward.on_error, row_label=prompts.label
+    )
+    out_dir = cfg.train.output_dir  # written from trainer/run_folder.py on (config.yaml, logs, checkpoints)
     if d.is_main:
         os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "config.yaml"), "w") as fh:
-            fh.write(dump_yaml(cfg))
     fmt = response_format(policy, tok, cfg.model.think_end)
     rt = Runtime(
         cfg=cfg,

@@ -1,6 +1,6 @@
 """Checkpoint manifests (repro_train/trainer/manifest.py): verified on resume; a truncated or
 corrupt latest checkpoint is reported and the previous one used; a run killed (SIGKILL) while it
-writes one resumes from the one before."""
+writes one resumes from the one before, says so, and its metrics have each step once."""
 
 import os
 import signal
@@ -46,7 +46,9 @@ def test_manifest_catches_missing_truncated_and_corrupt_files(tmp_path):
 def test_a_broken_latest_checkpoint_is_reported_and_the_previous_used(
     tmp_path, tiny_model_dir, data_path, capsys, damage
 ):
-    recipe = make_recipe(tmp_path, tiny_model_dir, data_path, train={"steps": 2, "save_every": 1})
+    recipe = make_recipe(
+        tmp_path, tiny_model_dir, data_path, train={"steps": 2, "save_every": 1, "keep_optimizer_state_last": 2}
+    )
     run = run_inprocess(recipe)
     first, latest = list_checkpoints(run)
     target = os.path.join(latest, "state", "optimizer.bin")
@@ -62,8 +64,10 @@ def test_a_broken_latest_checkpoint_is_reported_and_the_previous_used(
         resolve_resume(latest, run)
     capsys.readouterr()
     run_inprocess(recipe, "train.steps=3", "train.resume=auto")
-    assert f"checkpoint {latest} cannot be used" in capsys.readouterr().err
-    assert [r["step"] for r in metrics(run)] == [1, 2, 2, 3]  # resumed after step 1
+    out = capsys.readouterr()
+    assert f"checkpoint {latest} cannot be used" in out.err
+    assert f"resuming run {run} from {first}: step 1 done" in out.out
+    assert [r["step"] for r in metrics(run)] == [1, 2, 3]  # resumed after step 1; step 2's first line removed
     assert verify(list_checkpoints(run)[-1]) is None
 
 
@@ -84,7 +88,7 @@ sys.exit(main(["--config", sys.argv[1]]))
 """
 
 
-def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous(tmp_path, tiny_model_dir, data_path):
+def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous(tmp_path, tiny_model_dir, data_path, capsys):
     recipe = make_recipe(tmp_path, tiny_model_dir, data_path, train={"steps": 3, "save_every": 1})
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
     res = subprocess.run(
@@ -95,7 +99,14 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous(tmp_path, 
     assert sorted(os.listdir(run)).count("checkpoint-000002.tmp") == 1
     assert [os.path.basename(p) for p in list_checkpoints(run)] == ["checkpoint-000001"]
     assert resolve_resume("auto", run).endswith("checkpoint-000001")
+    assert [r["step"] for r in metrics(run)] == [1, 2]  # step 2 was logged, its checkpoint never completed
+    capsys.readouterr()
     run_inprocess(recipe, "train.resume=auto")
+    out = capsys.readouterr()
+    assert "removed a stale lock" in out.err and "is no longer running" in out.err  # the killed run's lock
+    assert f"resuming run {run} from {run}/checkpoint-000001: step 1 done, training steps 2-3" in out.out
+    assert "metrics.jsonl: removed 1 line(s) logged after step 1" in out.out
+    assert [r["step"] for r in metrics(run)] == [1, 2, 3]  # no step twice, none missing
     assert [os.path.basename(p) for p in list_checkpoints(run)] == ["checkpoint-000002", "checkpoint-000003"]
     assert all(verify(p) is None for p in list_checkpoints(run))
     assert not os.path.exists(os.path.join(run, "checkpoint-000002.tmp"))

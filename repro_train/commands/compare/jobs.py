@@ -108,6 +108,7 @@ def make_jobs(cfg: CompareConfig, out: str, time_limit_s: float = 0.0) -> list[J
                 f"train.output_dir={run_dir}",
                 "train.save_every=0",
                 "train.resume=null",
+                "train.overwrite=true",  # an interrupted job starts its arm again, replacing its partial run
                 "log.wandb=false",
                 "log.progress=false",
                 *([f"train.time_limit_s={time_limit_s:g}"] if time_limit_s > 0 else []),
