@@ -78,9 +78,11 @@ case $mode in
     say "sft: exit $?; $(grep '^sft: [0-9]* steps' "$out/sft.log" | tail -n 1)"
     ln -sfn "$ROOT/thinker" models/thinker  # the RL recipes' model.path
     # the thinker and its trace mix ('reference') on test and hard: recipes/thinker/eval.sh (vLLM, eager)
-    OUT="$ROOT/thinker_eval" ENGINE=$EVAL_ENGINE REPRO="$PY" EXTRA="$EVAL_X" timeout "${A_EVAL:-150}" \
-      bash recipes/thinker/eval.sh thinker="$ROOT/thinker" > "$out/eval.log" 2>&1
-    say "eval: exit $?"
+    if [ "${A_EVAL:-150}" -gt 0 ]; then  # A_EVAL=0: leave it to B's compare, which evaluates the thinker too (base)
+      OUT="$ROOT/thinker_eval" ENGINE=$EVAL_ENGINE REPRO="$PY" EXTRA="$EVAL_X" timeout "${A_EVAL:-150}" \
+        bash recipes/thinker/eval.sh thinker="$ROOT/thinker" > "$out/eval.log" 2>&1
+      say "eval: exit $?"
+    fi
     # two GRPO + RePro steps from the thinker on the vLLM engine: call B's path, checked before B spends its call
     if [ "$(left)" -gt 100 ]; then
       timeout $(($(left) - 25)) $PY train --config recipes/thinker/grpo_repro.yaml train.steps=2 \

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Issue 26's GPU measurements in one call on a lent H100/H200 (docs/performance.md, "The training phases"):
+#
+#   bash bench/perf_device.sh OUTDIR [PHASES]     # PHASES: any of tests path paper (default: all three)
+#
+#   tests  the log-prob head's GPU tests (tests/models/test_logprobs.py -m gpu: the Triton kernel against torch)
+#   path   bench_step --compare path at 32 x 8 x 1,024 (Qwen2-1.5B dims, RePro on, vllm engine, the recipes'
+#          precision): the training phases now against the path of 2026-12-07 (logits head, separate old-log-prob
+#          pass, rows of 4), one warm-up and one timed step each, then a fresh vLLM process with the same options
+#   paper  the paper's shape: 8 x 8 x 8,192 tokens, gradient checkpointing, a 32k-token micro-batch budget, one step
+#
+# vLLM comes from the carried wheel set (/root/carry/*/.whl-vllm, as bench/thinker_device.sh installs it). What comes
+# back in OUTDIR: gpu_tests.log, path.json/.log, paper.json/.log; the summary tables print last.
+set -uo pipefail
+out=$(mkdir -p "${1:?OUTDIR}" && cd "$1" && pwd); phases=${2:-tests path paper}
+T0=$(date +%s)
+say() { echo "[perf $(($(date +%s) - T0)) s] $*"; }
+if [ ! -d /tmp/site/vllm ]; then
+  wheels=$(find /root/carry -type d -name .whl-vllm 2>/dev/null | head -n 1)
+  [ -n "$wheels" ] || { say "no .whl-vllm under /root/carry"; exit 3; }
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$wheels"/*.whl 2>&1 | tail -2
+fi
+export PYTHONPATH=/tmp/site:$PWD VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_ENABLE_V1_MULTIPROCESSING=0 HF_HUB_OFFLINE=1 \
+  TOKENIZERS_PARALLELISM=false WANDB_MODE=offline PYTHONUNBUFFERED=1
+for phase in $phases; do
+  case $phase in
+    tests)
+      timeout "${P_TESTS:-120}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/models/test_logprobs.py \
+        > "$out/gpu_tests.log" 2>&1
+      say "gpu tests: exit $?; $(tail -n 1 "$out/gpu_tests.log")" ;;
+    path)
+      timeout "${P_PATH:-330}" python3 bench/bench_step.py --compare path --prompts 32 --group-size 8 \
+        --new-tokens 1024 --warmup 1 --steps 1 --schedule sequential --max-tokens 8192 --fresh-engine \
+        --out "$out/path.json" > "$out/path.log" 2>&1
+      say "path: exit $?" ;;
+    paper)
+      timeout "${P_PAPER:-240}" python3 bench/bench_step.py --compare path --only new --prompts 8 --group-size 8 \
+        --new-tokens 8192 --warmup 0 --steps 1 --grad-ckpt --max-tokens 32768 --out "$out/paper.json" \
+        > "$out/paper.log" 2>&1
+      say "paper: exit $?" ;;
+  esac
+done
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null
+for f in path paper; do [ -f "$out/$f.log" ] && { echo "== $f"; grep -v "^\[" "$out/$f.log" | tail -n 14; }; done
+say done
