@@ -238,7 +238,7 @@ def select_step(parsed: list, step: str | None, from_run: bool) -> tuple[list, s
             shown = f"{steps[0]}..{steps[-1]}" if steps else "none"
             raise ConfigError(f"--step {want}: no rows of that step in the input (steps logged: {shown})")
     kept = [(i, r, e) for i, r, e in parsed if e is not None or r["step"] == want]
-    return kept, f"rows of step {want}"
+    return kept, f"of step {want}"
 
 
 def _num(x) -> float | None:
@@ -452,7 +452,7 @@ def write_outputs(args, parsed: list, results: dict[int, dict]) -> None:
 def summary_line(args, results: dict[int, dict], n_errors: int, chosen: str) -> str:
     n_skip = sum(1 for r in results.values() if r["skipped"])
     gaps = [r["logged"]["max_abs_diff_J"] for r in results.values() if "logged" in r]
-    line = f"scored {len(results)} rows{f' ({chosen})' if chosen else ''} ({n_skip} skipped by RePro), "
+    line = f"scored {len(results)} rows{f' {chosen}' if chosen else ''} ({n_skip} skipped by RePro), "
     line += f"{n_errors} bad rows -> {args.output}" + (f"; plots in {args.plot}" if args.plot else "")
     known = [g for g in gaps if g is not None]
     if gaps:

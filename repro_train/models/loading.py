@@ -80,10 +80,10 @@ def quiet_transformers(report: bool = True):
 def load_tokenizer_at(path: str, trust_remote_code: bool = False, what: str = "'model.path'"):
     """The tokenizer of the model at `path` (pad = EOS when it has no pad token). A hub name the hub does not give
     (no network, no such model) is a ConfigError, not a traceback."""
+    folder = model_folder(path)
+    check_exists(folder, what)  # before transformers is imported: a wrong path costs no import, no hub lookup
     from transformers import AutoTokenizer
 
-    folder = model_folder(path)
-    check_exists(folder, what)
     try:
         tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except OSError as e:

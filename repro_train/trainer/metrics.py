@@ -232,7 +232,8 @@ class RunLogger:
                 settings=wandb.Settings(silent=True),  # its banner and end-of-run summary: the line below instead
             )
             self.wandb_id = self.run.id
-            where = self.run.url if mode == "online" else f"offline; to upload: wandb sync {os.path.dirname(self.run.dir)}"
+            folder = os.path.dirname(self.run.dir)  # offline-run-*/ (run.dir is its files/)
+            where = self.run.url if mode == "online" else f"offline; to upload: wandb sync {folder}"
             print(f"wandb: run {self.run.id}, {where}", flush=True)
 
     def log(self, step: int, metrics: dict, samples: list[dict]) -> None:
