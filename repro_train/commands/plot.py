@@ -4,7 +4,7 @@
     repro-train plot grpo=runs/toy/grpo repro=runs/toy/grpo_repro --out curves.png [--smooth 5]
 
 A run is a folder with metrics.jsonl (a recipe's train.output_dir); LABEL=DIR names its curves (default: the
-folder's name). Panels, from the metric names of docs/recipes.md ("Logged metrics"):
+folder's name). Panels, from the metric names of docs/algorithms.md ("Logged metrics"):
 
     accuracy             accuracy of the step's rollouts
     response tokens      response_length/mean
