@@ -6,8 +6,8 @@ temporary folder that holds links to recipes/ and examples/, as the console scri
 repro_train`), with HF_HUB_OFFLINE=1 as the README exports:
 
   RUN    as written;
-  SHORT  as written plus the arguments given here: training runs stop after 2 steps (and a later
-         command's checkpoint-000200 is then checkpoint-000002), evaluation answers 8 problems;
+  SHORT  as written plus the arguments given here: training runs stop after 2 steps of 4 prompts (and a
+         later command's checkpoint-000200 is then checkpoint-000002), evaluation answers 8 problems;
   CHECK  too long for a test or needs a GPU or a cluster: its recipe (comparison file, model name) loads and
          validates with the line's overrides and, under torchrun, its number of processes;
   SKIP   the make targets (CI runs them; tests/commands/test_demo.py runs the demo shrunk), the shell's own
@@ -27,7 +27,7 @@ import pytest
 from tests.helpers import REPO
 
 README = os.path.join(REPO, "README.md")
-SHORT_TRAIN = ("train.steps=2",)
+SHORT_TRAIN = ("train.steps=2", "rollout.prompts_per_step=4")
 COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "make demo": ("SKIP", ()),
     "make test": ("SKIP", ()),
