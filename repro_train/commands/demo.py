@@ -130,12 +130,16 @@ def run_with_progress(jobs, parallel: int, steps: int) -> dict[str, int]:
     log = lambda msg, **_: tqdm.write(msg.replace("[compare]", "[demo]"))  # noqa: E731
     worker = threading.Thread(target=lambda: codes.update(run_jobs(jobs, parallel, log=log)))
     trained = [os.path.join(j.folder, "run", "metrics.jsonl") for j in jobs if j.seed is not None]
-    bar = tqdm(total=steps * len(trained), desc="training (both arms)", unit="step", disable=None)
+    total, t0, tenths = steps * len(trained), time.perf_counter(), 0
+    bar = tqdm(total=total, desc="training (both arms)", unit="step", disable=None)
     worker.start()
     while worker.is_alive():
         worker.join(1.0)
         done = sum(_count_lines(p) for p in trained)
         bar.update(done - bar.n)
+        if bar.disable and done * 10 // total > tenths:  # no terminal (a log file): a line every tenth
+            tenths = done * 10 // total
+            print(f"[demo] {done}/{total} training steps, {time.perf_counter() - t0:.0f} s", flush=True)
     bar.close()
     return codes
 
