@@ -473,6 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if "\\n" in cfg.probe_prefix:  # '</think>\n\n...' in plain shell quotes: a backslash and an n, no newline
+        print(
+            "note: the probe prefix holds a backslash followed by n, not a newline; in bash write "
+            "--probe-prefix $'</think>\\n\\nFinal answer: ', or take it from a recipe (--recipe, --run)",
+            file=sys.stderr,
+        )
     errors = [(i, e) for i, _, e in parsed if e is not None]
     for _, e in errors:
         print(f"error: {e}", file=sys.stderr)

@@ -241,3 +241,14 @@ def test_run_and_recipe_errors(tmp_path, capsys):
     src = write(tmp_path / "in.jsonl", [{**GOOD, "step": 3}])
     assert main(["--model", "toy", "--input", src, "--output", str(tmp_path / "o"), "--step", "4"]) == 2
     assert "--step 4: no rows of that step" in capsys.readouterr().err
+
+
+def test_a_backslash_n_in_the_probe_prefix_is_pointed_out(tmp_path, capsys):
+    """`--probe-prefix '</think>\\n\\nFinal answer: '` in plain quotes gives a third J (neither the spec's nor the
+    recipe's): the command says why."""
+    src = write(tmp_path / "in.jsonl", [GOOD])
+    args = ["--model", "toy", "--input", src, "--output", str(tmp_path / "o.jsonl"), "--show", "0"]
+    assert main([*args, "--probe-prefix", "</think>\\n\\nFinal answer: "]) == 0
+    assert "holds a backslash followed by n, not a newline" in capsys.readouterr().err
+    assert main([*args, "--probe-prefix", TOY_PREFIX]) == 0
+    assert "backslash" not in capsys.readouterr().err
