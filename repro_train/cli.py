@@ -3,8 +3,9 @@
 Commands:
   train     RL training from a YAML recipe (GRPO, PPO, REINFORCE++, REINFORCE++-baseline, RLOO; RePro on or off)
   signal    a recipe's first steps with no update: mixed groups, lengths, cuts, process vs outcome advantage
-  inspect   RePro's view of given chains of thought: segments, cuts, J, scores, rewards, plots
+  inspect   RePro's view of chains of thought (a run's samples, or yours): each step's text, J, S, r, plots
   eval      accuracy, lengths and overthinking metrics of a model on a task
+  plot      training curves of runs (accuracy, length, re-checks, J, RePro's share), overlaid in one PNG
   compare   train arms (GRPO, + RePro, + length shapers) with one budget and seeds; one table and plot
   sft       supervised training (used to build the shipped tiny reasoner)
   demo      the main job on the embedded default (what `make demo` runs)
@@ -24,6 +25,7 @@ COMMANDS = {
     "signal": "repro_train.commands.signal",
     "inspect": "repro_train.commands.inspect",
     "eval": "repro_train.commands.eval",
+    "plot": "repro_train.commands.plot",
     "compare": "repro_train.commands.compare",
     "sft": "repro_train.commands.sft.train",
     "demo": "repro_train.commands.demo",

@@ -11,6 +11,8 @@ named field whose default is the spec's.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -546,6 +548,9 @@ def _validate_optim_reward_train(cfg: Config) -> None:
         raise ConfigError(f"'reward.timeout_s' must be > 0, got {cfg.reward.timeout_s}")
     if cfg.train.resume not in (None, "auto") and not cfg.train.resume.strip():
         raise ConfigError("'train.resume' must be 'auto', a checkpoint folder, or null")
+    _check_resume_folder(cfg.train.resume)
+    if not 0 <= cfg.train.seed < 2**32:  # numpy's seed range (set_seed seeds numpy too)
+        raise ConfigError(f"'train.seed' must be in [0, 2**32 - 1], got {cfg.train.seed}")
     if cfg.dist.collective_timeout_s < 0:
         raise ConfigError(f"'dist.collective_timeout_s' must be >= 0 (0 = off), got {cfg.dist.collective_timeout_s}")
     if cfg.train.keep_optimizer_state_last < 1:
@@ -581,6 +586,23 @@ def _validate_process(cfg: Config) -> None:
             f"'process.source' = mc_value needs rollout.min_new_tokens = 0, got {cfg.rollout.min_new_tokens}: the "
             "engine would hold every continuation to that length, longer than the rollouts it continues"
         )
+
+
+def _check_resume_folder(resume: str | None) -> None:
+    """A checkpoint folder given as train.resume exists and is one (it holds trainer_state.json), checked before any
+    model loads; whether its files are whole is checked against its manifest at resume."""
+    if resume in (None, "auto") or os.path.isfile(os.path.join(resume, "trainer_state.json")):
+        return
+    if not os.path.exists(resume):
+        raise ConfigError(f"'train.resume' = {resume!r} does not exist; give a checkpoint-N folder, 'auto' or null")
+    runs = sorted(n for n in os.listdir(resume) if re.match(r"^checkpoint-\d+$", n)) if os.path.isdir(resume) else []
+    hint = (
+        f" (it is a run folder: resume from {os.path.join(resume, runs[-1])}, or train.resume=auto with "
+        f"train.output_dir={resume})"
+        if runs
+        else ""
+    )
+    raise ConfigError(f"'train.resume' = {resume!r} is not a checkpoint folder (no trainer_state.json){hint}")
 
 
 def load(path: str | None = None, overrides: list[str] = (), world_size: int = 1) -> Config:

@@ -5,6 +5,7 @@ reaches the hub) and the loaders every command uses: the trainer's (`load_tokeni
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -26,11 +27,22 @@ def model_folder(path: str) -> str:
     return path
 
 
+LOCAL_FOLDERS = ("models", "runs")
+"""First path parts that always mean a local folder: where `prepare-model` and training write. 'models/mine' is
+never looked up on the hub, even before the folder exists."""
+
+
 def looks_local(path: str) -> bool:
-    """A path that cannot be a hub name ('org/name'): absolute, relative with ./ or ../ or ~, or deeper than one
-    slash."""
+    """A path that cannot be a hub name ('org/name'): absolute, relative with ./ or ../ or ~, deeper than one
+    slash, or under a folder that exists here (or models/, runs/)."""
     p = path.replace(os.sep, "/")
-    return p.startswith(("/", ".", "~")) or p.count("/") > 1 or p.endswith("/")
+    first = p.partition("/")[0]
+    return (
+        p.startswith(("/", ".", "~"))
+        or p.count("/") > 1
+        or p.endswith("/")
+        or ("/" in p and (first in LOCAL_FOLDERS or os.path.isdir(first)))
+    )
 
 
 def check_exists(path: str, what: str) -> None:
@@ -47,13 +59,41 @@ def check_exists(path: str, what: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def quiet_transformers(report: bool = True):
+    """transformers' progress bars ('Loading weights', 'Writing model shards') off for one load or save; with
+    report=False also its warnings (the load report of a value head the caller explains itself)."""
+    from transformers.utils import logging as hf_logging
+
+    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    if not report:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_tokenizer_at(path: str, trust_remote_code: bool = False, what: str = "'model.path'"):
-    """The tokenizer of the model at `path` (pad = EOS when it has no pad token)."""
+    """The tokenizer of the model at `path` (pad = EOS when it has no pad token). A hub name the hub does not give
+    (no network, no such model) is a ConfigError, not a traceback."""
+    folder = model_folder(path)
+    check_exists(folder, what)  # before transformers is imported: a wrong path costs no import, no hub lookup
     from transformers import AutoTokenizer
 
-    folder = model_folder(path)
-    check_exists(folder, what)
-    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        if os.path.exists(folder):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"{what} = {path!r} is not a local folder and the Hugging Face hub did not give it ({first}); "
+            "give a model folder or 'toy' (HF_HUB_OFFLINE=1 never asks the hub)"
+        ) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -69,13 +109,14 @@ def load_policy(cfg_model, tok):
     from transformers import AutoModelForCausalLM
 
     path = model_folder(cfg_model.path)
-    model = AutoModelForCausalLM.from_pretrained(
-        path,
-        dtype=getattr(torch, cfg_model.dtype),
-        attn_implementation=cfg_model.attn_implementation,
-        trust_remote_code=cfg_model.trust_remote_code,
-        use_safetensors=True,
-    )  # never unpickle weights
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=getattr(torch, cfg_model.dtype),
+            attn_implementation=cfg_model.attn_implementation,
+            trust_remote_code=cfg_model.trust_remote_code,
+            use_safetensors=True,
+        )  # never unpickle weights
     if cfg_model.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False  # training forwards; the probe asks for a cache explicitly
@@ -88,13 +129,14 @@ def load_reference(cfg_model):
     """A frozen copy of the initial policy (KL penalty)."""
     from transformers import AutoModelForCausalLM
 
-    ref = AutoModelForCausalLM.from_pretrained(
-        model_folder(cfg_model.path),
-        dtype=getattr(torch, cfg_model.dtype),
-        attn_implementation=cfg_model.attn_implementation,
-        trust_remote_code=cfg_model.trust_remote_code,
-        use_safetensors=True,
-    )
+    with quiet_transformers():
+        ref = AutoModelForCausalLM.from_pretrained(
+            model_folder(cfg_model.path),
+            dtype=getattr(torch, cfg_model.dtype),
+            attn_implementation=cfg_model.attn_implementation,
+            trust_remote_code=cfg_model.trust_remote_code,
+            use_safetensors=True,
+        )
     return ref.requires_grad_(False).eval()
 
 
@@ -103,13 +145,17 @@ def load_for_inference(path: str, dtype: str = "float32", device: str = "cpu", w
     from transformers import AutoModelForCausalLM
 
     tok = load_tokenizer_at(path, False, what)
-    model = AutoModelForCausalLM.from_pretrained(model_folder(path), dtype=getattr(torch, dtype), use_safetensors=True)
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(
+            model_folder(path), dtype=getattr(torch, dtype), use_safetensors=True
+        )
     return model.to(device).eval(), tok
 
 
 def save_pretrained(module: nn.Module, state_dict: dict, path: str, tokenizer=None) -> None:
     """Hugging Face folder for `module` with the given (gathered, unprefixed) weights."""
     os.makedirs(path, exist_ok=True)
-    module.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
+    with quiet_transformers():
+        module.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)

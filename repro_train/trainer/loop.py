@@ -289,18 +289,27 @@ def run_steps(rt: Runtime, preempt: Preemption, folder: RunFolder) -> Exception 
             metrics.update(rt.prompts.report.metrics())
         metrics.update(reward_fault_metrics(rt))  # rows scored None by reward.on_error=skip
         logger.log(step + 1, metrics, sample_rows(rt, batch, cfg.log.sample_rollouts) if d.is_main else [])
+        bar.set_postfix(progress_postfix(metrics), refresh=False)  # shown by the update: one redraw per step
         bar.update(1)
-        bar.set_postfix(
-            reward=f"{metrics['reward/mean']:.3f}",
-            acc=f"{metrics['accuracy']:.2f}",
-            len=f"{metrics['response_length/mean']:.0f}",
-        )
         stopped = checkpoint_or_stop(rt, step + 1, preempt, guard, logger.wandb_id)
         if stopped is not None:
             break
     bar.close()
     logger.close()
     return stopped
+
+
+def progress_postfix(metrics: dict) -> dict[str, str]:
+    """The progress bar's statistics: reward, accuracy, mean length and, with RePro on, J at the last cut (the
+    policy's confidence in the answer where its reasoning ends; it rises as reasoning gets productive)."""
+    out = {
+        "reward": f"{metrics['reward/mean']:.3f}",
+        "acc": f"{metrics['accuracy']:.2f}",
+        "len": f"{metrics['response_length/mean']:.0f}",
+    }
+    if "repro/J_last" in metrics:
+        out["J"] = f"{metrics['repro/J_last']:.2f}"
+    return out
 
 
 def checkpoint_or_stop(

@@ -184,27 +184,37 @@ def mc_metrics(m: Meter, rep) -> None:
     m.add("repro/mc/tokens", rep.mc.tokens, scored.sum().item())
 
 
+SAMPLE_IDS = ("prompt_ids", "response_ids")
+"""Token ids of a sample row: in samples.jsonl (so `repro-train inspect --run` scores exactly these tokens), not in
+wandb's table."""
+
+
 def sample_rows(rt, batch, k: int) -> list[dict]:
-    """The first k rollouts of this rank, with their RePro view."""
+    """The first k rollouts of this rank, with their RePro view: J_b, J, r and the normalised r' exactly as the
+    step computed them (unrounded), at the cuts (response-token indices)."""
     rows = []
     for i in range(min(k, batch.mask.shape[0])):
+        n_tok = int(batch.mask[i].sum())
         row = {
             "prompt": rt.prompts.prompts[batch.prompt_index[i]],
             "response": batch.texts[i],
             "answer": batch.answers[i],
             "reward": round(batch.rewards[i].item(), 4),
             "correct": bool(batch.correct[i]),
-            "tokens": int(batch.mask[i].sum()),
+            "tokens": n_tok,
+            "prompt_ids": list(rt.prompts.prompt_ids[batch.prompt_index[i]]),
+            "response_ids": batch.seqs.response_ids[i, :n_tok].tolist(),
         }
         if batch.repro is not None:
             n = int(batch.repro.mask[i].sum())
             jb = batch.repro.J_b[i].item()
             row.update(
                 {
-                    "J_b": None if math.isnan(jb) else round(jb, 4),
-                    "J": [round(v, 4) for v in batch.repro.J[i, :n].tolist()],
+                    "J_b": None if math.isnan(jb) else jb,
+                    "J": batch.repro.J[i, :n].tolist(),
                     "cuts": batch.repro.cuts[i, :n].tolist(),
-                    "r": [round(v, 4) for v in batch.repro.r[i, :n].tolist()],
+                    "r": batch.repro.r[i, :n].tolist(),
+                    "r_norm": batch.repro.r_norm[i, :n].tolist(),
                     "skipped": batch.plan.skip[i],
                 }
             )
@@ -252,8 +262,12 @@ class RunLogger:
                 config=to_dict(cfg),
                 id=resume_id,
                 resume="allow" if resume_id else None,
+                settings=wandb.Settings(silent=True),  # its banner and end-of-run summary: the line below instead
             )
             self.wandb_id = self.run.id
+            folder = os.path.dirname(self.run.dir)  # offline-run-*/ (run.dir is its files/)
+            where = self.run.url if mode == "online" else f"offline; to upload: wandb sync {folder}"
+            print(f"wandb: run {self.run.id}, {where}", flush=True)
 
     def log(self, step: int, metrics: dict, samples: list[dict]) -> None:
         _write_log(self.metrics_fh, step, json.dumps({"step": step, **metrics}) + "\n")
@@ -266,7 +280,7 @@ class RunLogger:
 
             payload = dict(metrics)
             if samples:
-                cols = list(samples[0])
+                cols = [c for c in samples[0] if c not in SAMPLE_IDS]
                 payload["samples"] = wandb.Table(
                     columns=cols,
                     data=[[json.dumps(s[c]) if isinstance(s[c], list) else s[c] for c in cols] for s in samples],

@@ -9,11 +9,13 @@ weights are gathered by the wrapper as usual.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
 from ..models.forward import HeadRequest, run_head
-from ..models.loading import model_folder
+from ..models.loading import model_folder, quiet_transformers
 from .dist import zero_
 
 
@@ -84,21 +86,36 @@ def load_critic(cfg_model, cfg_critic):
     config = AutoConfig.from_pretrained(path, trust_remote_code=cfg_model.trust_remote_code)
     config.num_labels = 1
     config.classifier_dropout = 0.0  # values must not depend on train/eval mode
-    critic, info = AutoModelForTokenClassification.from_pretrained(
-        path,
-        config=config,
-        dtype=getattr(torch, cfg_model.dtype),
-        output_loading_info=True,
-        attn_implementation=cfg_model.attn_implementation,
-        trust_remote_code=cfg_model.trust_remote_code,
-        use_safetensors=True,
-    )
+    with quiet_transformers(report=False):  # its load report lists the new head as MISSING: explained below
+        critic, info = AutoModelForTokenClassification.from_pretrained(
+            path,
+            config=config,
+            dtype=getattr(torch, cfg_model.dtype),
+            output_loading_info=True,
+            attn_implementation=cfg_model.attn_implementation,
+            trust_remote_code=cfg_model.trust_remote_code,
+            use_safetensors=True,
+        )
     # A value head the checkpoint lacks starts at zero (V = 0 everywhere), not at random: a random
     # draw would depend on the device and strategy (under ZeRO-3 transformers initialises inside
     # DeepSpeed's partitioned init, on the GPU's RNG), so runs would not be comparable.
-    new = [p for n, p in critic.named_parameters() if n in set(info.get("missing_keys", []))]
+    missing = sorted(info.get("missing_keys", []))
+    new = [p for n, p in critic.named_parameters() if n in set(missing)]
     if new:
         zero_(new)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(critic_report(cfg_critic.path or cfg_model.path, missing, sorted(info.get("unexpected_keys", []))))
     if cfg_model.gradient_checkpointing:
         critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return critic
+
+
+def critic_report(source: str, missing: list[str], unused: list[str]) -> str:
+    """One line on how the critic was built from a checkpoint (usually a language model's)."""
+    line = f"critic: a value model from {source}"
+    if missing:
+        line += f" ({', '.join(missing)}: not in the checkpoint, starts at zero, V = 0)"
+    if unused:
+        shown = ", ".join(unused[:3]) + (f" and {len(unused) - 3} more" if len(unused) > 3 else "")
+        line += f"; checkpoint tensors a value model has no use for: {shown}"
+    return line

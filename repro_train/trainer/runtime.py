@@ -271,6 +271,8 @@ def _build_accelerator(cfg: Config, world: int):
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
+    if not torch.cuda.is_available():  # DeepSpeed (imported by accelerate) picks the CPU anyway, with a warning
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     acc = build_accelerator(
         cfg.dist.strategy,
         cfg.dist.mixed_precision,
