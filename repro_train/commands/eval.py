@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{label}] {path}")
         try:
             results = _evaluate_model(path, sets, settings, args, state)
-        except EvalError as e:
+        except (EvalError, ConfigError) as e:  # ConfigError: a model folder that is not there or not complete
             print(f"repro-train eval: error: [{label}] {e}", file=sys.stderr)
             return 2
         for name, (summary, rows) in results.items():

@@ -21,8 +21,8 @@ import sys
 
 import torch
 
+from ..models.loading import INDEX
 from ..trainer.checkpoint import list_checkpoints, set_config_dtype, step_of
-from ..trainer.inputs import INDEX
 from ..trainer.manifest import verify
 
 DTYPES = ("float32", "bfloat16", "float16")

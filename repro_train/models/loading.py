@@ -6,6 +6,7 @@ reaches the hub) and the loaders every command uses: the trainer's (`load_tokeni
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 
 import torch
@@ -14,6 +15,39 @@ from torch import nn
 from ..core.typed_config import ConfigError
 from ..tasks.reasoner import reasoner_path
 from .zoo import missing_model_hint
+
+INDEX = "model.safetensors.index.json"
+PREPARE_HINT = (
+    "re-create the folder (`repro-train prepare-model NAME --out DIR` for the models it knows, or the "
+    "model's `save_pretrained`), or copy the missing files from where the model came from"
+)
+
+
+def weight_files(folder: str) -> list[str]:
+    """The safetensors files of a model folder: the index's shards, else every *.safetensors."""
+    index = os.path.join(folder, INDEX)
+    if os.path.isfile(index):
+        with open(index) as fh:
+            return sorted(set(json.load(fh)["weight_map"].values()))
+    return sorted(n for n in os.listdir(folder) if n.endswith(".safetensors"))
+
+
+def check_model_files(folder: str, what: str = "'model.path'") -> None:
+    """A local model folder has config.json and its weights (every shard of an index); else ConfigError."""
+    if not os.path.isdir(folder):
+        return  # a hub name, or reported by the loader's own check
+    missing = [n for n in ("config.json",) if not os.path.isfile(os.path.join(folder, n))]
+    try:
+        shards = weight_files(folder)
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(
+            f"{what} = {folder}: {INDEX} is unreadable ({type(e).__name__}: {e}); {PREPARE_HINT}"
+        ) from None
+    if not shards:
+        missing.append("model.safetensors (no *.safetensors weights)")
+    missing += [s for s in shards if not os.path.isfile(os.path.join(folder, s))]
+    if missing:
+        raise ConfigError(f"{what} = {folder} is missing {', '.join(missing)}; {PREPARE_HINT}")
 
 
 def model_folder(path: str) -> str:
@@ -144,6 +178,8 @@ def load_for_inference(path: str, dtype: str = "float32", device: str = "cpu", w
     """(model in eval mode on `device`, tokenizer with a pad token) for evaluation and inspection (no remote code)."""
     from transformers import AutoModelForCausalLM
 
+    check_exists(model_folder(path), what)
+    check_model_files(model_folder(path), what)  # before the tokenizer, whose own errors name no missing file
     tok = load_tokenizer_at(path, False, what)
     with quiet_transformers():
         model = AutoModelForCausalLM.from_pretrained(

@@ -20,42 +20,10 @@ import struct
 import torch
 
 from ..core.typed_config import ConfigError
-from ..models.loading import model_folder
+from ..models.loading import PREPARE_HINT, model_folder, weight_files
 
-INDEX = "model.safetensors.index.json"
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 """config.json keys that give a model's maximum positions, in the order they are looked for."""
-PREPARE_HINT = (
-    "re-create the folder (`repro-train prepare-model NAME --out DIR` for the models it knows, or the "
-    "model's `save_pretrained`), or copy the missing files from where the model came from"
-)
-
-
-def weight_files(folder: str) -> list[str]:
-    """The safetensors files of a model folder: the index's shards, else every *.safetensors."""
-    index = os.path.join(folder, INDEX)
-    if os.path.isfile(index):
-        with open(index) as fh:
-            return sorted(set(json.load(fh)["weight_map"].values()))
-    return sorted(n for n in os.listdir(folder) if n.endswith(".safetensors"))
-
-
-def check_model_files(folder: str, what: str = "'model.path'") -> None:
-    """A local model folder has config.json and its weights (every shard of an index); else ConfigError."""
-    if not os.path.isdir(folder):
-        return  # a hub name, or reported by the loader's own check
-    missing = [n for n in ("config.json",) if not os.path.isfile(os.path.join(folder, n))]
-    try:
-        shards = weight_files(folder)
-    except (OSError, ValueError, KeyError) as e:
-        raise ConfigError(
-            f"{what} = {folder}: {INDEX} is unreadable ({type(e).__name__}: {e}); {PREPARE_HINT}"
-        ) from None
-    if not shards:
-        missing.append("model.safetensors (no *.safetensors weights)")
-    missing += [s for s in shards if not os.path.isfile(os.path.join(folder, s))]
-    if missing:
-        raise ConfigError(f"{what} = {folder} is missing {', '.join(missing)}; {PREPARE_HINT}")
 
 
 def _config_eos(folder: str) -> bool:

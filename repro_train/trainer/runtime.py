@@ -23,7 +23,7 @@ from ..core.typed_config import ConfigError
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
 from ..data.validate import answer_checker
 from ..models.forward import fused_head_supported
-from ..models.loading import load_policy, load_reference, load_tokenizer, model_folder
+from ..models.loading import check_model_files, load_policy, load_reference, load_tokenizer, model_folder
 from ..repro.pipeline import RePro
 from ..repro.probe.triton.launch import unavailable as triton_unavailable
 from ..rewards import OutcomeReward, RewardSpec
@@ -39,7 +39,7 @@ from .dist import (
     prepare_frozen,
     set_seed,
 )
-from .inputs import check_finite_weights, check_model_files, check_tokenizer, prompt_room
+from .inputs import check_finite_weights, check_tokenizer, prompt_room
 from .models import ActorCritic, PolicyView, load_critic
 from .watchdog import start_watchdog
 

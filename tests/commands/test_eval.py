@@ -388,3 +388,15 @@ def test_vllm_engine_answers_like_hf_greedy_on_a_gpu(tmp_path):
     assert same >= 28, f"only {same} of 32 greedy responses agree"
     acc = {e: sum(r["correct"] for r in rs) for e, rs in rows.items()}
     assert abs(acc["hf"] - acc["vllm"]) <= 4, acc
+
+
+def test_a_model_folder_missing_its_weights_is_one_error_line(tmp_path, capsys):
+    """A folder with only config.json: `error:` naming what is missing and the fix, exit 2, no traceback."""
+    from repro_train.commands.eval import main
+
+    folder = tmp_path / "half"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert main(["--model", str(folder), "--data", "toy", "--n-problems", "1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "is missing model.safetensors" in err and "prepare-model" in err and "Traceback" not in err
