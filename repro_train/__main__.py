@@ -1,7 +1,5 @@
 """`python -m repro_train ...` (what torchrun launches) is `repro-train ...`."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

@@ -18,6 +18,7 @@ Run `repro-train <command> --help` for each command's options.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -51,5 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     return importlib.import_module(COMMANDS[cmd]).main(rest) or 0
 
 
+def entry() -> None:
+    """The console script and `python -m repro_train`: `main`, then an exit that skips the interpreter's teardown (every
+    file and pool is closed by then). The teardown is where gloo can abort ("terminate called without an active
+    exception") and where Triton 3.9's bindings print pages of "nanobind: leaked ..." once torch has imported it."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
