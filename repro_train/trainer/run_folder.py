@@ -8,7 +8,7 @@ it continues and refuses what it would silently change.
     folder.close()                  # the lock released
 
 Every decision (train.resume null / auto / DIR, train.overwrite, train.resume_changes) is taken before anything
-in the folder is written or removed; `remove_run_files` is the one way run files are deleted. The lock, the
+in the folder is written or removed, and only the entries `run_files` lists are ever deleted. The lock, the
 decisions and the logs cut back on resume: docs/reliability.md, sections 9 and 10.
 """
 
