@@ -776,7 +776,8 @@ def table(cells: list[dict], full: bool) -> str:
 
 
 def bar_lines(cells: list[dict], bar_ratio: float = 0.05, bar_dJ: float = 2e-2) -> list[str]:
-    """The issue-5 bar on every 4,096-token, 10-cut cell: fused/fwd <= 0.05 and max|dJ| <= 2e-2."""
+    """The probe's cost bar (docs/spec/repro-method.md, "Cost and the bar for this project") on every
+    4,096-token, 10-cut cell: fused/fwd <= 0.05 and max|dJ| <= 2e-2."""
     out = []
     for c in cells:
         if c["length"] != 4096 or c["cuts"] != 10:

@@ -14,7 +14,7 @@ Lp probe columns. Each block sees its rollout's prefix and, causally, itself. Va
     flash_varlen_<s> FlashAttention-2 varlen: each block's exact prefix (a range of the packed cache,
                      in s splits) plus its own causal part, merged by log-sum-exp
     cudnn_split_<S>  cuDNN with the key axis cut into S batch entries, merged by log-sum-exp
-    triton_*         the project's kernel (repro/probe/kernels.py): each block's rows walk only its
+    triton_*         the project's kernel (repro/probe/triton/attention.py): each block's rows walk only its
                      prefix's columns, in slices merged by log-sum-exp, largest items first; no mask
                      (what the probe runs on a GPU by default); variants: slices (`splits`: how many
                      the whole cache would be cut into), warps, pipeline stages, key tile

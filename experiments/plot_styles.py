@@ -4,7 +4,7 @@
 
 Draws a 3-operation problem, writes it as a direct, a re-check and a backtrack trace
 (tasks/arithmetic.make_trace), scores all three with the shipped tiny reasoner exactly as
-`repro-train inspect` does (inspect_cot.repro_rows), and plots J along each response with the
+`repro-train inspect` does (commands/inspect.py, repro_rows), and plots J along each response with the
 process reward of each step.
 """
 

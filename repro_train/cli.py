@@ -1,6 +1,4 @@
-"""`repro-train <command> [options]`: the one console script.
-
-Commands:
+"""`repro-train <command> [options]`: the one console script. Commands:
   train     RL training from a YAML recipe (GRPO, PPO, REINFORCE++, REINFORCE++-baseline, RLOO; RePro on or off)
   signal    a recipe's first steps with no update: mixed groups, lengths, cuts, process vs outcome advantage
   inspect   RePro's view of chains of thought (a run's samples, or yours): each step's text, J, S, r, plots
@@ -12,7 +10,7 @@ Commands:
   prepare-model  a pretrained model as a Hugging Face folder, offline (e.g. smollm2-135m-instruct)
   export    your model out of a run: a checkpoint's policy as a Hugging Face folder (optionally cast)
   data      named datasets: list, export to JSONL
-Run `repro-train <command> --help` for each command's options.
+Run `repro-train <command> --help` for each command's options; documentation: README.md and docs/.
 """
 
 from __future__ import annotations

@@ -5,20 +5,9 @@ Every estimator has one signature and is chosen by name:
     out = get_estimator("grpo")(AdvantageInputs(...), AdvantageParams(...), reduce)
     out.advantages, out.returns                       # (B, T), exactly 0 on masked tokens
 
-Notation (shapes): B rollouts on this rank, T = response length (right-padded).
-    mask_i,t  (B, T) True on real response tokens; last_i = index of row i's last real token
-    s_i       (B,)   rewards_i + sum_t token_rewards_i,t                (total reward: outcome + dense)
-    r_i,t     (B, T) token_rewards_i,t + rewards_i * [t == last_i]     (per-token reward)
-    G_i,t     (B, T) sum_{s>=t} gamma^(s-t) r_i,s                       (return-to-go)
-
-`reduce` is an all-reduce SUM across data-parallel ranks (identity on one process). Estimators
-that whiten over the batch (reinforce_pp, reinforce_pp_baseline, gae with whiten=True) call it
-exactly once, on the float64 `moment_sums` of their valid tokens, so the statistics are global;
-grpo and rloo never call it, because groups never span ranks. Inputs on masked tokens
-(token_rewards, values) are never read. Sums, statistics and recursions are float64 and the
-outputs float32, whatever the inputs' dtype; a group (or batch) of equal total rewards gets
-exactly 0 (algos/moments.py). Semantics follow verl `verl/trainer/ppo/core_algos.py`;
-docs/algorithms.md lists the implementation details.
+`reduce` is an all-reduce SUM across data-parallel ranks (identity on one process); an estimator registers
+with `register_estimator(name, needs_critic=, group_relative=)`. Notation, formulas, precision and where
+we differ from verl: docs/algorithms.md.
 """
 
 from __future__ import annotations

@@ -4,14 +4,9 @@
     vf_loss, vf_metrics = value_loss(values, old_values, returns, mask, ...)
     ent = agg_loss(entropy, mask, "token-mean", global_tokens=n)
 
-Shapes: every tensor argument is (B, T), B rollouts in this micro-batch, T response tokens;
-`mask` is True (or 1) on real response tokens. Losses are scalars.
-
-Global denominators. `agg_loss` divides by `global_tokens` / `global_seqs` when given, so that
-summing the losses of every micro-batch on every rank gives the mean over the global batch
-(verl `agg_loss` with global token counts; OpenRLHF tests/test_loss_aggregation.py). Left as None
-they default to this call's own count, i.e. a local mean. Metrics are local means over this
-call's valid tokens, detached; the trainer averages them.
+Every tensor argument is (B, T), B rollouts of this micro-batch; `mask` is True (or 1) on real response tokens.
+Losses are scalars; given the global token and sequence counts, the losses of every micro-batch on every rank
+sum to the global mean (left as None: a local mean). Formulas and metrics: docs/algorithms.md, "Losses".
 """
 
 from __future__ import annotations

@@ -7,18 +7,8 @@ package goes through here: the advantage estimators, RePro's normalisation pools
     sums = reduce(moment_sums(x, valid))                    # a pool spread over ranks: all-reduce (SUM) this (4,)
     centred, var = centre_by_sums(x, valid, sums, ddof=1)
 
-Why. The textbook `mean = sum / n` of n copies of v is not v when n * v rounds (7 x 0.1 in float32),
-and `(x - mean) / (std + eps)` then turns that rounding unit into an advantage of -0.0074 (or +0.32
-for 64 x 2.1: the std is itself rounding noise). Two exact constructions avoid it:
-- pools on one process subtract a member of the pool (its largest value) before anything else, so a
-  flat pool is all zeros from the first operation on; the sums are float64, which also keeps the
-  result shift invariant when |mean| >> std;
-- pools spread over ranks can only add numbers up, so each float64 value is split into two halves
-  `hi + lo` of at most 26 significant bits each (float32 and bf16 values are all `hi`). n copies of
-  a 26-bit number add up exactly in float64 for pools of fewer than 2^27 values, and an exact sum
-  divided by n is exactly the value again (IEEE division rounds the exact quotient, which is
-  representable), so mean_hi + mean_lo centres every member of a flat pool to 0.
-Statistics are float64; callers cast their outputs (the estimators return float32).
+Statistics are float64; callers cast their outputs. Why the textbook mean fails and the two exact constructions
+used here: docs/algorithms.md, "Shared implementation details", item 7.
 """
 
 from __future__ import annotations

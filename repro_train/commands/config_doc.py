@@ -1,6 +1,7 @@
 """The recipe key reference: one markdown table per config section, built from the attribute
-docstrings in `repro_train/config.py` (the `repro.probe` section's in
-`repro_train/repro/probe/settings.py`). docs/recipes.md ends with it, and a test keeps the two equal.
+docstrings of the config dataclasses: `repro_train/config.py`, and the sections that live beside their
+components (`repro/config.py` for `repro`, `repro/probe/settings.py` for `repro.probe`, `shaping/params.py`
+for `shaping`, `tasks/arithmetic.py` for `data.toy`). docs/recipes.md ends with it, and a test keeps the two equal.
 
     python -m repro_train.commands.config_doc                          # print the tables
     python -m repro_train.commands.config_doc --write docs/recipes.md  # replace the generated part of the page

@@ -2,22 +2,10 @@
 
     repro-train demo [--out runs/demo] [--steps N] [--problems 64] [--samples 4] [--parallel 2]
 
-1. Trains the tiny reasoner (a 4-layer Llama trained from scratch on the toy arithmetic task, whose
-   traces re-check and backtrack) twice from one recipe (`recipes/toy/demo.yaml`) with one budget and
-   seed: GRPO, and GRPO + RePro. The two runs go in parallel, one process and one CPU thread each.
-2. Evaluates the base model and both trained policies on the same held-out problems with the same
-   sampling seeds: accuracy, length, re-check and backtracking rates.
-3. Prints the three-column table and a sentence on the differences: what GRPO alone did, and RePro's share.
-4. Prints one response the RePro run trained on, with each step's J, r and normalised r' and the process
-   advantage its tokens got, exactly as the trainer logged them (samples.jsonl), and how the re-check
-   paragraphs fared over the whole run.
-5. Draws the training curves of both runs (`repro-train plot`) and the example (`repro-train inspect`'s plot).
-
-Writes only its own files into --out: .repro-train-demo (the marker), base/, grpo-s<seed>/, grpo_repro-s<seed>/
-(each: run/ = the run folder, train.log, eval.log, eval/), results.json, table.md, curves.png, example.png. A
-folder that holds anything else is refused, unless it is a previous demo's output (it has the marker): then the
-previous demo's own entries are replaced and nothing else is touched. No download: the model, its tokenizer and the
-task ship with the project.
+Trains the tiny reasoner twice from recipes/toy/demo.yaml with one budget and seed (GRPO, GRPO + RePro),
+evaluates the base model and both policies on the same held-out problems, prints the table and one response
+the RePro run trained on, step by step, and draws the curves. It writes only its own files into --out and
+downloads nothing. What it prints and writes: docs/evaluation.md, "The demo".
 """
 
 from __future__ import annotations

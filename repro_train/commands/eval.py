@@ -1,17 +1,14 @@
-"""`repro-train eval`: accuracy, lengths and overthinking metrics of one or more models.
+"""`repro-train eval`: accuracy, lengths and overthinking metrics of one or more models (docs/evaluation.md).
 
     repro-train eval --model toy --data toy --samples 4 --out runs/eval
     repro-train eval --model before=toy --model after=runs/x/checkpoint-000100/policy --data toy
     repro-train eval --model PATH --data gsm8k.jsonl --reward math_verify     # "#### 42" answers
-    repro-train eval --model models/thinker --engine vllm --dtype bfloat16 --reference response \
+    repro-train eval --model models/thinker --engine vllm --dtype bfloat16 --reference response \\
         --data "test=thinking:all?n=200&split=test" --data "hard=thinking:all?n=200&split=hard" --out runs/eval
 
-Every model answers the same problems with the same seeds. Writes DIR/summary.json
-({label: metrics + settings}), DIR/samples_<label>.jsonl (one row per response),
-DIR/accuracy_vs_length.png and DIR/length_hist.png, and prints a table. Metrics:
-docs/evaluation.md. With several --data NAME=SOURCE, each set's files go to DIR/NAME/. --reference FIELD also
-scores the data's own responses (the column FIELD) as a model labelled 'reference': a trace mix measured like a
-model. --engine vllm samples with the trainer's vLLM engine (one per run, every model's weights pushed to it).
+Every model answers the same problems with the same seeds. Writes DIR/summary.json, DIR/samples_<label>.jsonl
+and two plots and prints a table; with several --data NAME=SOURCE, each set's files go to DIR/NAME/. The
+options, metrics and files: docs/evaluation.md.
 """
 
 from __future__ import annotations

@@ -6,23 +6,10 @@
     repro-train inspect --model toy --input rows.jsonl --output out.jsonl --plot plots/
                         [--temperature 1.0] [--top-k 10 --w 0.2 ... any RePro option]
 
-`--run DIR` reads the run's resolved recipe, DIR/config.yaml (the RePro options with their preset resolved, the
-probe text, model.path, model.think_end, model.dtype, the sampling temperature), and the rows of DIR/samples.jsonl
-logged at `--step` (default: the first step logged). Those rows carry their token ids, and the first step's
-rollouts were scored by the run's initial model (model.path, the default `--model`), so J_b, J and r come out as
-training logged them; the command prints the largest difference. Step N's rollouts were scored by the weights
-after N - 1 updates: pass `--model` for a later step. Writes DIR/inspect.jsonl unless `--output` says otherwise;
-flags given by hand win over the run's values. `--recipe FILE` takes the same settings from a recipe (the
-example rows are three ways of writing one toy problem: direct, with a re-check, with a backtrack).
-
-Each input row has `prompt` (or `question`: the model's chat template is applied, or `prompt_ids`),
-`response` (or `response_ids`) and `answer`; an optional `group` puts rows in one normalisation
-pool (default: each row alone, so r' and A_tilde differ from training's, whose pool was the prompt's
-whole group). Each output row has the token ids scored, the segments with their fork entropies and
-selection, the cut points, J_b, J, S_magn, S_stab, S, r, the normalised r', the token process
-advantage A_tilde, and `steps`: the text between consecutive cuts beside its J, S, r, r' and the
-A_tilde its tokens get. A bad row is reported with its line number and field and written as
-{"row": i, "error": ...}; the other rows are still processed, and the exit status is 1.
+Each row (a sample the run logged, or one of yours with `prompt` or `question`, `response` and `answer`) comes
+out with its segments, cuts, J_b, J, S, r, r' and A_tilde, and per step the text between two cuts beside its
+numbers. Inputs, outputs, bad rows and the check against training: docs/repro.md, "Seeing it on one chain of
+thought".
 """
 
 from __future__ import annotations

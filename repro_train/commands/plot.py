@@ -3,19 +3,10 @@
     repro-train plot runs/toy/grpo_repro                                 # -> runs/toy/grpo_repro/curves.png
     repro-train plot grpo=runs/toy/grpo repro=runs/toy/grpo_repro --out curves.png [--smooth 5]
 
-A run is a folder with metrics.jsonl (a recipe's train.output_dir); LABEL=DIR names its curves (default: the
-folder's name). Panels, from the metric names of docs/algorithms.md ("Logged metrics"):
-
-    accuracy             accuracy of the step's rollouts
-    response tokens      response_length/mean
-    re-checks, backtracks per response  behavior/rechecks, behavior/backtracks (pattern detectors, thinking part)
-    J at the last cut    repro/J_last: the policy's log-prob of the answer where its reasoning ends (RePro on)
-    process share        alpha x repro/process_adv_abs / adv/abs_mean: RePro's part of the advantage, as
-                         `repro-train signal` reports it (RePro on; alpha from the run's config.yaml)
-
-Each curve is a trailing mean over --smooth steps (default: a tenth of the longest run), the raw values faint
-behind it. A step logged twice (a resumed run repeats the steps after its checkpoint) counts once: its last row.
-Prints the first and last --smooth steps' means of each panel, one line per run.
+A run is a folder with metrics.jsonl (a recipe's train.output_dir); LABEL=DIR names its curves. Panels:
+accuracy, response tokens, re-checks and backtracks per response, and for RePro runs J at the last cut and
+RePro's share of the advantage; each curve a trailing mean over --smooth steps. Prints each panel's first and
+last means, one line per run. docs/evaluation.md, "Training curves".
 """
 
 from __future__ import annotations

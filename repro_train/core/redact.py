@@ -5,7 +5,7 @@
 A value is replaced by REDACTED when its key names a secret (api_key, token, hf_token, secret,
 password, credentials, auth, ...: the whole key or its last '_'/'-' part; 'max_new_tokens' is not
 one), or when it contains the value of a secret environment variable (WANDB_API_KEY, HF_TOKEN, ...).
-`config_base.to_dict` applies it, so config.yaml in the run folder and in every checkpoint, the
+`to_dict` (core/typed_config.py) applies it, so config.yaml in the run folder and in every checkpoint, the
 wandb run config and the SFT report all go through it.
 """
 

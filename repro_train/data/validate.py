@@ -7,16 +7,8 @@ and the field) or, with `data.on_bad_row: skip`, skipped and counted.
         if check_row(row, where, cfg, report, answer_check) ...
     print(report.summary())                             # "data: 1998 rows used; skipped: 2 (null_answer 2)"
 
-What is checked, and the reason each problem is counted under:
-  file    empty file, no rows                                   (always an error)
-  line    too_large (over data.max_row_bytes), invalid_utf8, invalid_json, not_object
-          (blank lines are ignored)
-  fields  missing_question, null_question, question_not_text, empty_question (prompt_field, else
-          question_field), missing_answer, null_answer, answer_not_text, empty_answer,
-          unparsable_answer (a correctness reward cannot read the gold answer), unusable_prompt
-          (the tokenizer cannot encode it, e.g. no chat template)
-  length  too_long (over data.max_prompt_tokens), too_long_for_model (the prompt plus rollout.max_new_tokens is
-          over the model's maximum positions): dropped and counted whatever data.on_bad_row says
+Prompts over a length limit are dropped and counted whatever data.on_bad_row says. Every check and the
+reason each problem is counted under: docs/reliability.md, section 1.
 """
 
 from __future__ import annotations

@@ -5,14 +5,9 @@
     add_mc_values(results, engine, grade, decode, K, budget, seed)   # `repro-train inspect --mc-values K`'s rows
     plot_mc_row(result, path, title)                                  # J and V along the response, r against r_mc
 
-For rollout i and each of its prefixes prompt_i + y_i[:c], c in (0, c_1, ..., c_m), the engine samples K
-continuations (one `sample` call for the whole batch, one seed per prefix: `seed_of(i, c)`; works with the hf engine
-on a CPU and with vLLM, whose prefix cache holds the shared prompt and reasoning). Each continuation is cut to the
-rollout's budget, `budget - c` tokens: a sample cut at the budget is exactly a sample drawn under that budget, so V
-is the value under the rollouts' own length limit. Prefix and continuation are decoded together
-(`decode(list of id lists)`) and graded by `grade(rows, texts)` (True = correct, e.g. OutcomeReward's `correct`),
-row i's prompt and answer standing for every continuation of its prefixes. Identical prefixes (the prompt alone,
-shared by a group; a first step two rollouts wrote alike) are sampled once, with the first one's seed.
+For each prefix prompt_i + y_i[:c], c in (0, c_1, ..., c_m), one `sample` call for the whole batch draws K
+continuations (seed `seed_of(i, c)`), each cut to `budget - c` tokens, decoded with the prefix and graded by
+`grade(rows, texts)`, row i's prompt and answer standing for every continuation of its prefixes.
 """
 
 from __future__ import annotations

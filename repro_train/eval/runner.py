@@ -4,13 +4,9 @@
     summary, samples = evaluate(model, tokenizer, problems, EvalSettings(reward="exact_match"))
 
 `evaluate` reads in phase order: encode prompts -> generate -> score each response -> summarize.
-`repro-train eval` (eval/cli.py) wraps it for several models and writes the files; `make demo`
-calls it on models it already holds.
-
-Reproducibility: problem i's n samples come from one generate call after
-`torch.manual_seed(mix_seed(seed, i))`, so they depend on neither the other problems nor the
-batch size, and every model sees the same seeds. Greedy mode samples with top_k = 1 (argmax) and
-batches `batch_size` problems per call.
+`repro-train eval` (commands/eval.py) wraps it for several models and writes the files; `repro-train sft`
+calls it on the model it holds. Problem i's samples come from one call seeded by (seed, i), so they depend
+on neither the other problems nor the batch size: docs/evaluation.md, "Implementation details", item 1.
 """
 
 from __future__ import annotations

@@ -3,32 +3,10 @@
     lp, ent = token_logprobs(hidden, lm_head.weight, targets, temperature=0.7)   # (N,) float32 each
     loss = -(adv * lp).sum() - beta * ent.sum(); loss.backward()   # grads reach hidden and weight
 
-For hidden (N, H) (the final norm's output at the positions that predict `targets`), the LM head's
-weight (V, H) and an optional bias (V,), with z = (hidden @ weight.T + bias) / temperature:
-
-    lp[i]  = z[i, t_i] - logsumexp(z[i])            log pi(t_i)
-    ent[i] = -sum_j p_ij log p_ij, p_i = softmax(z[i])
-
-Positions are taken `chunk_tokens` at a time: the chunk's logits are one (chunk, V) buffer in the
-matmul's dtype, which a row pass reduces to lse, lp and the entropy (softmax math in float32), and
-which is then reused by the next chunk. The backward keeps only the (cast) hidden, weight, targets
-and per-token lse and entropy, recomputes each chunk's logits into the buffer, overwrites them with
-d loss / d logits, and takes two matmuls from there: d hidden = dx @ W and d weight += dx^T @ h
-(float32 accumulation). Logits never exist for more than one chunk, and never in float32 for more
-than one chunk (`impl="torch"`) or at all (`impl="triton"`).
-
-- impl "torch": the row pass in plain torch (runs anywhere; the reference for the kernel);
-  "triton": one Triton program per row (`logprobs_triton.py`), reading the chunk's logits once in
-  the forward and once more (read + write in place) in the backward; "auto": triton on CUDA with
-  triton installed, torch otherwise.
-- compute_dtype (the matmuls' and the logits buffer's dtype): the autocast dtype under autocast,
-  otherwise the promoted dtype of hidden and weight. In bf16 the row pass sees the logits that
-  today's path sees (the HF LM head's bf16 output, then `.float()`), which is also what a bf16
-  sampler draws from; their rounding, not this code, sets the error against float32 logits: at
-  logits of std 4 (|z| up to ~20) max |d lp| ~0.06, max |d ent| ~0.07, grads ~1.5% in norm
-  (`test_bfloat16_logits_error_against_float32`). A float32 buffer (bf16 products, float32 output)
-  would remove that error for twice the buffer; not done: today's numbers are kept.
-  `modeling.logprobs_from_logits` on full logits is the reference (tests/models/test_logprobs.py).
+hidden (N, H) is the final norm's output at the positions that predict `targets`, weight the LM head's (V, H)
+(an optional bias (V,)). Positions are taken `chunk_tokens` at a time, so logits never exist for more than one
+chunk; the backward recomputes them. `impl`: "torch" (the reference), "triton" (`logprobs_triton.py`) or "auto".
+The formulas, the memory and the bf16 error against float32 logits: docs/performance.md, section 6.
 """
 
 from __future__ import annotations

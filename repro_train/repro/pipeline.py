@@ -7,15 +7,9 @@ process advantages.
     adv = repro.advantages(plan, out.probes, group_ids, R)      # (N, R) A_tilde and every score
     # the same as: s = repro.rewards(plan, out.probes); adv = repro.normalise(s, s.r, group_ids, R)
 
-`rewards` (scores -> r, spec 6-9) and `normalise` (r -> r' -> A_tilde, spec 10-11) are the two halves of
-`advantages`; repro/mc.py puts Monte-Carlo value increments through the second half on the same cuts.
-
-Nothing here knows which RL algorithm runs: the trainer folds `alpha * out.process_adv` into its
-estimator's advantage (`scores.fold`). Degenerate rollouts (no answer, an answer that tokenizes to
-nothing, no segment, J_b exactly 0, excluded by `apply_to`, or left out by the trainer as `excluded`:
-truncated responses under algo.mask_truncated) get zero process advantage, stay out of the
-normalisation pools and are counted in `out.skipped` by reason ("no_segment" also covers a rollout
-with no candidate and no forced cut).
+Nothing here knows which RL algorithm runs: the trainer folds `alpha * out.process_adv` into its estimator's
+advantage (`scores.fold`). Degenerate rollouts get zero process advantage, stay out of the normalisation pools
+and are counted in `out.skipped` by reason: docs/repro.md, "Degenerate rollouts never crash a step".
 """
 
 from __future__ import annotations

@@ -1,21 +1,15 @@
 """Magnitude, stability, process score, process reward, normalisation and token advantages
-(spec sections 6-12). Pure tensor functions, batched over rollouts.
+(spec sections 6-12, docs/repro.md). Pure tensor functions, batched over rollouts.
 
-Notation (shapes): N rollouts, M = most cut points of any rollout, T = response length.
-    J_b   (N,)    J(0), the answer's mean log-prob with no reasoning
-    J     (N, M)  J_j = J(c_j) at the selected cut points, right-padded
-    mask  (N, M)  True where J_j exists (rollout n has m_n = mask[n].sum() cut points)
-    cuts  (N, M)  c_j, right-padded (any value where mask is False)
-
+    # N rollouts, M = most cut points of any rollout, T = response length; J_b (N,) = J(0), with no reasoning;
+    # J, mask, cuts (N, M): J_j = J(c_j) at the selected cut points c_j, right-padded (any value where mask is False)
     S_magn = magnitude(J, J_b, eps, magnitude_form)
     S_stab = stability(J, J_b, ema)
     S = process_score(S_magn, S_stab, w, stability_mode)
     r = process_rewards(S, mask, w, first_step_baseline, stability_mode)
     r_norm = normalize_rewards(r, mask, group_ids, mode, eps, std=norm_std, extra_zero=norm_extra_zero)
     A_tilde = token_process_advantages(r_norm, cuts, mask, T)       # (N, T)
-    A_hat = fold(A, A_tilde, alpha, apply_mask)
-
-Values at masked positions are zero in every output.
+    A_hat = fold(A, A_tilde, alpha, apply_mask)                     # every output is zero where masked
 """
 
 from __future__ import annotations

@@ -2,15 +2,12 @@
 
     H = entropy.gather(1, seg_starts)                  # H_i = entropy of the distribution of y[s_i]
     selected, cuts, cut_valid = select_cuts_batched(H, seg_valid, seg_ends, top_k)
-
-`entropy[b, t]` is the entropy (sampling temperature applied) of the policy's next-token
-distribution that produced response token t, i.e. computed at the position before it; for t = 0
-that is the last prompt position. Selection keeps the `top_k` highest entropies, ties broken by
-position (earlier first), then restores trace order; the cut points are the ends of the selected
-segments, so step j is the token range [c_{j-1}, c_j) with c_0 = 0. (With `repro.cut_at: fork` the
-plan passes each candidate's start as its "end", so the cut is the fork position itself.)
-
     cuts, cut_valid = add_forced_cuts(cuts, cut_valid, forced, forced_valid)   # force_think_end_cut
+
+`entropy[b, t]` is the entropy (sampling temperature applied) of the next-token distribution that produced
+response token t. The `top_k` highest are kept (ties: earlier first), in trace order; the cut points are the
+selected segments' ends, so step j is the token range [c_{j-1}, c_j) with c_0 = 0 (with `repro.cut_at: fork`
+the plan passes each candidate's start as its "end": the cut is the fork itself). docs/repro.md, steps 3-4.
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
-"""Answer extraction and number parsing, shared by the outcome rewards and the evaluation code.
-
-Pure string functions, no dependencies:
+"""Answer extraction and number parsing, shared by the outcome rewards and the evaluation code: pure string
+functions, no dependencies (docs/rewards.md, "Built-ins" and "The strict answer rule").
 
     extract_final_answer("...</think>\\n\\nFinal answer: 42")   -> "42"
     extract_boxed(r"so \\boxed{\\frac{1}{2}}.")                 -> r"\\frac{1}{2}"
     extract_answer(text)        final answer line, else the last \\boxed{...}, else None
     last_number("5 + 3 = 9.\\nFinal answer: 8 apples")     -> "8"
-    parse_number("1,000") -> 1000.0    parse_number(r"-\\frac{3}{4}") -> -0.75
-    parse_exact("0.1") -> Fraction(1, 10)   (parse_number's reading, exact)
+    parse_number("1,000") -> 1000.0   parse_number(r"-\\frac{3}{4}") -> -0.75   parse_exact("0.1") -> Fraction(1, 10)
     normalize_answer(" $1 000$. ") -> "1000"
     strict_refusal(completion, span, gold) -> None, or why the answer is not one final value
         "Final answer: 5 or 6" (gold 5)  -> "a hedge ('or') the gold does not have"

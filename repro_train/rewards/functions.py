@@ -1,17 +1,13 @@
-"""The reward registry and the in-process built-ins: `exact_match`, `numeric`, `format`.
+"""The reward registry and the in-process built-ins: `exact_match`, `numeric`, `last_number`, `format`
+(`math_verify` lives in mathverify.py, which needs a process pool; `reasoning_gym` in rgym.py).
 
-A reward function is called once per batch and returns one value per rollout:
+A reward function is called once per batch and returns one value per rollout (None: cannot score it):
 
     fn(prompts, completions, answers, **columns) -> list[float | None]
 
-`answers` are the gold answers (None where a row has none); `columns` holds every other dataset
-column as a list of length B. None means "cannot score this rollout" (OutcomeReward counts it and
-uses 0). A registered class is constructed with the spec's kwargs, and the instance is the function.
-`math_verify` lives in mathverify.py (it needs a process pool); docs/rewards.md describes them all.
-
-Every built-in returns a value for any completion string, never raises (tests/rewards/test_graders.py
-fuzzes them), and applies the strict answer rule (`strict=True`, extract.strict_refusal): an answer
-that is not one final value scores 0.
+A registered class is constructed with the spec's kwargs, and the instance is the function. Every built-in
+returns a value for any completion string, never raises, and applies the strict answer rule. The contract,
+the built-ins and the rule: docs/rewards.md.
 """
 
 from __future__ import annotations

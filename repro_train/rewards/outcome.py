@@ -8,18 +8,8 @@
     res.correct    # (B,) bool      math_verify >= its threshold, 1 (the first correctness function)
     res.unscorable # int            values that were None or timed out
 
-Everything is checked at construction (names, import paths, kwargs, signatures), so a bad recipe
-fails before any rollout. Custom rewards ("pkg.module:function", "path/to/file.py:function") and the
-in-process built-ins run in the calling thread under a deadline of `timeout_s` per call (math_verify
-times each answer in its own workers); see docs/rewards.md.
-
-A function that raises, returns a value that is not a finite number or None, or runs past its
-deadline is a fault. With on_error="error" (the default) the call raises RewardFailed, naming the
-function, the row (`row_label(prompt)`, e.g. "d.jsonl line 7 (prompt 5)", with excerpts of the
-prompt and the response), where the function was, and the fix. With on_error="skip" the rows score
-None and are counted (`take_faults()`: errors, timeouts). A batch call that raised is retried row by
-row to find the rows at fault. `should_stop()` turning true (SIGTERM, Ctrl-C) ends a running call at
-once with RewardInterrupted.
+Everything is checked at construction, so a bad recipe fails before any rollout; a function that raises, returns a
+bad value or runs past its deadline is a fault that `on_error` handles (docs/rewards.md: contract, deadlines, faults).
 """
 
 from __future__ import annotations

@@ -3,21 +3,10 @@
     reward: {functions: [{name: reasoning_gym}]}      # with data.source: reasoning-gym:TASK?... (or its export)
     reward: {functions: [{name: reasoning_gym, kwargs: {partial_credit: true, threshold: 0.5}}]}
 
-The answer is extracted as by exact_match (group 1 of the last `pattern` match, else the last
-"Final answer:" line, else the last \\boxed{}); then reasoning-gym's `score_answer` for the row's
-task (column `rg_dataset`) scores it against the row's entry (gold answer + column `rg_entry`,
-the generator's metadata as JSON). Its raw score is in [0, 1], and some tasks give partial credit
-to wrong answers (simple_equations: "-54" for 54 scores 0.667), so by default the reward is 1.0
-when the raw score reaches `threshold` (1) and 0.0 below; `partial_credit=True` keeps the raw
-score. The rollout counts as correct when the raw score reaches `threshold` either way.
-
-Before reasoning-gym is asked (strict=True): the strict answer rule (extract.strict_refusal), and
-where the gold is one number, the answer's number must equal it as `numeric` compares
-(gsm_symbolic's checker reads "-65" as 65). A checker that raises on the answer ("3 x 41" for
-prime_factorization) scores 0.0, the documented "unparseable" 0; one that raises on the gold
-itself, or metadata that is not JSON, scores None (the row cannot be scored). A trailing period
-is dropped before the checker sees the answer, unless the gold ends with one. No answer -> 0.0;
-no gold -> None. Needs the reasoning-gym package (imported on first call).
+The answer is extracted as by exact_match and scored by reasoning-gym's `score_answer` for the row's task
+(columns `rg_dataset`, `rg_entry`): 1.0 when that score reaches `threshold`, else 0.0 (`partial_credit=True`:
+the score itself). Needs the reasoning-gym package (imported on first call). The strict checks before it and
+checkers that raise: docs/rewards.md, "Built-ins", rule 10.
 """
 
 from __future__ import annotations

@@ -1,23 +1,14 @@
 """The `vllm` rollout engine: vLLM's `LLM` inside every training process (no Ray, no server).
 
-    check_vllm(cfg.rollout, world_size)          # start-up: installed, version, GPU, TP, memory share
+    check_vllm(cfg.rollout, world_size, cuda)    # start-up: installed, version, GPU, TP, memory share
     engine = VLLMEngine(model_dir, cfg.rollout, eos_ids, max_model_len, dtype, rank, world)
     engine.push_weights(version, params)         # the policy's weights in, one tensor at a time
     out = engine.sample(prompt_ids, G, seeds)    # token ids and the sampled tokens' log-probs
     engine.release()                             # sleep (level 1/2) for the forward and update phases
 
-`distributed_executor_backend="external_launcher"`: each process of the `torchrun`, `accelerate` or
-Slurm launch builds its own engine; with tensor parallelism `tp`, consecutive ranks form one engine
-(they sample the union of their prompts and each keeps its own), and vLLM sees world / tp
-data-parallel engines (`data_parallel_size`; it derives each one's rank from RANK). The engine starts with dummy
-weights (`load_format="dummy"`) and only ever holds weights pushed from the trainer: it never
-reloads from disk, which is how rollouts silently came from the base model in TRL #5312 and verl
-#7434. A sampler that is wrong shows at once in `rollout/logprob_gap`, the trainer's recomputed
-log-probs against the engine's.
-
-Sampling matches the `hf` engine: temperature, top_p, top_k (0 = off), min/max new tokens, stop at
-the EOS ids, token ids in and out (no tokenizer in the engine), one seed per prompt. vLLM is
-imported only when an engine is built, so this module imports without it.
+The engine holds only weights pushed from the trainer and samples as the `hf` engine does; vLLM is imported
+only when an engine is built, so this module imports without it. How the ranks form engines, and why no weights
+come from disk: docs/architecture.md, "The vLLM rollout engine".
 """
 
 from __future__ import annotations

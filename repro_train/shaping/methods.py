@@ -1,26 +1,15 @@
 """Length-control reward shapers: the baselines that RePro is compared with, under one trainer.
 
-    shaping:                       # recipe section (ShapingConfig below)
+    shaping:                       # recipe section (ShapingConfig, shaping/params.py)
       methods: [kimi]              # applied in this order, after the outcome reward, before the estimator
       kimi: {warmup_steps: 0}
-
-Each method of docs/rewards.md ("Length-control shapers") is one registered pure tensor function
 
     new_rewards = SHAPERS.get(name).reward(ShapeInputs(...), params)        # (B,) -> (B,)
     adv = SHAPERS.get(name).advantage(adv, ShapeInputs(...), params)        # (B, T), GRPO-LEAD only
 
-that reads the outcome rewards R (B,), correctness c (B,) bool, lengths in tokens (B,), thinking
-lengths (B,) where the recipe asks for them, truncation (B,) bool and group ids (B,), and returns
-new rewards. Shapers compose (each sees the previous one's rewards) with any outcome reward, any
-estimator and RePro: the trainer calls `shape_rewards` after the outcome rewards and
-`shape_advantages` right after the estimator, before RePro's fold. Group statistics (min, mean, std,
-pass rate) are over each prompt's G rollouts, which all sit on one rank, so no shaper
-communicates.
-
-Notation: R = outcome reward (the weighted sum of reward.functions), c = 1 if correct else 0,
-L = length in tokens (response, or thinking span when shaping.length = thinking), "the group" =
-the rollouts that share a group id. This module imports torch; rewards/__init__ does not import it
-(math_verify's workers import that package).
+Each method is one registered pure tensor function of the outcome rewards, correctness, lengths, truncation and
+group ids; a prompt's group sits on one rank, so no shaper communicates. The methods, their inputs and where the
+trainer calls them: docs/rewards.md, "Length-control shapers".
 """
 
 from __future__ import annotations

@@ -1,45 +1,14 @@
 """Thinking traces: procedural problems solved in long `<think>` traces with the overthinking habits
-of distilled reasoners, for turning a small pretrained model into a "thinker" (docs/models-and-data.md,
-"Thinking traces").
+of distilled reasoners, for turning a small pretrained model into a "thinker".
 
     rows = generate(2000, seed=1, families=("chain", "equation"), split="train")
     repro-train data export "thinking:all?n=2000&seed=1&split=train" --out data/think-train.jsonl
 
-Four families with exact integer answers, each solved step by step in varied natural language:
-
-    chain      multi-term sums and differences, left to right         Calculate 47 + 385 - 129 + 62.
-    equation   a linear equation in x, brackets and x on both sides    Solve for x: 7x - 12 = 3x + 20.
-    gcd        the GCD of two or three numbers (Euclid), or an LCM     What is the GCD of 84 and 126?
-    word       a story of gains, losses, packs, doublings and shares  Maya has 24 marbles. She ...
-
-A row's response is `<think>\\n` + paragraphs joined by one blank line + `\\n\\n</think>\\n\\nFinal answer: N`.
-It starts with `<think>`: SmolLM2's chat template does not open the thinking span, so the model
-learns to. A blank line ends every paragraph, so RePro's `\\n\\n` segmentation gives one segment
-per paragraph; a probe prefix of `"</think>\\n\\nFinal answer: "` continues any cut naturally.
-
-A trace overthinks with probability `overthink`; an overthinking trace carries each habit
-independently with its probability in `ThinkingConfig`, drawn again until it has at least one:
-
-    restate         the question in other words at the start (and, half the time, after the answer)
-    reverify        1-3 paragraphs re-verify finished steps (distinct ones, by the inverse operation)
-    hesitate        1-3 "Wait, is ... really ...?" doubts about the step just done, resolved
-    alternative     after the answer, a second solution another way ("Alternatively, ...")
-    recheck_answer  after the answer, 2-3 paragraphs that check it again
-    backtrack       one step first written with a wrong result, then "Wait, that's not right..." and a fix
-
-Habits after the answer never change it: later rounds confirm it. Each row records its habits,
-`n_rechecks` and `n_backtracks` (the planted paragraphs, which the detectors of
-eval/detectors.py count exactly) and `answer_char`: the character offset in the response just after
-the first correct statement of the answer, the end of the first match of eval.metrics.answer_pattern
-(tested). No number that is given or written with "=" before the answer equals the answer (problems
-where one would are drawn again), so the first match is the one the solution means.
-
-Splits: a problem is held out when the SHA-256 of its key (the computation it asks for, whatever
-the wording) falls in one bucket of HELDOUT_BUCKETS; `train` draws only the other problems, `test`
-and `hard` only held-out ones, so they are disjoint from every training set, whatever its size or
-seed. `hard` takes more steps: (max + 1, max + 3). Problems are distinct within a set. Row i
-depends only on (seed, split, families, config) and the rows before it: generate(10, s)[:5] ==
-generate(5, s), and the questions do not depend on the habit knobs.
+Four families with exact integer answers (chain, equation, gcd, word). A trace overthinks with
+probability `overthink`, then carries habits (restate, reverify, hesitate, alternative, recheck_answer,
+backtrack) that each row records, with `n_rechecks`, `n_backtracks` and `answer_char`. The `train`
+split is disjoint from `test` and `hard` by a hash of each problem's computation. The response format,
+the habits, the splits, determinism and lengths: docs/models-and-data.md, "Thinking traces".
 """
 
 from __future__ import annotations

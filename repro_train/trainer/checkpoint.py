@@ -1,22 +1,14 @@
 """Checkpoints: Hugging Face folders for users, trainer state for exact resume.
 
     <output_dir>/checkpoint-000040/
-        policy/             your model: save_pretrained weights in the model's own dtype (its config.json's) +
-                            tokenizer; load with from_pretrained, or `repro-train export RUN --out DIR`
+        policy/             your model in its own dtype + tokenizer (from_pretrained, or `repro-train export`)
         critic/             the value model (PPO)
-        state/              accelerate.save_state: full-precision weights, optimizer, scheduler, RNG of every rank,
-                            data order position (sharded per rank under DeepSpeed); only in the newest
-                            train.keep_optimizer_state_last checkpoints (what a resume needs)
-        trainer_state.json  step, optimizer steps, wandb run id
-        config.yaml         the resolved recipe
-        manifest.json       every file's size and CRC-32, written last (trainer/manifest.py)
+        state/              accelerate.save_state for an exact resume (the newest train.keep_optimizer_state_last)
+        trainer_state.json  config.yaml  manifest.json (written last, trainer/manifest.py)
 
-A checkpoint is written into `checkpoint-N.tmp` and renamed when complete, so a crash never leaves
-a half-written checkpoint that `resume: auto` would pick up; a checkpoint that does not match its
-manifest (truncated, corrupt) is reported and the previous one used. A write that fails (a full
-disk, a file in the way) raises WriteFailed naming the path and why; the previous checkpoint stays
-the newest complete one. Only the last `keep_last` are kept, counted among the steps up to the one
-just saved (a resumed run's own checkpoints are never pruned in favour of a newer leftover).
+Written into `checkpoint-N.tmp` and renamed when complete; a write that fails raises WriteFailed; only the last
+`keep_last` are kept. What each file holds, verification and write failures: docs/reliability.md, sections 4,
+13 and 14.
 """
 
 from __future__ import annotations

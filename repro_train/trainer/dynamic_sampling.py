@@ -2,28 +2,11 @@
 
     batch = refill(rt, batch, step, more_experience)    # make_experience, after the forwards, before the advantages
 
-`rollout.dynamic_sampling` (DAPO, arXiv:2503.14476, section 3.2):
-  outcome   drop a group whose G outcome rewards are all equal: a group-relative estimator gives it zero advantage.
-  signal    drop it only when RePro's process advantage (alpha * A_tilde) is zero on every token of the group too.
-            Under RePro an all-correct group still carries a process signal, and easy all-correct prompts are
-            where overthinking gets cut: `outcome` throws exactly those away.
-
-The refill of one step (docs/algorithms.md, "Dynamic sampling"):
-  1. Round 0 is the step's usual batch: slot s = 0..P-1 (P = rollout.prompts_per_step, the group id) holds the
-     step's s-th prompt, on the rank that owns s.
-  2. Each rank judges its groups (`groups_without_signal`); one all-reduce of a (P,) mask tells every rank which
-     slots have no signal.
-  3. Round r = 1..rollout.refill_rounds: the sampler draws one prompt per such slot, in slot order (the same draw
-     on every rank; the sampler's state is checkpointed), and each rank samples, scores and forwards the prompts
-     of its own slots (per-prompt seeds from (train.seed, step, slot, r)), then judges them. It stops early when
-     every slot has signal.
-  4. Each slot keeps its last candidate: after the cap a slot may still hold a group without signal, which adds
-     nothing to the gradient but keeps the batch's shape (sampling/unfilled counts them).
-  5. The batch is put together in slot order; the advantage phase then runs once on it, with global statistics.
-A slot's history depends only on the step, the slot and the draws, so N ranks keep the same groups as one process
-(with rollout.per_prompt_seed). Where generation or forwards are collectives (ZeRO-3, FSDP2, tensor-parallel vLLM)
-a rank with fewer slots to refill than the busiest one samples copies of prompt 0 to match it, and drops them.
-Metrics: sampling/{dropped (groups found without signal, every round), rounds, prompts (drawn this step), unfilled}.
+`rollout.dynamic_sampling` (DAPO, arXiv:2503.14476, section 3.2): `outcome` drops a group whose G outcome rewards
+are all equal; `signal` only when RePro's process advantage (alpha * A_tilde) is zero on every token of the group
+too, since under RePro an all-correct group still carries a process signal. Each of the step's slots is refilled
+for at most rollout.refill_rounds rounds and keeps its last candidate; the batch is put together in slot order.
+The rounds, how ranks agree, exact resume and the metrics: docs/algorithms.md, "Dynamic sampling that knows RePro".
 """
 
 from __future__ import annotations

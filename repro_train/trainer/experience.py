@@ -3,15 +3,12 @@
     batch = make_experience(rt, step)
         rollout_phase     prompts -> G rollouts each -> outcome rewards
         shape_rewards     the length shapers (trainer/shaping.py; none by default)
-        forward_phase     no-grad forwards: old log-probs and entropies (with RePro on, J at the cuts),
-                          reference log-probs (KL), values (PPO)
-        refill            rollout.dynamic_sampling: groups with no signal replaced by fresh prompts, which
-                          go through the phases above (dynamic_sampling.py; the batch as it is when off)
+        forward_phase     no-grad forwards: old log-probs and entropies (RePro on: J at the cuts), ref, values
+        refill            rollout.dynamic_sampling (dynamic_sampling.py; the batch as it is when off)
         advantage_phase   the registered estimator's advantage, then A_hat = A + alpha * A_tilde
 
-The loop (loop.py), `repro-train signal` and bench/bench_step.py all call `make_experience`. Batch layout: every rank
-holds rollout.prompts_per_step / world prompts and all G responses of each, packed as `Sequences` (prompt
-left-padded, response right-padded). docs/architecture.md has the picture.
+The loop (loop.py), `repro-train signal` and bench/bench_step.py all call `make_experience`. What each phase
+does and the batch's layout over ranks: docs/architecture.md, "One step, top to bottom".
 """
 
 from __future__ import annotations
@@ -310,7 +307,7 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
             )
             # RePro's own cost: segmentation, selection + probe (device time), scores and advantages
             batch.timings["repro_s"] = batch.timings["plan_s"] + batch.timings["probe_s"] + elapsed()
-            dense = dense_rewards(cfg, batch.repro, R)  # PPO's 'dense_reward' fold (folds.py); None otherwise
+            dense = dense_rewards(cfg, batch.repro, R)  # PPO's 'dense_reward' fold (process_fold.py); None otherwise
             if dense is not None:
                 token_rewards = token_rewards + dense.to(token_rewards)
         inputs = AdvantageInputs(
@@ -326,7 +323,7 @@ def advantage_phase(rt: Runtime, batch: Batch) -> None:
         out = get_estimator(algo.estimator)(inputs, params, d.sum)
         adv = shape_advantages(rt, batch, out.advantages)  # GRPO-LEAD's difficulty weights; identity otherwise
         if cfg.repro.enabled:
-            process_adv = process_advantage(cfg, batch.repro, mask, batch.values, d.sum)  # (folds.py)
+            process_adv = process_advantage(cfg, batch.repro, mask, batch.values, d.sum)  # (process_fold.py)
             if process_adv is not None:
                 adv = fold(adv, process_adv.to(adv), cfg.repro.alpha)
         batch.advantages = adv.masked_fill(~mask, 0.0)

@@ -6,15 +6,8 @@
         # inside: guard.skip_update(loss_bad, grad_norm) -> zero the gradients, skip optimizer step
     guard.end_step(step, bad)                        # counts bad steps in a row; .stop says when to quit
 
-Where a value is checked (the name logged as guard/nonfinite/<where>):
-  rewards, log-probs (old pass), ref log-probs, values (critic), J (RePro, scored cuts only),
-  advantages: over the valid (masked) tokens, before the update; every rank agrees (all-reduce).
-  loss, grad_norm: per optimizer step; a bad one zeroes the accumulated gradients and skips the
-  optimizer and scheduler step (not under DeepSpeed, whose engine steps inside backward and may not
-  report a norm: there only the batch checks apply).
-A step with any of them is "bad"; after train.max_bad_steps bad steps in a row the loop writes a
-checkpoint (its weights are the last good ones: bad steps were never applied) and raises
-NonFiniteStop, which names the steps and where the values appeared.
+What is checked where, the exception under DeepSpeed, and the stop (a checkpoint of the last good weights,
+then NonFiniteStop): docs/reliability.md, section 3.
 """
 
 from __future__ import annotations

@@ -1,26 +1,11 @@
 """Step metrics (reduced over ranks) and where they go: a progress bar, metrics.jsonl, samples.jsonl,
 wandb (offline when no key), TensorBoard (log.tensorboard). Other ranks get a `NullLogger`.
 
-Metric names (all means over the global batch unless marked):
-  reward/mean (after the length shapers), reward/<fn>, accuracy, response_length/{mean,max},
-  groups/{zero_std_frac, all_correct_frac, all_wrong_frac} (share of prompt groups whose G rewards are
-       all equal, i.e. no signal for a group-relative estimator; all correct; all wrong)
-  response_length/{correct,incorrect} (absent in a step without such responses), truncated_frac,
-  unscorable (count), shaping/<method> (each length shaper's mean R' - R, shaping/)
-  loss/excluded (count of rollouts left out of the loss: truncated ones, with algo.mask_truncated)
-  sampling/{dropped, rounds, prompts, unfilled} (rollout.dynamic_sampling, trainer/dynamic_sampling.py)
-  behavior/{rechecks, backtracks} (per response, pattern detectors of docs/toy-task.md, thinking part)
-  policy/entropy (old pass), policy/kl_ref, values/mean, adv/abs_mean
-  train/{pg_loss, clipfrac, approx_kl, ratio_mean, grad_norm, lr, kl, entropy_bonus, value_loss, vf_clipfrac}
-  repro/{J_b, J_last, J_gain, S_magn, S_stab, S, r, r_pos_frac, J_monotone_frac, process_adv_abs,
-         segments_per_rollout, cuts_per_rollout, scored_frac}, repro/skipped/<reason> (count),
-  repro/mc/{V_b, V_last, prefixes, tokens} (process.source mc_value; r is then V's increment: repro/mc.py;
-         prefixes and tokens per scored rollout)
-  rollout/logprob_gap/{mean, max} (|trainer - engine| log-prob per response token; engines that report
-       log-probs), rollout/is_{weight_mean, clipped_frac, dropped_seq_frac} (rollout.is_correction)
-  time/{generate_s, rollout_s, forward_s, plan_s, probe_s, repro_s, advantage_s, update_s, step_s} (max over
-       ranks; probe_s = device time of selection + phase 2; repro_s = plan_s + probe_s + scores/advantages),
-       time/mc_s (process.source mc_value: sampling and grading the continuations, inside repro_s)
+    metrics = step_metrics(rt, batch, update_stats)     # every metric of one step, identical on all ranks
+    logger = RunLogger(cfg, out_dir, wandb_id) if main else NullLogger()
+    logger.log(step, metrics, sample_rows(rt, batch, cfg.log.sample_rollouts))
+
+Every metric name and its meaning: docs/algorithms.md, "Every metric a step logs".
 """
 
 from __future__ import annotations

@@ -1,26 +1,14 @@
-"""Preemption and Ctrl-C: SIGTERM or SIGUSR1 ends the run at a step boundary with a checkpoint, and
-an exit code that asks for a requeue; SIGINT (Ctrl-C) does the same with INTERRUPT_EXIT and no
-requeue marker, and a second Ctrl-C stops at once (KeyboardInterrupt, no checkpoint).
+"""Preemption and Ctrl-C: SIGTERM or SIGUSR1 ends the run at a step boundary with a checkpoint, exit code
+REQUEUE_EXIT (75) and a `<output_dir>/PREEMPTED` marker that asks for a requeue; SIGINT (Ctrl-C) does the
+same with INTERRUPT_EXIT (130) and no marker, and a second Ctrl-C stops at once (no checkpoint).
 
     stop = Preemption().install()       # at the start of train(); restore() at its end
     ...                                  # each step, after the update:
     if stop.agreed(dist):                # all ranks: MAX of "got a signal" -> the same step everywhere
         save_checkpoint(...); stop.mark(out_dir, step); raise Preempted(...)
 
-Slurm sends SIGTERM before it preempts a job or kills it at its time limit (and SIGUSR1 when
-asked to with `#SBATCH --signal=B:USR1@<seconds>`, which launch/slurm/train.sbatch forwards);
-torchrun passes SIGTERM on to its workers. The step in progress is finished, not cut short, so the
-checkpoint is an ordinary one; the signal handler only sets a flag. Repeats of SIGTERM/SIGUSR1 are
-ignored (under Slurm a rank may get SIGTERM both from slurmstepd and from torchrun); a SIGINT after
-any signal raises KeyboardInterrupt. A reward function still running when the flag is set is ended
-(rewards/outcome.py should_stop): that step is abandoned, and the run stops with the last checkpoint
-(`abandoned_step`). torchrun waits TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds (30 by default; the
-sbatch template sets 280) for its workers before it kills them.
-
-The exit code is REQUEUE_EXIT (75, EX_TEMPFAIL), and the main rank writes `<output_dir>/PREEMPTED`
-(the step and the signal): a launcher such as torchrun reports its own exit code when a worker
-fails, so the marker is what train.sbatch reads to requeue the job; the requeued job resumes with
-train.resume=auto.
+The signal handler only sets a flag. Slurm, torchrun, launch/slurm/train.sbatch and a reward function still
+running when the flag is set: docs/reliability.md, section 2.
 """
 
 from __future__ import annotations

@@ -4,18 +4,11 @@
     adv = fold(adv, process_advantage(cfg, repro_out, mask, values, reduce), cfg.repro.alpha)  # after it
     (each returns None where it does not apply, and the loop skips that line)
 
-RePro itself (`repro/`) never learns which algorithm runs; the choices that depend on it are the
-options read here. `repro.ppo_process_reward` (PPO, estimator gae):
-- 'advantage' (spec): A_tilde, the return to go of the normalised process rewards, added after GAE;
-- 'dense_reward' (spec): alpha * r' placed on the cut tokens before GAE (`dense_rewards`: the loop
-  adds them to the token rewards; nothing is folded after);
-- 'second_gae' (authors' code): r' on the cut tokens (token c_j - 1) runs through its own GAE with
-  the critic's values, is whitened over the batch (all ranks), and is added like A_tilde.
-The other estimators' authors' folds (REINFORCE++: whitened over the batch; REINFORCE++-baseline:
-group mean only) are normalisation choices (`repro.process_norm`), which the preset sets.
-
-With `process.source: mc_value`, `mc_advantages` gives the same output with the Monte-Carlo value increments of
-RePro's cuts as the step rewards (repro/mc.py, eval/mc_values.py); everything above folds them unchanged.
+RePro itself (`repro/`) never learns which algorithm runs; the choices that depend on it are read here:
+`repro.ppo_process_reward` (advantage, dense_reward, second_gae) for PPO, while the other estimators' folds
+are normalisation choices (`repro.process_norm`). `mc_advantages` does the same with the Monte-Carlo value
+increments of RePro's cuts (process.source: mc_value). docs/repro.md, step 12, "Presets" and "Monte-Carlo
+step values".
 """
 
 from __future__ import annotations

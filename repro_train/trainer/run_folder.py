@@ -1,29 +1,15 @@
 """The run folder: one run at a time, a new run never mixed into another's files, a resume that says what
 it continues and refuses what it would silently change.
 
-    folder = open_run_folder(cfg)   # main rank, before any model loads: the lock, then the decisions below
+    folder = open_run_folder(cfg)   # main rank, before any model loads: the lock, then the decisions
     rt = build_runtime(cfg)
     state = folder.load(rt)         # every rank: the agreed checkpoint restored; main: the folder prepared
     ...
     folder.close()                  # the lock released
 
-Decisions (all before anything in the folder is written or removed):
-  train.resume null   a folder holding another run (a checkpoint or a logged step) is refused unless
-                      train.overwrite, which removes that run's files (run_files), and only those, once the
-                      models have loaded
-  train.resume auto   the newest resumable checkpoint (none: start at step 1)
-  train.resume DIR    that checkpoint; from inside the folder, newer valid checkpoints (another history) are
-                      refused unless train.overwrite; from elsewhere, into a folder holding another run: same
-  resuming            a checkpoint of another critic layout or other weight shapes is refused; changed settings
-                      that change what is trained are refused naming each key, unless train.resume_changes=allow
-                      (applied, printed, recorded in resumes.jsonl)
-Then metrics.jsonl and samples.jsonl are cut back to the checkpoint's step (an attempt killed after it logged
-more steps leaves no duplicates), config.yaml is written, and the resume is printed and recorded.
-
-The lock is `<output_dir>/run.lock` (pid, host, process start time, command, Slurm job id), created with
-O_EXCL. A lock whose process is gone on this host, or that an earlier attempt of the same Slurm job left, is
-stale: reported and taken over. A lock from another host cannot be checked from here: refused, with how to
-clear it. `remove_run_files` is the one way run files are deleted (the demo uses it too).
+Every decision (train.resume null / auto / DIR, train.overwrite, train.resume_changes) is taken before anything
+in the folder is written or removed, and only the entries `run_files` lists are ever deleted. The lock, the
+decisions and the logs cut back on resume: docs/reliability.md, sections 9 and 10.
 """
 
 from __future__ import annotations

@@ -6,12 +6,8 @@ rank's Python stack and ends the run with HANG_EXIT instead of waiting forever.
     with wd.guard("backward"): ...                              # any other blocking section
     wd.stop()
 
-A daemon thread per rank watches the section in progress. When one runs past the timeout, that
-rank prints why and its stacks (faulthandler, all threads) and sets a key in the process group's
-store; the other ranks' threads poll that key once a second, so a rank that never reached the
-collective (stuck in a data loader, a reward function, a sleep) prints its stacks too, which is
-usually the one that explains the hang. Every rank then exits with HANG_EXIT. The thread only
-reads a clock and the store; Python runs it while the main thread waits inside C++ code.
+A daemon thread per rank watches the section in progress and tells the other ranks through the process group's
+store, so a rank that never reached the collective prints its stacks too: docs/reliability.md, section 5.
 """
 
 from __future__ import annotations

@@ -4,14 +4,12 @@ set, and write one table and one accuracy-vs-tokens plot (docs/evaluation.md, "C
     repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --parallel 4
     repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --seeds 0 --arms grpo,grpo_kimi
     repro-train compare --config recipes/compare/toy.yaml --out runs/compare/toy --report-only   # table + plot again
-    repro-train compare --config recipes/compare/thinker.yaml --out runs/compare/thinker --parallel 10 --stagger 2 \
+    repro-train compare --config recipes/compare/thinker.yaml --out runs/compare/thinker --parallel 10 --stagger 2 \\
         --time-limit 270                                         # one GPU, vLLM engines: docs/results.md, "The thinker"
 
-Each (arm, seed) is one job: `repro-train train`, then `repro-train eval` of its final policy. A job whose
-eval/summary.json exists is not run again, so an interrupted comparison resumes. `--stagger S` spaces the job starts
-(vLLM engines on one GPU), `--time-limit S` stops each training run at a step boundary after S seconds, with a
-checkpoint (train.time_limit_s). config.py reads the comparison file (CompareConfig), jobs.py runs the jobs,
-report.py writes OUT/results.json, the tables, the accuracy-vs-tokens plot and the training curves (docs/evaluation.md).
+Each (arm, seed) is one job, `repro-train train` then `repro-train eval` of its final policy; a finished job is
+not run again. config.py reads the comparison file (CompareConfig), jobs.py runs the jobs, report.py writes
+OUT/results.json, the tables and the plots.
 """
 
 from __future__ import annotations

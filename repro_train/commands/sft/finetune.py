@@ -4,22 +4,10 @@
     repro-train sft --config recipes/thinker/sft.yaml
     repro-train sft --config recipes/thinker/sft.yaml train.steps=2 train.device=cpu output_dir=/tmp/thinker
 
-1. Data: rows of a JSONL file or a named set (`thinking:...`). The prompt is what RL and eval build
-   (`data/prompts.encode_prompt`: the question in the tokenizer's chat template after the system prompt, or a raw
-   `prompt`); the target is the response's tokens then EOS. Longer than data.max_tokens: dropped and counted.
-   Held-out rows (data.eval_source, or the source's last data.eval_rows) give the held-out loss.
-2. Batches: each step takes train.batch_size sequences from a window of train.bucket batches sorted by length (little
-   padding), cut into micro-batches of at most train.micro_batch_tokens padded tokens; the loss is the mean
-   cross-entropy over the step's response tokens (prompt and padding masked).
-3. Precision: float32 master weights and AdamW states; on a GPU the forward runs under bf16 autocast
-   (train.precision). Linear warmup, cosine decay to min_lr_ratio * lr.
-4. Save: weights in model.save_dtype, the tokenizer with its chat template, generation_config.json whose EOS is the
-   one the responses were trained to end with: a folder that `repro-train train`, `eval`, `inspect` and the vLLM
-   engine load. Then, optionally, greedy answers to eval.problems held-out problems (accuracy, tokens, re-check and
-   backtrack rates, tokens after the first correct answer), as `repro-train eval` measures them.
-
-Writes output_dir/{model files, sft_config.yaml, sft_log.jsonl (training and held-out loss lines),
-sft_result.json}.
+The prompt is built as RL and eval build it and the target is the response then EOS; a step's sequences are
+cut into micro-batches under a padded-token budget. Writes a model folder that `repro-train train`, `eval`,
+`inspect` and the vLLM engine load, with sft_config.yaml, sft_log.jsonl and sft_result.json beside it.
+Data, batches, precision, output and time limit: docs/models-and-data.md, "The thinker".
 """
 
 from __future__ import annotations

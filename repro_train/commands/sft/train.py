@@ -5,20 +5,9 @@ or, for a recipe whose `model.path` names a pretrained model, fine-tuning of tha
     repro-train sft --config recipes/thinker/sft.yaml                       # SmolLM2-135M-Instruct into a thinker
     repro-train sft --config recipes/toy/sft.yaml output_dir=/tmp/tr train.steps=50 eval.n_problems=20
 
-Builds the model shipped in `repro_train/assets/tiny-reasoner/` (docs/tiny-reasoner.md):
-
-1. Data: `n_train` toy rows (`tasks/arithmetic.py`, seed `data.seed`), each with a trace in the
-   direct / recheck / backtrack mix; the model learns to write the task's `response` then EOS.
-2. Tokenizer: byte-level BPE with one token per digit, trained on the formatted training texts
-   (`tasks/reasoner.py`); the prompt is the chat template's `<|bos|>Question: ...\\n<think>\\n`.
-3. Model: a Llama from scratch, tied embeddings; loss on response tokens only (prompt masked).
-4. Optimiser: AdamW, linear warmup then cosine decay to `min_lr_ratio * lr`; a plain CPU loop.
-5. Save (safetensors + tokenizer + generation_config.json), then evaluate on held-out problems
-   (seed `eval.seed`, questions seen in training dropped): greedy accuracy, and at temperature 1
-   accuracy and re-check / backtrack rates next to the training data's. All in RECORD.md.
-
-Determinism: seeds, `torch.use_deterministic_algorithms(True)` and `train.threads` fix the result
-for a given torch version and CPU; the tokenizer and data are pure functions of the config.
+Builds the model shipped in `repro_train/assets/tiny-reasoner/`: a byte-level BPE tokenizer and a small Llama
+trained from scratch on toy rows with direct / recheck / backtrack traces, saved, then evaluated on held-out
+problems (RECORD.md). Data, model, optimiser, determinism and the numbers: docs/tiny-reasoner.md.
 """
 
 from __future__ import annotations

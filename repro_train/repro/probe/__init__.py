@@ -5,11 +5,10 @@
 
 What J is: `naive.py` (the reference, one teacher-forced forward per cut). How it is made fast:
     runner.py     the pass: phase 1, selection, phase 2, one host sync; owns the caches below
-    blocks.py     probe blocks and their layout
-    fused.py      phase 2 as one forward over the phase-1 KV cache
+    fused.py      phase 2 as one forward over the phase-1 KV cache, of the probe blocks of blocks.py
     attention.py  SDPA attention of the blocks over the cache, the cache that leaves them room
     layers.py     the forward written out layer by layer (Llama family), `ModelFacts`
-    kernels.py    Triton kernels' launchers (`Kernels`, `PrefixAttention`); triton_kernels.py the kernels
+    triton/       the Triton path: launch.py (`Launcher`), attention.py (`PrefixAttention`), ops.py (`Kernels`), jit.py
     graphs.py     phase 2 replayed from CUDA graphs (`GraphCache`)
 """
 

@@ -18,7 +18,7 @@ def answer_logprobs(
 ) -> torch.Tensor:
     """Mean float32 log-prob of the valid targets per row: logits (N, Q, V), targets/tmask (N, Q).
 
-    kernels (a `kernels.Kernels`): its Triton `target_logprobs`, which reads each row once and
+    kernels (a `triton.ops.Kernels`): its Triton `target_logprobs`, which reads each row once and
     writes one float per row. Otherwise one float32 log-softmax kernel per `chunk` positions
     (bounded memory), reading the logits in their own dtype."""
     N, Q, V = logits.shape

@@ -6,7 +6,7 @@ Only the |q| positions per block that predict answer tokens go through the LM he
 as the reference (`naive.py`), which the tests check.
 
 Three ways to run that forward, chosen by `ProbeSettings` and the model:
-- layer by layer (`layers.forward`) with the Triton prefix attention (`kernels.PrefixAttention`),
+- layer by layer (`layers.forward`) with the Triton prefix attention (`triton.attention.PrefixAttention`),
   optionally replayed from a CUDA graph (`graphs.GraphCache`);
 - layer by layer with SDPA under an additive mask (`attention.sdpa_attend`);
 - the model's own forward with the probe attention swapped in (`attention.probe_attention_on`).
@@ -62,7 +62,7 @@ def probe_fused(
     forward="layers" runs that forward layer by layer (`layers.forward`) where the architecture
     allows; otherwise, or with "model", it is the model's own forward with the probe attention
     swapped in. In the layer-by-layer forward, attention="triton" (or "auto" on a GPU with Triton)
-    attends with `kernels.PrefixAttention`, which reads only each block's prefix and needs no mask;
+    attends with `triton.attention.PrefixAttention`, which reads only each block's prefix and needs no mask;
     "sdpa" (and "auto" elsewhere) uses SDPA with an additive mask over the whole cache. On the
     Triton path, cuda_graph=True replays phase 2 from a CUDA graph where the model allows
     (`ModelFacts.graph_key`) and no gradient is recorded: the same kernels, issued in one launch.
@@ -122,7 +122,7 @@ def triton_J(
     last=None,
 ) -> torch.Tensor:
     """Phase 2 on the Triton path, from the blocks to J (B, nb): what a CUDA graph captures. The
-    phase-1 cache is `table` with kv_layout and kv_aligned (`kernels.KVTable`), which also holds
+    phase-1 cache is `table` with kv_layout and kv_aligned (`triton.attention.KVTable`), which also holds
     the prompt width."""
     ids, pos, lo, limit, keep, targets, tmask = block_inputs(C, valid, ans, alen, forcing, plen, table[3], last, Lb)
     attn = kernels.prefix_attention(lo, limit, Lb, KVTable(table, kv_layout, kv_aligned))

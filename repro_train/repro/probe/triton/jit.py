@@ -1,5 +1,5 @@
-"""The Triton kernels behind `kernels.py` (imported on first use: importing repro_train never
-needs triton, and TRITON_INTERPRET must be set before triton is imported)."""
+"""The Triton kernels behind `launch.py`, `attention.py` and `ops.py` (imported on first use: importing
+repro_train never needs triton, and TRITON_INTERPRET must be set before triton is imported)."""
 
 import triton
 import triton.language as tl
@@ -83,7 +83,7 @@ def prefix_attention_kernel(
     IEEE: tl.constexpr,
     ALIGNED: tl.constexpr,
 ):
-    # The phase-1 cache from its table (kernels.KVTable): its length and batch strides, then
+    # The phase-1 cache from its table (attention.KVTable): its length and batch strides, then
     # each layer's key and value addresses. ALIGNED: the batch strides are multiples of 16 elements
     # and the addresses of 16 bytes, what Triton assumes of tensor arguments that are (and needs
     # to load a tile row in 16-byte pieces).
@@ -95,7 +95,7 @@ def prefix_attention_kernel(
     if ALIGNED:
         skb, svb = tl.multiple_of(skb, 16), tl.multiple_of(svb, 16)
         K, V = tl.multiple_of(K, 16), tl.multiple_of(V, 16)
-    span = BLOCK_N * tl.maximum(1, ((T + BLOCK_N - 1) // BLOCK_N + n_split - 1) // n_split)  # as kernels._span
+    span = BLOCK_N * tl.maximum(1, ((T + BLOCK_N - 1) // BLOCK_N + n_split - 1) // n_split)  # as attention._span
     # program -> work item (block tile, slice of its prefix) from Items, largest first, and a KV
     # head; -1 = nothing to do (the grid is sized for every slice of the longest possible prefix)
     e = tl.load(Items + tl.program_id(0) // n_heads_kv)
