@@ -40,8 +40,8 @@ def test_micro_batches_sort_by_length_and_respect_the_budget():
     assert all(len(grp) * max(len(ex[i][0]) for i in grp) <= 64 for grp in groups)
 
 
-def test_collate_right_masks_prompt_and_padding():
-    batch = ft.collate_right([([5, 6, 7, 8], 2), ([9, 10, 11], 1)], pad_id=0)
+def test_collate_masks_prompt_and_padding():
+    batch = ft.collate([([5, 6, 7, 8], 2), ([9, 10, 11], 1)], pad_id=0)
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8], [9, 10, 11, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
     assert batch["labels"].tolist() == [[-100, -100, 7, 8], [-100, 10, 11, -100]]
@@ -57,7 +57,7 @@ def tiny_lm(tiny_model_dir):
 def test_token_nll_sum_is_the_response_tokens_cross_entropy(tiny_lm):
     """Against a per-token reference: -log softmax(logits at t - 1)[token t], summed over response tokens."""
     examples = [([3, 17, 40, 41, 2], 2), ([3, 18, 50, 2], 3)]
-    batch = ft.collate_right(examples, pad_id=0)
+    batch = ft.collate(examples, pad_id=0)
     nll, n = ft.token_nll_sum(tiny_lm, batch, ft.nullcontext)
     assert n == 3 + 1  # (40, 41, 2) and (2)
     ref = 0.0

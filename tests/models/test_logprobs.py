@@ -9,7 +9,6 @@ whole batch's logits never exist.
 
 import math
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from repro_train.models.forward import logprobs_from_logits
 from repro_train.models.logprobs import BLOCK, resolve_impl, token_logprobs
+from tests.helpers.interpreter import run_interpreter_tests
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout
 INTERPRETER = os.environ.get("TRITON_INTERPRET") == "1"
@@ -237,19 +237,7 @@ def test_kernels_under_the_interpreter():
     if INTERPRETER:
         pytest.skip("this is the child")
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "test_interp_"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    tail = run.stdout[-3000:] + run.stderr[-2000:]
-    assert run.returncode == 0, tail
-    n = sum(1 for name in globals() if name.startswith("test_interp_"))
-    passed = re.search(r"(\d+) passed", run.stdout)
-    assert passed and int(passed.group(1)) > n and "skipped" not in run.stdout, tail  # parametrised: more cases
+    run_interpreter_tests(__file__, list(globals()), timeout=600)
 
 
 @interp

@@ -1,5 +1,6 @@
-"""Batch order and learning-rate schedule shared by both `repro-train sft` recipes (the tiny reasoner's and a
-pretrained model's): length-bucketed batches over reshuffled epochs, linear warmup then cosine decay."""
+"""Batch order, batches and learning-rate schedule shared by both `repro-train sft` recipes (the tiny reasoner's and
+a pretrained model's): length-bucketed batches over reshuffled epochs, right-padded batches with the loss on the
+response only, linear warmup then cosine decay."""
 
 from __future__ import annotations
 
@@ -37,3 +38,16 @@ def lr_factor(step: int, t) -> float:
         return (step + 1) / t.warmup_steps
     progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
     return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def collate(examples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch; labels are -100 on prompt and padding (loss on the response only)."""
+    T = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), T), pad_id, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros_like(input_ids)  # (B, T)
+    labels = torch.full_like(input_ids, -100)  # (B, T)
+    for b, (ids, n_prompt) in enumerate(examples):
+        input_ids[b, : len(ids)] = torch.tensor(ids)
+        attention_mask[b, : len(ids)] = 1
+        labels[b, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

@@ -26,7 +26,7 @@ from ...data.named import is_named, load_named
 from ...data.prompts import RowError, encode_prompt
 from ...eval.runner import EvalSettings, evaluate
 from ...models.loading import model_folder
-from .batches import batch_indices, lr_factor
+from .batches import batch_indices, collate, lr_factor
 from .finetune_config import FinetuneConfig, FTTrainConfig
 
 # ----------------------------------------------------------------------------- data
@@ -106,19 +106,6 @@ def micro_batches(examples: list[tuple[list[int], int]], budget: int) -> list[li
     return groups + [cur] if cur else groups
 
 
-def collate_right(examples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded (B, T) input_ids, attention_mask and labels (-100 on prompt and padding)."""
-    T = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), T), pad_id, dtype=torch.long)  # (B, T)
-    attention_mask = torch.zeros_like(input_ids)  # (B, T)
-    labels = torch.full_like(input_ids, -100)  # (B, T)
-    for b, (ids, n_prompt) in enumerate(examples):
-        input_ids[b, : len(ids)] = torch.tensor(ids)
-        attention_mask[b, : len(ids)] = 1
-        labels[b, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
 def token_nll_sum(model, batch: dict[str, torch.Tensor], autocast) -> tuple[torch.Tensor, int]:
     """(sum of the response tokens' cross-entropy, their count) for one micro-batch."""
     with autocast():
@@ -158,7 +145,7 @@ def step_loss(model, chunk: list[tuple[list[int], int]], t: FTTrainConfig, pad_i
     n_tokens = sum(len(ids) - n for ids, n in chunk)
     total, padded = 0.0, 0
     for g in groups:
-        batch = {k: v.to(device) for k, v in collate_right([chunk[i] for i in g], pad_id).items()}
+        batch = {k: v.to(device) for k, v in collate([chunk[i] for i in g], pad_id).items()}
         nll, _ = token_nll_sum(model, batch, autocast)
         (nll / n_tokens).backward()  # the step's token mean, whatever the split
         total += nll.item()
@@ -173,7 +160,7 @@ def heldout_loss(model, examples, t: FTTrainConfig, pad_id, device, autocast) ->
     model.eval()
     total, count = 0.0, 0
     for g in micro_batches(examples, t.micro_batch_tokens):
-        batch = {k: v.to(device) for k, v in collate_right([examples[i] for i in g], pad_id).items()}
+        batch = {k: v.to(device) for k, v in collate([examples[i] for i in g], pad_id).items()}
         nll, n = token_nll_sum(model, batch, autocast)
         total, count = total + nll.item(), count + n
     model.train(was)

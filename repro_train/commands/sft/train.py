@@ -23,7 +23,7 @@ import torch
 from ...core.typed_config import ConfigError, dump_yaml
 from ...tasks.arithmetic import generate
 from ...tasks.reasoner import build_tokenizer, format_prompt
-from .batches import batch_indices, lr_factor
+from .batches import batch_indices, collate, lr_factor
 from .config import SFTConfig, SFTModelConfig, SFTTrainConfig, load
 from .finetune import run_finetune
 from .finetune_config import is_finetune, load_finetune, raw_recipe
@@ -46,19 +46,6 @@ def make_tokenizer(rows: list[dict], vocab_size: int, context_length: int):
     tok = build_tokenizer(texts, vocab_size)
     tok.model_max_length = context_length
     return tok
-
-
-def collate(examples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch; labels are -100 on prompt and padding (loss on the response only)."""
-    T = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), T), pad_id, dtype=torch.long)  # (B, T)
-    attention_mask = torch.zeros_like(input_ids)  # (B, T)
-    labels = torch.full_like(input_ids, -100)  # (B, T)
-    for b, (ids, n_prompt) in enumerate(examples):
-        input_ids[b, : len(ids)] = torch.tensor(ids)
-        attention_mask[b, : len(ids)] = 1
-        labels[b, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
 # ----------------------------------------------------------------------------- model

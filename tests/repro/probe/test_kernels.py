@@ -7,9 +7,6 @@ The `gpu` tests run the compiled kernels in bfloat16."""
 
 import os
 import platform
-import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,6 +14,7 @@ import torch
 from repro_train.models.forward import pack
 from repro_train.repro.probe.attention import folded_sdpa, probe_mask
 from repro_train.repro.probe.triton import attention, launch, ops
+from tests.helpers.interpreter import run_interpreter_tests
 from tests.helpers.references import prefix_attention_reference
 
 if platform.system() != "Linux":  # triton ships Linux wheels only; on Linux it is a test dependency
@@ -41,19 +39,7 @@ def test_kernels_under_the_interpreter():
             f"triton {triton.__version__}: the interpreter before 3.9 cannot take loop bounds loaded "
             "from memory (the compiled kernels can)"
         )
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "test_interp_"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    tail = run.stdout[-3000:] + run.stderr[-2000:]
-    assert run.returncode == 0, tail
-    n = sum(1 for name in globals() if name.startswith("test_interp_"))
-    passed = re.search(r"(\d+) passed", run.stdout)
-    assert passed and int(passed.group(1)) > n and "skipped" not in run.stdout, tail  # parametrised: more cases
+    run_interpreter_tests(__file__, list(globals()), timeout=900)
 
 
 def case(B, nb, Lb, H, Hkv, D, T0, dtype, seed=0, device="cpu"):
