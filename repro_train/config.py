@@ -548,7 +548,7 @@ def _validate_optim_reward_train(cfg: Config) -> None:
         raise ConfigError(f"'reward.timeout_s' must be > 0, got {cfg.reward.timeout_s}")
     if cfg.train.resume not in (None, "auto") and not cfg.train.resume.strip():
         raise ConfigError("'train.resume' must be 'auto', a checkpoint folder, or null")
-    _check_resume_folder(cfg.train.resume)
+    check_resume_folder(cfg.train.resume)
     if not 0 <= cfg.train.seed < 2**32:  # numpy's seed range (set_seed seeds numpy too)
         raise ConfigError(f"'train.seed' must be in [0, 2**32 - 1], got {cfg.train.seed}")
     if cfg.dist.collective_timeout_s < 0:
@@ -588,7 +588,7 @@ def _validate_process(cfg: Config) -> None:
         )
 
 
-def _check_resume_folder(resume: str | None) -> None:
+def check_resume_folder(resume: str | None) -> None:
     """A checkpoint folder given as train.resume exists and is one (it holds trainer_state.json), checked before any
     model loads; whether its files are whole is checked against its manifest at resume."""
     if resume in (None, "auto") or os.path.isfile(os.path.join(resume, "trainer_state.json")):

@@ -21,6 +21,7 @@ import sys
 
 import torch
 
+from ..config import check_resume_folder
 from ..core.typed_config import ConfigError, dump_yaml
 from ..models.loading import model_folder, save_pretrained
 from .manifest import drop_from_manifest, listed, newest_valid, verify, write_manifest
@@ -83,11 +84,7 @@ def resolve_resume(resume: str | None, out_dir: str, dist=None) -> str | None:
                 f"{skipped[-1][1]}); remove the broken ones to start fresh"
             )
         return found
-    if not os.path.isfile(os.path.join(resume, "trainer_state.json")):
-        raise ConfigError(
-            f"train.resume = {resume!r} is not a checkpoint folder (no trainer_state.json); give a "
-            "checkpoint-N folder, 'auto' (the newest in train.output_dir) or null"
-        )
+    check_resume_folder(resume)  # (config.validate checked it at start-up; the folder may have changed since)
     problem = _problem(resume)
     if problem is not None:
         raise ConfigError(f"train.resume = {resume!r} cannot be used: {problem}")
