@@ -7,6 +7,7 @@
 #   path   bench_step --compare path at 32 x 8 x 1,024 (Qwen2-1.5B dims, RePro on, vllm engine, the recipes'
 #          precision): the training phases now against the path of 2026-12-07 (logits head, separate old-log-prob
 #          pass, rows of 4), one warm-up and one timed step each, then a fresh vLLM process with the same options
+#          (P_FRESH=0 leaves the fresh process out)
 #   paper  the paper's shape: 8 x 8 x 8,192 tokens, gradient checkpointing, a 32k-token micro-batch budget, one step
 #
 # vLLM comes from the carried wheel set (/root/carry/*/.whl-vllm, as bench/thinker_device.sh installs it). What comes
@@ -30,7 +31,7 @@ for phase in $phases; do
       say "gpu tests: exit $?; $(tail -n 1 "$out/gpu_tests.log")" ;;
     path)
       timeout "${P_PATH:-330}" python3 bench/bench_step.py --compare path --prompts 32 --group-size 8 \
-        --new-tokens 1024 --warmup 1 --steps 1 --schedule sequential --max-tokens 8192 --fresh-engine \
+        --new-tokens 1024 --warmup 1 --steps 1 --schedule sequential --max-tokens 4096 $([ "${P_FRESH:-1}" = 1 ] && echo --fresh-engine) \
         --out "$out/path.json" > "$out/path.log" 2>&1
       say "path: exit $?" ;;
     paper)

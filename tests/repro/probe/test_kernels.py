@@ -377,6 +377,34 @@ def test_probe_triton_matches_sdpa_on_gpu(kind):
     tri, _ = fused_J(model, FORCING, "layers", attention="triton", device="cuda")
     sdpa, _ = fused_J(model, FORCING, "layers", attention="sdpa", device="cuda")
     assert (tri - sdpa).abs().max() < 2e-2
+    model = build(
+        kind
+    ).cuda()  # the recipes' precision: float32 weights under bf16 autocast (keys float32, values bf16)
+    tri, _ = fused_J(model, FORCING, "layers", attention="triton", device="cuda", autocast=torch.bfloat16)
+    sdpa, _ = fused_J(model, FORCING, "layers", attention="sdpa", device="cuda", autocast=torch.bfloat16)
+    assert (tri - sdpa).abs().max() < 2e-2
+
+
+@interp
+def test_interp_probe_under_autocast_over_float32_weights():
+    """The recipes' precision (float32 weights, half-precision autocast): the rotary returns float32 queries and keys
+    while the values are half, so the cache holds keys and values of two dtypes. The Triton probe reads both in the
+    values' dtype, as the model's own attention does (it failed on a GPU on 2026-12-07: "kv_table: every layer's keys
+    and values need the same shape, strides and dtype"), and gives SDPA's J. float16: the interpreter has no bf16."""
+    model = build("qwen2")
+    tri, _ = fused_J(model, FORCING, "layers", attention="triton", autocast=torch.float16)
+    sdpa, _ = fused_J(model, FORCING, "layers", attention="sdpa", autocast=torch.float16)
+    assert tri.dtype == sdpa.dtype and tri.abs().sum() > 0
+    assert (tri - sdpa).abs().max() < 2e-2  # half-precision attention, the GPU bf16 test's bound
+
+
+@interp
+def test_interp_prefix_attention_takes_queries_in_another_dtype():
+    """float32 queries and own keys over a float16 cache: computed in the cache's dtype."""
+    q, k, v, ok, ov, lo, hi = case(2, 3, 5, 4, 2, 16, 40, torch.float16)
+    out = attention.PrefixAttention(lo, hi, 5)(q.float(), k, v, ok.float(), ov, 0.25)
+    ref = prefix_attention_reference(q, k, v, ok, ov, lo, hi, 5, 0.25)
+    assert out.dtype == torch.float16 and (out.float() - ref.float()).abs().max() < 2e-3
 
 
 @interp

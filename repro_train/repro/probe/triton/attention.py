@@ -131,6 +131,11 @@ class PrefixAttention:
         over layer i of the cache table. Returns (B, L, H * D) in q's dtype."""
         # Every layer of a phase 2 has the same shapes and strides: the launch is set up once.
         kv = self.kv
+        # bf16 autocast over float32 weights: the rotary returns float32 q and keys, the model's own attention casts
+        # them to the cache's bf16, and so does the probe
+        q, own_keys, own_values = (
+            t if t.dtype == kv.layout[3] else t.to(kv.layout[3]) for t in (q, own_keys, own_values)
+        )
         key = (
             q.shape,
             q.stride(),
