@@ -3,6 +3,7 @@
 
     python bench/bench_step.py                  # Qwen2 1.5B, 4 prompts x G=8 x 1,024 tokens: ~4-5 min on an H100
     python bench/bench_step.py --compare engine --prompts 32   # vllm vs hf, GRPO + RePro, 32 x 8 x 1,024 tokens
+    python bench/bench_step.py --compare overlap --prompts 32  # rollout.overlap_cpu_tail true vs false
     python bench/bench_step.py --model-size tiny --device cpu --steps 1 --warmup 0 --new-tokens 16   # smoke (a test)
 
 One step is exactly what `trainer.loop.train` runs, minus logging and checkpoints:
@@ -54,11 +55,18 @@ sys.path.insert(0, str(HERE.parent))  # bench the checkout, installed or not
 sys.path.insert(0, str(HERE))
 from bench_probe import COMMON, MODELS, machine_info, write_json  # noqa: E402  (one source of truth)
 
-COMPARES = {"repro": ("on", "off"), "engine": ("vllm", "hf"), "path": ("new", "today")}
+COMPARES = {
+    "repro": ("on", "off"),
+    "engine": ("vllm", "hf"),
+    "path": ("new", "today"),
+    "overlap": ("overlap", "inline"),
+}
 """The two settings of each comparison: (measured, baseline). path: the training phases as they run now (fused
 log-prob head, token-budget micro-batches, on-policy old log-probs) against the path of 2026-12-07 (the model's
-logits and a float32 log-softmax, a separate old-log-prob pass, rows of --micro-batch), both with the vllm engine."""
-BAR_RATIO = {"repro": 1.03, "engine": 0.45, "path": 0.6}
+logits and a float32 log-softmax, a separate old-log-prob pass, rows of --micro-batch), both with the vllm engine.
+overlap: rollout.overlap_cpu_tail true against false (decoding and RePro's plan beside the forwards; the bench's coin
+reward is a custom function, which runs on the main thread either way: trainer/cpu_tail.py)."""
+BAR_RATIO = {"repro": 1.03, "engine": 0.45, "path": 0.6, "overlap": 1.0}
 """Step time measured / baseline must be at most this."""
 BAR_STANDALONE = 0.9
 """--compare engine: rollout tokens/s inside the trainer / standalone vLLM tokens/s, at least."""
@@ -198,6 +206,7 @@ def write_recipe(work: str, setting: str, args) -> str:
             "engine": engine_of(setting, args),
             "per_prompt_seed": engine_of(setting, args) == "vllm",
             "vllm": {"sleep_level": args.sleep_level, "gpu_memory_utilization": args.vllm_memory},
+            "overlap_cpu_tail": setting != "inline",
         },
         "reward": {"functions": [{"name": f"{reward}:coin", "correctness": True}], "num_workers": 1},
         "algo": {"estimator": "grpo", "micro_batch_size": args.micro_batch, **path_algo(setting, args)},
@@ -218,11 +227,11 @@ def write_recipe(work: str, setting: str, args) -> str:
 
 
 def engine_of(setting: str, args) -> str:
-    """The rollout engine of a setting: --compare engine's own; vllm for --compare path (hf on a CPU smoke run);
-    hf otherwise."""
+    """The rollout engine of a setting: --compare engine's own; vllm for --compare path and overlap (hf on a CPU smoke
+    run); hf otherwise."""
     if args.compare == "engine":
         return setting
-    return "vllm" if args.compare == "path" and args.device.startswith("cuda") else "hf"
+    return "vllm" if args.compare in ("path", "overlap") and args.device.startswith("cuda") else "hf"
 
 
 def path_algo(setting: str, args) -> dict:
@@ -299,7 +308,8 @@ def run_step(rt, step: int, sync: Callable[[], None]) -> dict:
         "advantage": batch.timings["advantage_s"],
         "update": time.perf_counter() - t1,
     }
-    wall["shaping"] = t1 - t0 - wall["rollout"] - wall["forward"] - wall["advantage"]  # shapers, between the phases
+    # between the phases: the rewards' join (their rest on the main thread) and the shapers (experience.reward_phase)
+    wall["shaping"] = t1 - t0 - wall["rollout"] - wall["forward"] - wall["advantage"]
     wall["step"] = sum(wall.values())
     lengths = batch.mask.sum(-1)
     row = dict(
@@ -469,7 +479,8 @@ def record(payload: dict, setting: str, i: int, row: dict, args, write) -> None:
         f"[{setting}] step {i}{' (warm-up)' if row['warmup'] else ''}: {w['step']:.2f} s = rollout "
         f"{w['rollout']:.2f} + forward {w['forward']:.2f} + advantage {w['advantage']:.3f} + update "
         f"{w['update']:.2f}; probe {t.get('probe_s', 0):.3f}, repro {t.get('repro_s', 0):.3f}, plan "
-        f"{row['plan_s']:.3f}; lengths {row['response_len_min']}-{row['response_len_max']}"
+        f"{row['plan_s']:.3f}; CPU tail {t.get('cpu_tail_s', 0):.3f} ({t.get('cpu_tail_hidden_s', 0):.3f} hidden); "
+        f"lengths {row['response_len_min']}-{row['response_len_max']}"
         + (f", cuts/rollout {row['cuts_per_rollout']:.1f}" if "cuts_per_rollout" in row else "")
     )
     write()
@@ -508,6 +519,8 @@ def summarize(payload: dict) -> dict:
             probe_s=med([r["trainer_s"].get("probe_s", 0.0) for r in rows]),
             repro_s=med([r["trainer_s"].get("repro_s", 0.0) for r in rows]),
             plan_s=med([r["plan_s"] for r in rows]),
+            cpu_tail_s=med([r["trainer_s"].get("cpu_tail_s", 0.0) for r in rows]),  # decoding, rewards, plan
+            cpu_tail_hidden_s=med([r["trainer_s"].get("cpu_tail_hidden_s", 0.0) for r in rows]),  # beside the GPU
             n=len(rows),
             response_len_min=min(r["response_len_min"] for r in rows),
             response_len_max=max(r["response_len_max"] for r in rows),
@@ -554,7 +567,8 @@ def summarize(payload: dict) -> dict:
 def table(summary: dict, settings: tuple[str, str]) -> str:
     head = (
         "| setting | step s | rollout s | (generate s) | rollout tok/s | forward s | advantage s | update s | probe s "
-        "| repro s | plan s | RePro share | resp. len | cuts/rollout | update MFU | forward MFU | padding | peak GiB |"
+        "| repro s | plan s | CPU tail s (hidden) | RePro share | resp. len | cuts/rollout | update MFU | forward MFU "
+        "| padding | peak GiB |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for s in settings:
@@ -578,6 +592,7 @@ def table(summary: dict, settings: tuple[str, str]) -> str:
             f"{m['probe_s']:.3f}",
             f"{m['repro_s']:.3f}",
             f"{m['plan_s']:.3f}",
+            f"{m['cpu_tail_s']:.3f} ({m['cpu_tail_hidden_s']:.3f})",
             f"{100 * m['repro_share']:.2f}%",
             lens,
             f"{m['cuts_per_rollout']:.1f}" if "cuts_per_rollout" in m else "-",
@@ -639,7 +654,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--compare",
         default="repro",
         choices=sorted(COMPARES),
-        help="repro: RePro on vs off; engine: rollout.engine vllm vs hf",
+        help="repro: RePro on vs off; engine: rollout.engine vllm vs hf; path: today's phases vs 2026-12-07's; "
+        "overlap: rollout.overlap_cpu_tail true vs false",
     )
     p.add_argument("--repro", default="on", choices=["on", "off"], help="--compare engine: RePro in both settings")
     p.add_argument("--sleep-level", type=int, default=0, choices=[0, 1, 2], help="rollout.vllm.sleep_level")

@@ -150,6 +150,10 @@ class RolloutConfig:
     refill_rounds: int = 3
     """dynamic_sampling: most extra generation rounds per step; groups still without signal after them stay in the
     batch (they add nothing to the gradient)."""
+    overlap_cpu_tail: bool = True
+    """Decode the responses, run the outcome rewards and RePro's plan on background threads while the GPU runs the
+    forward phase's passes; the batch is bit-identical either way. false = all on the main thread, in order (a
+    fallback). What overlaps and what cannot: docs/performance.md, "The CPU tail"."""
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,22 @@ class Plan:
     """Skip reason per rollout (None = scored)."""
 
 
+def merge_plans(parts: Sequence[tuple[Sequence[int], Plan]], n: int) -> Plan:
+    """The plan of n rollouts put together from plans of its parts: (rows, the plan of those rows in that order)
+    for a partition of range(n). `RePro.plan` treats each rollout alone, so the trainer's plan a micro-batch at a time
+    merges to exactly the plan of the whole batch."""
+    requests: list[ProbeRequest | None] = [None] * n
+    segmentations: list[Segmentation | None] = [None] * n
+    skip: list[str | None] = [None] * n
+    covered = sorted(i for rows, _ in parts for i in rows)
+    if covered != list(range(n)):
+        raise ValueError(f"the parts' rows must cover 0..{n - 1} once each, got {covered}")
+    for rows, p in parts:
+        for j, i in enumerate(rows):
+            requests[i], segmentations[i], skip[i] = p.requests[j], p.segmentations[j], p.skip[j]
+    return Plan(requests, segmentations, skip)
+
+
 @dataclass
 class ReProOutput:
     """Every RePro quantity of a batch, padded to M = most cuts; zeros where `mask` is False."""

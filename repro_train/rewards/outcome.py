@@ -7,6 +7,9 @@
     res.per_fn     # {"math_verify": (B,), "format": (B,)}
     res.correct    # (B,) bool      math_verify >= its threshold, 1 (the first correctness function)
     res.unscorable # int            values that were None or timed out
+    # the same call in two halves (the trainer's CPU tail, rollout.overlap_cpu_tail):
+    pre = reward.prefetch(prompts, completions, answers)   # any thread: the functions that time their own items
+    res = reward.finish(pre)                                # the main thread: the others, under their deadline
 
 Everything is checked at construction, so a bad recipe fails before any rollout; a function that raises, returns a
 bad value or runs past its deadline is a fault that `on_error` handles (docs/rewards.md: contract, deadlines, faults).
@@ -131,17 +134,44 @@ class OutcomeReward:
         answers: Sequence[str | None],
         columns: dict[str, list] | None = None,
     ) -> RewardResult:
+        return self.finish(self.prefetch(prompts, completions, answers, columns))
+
+    def prefetch(
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        answers: Sequence[str | None],
+        columns: dict[str, list] | None = None,
+    ) -> Prefetched:
+        """The part of a call that may run on any thread (the trainer's CPU tail runs it beside the GPU's passes):
+        the batch checked and the functions that time their own items called (math_verify: worker processes under
+        its own watchdog). Every other function runs in `finish`: its deadline is a signal to the main thread."""
+        columns = dict(columns or {})
+        _check_batch(prompts, completions, answers, columns)
+        rows = _Rows(prompts, completions, answers, columns)
+        raw: dict[str, tuple[object, Exception | None]] = {}
+        for r in self._fns:
+            if not r.guarded:
+                try:
+                    raw[r.key] = (r.fn(*rows.args(), **rows.columns), None)
+                except Exception as e:  # noqa: BLE001 - raised again at its turn in finish, as a direct call raises
+                    raw[r.key] = (None, e)
+        return Prefetched(rows, raw)
+
+    def finish(self, pre: Prefetched) -> RewardResult:
+        """The rest of a call, on the main thread: every function in spec order (the prefetched outputs checked in
+        their turn, an exception a prefetched call raised re-raised in its turn), faults handled by `on_error`."""
         import torch
 
-        columns = dict(columns or {})
-        B = _check_batch(prompts, completions, answers, columns)
+        rows = pre.rows
+        B = len(rows)
         total = [0.0] * B
         per_fn: dict[str, torch.Tensor] = {}
         correct = None
         unscorable = 0
         before = dict(self.faults)
         for r in self._fns:
-            values = self._score(r, _Rows(prompts, completions, answers, columns))
+            values = self._score(r, rows) if r.guarded else self._values(r, rows, pre.output(r.key))
             unscorable += sum(v is None for v in values)
             raw = [0.0 if v is None else v for v in values]
             total = [t + r.spec.weight * v for t, v in zip(total, raw)]
@@ -162,9 +192,8 @@ class OutcomeReward:
     # ------------------------------------------------------------ one function over the batch
 
     def _score(self, r: _Bound, rows: _Rows) -> list[float | None]:
-        """r's value per row; a fault raises RewardFailed (on_error = "error") or scores None and is counted."""
-        if not r.guarded:
-            return self._values(r, rows, r.fn(*rows.args(), **rows.columns))
+        """r's value per row (r guarded: called here, under the deadline); a fault raises RewardFailed (on_error =
+        "error") or scores None and is counted."""
         try:
             out = self._call(r, rows)
         except _Timeout as t:
@@ -268,6 +297,21 @@ class OutcomeReward:
 
     def __exit__(self, *exc):
         self.close()
+
+
+@dataclass
+class Prefetched:
+    """`OutcomeReward.prefetch`'s result, for `finish`: the call's rows, and the output of each function that times
+    its own items, or the exception its call raised."""
+
+    rows: _Rows
+    raw: dict[str, tuple[object, Exception | None]]
+
+    def output(self, key: str):
+        out, error = self.raw[key]
+        if error is not None:
+            raise error  # the traceback still starts where the prefetching thread raised it
+        return out
 
 
 @dataclass

@@ -1,18 +1,21 @@
 """A step's experience: the rollouts and everything computed from them before the update, in phase order.
 
     batch = make_experience(rt, step)
-        rollout_phase     prompts -> G rollouts each -> outcome rewards
-        shape_rewards     the length shapers (trainer/shaping.py; none by default)
+        rollout_phase     prompts -> G rollouts each; decoding and outcome rewards started (the CPU tail)
         forward_phase     no-grad forwards: old log-probs and entropies (RePro on: J at the cuts), ref, values
+        reward_phase      the outcome rewards joined, then the length shapers (trainer/shaping.py; none by default)
         refill            rollout.dynamic_sampling (dynamic_sampling.py; the batch as it is when off)
         advantage_phase   the registered estimator's advantage, then A_hat = A + alpha * A_tilde
 
 The loop (loop.py), `repro-train signal` and bench/bench_step.py all call `make_experience`. What each phase
-does and the batch's layout over ranks: docs/architecture.md, "One step, top to bottom".
+does and the batch's layout over ranks: docs/architecture.md, "One step, top to bottom". Under
+rollout.overlap_cpu_tail (cpu_tail.py) decoding, the rewards and RePro's plan run on background threads beside the
+forward phase's passes; off, they run in this order on the main thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -23,11 +26,12 @@ from ..algos.kl import kl_penalty
 from ..core.seeds import mix_seed
 from ..core.timing import phase_timer
 from ..models.forward import Sequences, forward_logprobs, index_on, logprob_pass, pack
-from ..repro.pipeline import Plan, ReProOutput
+from ..repro.pipeline import Plan, ReProOutput, merge_plans
 from ..repro.scores import fold
 from ..repro.types import ProbeResult
 from ..shaping import ShapingResult
 from .batching import plan_micro_batches
+from .cpu_tail import CpuTail
 from .dynamic_sampling import Draw, refill
 from .process_fold import dense_rewards, mc_advantages, process_advantage
 from .runtime import Runtime
@@ -37,8 +41,9 @@ from .shaping import shape_advantages, shape_rewards
 def make_experience(rt: Runtime, step: int) -> Batch:
     """One rank's experience of RL step `step` (0-based): rollouts, rewards, shapers, forwards, advantages."""
     batch = rollout_phase(rt, step)
-    shape_rewards(rt, batch, step)
-    forward_phase(rt, batch)
+    with cpu_tail(batch):
+        forward_phase(rt, batch)
+        reward_phase(rt, batch, step)
     batch = refill(rt, batch, step, more_experience)
     advantage_phase(rt, batch)
     return batch
@@ -47,9 +52,21 @@ def make_experience(rt: Runtime, step: int) -> Batch:
 def more_experience(rt: Runtime, step: int, draw: Draw) -> Batch:
     """The refill's extra groups (dynamic_sampling.py) through the phases before the advantages."""
     batch = rollout_phase(rt, step, draw)
-    shape_rewards(rt, batch, step)
-    forward_phase(rt, batch)
+    with cpu_tail(batch):
+        forward_phase(rt, batch)
+        reward_phase(rt, batch, step)
     return batch
+
+
+@contextlib.contextmanager
+def cpu_tail(batch: Batch):
+    """The phases that run beside the batch's CPU tail; its threads are joined on the way out, on an error or a stop
+    too, and its times go to batch.timings."""
+    try:
+        yield
+    finally:
+        batch.tail.close(batch.timings)
+        batch.tail = None
 
 
 @dataclass
@@ -60,14 +77,14 @@ class Batch:
     response_ids: list[list[int]]  # each row's response token ids, on the host (EOS included)
     group_ids: torch.Tensor  # (B,)
     prompt_index: list[int]  # dataset index of each row's prompt
-    texts: list[str]  # decoded responses
+    texts: list[str]  # decoded responses (with the outcome rewards)
     answers: list[str | None]
     truncated: torch.Tensor  # (B,) bool: no EOS
     mask_truncated: bool = False  # algo.mask_truncated: truncated rows leave the loss and RePro's pools
     engine_logprobs: torch.Tensor | None = None  # (B, R) the rollout engine's log-probs (None: not reported)
     # Filled by the phases in order; None until the phase that computes it has run.
-    rewards: torch.Tensor | None = None  # (B,) outcome reward, length shapers included (rollout_phase)
-    correct: torch.Tensor | None = None  # (B,) bool (rollout_phase)
+    rewards: torch.Tensor | None = None  # (B,) outcome reward, length shapers included (reward_phase)
+    correct: torch.Tensor | None = None  # (B,) bool (reward_phase; sooner with overlap off or repro.apply_to)
     reward_parts: dict[str, torch.Tensor] = field(default_factory=dict)  # (B,) per reward function
     unscorable: int = 0  # rollouts no reward function could check
     shaping: ShapingResult | None = None  # what the length shapers added (shaping/)
@@ -84,6 +101,7 @@ class Batch:
     is_stats: dict[str, torch.Tensor] = field(default_factory=dict)  # their metrics (algos/correction.py)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (`timing.phase_timer`)
     sampling: dict[str, float] = field(default_factory=dict)  # dynamic sampling's counts (dynamic_sampling.py)
+    tail: CpuTail | None = None  # decoding, rewards and plan under way (rollout_phase to reward_phase; cpu_tail.py)
 
     @property
     def mask(self) -> torch.Tensor:
@@ -120,13 +138,19 @@ def scatter_rows(dst: torch.Tensor, rows: torch.Tensor, src: torch.Tensor) -> No
 
 
 def rollout_phase(rt: Runtime, step: int, draw: Draw | None = None) -> Batch:
-    """Sample G responses for this rank's prompts (or the refill's `draw`) and check their outcome."""
+    """Sample G responses for this rank's prompts (or the refill's `draw`) and start checking their outcome
+    (`start_outcome`); the caller closes batch.tail (`cpu_tail`)."""
     timings: dict[str, float] = {}
     with phase_timer(timings, "rollout_s"):
         with phase_timer(timings, "generate_s"):
             batch = _generate(rt, step, draw)
         batch.timings = timings
-        outcome_rewards(rt, batch)
+        batch.tail = CpuTail(rt.cfg.rollout.overlap_cpu_tail)
+        try:
+            start_outcome(rt, batch)
+        except BaseException:
+            batch.tail.close()
+            raise
     return batch
 
 
@@ -163,7 +187,7 @@ def _generate(rt: Runtime, step: int, draw: Draw | None = None) -> Batch:
         response_ids=responses,
         group_ids=torch.tensor([s for s in slots for _ in range(G)]),
         prompt_index=[i for i in mine for _ in range(G)],
-        texts=rt.tokenizer.batch_decode(responses, skip_special_tokens=True),
+        texts=[],  # decoded on the CPU tail (start_outcome)
         answers=[rt.prompts.answers[i] for i in mine for _ in range(G)],
         truncated=torch.tensor([not (len(r) and r[-1] in eos) for r in responses]),
         mask_truncated=cfg.algo.mask_truncated,
@@ -181,13 +205,37 @@ def pad_rows(rows: list[list[float]], width: int, device) -> torch.Tensor:
     return out.to(device)
 
 
-def outcome_rewards(rt: Runtime, batch: Batch) -> None:
-    idx = batch.prompt_index
+def start_outcome(rt: Runtime, batch: Batch) -> None:
+    """Decoding and the reward's thread-safe part (`OutcomeReward.prefetch`) on the tail's outcome thread; with
+    overlap off, the whole outcome here (`finish_outcome`): the rewards before the forwards."""
+    tail, idx = batch.tail, batch.prompt_index
     prompts = [rt.prompts.prompts[i] for i in idx]
     columns = {k: [v[i] for i in idx] for k, v in rt.prompts.columns.items()}
-    res = rt.reward(prompts, batch.texts, batch.answers, columns)
+    decode = lambda: rt.tokenizer.batch_decode(batch.response_ids, skip_special_tokens=True)  # noqa: E731
+    prefetch = lambda: rt.reward.prefetch(prompts, tail.texts.result(), batch.answers, columns)  # noqa: E731
+    tail.texts = tail.submit("outcome", "decode_s", decode)
+    tail.outcome = tail.submit("outcome", "reward_s", prefetch)  # after the decoding: one thread, jobs in order
+    if not tail.overlap:
+        finish_outcome(rt, batch)
+
+
+def finish_outcome(rt: Runtime, batch: Batch) -> None:
+    """batch.texts and the outcome rewards (once): the tail's jobs joined, then the reward functions that run on the
+    main thread under their deadline (`OutcomeReward.finish`); a job's exception is raised here."""
+    if batch.rewards is not None:
+        return
+    tail = batch.tail
+    batch.texts = tail.wait(tail.texts)
+    res = tail.run_here("reward_s", rt.reward.finish, tail.wait(tail.outcome))
     batch.rewards, batch.correct = res.total.float(), res.correct.bool()
     batch.reward_parts, batch.unscorable = res.per_fn, res.unscorable
+
+
+def reward_phase(rt: Runtime, batch: Batch, step: int) -> None:
+    """The outcome rewards joined (run beside the forwards under rollout.overlap_cpu_tail), then the length shapers,
+    which read them (the forwards read neither)."""
+    finish_outcome(rt, batch)
+    shape_rewards(rt, batch, step)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,10 +252,7 @@ def forward_phase(rt: Runtime, batch: Batch) -> None:
         rt.model.eval()  # once for the phase (eval() walks every module)
         try:
             if rt.repro is not None:
-                with phase_timer(batch.timings, "plan_s"):
-                    batch.plan = rt.repro.plan(
-                        batch.response_ids, batch.answers, batch.correct.tolist(), batch.excluded.tolist()
-                    )
+                plan_ahead(rt, batch, plan)
             if rt.repro is not None or not rt.on_policy:
                 policy_pass(rt, batch, plan)
             if batch.engine_logprobs is not None and not rt.on_policy:  # the sampler's mismatch (algos/correction.py)
@@ -226,9 +271,28 @@ def forward_phase(rt: Runtime, batch: Batch) -> None:
             rt.model.train()
 
 
+def plan_ahead(rt: Runtime, batch: Batch, micro: list[list[int]]) -> None:
+    """RePro's plan of each micro-batch's rows, in the order the policy pass takes them (batch.tail.plans): on the
+    tail's plan thread, beside the passes, or here with overlap off. The plan reads the outcome only under
+    repro.apply_to correct / incorrect: the rewards are joined first then."""
+    tail, correct = batch.tail, None
+    if rt.repro.cfg.apply_to != "all":
+        finish_outcome(rt, batch)
+        correct = batch.correct.tolist()
+    excluded = batch.excluded.tolist()
+
+    def part(rows: list[int]) -> Plan:
+        pick = lambda xs: None if xs is None else [xs[i] for i in rows]  # noqa: E731
+        return rt.repro.plan(pick(batch.response_ids), pick(batch.answers), pick(correct), pick(excluded))
+
+    if tail.overlap:  # decoding uses the tokenizer too: the plan starts after it, never beside it
+        tail.submit("plan", None, lambda: tail.texts.exception())
+    tail.plans = [tail.submit("plan", "plan_s", part, rows) for rows in micro]
+
+
 def policy_pass(rt: Runtime, batch: Batch, plan: list[list[int]]) -> None:
     """Old log-probs and entropies (unless on-policy): a plain pass with RePro off; RePro's pass (J at the selected
-    cuts as well) with it on."""
+    cuts as well) with it on, each micro-batch's plan waited for before its forward (`plan_ahead`)."""
     cfg, d = rt.cfg, rt.dist
     B, R = batch.mask.shape
     keep = not rt.on_policy
@@ -238,14 +302,16 @@ def policy_pass(rt: Runtime, batch: Batch, plan: list[list[int]]) -> None:
     if rt.repro is not None:
         batch.probes = [None] * B
     probe_s = 0.0
-    for rows in plan:
+    parts: list[tuple[list[int], Plan]] = []
+    for k, rows in enumerate(plan):
         seqs = batch.seqs.select(rows)
+        if rt.repro is not None:
+            parts.append((rows, batch.tail.wait(batch.tail.plans[k])))
         with rt.acc.autocast():  # what the wrapped forward applies, for the probe's layer-by-layer path too
             if rt.repro is None:
                 lp = logprob_pass(rt.policy, seqs, cfg.rollout.temperature, head=rt.head)
             else:
-                requests = [batch.plan.requests[i] for i in rows]
-                out = rt.repro.policy_pass(rt.policy, seqs, requests, head=rt.head, logprobs=keep)
+                out = rt.repro.policy_pass(rt.policy, seqs, parts[-1][1].requests, head=rt.head, logprobs=keep)
                 lp, probe_s = out.lp, probe_s + out.probe_s
                 for i, p in zip(rows, out.probes):
                     batch.probes[i] = p
@@ -254,6 +320,8 @@ def policy_pass(rt: Runtime, batch: Batch, plan: list[list[int]]) -> None:
             scatter_rows(batch.old_logprobs, idx, lp.logprobs)
             scatter_rows(batch.entropy, idx, lp.entropy)
     batch.timings["probe_s"] = probe_s  # RePro's device time in the pass (0 with RePro off)
+    if rt.repro is not None:
+        batch.plan = merge_plans(parts, B)  # exactly the plan of the whole batch (RePro.plan treats rows alone)
 
 
 def reference_pass(rt: Runtime, batch: Batch, plan: list[list[int]]) -> None:

@@ -10,7 +10,7 @@ from repro_train.config import ModelConfig
 from repro_train.core.text import ResponseFormat
 from repro_train.models.forward import pack
 from repro_train.repro.config import ReProConfig
-from repro_train.repro.pipeline import RePro
+from repro_train.repro.pipeline import RePro, merge_plans
 from repro_train.repro.probe import ProbeSettings
 from repro_train.repro.scores import empty_prefix_score
 from repro_train.repro.types import ProbeResult
@@ -69,6 +69,37 @@ def test_skip_reasons_are_counted(tiny):
     }
     assert torch.all(out.process_adv[1:] == 0) and out.mask[0].any()
     assert math.isnan(out.J_b[1].item()) and not math.isnan(out.J_b[0].item())
+
+
+@pytest.mark.parametrize("apply_to", ["all", "correct"])
+def test_a_plan_made_a_part_at_a_time_merges_to_the_whole_batch_plan(tiny, apply_to):
+    # The trainer plans a micro-batch at a time (trainer/experience.py plan_ahead): rows in any order and grouping.
+    _, tok = tiny
+    repro = RePro(ReProConfig(apply_to=apply_to), tok, fmt(tok, "</think>"))
+    resp = [tok(t, add_special_tokens=False).input_ids + [tok.eos_token_id] for t in RESPONSES]
+    answers, correct, excluded = ["8", None, "8", "8"], [True, True, False, True], [False, False, False, True]
+    whole = repro.plan(resp, answers, correct, excluded)
+    assert whole.skip == (
+        [None, "no_answer", "apply_to", "truncated"]
+        if apply_to == "correct"
+        else [None, "no_answer", None, "truncated"]
+    )
+    partition = [[3, 0], [2], [1]]
+    parts = [
+        (
+            rows,
+            repro.plan(
+                [resp[i] for i in rows],
+                [answers[i] for i in rows],
+                [correct[i] for i in rows],
+                [excluded[i] for i in rows],
+            ),
+        )
+        for rows in partition
+    ]
+    assert merge_plans(parts, 4) == whole
+    with pytest.raises(ValueError, match=r"cover 0..3 once each, got \[0, 2, 3\]"):
+        merge_plans(parts[:2], 4)
 
 
 def test_answer_that_tokenizes_to_nothing_and_zero_baseline(tiny):

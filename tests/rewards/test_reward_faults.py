@@ -2,10 +2,13 @@
 (file and line, prompt and response excerpts), where it was raised and the fix; a hang is ended by
 reward.timeout_s and by a stop request; reward.on_error=skip scores those rows None and counts them."""
 
+import dataclasses
 import os
 import re
 import signal
 import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -119,3 +122,43 @@ def test_a_stop_request_ends_a_running_function_at_once(faulty):
     r.should_stop = asked.is_set
     with pytest.raises(RewardInterrupted, match=f"reward '{faulty}:sleeps' was still running at {faulty}:16 in sleeps"):
         score(r)
+
+
+# ---------------------------------------------------------------- a call in two halves (the trainer's CPU tail)
+
+
+def self_timed(r: OutcomeReward, *keys: str) -> OutcomeReward:
+    """`r` with the functions `keys` treated like math_verify, which times its own items: called in `prefetch`."""
+    r._fns = [dataclasses.replace(b, guarded=False) if b.key in keys else b for b in r._fns]
+    return r
+
+
+def prefetched_on_a_thread(r: OutcomeReward, n: int = 4):
+    """`prefetch` on another thread, as the trainer's CPU tail runs it."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(r.prefetch, PROMPTS[:n], COMPLETIONS[:n], ["1"] * n).result()
+
+
+def test_prefetch_on_a_thread_then_finish_is_one_call(faulty):
+    specs = [RewardSpec(f"{faulty}:nan_at_1", weight=0.5), RewardSpec(f"{faulty}:batch_only", weight=2.0)]
+    keys = [s.name for s in specs]
+    one = score(OutcomeReward(specs, on_error="skip"))
+    r = self_timed(OutcomeReward(specs, on_error="skip"), keys[0])
+    halves = r.finish(prefetched_on_a_thread(r))
+    assert halves.total.tolist() == one.total.tolist() == [1.5, 1.0, 1.5, 1.5]  # 0.5 * (1, None -> 0, 1, 1) + 2 * 0.5
+    assert (halves.errors, halves.unscorable) == (one.errors, one.unscorable) == (1, 1)
+    assert r.take_faults() == {"errors": 1, "timeouts": 0}  # the NaN is judged in finish, on this thread
+
+
+def test_an_exception_of_a_prefetched_function_is_raised_in_its_turn(faulty):
+    # recip raises on row 2; prefetched, it raises its own exception in finish, with its traceback
+    r = self_timed(OutcomeReward([RewardSpec(f"{faulty}:recip")]), f"{faulty}:recip")
+    pre = prefetched_on_a_thread(r)
+    with pytest.raises(ZeroDivisionError) as e:
+        r.finish(pre)
+    assert any(f.name == "recip" for f in traceback.extract_tb(e.value.__traceback__))
+    # a function before it in spec order fails first, as in one call (on_error = "error")
+    specs = [RewardSpec(f"{faulty}:nan_at_1"), RewardSpec(f"{faulty}:recip")]
+    r = self_timed(OutcomeReward(specs, row_label=LABELS.get), f"{faulty}:recip")
+    with pytest.raises(RewardFailed, match="returned nan at index 1"):
+        r.finish(prefetched_on_a_thread(r))
