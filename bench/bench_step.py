@@ -1,9 +1,11 @@
 """Whole GRPO step time, two settings side by side through the real trainer phases: RePro on vs off
-(`--compare repro`, the default) or the vllm vs the hf rollout engine (`--compare engine`).
+(`--compare repro`, the default), the vllm vs the hf rollout engine (`--compare engine`), or fused decoder ops vs the
+model as loaded (`--compare fused`: model.fused_ops = --fused-ops, default compile, vs none).
 
     python bench/bench_step.py                  # Qwen2 1.5B, 4 prompts x G=8 x 1,024 tokens: ~4-5 min on an H100
     python bench/bench_step.py --compare engine --prompts 32   # vllm vs hf, GRPO + RePro, 32 x 8 x 1,024 tokens
     python bench/bench_step.py --compare overlap --prompts 32  # rollout.overlap_cpu_tail true vs false
+    python bench/bench_step.py --compare fused --prompts 32 --max-tokens 4096 --schedule sequential   # compile vs none
     python bench/bench_step.py --model-size tiny --device cpu --steps 1 --warmup 0 --new-tokens 16   # smoke (a test)
 
 One step is exactly what `trainer.loop.train` runs, minus logging and checkpoints:
@@ -60,14 +62,17 @@ COMPARES = {
     "engine": ("vllm", "hf"),
     "path": ("new", "today"),
     "overlap": ("overlap", "inline"),
+    "fused": ("fused", "eager"),
 }
 """The two settings of each comparison: (measured, baseline). path: the training phases as they run now (fused
 log-prob head, token-budget micro-batches, on-policy old log-probs) against the path of 2026-12-07 (the model's
 logits and a float32 log-softmax, a separate old-log-prob pass, rows of --micro-batch), both with the vllm engine.
 overlap: rollout.overlap_cpu_tail true against false (decoding and RePro's plan beside the forwards; the bench's coin
-reward is a custom function, which runs on the main thread either way: trainer/cpu_tail.py)."""
-BAR_RATIO = {"repro": 1.03, "engine": 0.45, "path": 0.6, "overlap": 1.0}
-"""Step time measured / baseline must be at most this."""
+reward is a custom function, which runs on the main thread either way: trainer/cpu_tail.py).
+fused: model.fused_ops = --fused-ops (compile unless given) against none, both with the vllm engine; every other
+comparison runs both settings with --fused-ops (none unless given)."""
+BAR_RATIO = {"repro": 1.03, "engine": 0.45, "path": 0.6, "overlap": 1.0, "fused": 1.0}
+"""Step time measured / baseline must be at most this (overlap and fused ops must pay: no slower than without)."""
 BAR_STANDALONE = 0.9
 """--compare engine: rollout tokens/s inside the trainer / standalone vLLM tokens/s, at least."""
 SPECIAL = ["<|pad|>", "<|bos|>", "<|eos|>"]  # ids 0, 1, 2
@@ -194,6 +199,7 @@ def write_recipe(work: str, setting: str, args) -> str:
             "dtype": args.dtype,
             "attn_implementation": "sdpa",
             "gradient_checkpointing": args.grad_ckpt,
+            "fused_ops": fused_ops_of(setting, args),
         },
         "dist": {"mixed_precision": args.mixed_precision},
         "data": {"source": "toy", "toy_size": max(64, args.prompts * n_steps)},
@@ -227,11 +233,16 @@ def write_recipe(work: str, setting: str, args) -> str:
 
 
 def engine_of(setting: str, args) -> str:
-    """The rollout engine of a setting: --compare engine's own; vllm for --compare path and overlap (hf on a CPU smoke
-    run); hf otherwise."""
+    """The rollout engine of a setting: --compare engine's own; vllm for --compare path, overlap and fused (hf on a CPU
+    smoke run); hf otherwise."""
     if args.compare == "engine":
         return setting
-    return "vllm" if args.compare in ("path", "overlap") and args.device.startswith("cuda") else "hf"
+    return "vllm" if args.compare in ("path", "overlap", "fused") and args.device.startswith("cuda") else "hf"
+
+
+def fused_ops_of(setting: str, args) -> str:
+    """model.fused_ops of a setting: none for --compare fused's baseline, --fused-ops otherwise."""
+    return "none" if args.compare == "fused" and setting == "eager" else args.fused_ops
 
 
 def path_algo(setting: str, args) -> dict:
@@ -493,6 +504,13 @@ def precision(args) -> str:
     return words + (" (the math recipes)" if recipes else "")
 
 
+def fused_note(args) -> str:
+    """The summary's words for model.fused_ops ('' where every setting runs the model as loaded)."""
+    if args.compare == "fused":
+        return f", fused ops {args.fused_ops} (eager: none)"
+    return f", fused ops {args.fused_ops}" if args.fused_ops != "none" else ""
+
+
 def memory_note() -> str:
     return f", {torch.cuda.memory_allocated() / 2**30:.1f} GiB allocated" if torch.cuda.is_available() else ""
 
@@ -615,6 +633,7 @@ def print_summary(payload: dict, args) -> None:
         f"micro-batch {args.micro_batch}"
         + (f" (new: {args.max_tokens} tokens)" if args.max_tokens else "")
         + (", gradient checkpointing" if args.grad_ckpt else "")
+        + fused_note(args)
         + (", varied lengths" if args.vary_lengths else "")
         + f", {args.schedule}, medians of {args.steps} steps after {args.warmup} warm-up"
     )
@@ -654,8 +673,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--compare",
         default="repro",
         choices=sorted(COMPARES),
-        help="repro: RePro on vs off; engine: rollout.engine vllm vs hf; path: today's phases vs 2026-12-07's; "
-        "overlap: rollout.overlap_cpu_tail true vs false",
+        help="repro: RePro on vs off; engine: rollout.engine vllm vs hf; path: the phases now vs 2026-12-07; fused: "
+        "model.fused_ops --fused-ops vs none; overlap: rollout.overlap_cpu_tail true vs false",
+    )
+    p.add_argument(
+        "--fused-ops",
+        choices=["none", "compile", "liger"],
+        help="model.fused_ops: of the measured setting with --compare fused (default compile), else of both (none)",
     )
     p.add_argument("--repro", default="on", choices=["on", "off"], help="--compare engine: RePro in both settings")
     p.add_argument("--sleep-level", type=int, default=0, choices=[0, 1, 2], help="rollout.vllm.sleep_level")
@@ -702,6 +726,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.mixed_precision is None:
         args.mixed_precision = "bf16" if args.device.startswith("cuda") else "no"
+    if args.fused_ops is None:
+        args.fused_ops = "compile" if args.compare == "fused" else "none"
+    if args.compare == "fused" and args.fused_ops == "none":
+        p.error("--compare fused measures --fused-ops compile or liger against none; --fused-ops none compares nothing")
     if not isinstance(getattr(torch, args.dtype, None), torch.dtype):
         p.error(f"unknown dtype {args.dtype!r}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():

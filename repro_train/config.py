@@ -40,6 +40,11 @@ class ModelConfig:
     """Attention kernel; the fused RePro probe needs a custom 4D mask, which both support."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (saves memory on long responses)."""
+    fused_ops: Literal["none", "compile", "liger"] = "none"
+    """Fused decoder ops for the trainer's passes (models/fused_ops.py): 'compile' = torch.compile of each decoder
+    layer, for calls without a KV cache (the update, the KL reference pass, log-prob passes without RePro; RePro's
+    pass keeps a cache and runs as loaded); 'liger' = Liger-Kernel's RMSNorm, rotary and SwiGLU everywhere (GPU; pip
+    install liger-kernel==0.8.5); 'none' = the model as loaded. Same math, other rounding; docs/performance.md."""
     trust_remote_code: bool = False
     """Allow model code from the model folder."""
     think_end: str = "</think>"

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..core.typed_config import ConfigError
 from ..tasks.reasoner import reasoner_path
+from .fused_ops import apply_fused_ops
 from .zoo import missing_model_hint
 
 INDEX = "model.safetensors.index.json"
@@ -59,6 +60,16 @@ def model_folder(path: str) -> str:
     if hint is not None:
         raise ConfigError(hint)
     return path
+
+
+def model_type_at(folder: str) -> str | None:
+    """The model_type in a local model folder's config.json; None for a hub name or an unreadable file (the loader
+    reports those)."""
+    try:
+        with open(os.path.join(folder, "config.json")) as fh:
+            return json.load(fh).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 LOCAL_FOLDERS = ("models", "runs")
@@ -139,7 +150,7 @@ def load_tokenizer(cfg_model):
 
 
 def load_policy(cfg_model, tok):
-    """The policy from the recipe's model section, on the CPU."""
+    """The policy from the recipe's model section, on the CPU, its decoder ops fused as model.fused_ops says."""
     from transformers import AutoModelForCausalLM
 
     path = model_folder(cfg_model.path)
@@ -156,7 +167,7 @@ def load_policy(cfg_model, tok):
     model.config.use_cache = False  # training forwards; the probe asks for a cache explicitly
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
-    return model
+    return apply_fused_ops(model, cfg_model.fused_ops)  # the trainer's passes (model.fused_ops)
 
 
 def load_reference(cfg_model):
@@ -171,7 +182,7 @@ def load_reference(cfg_model):
             trust_remote_code=cfg_model.trust_remote_code,
             use_safetensors=True,
         )
-    return ref.requires_grad_(False).eval()
+    return apply_fused_ops(ref, cfg_model.fused_ops).requires_grad_(False).eval()  # the KL pass, as the policy's
 
 
 def load_for_inference(path: str, dtype: str = "float32", device: str = "cpu", what: str = "--model"):

@@ -254,6 +254,7 @@ FREE_KEYS = (
     "rollout.vllm.max_num_batched_tokens",
     "model.gradient_checkpointing",
     "model.attn_implementation",
+    "model.fused_ops",
 )
 """Settings a resume may change freely: run length and bookkeeping, logging, fault policies, memory and speed
 knobs that compute the same thing. train.steps only under a constant learning rate (a linear or cosine schedule

@@ -23,7 +23,15 @@ from ..core.typed_config import ConfigError
 from ..data.datasets import PromptSampler, PromptSet, load_prompts
 from ..data.validate import answer_checker
 from ..models.forward import fused_head_supported
-from ..models.loading import check_model_files, load_policy, load_reference, load_tokenizer, model_folder
+from ..models.fused_ops import check_fused_ops
+from ..models.loading import (
+    check_model_files,
+    load_policy,
+    load_reference,
+    load_tokenizer,
+    model_folder,
+    model_type_at,
+)
 from ..repro.pipeline import RePro
 from ..repro.probe.triton.launch import unavailable as triton_unavailable
 from ..rewards import OutcomeReward, RewardSpec
@@ -208,7 +216,9 @@ def build_rollout_engine(cfg: Config, acc, wrapper, eos: list[int], pad_id: int,
 
 def build_runtime(cfg: Config) -> Runtime:
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    check_vllm(cfg.rollout, world, torch.cuda.is_available() and cfg.train.device != "cpu")  # before any model loads
+    on_gpu = torch.cuda.is_available() and cfg.train.device != "cpu"
+    check_vllm(cfg.rollout, world, on_gpu)  # before any model loads
+    check_fused_ops(cfg.model.fused_ops, on_gpu, model_type_at(model_folder(cfg.model.path)), cfg.dist.strategy)
     tok = load_tokenizer(cfg.model)
     check_tokenizer(tok, model_folder(cfg.model.path))
     # data errors (bad rows, missing columns, gold answers the reward cannot read) surface before any model loads

@@ -175,3 +175,28 @@ def test_precision_is_the_recipes_and_named(bench, tmp_path):
     assert recipe["model"]["dtype"] == "float32" and recipe["dist"]["mixed_precision"] == "bf16"
     old = bench.parse_args([*cpu, "--dtype", "bfloat16", "--mixed-precision", "no"])  # the tables before issue 25
     assert bench.precision(old) == "bfloat16 weights"
+
+
+def test_fused_ops_flag_reaches_the_recipes(bench, tmp_path):
+    """--compare fused: model.fused_ops = --fused-ops (compile unless given) against none, with the vllm engine on a
+    GPU; any other comparison runs both settings with --fused-ops (none unless given)."""
+    import yaml
+
+    def fused_ops(args, setting):
+        return yaml.safe_load(Path(bench.write_recipe(str(tmp_path), setting, args)).read_text())["model"]["fused_ops"]
+
+    cpu = ["--device", "cpu", "--model-size", "tiny"]
+    args = bench.parse_args([*cpu, "--compare", "fused"])
+    assert args.settings == ("fused", "eager") and args.fused_ops == "compile"
+    assert (fused_ops(args, "fused"), fused_ops(args, "eager")) == ("compile", "none")
+    assert bench.fused_note(args) == ", fused ops compile (eager: none)"
+    args = bench.parse_args([*cpu, "--compare", "fused", "--fused-ops", "liger"])
+    assert (fused_ops(args, "fused"), fused_ops(args, "eager")) == ("liger", "none")
+    args = bench.parse_args([*cpu, "--fused-ops", "compile"])  # --compare repro
+    assert (fused_ops(args, "on"), fused_ops(args, "off")) == ("compile", "compile")
+    assert bench.fused_note(bench.parse_args(cpu)) == "" and fused_ops(bench.parse_args(cpu), "on") == "none"
+    gpu = bench.parse_args(cpu)
+    gpu.compare, gpu.device = "fused", "cuda"
+    assert bench.engine_of("fused", gpu) == bench.engine_of("eager", gpu) == "vllm"
+    with pytest.raises(SystemExit):
+        bench.parse_args([*cpu, "--compare", "fused", "--fused-ops", "none"])
