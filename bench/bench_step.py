@@ -336,6 +336,7 @@ def run_step(rt, step: int, sync: Callable[[], None]) -> dict:
         pg_loss=upd.get("pg_loss"),
         **work_of(rt, batch),
     )
+    row.update(gap_of(batch))
     if batch.repro is not None:
         row.update(
             cuts_per_rollout=batch.repro.mask.sum(-1).float().mean().item(),
@@ -343,6 +344,18 @@ def run_step(rt, step: int, sync: Callable[[], None]) -> dict:
             skipped=batch.repro.skipped,
         )
     return row
+
+
+def gap_of(batch) -> dict:
+    """The trainer's log-probs of the sampled tokens against the engine's (the silent-bug detector of
+    rollout/logprob_gap, trainer/metrics.py): mean and max |difference| over response tokens; {} without engine
+    log-probs (hf engine)."""
+    from repro_train.algos.correction import logprob_gap
+
+    if batch.engine_logprobs is None or batch.old_logprobs is None:
+        return {}
+    total, top = logprob_gap(batch.old_logprobs, batch.engine_logprobs, batch.mask)
+    return dict(logprob_gap_mean=total.item() / max(1, int(batch.mask.sum())), logprob_gap_max=top.item())
 
 
 def work_of(rt, batch) -> dict:
@@ -493,6 +506,11 @@ def record(payload: dict, setting: str, i: int, row: dict, args, write) -> None:
         f"{row['plan_s']:.3f}; CPU tail {t.get('cpu_tail_s', 0):.3f} ({t.get('cpu_tail_hidden_s', 0):.3f} hidden); "
         f"lengths {row['response_len_min']}-{row['response_len_max']}"
         + (f", cuts/rollout {row['cuts_per_rollout']:.1f}" if "cuts_per_rollout" in row else "")
+        + (
+            f"; log-prob gap to the engine mean {row['logprob_gap_mean']:.2e}, max {row['logprob_gap_max']:.3f}"
+            if "logprob_gap_mean" in row
+            else ""
+        )
     )
     write()
 

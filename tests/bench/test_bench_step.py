@@ -200,3 +200,20 @@ def test_fused_ops_flag_reaches_the_recipes(bench, tmp_path):
     assert bench.engine_of("fused", gpu) == bench.engine_of("eager", gpu) == "vllm"
     with pytest.raises(SystemExit):
         bench.parse_args([*cpu, "--compare", "fused", "--fused-ops", "none"])
+
+
+def test_logprob_gap_of_a_step(bench):
+    """Hand-computed: |0 - 0.1| = 0.1 and |-1 - (-1.5)| = 0.5 on the two response tokens; the masked third (7.0 apart)
+    counts in neither the mean (0.6 / 2) nor the max. No engine log-probs (hf): no entry."""
+    from types import SimpleNamespace
+
+    import torch
+
+    batch = SimpleNamespace(
+        old_logprobs=torch.tensor([[0.0, -1.0, -2.0]]),
+        engine_logprobs=torch.tensor([[0.1, -1.5, -9.0]]),
+        mask=torch.tensor([[True, True, False]]),
+    )
+    gap = bench.gap_of(batch)
+    assert gap["logprob_gap_mean"] == pytest.approx(0.3) and gap["logprob_gap_max"] == pytest.approx(0.5)
+    assert bench.gap_of(SimpleNamespace(old_logprobs=batch.old_logprobs, engine_logprobs=None, mask=batch.mask)) == {}
