@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 26's GPU measurements in one call on a lent H100/H200 (docs/performance.md, "The training phases"):
 #
-#   bash bench/perf_device.sh OUTDIR [PHASES]     # PHASES: any of tests path paper fusedtests fused overlap
+#   bash bench/perf_device.sh OUTDIR [PHASES]     # PHASES: any of tests path paper paperv fusedtests fused overlap
 #                                                 (default: tests path paper)
 #
 #   tests  the GPU tests of the log-prob head (tests/models/test_logprobs.py: the Triton kernel against torch) and of
@@ -11,6 +11,8 @@
 #          pass, rows of 4), one warm-up and one timed step each, then a fresh vLLM process with the same options
 #          (P_FRESH=0 leaves the fresh process out)
 #   paper  the paper's shape: 8 x 8 x 8,192 tokens, gradient checkpointing, a 32k-token micro-batch budget, one step
+#   paperv the same with realistic lengths (--vary-lengths: responses cut to seeded lengths in [1,024, 8,192]): tokens/s
+#          and the padding share
 #   fusedtests  model.fused_ops' GPU tests (tests/models/test_fused_ops.py -m gpu: inductor's Triton kernels; Liger's
 #          where a .whl-liger is carried)
 #   fused  bench_step --compare fused at 32 x 8 x 1,024 (Qwen2-1.5B dims, RePro on, vllm engine, the recipes'
@@ -52,6 +54,11 @@ for phase in $phases; do
         --new-tokens 8192 --warmup 0 --steps 1 --grad-ckpt --max-tokens 32768 --out "$out/paper.json" \
         > "$out/paper.log" 2>&1
       say "paper: exit $?" ;;
+    paperv)
+      timeout "${P_PAPERV:-240}" python3 bench/bench_step.py --compare path --only new --prompts 8 --group-size 8 \
+        --new-tokens 8192 --warmup 0 --steps 1 --grad-ckpt --max-tokens 32768 --vary-lengths --out "$out/paperv.json" \
+        > "$out/paperv.log" 2>&1
+      say "paper, varied lengths: exit $?" ;;
     fusedtests)
       timeout "${P_FUSED_TESTS:-240}" python3 -m pytest -q -p no:cacheprovider -m gpu tests/models/test_fused_ops.py \
         > "$out/fused_tests.log" 2>&1
@@ -69,5 +76,5 @@ for phase in $phases; do
   esac
 done
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null
-for f in path paper fused overlap; do [ -f "$out/$f.log" ] && { echo "== $f"; grep -v "^\[" "$out/$f.log" | tail -n 14; }; done
+for f in path paper paperv fused overlap; do [ -f "$out/$f.log" ] && { echo "== $f"; grep -v "^\[" "$out/$f.log" | tail -n 14; }; done
 say done
