@@ -237,7 +237,9 @@ class AlgoConfig:
     """Micro-batches by a token budget instead of micro_batch_size: rows sorted by length and packed so that rows x
     (longest prompt + longest response) stays within it (a longer row goes alone). Less padding, and long responses
     fit. Null = micro_batch_size rows. Not with DeepSpeed (dist.strategy zero2/zero3 fix gradient accumulation at
-    start-up)."""
+    start-up). Activations grow with it: a 1.5B model without gradient checkpointing, float32 weights, bf16 autocast
+    and vLLM at 30% of an 80 GB H100 peaked at 52 GiB at 4,096 and ran out of memory at 8,192 (docs/performance.md,
+    section 6); longer budgets want model.gradient_checkpointing."""
     logprob_head: Literal["auto", "fused", "logits"] = "auto"
     """How log-probs and entropies are computed: 'fused' from the LM head's input a chunk of positions at a time,
     never keeping the logits (models/logprobs.py); 'logits' through the model's own head and a float32 log-softmax
