@@ -104,6 +104,10 @@ def _probe_cache_class():
 
         def update(self, key_states, value_states, layer_idx, cache_kwargs=None):
             if layer_idx not in self.buffers:  # phase 1
+                # Keys in the values' dtype: under bf16 autocast over float32 weights the rotary returns float32 keys
+                # beside bf16 values, and attention casts them to bf16 anyway; kept so, they cost half and every
+                # reader of the cache (the Triton probe's one table of all layers) sees one dtype.
+                key_states = key_states.to(value_states.dtype)
                 # (a zero-length update registers the layer without the parent's concatenation)
                 super().update(key_states[:, :, :0], value_states[:, :, :0], layer_idx, cache_kwargs)
                 if self.room == 0:  # phase 2 appends nothing (Triton path): keep phase 1's tensors

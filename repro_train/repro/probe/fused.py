@@ -46,12 +46,6 @@ def triton_path(model, device, settings: ProbeSettings, facts: layers.ModelFacts
     return settings.forward == "layers" and facts.unsupported(model) is None and use_triton(settings.attention, device)
 
 
-def cache_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Each layer's cached (keys, values), the keys in the values' dtype: under bf16 autocast over float32 weights the
-    rotary returns float32 keys beside bf16 values, and the model's own attention casts both to bf16, as this does."""
-    return [(layer.keys.to(layer.values.dtype), layer.values) for layer in cache.layers]
-
-
 def probe_fused(
     model,
     seqs: Sequences,
@@ -86,8 +80,7 @@ def probe_fused(
     last = None if n_forcing else seqs.input_ids.gather(1, (P + C - 1).clamp(min=0))  # the token before each cut
     by_layers = settings.forward == "layers" and facts.unsupported(model) is None
     if by_layers and use_triton(settings.attention, device):  # as triton_path, without a second model check
-        kvs = cache_kv(cache)  # kept alive here: the table holds their addresses
-        kv = kv_table(kvs, P)
+        kv = kv_table([(layer.keys, layer.values) for layer in cache.layers], P)
         fn = functools.partial(triton_J, model, kernels, Lb, kv.layout, kv.aligned)
         inputs = (C, valid, ans, alen, blocks.forcing, plen, kv.table) + ((last,) if last is not None else ())
         graphable = settings.cuda_graph and device.type == "cuda" and not torch.is_grad_enabled()
