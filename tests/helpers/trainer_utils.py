@@ -51,12 +51,26 @@ def reset_accelerate() -> None:
 
 
 def run_inprocess(recipe: str, *overrides: str) -> str:
-    from repro_train.config import load
+    """trainer.loop.train on the recipe with overrides, in this process: the run folder."""
     from repro_train.trainer.loop import train
+
+    return _clean_run(train, recipe, overrides)
+
+
+def run_cli_inprocess(recipe: str, *overrides: str) -> int:
+    """`repro-train train` as the console runs it (messages and exit code), in this process."""
+    from repro_train.commands.train import run
+
+    return _clean_run(run, recipe, overrides)
+
+
+def _clean_run(fn, recipe: str, overrides):
+    """fn(load(recipe, overrides)) between two resets of accelerate's process-wide state."""
+    from repro_train.config import load
 
     reset_accelerate()
     try:
-        return train(load(recipe, list(overrides)))
+        return fn(load(recipe, list(overrides)))
     finally:
         reset_accelerate()
 

@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from repro_train.trainer.preempt import INTERRUPT_EXIT, MARKER, REQUEUE_EXIT
-from tests.helpers.trainer_utils import last_checkpoint, make_recipe, metrics, reset_accelerate
+from tests.helpers.trainer_utils import last_checkpoint, make_recipe, metrics, run_cli_inprocess
 
 
 @pytest.fixture(scope="module")
@@ -18,18 +18,6 @@ def data_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "toy.jsonl"
     write_jsonl(generate(8, seed=3, with_traces=False), str(path))
     return str(path)
-
-
-def run_cli_inprocess(recipe: str, *overrides: str) -> int:
-    """`repro-train train` as the console runs it (messages and exit code), in this process."""
-    from repro_train.commands.train import run
-    from repro_train.config import load
-
-    reset_accelerate()
-    try:
-        return run(load(recipe, list(overrides)))
-    finally:
-        reset_accelerate()
 
 
 SIGNALLER = """

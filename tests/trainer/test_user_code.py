@@ -4,8 +4,7 @@ goes on and logs how many rows were skipped (reward/errors)."""
 
 import json
 
-from tests.helpers.trainer_utils import make_recipe, metrics
-from tests.trainer.test_interrupt import run_cli_inprocess
+from tests.helpers.trainer_utils import make_recipe, metrics, run_cli_inprocess
 
 PICKY = """
 def picky(prompts, completions, answers, **columns):

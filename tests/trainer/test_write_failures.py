@@ -11,8 +11,7 @@ import pytest
 
 from repro_train.trainer.checkpoint import list_checkpoints, resolve_resume
 from repro_train.trainer.manifest import verify
-from tests.helpers.trainer_utils import REPO, make_recipe, metrics, run_inprocess
-from tests.trainer.test_interrupt import run_cli_inprocess
+from tests.helpers.trainer_utils import REPO, make_recipe, metrics, run_cli_inprocess, run_inprocess
 
 
 @pytest.fixture(scope="module")

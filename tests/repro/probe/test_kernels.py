@@ -389,8 +389,9 @@ def test_probe_triton_matches_sdpa_on_gpu(kind):
 def test_interp_probe_under_autocast_over_float32_weights():
     """The recipes' precision (float32 weights, half-precision autocast): the rotary returns float32 queries and keys
     while the values are half. The probe's cache keeps the keys in the values' dtype (what the model's own attention
-    casts them to), so the Triton table of all layers sees one dtype (it failed on a GPU on 2026-12-07: "kv_table: every layer's keys
-    and values need the same shape, strides and dtype"), and gives SDPA's J. float16: the interpreter has no bf16."""
+    casts them to), so the Triton table of all layers sees one dtype (it failed on a GPU on 2026-12-07: "kv_table:
+    every layer's keys and values need the same shape, strides and dtype"), and gives SDPA's J. float16: the
+    interpreter has no bf16."""
     model = build("qwen2")
     tri, _ = fused_J(model, FORCING, "layers", attention="triton", autocast=torch.float16)
     sdpa, _ = fused_J(model, FORCING, "layers", attention="sdpa", autocast=torch.float16)
