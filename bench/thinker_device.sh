@@ -86,7 +86,7 @@ case $mode in
     # two GRPO + RePro steps from the thinker on the vLLM engine: call B's path, checked before B spends its call
     if [ "$(left)" -gt 100 ]; then
       timeout $(($(left) - 25)) $PY train --config recipes/thinker/grpo_repro.yaml train.steps=2 \
-        train.output_dir="$ROOT/rl_check" train.resume=null log.wandb=false log.progress=false "${RL_X[@]}" ${A_RL_ARGS:-} \
+        train.output_dir="$ROOT/rl_check" train.resume=null train.overwrite=true log.wandb=false log.progress=false "${RL_X[@]}" ${A_RL_ARGS:-} \
         > "$out/rl_check.log" 2>&1
       say "rl check (2 steps): exit $?; $(grep -c '"step"' "$ROOT/rl_check/metrics.jsonl" 2>/dev/null) steps logged"
     else
