@@ -124,12 +124,13 @@ class Fact:
         }[self.op]
 
     def words(self) -> str:
-        """The same result reached another way, in words (no "=": see the module docstring)."""
+        """The same result reached another way, in words (no "=": eval.metrics.answer_pattern reads "= N" as a
+        statement of the answer, and `answer_char` must point at the solution's own statement of it)."""
         a, b, r = self.a, self.b, self.result
-        if self.op in "+-" and len(_places(b)) >= 2:
+        if self.op in "+-" and len(place_values(b)) >= 2:
             word, last = ("plus", "more makes") if self.op == "+" else ("minus", "less leaves")
             sign = 1 if self.op == "+" else -1
-            *parts, final = _places(b)
+            *parts, final = place_values(b)
             out, x = [], a
             for part in parts:
                 x += sign * part
@@ -139,8 +140,8 @@ class Fact:
             return f"{r} minus {b} gives back {a}"
         if self.op == "-":
             return f"{r} plus {b} gives back {a}"
-        if self.op == "×" and len(_places(a)) >= 2:
-            parts = _places(a)
+        if self.op == "×" and len(place_values(a)) >= 2:
+            parts = place_values(a)
             return ", ".join(f"{q} times {b} is {q * b}" for q in parts) + f", which add up to {r}"
         if self.op == "×":
             return f"{r} divided by {b} gives back {a}"
@@ -149,7 +150,7 @@ class Fact:
         return f"{self.q} times {b} is {self.q * b}, and {a} minus {self.q * b} leaves {r}"
 
 
-def _places(n: int) -> list[int]:
+def place_values(n: int) -> list[int]:
     """The nonzero place values of n >= 0, largest first: 305 -> [300, 5]."""
     digits = str(n)
     return [int(d) * 10 ** (len(digits) - 1 - i) for i, d in enumerate(digits) if d != "0"]
@@ -198,29 +199,32 @@ class Problem:
         return f"{self.family}/{self.info.get('kind', '')}/{facts}"
 
 
-def _num(rng: random.Random, digits: tuple[int, int]) -> int:
+def draw_number(rng: random.Random, digits: tuple[int, int]) -> int:
+    """A number of d digits, d drawn from the inclusive range `digits`; at least 2."""
     d = rng.randint(*digits)
     return rng.randint(max(2, 10 ** (d - 1)), 10**d - 1)
 
 
-def _signed(n: int) -> str:
+def signed(n: int) -> str:
     """' + 5' or ' - 5'."""
     return f" + {n}" if n >= 0 else f" - {-n}"
 
 
-def _ints(text: str) -> set[int]:
+def ints_in(text: str) -> set[int]:
+    """The whole numbers written in `text`."""
     return {int(s) for s in re.findall(r"\d+", text)}
 
 
-def _early(question: str, facts: list[Fact]) -> frozenset[int]:
+def early_numbers(question: str, facts: list[Fact]) -> frozenset[int]:
     """The question's numbers and every operand and result before the last fact's result."""
-    out = _ints(question) | {abs(facts[-1].a), abs(facts[-1].b)}
+    out = ints_in(question) | {abs(facts[-1].a), abs(facts[-1].b)}
     for f in facts[:-1]:
         out |= {abs(f.a), abs(f.b), abs(f.result)}
     return frozenset(out)
 
 
-def _cap(text: str) -> str:
+def cap_first(text: str) -> str:
+    """`text` with its first letter upper case (str.capitalize would lower the rest)."""
     return text[:1].upper() + text[1:]
 
 
@@ -252,7 +256,7 @@ _OPPING = {"+": "adding", "-": "subtracting"}
 
 
 def _arith_step(fact: Fact, says: tuple[str, ...], split_says: tuple[str, ...] = (), **ctx) -> Step:
-    split = fact.op in "+-" and len(_places(fact.b)) >= 2 and split_says
+    split = fact.op in "+-" and len(place_values(fact.b)) >= 2 and split_says
     ctx |= {"opword": _OPWORD.get(fact.op, ""), "opverb": _OPVERB.get(fact.op, ""), "opping": _OPPING.get(fact.op, "")}
     if split:
         ctx["words"] = fact.words()
@@ -261,10 +265,10 @@ def _arith_step(fact: Fact, says: tuple[str, ...], split_says: tuple[str, ...] =
 
 def make_chain(rng: random.Random, cfg: ThinkingConfig, n_steps: int) -> Problem:
     """`n_steps` additions and subtractions of numbers of `digits` digits; every total stays >= 1."""
-    total = start = _num(rng, cfg.digits)
+    total = start = draw_number(rng, cfg.digits)
     facts = []
     for _ in range(n_steps):
-        b = _num(rng, cfg.digits)
+        b = draw_number(rng, cfg.digits)
         op = "-" if total - b >= 1 and rng.random() < 0.5 else "+"
         facts.append(Fact(total, op, b))
         total = facts[-1].result
@@ -276,7 +280,7 @@ def make_chain(rng: random.Random, cfg: ThinkingConfig, n_steps: int) -> Problem
         question,
         total,
         tuple(_arith_step(f, CHAIN_SAYS, CHAIN_SAYS_SPLIT) for f in facts),
-        _early(question, facts),
+        early_numbers(question, facts),
         f"I need the value of {expr}: start from {start}, then {moves}, in that order.",
         f"the value of {expr}",
         {"facts": facts, "expr": expr},
@@ -292,7 +296,7 @@ def _alt_chain(p: Problem, rng: random.Random) -> list[str]:
         nums = [f.b for f in reversed(facts)] + [facts[0].a]
         return [
             rng.choice(ALT_OPENERS).format(how="by adding the numbers in the opposite order"),
-            _cap(_running(nums)) + ".",
+            cap_first(_running(nums)) + ".",
             rng.choice(ALT_CLOSERS).format(ans=p.answer),
         ]
     pos, neg = sum(plus), sum(minus)
@@ -374,7 +378,7 @@ def _side(terms: list[tuple]) -> str:
     out = ""
     for t in terms:
         if t[0] == "c":
-            out += _signed(t[1]) if out else str(t[1])
+            out += signed(t[1]) if out else str(t[1])
         else:
             piece = f"{t[1]}x" if t[0] == "x" else f"{t[1]}(x + {t[2]})"
             out += f" + {piece}" if out else piece
@@ -383,14 +387,14 @@ def _side(terms: list[tuple]) -> str:
 
 def _draw_equation(rng: random.Random, cfg: ThinkingConfig, form: int) -> dict | None:
     """Coefficients of the form (see ThinkingConfig.steps) with solution x; None if a constant is 0."""
-    x = _num(rng, cfg.digits)
+    x = draw_number(rng, cfg.digits)
     c = rng.randint(2, 7) if form >= 2 else 0
     a = rng.randint(c + 2, c + 8)
-    p = _num(rng, cfg.digits) if form >= 3 else 0
-    e = rng.choice((-1, 1)) * _num(rng, cfg.digits) if form >= 4 else 0
-    b = a * p + e if form >= 3 else rng.choice((-1, 1)) * _num(rng, cfg.digits)
+    p = draw_number(rng, cfg.digits) if form >= 3 else 0
+    e = rng.choice((-1, 1)) * draw_number(rng, cfg.digits) if form >= 4 else 0
+    b = a * p + e if form >= 3 else rng.choice((-1, 1)) * draw_number(rng, cfg.digits)
     d = (a - c) * x + b
-    f = _num(rng, cfg.digits) if form >= 5 else 0
+    f = draw_number(rng, cfg.digits) if form >= 5 else 0
     g = d - c * f
     if 0 in (b, d) or (form >= 5 and g == 0):
         return None
@@ -403,17 +407,17 @@ def _equation_steps(v: dict, form: int, right: str) -> list[Step]:
     a, c, b, d, k = v["a"], v["c"], v["b"], v["d"], v["k"]
     steps = []
     if form >= 3:
-        tail = _signed(v["e"]) if form >= 4 else ""
+        tail = signed(v["e"]) if form >= 4 else ""
         steps.append(Step(EXPAND_SAYS, Fact(a, "×", v["p"]), ctx=(("side", "left"), ("tail", tail))))
     if form >= 4:
         ap, e = a * v["p"], v["e"]
         steps.append(Step(COMBINE_SAYS, Fact(ap, "+" if e > 0 else "-", abs(e)), ctx=(("side", "left"), ("coef", a))))
     if form >= 5:
         cf, g = c * v["f"], v["g"]
-        steps.append(Step(EXPAND_SAYS, Fact(c, "×", v["f"]), ctx=(("side", "right"), ("tail", _signed(g)))))
+        steps.append(Step(EXPAND_SAYS, Fact(c, "×", v["f"]), ctx=(("side", "right"), ("tail", signed(g)))))
         steps.append(Step(COMBINE_SAYS, Fact(cf, "+" if g > 0 else "-", abs(g)), ctx=(("side", "right"), ("coef", c))))
     if form >= 2:
-        steps.append(Step(XTERMS_SAYS, Fact(a, "-", c, unit="x"), ctx=(("cs", _signed(b)), ("d", d))))
+        steps.append(Step(XTERMS_SAYS, Fact(a, "-", c, unit="x"), ctx=(("cs", signed(b)), ("d", d))))
     op = "-" if b > 0 else "+"
     steps.append(Step(CONST_SAYS[op], Fact(d, op, abs(b)), ctx=(("k", k),)))
     steps.append(Step(DIVIDE_SAYS, Fact(v["m"], "÷", k)))
@@ -436,7 +440,7 @@ def make_equation(rng: random.Random, cfg: ThinkingConfig, n_steps: int) -> Prob
         question,
         v["x"],
         tuple(steps),
-        _early(question, facts),
+        early_numbers(question, facts),
         f"I need the number x for which {left} equals {right}.",
         "the value of x",
         v | {"eqn": eqn, "left_text": left, "right_text": right},
@@ -450,25 +454,25 @@ def _evaluate_side(terms: list[tuple], x: int) -> tuple[str, int]:
     for t in terms:
         values.append(t[1] * x if t[0] == "x" else t[1] * (x + t[2]) if t[0] == "p" else t[1])
         if t[0] == "c":
-            shown += _signed(t[1]) if shown else str(t[1])
+            shown += signed(t[1]) if shown else str(t[1])
         else:
             piece = f"{t[1]} × {x}" if t[0] == "x" else f"{t[1]} × ({x} + {t[2]})"
             shown += f" + {piece}" if shown else piece
     if len(values) == 1:
         return (shown if terms[0][0] == "c" else f"{shown} = {values[0]}"), values[0]
-    middle = str(values[0]) + "".join(_signed(v) for v in values[1:])
+    middle = str(values[0]) + "".join(signed(v) for v in values[1:])
     return f"{shown} = {middle} = {sum(values)}", sum(values)
 
 
 def _alt_equation(p: Problem, rng: random.Random) -> list[str]:
     v = p.info
     x, k, b, d, m = v["x"], v["k"], v["b"], v["d"], v["m"]
-    collected = f"{k}x{_signed(b)} = {d}"
+    collected = f"{k}x{signed(b)} = {d}"
     if rng.random() < 0.5:
         return [
             rng.choice(ALT_OPENERS).format(how=f"by undoing the operations of {collected} in reverse order"),
             f"The x was multiplied by {k} and then {abs(b)} was {'added' if b > 0 else 'subtracted'}. "
-            f"Undoing the last one first: {d}{_signed(-b)} = {m}.",
+            f"Undoing the last one first: {d}{signed(-b)} = {m}.",
             f"Then undoing the multiplication: {m} ÷ {k} = {x}. " + rng.choice(ALT_CLOSERS).format(ans=f"x = {x}"),
         ]
     lo_l, lo_v = _evaluate_side(v["left"], x - 1)
@@ -489,7 +493,7 @@ def _checks_equation(p: Problem) -> list[str]:
     return [
         f"plugging x = {x} back into the original equation: the left side is {left}, and the right side is "
         f"{right}. Both sides are {lv}",
-        f"in the collected form {k}x{_signed(b)} = {d}: {k} × {x} = {m}, and {m}{_signed(b)} = {d}. It matches",
+        f"in the collected form {k}x{signed(b)} = {d}: {k} × {x} = {m}, and {m}{signed(b)} = {d}. It matches",
         f"substituting {x} for x on both sides once more: {left} and {right}, so both give {rv}",
     ]
 
@@ -558,7 +562,7 @@ def make_gcd(rng: random.Random, cfg: ThinkingConfig, n_steps: int) -> Problem:
     numbers in 4 of 10 two-number problems."""
     count = 2 if n_steps <= 3 else 3
     kind = "lcm" if count == 2 and rng.random() < 0.4 else "gcd"
-    g = _num(rng, (min(cfg.digits[0], 2), min(cfg.digits[1], 2)))  # 3-digit factors make 5-digit numbers
+    g = draw_number(rng, (min(cfg.digits[0], 2), min(cfg.digits[1], 2)))  # 3-digit factors make 5-digit numbers
     ms = _draw_multipliers(rng, count, 3 + 2 * n_steps, kind)
     nums = [g * m for m in ms]
     listed = " and ".join(map(str, nums)) if count == 2 else f"{nums[0]}, {nums[1]} and {nums[2]}"
@@ -584,7 +588,7 @@ def make_gcd(rng: random.Random, cfg: ThinkingConfig, n_steps: int) -> Problem:
         para = f"I need the smallest positive number that both {listed} divide into evenly."
     target = f"the {'greatest common divisor' if kind == 'gcd' else 'least common multiple'} of {listed}"
     info = {"kind": kind, "nums": nums, "g": g, "ms": ms, "listed": listed}
-    return Problem("gcd", question, answer, tuple(steps), early | _ints(question), para, target, info, n_steps)
+    return Problem("gcd", question, answer, tuple(steps), early | ints_in(question), para, target, info, n_steps)
 
 
 def _factor(n: int) -> list[int]:
@@ -719,13 +723,13 @@ class Clause:
 def _word_clause(rng: random.Random, cfg: ThinkingConfig, v: int, kind: str, who: dict) -> Clause:
     ctx = tuple(who.items())
     if kind in ("gain", "lose"):
-        n = _num(rng, cfg.digits) if kind == "gain" else rng.randint(1, min(v - 1, 10 ** cfg.digits[1] - 1))
+        n = draw_number(rng, cfg.digits) if kind == "gain" else rng.randint(1, min(v - 1, 10 ** cfg.digits[1] - 1))
         fact = Fact(v, "+" if kind == "gain" else "-", n)
         short = f"gets {n} more" if kind == "gain" else f"gives away {n}"
         text = rng.choice(CLAUSES[kind]).format(n=n, **who)
         return Clause(text, (Step(WORD_SAYS[kind], fact, ctx=ctx),), short, f" {fact.op} {n}")
     if kind == "packs":
-        p, k = rng.randint(2, 9), _num(rng, cfg.digits)
+        p, k = rng.randint(2, 9), draw_number(rng, cfg.digits)
         product = Fact(p, "×", k)
         steps = (Step(WORD_SAYS["box"], product, ctx=ctx), Step(WORD_SAYS["add"], Fact(v, "+", p * k), ctx=ctx))
         text = rng.choice(CLAUSES[kind]).format(p=p, k=k, **who)
@@ -752,7 +756,7 @@ def make_word(rng: random.Random, cfg: ThinkingConfig, n_steps: int) -> Problem:
     name, he, him, his = rng.choice(PEOPLE)
     who = dict(name=name, he=he, He=he.capitalize(), him=him, his=his, item=rng.choice(ITEMS))
     who |= dict(box=rng.choice(BOXES), friend=rng.choice(FRIENDS))
-    v = start = _num(rng, cfg.digits)
+    v = start = draw_number(rng, cfg.digits)
     clauses, expr = [], str(v)
     for _ in range(n_steps):
         clauses.append(_word_clause(rng, cfg, v, rng.choice(_word_kinds(v, cfg)), who))
@@ -769,7 +773,7 @@ def make_word(rng: random.Random, cfg: ThinkingConfig, n_steps: int) -> Problem:
         question,
         v,
         tuple(steps),
-        _early(question, facts),
+        early_numbers(question, facts),
         f"{name} starts with {start} {who['item']}, then {', then '.join(c.short for c in clauses)}; the question "
         f"is how many {who['item']} {he} has at the end.",
         f"how many {who['item']} {name} has at the end",
@@ -964,10 +968,10 @@ def render(step: Step, value: int, rng: random.Random, lead: str = "", mark: boo
     """The step's paragraph with `value` as its result; MARK right after it when `mark`."""
     f = step.fact
     eq = (f.eq(value) if f else step.stated.format(r=value)) + (MARK if mark else "")
-    ctx = dict(step.ctx, eq=eq, r=value, lead=lead, r_s=_signed(value))
+    ctx = dict(step.ctx, eq=eq, r=value, lead=lead, r_s=signed(value))
     if f:
         ctx |= dict(a=f.a, b=f.b, lhs=f.lhs(), u=f.unit)
-    return _cap(rng.choice(step.says).format(**ctx).strip())
+    return cap_first(rng.choice(step.says).format(**ctx).strip())
 
 
 def _wrong(fact: Fact, answer: int, rng: random.Random) -> int:
@@ -983,7 +987,7 @@ def _check_paragraph(fact: Fact, rng: random.Random) -> str:
 
 
 def _doubt_paragraph(fact: Fact, rng: random.Random) -> str:
-    return rng.choice(DOUBTS).format(lhs=fact.lhs(), words=_cap(fact.words()), r=fact.result, u=fact.unit)
+    return rng.choice(DOUBTS).format(lhs=fact.lhs(), words=cap_first(fact.words()), r=fact.result, u=fact.unit)
 
 
 def _place_habits(p: Problem, habits: tuple[str, ...], rng: random.Random) -> tuple[int | None, dict, list[Fact]]:
@@ -1017,7 +1021,7 @@ def _solution(p: Problem, wrong_at: int | None, after: dict, rng: random.Random)
             w = _wrong(step.fact, p.answer, rng)
             out.append(render(step, w, rng, lead))
             fix_eq = step.fact.eq(step.result) + (MARK if last else "")
-            out.append(_cap(rng.choice(FIXES).format(eq=fix_eq, w=w)))
+            out.append(cap_first(rng.choice(FIXES).format(eq=fix_eq, w=w)))
         else:
             out.append(render(step, step.result, rng, lead, mark=last))
         out += after[j]
@@ -1039,7 +1043,7 @@ def _after_answer(p: Problem, habits: tuple[str, ...], late: list[Fact], rng: ra
         bodies = FAMILY[p.family].checks(p)
         picked = rng.sample(bodies, rng.randint(2, min(3, len(bodies))))
         intros = rng.sample(ANSWER_CHECKS, len(picked))
-        blocks.append([_cap(t.format(ans=p.answer, body=b)) for t, b in zip(intros, picked)])
+        blocks.append([cap_first(t.format(ans=p.answer, body=b)) for t, b in zip(intros, picked)])
         n_rechecks += len(picked)
     if not blocks:
         return [], 0
