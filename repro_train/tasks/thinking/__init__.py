@@ -11,6 +11,7 @@ split is disjoint from `test` and `hard` by a hash of each problem's computation
 the habits, the splits, determinism and lengths: docs/models-and-data.md, "Thinking traces".
 """
 
+from .dataset import generate, is_heldout
 from .problems import (
     ALT_CLOSERS,
     ALT_OPENERS,
@@ -40,8 +41,6 @@ from .problems import (
     ThinkingConfig,
     draw_habits,
     draw_problem,
-    generate,
-    is_heldout,
     make_chain,
     make_equation,
     make_gcd,

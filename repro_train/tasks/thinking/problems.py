@@ -13,7 +13,6 @@ the habits, the splits, determinism and lengths: docs/models-and-data.md, "Think
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import re
@@ -24,8 +23,6 @@ FAMILIES = ("chain", "equation", "gcd", "word")
 HABITS = ("restate", "reverify", "hesitate", "alternative", "recheck_answer", "backtrack")
 SPLITS = ("train", "test", "hard")
 THINK_START, THINK_END, ANSWER_PREFIX = "<think>", "</think>", "Final answer: "
-HELDOUT_BUCKETS = 10
-"""One problem in this many (by the hash of its key) is reserved for the held-out splits."""
 MARK = "\x00"
 """Placed right after the first correct statement of the answer while a trace is built, then removed."""
 WRONG_OFFSETS = (-10, -2, -1, 1, 2, 10)
@@ -1072,64 +1069,3 @@ def make_trace(p: Problem, habits: tuple[str, ...], rng: random.Random) -> tuple
     answer_char = text.index(MARK)
     n_rechecks = sum(len(v) for v in after.values()) + n_late
     return text.replace(MARK, ""), answer_char, n_rechecks, int(wrong_at is not None)
-
-
-# ---------------------------------------------------------------- data sets
-
-
-def is_heldout(key: str) -> bool:
-    """Whether a problem (its `Problem.key`) belongs to the held-out splits: a stable hash, not the seed."""
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % HELDOUT_BUCKETS == 0
-
-
-def generate(
-    n: int,
-    seed: int = 0,
-    families: tuple[str, ...] = FAMILIES,
-    cfg: ThinkingConfig = ThinkingConfig(),
-    split: str = "train",
-) -> list[dict]:
-    """`n` rows of distinct problems (by `Problem.key`); row i is of family families[i % len(families)].
-
-    Columns: question, answer, response, family, split, steps, habits, n_rechecks, n_backtracks,
-    answer_char, key. Deterministic in (n, seed, families, cfg, split)."""
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r}; choose from {SPLITS}")
-    bad = [f for f in families if f not in FAMILY]
-    if bad or not families:
-        raise ValueError(f"families={families}: choose one or more of {FAMILIES}")
-    problem_cfg = cfg.harder() if split == "hard" else cfg
-    rows, seen, draw = [], set(), 0
-    while len(rows) < n:
-        family = families[len(rows) % len(families)]
-        for _ in range(MAX_DRAWS):
-            draw += 1
-            p = draw_problem(family, random.Random(f"thinking/{seed}/{split}/{draw}/problem"), problem_cfg)
-            if p.key not in seen and is_heldout(p.key) == (split != "train"):
-                break
-        else:
-            raise ValueError(
-                f"{family}: found only {len(rows)} distinct {split} problems before giving up; the problem "
-                f"space of {problem_cfg} is too small for n={n}: raise steps or digits, or lower n"
-            )
-        seen.add(p.key)
-        rows.append(_row(p, split, random.Random(f"thinking/{seed}/{split}/{draw}/trace"), cfg))
-    return rows
-
-
-def _row(p: Problem, split: str, rng: random.Random, cfg: ThinkingConfig) -> dict:
-    habits = draw_habits(rng, cfg)
-    response, answer_char, n_rechecks, n_backtracks = make_trace(p, habits, rng)
-    return {
-        "question": p.question,
-        "answer": str(p.answer),
-        "response": response,
-        "family": p.family,
-        "split": split,
-        "steps": p.n_steps,
-        "habits": list(habits),
-        "n_rechecks": n_rechecks,
-        "n_backtracks": n_backtracks,
-        "answer_char": answer_char,
-        "key": p.key,
-    }
