@@ -12,42 +12,38 @@ the habits, the splits, determinism and lengths: docs/models-and-data.md, "Think
 """
 
 from .dataset import generate, is_heldout
-from .problems import (
+from .phrases import (
     ALT_CLOSERS,
     ALT_OPENERS,
     ANSWER_CHECKS,
-    ANSWER_PREFIX,
     CLOSERS,
     CONCLUDE,
     DOUBTS,
-    FAMILIES,
-    FAMILY,
     FIXES,
-    HABITS,
-    MARK,
     OPENERS,
     PLAN_EXTRA,
     PLANS,
     RESTATE_AGAIN,
     RESTATES,
     REVERIFY,
+)
+from .problems import (
+    FAMILIES,
+    FAMILY,
+    HABITS,
     SPLITS,
-    THINK_END,
-    THINK_START,
     Fact,
     Family,
     Problem,
     Step,
     ThinkingConfig,
-    draw_habits,
     draw_problem,
     make_chain,
     make_equation,
     make_gcd,
-    make_trace,
     make_word,
-    render,
 )
+from .trace import ANSWER_PREFIX, MARK, THINK_END, THINK_START, draw_habits, make_trace, render
 
 __all__ = [
     "ALT_CLOSERS",

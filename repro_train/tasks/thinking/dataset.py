@@ -7,17 +7,8 @@ from __future__ import annotations
 import hashlib
 import random
 
-from .problems import (
-    FAMILIES,
-    FAMILY,
-    MAX_DRAWS,
-    SPLITS,
-    Problem,
-    ThinkingConfig,
-    draw_habits,
-    draw_problem,
-    make_trace,
-)
+from .problems import FAMILIES, FAMILY, MAX_DRAWS, SPLITS, Problem, ThinkingConfig, draw_problem
+from .trace import draw_habits, make_trace
 
 HELDOUT_BUCKETS = 10
 """One problem in this many (by the hash of its key) is reserved for the held-out splits."""
