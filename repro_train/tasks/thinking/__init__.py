@@ -9,9 +9,21 @@ probability `overthink`, then carries habits (restate, reverify, hesitate, alter
 backtrack) that each row records, with `n_rechecks`, `n_backtracks` and `answer_char`. The `train`
 split is disjoint from `test` and `hard` by a hash of each problem's computation. The response format,
 the habits, the splits, determinism and lengths: docs/models-and-data.md, "Thinking traces".
+
+The modules, each importing only those above it:
+    problems.py    ThinkingConfig, Fact, Step, Problem, Family and the helpers the others share
+    phrases.py     the trace's phrase tables: openers, plans, leads, conclusions, the habits' paragraphs
+    chain.py, equation.py, gcd.py, word.py   one family each: its phrases, make_*, second solution, answer checks
+    families.py    FAMILY (the four by name) and draw_problem
+    trace.py       draw_habits and make_trace: a problem's `<think>` response with its habits planted
+    dataset.py     generate and is_heldout: the rows of a split
 """
 
+from .chain import make_chain
 from .dataset import generate, is_heldout
+from .equation import make_equation
+from .families import FAMILY, draw_problem
+from .gcd import make_gcd
 from .phrases import (
     ALT_CLOSERS,
     ALT_OPENERS,
@@ -27,23 +39,9 @@ from .phrases import (
     RESTATES,
     REVERIFY,
 )
-from .problems import (
-    FAMILIES,
-    FAMILY,
-    HABITS,
-    SPLITS,
-    Fact,
-    Family,
-    Problem,
-    Step,
-    ThinkingConfig,
-    draw_problem,
-    make_chain,
-    make_equation,
-    make_gcd,
-    make_word,
-)
+from .problems import FAMILIES, HABITS, SPLITS, Fact, Family, Problem, Step, ThinkingConfig
 from .trace import ANSWER_PREFIX, MARK, THINK_END, THINK_START, draw_habits, make_trace, render
+from .word import make_word
 
 __all__ = [
     "ALT_CLOSERS",

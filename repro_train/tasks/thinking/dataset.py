@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib
 import random
 
-from .problems import FAMILIES, FAMILY, MAX_DRAWS, SPLITS, Problem, ThinkingConfig, draw_problem
+from .families import FAMILY, MAX_DRAWS, draw_problem
+from .problems import FAMILIES, SPLITS, Problem, ThinkingConfig
 from .trace import draw_habits, make_trace
 
 HELDOUT_BUCKETS = 10

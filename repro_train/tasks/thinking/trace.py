@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 
+from .families import FAMILY
 from .phrases import (
     ANSWER_CHECKS,
     CLOSERS,
@@ -20,7 +21,7 @@ from .phrases import (
     RESTATES,
     REVERIFY,
 )
-from .problems import FAMILY, HABITS, Fact, Problem, Step, ThinkingConfig, cap_first, signed
+from .problems import HABITS, Fact, Problem, Step, ThinkingConfig, cap_first, signed
 
 THINK_START, THINK_END, ANSWER_PREFIX = "<think>", "</think>", "Final answer: "
 MARK = "\x00"
