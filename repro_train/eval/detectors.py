@@ -7,7 +7,7 @@ A response is split into paragraphs at blank lines; each paragraph gets at most 
 A paragraph that matches any BACKTRACK pattern is a backtrack (a re-check that finds an error is a
 backtrack); otherwise one that matches any RECHECK pattern is a recheck. Matching is
 case-insensitive. The patterns cover the templates of the toy task (repro_train/tasks/arithmetic.py)
-and of the thinking traces (repro_train/tasks/thinking.py: hesitations that ask "Wait, is ... really
+and of the thinking traces (repro_train/tasks/thinking/phrases.py: hesitations that ask "Wait, is ... really
 ...?", "Alternatively, ..." second solutions, "just to be sure", "I miscalculated", ...) and common
 phrasings of real models; on free text they are a heuristic, not a parser.
 """

@@ -1,4 +1,4 @@
-"""Thinking traces (repro_train/tasks/thinking.py): answers recomputed by independent readers of the
+"""Thinking traces (repro_train/tasks/thinking/): answers recomputed by independent readers of the
 question text, determinism, habit shares against their knobs, held-out splits, the first-correct
 offset against eval.metrics, detectors against the planted paragraphs, lengths, the named set."""
 
