@@ -7,17 +7,7 @@ from __future__ import annotations
 import random
 
 from .phrases import ALT_CLOSERS, ALT_OPENERS
-from .problems import (
-    Fact,
-    Family,
-    Problem,
-    Step,
-    ThinkingConfig,
-    cap_first,
-    draw_number,
-    early_numbers,
-    place_values,
-)
+from .problems import Fact, Family, Problem, Step, ThinkingConfig, cap_first, draw_number, early_numbers, place_values
 
 CHAIN_QUESTIONS = (
     "Calculate {expr}.",

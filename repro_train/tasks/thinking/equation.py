@@ -7,16 +7,7 @@ from __future__ import annotations
 import random
 
 from .phrases import ALT_CLOSERS, ALT_OPENERS
-from .problems import (
-    Fact,
-    Family,
-    Problem,
-    Step,
-    ThinkingConfig,
-    draw_number,
-    early_numbers,
-    signed,
-)
+from .problems import Fact, Family, Problem, Step, ThinkingConfig, draw_number, early_numbers, signed
 
 EQUATION_QUESTIONS = (
     "Solve for x: {eqn}.",

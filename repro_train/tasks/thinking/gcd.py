@@ -8,15 +8,7 @@ import math
 import random
 
 from .phrases import ALT_CLOSERS, ALT_OPENERS
-from .problems import (
-    Fact,
-    Family,
-    Problem,
-    Step,
-    ThinkingConfig,
-    draw_number,
-    ints_in,
-)
+from .problems import Fact, Family, Problem, Step, ThinkingConfig, draw_number, ints_in
 
 GCD_QUESTIONS = (
     "What is the greatest common divisor of {nums}?",

@@ -6,21 +6,8 @@ from __future__ import annotations
 
 import random
 
+from . import phrases
 from .families import FAMILY
-from .phrases import (
-    ANSWER_CHECKS,
-    CLOSERS,
-    CONCLUDE,
-    DOUBTS,
-    FIXES,
-    LEADS,
-    OPENERS,
-    PLAN_EXTRA,
-    PLANS,
-    RESTATE_AGAIN,
-    RESTATES,
-    REVERIFY,
-)
 from .problems import HABITS, Fact, Problem, Step, ThinkingConfig, cap_first, signed
 
 THINK_START, THINK_END, ANSWER_PREFIX = "<think>", "</think>", "Final answer: "
@@ -45,15 +32,17 @@ def _plan_paragraph(p: Problem, rng: random.Random) -> str:
     info = p.info
     extra = ""
     if p.family == "equation" and p.n_steps >= 3:
-        extra = PLAN_EXTRA["bracket"]
-    elif p.family == "gcd":
-        extra = PLAN_EXTRA["lcm"] if info["kind"] == "lcm" else PLAN_EXTRA["three"] if len(info["nums"]) == 3 else ""
+        extra = phrases.PLAN_EXTRA["bracket"]
+    elif p.family == "gcd" and info["kind"] == "lcm":
+        extra = phrases.PLAN_EXTRA["lcm"]
+    elif p.family == "gcd" and len(info["nums"]) == 3:
+        extra = phrases.PLAN_EXTRA["three"]
     fields = dict(n=p.n_steps, terms=p.n_steps + 1, item=info.get("item", ""), start=info.get("start", ""))
-    return rng.choice(PLANS[p.family]).format(**fields) + extra
+    return rng.choice(phrases.PLANS[p.family]).format(**fields) + extra
 
 
 def _lead(j: int, n: int, rng: random.Random) -> str:
-    return rng.choice(LEADS["first" if j == 0 else "last" if j == n - 1 else "next"])
+    return rng.choice(phrases.LEADS["first" if j == 0 else "last" if j == n - 1 else "next"])
 
 
 def render(step: Step, value: int, rng: random.Random, lead: str = "", mark: bool = False) -> str:
@@ -75,11 +64,11 @@ def _wrong(fact: Fact, answer: int, rng: random.Random) -> int:
 
 
 def _check_paragraph(fact: Fact, rng: random.Random) -> str:
-    return rng.choice(REVERIFY).format(lhs=fact.lhs(), inv=fact.inverse(), r=fact.result, u=fact.unit)
+    return rng.choice(phrases.REVERIFY).format(lhs=fact.lhs(), inv=fact.inverse(), r=fact.result, u=fact.unit)
 
 
 def _doubt_paragraph(fact: Fact, rng: random.Random) -> str:
-    return rng.choice(DOUBTS).format(lhs=fact.lhs(), words=cap_first(fact.words()), r=fact.result, u=fact.unit)
+    return rng.choice(phrases.DOUBTS).format(lhs=fact.lhs(), words=cap_first(fact.words()), r=fact.result, u=fact.unit)
 
 
 def _place_habits(p: Problem, habits: tuple[str, ...], rng: random.Random) -> tuple[int | None, dict, list[Fact]]:
@@ -113,7 +102,7 @@ def _solution(p: Problem, wrong_at: int | None, after: dict, rng: random.Random)
             w = _wrong(step.fact, p.answer, rng)
             out.append(render(step, w, rng, lead))
             fix_eq = step.fact.eq(step.result) + (MARK if last else "")
-            out.append(cap_first(rng.choice(FIXES).format(eq=fix_eq, w=w)))
+            out.append(cap_first(rng.choice(phrases.FIXES).format(eq=fix_eq, w=w)))
         else:
             out.append(render(step, step.result, rng, lead, mark=last))
         out += after[j]
@@ -127,20 +116,20 @@ def _after_answer(p: Problem, habits: tuple[str, ...], late: list[Fact], rng: ra
     blocks = [[_check_paragraph(f, rng)] for f in late]
     n_rechecks = len(late)
     if "restate" in habits and rng.random() < 0.5:
-        blocks.append([rng.choice(RESTATE_AGAIN).format(target=p.target, ans=p.answer, para=p.paraphrase)])
+        blocks.append([rng.choice(phrases.RESTATE_AGAIN).format(target=p.target, ans=p.answer, para=p.paraphrase)])
     if "alternative" in habits:
         blocks.append(FAMILY[p.family].alternative(p, rng))
         n_rechecks += 1
     if "recheck_answer" in habits:
         bodies = FAMILY[p.family].checks(p)
         picked = rng.sample(bodies, rng.randint(2, min(3, len(bodies))))
-        intros = rng.sample(ANSWER_CHECKS, len(picked))
+        intros = rng.sample(phrases.ANSWER_CHECKS, len(picked))
         blocks.append([cap_first(t.format(ans=p.answer, body=b)) for t, b in zip(intros, picked)])
         n_rechecks += len(picked)
     if not blocks:
         return [], 0
     rng.shuffle(blocks)
-    return [para for block in blocks for para in block] + [rng.choice(CLOSERS).format(ans=p.answer)], n_rechecks
+    return [para for block in blocks for para in block] + [rng.choice(phrases.CLOSERS).format(ans=p.answer)], n_rechecks
 
 
 def make_trace(p: Problem, habits: tuple[str, ...], rng: random.Random) -> tuple[str, int, int, int]:
@@ -152,13 +141,13 @@ def make_trace(p: Problem, habits: tuple[str, ...], rng: random.Random) -> tuple
     if unknown:
         raise ValueError(f"unknown habits {sorted(unknown)}; choose from {HABITS}")
     if "restate" in habits:
-        paras = [rng.choice(RESTATES).format(q=p.question, para=p.paraphrase)]
+        paras = [rng.choice(phrases.RESTATES).format(q=p.question, para=p.paraphrase)]
     else:
-        paras = [rng.choice(OPENERS)]
+        paras = [rng.choice(phrases.OPENERS)]
     paras.append(_plan_paragraph(p, rng))
     wrong_at, after, late = _place_habits(p, habits, rng)
     paras += _solution(p, wrong_at, after, rng)
-    paras.append(rng.choice(CONCLUDE).format(ans=p.answer, target=p.target))
+    paras.append(rng.choice(phrases.CONCLUDE).format(ans=p.answer, target=p.target))
     tail, n_late = _after_answer(p, habits, late, rng)
     text = f"{THINK_START}\n" + "\n\n".join(paras + tail) + f"\n\n{THINK_END}\n\n{ANSWER_PREFIX}{p.answer}"
     answer_char = text.index(MARK)

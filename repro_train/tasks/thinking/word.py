@@ -9,15 +9,7 @@ from dataclasses import dataclass
 
 from .chain import CHAIN
 from .phrases import ALT_CLOSERS, ALT_OPENERS
-from .problems import (
-    Fact,
-    Family,
-    Problem,
-    Step,
-    ThinkingConfig,
-    draw_number,
-    early_numbers,
-)
+from .problems import Fact, Family, Problem, Step, ThinkingConfig, draw_number, early_numbers
 
 PEOPLE = (
     ("Maya", "she", "her", "her"),
